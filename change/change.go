@@ -1,0 +1,124 @@
+// Package change holds the types every part of skiff shares: a change event, the batch it
+// belongs to and the position a target records. It does no I/O and imports nothing of skiff,
+// so that sources, handlers and appliers can all depend on it without cycles.
+package change
+
+import (
+	"strings"
+)
+
+// Op is the kind of row change an event carries.
+type Op byte
+
+// The operations a capture trigger or a decoding plugin reports.
+const (
+	Insert   Op = 'I'
+	Update   Op = 'U'
+	Delete   Op = 'D'
+	Truncate Op = 'T'
+)
+
+// String returns the SQL verb of the operation.
+func (o Op) String() string {
+	switch o {
+	case Insert:
+		return "INSERT"
+	case Update:
+		return "UPDATE"
+	case Delete:
+		return "DELETE"
+	case Truncate:
+		return "TRUNCATE"
+	}
+	return "UNKNOWN(" + string(rune(o)) + ")"
+}
+
+// Table names a relation by schema and name, unquoted.
+type Table struct {
+	Schema string
+	Name   string
+}
+
+// String returns the table as a quoted, schema-qualified SQL identifier.
+func (t Table) String() string {
+	if t.Schema == "" {
+		return QuoteIdent(t.Name)
+	}
+	return QuoteIdent(t.Schema) + "." + QuoteIdent(t.Name)
+}
+
+// QuoteIdent quotes an identifier for SQL text, doubling embedded quotes.
+func QuoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// Value is one column value in PostgreSQL's text representation. Valid is false for NULL,
+// which keeps NULL and the empty string apart.
+type Value struct {
+	Text  string
+	Valid bool
+}
+
+// Text returns a non-NULL value.
+func Text(s string) Value { return Value{Text: s, Valid: true} }
+
+// Null is the NULL value.
+var Null = Value{}
+
+// Event is one row change, in the order the provider committed it.
+//
+// For Insert and Update, Columns and Values describe the new row; for Delete, the old row (at
+// least its key columns). Key names the primary-key columns, each of which appears in
+// Columns. OldKey is set only for an Update that changed the key: the key's values before the
+// update, in the order of Key. Truncate events carry only Table.
+type Event struct {
+	ID      int64 // provider event id (trigger queue) or a running number (logical decoding)
+	TxID    int64 // provider transaction id, 0 when unknown
+	Op      Op
+	Table   Table
+	Columns []string // column names; shared between events of one table layout, do not modify
+	Values  []Value
+	Key     []string // primary-key column names; shared, do not modify
+	OldKey  []Value
+}
+
+// Value returns the value of the named column and whether the event has that column.
+func (e *Event) Value(column string) (Value, bool) {
+	for i, c := range e.Columns {
+		if c == column {
+			return e.Values[i], true
+		}
+	}
+	return Value{}, false
+}
+
+// KeyValues returns the values of the key columns as they identify the target row: the old key
+// for an Update that changed it, the row's key columns otherwise.
+func (e *Event) KeyValues() []Value {
+	if e.OldKey != nil {
+		return e.OldKey
+	}
+	out := make([]Value, len(e.Key))
+	for i, k := range e.Key {
+		out[i], _ = e.Value(k)
+	}
+	return out
+}
+
+// Position is where a source stands: for the trigger queue the tick a batch ends at, for
+// logical decoding the LSN of the last commit applied. The target records it in the same
+// transaction as the batch's changes.
+type Position struct {
+	Tick int64  // trigger queue: id of the tick the batch ends at
+	LSN  uint64 // logical decoding: end LSN of the last transaction in the batch
+}
+
+// Batch is a unit of replay: every change of a set of whole provider transactions, applied on
+// the target in one transaction. Events are not held here: sources stream them, so that memory
+// stays bounded whatever the batch size.
+type Batch struct {
+	ID    int64    // source batch id (trigger queue) or a running number
+	Queue string   // queue (table group) the batch belongs to
+	Prev  Position // position before the batch
+	End   Position // position after the batch; recorded on the target with the batch
+}

@@ -1,0 +1,240 @@
+// Package migrate installs and upgrades skiff's schema on a provider or a target with goose,
+// through a version store that works on every server from PostgreSQL 8.4 on (goose's own
+// postgres dialect needs an identity column, PostgreSQL 10+).
+package migrate
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
+	"github.com/pressly/goose/v3/lock"
+
+	skiffsql "github.com/skiffdb/skiff/sql"
+)
+
+// Role is which schema a database gets: a database may be provider and target at once.
+type Role string
+
+// The two schemas skiff installs.
+const (
+	Provider Role = "provider"
+	Target   Role = "target"
+)
+
+func (r Role) fsys() (fs.FS, error) {
+	switch r {
+	case Provider:
+		return fs.Sub(skiffsql.Provider, "provider")
+	case Target:
+		return fs.Sub(skiffsql.Target, "target")
+	}
+	return nil, fmt.Errorf("unknown schema role %q", r)
+}
+
+// Result says what Up did.
+type Result struct {
+	From, To int64    // schema version before and after
+	Applied  []string // migration files applied, in order
+}
+
+// Up installs or upgrades the role's schema in the database cfg points at. Running it on an
+// up-to-date schema changes nothing. Concurrent runs are serialised by an advisory lock.
+func Up(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*Result, error) {
+	fsys, err := role.fsys()
+	if err != nil {
+		return nil, err
+	}
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	db.SetMaxOpenConns(2)
+
+	if err := prepare(ctx, db); err != nil {
+		return nil, fmt.Errorf("prepare %s schema: %w", role, err)
+	}
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(role)))
+	if err != nil {
+		return nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectCustom, db, fsys,
+		goose.WithStore(&store{table: "skiff." + string(role) + "_migrations"}),
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("load %s migrations: %w", role, err)
+	}
+	from, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read %s schema version: %w", role, err)
+	}
+	results, err := p.Up(ctx)
+	res := &Result{From: from, To: from}
+	for _, r := range results {
+		if r.Error == nil && !r.Empty {
+			res.Applied = append(res.Applied, r.Source.Path)
+			res.To = r.Source.Version
+		}
+	}
+	if err != nil {
+		var perr *goose.PartialError
+		if errors.As(err, &perr) && perr.Failed != nil {
+			return res, fmt.Errorf("install %s schema: migration %s: %w", role, perr.Failed.Source.Path, perr.Err)
+		}
+		return res, fmt.Errorf("install %s schema: %w", role, err)
+	}
+	return res, nil
+}
+
+// Version returns the installed schema version of a role, 0 when not installed.
+func Version(ctx context.Context, conn *pgx.Conn, role Role) (int64, error) {
+	var v *int64
+	err := conn.QueryRow(ctx, `
+		SELECT (SELECT max(version_id) FROM `+pgx.Identifier{"skiff", string(role) + "_migrations"}.Sanitize()+` WHERE is_applied)
+		WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		              WHERE n.nspname = 'skiff' AND c.relname = $1)`, string(role)+"_migrations").Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) || v == nil {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s schema version: %w", role, err)
+	}
+	return *v, nil
+}
+
+// Latest is the newest migration version skiff ships for a role.
+func Latest(role Role) (int64, error) {
+	fsys, err := role.fsys()
+	if err != nil {
+		return 0, err
+	}
+	files, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return 0, err
+	}
+	var max int64
+	for _, f := range files {
+		v, err := goose.NumericComponent(f)
+		if err != nil {
+			return 0, fmt.Errorf("migration %s: %w", f, err)
+		}
+		max = v
+	}
+	return max, nil
+}
+
+func lockID(r Role) int64 {
+	// A fixed id per role, "skiff" in ASCII followed by the role's first letter.
+	return 0x736b696666<<8 | int64(r[0])
+}
+
+// prepare creates what goose's store and the migrations assume: schema skiff and PL/pgSQL
+// (not installed in a new database before PostgreSQL 9.0).
+func prepare(ctx context.Context, db *sql.DB) error {
+	var hasSchema, hasPLpgSQL bool
+	err := db.QueryRowContext(ctx, `SELECT
+		EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'skiff'),
+		EXISTS (SELECT 1 FROM pg_catalog.pg_language WHERE lanname = 'plpgsql')`).Scan(&hasSchema, &hasPLpgSQL)
+	if err != nil {
+		return err
+	}
+	if !hasPLpgSQL {
+		if _, err := db.ExecContext(ctx, "CREATE LANGUAGE plpgsql"); err != nil {
+			return fmt.Errorf("create language plpgsql: %w", err)
+		}
+	}
+	if !hasSchema {
+		if _, err := db.ExecContext(ctx, "CREATE SCHEMA skiff"); err != nil {
+			var pgErr interface{ SQLState() string }
+			// Another installer may have created it meanwhile (42P06 duplicate_schema).
+			if !errors.As(err, &pgErr) || pgErr.SQLState() != "42P06" {
+				return fmt.Errorf("create schema skiff: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// store is goose's version table, written with what PostgreSQL 8.4 has (a serial key, no
+// identity column).
+type store struct {
+	table string // schema-qualified, trusted: built from a fixed role name
+}
+
+var _ database.StoreExtender = (*store)(nil)
+
+func (s *store) Tablename() string { return s.table }
+
+func (s *store) CreateVersionTable(ctx context.Context, db database.DBTxConn) error {
+	_, err := db.ExecContext(ctx, `CREATE TABLE `+s.table+` (
+		id serial PRIMARY KEY,
+		version_id bigint NOT NULL,
+		is_applied boolean NOT NULL,
+		tstamp timestamptz NOT NULL DEFAULT now())`)
+	return err
+}
+
+func (s *store) Insert(ctx context.Context, db database.DBTxConn, req database.InsertRequest) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO `+s.table+` (version_id, is_applied) VALUES ($1, true)`, req.Version)
+	return err
+}
+
+func (s *store) Delete(ctx context.Context, db database.DBTxConn, version int64) error {
+	_, err := db.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE version_id = $1`, version)
+	return err
+}
+
+func (s *store) GetMigration(ctx context.Context, db database.DBTxConn, version int64) (*database.GetMigrationResult, error) {
+	var r database.GetMigrationResult
+	err := db.QueryRowContext(ctx, `SELECT tstamp, is_applied FROM `+s.table+` WHERE version_id = $1 ORDER BY tstamp DESC LIMIT 1`, version).
+		Scan(&r.Timestamp, &r.IsApplied)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %d", database.ErrVersionNotFound, version)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (s *store) GetLatestVersion(ctx context.Context, db database.DBTxConn) (int64, error) {
+	var v sql.NullInt64
+	if err := db.QueryRowContext(ctx, `SELECT max(version_id) FROM `+s.table).Scan(&v); err != nil {
+		return 0, err
+	}
+	if !v.Valid {
+		return 0, database.ErrVersionNotFound
+	}
+	return v.Int64, nil
+}
+
+func (s *store) ListMigrations(ctx context.Context, db database.DBTxConn) ([]*database.ListMigrationsResult, error) {
+	rows, err := db.QueryContext(ctx, `SELECT version_id, is_applied FROM `+s.table+` ORDER BY id DESC`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*database.ListMigrationsResult
+	for rows.Next() {
+		var r database.ListMigrationsResult
+		if err := rows.Scan(&r.Version, &r.IsApplied); err != nil {
+			return nil, err
+		}
+		out = append(out, &r)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) TableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
+	var exists bool
+	err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname || '.' || c.relname = $1)`, s.table).Scan(&exists)
+	return exists, err
+}

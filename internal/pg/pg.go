@@ -1,0 +1,159 @@
+// Package pg opens connections to PostgreSQL servers of every version skiff supports (8.4 and
+// up) with the session settings skiff relies on, and keeps passwords out of messages.
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// sessionParams are sent in the startup packet, so they hold from the first statement on.
+// standard_conforming_strings is off by default before 9.1 and pgx refuses the simple protocol
+// then; the date, interval and float settings make every value's text form exact and
+// independent of the server's defaults.
+var sessionParams = map[string]string{
+	"standard_conforming_strings": "on",
+	"DateStyle":                   "ISO, YMD",
+	"extra_float_digits":          "3",
+	"client_min_messages":         "warning",
+}
+
+// ParseConfig parses a libpq connection string or URI (passwords may come from the URL,
+// PGPASSWORD, a passfile or a service file) and adds skiff's session settings.
+func ParseConfig(connString, appName string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parse connection string %s: %w", Redact(connString), redactErr(err, connString))
+	}
+	for k, v := range sessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	if appName != "" {
+		if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+			cfg.RuntimeParams["application_name"] = appName
+		}
+	}
+	return cfg, nil
+}
+
+// Connect opens one connection with skiff's session settings. appName is reported in
+// pg_stat_activity unless the connection string sets one.
+func Connect(ctx context.Context, connString, appName string) (*pgx.Conn, error) {
+	cfg, err := ParseConfig(connString, appName)
+	if err != nil {
+		return nil, err
+	}
+	return ConnectConfig(ctx, cfg)
+}
+
+// ConnectConfig opens one connection from a parsed configuration. IntervalStyle exists only
+// from 8.4 on and is set after connecting so that an unknown parameter cannot refuse the
+// startup of an older server.
+func ConnectConfig(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", Describe(cfg), err)
+	}
+	if _, err := conn.Exec(ctx, "SET IntervalStyle = 'postgres'"); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("connect to %s: set IntervalStyle: %w", Describe(cfg), err)
+	}
+	return conn, nil
+}
+
+// Describe names a server for messages: user, host, port and database, never the password.
+func Describe(cfg *pgx.ConnConfig) string {
+	return fmt.Sprintf("%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
+}
+
+var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// Redact returns the connection string with any password replaced by "xxxxx", for logs and
+// error messages.
+func Redact(connString string) string {
+	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
+		u, err := url.Parse(connString)
+		if err != nil {
+			return "(unparsable URL)"
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	return kvPassword.ReplaceAllString(connString, "${1}xxxxx")
+}
+
+// redactErr removes the connection string from an error pgx built around it.
+func redactErr(err error, connString string) error {
+	if connString == "" || !strings.Contains(err.Error(), connString) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), connString, Redact(connString)))
+}
+
+// ServerVersion returns server_version_num (e.g. 80400, 150004).
+func ServerVersion(conn *pgx.Conn) int {
+	return ServerVersionOf(conn.PgConn())
+}
+
+// ServerVersionOf returns server_version_num of a low-level connection, computed from the
+// server_version parameter the server reports at startup.
+func ServerVersionOf(c *pgconn.PgConn) int {
+	return ParseServerVersion(c.ParameterStatus("server_version"))
+}
+
+// ParseServerVersion turns "8.4.22", "9.6.24", "15.4 (Debian ...)" or "18beta1" into the
+// server_version_num form: 80422, 90624, 150004, 180000.
+func ParseServerVersion(s string) int {
+	nums := make([]int, 0, 3)
+	n, in := 0, false
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			n = n*10 + int(r-'0')
+			in = true
+			continue
+		}
+		if in {
+			nums = append(nums, n)
+			n, in = 0, false
+		}
+		if r != '.' || len(nums) >= 3 {
+			break
+		}
+	}
+	if in && len(nums) < 3 {
+		nums = append(nums, n)
+	}
+	switch {
+	case len(nums) == 0:
+		return 0
+	case nums[0] >= 10:
+		v := nums[0] * 10000
+		if len(nums) > 1 {
+			v += nums[1]
+		}
+		return v
+	default:
+		v := nums[0] * 10000
+		if len(nums) > 1 {
+			v += nums[1] * 100
+		}
+		if len(nums) > 2 {
+			v += nums[2]
+		}
+		return v
+	}
+}

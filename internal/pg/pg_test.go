@@ -1,0 +1,37 @@
+package pg
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseServerVersion(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int{
+		"8.4.22":               80422,
+		"9.6.24":               90624,
+		"15.4 (Debian 15.4-1)": 150004,
+		"18beta1":              180000,
+		"10.23":                100023,
+		"9.1.24rc1":            90124,
+		"":                     0,
+	} {
+		require.Equal(t, want, ParseServerVersion(in), in)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres://u:secret@h:5432/db":        "postgres://u:xxxxx@h:5432/db",
+		"postgres://u@h/db?password=secret":    "postgres://u@h/db?password=xxxxx",
+		"host=h password=secret dbname=d":      "host=h password=xxxxx dbname=d",
+		"host=h password = 'se cret' dbname=d": "host=h password = xxxxx dbname=d",
+		"host=h dbname=d":                      "host=h dbname=d",
+	} {
+		got := Redact(in)
+		require.Equal(t, want, got, in)
+		require.NotContains(t, got, "secret")
+	}
+}
