@@ -5,7 +5,14 @@
 set -euo pipefail
 cache=$1; shift
 mkdir -p "$cache"
-command -v npm >/dev/null || { echo "pg-matrix: npm is needed (apt-get install npm)" >&2; exit 1; }
+if ! command -v npm >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "pg-matrix: installing npm from Debian"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  else
+    echo "pg-matrix: npm is needed (apt-get install npm)" >&2; exit 1
+  fi
+fi
 for v in "$@"; do
   major=${v%%.*}
   dest=$cache/$major
