@@ -122,3 +122,28 @@ type Batch struct {
 	Prev  Position // position before the batch
 	End   Position // position after the batch; recorded on the target with the batch
 }
+
+// TableState is where a subscribed table stands on a target.
+type TableState string
+
+// The states of a subscribed table, in the order a table goes through them.
+const (
+	// StateCopying: the initial copy runs; the worker skips the table's events.
+	StateCopying TableState = "copying"
+	// StateCatchingUp: the copy is done under Route.CopySnapshot; the worker skips the events
+	// of transactions that snapshot shows as committed (the copy holds them) and applies the rest.
+	StateCatchingUp TableState = "catching-up"
+	// StateInSync: every event of the table is applied.
+	StateInSync TableState = "in-sync"
+)
+
+// Route is one subscribed table as the target records it: where its events go, in which
+// state it is and which custom handler (if any) transforms them.
+type Route struct {
+	Source       Table
+	Dest         Table
+	State        TableState
+	Handler      string // name of a custom handler in the worker's registry, "" for none
+	Config       string // the handler's configuration (JSON), "" for none
+	CopySnapshot string // txid_snapshot text of the initial copy (catching-up), "" otherwise
+}
