@@ -1,0 +1,370 @@
+// Package copier is skiff's initial copy: it copies provider tables to target tables with COPY
+// streamed straight through (provider COPY TO STDOUT piped into target COPY FROM STDIN, never a
+// whole table in memory), each table under one provider snapshot that it hands back, several
+// tables in parallel, with a progress display. It also holds the catch-up filter the worker
+// runs on a freshly copied table (CatchUp) and the txid snapshot arithmetic both rely on.
+//
+// The copy of one table:
+//  1. target: BEGIN; TRUNCATE the destination (its lock makes concurrent writes to it wait);
+//  2. provider: BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1), READ ONLY;
+//     the snapshot is txid_current_snapshot(), the one the copy reads under;
+//  3. Hooks.Snapshot publishes it (the caller records it on the target, in its own transaction);
+//  4. COPY (SELECT cols FROM src) TO STDOUT → io.Pipe → COPY dest (cols) FROM STDIN;
+//  5. Hooks.Copied runs in the target transaction (the caller moves the table to catching-up),
+//     then the target commits. Any failure rolls the whole table back: it starts over.
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// Table is one table to copy.
+type Table struct {
+	Source change.Table
+	Dest   change.Table
+}
+
+// String names the table for messages.
+func (t Table) String() string {
+	if t.Source == t.Dest {
+		return t.Source.String()
+	}
+	return t.Source.String() + " → " + t.Dest.String()
+}
+
+// Hooks let the caller record a table's progress on the target without the copier knowing the
+// target schema. Both may be nil.
+type Hooks struct {
+	// Snapshot is called once the provider snapshot of a table's copy is taken, before any row
+	// is read. It must record it durably (its own target transaction) before returning.
+	Snapshot func(ctx context.Context, t Table, snap Snapshot) error
+	// Copied is called in the target transaction that holds the copied rows, just before it
+	// commits; an error rolls the copy back.
+	Copied func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows int64) error
+}
+
+// Config configures a copy run.
+type Config struct {
+	// Provider and Target are the connection settings of both sides (from pg.ParseConfig).
+	Provider, Target *pgx.ConnConfig
+	// Parallel is how many tables are copied at once; 0 means 2.
+	Parallel int
+	// Hooks record each table's snapshot and completion.
+	Hooks Hooks
+	// Log receives start, finish and (without a terminal display) periodic progress lines;
+	// nil discards them.
+	Log *slog.Logger
+	// Display, when set, receives a live progress display (rows, bytes, rate, ETA per table);
+	// meant for a terminal. Without it progress goes to Log every LogEvery.
+	Display io.Writer
+	// LogEvery is the interval of progress log lines; 0 means 10 s.
+	LogEvery time.Duration
+}
+
+// Result is the outcome of one table's copy.
+type Result struct {
+	Table    Table
+	Snapshot Snapshot
+	Rows     int64
+	Bytes    int64
+	Elapsed  time.Duration
+	Err      error
+}
+
+// Copy copies every table and returns one result per table, in order. The returned error
+// joins the tables' errors; tables that succeeded stay copied.
+func Copy(ctx context.Context, cfg Config, tables []Table) ([]Result, error) {
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 2
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogEvery <= 0 {
+		cfg.LogEvery = 10 * time.Second
+	}
+	prog := newProgress(tables)
+	stopDisplay := prog.run(ctx, cfg)
+	results := make([]Result, len(tables))
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(cfg.Parallel, max(len(tables), 1)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				results[i] = copyTable(ctx, cfg, tables[i], prog.tables[i])
+			}
+		}()
+	}
+	for i := range tables {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	stopDisplay()
+	var errs []error
+	for _, r := range results {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("copy %s: %w", r.Table, r.Err))
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res Result) {
+	res.Table = t
+	start := time.Now()
+	log := cfg.Log.With("table", t.String())
+	defer func() {
+		res.Elapsed = time.Since(start)
+		res.Rows, res.Bytes = st.rows.Load(), st.bytes.Load()
+		st.finish(res.Err)
+		if res.Err != nil {
+			if !errors.Is(res.Err, context.Canceled) {
+				log.Error("copy failed", "err", res.Err.Error())
+			}
+			return
+		}
+		secs := res.Elapsed.Seconds()
+		log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond).String(),
+			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", fmt.Sprintf("%.1f", float64(res.Bytes)/secs/1e6),
+			"snapshot", res.Snapshot.String())
+	}()
+
+	prov, err := pg.ConnectConfig(ctx, cfg.Provider.Copy())
+	if err != nil {
+		res.Err = fmt.Errorf("provider: %w", err)
+		return
+	}
+	defer prov.Close(context.WithoutCancel(ctx))
+	tgt, err := pg.ConnectConfig(ctx, cfg.Target.Copy())
+	if err != nil {
+		res.Err = fmt.Errorf("target: %w", err)
+		return
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
+
+	cols, err := commonColumns(ctx, prov, tgt, t)
+	if err != nil {
+		res.Err = err
+		return
+	}
+	var estimate float64
+	_ = prov.QueryRow(ctx, `SELECT c.reltuples FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+		schemaOf(t.Source), t.Source.Name).Scan(&estimate)
+	st.estimate.Store(int64(estimate))
+
+	// 1. Target transaction; TRUNCATE's lock holds off writes to the destination until commit.
+	ttx, err := tgt.Begin(ctx)
+	if err != nil {
+		res.Err = fmt.Errorf("target: begin: %w", err)
+		return
+	}
+	defer func() { _ = ttx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := ttx.Exec(ctx, "TRUNCATE "+t.Dest.String()); err != nil {
+		res.Err = fmt.Errorf("target: truncate %s: %w", t.Dest, err)
+		return
+	}
+
+	// 2. Provider snapshot.
+	iso := "REPEATABLE READ"
+	if pg.ServerVersion(prov) < 90100 {
+		iso = "SERIALIZABLE" // before 9.1 SERIALIZABLE is snapshot isolation
+	}
+	if _, err := prov.Exec(ctx, "BEGIN ISOLATION LEVEL "+iso+" READ ONLY"); err != nil {
+		res.Err = fmt.Errorf("provider: begin: %w", err)
+		return
+	}
+	defer func() { _, _ = prov.Exec(context.WithoutCancel(ctx), "ROLLBACK") }()
+	var snapText string
+	if err := prov.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&snapText); err != nil {
+		res.Err = fmt.Errorf("provider: snapshot: %w", err)
+		return
+	}
+	if res.Snapshot, err = ParseSnapshot(snapText); err != nil {
+		res.Err = err
+		return
+	}
+	// 3. Publish it.
+	if cfg.Hooks.Snapshot != nil {
+		if err := cfg.Hooks.Snapshot(ctx, t, res.Snapshot); err != nil {
+			res.Err = fmt.Errorf("record snapshot: %w", err)
+			return
+		}
+	}
+	log.Info("copy started", "snapshot", snapText, "columns", len(cols), "estimated_rows", int64(estimate))
+	st.start()
+
+	// 4. Stream.
+	if err := pipe(ctx, prov, ttx, t, cols, st); err != nil {
+		res.Err = err
+		return
+	}
+	// 5. Record and commit.
+	if cfg.Hooks.Copied != nil {
+		if err := cfg.Hooks.Copied(ctx, ttx, t, res.Snapshot, st.rows.Load()); err != nil {
+			res.Err = fmt.Errorf("record copy: %w", err)
+			return
+		}
+	}
+	if err := ttx.Commit(ctx); err != nil {
+		res.Err = fmt.Errorf("target: commit: %w", err)
+	}
+	return
+}
+
+// pipe streams the provider's COPY TO STDOUT into the target's COPY FROM STDIN through an
+// io.Pipe, counting rows (one newline per row in COPY's text format, where embedded newlines
+// are escaped) and bytes on the way.
+func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []string, st *tableProgress) error {
+	quoted := make([]string, len(cols))
+	for i, c := range cols {
+		quoted[i] = change.QuoteIdent(c)
+	}
+	list := strings.Join(quoted, ", ")
+	out := "COPY (SELECT " + list + " FROM " + t.Source.String() + ") TO STDOUT"
+	in := "COPY " + t.Dest.String() + " (" + list + ") FROM STDIN"
+
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := prov.PgConn().CopyTo(ctx, &counter{w: pw, st: st}, out)
+		if err != nil {
+			err = fmt.Errorf("provider: %s: %w", out, err)
+		}
+		pw.CloseWithError(err) // nil: EOF for the reader
+		readErr <- err
+	}()
+	_, err := ttx.Conn().PgConn().CopyFrom(ctx, pr, in)
+	if err != nil {
+		err = fmt.Errorf("target: %s: %w", in, err)
+		// Stop the reader: it may be blocked writing into the pipe.
+		pr.CloseWithError(err)
+		cancel()
+	}
+	rerr := <-readErr
+	if rerr != nil && err == nil {
+		return rerr
+	}
+	if err != nil && rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) && !errors.Is(rerr, context.Canceled) &&
+		!strings.Contains(rerr.Error(), err.Error()) {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// counter passes the COPY stream on and counts it.
+type counter struct {
+	w  io.Writer
+	st *tableProgress
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.st.bytes.Add(int64(n))
+	var rows int64
+	for _, b := range p[:n] {
+		if b == '\n' {
+			rows++
+		}
+	}
+	c.st.rows.Add(rows)
+	return n, err
+}
+
+func schemaOf(t change.Table) string {
+	if t.Schema == "" {
+		return "public"
+	}
+	return t.Schema
+}
+
+// commonColumns returns the provider table's columns that the destination also has (by name,
+// in the provider's order), leaving out the destination's generated columns.
+func commonColumns(ctx context.Context, prov, tgt *pgx.Conn, t Table) ([]string, error) {
+	pcols, err := columns(ctx, prov, t.Source, false)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	tcols, err := columns(ctx, tgt, t.Dest, pg.ServerVersion(tgt) >= 120000)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	have := map[string]bool{}
+	for _, c := range tcols {
+		have[c] = true
+	}
+	var out []string
+	for _, c := range pcols {
+		if have[c] {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no column of %s exists in %s", t.Source, t.Dest)
+	}
+	return out, nil
+}
+
+func columns(ctx context.Context, conn *pgx.Conn, t change.Table, skipGenerated bool) ([]string, error) {
+	q := `SELECT a.attname FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped`
+	if skipGenerated {
+		q += ` AND a.attgenerated = ''`
+	}
+	rows, err := conn.Query(ctx, q+` ORDER BY a.attnum`, schemaOf(t), t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("table %s does not exist", t)
+	}
+	return names, nil
+}
+
+// tableProgress is one table's live counters, shared with the display.
+type tableProgress struct {
+	name     string
+	rows     atomic.Int64
+	bytes    atomic.Int64
+	estimate atomic.Int64
+	started  atomic.Int64 // unix nanoseconds, 0 until the rows flow
+	mu       sync.Mutex
+	done     bool
+	err      error
+	elapsed  time.Duration
+}
+
+func (p *tableProgress) start() { p.started.Store(time.Now().UnixNano()) }
+
+func (p *tableProgress) finish(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done, p.err = true, err
+	if s := p.started.Load(); s != 0 {
+		p.elapsed = time.Since(time.Unix(0, s))
+	}
+}

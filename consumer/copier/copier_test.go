@@ -1,0 +1,325 @@
+package copier_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/compare"
+	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestSnapshotVisible(t *testing.T) {
+	t.Parallel()
+	s, err := copier.ParseSnapshot("100:110:103,105")
+	require.NoError(t, err)
+	require.Equal(t, "100:110:103,105", s.String())
+	for txid, want := range map[int64]bool{1: true, 99: true, 100: true, 103: false, 104: true, 105: false, 109: true, 110: false, 200: false} {
+		require.Equal(t, want, s.Visible(txid), "txid %d", txid)
+	}
+	empty, err := copier.ParseSnapshot("7:7:")
+	require.NoError(t, err)
+	require.True(t, empty.Visible(6))
+	require.False(t, empty.Visible(7))
+	require.True(t, s.CaughtUp(copier.Snapshot{Xmin: 110, Xmax: 120}))
+	require.False(t, s.CaughtUp(copier.Snapshot{Xmin: 109, Xmax: 120}))
+	for _, bad := range []string{"", "1:2", "a:2:", "5:4:", "1:5:7", "1:5:x"} {
+		_, err := copier.ParseSnapshot(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+// TestSnapshotMatchesServer checks the Go visibility test against txid_visible_in_snapshot on
+// a snapshot with transactions in progress.
+func TestSnapshotMatchesServer(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	var open []pgx.Tx
+	var running []int64
+	var committed int64
+	for i := 0; i < 3; i++ {
+		c := pgtest.Connect(t, url)
+		tx, err := c.Begin(ctx)
+		require.NoError(t, err)
+		var id int64
+		require.NoError(t, tx.QueryRow(ctx, "SELECT txid_current()").Scan(&id))
+		open = append(open, tx)
+		running = append(running, id)
+		if i == 0 { // a committed transaction between running ones
+			c2 := pgtest.Connect(t, url)
+			require.NoError(t, c2.QueryRow(ctx, "SELECT txid_current()").Scan(&committed))
+		}
+	}
+	conn := pgtest.Connect(t, url)
+	var text string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&text))
+	snap, err := copier.ParseSnapshot(text)
+	require.NoError(t, err)
+	for _, id := range running {
+		require.False(t, snap.Visible(id), "running %d in %s", id, text)
+	}
+	require.True(t, snap.Visible(committed), "committed %d in %s", committed, text)
+	for txid := snap.Xmin - 2; txid <= snap.Xmax+1; txid++ {
+		var want bool
+		require.NoError(t, conn.QueryRow(ctx, "SELECT txid_visible_in_snapshot($1, $2::text::txid_snapshot)", txid, text).Scan(&want))
+		require.Equal(t, want, snap.Visible(txid), "txid %d in %s", txid, text)
+	}
+	for _, tx := range open {
+		require.NoError(t, tx.Rollback(ctx))
+	}
+}
+
+func TestCatchUpFilter(t *testing.T) {
+	t.Parallel()
+	tbl := change.Table{Schema: "public", Name: "t"}
+	pending, err := copier.NewCatchUp(change.Route{Source: tbl, State: change.StateCopying})
+	require.NoError(t, err)
+	_, err = pending.Handle(&change.Event{ID: 1, TxID: 5, Table: tbl})
+	require.ErrorIs(t, err, copier.ErrCopyPending)
+
+	f, err := copier.NewCatchUp(change.Route{Source: tbl, State: change.StateCatchingUp, CopySnapshot: "10:20:12"})
+	require.NoError(t, err)
+	for txid, keep := range map[int64]bool{9: false, 12: true, 15: false, 20: true, 25: true} {
+		got, err := f.Handle(&change.Event{ID: 1, TxID: txid, Table: tbl})
+		require.NoError(t, err)
+		require.Equal(t, keep, got, "txid %d", txid)
+	}
+	_, err = f.Handle(&change.Event{ID: 1, Table: tbl})
+	require.Error(t, err)
+	_, err = copier.NewCatchUp(change.Route{Source: tbl, State: change.StateCatchingUp})
+	require.Error(t, err)
+}
+
+// auditDDL makes the provider table and a trigger that logs every change with its txid: a
+// stand-in for the queue, so that the copy and the catch-up filter are tested on their own.
+const auditDDL = `
+CREATE TABLE "Big Table" (id int PRIMARY KEY, v int NOT NULL, "Pad" text, f float8);
+CREATE TABLE audit (seq bigserial PRIMARY KEY, txid bigint NOT NULL DEFAULT txid_current(), op "char" NOT NULL, id int NOT NULL, v int, pad text, f float8);
+CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_OP = 'DELETE' THEN
+		INSERT INTO audit (op, id) VALUES ('D', OLD.id);
+		RETURN OLD;
+	END IF;
+	INSERT INTO audit (op, id, v, pad, f) VALUES (substr(TG_OP, 1, 1), NEW.id, NEW.v, NEW."Pad", NEW.f);
+	RETURN NEW;
+END $$;
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON "Big Table" FOR EACH ROW EXECUTE PROCEDURE audit();
+`
+
+func copyRows(t *testing.T) int {
+	if s := os.Getenv("SKIFF_COPY_ROWS"); s != "" {
+		n, err := strconv.Atoi(s)
+		require.NoError(t, err)
+		return n
+	}
+	if testing.Short() {
+		return 20_000
+	}
+	return 200_000
+}
+
+func configs(t *testing.T, p, tg string) (*pgx.ConnConfig, *pgx.ConnConfig) {
+	pc, err := pg.ParseConfig(p, "copier-test")
+	require.NoError(t, err)
+	tc, err := pg.ParseConfig(tg, "copier-test")
+	require.NoError(t, err)
+	return pc, tc
+}
+
+// TestCopyUnderWrites copies a large table while writers update, delete and insert rows,
+// then replays the changes the copy's snapshot does not see (the catch-up filter) and checks
+// that provider and target are equal.
+func TestCopyUnderWrites(t *testing.T) {
+	t.Parallel()
+	n := copyRows(t)
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pconn := pgtest.Connect(t, p)
+	_, err := pconn.Exec(ctx, auditDDL)
+	require.NoError(t, err)
+	_, err = pconn.Exec(ctx, fmt.Sprintf(`ALTER TABLE "Big Table" DISABLE TRIGGER audit;
+		INSERT INTO "Big Table" SELECT g, g, repeat('x', 50) || g, g / 7.0 FROM generate_series(1, %d) g;
+		ALTER TABLE "Big Table" ENABLE TRIGGER audit; ANALYZE "Big Table"`, n))
+	require.NoError(t, err)
+	tconn := pgtest.Connect(t, tg)
+	_, err = tconn.Exec(ctx, `CREATE TABLE "Big Table" (id int PRIMARY KEY, v int NOT NULL, "Pad" text, f float8);
+		INSERT INTO "Big Table" VALUES (-1, -1, 'stale row, truncated by the copy', NULL)`)
+	require.NoError(t, err)
+
+	// Writers: transactions of a few updates, deletes and inserts, until the copy is done.
+	var stop atomic.Bool
+	var writes atomic.Int64
+	var wg sync.WaitGroup
+	werr := make(chan error, 3)
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := pgtest.Connect(t, p)
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := 0; !stop.Load() || i < 20; i++ {
+				id := 1 + r.IntN(n)
+				err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, `UPDATE "Big Table" SET v = v + 1, f = f * 1.1 WHERE id = $1`, id); err != nil {
+						return err
+					}
+					if _, err := tx.Exec(ctx, `DELETE FROM "Big Table" WHERE id = $1`, 1+r.IntN(n)); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, `INSERT INTO "Big Table" VALUES ($1, 0, 'new', 0.1)`, n+1+w*1_000_000+i)
+					return err
+				})
+				if err != nil {
+					werr <- err
+					return
+				}
+				writes.Add(1)
+			}
+		}()
+	}
+
+	pc, tc := configs(t, p, tg)
+	var snapped, copied atomic.Int64
+	var display bytes.Buffer
+	res, err := copier.Copy(ctx, copier.Config{
+		Provider: pc, Target: tc, Parallel: 2, Display: &display,
+		Hooks: copier.Hooks{
+			Snapshot: func(ctx context.Context, _ copier.Table, _ copier.Snapshot) error { snapped.Add(1); return nil },
+			Copied: func(ctx context.Context, tx pgx.Tx, _ copier.Table, _ copier.Snapshot, rows int64) error {
+				copied.Add(rows)
+				return nil
+			},
+		},
+	}, []copier.Table{{Source: change.Table{Schema: "public", Name: "Big Table"}, Dest: change.Table{Schema: "public", Name: "Big Table"}}})
+	require.NoError(t, err)
+	stop.Store(true)
+	wg.Wait()
+	close(werr)
+	require.NoError(t, <-werr)
+	require.EqualValues(t, 1, snapped.Load())
+	require.Equal(t, res[0].Rows, copied.Load())
+	require.Contains(t, display.String(), "done")
+	t.Logf("copied %d rows (%d bytes) in %s: %.0f rows/s, %.1f MB/s; %d writer transactions meanwhile",
+		res[0].Rows, res[0].Bytes, res[0].Elapsed, float64(res[0].Rows)/res[0].Elapsed.Seconds(),
+		float64(res[0].Bytes)/res[0].Elapsed.Seconds()/1e6, writes.Load())
+	require.Greater(t, writes.Load(), int64(20))
+
+	// Catch-up: replay the audit log through the filter, in order.
+	filter, err := copier.NewCatchUp(change.Route{Source: change.Table{Name: "Big Table"}, State: change.StateCatchingUp,
+		CopySnapshot: res[0].Snapshot.String()})
+	require.NoError(t, err)
+	rows, err := pconn.Query(ctx, `SELECT seq, txid, op, id, v, pad, f::text FROM audit ORDER BY seq`)
+	require.NoError(t, err)
+	type ev struct {
+		seq, txid int64
+		op        string
+		id        int
+		v         *int
+		pad, f    *string
+	}
+	var evs []ev
+	for rows.Next() {
+		var e ev
+		require.NoError(t, rows.Scan(&e.seq, &e.txid, &e.op, &e.id, &e.v, &e.pad, &e.f))
+		evs = append(evs, e)
+	}
+	require.NoError(t, rows.Err())
+	tx, err := tconn.Begin(ctx)
+	require.NoError(t, err)
+	skipped, applied := 0, 0
+	for _, e := range evs {
+		keep, err := filter.Handle(&change.Event{ID: e.seq, TxID: e.txid})
+		require.NoError(t, err)
+		if !keep {
+			skipped++
+			continue
+		}
+		applied++
+		switch e.op {
+		case "I":
+			_, err = tx.Exec(ctx, `INSERT INTO "Big Table" VALUES ($1, $2, $3, $4::text::float8)`, e.id, e.v, e.pad, e.f)
+		case "U":
+			_, err = tx.Exec(ctx, `UPDATE "Big Table" SET v = $2, "Pad" = $3, f = $4::text::float8 WHERE id = $1`, e.id, e.v, e.pad, e.f)
+		case "D":
+			_, err = tx.Exec(ctx, `DELETE FROM "Big Table" WHERE id = $1`, e.id)
+		}
+		require.NoError(t, err, "event %d", e.seq)
+	}
+	require.NoError(t, tx.Commit(ctx))
+	t.Logf("catch-up: %d events skipped (in the copy), %d applied", skipped, applied)
+	require.Positive(t, applied, "writers should have committed after the snapshot")
+
+	cres, err := compare.Run(ctx, compare.Config{Provider: pc, Target: tc,
+		Pairs: []compare.Pair{{Source: change.Table{Schema: "public", Name: "Big Table"}, Dest: change.Table{Schema: "public", Name: "Big Table"}}}})
+	require.NoError(t, err)
+	require.NoError(t, cres[0].Err)
+	require.True(t, cres[0].Equal, "%+v", cres[0])
+}
+
+// TestCopyRollsBack: a copy that fails (here in the completion hook, as after a crash) leaves
+// the destination as it was, and a second run copies it whole.
+func TestCopyRollsBack(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE SCHEMA "S p"; CREATE TABLE "S p"."A b" ("K" int PRIMARY KEY, "v v" text, only_here int);
+			CREATE TABLE two (k int PRIMARY KEY)`)
+		require.NoError(t, err)
+	}
+	_, err := pgtest.Connect(t, p).Exec(ctx, `ALTER TABLE "S p"."A b" DROP COLUMN only_here;
+		INSERT INTO "S p"."A b" SELECT g, CASE WHEN g % 3 = 0 THEN NULL WHEN g % 3 = 1 THEN '' ELSE 'tab	nl
+ ✓' END FROM generate_series(1, 1000) g;
+		INSERT INTO two SELECT generate_series(1, 10)`)
+	require.NoError(t, err)
+	_, err = pgtest.Connect(t, tg).Exec(ctx, `INSERT INTO "S p"."A b" VALUES (0, 'old', 1)`)
+	require.NoError(t, err)
+	pc, tc := configs(t, p, tg)
+	ab := copier.Table{Source: change.Table{Schema: "S p", Name: "A b"}, Dest: change.Table{Schema: "S p", Name: "A b"}}
+	two := copier.Table{Source: change.Table{Schema: "public", Name: "two"}, Dest: change.Table{Schema: "public", Name: "two"}}
+	boom := errors.New("boom")
+	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, Hooks: copier.Hooks{
+		Copied: func(ctx context.Context, tx pgx.Tx, tb copier.Table, _ copier.Snapshot, _ int64) error {
+			if tb == ab {
+				return boom
+			}
+			return nil
+		}}}, []copier.Table{ab, two})
+	require.ErrorIs(t, err, boom)
+	require.ErrorIs(t, res[0].Err, boom)
+	require.NoError(t, res[1].Err)
+	var cnt int
+	require.NoError(t, pgtest.Connect(t, tg).QueryRow(ctx, `SELECT count(*) FROM "S p"."A b" WHERE "K" = 0`).Scan(&cnt))
+	require.Equal(t, 1, cnt, "the failed copy must leave the old rows")
+
+	res, err = copier.Copy(ctx, copier.Config{Provider: pc, Target: tc}, []copier.Table{ab})
+	require.NoError(t, err)
+	require.EqualValues(t, 1000, res[0].Rows)
+	cres, err := compare.Run(ctx, compare.Config{Provider: pc, Target: tc, Pairs: []compare.Pair{{Source: ab.Source, Dest: ab.Dest}, {Source: two.Source, Dest: two.Dest}}})
+	require.NoError(t, err)
+	for _, r := range cres {
+		require.NoError(t, r.Err)
+		require.True(t, r.Equal, fmt.Sprintf("%+v", r))
+	}
+}
