@@ -1,9 +1,173 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
 
-// CompareCmd is `skiff compare`. Not implemented yet.
-type CompareCmd struct{}
+	"github.com/jackc/pgx/v5"
 
-// Run reports that the command is not built yet.
-func (c *CompareCmd) Run(rt *Runtime) error { return errors.New("skiff compare: not implemented yet") }
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/compare"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// CompareCmd is `skiff compare`: row count and checksum of every table of a queue, computed in
+// the database on both sides. Exit status 0 when every table is equal, 1 otherwise.
+type CompareCmd struct {
+	Provider string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_PROVIDER"`
+	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`
+	Queue    string   `help:"Queue whose tables to compare." required:"" env:"SKIFF_QUEUE"`
+	Table    []string `help:"Compare only this table (schema.name, or schema.name:dest.name when no subscription records the mapping); repeatable."`
+	Rows     bool     `help:"List the keys of differing rows (streams every row's key and hash: for small tables)."`
+	MaxRows  int      `help:"List at most this many differing keys per table." default:"100"`
+	Parallel int      `help:"Tables compared at once." default:"2"`
+}
+
+// Run compares the tables and prints one line per table.
+func (c *CompareCmd) Run(rt *Runtime) error {
+	pcfg, err := pg.ParseConfig(c.Provider, "skiff compare")
+	if err != nil {
+		return err
+	}
+	tcfg, err := pg.ParseConfig(c.Target, "skiff compare")
+	if err != nil {
+		return err
+	}
+	pairs, err := c.pairs(rt.Ctx, pcfg, tcfg)
+	if err != nil {
+		return err
+	}
+	if len(pairs) == 0 {
+		return fmt.Errorf("queue %q: no table to compare", c.Queue)
+	}
+	rt.Log.Info("comparing", "queue", c.Queue, "tables", len(pairs), "provider", pg.Describe(pcfg), "target", pg.Describe(tcfg))
+	results, err := compare.Run(rt.Ctx, compare.Config{
+		Provider: pcfg, Target: tcfg, Pairs: pairs, Rows: c.Rows, MaxRowDiffs: c.MaxRows,
+		Parallel: c.Parallel, Log: rt.Log,
+	})
+	if err != nil {
+		return fmt.Errorf("compare: %w", err)
+	}
+	var differ []string
+	for _, r := range results {
+		fmt.Fprintf(rt.Out, "%-50s %s\n", r.Pair, r.Summary())
+		if len(r.Skipped) > 0 {
+			fmt.Fprintf(rt.Out, "    columns on one side only (not compared): %s\n", strings.Join(r.Skipped, ", "))
+		}
+		for _, d := range r.Diffs {
+			fmt.Fprintf(rt.Out, "    key %s: %s\n", d.Key, d.Kind)
+		}
+		if r.Truncated {
+			fmt.Fprintf(rt.Out, "    (more differing keys not listed; --max-rows)\n")
+		}
+		if r.Err != nil || !r.Equal {
+			differ = append(differ, r.Pair.String())
+		}
+	}
+	if len(differ) > 0 {
+		rt.Log.Warn("tables differ", "queue", c.Queue, "tables", strings.Join(differ, ", "))
+		return exitError{code: 1}
+	}
+	rt.Log.Info("all tables equal", "queue", c.Queue, "tables", len(results))
+	return nil
+}
+
+// pairs lists the tables to compare: --table when given, else the tables the target's
+// subscription to the queue records (with their destination names).
+func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]compare.Pair, error) {
+	recorded, err := subscribedTables(ctx, tcfg, c.Queue)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Table) == 0 {
+		if len(recorded) == 0 {
+			return nil, fmt.Errorf("queue %q: the target records no subscribed table; name tables with --table", c.Queue)
+		}
+		return recorded, nil
+	}
+	var out []compare.Pair
+	for _, spec := range c.Table {
+		src, dest, hasDest := strings.Cut(spec, ":")
+		p := compare.Pair{Source: parseTable(src)}
+		p.Dest = p.Source
+		if hasDest {
+			p.Dest = parseTable(dest)
+		} else {
+			for _, r := range recorded {
+				if r.Source == p.Source {
+					p.Dest = r.Dest
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// parseTable reads schema.name (public when no schema). A name with a dot in it can be written
+// with double quotes: "my.schema"."my.table".
+func parseTable(s string) change.Table {
+	s = strings.TrimSpace(s)
+	var parts []string
+	var cur strings.Builder
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch == '"' && quoted && i+1 < len(s) && s[i+1] == '"':
+			cur.WriteByte('"')
+			i++
+		case ch == '"':
+			quoted = !quoted
+		case ch == '.' && !quoted:
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(ch)
+		}
+	}
+	parts = append(parts, cur.String())
+	if len(parts) == 1 {
+		return change.Table{Schema: "public", Name: parts[0]}
+	}
+	return change.Table{Schema: parts[0], Name: strings.Join(parts[1:], ".")}
+}
+
+// subscribedTables reads the source → destination mapping the target records for a queue's
+// subscription; none when the target has no skiff schema or no such subscription yet.
+func subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig, queue string) ([]compare.Pair, error) {
+	conn, err := pg.ConnectConfig(ctx, tcfg.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'skiff' AND c.relname = 'table_state')`).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	if !exists {
+		return nil, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT DISTINCT t.source_schema, t.source_name, t.dest_schema, t.dest_name
+		FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
+		WHERE s.queue = $1 ORDER BY 1, 2`, queue)
+	if err != nil {
+		return nil, fmt.Errorf("target: read subscribed tables: %w", err)
+	}
+	var out []compare.Pair
+	for rows.Next() {
+		var p compare.Pair
+		if err := rows.Scan(&p.Source.Schema, &p.Source.Name, &p.Dest.Schema, &p.Dest.Name); err != nil {
+			return nil, fmt.Errorf("target: read subscribed tables: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errors.Join(fmt.Errorf("target: read subscribed tables"), err)
+	}
+	return out, nil
+}

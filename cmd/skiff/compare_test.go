@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+func TestParseTable(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, change.Table{Schema: "public", Name: "t"}, parseTable("t"))
+	require.Equal(t, change.Table{Schema: "My S", Name: "a.b"}, parseTable(`"My S"."a.b"`))
+	require.Equal(t, change.Table{Schema: "s", Name: `x"y`}, parseTable(`s."x""y"`))
+}
+
+// TestCompareCommand runs `skiff compare` on equal tables (exit 0), then on a row changed by
+// hand on the target (exit 1, the table named; --rows names the key).
+func TestCompareCommand(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE "Mixed Case" ("Id" int PRIMARY KEY, v text);
+			INSERT INTO "Mixed Case" SELECT g, 'v' || g FROM generate_series(1, 100) g;
+			CREATE TABLE other (id int PRIMARY KEY); INSERT INTO other VALUES (1)`)
+		require.NoError(t, err)
+	}
+	args := []string{"compare", "--provider", p, "--target", tg, "--queue", "q", "--log-format", "json",
+		"--table", `public."Mixed Case"`, "--table", "other"}
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run(args, &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), "equal (100 rows)")
+
+	_, err := pgtest.Connect(t, tg).Exec(ctx, `UPDATE "Mixed Case" SET v = 'changed' WHERE "Id" = 42`)
+	require.NoError(t, err)
+	out.Reset()
+	errOut.Reset()
+	require.Equal(t, 1, run(args, &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), `"public"."Mixed Case"`)
+	require.Contains(t, out.String(), "DIFFERENT")
+	require.Contains(t, errOut.String(), "tables differ")
+
+	out.Reset()
+	require.Equal(t, 1, run(append(args, "--rows"), &out, &errOut))
+	require.Contains(t, out.String(), "key (42): different")
+}
