@@ -1,0 +1,711 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+func (b *bench) peerVersions() string {
+	ctx := context.Background()
+	var parts []string
+	for _, p := range [][2]string{
+		{"Londiste", "python3-londiste"}, {"PgQ", "postgresql-15-pgq3"}, {"pgqd", "pgqd"},
+		{"pglogical", "postgresql-15-pglogical"},
+	} {
+		v := packageVersion(ctx, p[1])
+		if v == "" {
+			v = "not installed"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (Debian %s)", p[0], v, p[1]))
+	}
+	sk := "skiff " + b.cfg.SkiffBin
+	if out, err := runCmd(ctx, "", nil, b.cfg.SkiffBin, "--version"); err == nil {
+		sk = "skiff " + strings.TrimSpace(out)
+	}
+	if out, err := runCmd(ctx, "", nil, "git", "rev-parse", "--short", "HEAD"); err == nil {
+		sk += " at commit " + strings.TrimSpace(out)
+	}
+	return sk + "; " + strings.Join(parts, ", ")
+}
+
+// ---- 1. capture overhead --------------------------------------------------------------
+
+// pgbenchScript is TPC-B as pgbench runs it, with the history row keyed (every captured table
+// has a primary key, as replication needs).
+const pgbenchScript = `\set aid random(1, 100000 * :scale)
+\set bid random(1, 1 * :scale)
+\set tid random(1, 10 * :scale)
+\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+END;
+`
+
+var captureTables = []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "bench_bulk"}
+
+// captureVariant installs one way of capturing changes on a database.
+type captureVariant struct {
+	name    string
+	install func(ctx context.Context, s *pgtest.Server, db, dir string) error
+}
+
+func (b *bench) captureVariants(ctx context.Context) []captureVariant {
+	vs := []captureVariant{{name: "none", install: func(context.Context, *pgtest.Server, string, string) error { return nil }}}
+	if b.cfg.Systems["skiff"] {
+		vs = append(vs, captureVariant{name: "skiff", install: func(ctx context.Context, s *pgtest.Server, db, dir string) error {
+			if _, err := runCmd(ctx, dir, nil, b.cfg.SkiffBin, "--log-format", "json", "init", "provider", "--db", s.URL(db)); err != nil {
+				return err
+			}
+			args := []string{"--log-format", "json", "table", "add", "--db", s.URL(db), "--queue", "bench"}
+			for _, t := range captureTables {
+				args = append(args, "public."+t)
+			}
+			_, err := runCmd(ctx, dir, nil, b.cfg.SkiffBin, args...)
+			return err
+		}})
+	}
+	vs = append(vs, captureVariant{name: "pgq", install: func(ctx context.Context, s *pgtest.Server, db, _ string) error {
+		if err := extensionInstalled(b, "pgq"); err != nil {
+			return err
+		}
+		stmts := []string{"CREATE EXTENSION pgq", "SELECT pgq.create_queue('bench')"}
+		for _, t := range captureTables {
+			stmts = append(stmts, fmt.Sprintf("CREATE TRIGGER bench_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE PROCEDURE pgq.logutriga('bench')",
+				pgx.Identifier{"public", t}.Sanitize()))
+		}
+		return execSQL(ctx, s, db, stmts...)
+	}})
+	vs = append(vs, captureVariant{name: "plpgsql", install: func(ctx context.Context, s *pgtest.Server, db, _ string) error {
+		stmts := []string{
+			"CREATE TABLE bench_log (id bigserial, tbl text, op text, data json)",
+			`CREATE FUNCTION bench_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    INSERT INTO bench_log (tbl, op, data) VALUES (TG_TABLE_NAME, TG_OP, row_to_json(OLD));
+  ELSE
+    INSERT INTO bench_log (tbl, op, data) VALUES (TG_TABLE_NAME, TG_OP, row_to_json(NEW));
+  END IF;
+  RETURN NULL;
+END $$`,
+		}
+		for _, t := range captureTables {
+			stmts = append(stmts, fmt.Sprintf("CREATE TRIGGER bench_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE PROCEDURE bench_capture()",
+				pgx.Identifier{"public", t}.Sanitize()))
+		}
+		return execSQL(ctx, s, db, stmts...)
+	}})
+	return vs
+}
+
+func (b *bench) captureOverhead(ctx context.Context) {
+	const sec = "capture"
+	sz := b.cfg.Size
+	tpsName := fmt.Sprintf("pgbench TPS (TPC-B-like, %d clients)", sz.PgbenchClients)
+	bulkName := fmt.Sprintf("bulk insert, %s rows in one statement", num(float64(sz.BulkRows)))
+	fail := func(err error) {
+		b.log.Error("capture overhead", "err", err)
+		b.unavailable(sec, tpsName, "none", "TPS", false, err.Error())
+	}
+	srv, err := b.server(ctx, "capture", nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	dir, err := b.dir("capture")
+	if err != nil {
+		fail(err)
+		return
+	}
+	script := filepath.Join(dir, "tpcb.sql")
+	if err := os.WriteFile(script, []byte(pgbenchScript), 0o644); err != nil {
+		fail(err)
+		return
+	}
+	const tpl = "pgbench_template"
+	if err := createDB(ctx, srv, tpl, ""); err != nil {
+		fail(err)
+		return
+	}
+	b.log.Info("pgbench -i", "scale", sz.PgbenchScale)
+	if _, err := runCmd(ctx, dir, nil, filepath.Join(b.bin, "pgbench"), "-i", "-q", "-I", "dtgvp", "-s", strconv.Itoa(sz.PgbenchScale),
+		"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", tpl); err != nil {
+		fail(err)
+		return
+	}
+	if err := execSQL(ctx, srv, tpl,
+		"ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY",
+		"CREATE TABLE bench_bulk (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL)",
+		"VACUUM ANALYZE",
+	); err != nil {
+		fail(err)
+		return
+	}
+
+	variants := b.captureVariants(ctx)
+	broken := map[string]string{}
+	for rep := 1; rep <= sz.Reps && ctx.Err() == nil; rep++ {
+		var base [2]float64 // the no-capture run of this repetition: TPS, bulk rows/s
+		haveBase := false
+		for _, v := range variants {
+			if why, ok := broken[v.name]; ok {
+				b.unavailable(sec, tpsName, v.name, "TPS", false, why)
+				continue
+			}
+			tps, bulk, err := b.captureOnce(ctx, srv, tpl, dir, script, v)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				b.log.Warn("capture run failed", "variant", v.name, "rep", rep, "err", err)
+				broken[v.name] = err.Error()
+				b.unavailable(sec, tpsName, v.name, "TPS", false, err.Error())
+				b.unavailable(sec, "TPS with capture ÷ without", v.name, "ratio", false, err.Error())
+				b.unavailable(sec, "bulk insert rate with capture ÷ without", v.name, "ratio", false, err.Error())
+				continue
+			}
+			b.record(sec, tpsName, v.name, "TPS", false, tps)
+			b.record(sec, bulkName, v.name, "rows/s", false, bulk)
+			if v.name == "none" {
+				base, haveBase = [2]float64{tps, bulk}, true
+				continue
+			}
+			if haveBase {
+				b.record(sec, "TPS with capture ÷ without", v.name, "ratio", false, tps/base[0])
+				b.record(sec, "bulk insert rate with capture ÷ without", v.name, "ratio", false, bulk/base[1])
+			}
+		}
+	}
+}
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+func (b *bench) captureOnce(ctx context.Context, srv *pgtest.Server, tpl, dir, script string, v captureVariant) (tps, bulk float64, err error) {
+	db := b.name("capture_" + v.name)
+	if err := createDB(ctx, srv, db, tpl); err != nil {
+		return 0, 0, err
+	}
+	defer dropDB(ctx, srv, db)
+	if err := v.install(ctx, srv, db, dir); err != nil {
+		return 0, 0, fmt.Errorf("install %s capture: %w", v.name, err)
+	}
+	if err := execSQL(ctx, srv, db, "CHECKPOINT"); err != nil {
+		return 0, 0, err
+	}
+	sz := b.cfg.Size
+	out, err := runCmd(ctx, dir, nil, filepath.Join(b.bin, "pgbench"), "-n", "-M", "prepared",
+		"-c", strconv.Itoa(sz.PgbenchClients), "-j", "2", "-T", strconv.Itoa(int(sz.PgbenchTime.Seconds())),
+		"-D", "scale="+strconv.Itoa(sz.PgbenchScale), "-f", script,
+		"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", db)
+	if err != nil {
+		return 0, 0, err
+	}
+	m := tpsRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, fmt.Errorf("pgbench printed no tps: %s", tail(out, 5))
+	}
+	tps, _ = strconv.ParseFloat(m[1], 64)
+
+	c, err := connect(ctx, srv, db)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	t0 := time.Now()
+	if _, err := c.Exec(ctx, "INSERT INTO bench_bulk SELECT g, g % 1000, repeat('x', 60) FROM generate_series(1, $1::bigint) g", sz.BulkRows); err != nil {
+		return 0, 0, fmt.Errorf("bulk insert: %w", err)
+	}
+	bulk = float64(sz.BulkRows) / time.Since(t0).Seconds()
+	return tps, bulk, nil
+}
+
+// ---- 2 and 3. apply rate ---------------------------------------------------------------
+
+const benchTable = "CREATE TABLE %s (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL)"
+
+func (b *bench) applyRate(ctx context.Context, kind string) {
+	sz := b.cfg.Size
+	name := fmt.Sprintf("apply, %s inserts", num(float64(sz.ApplyRows)))
+	if kind == "mixed" {
+		name = fmt.Sprintf("apply, %s inserts + %s updates", num(float64(sz.ApplyRows/2)), num(float64(sz.ApplyRows/2)))
+	}
+	b.applySection(ctx, "apply", name, kind, 1)
+}
+
+func (b *bench) parallelApply(ctx context.Context) {
+	sz := b.cfg.Size
+	name := fmt.Sprintf("4 groups, %s inserts + %s updates in all", num(float64(sz.ApplyRows/2)), num(float64(sz.ApplyRows/2)))
+	b.applySection(ctx, "parallel", name, "mixed", 4)
+}
+
+func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups int) {
+	for rep := 1; rep <= b.cfg.Size.Reps && ctx.Err() == nil; rep++ {
+		for _, s := range b.systems() {
+			if !b.usable(ctx, s) {
+				b.unavailable(sec, name, s.name, "rows/s", false, b.disabled[s.name])
+				continue
+			}
+			if m := b.metric(sec, name, s.name, "rows/s", false); m.na != "" {
+				continue // failed in an earlier repetition
+			}
+			rate, err := b.applyOnce(ctx, s, kind, groups)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				b.log.Warn("apply run failed", "system", s.name, "what", name, "rep", rep, "err", err)
+				b.unavailable(sec, name, s.name, "rows/s", false, err.Error())
+				continue
+			}
+			b.record(sec, name, s.name, "rows/s", false, rate)
+		}
+	}
+}
+
+// newRun creates the databases and tables of a run.
+func (b *bench) newRun(ctx context.Context, s system, groups int, tableDDL string) (*runEnv, error) {
+	p, err := b.pair(ctx, s.name, s.settings)
+	if err != nil {
+		return nil, err
+	}
+	tag := b.name(s.name)
+	dir, err := b.dir(tag)
+	if err != nil {
+		return nil, err
+	}
+	e := &runEnv{b: b, pair: p, pdb: "p_" + tag, tdb: "t_" + tag, dir: dir, tag: tag}
+	for i := 0; i < groups; i++ {
+		e.groups = append(e.groups, []string{fmt.Sprintf("bench_t%d", i)})
+	}
+	if err := createDB(ctx, p.prov, e.pdb, ""); err != nil {
+		return nil, err
+	}
+	if err := createDB(ctx, p.tgt, e.tdb, ""); err != nil {
+		return nil, err
+	}
+	if tableDDL != "" {
+		for _, t := range e.tables() {
+			q := fmt.Sprintf(tableDDL, pgx.Identifier{t}.Sanitize())
+			if err := execSQL(ctx, p.prov, e.pdb, q); err != nil {
+				return nil, err
+			}
+			if err := execSQL(ctx, p.tgt, e.tdb, q); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return e, nil
+}
+
+func (b *bench) dropRun(ctx context.Context, s system, e *runEnv) {
+	if s.noDrop {
+		return
+	}
+	dropDB(ctx, e.pair.prov, e.pdb)
+	dropDB(ctx, e.pair.tgt, e.tdb)
+}
+
+func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int) (float64, error) {
+	e, err := b.newRun(ctx, s, groups, benchTable)
+	if err != nil {
+		return 0, err
+	}
+	defer b.dropRun(ctx, s, e)
+	r := s.newRun()
+	defer r.close(ctx, e)
+	if err := r.setup(ctx, e); err != nil {
+		return 0, fmt.Errorf("setup: %w", err)
+	}
+	n, err := b.backlog(ctx, e, kind)
+	if err != nil {
+		return 0, fmt.Errorf("backlog: %w", err)
+	}
+	if err := r.settle(ctx, e); err != nil {
+		return 0, fmt.Errorf("settle: %w", err)
+	}
+	t0 := time.Now()
+	if err := r.start(ctx, e); err != nil {
+		return 0, fmt.Errorf("start: %w", err)
+	}
+	t1, err := b.waitMarkers(ctx, e, r.procs(), time.Duration(n/500)*time.Second+2*time.Minute)
+	if err != nil {
+		return 0, fmt.Errorf("wait for the backlog's last row: %w", err)
+	}
+	if err := b.compare(ctx, e); err != nil {
+		return 0, err
+	}
+	return float64(n) / t1.Sub(t0).Seconds(), nil
+}
+
+// backlog writes the provider's load: inserts (and updates of those rows for "mixed") in
+// transactions of TxnRows rows, round robin over the tables, then a marker row (id -1) per
+// table. It returns the number of changed rows, markers excluded.
+func (b *bench) backlog(ctx context.Context, e *runEnv, kind string) (int, error) {
+	c, err := connect(ctx, e.pair.prov, e.pdb)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	sz := b.cfg.Size
+	tables := e.tables()
+	inserts := sz.ApplyRows
+	if kind == "mixed" {
+		inserts = sz.ApplyRows / 2
+	}
+	perTable := inserts / len(tables)
+	step := sz.TxnRows
+	for lo := 1; lo <= perTable; lo += step {
+		hi := min(lo+step-1, perTable)
+		for _, t := range tables {
+			q := fmt.Sprintf("INSERT INTO %s SELECT g, g %% 1000, repeat('x', 60) FROM generate_series($1::bigint, $2::bigint) g", pgx.Identifier{t}.Sanitize())
+			if _, err := c.Exec(ctx, q, lo, hi); err != nil {
+				return 0, err
+			}
+		}
+	}
+	n := perTable * len(tables)
+	if kind == "mixed" {
+		for lo := 1; lo <= perTable; lo += step {
+			hi := min(lo+step-1, perTable)
+			for _, t := range tables {
+				q := fmt.Sprintf("UPDATE %s SET v = v + 1, pad = 'updated' WHERE id BETWEEN $1 AND $2", pgx.Identifier{t}.Sanitize())
+				if _, err := c.Exec(ctx, q, lo, hi); err != nil {
+					return 0, err
+				}
+			}
+		}
+		n *= 2
+	}
+	for _, t := range tables {
+		if _, err := c.Exec(ctx, fmt.Sprintf("INSERT INTO %s VALUES (-1, 0, 'marker')", pgx.Identifier{t}.Sanitize())); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// waitMarkers waits until the target shows the marker row of every table.
+func (b *bench) waitMarkers(ctx context.Context, e *runEnv, watch []*proc, limit time.Duration) (time.Time, error) {
+	c, err := connect(ctx, e.pair.tgt, e.tdb)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var parts []string
+	for _, t := range e.tables() {
+		parts = append(parts, fmt.Sprintf("(SELECT count(*) FROM %s WHERE id = -1)", pgx.Identifier{t}.Sanitize()))
+	}
+	q := "SELECT " + strings.Join(parts, " + ")
+	want := int64(len(parts))
+	return waitFor(ctx, limit, 20*time.Millisecond, watch, func(ctx context.Context) (bool, error) {
+		var got int64
+		err := c.QueryRow(ctx, q).Scan(&got)
+		return got == want, err
+	})
+}
+
+// compare checks that the target's tables hold what the provider's do (count, sum of v and
+// of the length of pad).
+func (b *bench) compare(ctx context.Context, e *runEnv) error {
+	for _, t := range e.tables() {
+		q := fmt.Sprintf("SELECT count(*), coalesce(sum(v), 0), coalesce(sum(length(pad)), 0) FROM %s", pgx.Identifier{t}.Sanitize())
+		var p, g [3]int64
+		if err := queryRow(ctx, e.pair.prov, e.pdb, q, &p[0], &p[1], &p[2]); err != nil {
+			return err
+		}
+		if err := queryRow(ctx, e.pair.tgt, e.tdb, q, &g[0], &g[1], &g[2]); err != nil {
+			return err
+		}
+		if p != g {
+			return fmt.Errorf("table %s differs after apply: provider (count, sum v, sum len pad) = %v, target = %v", t, p, g)
+		}
+	}
+	return nil
+}
+
+func queryRow(ctx context.Context, s *pgtest.Server, db, q string, dest ...any) error {
+	c, err := connect(ctx, s, db)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	if err := c.QueryRow(ctx, q).Scan(dest...); err != nil {
+		return fmt.Errorf("%s: %w", firstLine(q), err)
+	}
+	return nil
+}
+
+// ---- 4. initial copy -------------------------------------------------------------------
+
+const copyTemplate = "copy_template"
+
+// copySource makes, once per cluster, a template database holding bench_t0 of about CopyMB.
+func (b *bench) copySource(ctx context.Context, srv *pgtest.Server) (rows int64, bytes int64, err error) {
+	c, err := connect(ctx, srv, "postgres")
+	if err != nil {
+		return 0, 0, err
+	}
+	var exists bool
+	err = c.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", copyTemplate).Scan(&exists)
+	c.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return 0, 0, err
+	}
+	if !exists {
+		// ≈ 250 bytes a row on disk with a 200-byte pad.
+		n := int64(b.cfg.Size.CopyMB * 1e6 / 250)
+		b.log.Info("building the copy table", "port", srv.Port, "rows", n)
+		if err := createDB(ctx, srv, copyTemplate, ""); err != nil {
+			return 0, 0, err
+		}
+		if err := execSQL(ctx, srv, copyTemplate,
+			fmt.Sprintf(benchTable, "bench_t0"),
+			fmt.Sprintf("INSERT INTO bench_t0 SELECT g, g %% 1000, md5(g::text) || repeat('y', 168) FROM generate_series(1, %d) g", n),
+			"VACUUM ANALYZE bench_t0",
+			"CHECKPOINT",
+		); err != nil {
+			return 0, 0, err
+		}
+	}
+	err = queryRow(ctx, srv, copyTemplate, "SELECT count(*), pg_table_size('bench_t0') FROM bench_t0", &rows, &bytes)
+	return rows, bytes, err
+}
+
+func (b *bench) initialCopy(ctx context.Context) {
+	const sec = "copy"
+	name := fmt.Sprintf("initial copy, ≈ %s MB table", num(b.cfg.Size.CopyMB))
+	systems := b.systems()
+	var pipe system
+	for _, s := range systems {
+		if s.name == "builtin" {
+			pipe = s
+		}
+	}
+	pipe.name = "pipe" // runs on its own clusters
+	pipe.newRun = func() replicator { return &pipeRun{} }
+	systems = append(systems, pipe)
+	for rep := 1; rep <= b.cfg.Size.Reps && ctx.Err() == nil; rep++ {
+		for _, s := range systems {
+			if s.name != "pipe" && !b.usable(ctx, s) {
+				b.unavailable(sec, name, s.name, "MB/s", false, b.disabled[s.name])
+				continue
+			}
+			if m := b.metric(sec, name, s.name, "MB/s", false); m.na != "" {
+				continue
+			}
+			rate, err := b.copyOnce(ctx, s)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				b.log.Warn("copy run failed", "system", s.name, "rep", rep, "err", err)
+				b.unavailable(sec, name, s.name, "MB/s", false, err.Error())
+				continue
+			}
+			b.record(sec, name, s.name, "MB/s", false, rate)
+		}
+	}
+}
+
+func (b *bench) copyOnce(ctx context.Context, s system) (float64, error) {
+	p, err := b.pair(ctx, s.name, s.settings)
+	if err != nil {
+		return 0, err
+	}
+	rows, bytes, err := b.copySource(ctx, p.prov)
+	if err != nil {
+		return 0, fmt.Errorf("copy source: %w", err)
+	}
+	tag := b.name(s.name)
+	dir, err := b.dir(tag)
+	if err != nil {
+		return 0, err
+	}
+	e := &runEnv{b: b, pair: p, pdb: "p_" + tag, tdb: "t_" + tag, dir: dir, tag: tag, copy: true, groups: [][]string{{"bench_t0"}}}
+	if err := createDB(ctx, p.prov, e.pdb, copyTemplate); err != nil {
+		return 0, err
+	}
+	if err := createDB(ctx, p.tgt, e.tdb, ""); err != nil {
+		return 0, err
+	}
+	defer b.dropRun(ctx, s, e)
+	if err := execSQL(ctx, p.tgt, e.tdb, fmt.Sprintf(benchTable, "bench_t0")); err != nil {
+		return 0, err
+	}
+	r := s.newRun()
+	defer r.close(ctx, e)
+	if err := r.setup(ctx, e); err != nil {
+		return 0, fmt.Errorf("setup: %w", err)
+	}
+	if err := execSQL(ctx, p.prov, e.pdb, "CHECKPOINT"); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if err := r.start(ctx, e); err != nil {
+		return 0, fmt.Errorf("start: %w", err)
+	}
+	c, err := connect(ctx, p.tgt, e.tdb)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	limit := time.Duration(b.cfg.Size.CopyMB/2)*time.Second + 2*time.Minute
+	t1, err := waitFor(ctx, limit, 50*time.Millisecond, r.procs(), func(ctx context.Context) (bool, error) {
+		var n int64
+		err := c.QueryRow(ctx, "SELECT count(*) FROM bench_t0 WHERE id IN (1, $1)", rows).Scan(&n)
+		return n == 2, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wait for the copied rows: %w", err)
+	}
+	if err := b.compare(ctx, e); err != nil {
+		return 0, err
+	}
+	return float64(bytes) / 1e6 / t1.Sub(t0).Seconds(), nil
+}
+
+// pipeRun is the reference for the initial copy: psql's COPY TO STDOUT piped into psql's
+// COPY FROM STDIN. start runs the whole pipe.
+type pipeRun struct{}
+
+func (pipeRun) setup(context.Context, *runEnv) error  { return nil }
+func (pipeRun) settle(context.Context, *runEnv) error { return nil }
+func (pipeRun) procs() []*proc                        { return nil }
+func (pipeRun) close(context.Context, *runEnv)        {}
+func (pipeRun) start(ctx context.Context, e *runEnv) error {
+	psql := filepath.Join(e.b.bin, "psql")
+	sh := fmt.Sprintf(`set -o pipefail; %s -X -q -v ON_ERROR_STOP=1 -c 'COPY bench_t0 TO STDOUT' '%s' | %s -X -q -v ON_ERROR_STOP=1 -c 'COPY bench_t0 FROM STDIN' '%s'`,
+		psql, dsn(e.pair.prov, e.pdb), psql, dsn(e.pair.tgt, e.tdb))
+	_, err := runCmd(ctx, e.dir, nil, "bash", "-c", sh)
+	return err
+}
+
+// ---- 5. lag under load -----------------------------------------------------------------
+
+const (
+	lagProviderTable = "CREATE TABLE %s (id bigserial PRIMARY KEY, committed_at timestamptz NOT NULL, pad text NOT NULL)"
+	lagTargetTable   = "CREATE TABLE %s (id bigint PRIMARY KEY, committed_at timestamptz NOT NULL, pad text NOT NULL, seen_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+	lagScript        = "INSERT INTO bench_t0 (committed_at, pad) VALUES (clock_timestamp(), repeat('z', 60));\n"
+)
+
+func (b *bench) lagUnderLoad(ctx context.Context) {
+	const sec = "lag"
+	sz := b.cfg.Size
+	p50 := fmt.Sprintf("lag p50 at %d commits/s", sz.LagRate)
+	p99 := fmt.Sprintf("lag p99 at %d commits/s", sz.LagRate)
+	for rep := 1; rep <= sz.Reps && ctx.Err() == nil; rep++ {
+		for _, s := range b.systems() {
+			if !b.usable(ctx, s) {
+				b.unavailable(sec, p50, s.name, "s", true, b.disabled[s.name])
+				b.unavailable(sec, p99, s.name, "s", true, b.disabled[s.name])
+				continue
+			}
+			if m := b.metric(sec, p50, s.name, "s", true); m.na != "" {
+				continue
+			}
+			a, z, err := b.lagOnce(ctx, s)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				b.log.Warn("lag run failed", "system", s.name, "rep", rep, "err", err)
+				b.unavailable(sec, p50, s.name, "s", true, err.Error())
+				b.unavailable(sec, p99, s.name, "s", true, err.Error())
+				continue
+			}
+			b.record(sec, p50, s.name, "s", true, a)
+			b.record(sec, p99, s.name, "s", true, z)
+		}
+	}
+}
+
+func (b *bench) lagOnce(ctx context.Context, s system) (p50, p99 float64, err error) {
+	e, err := b.newRun(ctx, s, 1, "")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer b.dropRun(ctx, s, e)
+	if err := execSQL(ctx, e.pair.prov, e.pdb, fmt.Sprintf(lagProviderTable, "bench_t0")); err != nil {
+		return 0, 0, err
+	}
+	if err := execSQL(ctx, e.pair.tgt, e.tdb, fmt.Sprintf(lagTargetTable, "bench_t0")); err != nil {
+		return 0, 0, err
+	}
+	r := s.newRun()
+	defer r.close(ctx, e)
+	if err := r.setup(ctx, e); err != nil {
+		return 0, 0, fmt.Errorf("setup: %w", err)
+	}
+	if err := r.start(ctx, e); err != nil {
+		return 0, 0, fmt.Errorf("start: %w", err)
+	}
+	// Warm up: one row through, so that the consumer is known to be applying.
+	if err := execSQL(ctx, e.pair.prov, e.pdb, "INSERT INTO bench_t0 (committed_at, pad) VALUES (clock_timestamp(), 'warm-up')"); err != nil {
+		return 0, 0, err
+	}
+	tc, err := connect(ctx, e.pair.tgt, e.tdb)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer tc.Close(context.WithoutCancel(ctx))
+	if _, err := waitFor(ctx, 2*time.Minute, 50*time.Millisecond, r.procs(), func(ctx context.Context) (bool, error) {
+		var n int64
+		err := tc.QueryRow(ctx, "SELECT count(*) FROM bench_t0").Scan(&n)
+		return n > 0, err
+	}); err != nil {
+		return 0, 0, fmt.Errorf("warm-up row: %w", err)
+	}
+
+	script := filepath.Join(e.dir, "lag.sql")
+	if err := os.WriteFile(script, []byte(lagScript), 0o644); err != nil {
+		return 0, 0, err
+	}
+	sz := b.cfg.Size
+	loadStart := time.Now()
+	if _, err := runCmd(ctx, e.dir, nil, filepath.Join(b.bin, "pgbench"), "-n", "-c", "2", "-j", "1",
+		"-R", strconv.Itoa(sz.LagRate), "-T", strconv.Itoa(int(sz.LagTime.Seconds())), "-f", script,
+		"-h", "127.0.0.1", "-p", strconv.Itoa(e.pair.prov.Port), "-U", "postgres", e.pdb); err != nil {
+		return 0, 0, err
+	}
+	if err := firstExited(r.procs()); err != nil {
+		return 0, 0, err
+	}
+	var want int64
+	if err := queryRow(ctx, e.pair.prov, e.pdb, "SELECT count(*) FROM bench_t0", &want); err != nil {
+		return 0, 0, err
+	}
+	if _, err := waitFor(ctx, 5*time.Minute, 50*time.Millisecond, r.procs(), func(ctx context.Context) (bool, error) {
+		var n int64
+		err := tc.QueryRow(ctx, "SELECT count(*) FROM bench_t0").Scan(&n)
+		return n >= want, err
+	}); err != nil {
+		return 0, 0, fmt.Errorf("catch up after the load: %w", err)
+	}
+	from := loadStart.Add(sz.LagTime / 5)
+	var n int64
+	err = tc.QueryRow(ctx, `SELECT count(*),
+		coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM seen_at - committed_at)), 0),
+		coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM seen_at - committed_at)), 0)
+		FROM bench_t0 WHERE committed_at >= $1 AND pad <> 'warm-up'`, from).Scan(&n, &p50, &p99)
+	if err != nil {
+		return 0, 0, fmt.Errorf("lag percentiles: %w", err)
+	}
+	if n == 0 {
+		return 0, 0, errors.New("no rows measured")
+	}
+	return p50, p99, nil
+}

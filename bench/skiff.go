@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// skiffRun drives skiff through its binary, as a user would: `init provider`, `init target`,
+// `table add` per group (one queue per group), `subscribe` (with --no-copy for a backlog),
+// `skiff ticker` running during the load, and one `skiff worker` per queue started when the
+// clock starts.
+type skiffRun struct {
+	running []*proc
+}
+
+func skiffAvailable(ctx context.Context, b *bench) error {
+	if _, err := os.Stat(b.cfg.SkiffBin); err != nil {
+		return fmt.Errorf("%s not built (make build)", b.cfg.SkiffBin)
+	}
+	for _, cmd := range [][]string{{"table", "add"}, {"subscribe"}, {"ticker"}, {"worker"}} {
+		out, err := exec.CommandContext(ctx, b.cfg.SkiffBin, append(cmd, "--help")...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("`skiff %s` is not available: %s", strings.Join(cmd, " "), firstLine(string(out)))
+		}
+	}
+	return nil
+}
+
+func (r *skiffRun) cmd(ctx context.Context, e *runEnv, args ...string) error {
+	_, err := runCmd(ctx, e.dir, nil, e.b.cfg.SkiffBin, append([]string{"--log-format", "json"}, args...)...)
+	return err
+}
+
+func queueName(i int) string { return fmt.Sprintf("bench%d", i) }
+
+func (r *skiffRun) setup(ctx context.Context, e *runEnv) error {
+	prov, tgt := e.pair.prov.URL(e.pdb), e.pair.tgt.URL(e.tdb)
+	if err := r.cmd(ctx, e, "init", "provider", "--db", prov); err != nil {
+		return err
+	}
+	if err := r.cmd(ctx, e, "init", "target", "--db", tgt); err != nil {
+		return err
+	}
+	for i, g := range e.groups {
+		args := []string{"table", "add", "--db", prov, "--queue", queueName(i)}
+		for _, t := range g {
+			args = append(args, "public."+t)
+		}
+		if err := r.cmd(ctx, e, args...); err != nil {
+			return err
+		}
+		if !e.copy {
+			if err := r.subscribe(ctx, e, i); err != nil {
+				return err
+			}
+		}
+	}
+	p, err := startProc(e.dir, "skiff-ticker", nil, e.b.cfg.SkiffBin, "--log-format", "json", "ticker", "--db", prov)
+	if err != nil {
+		return err
+	}
+	r.running = append(r.running, p)
+	return nil
+}
+
+func (r *skiffRun) subscribe(ctx context.Context, e *runEnv, i int) error {
+	args := []string{"subscribe", "--provider", e.pair.prov.URL(e.pdb), "--target", e.pair.tgt.URL(e.tdb), "--queue", queueName(i)}
+	if !e.copy {
+		args = append(args, "--no-copy")
+	}
+	return r.cmd(ctx, e, args...)
+}
+
+func (r *skiffRun) settle(context.Context, *runEnv) error { return nil }
+
+func (r *skiffRun) start(ctx context.Context, e *runEnv) error {
+	for i := range e.groups {
+		if e.copy {
+			if err := r.subscribe(ctx, e, i); err != nil {
+				return err
+			}
+		}
+		p, err := startProc(e.dir, fmt.Sprintf("skiff-worker%d", i), nil, e.b.cfg.SkiffBin, "--log-format", "json",
+			"worker", "--provider", e.pair.prov.URL(e.pdb), "--target", e.pair.tgt.URL(e.tdb), "--queue", queueName(i))
+		if err != nil {
+			return err
+		}
+		r.running = append(r.running, p)
+	}
+	return nil
+}
+
+func (r *skiffRun) procs() []*proc { return r.running }
+
+func (r *skiffRun) close(context.Context, *runEnv) { stopAll(r.running) }
