@@ -1,0 +1,271 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/change"
+)
+
+// table is what the applier knows of one target table: its columns and their types, looked up
+// once per batch attempt, and the statements built for each event layout.
+type table struct {
+	name   change.Table
+	sql    string               // the quoted name
+	cols   map[string]targetCol // target columns by name
+	shapes map[string]*shape    // by layout signature
+	last   struct {             // the last layout seen, the common case
+		cols, key []string
+		shape     *shape
+	}
+}
+
+type targetCol struct {
+	typ       string // format_type: spelled as a cast target
+	generated bool   // a generated column (12+): never written
+}
+
+// shape is one event layout (column list and key) of a table, with the statements that write
+// rows of that layout.
+type shape struct {
+	t      *table
+	cols   []string // event columns
+	write  []int    // indexes in cols of the columns written
+	types  []string // target type of each event column ("" when not written)
+	key    []string
+	keyIdx []int // index in cols of each key column, -1 when the layout lacks it
+
+	copySQL, delSQL, updSQL, insRowSQL, updRowSQL, delRowSQL string
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*table, error) {
+	if t, ok := a.tables[name]; ok {
+		return t, nil
+	}
+	genCol := "false"
+	if a.version >= 120000 {
+		genCol = "a.attgenerated <> ''"
+	}
+	schema := name.Schema
+	if schema == "" {
+		schema = "public"
+	}
+	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), `+genCol+`
+		FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'f')
+		  AND a.attnum > 0 AND NOT a.attisdropped
+		ORDER BY a.attnum`, schema, name.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
+	}
+	t := &table{name: name, sql: name.String(), cols: map[string]targetCol{}, shapes: map[string]*shape{}}
+	for rows.Next() {
+		var col, typ string
+		var gen bool
+		if err := rows.Scan(&col, &typ, &gen); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read columns of %s: %w", name, err)
+		}
+		t.cols[col] = targetCol{typ: typ, generated: gen}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
+	}
+	if len(t.cols) == 0 {
+		return nil, fmt.Errorf("table %s does not exist on the target", name)
+	}
+	a.tables[name] = t
+	return t, nil
+}
+
+func sameSlice(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// shapeOf returns the layout of an event, checking that its columns exist on the target.
+func (t *table) shapeOf(ev *change.Event) (*shape, error) {
+	if l := t.last.shape; l != nil && sameSlice(l.cols, ev.Columns) && sameSlice(l.key, ev.Key) {
+		return l, nil
+	}
+	sig := strings.Join(ev.Columns, "\x00") + "\x01" + strings.Join(ev.Key, "\x00")
+	s, ok := t.shapes[sig]
+	if !ok {
+		var err error
+		if s, err = t.newShape(ev.Columns, ev.Key); err != nil {
+			return nil, err
+		}
+		t.shapes[sig] = s
+	}
+	t.last.cols, t.last.key, t.last.shape = ev.Columns, ev.Key, s
+	return s, nil
+}
+
+func (t *table) newShape(cols, key []string) (*shape, error) {
+	s := &shape{t: t, cols: cols, key: key, types: make([]string, len(cols)), keyIdx: make([]int, len(key))}
+	for i, c := range cols {
+		tc, ok := t.cols[c]
+		if !ok {
+			return nil, fmt.Errorf("column %s of table %s does not exist on the target", change.QuoteIdent(c), t.name)
+		}
+		if tc.generated {
+			continue
+		}
+		s.types[i] = tc.typ
+		s.write = append(s.write, i)
+	}
+	for j, k := range key {
+		s.keyIdx[j] = -1
+		for i, c := range cols {
+			if c == k {
+				s.keyIdx[j] = i
+			}
+		}
+		tc, ok := t.cols[k]
+		if !ok {
+			return nil, fmt.Errorf("key column %s of table %s does not exist on the target", change.QuoteIdent(k), t.name)
+		}
+		if s.keyIdx[j] >= 0 && s.types[s.keyIdx[j]] == "" {
+			s.types[s.keyIdx[j]] = tc.typ
+		}
+	}
+	s.build()
+	return s, nil
+}
+
+func (s *shape) keyType(j int) string { return s.t.cols[s.key[j]].typ }
+
+// build writes the statements of the layout. Values travel as text and are cast to the target
+// column's type on the server: arrays of text unnested for the set-based statements, one text
+// parameter per value for the row-by-row ones, COPY's text format for inserts.
+func (s *shape) build() {
+	q := change.QuoteIdent
+	var b strings.Builder
+	// COPY
+	b.WriteString("COPY " + s.t.sql + " (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(s.cols[i]))
+	}
+	b.WriteString(") FROM STDIN")
+	s.copySQL = b.String()
+
+	// DELETE … USING (unnest of the keys)
+	b.Reset()
+	b.WriteString("DELETE FROM " + s.t.sql + " AS t USING (SELECT ")
+	for j := range s.key {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "unnest($%d::text[]) AS k%d", j+1, j)
+	}
+	b.WriteString(") AS s WHERE ")
+	for j, k := range s.key {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(&b, "t.%s = s.k%d::%s", q(k), j, s.keyType(j))
+	}
+	s.delSQL = b.String()
+
+	// UPDATE … FROM (unnest of the rows), the non-key columns only
+	isKey := map[int]bool{}
+	for _, i := range s.keyIdx {
+		isKey[i] = true
+	}
+	b.Reset()
+	b.WriteString("UPDATE " + s.t.sql + " AS t SET ")
+	n := 0
+	for _, i := range s.write {
+		if isKey[i] {
+			continue
+		}
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = s.v%d::%s", q(s.cols[i]), i, s.types[i])
+		n++
+	}
+	if n > 0 {
+		b.WriteString(" FROM (SELECT ")
+		for m, i := range s.write {
+			if m > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "unnest($%d::text[]) AS v%d", m+1, i)
+		}
+		b.WriteString(") AS s WHERE ")
+		for j, k := range s.key {
+			if j > 0 {
+				b.WriteString(" AND ")
+			}
+			fmt.Fprintf(&b, "t.%s = s.v%d::%s", q(k), s.keyIdx[j], s.keyType(j))
+		}
+		s.updSQL = b.String()
+	}
+
+	// Row by row.
+	b.Reset()
+	b.WriteString("INSERT INTO " + s.t.sql + " (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(s.cols[i]))
+	}
+	b.WriteString(") VALUES (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d::text::%s", n+1, s.types[i])
+	}
+	b.WriteString(")")
+	s.insRowSQL = b.String()
+
+	b.Reset()
+	b.WriteString("UPDATE " + s.t.sql + " SET ")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = $%d::text::%s", q(s.cols[i]), n+1, s.types[i])
+	}
+	b.WriteString(" WHERE " + s.keyWhere(len(s.write)+1))
+	s.updRowSQL = b.String()
+
+	s.delRowSQL = "DELETE FROM " + s.t.sql + " WHERE " + s.keyWhere(1)
+}
+
+func (s *shape) keyWhere(first int) string {
+	var b strings.Builder
+	for j, k := range s.key {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(change.QuoteIdent(k) + " = $" + strconv.Itoa(first+j) + "::text::" + s.keyType(j))
+	}
+	return b.String()
+}

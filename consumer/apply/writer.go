@@ -1,0 +1,493 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/skiffdb/skiff/change"
+)
+
+// The merged effect of a run's events on one key.
+const (
+	opNone    uint8 = iota // cancelled (inserted then deleted in the run)
+	opInsert               // the row did not exist: insert it
+	opUpdate               // the row existed: overwrite it
+	opDelete               // the row existed: delete it
+	opReplace              // deleted then inserted again: delete, then insert the new row
+)
+
+// entry is one key of a run. row and key are offsets into the run's arena.
+type entry struct {
+	op  uint8
+	row int32 // the row's values (len(shape.cols)), -1 when none
+	key int32 // the key's values (len(shape.key)) the target row is found by, -1 when none
+	ev  int64 // the last event that touched the key
+}
+
+// run is the pending, merged changes of one table since its last flush, in the order keys
+// first appeared. Every row of a run has the same layout.
+type run struct {
+	t       *table
+	shape   *shape // layout of the rows (and of the keys)
+	idx     map[string]int32
+	entries []entry
+	arena   []change.Value
+	firstEv int64
+	queued  bool // in writer.order
+}
+
+// writer applies one batch attempt's events in one transaction.
+type writer struct {
+	a        *Applier
+	tx       pgx.Tx
+	setBased bool
+	strict   bool // keep the order across tables (no replica role: triggers and FKs fire)
+
+	runs    map[*table]*run
+	order   []*run // runs with pending rows, in first-appearance order
+	rows    int
+	bytes   int
+	truncs  []*table // consecutive TRUNCATE events not yet executed
+	truncEv int64
+	events  int64
+	keyBuf  []byte
+}
+
+func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
+	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: map[*table]*run{}}
+}
+
+func (w *writer) add(ctx context.Context, evs []change.Event) error {
+	for i := range evs {
+		if err := w.addOne(ctx, &evs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
+	w.events++
+	t, err := w.a.table(ctx, w.tx, ev.Table)
+	if err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
+	}
+	if ev.Op == change.Truncate {
+		if len(w.truncs) == 0 {
+			if err := w.flushAll(ctx); err != nil {
+				return err
+			}
+			w.truncEv = ev.ID
+		}
+		w.truncs = append(w.truncs, t)
+		return nil
+	}
+	if err := w.flushTruncates(ctx); err != nil {
+		return err
+	}
+	s, err := t.shapeOf(ev)
+	if err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
+	}
+	if len(ev.Values) != len(ev.Columns) {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event has %d values for %d columns", len(ev.Values), len(ev.Columns))}
+	}
+	switch ev.Op {
+	case change.Insert, change.Update, change.Delete:
+	default:
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("unknown operation %q", byte(ev.Op))}
+	}
+	if ev.Op != change.Insert {
+		if len(s.key) == 0 {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("table %s has no key: cannot apply %s", ev.Table, ev.Op)}
+		}
+		for j, i := range s.keyIdx {
+			if i < 0 && (ev.OldKey == nil || ev.Op == change.Update) {
+				return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event lacks key column %s", change.QuoteIdent(s.key[j]))}
+			}
+		}
+	}
+	if !w.setBased {
+		return w.applyRow(ctx, s, ev)
+	}
+
+	r := w.runs[t]
+	if r == nil {
+		r = &run{t: t, idx: map[string]int32{}}
+		w.runs[t] = r
+	}
+	if w.strict && len(w.order) > 0 && w.order[len(w.order)-1] != r {
+		if err := w.flushAll(ctx); err != nil {
+			return err
+		}
+	}
+	if r.shape != nil && r.shape != s {
+		if err := w.flush(ctx, r); err != nil {
+			return err
+		}
+	}
+	if !r.queued {
+		r.queued = true
+		r.shape = s
+		r.firstEv = ev.ID
+		w.order = append(w.order, r)
+	}
+	if !r.merge(w, s, ev) {
+		// A change the merge cannot express (e.g. an insert of a key the run already holds):
+		// write what came before, then start again; the target decides.
+		if err := w.flush(ctx, r); err != nil {
+			return err
+		}
+		r.queued, r.shape, r.firstEv = true, s, ev.ID
+		w.order = append(w.order, r)
+		if !r.merge(w, s, ev) {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("cannot merge event")}
+		}
+	}
+	w.rows++
+	for _, v := range ev.Values {
+		w.bytes += len(v.Text)
+	}
+	if w.rows >= w.a.cfg.MaxPendingRows || w.bytes >= w.a.cfg.MaxPendingBytes {
+		return w.flushAll(ctx)
+	}
+	return nil
+}
+
+// keyString makes a map key of key values.
+func (w *writer) keyString(vals []change.Value) string {
+	if len(vals) == 1 {
+		return vals[0].Text
+	}
+	b := w.keyBuf[:0]
+	for _, v := range vals {
+		if !v.Valid {
+			b = append(b, 'N')
+			continue
+		}
+		b = strconv.AppendInt(b, int64(len(v.Text)), 10)
+		b = append(b, ':')
+		b = append(b, v.Text...)
+	}
+	w.keyBuf = b
+	return string(b)
+}
+
+// merge folds an event into the run; false when it cannot (the caller flushes and retries).
+func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
+	if len(s.key) == 0 { // no key: inserts only, nothing to merge with
+		r.entries = append(r.entries, entry{op: opInsert, row: r.put(ev.Values), key: -1, ev: ev.ID})
+		return true
+	}
+	newKey := func() []change.Value {
+		k := make([]change.Value, len(s.keyIdx))
+		for j, i := range s.keyIdx {
+			k[j] = ev.Values[i]
+		}
+		return k
+	}
+	switch ev.Op {
+	case change.Insert:
+		return r.insert(w, newKey(), ev)
+	case change.Delete:
+		k := ev.OldKey
+		if k == nil {
+			k = newKey()
+		}
+		return r.delete(w, k, ev.ID)
+	case change.Update:
+		if ev.OldKey != nil {
+			// A key change is the old key's delete and the new key's insert.
+			if i, ok := r.idx[w.keyString(newKey())]; ok && r.entries[i].op != opDelete {
+				return false
+			}
+			if !r.delete(w, ev.OldKey, ev.ID) {
+				return false
+			}
+			return r.insert(w, newKey(), ev)
+		}
+		k := newKey()
+		ks := w.keyString(k)
+		if i, ok := r.idx[ks]; ok {
+			e := &r.entries[i]
+			switch e.op {
+			case opInsert, opUpdate, opReplace:
+				e.row, e.ev = r.put(ev.Values), ev.ID
+				return true
+			}
+			return false
+		}
+		r.idx[ks] = int32(len(r.entries))
+		r.entries = append(r.entries, entry{op: opUpdate, row: r.put(ev.Values), key: r.put(k), ev: ev.ID})
+		return true
+	}
+	return false
+}
+
+func (r *run) insert(w *writer, k []change.Value, ev *change.Event) bool {
+	ks := w.keyString(k)
+	if i, ok := r.idx[ks]; ok {
+		e := &r.entries[i]
+		if e.op != opDelete {
+			return false
+		}
+		e.op, e.row, e.ev = opReplace, r.put(ev.Values), ev.ID
+		return true
+	}
+	r.idx[ks] = int32(len(r.entries))
+	r.entries = append(r.entries, entry{op: opInsert, row: r.put(ev.Values), key: r.put(k), ev: ev.ID})
+	return true
+}
+
+func (r *run) delete(w *writer, k []change.Value, id int64) bool {
+	ks := w.keyString(k)
+	if i, ok := r.idx[ks]; ok {
+		e := &r.entries[i]
+		switch e.op {
+		case opInsert:
+			e.op, e.ev = opNone, id
+			delete(r.idx, ks)
+			return true
+		case opUpdate, opReplace:
+			e.op, e.row, e.ev = opDelete, -1, id
+			return true
+		}
+		return false
+	}
+	r.idx[ks] = int32(len(r.entries))
+	r.entries = append(r.entries, entry{op: opDelete, row: -1, key: r.put(k), ev: id})
+	return true
+}
+
+func (r *run) put(vals []change.Value) int32 {
+	off := int32(len(r.arena))
+	r.arena = append(r.arena, vals...)
+	return off
+}
+
+func (r *run) reset() {
+	clear(r.idx)
+	r.entries = r.entries[:0]
+	clear(r.arena) // drop references to the values' strings
+	r.arena = r.arena[:0]
+	r.shape, r.queued = nil, false
+}
+
+func (w *writer) flushAll(ctx context.Context) error {
+	for _, r := range w.order {
+		if err := w.flushRun(ctx, r); err != nil {
+			return err
+		}
+	}
+	w.order = w.order[:0]
+	w.rows, w.bytes = 0, 0
+	return w.flushTruncates(ctx)
+}
+
+// flush writes one run out of turn (its layout changes, or a merge conflict).
+func (w *writer) flush(ctx context.Context, r *run) error {
+	if w.strict {
+		return w.flushAll(ctx)
+	}
+	if err := w.flushRun(ctx, r); err != nil {
+		return err
+	}
+	for i, o := range w.order {
+		if o == r {
+			w.order = append(w.order[:i], w.order[i+1:]...)
+			break
+		}
+	}
+	return nil
+}
+
+func (w *writer) flushTruncates(ctx context.Context) error {
+	if len(w.truncs) == 0 {
+		return nil
+	}
+	names := make([]string, len(w.truncs))
+	for i, t := range w.truncs {
+		names[i] = t.sql
+	}
+	sql := "TRUNCATE " + strings.Join(names, ", ")
+	t := w.truncs[0]
+	w.truncs = w.truncs[:0]
+	if _, err := w.tx.Exec(ctx, sql); err != nil {
+		return &Error{Table: t.name, EventID: w.truncEv, Op: change.Truncate, SQL: sql, Err: err}
+	}
+	return nil
+}
+
+// flushRun writes a run set-based: deletes, then updates, then inserts (COPY). Each key
+// appears once in a run, so the three statements touch disjoint rows.
+func (w *writer) flushRun(ctx context.Context, r *run) error {
+	defer r.reset()
+	s := r.shape
+	if s == nil {
+		return nil
+	}
+	fail := func(op change.Op, sql string, err error) error {
+		return &Error{Table: r.t.name, EventID: r.firstEv, Op: op, SQL: sql, Err: err, setBased: true}
+	}
+	var ndel, nupd, nins int
+	for i := range r.entries {
+		switch r.entries[i].op {
+		case opDelete:
+			ndel++
+		case opReplace:
+			ndel++
+			nins++
+		case opUpdate:
+			nupd++
+		case opInsert:
+			nins++
+		}
+	}
+	if ndel > 0 {
+		args := make([]any, len(s.key))
+		for j := range s.key {
+			col := make([]pgtype.Text, 0, ndel)
+			for i := range r.entries {
+				e := &r.entries[i]
+				if e.op == opDelete || e.op == opReplace {
+					v := r.arena[int(e.key)+j]
+					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
+				}
+			}
+			args[j] = col
+		}
+		tag, err := w.tx.Exec(ctx, s.delSQL, args...)
+		if err != nil {
+			return fail(change.Delete, s.delSQL, err)
+		}
+		if n := tag.RowsAffected(); n < int64(ndel) {
+			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(ndel)-n, "deleted", n)
+		}
+	}
+	if nupd > 0 && s.updSQL != "" {
+		args := make([]any, len(s.write))
+		for m, i := range s.write {
+			col := make([]pgtype.Text, 0, nupd)
+			for k := range r.entries {
+				e := &r.entries[k]
+				if e.op == opUpdate {
+					v := r.arena[int(e.row)+i]
+					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
+				}
+			}
+			args[m] = col
+		}
+		tag, err := w.tx.Exec(ctx, s.updSQL, args...)
+		if err != nil {
+			return fail(change.Update, s.updSQL, err)
+		}
+		if n := tag.RowsAffected(); n < int64(nupd) {
+			w.a.log.Warn("rows to update were missing on the target", "table", r.t.name.String(), "missing", int64(nupd)-n, "updated", n)
+		}
+	}
+	if nins > 0 {
+		buf := w.a.copyBuf[:0]
+		for k := range r.entries {
+			e := &r.entries[k]
+			if e.op != opInsert && e.op != opReplace {
+				continue
+			}
+			for n, i := range s.write {
+				if n > 0 {
+					buf = append(buf, '\t')
+				}
+				buf = appendCopyText(buf, r.arena[int(e.row)+i])
+			}
+			buf = append(buf, '\n')
+		}
+		_, err := w.tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(buf), s.copySQL)
+		if cap(buf) <= 64<<20 {
+			w.a.copyBuf = buf[:0]
+		}
+		if err != nil {
+			return fail(change.Insert, s.copySQL, err)
+		}
+	}
+	return nil
+}
+
+// appendCopyText appends a value in COPY's text format: \N for NULL; backslash, newline,
+// carriage return and tab escaped.
+func appendCopyText(buf []byte, v change.Value) []byte {
+	if !v.Valid {
+		return append(buf, '\\', 'N')
+	}
+	s := v.Text
+	if strings.IndexAny(s, "\\\n\r\t") < 0 {
+		return append(buf, s...)
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			buf = append(buf, '\\', '\\')
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, c)
+		}
+	}
+	return buf
+}
+
+func textArg(v change.Value) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.Text
+}
+
+// applyRow writes one event with one statement: the slow path that names the failing event.
+func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error {
+	var sql string
+	var args []any
+	keyArgs := func() []any {
+		if ev.OldKey != nil {
+			out := make([]any, len(ev.OldKey))
+			for j, v := range ev.OldKey {
+				out[j] = textArg(v)
+			}
+			return out
+		}
+		out := make([]any, len(s.keyIdx))
+		for j, i := range s.keyIdx {
+			out[j] = textArg(ev.Values[i])
+		}
+		return out
+	}
+	switch ev.Op {
+	case change.Insert, change.Update:
+		for _, i := range s.write {
+			args = append(args, textArg(ev.Values[i]))
+		}
+		sql = s.insRowSQL
+		if ev.Op == change.Update {
+			sql = s.updRowSQL
+			args = append(args, keyArgs()...)
+		}
+	case change.Delete:
+		sql, args = s.delRowSQL, keyArgs()
+	}
+	tag, err := w.tx.Exec(ctx, sql, args...)
+	if err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, SQL: sql, Err: err}
+	}
+	if ev.Op != change.Insert && tag.RowsAffected() == 0 {
+		w.a.log.Warn("row to "+strings.ToLower(ev.Op.String())+" was missing on the target", "table", ev.Table.String(), "event_id", ev.ID)
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+// Package consumer replays batches of provider changes on a target: a Source yields batches,
+// Handlers transform or route each table's events, an Applier writes a batch on the target in
+// one transaction together with the batch's position. The package defines those contracts and
+// the worker loop; it imports no implementation of them (cmd/skiff wires queue.Source and
+// apply.Applier in).
+package consumer
+
+import (
+	"context"
+
+	"github.com/skiffdb/skiff/change"
+)
+
+// Source yields batches of whole provider transactions, in commit order.
+type Source interface {
+	// NextBatch blocks until a batch is ready (or ctx ends). After a crash it returns the
+	// unfinished batch again, with the same ID, Prev and End.
+	NextBatch(ctx context.Context) (change.Batch, error)
+	// Events streams the batch's events in replay order to fn, a chunk at a time; memory stays
+	// bounded whatever the batch size. The chunk slice is reused after fn returns.
+	Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error
+	// Finish tells the source the batch is durably applied; it will not be returned again.
+	Finish(ctx context.Context, b change.Batch) error
+}
+
+// Handler transforms or routes the events of one source table.
+//
+// Handle is called once per event, in replay order, from one goroutine. It may change the
+// event in place: its Table (route the row to another table), its Columns and Values (assign
+// new slices: Columns is shared between the events of one layout and must not be modified in
+// place; Values may be modified). It returns keep=false to drop the event (a consumer-side row
+// filter), and an error to stop the batch: the batch is rolled back and retried, nothing is
+// skipped. Key names the key columns the applier matches target rows on; a handler that
+// renames key columns renames them in Key too.
+type Handler interface {
+	Handle(ev *change.Event) (keep bool, err error)
+}
+
+// Applier writes batches on the target.
+type Applier interface {
+	// Position returns the position the target has recorded for the subscription; a zero
+	// Position means nothing was applied yet.
+	Position(ctx context.Context) (change.Position, error)
+	// Routes returns the subscribed tables. Called from inside Apply's stream it reads them
+	// in the batch's transaction, after the subscription row is locked, so that a table
+	// changing state (initial copy) cannot race the batch.
+	Routes(ctx context.Context) ([]change.Route, error)
+	// Apply is atomic and records the batch position in the same transaction: it begins a
+	// target transaction, checks that the recorded position is b.Prev (else an error wrapping
+	// ErrPositionLost), writes every event stream hands to emit, in order, records b.End and
+	// commits. On error nothing of the batch stays on the target. stream may be called more
+	// than once (the applier may replay a batch row by row to name the event that fails).
+	Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error
+}
+
+// ErrorRecorder is an optional ability of an Applier: keep the last error of a failed batch
+// where `skiff status` can show it.
+type ErrorRecorder interface {
+	RecordError(ctx context.Context, err error) error
+}
