@@ -1,9 +1,101 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
 
-// TableCmd is `skiff table`. Not implemented yet.
-type TableCmd struct{}
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
+)
 
-// Run reports that the command is not built yet.
-func (c *TableCmd) Run(rt *Runtime) error { return errors.New("skiff table: not implemented yet") }
+// TableCmd is `skiff table`: which tables and sequences a queue captures on the provider.
+type TableCmd struct {
+	Add    TableAddCmd    `cmd:"" help:"Capture tables (triggers) or sequences in a queue, creating the queue when missing."`
+	Remove TableRemoveCmd `cmd:"" help:"Stop capturing tables or sequences (drops their triggers)."`
+	// Resync (issue 5) goes here: `skiff table resync` re-copies one table without stopping
+	// the others.
+}
+
+// TableAddCmd is `skiff table add`.
+type TableAddCmd struct {
+	DB      string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_DB"`
+	Queue   string   `help:"Queue (table group) to capture into." required:""`
+	Where   string   `help:"Capture only rows for which this SQL condition over the table's columns is true."`
+	Key     []string `help:"Columns identifying a row, for a table without a primary key (comma-separated)." sep:","`
+	Refresh bool     `help:"Regenerate the trigger and layout of tables already captured (after ALTER TABLE)."`
+	Tables  []string `arg:"" name:"table" help:"Tables or sequences: name, schema.name or quoted (\"My Schema\".\"Odd Table\")."`
+}
+
+// Run captures each table in turn; the first failure stops it.
+func (c *TableAddCmd) Run(rt *Runtime) error {
+	return tableAdd(rt.Ctx, c, rt.Out)
+}
+
+func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
+	cfg, err := pg.ParseConfig(c.DB, "skiff table add")
+	if err != nil {
+		return err
+	}
+	conn, err := pg.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, t := range c.Tables {
+		res, err := queue.AddTable(ctx, conn, c.Queue, queue.TableSpec{Name: t, Where: c.Where, Key: c.Key, Refresh: c.Refresh})
+		if err != nil {
+			return oneLine(err)
+		}
+		switch {
+		case res.Sequence:
+			fmt.Fprintf(out, "sequence %s: captured by queue %s\n", res.Table, c.Queue)
+		case res.Refreshed:
+			fmt.Fprintf(out, "table %s: trigger regenerated in queue %s (layout %d)\n", res.Table, c.Queue, res.Layout)
+		default:
+			fmt.Fprintf(out, "table %s: captured by queue %s (layout %d)\n", res.Table, c.Queue, res.Layout)
+		}
+	}
+	return nil
+}
+
+// TableRemoveCmd is `skiff table remove`.
+type TableRemoveCmd struct {
+	DB     string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_DB"`
+	Queue  string   `help:"Queue the tables are captured by." required:""`
+	Tables []string `arg:"" name:"table" help:"Tables or sequences to stop capturing."`
+}
+
+// Run removes each table's capture in turn; the first failure stops it.
+func (c *TableRemoveCmd) Run(rt *Runtime) error {
+	return tableRemove(rt.Ctx, c, rt.Out)
+}
+
+func tableRemove(ctx context.Context, c *TableRemoveCmd, out io.Writer) error {
+	cfg, err := pg.ParseConfig(c.DB, "skiff table remove")
+	if err != nil {
+		return err
+	}
+	conn, err := pg.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, t := range c.Tables {
+		tbl, err := queue.RemoveTable(ctx, conn, c.Queue, t)
+		if err != nil {
+			return oneLine(err)
+		}
+		fmt.Fprintf(out, "%s: no longer captured by queue %s\n", tbl, c.Queue)
+	}
+	return nil
+}
+
+// oneLine keeps an error to one line: the server's detail lines stay out of the message.
+func oneLine(err error) error {
+	if !strings.Contains(err.Error(), "\n") {
+		return err
+	}
+	return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", " "))
+}

@@ -1,0 +1,73 @@
+package queue
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// provider is a fresh database with the provider schema installed.
+type provider struct {
+	url string
+}
+
+func newProvider(t testing.TB, version string) *provider {
+	t.Helper()
+	url := pgtest.Shared(t, version).NewDB(t)
+	cfg, err := pg.ParseConfig(url, "skiff-test")
+	require.NoError(t, err)
+	_, err = migrate.Up(context.Background(), cfg, migrate.Provider)
+	require.NoError(t, err)
+	return &provider{url: url}
+}
+
+// conn opens a connection with skiff's session settings, closed when the test ends.
+func (p *provider) conn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pg.Connect(ctx, p.url, "skiff-test")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+func exec(t testing.TB, c *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	_, err := c.Exec(context.Background(), sql, args...)
+	require.NoError(t, err, sql)
+}
+
+// readBatch reads one whole batch through the source and finishes it.
+func readBatch(t testing.TB, src *Source) (change.Batch, []change.Event) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := src.NextBatch(ctx)
+	require.NoError(t, err)
+	var evs []change.Event
+	require.NoError(t, src.Events(ctx, b, func(chunk []change.Event) error {
+		evs = append(evs, chunk...)
+		return nil
+	}))
+	require.NoError(t, src.Finish(ctx, b))
+	return b, evs
+}
+
+func values(ev change.Event) map[string]change.Value {
+	m := map[string]change.Value{}
+	for i, c := range ev.Columns {
+		m[c] = ev.Values[i]
+	}
+	return m
+}

@@ -1,0 +1,313 @@
+// Package queue is the Go client of skiff's in-database event queue on a provider: typed
+// wrappers of the skiff.* SQL functions (queues, consumers, ticks, batches, maintenance),
+// capture of tables (AddTable generates the capture triggers), and Source, which reads
+// batches of change events for the worker. It is the only package that knows the queue's SQL.
+//
+// The functions take a DB (a *pgx.Conn, a pgx.Tx or a pool) opened with internal/pg, and work
+// on every server from PostgreSQL 8.4 on: plain SQL, bound parameters.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// DB is what the queue functions need of a connection: *pgx.Conn, pgx.Tx and *pgxpool.Pool
+// all have it.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ErrNoQueue is returned (wrapped) when a named queue does not exist.
+var ErrNoQueue = errors.New("queue does not exist")
+
+// ErrNotRegistered is returned (wrapped) when a consumer is not registered on the queue.
+var ErrNotRegistered = errors.New("consumer is not registered")
+
+// wrap turns the SQL functions' "not found" errors (SQLSTATE P0002) into the sentinels above
+// and adds context.
+func wrap(err error, what string, sentinel error) error {
+	var pgErr *pgconn.PgError
+	if sentinel != nil && errors.As(err, &pgErr) && pgErr.Code == "P0002" {
+		return fmt.Errorf("%s: %w: %s", what, sentinel, pgErr.Message)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func intResult(ctx context.Context, db DB, what string, sentinel error, sql string, args ...any) (int, error) {
+	var n int
+	if err := db.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		return 0, wrap(err, what, sentinel)
+	}
+	return n, nil
+}
+
+// CreateQueue creates a queue with its event tables; it reports whether it was created
+// (false: it existed).
+func CreateQueue(ctx context.Context, db DB, queue string) (bool, error) {
+	n, err := intResult(ctx, db, "create queue "+queue, nil, `SELECT skiff.create_queue($1)`, queue)
+	return n == 1, err
+}
+
+// DropQueue drops a queue, its event tables and its tables' capture triggers. Without force
+// it refuses while consumers are registered. It reports whether the queue existed.
+func DropQueue(ctx context.Context, db DB, queue string, force bool) (bool, error) {
+	n, err := intResult(ctx, db, "drop queue "+queue, nil, `SELECT skiff.drop_queue($1, $2)`, queue, force)
+	return n == 1, err
+}
+
+// Queue settings for SetQueueConfig.
+const (
+	SettingTickerMaxEvents  = "ticker_max_events"  // integer
+	SettingTickerMaxLag     = "ticker_max_lag"     // interval, e.g. "1 second"
+	SettingTickerIdlePeriod = "ticker_idle_period" // interval
+	SettingTickerPaused     = "ticker_paused"      // boolean
+	SettingRotationPeriod   = "rotation_period"    // interval
+)
+
+// SetQueueConfig changes one setting of a queue (see the Setting* constants).
+func SetQueueConfig(ctx context.Context, db DB, queue, setting, value string) error {
+	_, err := intResult(ctx, db, "set "+setting+" of queue "+queue, ErrNoQueue,
+		`SELECT skiff.set_queue_config($1, $2, $3)`, queue, setting, value)
+	return err
+}
+
+// RegisterConsumer subscribes a consumer to a queue from its latest tick on; it reports
+// whether it was registered now (false: it already was).
+func RegisterConsumer(ctx context.Context, db DB, queue, consumer string) (bool, error) {
+	n, err := intResult(ctx, db, "register consumer "+consumer+" on queue "+queue, ErrNoQueue,
+		`SELECT skiff.register_consumer($1, $2)`, queue, consumer)
+	return n == 1, err
+}
+
+// UnregisterConsumer removes a consumer's subscription; it reports whether there was one.
+func UnregisterConsumer(ctx context.Context, db DB, queue, consumer string) (bool, error) {
+	n, err := intResult(ctx, db, "unregister consumer "+consumer+" from queue "+queue, ErrNoQueue,
+		`SELECT skiff.unregister_consumer($1, $2)`, queue, consumer)
+	return n == 1, err
+}
+
+// Tick ticks a queue if a tick is due (event count, lag or idle thresholds) and returns the
+// new tick's id; ok is false when no tick was due.
+func Tick(ctx context.Context, db DB, queue string) (id int64, ok bool, err error) {
+	var v pgtype.Int8
+	if err := db.QueryRow(ctx, `SELECT skiff.ticker($1)`, queue).Scan(&v); err != nil {
+		return 0, false, wrap(err, "tick queue "+queue, ErrNoQueue)
+	}
+	return v.Int64, v.Valid, nil
+}
+
+// ForceTick ticks a queue now and returns the tick id.
+func ForceTick(ctx context.Context, db DB, queue string) (int64, error) {
+	var id int64
+	if err := db.QueryRow(ctx, `SELECT skiff.force_tick($1)`, queue).Scan(&id); err != nil {
+		return 0, wrap(err, "force tick of queue "+queue, ErrNoQueue)
+	}
+	return id, nil
+}
+
+// NextBatch opens the consumer's next batch and returns its id; ok is false when no tick
+// follows the consumer's position yet. An open batch not finished is returned again.
+// maxEvents merges ticks into one batch up to about that many events (0: one tick a batch).
+func NextBatch(ctx context.Context, db DB, queue, consumer string, maxEvents int64) (id int64, ok bool, err error) {
+	var v pgtype.Int8
+	if err := db.QueryRow(ctx, `SELECT skiff.next_batch($1, $2, $3)`, queue, consumer, maxEvents).Scan(&v); err != nil {
+		return 0, false, wrap(err, "next batch of consumer "+consumer+" on queue "+queue, ErrNotRegistered)
+	}
+	return v.Int64, v.Valid, nil
+}
+
+// BatchInfo describes an open batch.
+type BatchInfo struct {
+	ID              int64
+	Queue           string
+	Consumer        string
+	PrevTick        int64 // the consumer's last finished tick: the batch starts after it
+	Tick            int64 // the tick the batch ends at
+	PrevTickTime    time.Time
+	TickTime        time.Time
+	Lag             time.Duration // now minus PrevTickTime
+	EstimatedEvents int64         // events written between the two ticks (upper bound)
+}
+
+// GetBatchInfo describes an open batch. It fails when the batch is not open.
+func GetBatchInfo(ctx context.Context, db DB, batchID int64) (*BatchInfo, error) {
+	b := BatchInfo{ID: batchID}
+	var lag float64
+	err := db.QueryRow(ctx, `SELECT queue_name, consumer_name, prev_tick_id, tick_id, prev_tick_time, tick_time,
+		extract(epoch FROM lag)::float8, estimated_events FROM skiff.get_batch_info($1)`, batchID).
+		Scan(&b.Queue, &b.Consumer, &b.PrevTick, &b.Tick, &b.PrevTickTime, &b.TickTime, &lag, &b.EstimatedEvents)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("batch %d is not open", batchID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("batch %d info: %w", batchID, err)
+	}
+	b.Lag = seconds(lag)
+	return &b, nil
+}
+
+// BatchEventSQL returns the query that yields an open batch's events in ev_id order.
+func BatchEventSQL(ctx context.Context, db DB, batchID int64) (string, error) {
+	var s string
+	if err := db.QueryRow(ctx, `SELECT skiff.batch_event_sql($1)`, batchID).Scan(&s); err != nil {
+		return "", wrap(err, fmt.Sprintf("batch %d query", batchID), nil)
+	}
+	return s, nil
+}
+
+// FinishBatch closes a batch: the consumer's position moves to its end tick. It reports
+// false when the batch was not open (already finished).
+func FinishBatch(ctx context.Context, db DB, batchID int64) (bool, error) {
+	n, err := intResult(ctx, db, fmt.Sprintf("finish batch %d", batchID), nil, `SELECT skiff.finish_batch($1)`, batchID)
+	return n == 1, err
+}
+
+// EventRetry sets an event of an open batch aside: it comes back to the same consumer, in a
+// later batch, after delay (once maintenance ran). It reports whether the batch held it.
+func EventRetry(ctx context.Context, db DB, batchID, eventID int64, delay time.Duration) (bool, error) {
+	n, err := intResult(ctx, db, fmt.Sprintf("retry event %d of batch %d", eventID, batchID), nil,
+		`SELECT skiff.event_retry($1, $2, $3)`, batchID, eventID, int32(delay/time.Second))
+	return n == 1, err
+}
+
+// RotateTables switches a queue to its next event table when its rotation period has passed
+// and the table to reuse holds no event a consumer still needs. It reports whether it rotated.
+func RotateTables(ctx context.Context, db DB, queue string) (bool, error) {
+	n, err := intResult(ctx, db, "rotate event tables of queue "+queue, ErrNoQueue, `SELECT skiff.maint_rotate_tables($1)`, queue)
+	return n == 1, err
+}
+
+// RetryEvents puts due retry events back into their queues and returns how many.
+func RetryEvents(ctx context.Context, db DB) (int, error) {
+	return intResult(ctx, db, "retry events", nil, `SELECT skiff.maint_retry_events()`)
+}
+
+// CleanupTicks deletes the ticks of a queue that no consumer needs and returns how many.
+func CleanupTicks(ctx context.Context, db DB, queue string) (int, error) {
+	return intResult(ctx, db, "clean up ticks of queue "+queue, ErrNoQueue, `SELECT skiff.maint_cleanup_ticks($1)`, queue)
+}
+
+// TablesToVacuum names the skiff tables maintenance should VACUUM (quoted, schema-qualified).
+func TablesToVacuum(ctx context.Context, db DB) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT skiff.maint_tables_to_vacuum()`)
+	if err != nil {
+		return nil, fmt.Errorf("tables to vacuum: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("tables to vacuum: %w", err)
+	}
+	return out, nil
+}
+
+// QueueInfo describes a queue.
+type QueueInfo struct {
+	Name             string
+	ID               int
+	TickerMaxEvents  int64
+	TickerMaxLag     time.Duration
+	TickerIdlePeriod time.Duration
+	TickerPaused     bool
+	RotationPeriod   time.Duration
+	Epoch            int64 // rotation count: events go to event table Epoch % 3
+	SwitchTime       time.Time
+	LastTick         int64
+	LastTickTime     time.Time
+	TickerLag        time.Duration // age of the last tick
+	PendingEvents    int64         // events written since the last tick (estimate)
+}
+
+// GetQueueInfo describes every queue, by name.
+func GetQueueInfo(ctx context.Context, db DB) ([]QueueInfo, error) {
+	rows, err := db.Query(ctx, `SELECT queue_name, queue_id, ticker_max_events,
+		extract(epoch FROM ticker_max_lag)::float8, extract(epoch FROM ticker_idle_period)::float8,
+		ticker_paused, extract(epoch FROM rotation_period)::float8, epoch, switch_time,
+		coalesce(last_tick_id, 0), last_tick_time, coalesce(extract(epoch FROM ticker_lag)::float8, 0),
+		coalesce(pending_events, 0)
+		FROM skiff.get_queue_info()`)
+	if err != nil {
+		return nil, fmt.Errorf("queue info: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (QueueInfo, error) {
+		var q QueueInfo
+		var maxLag, idle, rot, lag float64
+		var lastTime pgtype.Timestamptz
+		err := r.Scan(&q.Name, &q.ID, &q.TickerMaxEvents, &maxLag, &idle, &q.TickerPaused, &rot, &q.Epoch,
+			&q.SwitchTime, &q.LastTick, &lastTime, &lag, &q.PendingEvents)
+		q.TickerMaxLag, q.TickerIdlePeriod, q.RotationPeriod, q.TickerLag = seconds(maxLag), seconds(idle), seconds(rot), seconds(lag)
+		q.LastTickTime = lastTime.Time
+		return q, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue info: %w", err)
+	}
+	return out, nil
+}
+
+// ConsumerInfo describes a consumer's subscription to a queue.
+type ConsumerInfo struct {
+	Queue         string
+	Consumer      string
+	Lag           time.Duration // age of the consumer's last finished tick
+	LastSeen      time.Duration // since it last asked for or finished a batch
+	LastTick      int64
+	CurrentBatch  int64 // 0 when no batch is open
+	NextTick      int64 // end tick of the open batch, 0 when none
+	PendingEvents int64 // events written since its last finished tick (estimate)
+}
+
+// GetConsumerInfo describes every subscription, by queue and consumer.
+func GetConsumerInfo(ctx context.Context, db DB) ([]ConsumerInfo, error) {
+	rows, err := db.Query(ctx, `SELECT queue_name, consumer_name, coalesce(extract(epoch FROM lag)::float8, 0),
+		extract(epoch FROM last_seen)::float8, last_tick, coalesce(current_batch, 0), coalesce(next_tick, 0),
+		coalesce(pending_events, 0)
+		FROM skiff.get_consumer_info()`)
+	if err != nil {
+		return nil, fmt.Errorf("consumer info: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ConsumerInfo, error) {
+		var c ConsumerInfo
+		var lag, seen float64
+		err := r.Scan(&c.Queue, &c.Consumer, &lag, &seen, &c.LastTick, &c.CurrentBatch, &c.NextTick, &c.PendingEvents)
+		c.Lag, c.LastSeen = seconds(lag), seconds(seen)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer info: %w", err)
+	}
+	return out, nil
+}
+
+// SequenceValue is the last value of a sequence a queue carries.
+type SequenceValue struct {
+	Schema, Name string
+	LastValue    int64
+}
+
+// GetSequences returns the last value of every sequence captured by a queue.
+func GetSequences(ctx context.Context, db DB, queue string) ([]SequenceValue, error) {
+	rows, err := db.Query(ctx, `SELECT seq_schema, seq_name, last_value FROM skiff.get_sequences($1)`, queue)
+	if err != nil {
+		return nil, wrap(err, "sequences of queue "+queue, ErrNoQueue)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SequenceValue, error) {
+		var s SequenceValue
+		err := r.Scan(&s.Schema, &s.Name, &s.LastValue)
+		return s, err
+	})
+	if err != nil {
+		return nil, wrap(err, "sequences of queue "+queue, ErrNoQueue)
+	}
+	return out, nil
+}
+
+func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
