@@ -1,0 +1,91 @@
+package handlers
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+)
+
+func event() change.Event {
+	return change.Event{
+		ID: 1, Op: change.Insert, Table: change.Table{Schema: "public", Name: "t"},
+		Columns: []string{"id", "secret", "v"}, Key: []string{"id"},
+		Values: []change.Value{change.Text("1"), change.Text("pw"), change.Text("x")},
+	}
+}
+
+func TestRouteRenameAndColumns(t *testing.T) {
+	t.Parallel()
+	r := NewRegistry()
+	h, err := r.ForRoute(change.Route{
+		Source: change.Table{Schema: "public", Name: "t"}, Dest: change.Table{Schema: "copy", Name: "t2"},
+		Handler: "columns", Config: `{"rename": {"v": "value"}, "exclude": ["secret"]}`,
+	})
+	require.NoError(t, err)
+	ev := event()
+	shared := ev.Columns
+	keep, err := h.Handle(&ev)
+	require.NoError(t, err)
+	require.True(t, keep)
+	require.Equal(t, change.Table{Schema: "copy", Name: "t2"}, ev.Table)
+	require.Equal(t, []string{"id", "value"}, ev.Columns)
+	require.Equal(t, []change.Value{change.Text("1"), change.Text("x")}, ev.Values)
+	require.Equal(t, []string{"id", "secret", "v"}, shared, "the shared layout is not modified")
+
+	// A second event of the layout gets the same rewritten column slice.
+	ev2 := event()
+	ev2.Columns = shared
+	_, err = h.Handle(&ev2)
+	require.NoError(t, err)
+	require.Same(t, &ev.Columns[0], &ev2.Columns[0])
+}
+
+func TestColumnsRefusesKeyExclusion(t *testing.T) {
+	t.Parallel()
+	h, err := NewRegistry().New("columns", change.Table{Name: "t"}, `{"exclude": ["id"]}`)
+	require.NoError(t, err)
+	ev := event()
+	_, err = h.Handle(&ev)
+	require.ErrorContains(t, err, `key column "id" cannot be excluded`)
+}
+
+func TestFilter(t *testing.T) {
+	t.Parallel()
+	h, err := NewRegistry().New("filter", change.Table{Name: "t"}, `{"column": "v", "in": ["y"]}`)
+	require.NoError(t, err)
+	ev := event()
+	keep, err := h.Handle(&ev)
+	require.NoError(t, err)
+	require.False(t, keep)
+	ev.Values[2] = change.Text("y")
+	keep, err = h.Handle(&ev)
+	require.NoError(t, err)
+	require.True(t, keep)
+}
+
+func TestRegistryCustomHandler(t *testing.T) {
+	t.Parallel()
+	r := NewRegistry()
+	// A custom handler: route rows of a renamed schema to per-year tables.
+	require.NoError(t, r.Register("upper", func(table change.Table, cfg json.RawMessage) (Handler, error) {
+		return Func(func(ev *change.Event) (bool, error) {
+			ev.Table.Name = ev.Table.Name + "_routed"
+			return true, nil
+		}), nil
+	}))
+	require.ErrorContains(t, r.Register("upper", nil), "already registered")
+	_, err := r.New("nope", change.Table{Name: "t"}, "")
+	require.ErrorContains(t, err, `unknown handler "nope" (registered: columns, filter, rename, upper)`)
+	_, err = r.New("rename", change.Table{Name: "t"}, `{"bogus": 1}`)
+	require.ErrorContains(t, err, "bogus")
+
+	h, err := r.ForRoute(change.Route{Source: change.Table{Schema: "a", Name: "t"}, Dest: change.Table{Schema: "b", Name: "t"}, Handler: "upper"})
+	require.NoError(t, err)
+	ev := event()
+	_, err = h.Handle(&ev)
+	require.NoError(t, err)
+	require.Equal(t, change.Table{Schema: "b", Name: "t_routed"}, ev.Table)
+}
