@@ -15,6 +15,8 @@
 package copier
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -245,7 +247,13 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []strin
 	defer cancel()
 	readErr := make(chan error, 1)
 	go func() {
-		_, err := prov.PgConn().CopyTo(ctx, &counter{w: pw, st: st}, out)
+		// pgconn hands CopyTo one row per Write; a pipe write is a goroutine hand-off, so the
+		// rows are gathered into 256 kB writes first.
+		bw := bufio.NewWriterSize(&counter{w: pw, st: st}, 256<<10)
+		_, err := prov.PgConn().CopyTo(ctx, bw, out)
+		if err == nil {
+			err = bw.Flush()
+		}
 		if err != nil {
 			err = fmt.Errorf("provider: %s: %w", out, err)
 		}
@@ -270,6 +278,8 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []strin
 	return err
 }
 
+var newline = []byte{'\n'}
+
 // counter passes the COPY stream on and counts it.
 type counter struct {
 	w  io.Writer
@@ -279,13 +289,7 @@ type counter struct {
 func (c *counter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.st.bytes.Add(int64(n))
-	var rows int64
-	for _, b := range p[:n] {
-		if b == '\n' {
-			rows++
-		}
-	}
-	c.st.rows.Add(rows)
+	c.st.rows.Add(int64(bytes.Count(p[:n], newline)))
 	return n, err
 }
 

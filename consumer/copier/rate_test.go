@@ -1,0 +1,79 @@
+package copier_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+// TestCopyRate measures the initial copy against a plain psql pipe between the same two
+// servers, `psql P -c "COPY t TO STDOUT" | psql T -c "COPY t FROM STDIN"`, and logs the ratio.
+// It is a measurement, not a timed test: it runs only with SKIFF_COPY_BENCH=<rows>, e.g.
+//
+//	SKIFF_COPY_BENCH=1000000 go test ./consumer/copier/ -run TestCopyRate -v -count=1
+func TestCopyRate(t *testing.T) {
+	env := os.Getenv("SKIFF_COPY_BENCH")
+	if env == "" {
+		t.Skip("set SKIFF_COPY_BENCH=<rows> to measure the copy rate")
+	}
+	n, err := strconv.Atoi(env)
+	require.NoError(t, err)
+	prov := pgtest.New(t, pgtest.Options{})
+	tgt := pgtest.New(t, pgtest.Options{})
+	p, tg := prov.URL("postgres"), tgt.URL("postgres")
+	ctx := context.Background()
+	ddl := `CREATE TABLE accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL, filler char(84))`
+	pc := pgtest.Connect(t, p)
+	_, err = pc.Exec(ctx, ddl)
+	require.NoError(t, err)
+	_, err = pc.Exec(ctx, fmt.Sprintf(`INSERT INTO accounts SELECT g, g / 100000, 0, 'filler ' || g FROM generate_series(1, %d) g`, n))
+	require.NoError(t, err)
+	_, err = pc.Exec(ctx, `VACUUM ANALYZE accounts`)
+	require.NoError(t, err)
+	tc := pgtest.Connect(t, tg)
+	_, err = tc.Exec(ctx, ddl)
+	require.NoError(t, err)
+
+	psql := filepath.Join(prov.Install.BinDir, "psql")
+	pipeCmd := fmt.Sprintf(`%s -X -q "%s" -c "COPY accounts TO STDOUT" | %s -X -q "%s" -c "COPY accounts FROM STDIN"`, psql, p, psql, tg)
+	pcfg, tcfg := configs(t, p, tg)
+	tbl := copier.Table{Source: change.Table{Schema: "public", Name: "accounts"}, Dest: change.Table{Schema: "public", Name: "accounts"}}
+
+	var skiffTimes, pipeTimes []time.Duration
+	var bytes int64
+	for round := 0; round < 3; round++ {
+		_, err = tc.Exec(ctx, `TRUNCATE accounts`)
+		require.NoError(t, err)
+		start := time.Now()
+		out, err := exec.Command("bash", "-o", "pipefail", "-c", pipeCmd).CombinedOutput()
+		require.NoError(t, err, string(out))
+		pipeTimes = append(pipeTimes, time.Since(start))
+
+		start = time.Now()
+		res, err := copier.Copy(ctx, copier.Config{Provider: pcfg, Target: tcfg}, []copier.Table{tbl})
+		require.NoError(t, err)
+		skiffTimes = append(skiffTimes, time.Since(start))
+		require.EqualValues(t, n, res[0].Rows)
+		bytes = res[0].Bytes
+	}
+	slices.Sort(skiffTimes)
+	slices.Sort(pipeTimes)
+	sk, pp := skiffTimes[1], pipeTimes[1] // medians
+	t.Logf("pipe command: %s", pipeCmd)
+	t.Logf("rows %d, COPY text %.1f MB, PostgreSQL %s", n, float64(bytes)/1e6, prov.Install.Major)
+	t.Logf("skiff copier: %s median of %v: %.0f rows/s, %.1f MB/s", sk, skiffTimes, float64(n)/sk.Seconds(), float64(bytes)/sk.Seconds()/1e6)
+	t.Logf("psql pipe:    %s median of %v: %.0f rows/s, %.1f MB/s", pp, pipeTimes, float64(n)/pp.Seconds(), float64(bytes)/pp.Seconds()/1e6)
+	t.Logf("ratio skiff/pipe (rate): %.2f", pp.Seconds()/sk.Seconds())
+}
