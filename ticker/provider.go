@@ -1,0 +1,44 @@
+package ticker
+
+import (
+	"context"
+	"time"
+)
+
+// provider is what the ticker asks of one provider database, over the one connection of its
+// database loop (which also holds the advisory lock). The queue package implements it; the
+// ticker issues no queue SQL of its own.
+type provider interface {
+	// Installed reports whether the database has skiff's provider schema.
+	Installed(ctx context.Context) (bool, error)
+	// Queues lists the database's queues with their pending events and tick age.
+	Queues(ctx context.Context) ([]queueInfo, error)
+	// Tick offers each named queue a tick (skiff.ticker) and returns those that ticked. A
+	// queue whose thresholds say no tick is due is left alone.
+	Tick(ctx context.Context, queues []string) ([]tickResult, error)
+	// RotateTables rotates the queue's event tables when due; true when it rotated.
+	RotateTables(ctx context.Context, queue string) (bool, error)
+	// RetryEvents moves due retry events back into their queues and returns how many.
+	RetryEvents(ctx context.Context) (int, error)
+	// CleanupTicks deletes the queue's ticks no consumer needs and returns how many.
+	CleanupTicks(ctx context.Context, queue string) (int, error)
+	// TablesToVacuum names the tables VACUUM should visit, as quoted SQL identifiers.
+	TablesToVacuum(ctx context.Context) ([]string, error)
+	// Vacuum runs VACUUM on one table named by TablesToVacuum (outside any transaction).
+	Vacuum(ctx context.Context, table string) error
+}
+
+// queueInfo is one queue as the ticker sees it.
+type queueInfo struct {
+	Name    string
+	Pending int64 // events written since the queue's last tick
+	// SinceTick is the time since the queue's last tick by the database's clock; negative
+	// when the queue has never ticked.
+	SinceTick time.Duration
+}
+
+// tickResult is a tick a queue got.
+type tickResult struct {
+	Queue  string
+	TickID int64
+}
