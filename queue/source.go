@@ -20,7 +20,7 @@ type SourceConfig struct {
 	Queue    string
 	Consumer string
 	// MaxEvents merges consecutive ticks into one batch up to about this many events when the
-	// consumer is behind (0: one tick a batch). Default 20000.
+	// consumer is behind. 0 means the default, 20000; a negative value, one tick a batch.
 	MaxEvents int64
 	// ChunkSize is how many events Events hands to fn at a time. Default 5000.
 	ChunkSize int

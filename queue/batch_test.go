@@ -1,0 +1,362 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+// setupQueue makes table public.t (id bigint primary key, v text) captured by queue q, with
+// the given consumers registered.
+func setupQueue(t *testing.T, version string, consumers ...string) *provider {
+	t.Helper()
+	ctx := context.Background()
+	p := newProvider(t, version)
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE public.t (id bigint PRIMARY KEY, v text)`)
+	_, err := AddTable(ctx, c, "q", TableSpec{Name: "t"})
+	require.NoError(t, err)
+	for _, name := range consumers {
+		_, err := RegisterConsumer(ctx, c, "q", name)
+		require.NoError(t, err)
+	}
+	return p
+}
+
+func ids(evs []change.Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Values[0].Text
+	}
+	return out
+}
+
+// TestTransactionLandsWholeInNextBatch: a transaction open across a tick is in no batch until
+// it commits, then wholly in the batch of the next tick.
+func TestTransactionLandsWholeInNextBatch(t *testing.T) {
+	t.Parallel()
+	for _, v := range pgtest.Majors() {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := setupQueue(t, v, "c1")
+			c := p.conn(t)
+			long := p.conn(t)
+			tx, err := long.Begin(ctx)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1, 'long'), (2, 'long')`)
+			require.NoError(t, err)
+			exec(t, c, `INSERT INTO t VALUES (10, 'short')`)
+			_, err = ForceTick(ctx, c, "q")
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `INSERT INTO t VALUES (3, 'long')`)
+			require.NoError(t, err)
+			exec(t, c, `INSERT INTO t VALUES (11, 'short')`)
+			require.NoError(t, tx.Commit(ctx))
+			_, err = ForceTick(ctx, c, "q")
+			require.NoError(t, err)
+
+			src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c1", MaxEvents: -1})
+			require.NoError(t, err)
+			_, evs := readBatch(t, src)
+			require.Equal(t, []string{"10"}, ids(evs))
+			_, evs = readBatch(t, src)
+			// In event id order.
+			require.Equal(t, []string{"1", "2", "3", "11"}, ids(evs))
+			for _, e := range evs {
+				if e.Values[1].Text == "long" {
+					require.Equal(t, evs[0].TxID, e.TxID)
+				}
+			}
+		})
+	}
+}
+
+// TestUnfinishedBatchIsReturnedAgain: a batch read and not finished comes back, to a new
+// Source on a new connection, with the same id, ticks and events.
+func TestUnfinishedBatchIsReturnedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := setupQueue(t, "", "c1")
+	c := p.conn(t)
+	exec(t, c, `INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g`)
+	_, err := ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	exec(t, c, `INSERT INTO t VALUES (1000, 'later')`)
+
+	src1, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c1", ChunkSize: 10})
+	require.NoError(t, err)
+	b1, err := src1.NextBatch(ctx)
+	require.NoError(t, err)
+	var first []change.Event
+	stop := fmt.Errorf("crash")
+	err = src1.Events(ctx, b1, func(chunk []change.Event) error {
+		first = append(first, chunk...)
+		return stop
+	})
+	require.ErrorIs(t, err, stop)
+	require.Len(t, first, 10)
+	_, err = ForceTick(ctx, c, "q") // a new tick must not widen the open batch
+
+	src2, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c1"})
+	require.NoError(t, err)
+	require.NoError(t, err)
+	b2, err := src2.NextBatch(ctx)
+	require.NoError(t, err)
+	require.Equal(t, b1, b2)
+	var all []change.Event
+	require.NoError(t, src2.Events(ctx, b2, func(chunk []change.Event) error {
+		require.LessOrEqual(t, len(chunk), 5000)
+		all = append(all, chunk...)
+		return nil
+	}))
+	require.Len(t, all, 100)
+	require.Equal(t, first, all[:10])
+	require.NoError(t, src2.Finish(ctx, b2))
+	require.NoError(t, src2.Finish(ctx, b2), "finishing twice is harmless")
+
+	b3, evs := readBatch(t, src2)
+	require.Equal(t, b2.End, b3.Prev)
+	require.Equal(t, []string{"1000"}, ids(evs))
+}
+
+// collector reads batches of one consumer into a map of row id → times seen.
+type collector struct {
+	mu   sync.Mutex
+	seen map[int64]int
+	pos  int64 // end tick of the last finished batch
+}
+
+func (cl *collector) batch(ctx context.Context, src *Source) error {
+	b, err := src.NextBatch(ctx)
+	if err != nil {
+		return err
+	}
+	var got []int64
+	err = src.Events(ctx, b, func(chunk []change.Event) error {
+		for _, e := range chunk {
+			if e.Op != change.Insert {
+				return fmt.Errorf("unexpected %s event %d", e.Op, e.ID)
+			}
+			id, err := strconv.ParseInt(e.Values[0].Text, 10, 64)
+			if err != nil {
+				return err
+			}
+			got = append(got, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := src.Finish(ctx, b); err != nil {
+		return err
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for _, id := range got {
+		cl.seen[id]++
+	}
+	cl.pos = b.End.Tick
+	return nil
+}
+
+func (cl *collector) position() int64 {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.pos
+}
+
+// writeLoad inserts rows from+1..n: in autocommit, in multi-row transactions and in transactions
+// that stay open for a while, from several connections at once.
+func writeLoad(ctx context.Context, p *provider, t *testing.T, n, writers, from int) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for w := 0; w < writers; w++ {
+		conn := p.conn(t)
+		g.Go(func() error {
+			for i := from + w + 1; i <= n; {
+				switch i % 3 {
+				case 0:
+					if _, err := conn.Exec(ctx, `INSERT INTO t VALUES ($1, 'a')`, int64(i)); err != nil {
+						return err
+					}
+					i += writers
+				default:
+					err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+						for k := 0; k < 7 && i <= n; k++ {
+							if _, err := tx.Exec(ctx, `INSERT INTO t VALUES ($1, 'b')`, int64(i)); err != nil {
+								return err
+							}
+							i += writers
+						}
+						return nil
+					})
+					if err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// TestConsumersSeeEveryEventOnce: two consumers of one queue, reading while writers and a
+// ticker run, each see every row exactly once.
+func TestConsumersSeeEveryEventOnce(t *testing.T) {
+	t.Parallel()
+	runExactlyOnce(t, false)
+}
+
+// TestRotationUnderWrites: the event tables rotate as fast as the safety rule lets them while
+// writers, a long transaction, a fast and a slow consumer run: nothing is lost or repeated.
+func TestRotationUnderWrites(t *testing.T) {
+	t.Parallel()
+	runExactlyOnce(t, true)
+}
+
+func runExactlyOnce(t *testing.T, rotate bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p := setupQueue(t, "", "fast", "slow")
+	admin := p.conn(t)
+	if rotate {
+		require.NoError(t, SetQueueConfig(ctx, admin, "q", SettingRotationPeriod, "0"))
+	}
+	const n = 6000
+
+	// A transaction open across many ticks and rotation attempts, committed half-way.
+	long := p.conn(t)
+	longTx, err := long.Begin(ctx)
+	require.NoError(t, err)
+	_, err = longTx.Exec(ctx, `INSERT INTO t VALUES ($1, 'long')`, int64(n+1))
+	require.NoError(t, err)
+	var longOpen atomic.Bool
+	longOpen.Store(true)
+
+	fast, slow := &collector{seen: map[int64]int{}}, &collector{seen: map[int64]int{}}
+	srcFast, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "fast", MaxEvents: 300, PollInterval: 5 * time.Millisecond})
+	require.NoError(t, err)
+	srcSlow, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "slow", MaxEvents: 1000, PollInterval: 5 * time.Millisecond})
+	require.NoError(t, err)
+
+	// The ticker: ticks and rotation attempts until the consumers are done.
+	stopTicker := make(chan struct{})
+	tickerErr := make(chan error, 1)
+	var maxEpochWhileLong int64
+	ticker := p.conn(t)
+	go func() {
+		tickerErr <- func() error {
+			for {
+				if _, err := ForceTick(ctx, ticker, "q"); err != nil {
+					return err
+				}
+				if rotate {
+					open := longOpen.Load()
+					if _, err := RotateTables(ctx, ticker, "q"); err != nil {
+						return err
+					}
+					if open {
+						info, err := GetQueueInfo(ctx, ticker)
+						if err != nil {
+							return err
+						}
+						maxEpochWhileLong = max(maxEpochWhileLong, info[0].Epoch)
+					}
+				}
+				select {
+				case <-stopTicker:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(3 * time.Millisecond):
+				}
+			}
+		}()
+	}()
+
+	var final int64
+	finalSet := make(chan struct{})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { // writers; the long transaction commits half-way; then a last tick
+		if err := writeLoad(gctx, p, t, n/2, 3, 0); err != nil {
+			return err
+		}
+		if err := longTx.Commit(gctx); err != nil {
+			return err
+		}
+		longOpen.Store(false)
+		if err := writeLoad(gctx, p, t, n, 3, n/2); err != nil {
+			return err
+		}
+		id, err := ForceTick(gctx, admin, "q")
+		final = id
+		close(finalSet)
+		return err
+	})
+	consume := func(cl *collector, src *Source, pause time.Duration) func() error {
+		return func() error {
+			for {
+				select {
+				case <-finalSet:
+					if cl.position() >= final {
+						return nil
+					}
+				default:
+				}
+				if err := cl.batch(gctx, src); err != nil {
+					return err
+				}
+				if pause > 0 {
+					select {
+					case <-gctx.Done():
+						return gctx.Err()
+					case <-time.After(pause):
+					}
+				}
+			}
+		}
+	}
+	g.Go(consume(fast, srcFast, 0))
+	g.Go(consume(slow, srcSlow, 50*time.Millisecond))
+	require.NoError(t, g.Wait())
+	close(stopTicker)
+	require.NoError(t, <-tickerErr)
+
+	for name, cl := range map[string]*collector{"fast": fast, "slow": slow} {
+		var missing, repeated []int64
+		for id := int64(1); id <= n+1; id++ {
+			switch cl.seen[id] {
+			case 0:
+				missing = append(missing, id)
+			case 1:
+			default:
+				repeated = append(repeated, id)
+			}
+		}
+		require.Empty(t, missing, "rows consumer %s never saw", name)
+		require.Empty(t, repeated, "rows consumer %s saw more than once", name)
+		require.Len(t, cl.seen, n+1, "consumer %s saw rows that were not written", name)
+	}
+	if rotate {
+		info, err := GetQueueInfo(ctx, admin)
+		require.NoError(t, err)
+		t.Logf("epoch %d at the end, at most %d while the long transaction was open", info[0].Epoch, maxEpochWhileLong)
+		require.GreaterOrEqual(t, info[0].Epoch, int64(4), "rotations must have truncated tables")
+		// The long transaction wrote in epoch 0: table 0 may not be reused (epoch 3) before
+		// it ends and both consumers are past it.
+		require.LessOrEqual(t, maxEpochWhileLong, int64(2))
+	}
+}
