@@ -1,9 +1,183 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
 
-// WorkerCmd is `skiff worker`. Not implemented yet.
-type WorkerCmd struct{}
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
-// Run reports that the command is not built yet.
-func (c *WorkerCmd) Run(rt *Runtime) error { return errors.New("skiff worker: not implemented yet") }
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer"
+	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/metrics"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
+)
+
+// WorkerCmd is `skiff worker`: replay the batches of one or more queues on the target.
+type WorkerCmd struct {
+	Provider    string        `help:"Provider database: libpq connection string or URI." required:""`
+	Target      string        `help:"Target database: libpq connection string or URI." required:""`
+	Queue       []string      `help:"Queue to replay; repeat for several (each runs in its own goroutine with its own connections)." required:"" sep:"none"`
+	Consumer    string        `help:"Consumer name on the provider (default: derived from the target's host, port and database, as skiff subscribe does)."`
+	MaxEvents   int64         `help:"Merge ticks into batches of about this many events when behind." default:"20000"`
+	MinBackoff  time.Duration `help:"First wait before a failed batch is retried; doubles at each failure." default:"1s"`
+	MaxBackoff  time.Duration `help:"Longest wait between retries of a failed batch." default:"1m"`
+	MetricsAddr string        `help:"Serve Prometheus metrics on this address (e.g. :9188); empty disables."`
+}
+
+// newRegistry returns the handlers a worker can use: the built-in ones and the custom
+// handlers compiled into this binary (register yours here).
+func newRegistry() *handlers.Registry {
+	return handlers.NewRegistry()
+}
+
+// Run replays the queues until a signal: the first finishes the batches in hand, the second
+// rolls them back.
+func (c *WorkerCmd) Run(rt *Runtime) error {
+	name, err := consumerName(c.Consumer, c.Target)
+	if err != nil {
+		return err
+	}
+	reg := metrics.NewRegistry()
+	m := consumer.NewMetrics(reg)
+	g, ctx := errgroup.WithContext(rt.Ctx)
+	g.Go(func() error { return metrics.Serve(ctx, c.MetricsAddr, reg, rt.Log) })
+	for _, q := range c.Queue {
+		s := &session{cmd: c, queue: q, consumer: name, log: rt.Log.With("queue", q)}
+		// The first connection fails fast (e.g. another worker holds the subscription);
+		// later reconnections are retried by the worker loop.
+		if err := s.connect(rt.Ctx); err != nil {
+			s.close()
+			return err
+		}
+		w, err := consumer.NewWorker(consumer.Config{
+			Name: q, Source: s, Applier: s, Registry: newRegistry(), Log: rt.Log.With("queue", q),
+			MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff, Metrics: m.For(q),
+		})
+		if err != nil {
+			s.close()
+			return err
+		}
+		g.Go(func() error {
+			defer s.close()
+			rt.Log.Info("worker started", "queue", q, "consumer", name, "target", s.targetDesc)
+			err := w.Run(ctx, rt.Hard)
+			if err != nil {
+				return fmt.Errorf("queue %s: %w", q, err)
+			}
+			rt.Log.Info("worker stopped", "queue", q)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// session is one queue's connections: a queue.Source on the provider and an apply.Applier on
+// the target. It reconnects both when either connection is lost.
+type session struct {
+	cmd        *WorkerCmd
+	queue      string
+	consumer   string
+	log        *slog.Logger
+	prov, tgt  *pgx.Conn
+	src        *queue.Source
+	app        *apply.Applier
+	targetDesc string
+}
+
+var (
+	_ consumer.Source        = (*session)(nil)
+	_ consumer.Applier       = (*session)(nil)
+	_ consumer.ErrorRecorder = (*session)(nil)
+	_ consumer.Source        = (*queue.Source)(nil)
+	_ consumer.Applier       = (*apply.Applier)(nil)
+)
+
+func (s *session) connect(ctx context.Context) error {
+	s.close()
+	var err error
+	if s.prov, err = pg.Connect(ctx, s.cmd.Provider, "skiff worker "+s.queue); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	tcfg, err := pg.ParseConfig(s.cmd.Target, "skiff worker "+s.queue)
+	if err != nil {
+		return err
+	}
+	s.targetDesc = pg.Describe(tcfg)
+	if s.tgt, err = pg.ConnectConfig(ctx, tcfg); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log}); err != nil {
+		return fmt.Errorf("target %s: %w", s.targetDesc, err)
+	}
+	if s.src, err = queue.NewSource(ctx, s.prov, queue.SourceConfig{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cmd.MaxEvents, Log: s.log}); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	return nil
+}
+
+func (s *session) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.app != nil {
+		_ = s.app.Close(ctx)
+	}
+	for _, c := range []*pgx.Conn{s.prov, s.tgt} {
+		if c != nil {
+			_ = c.Close(ctx)
+		}
+	}
+	s.prov, s.tgt, s.src, s.app = nil, nil, nil, nil
+}
+
+// ensure reconnects when a connection was lost.
+func (s *session) ensure(ctx context.Context) error {
+	if s.src != nil && s.app != nil && !s.prov.IsClosed() && !s.tgt.IsClosed() {
+		return nil
+	}
+	s.log.Info("reconnecting")
+	if err := s.connect(ctx); err != nil {
+		s.close()
+		return err
+	}
+	return nil
+}
+
+func (s *session) NextBatch(ctx context.Context) (change.Batch, error) {
+	if err := s.ensure(ctx); err != nil {
+		return change.Batch{}, err
+	}
+	return s.src.NextBatch(ctx)
+}
+
+func (s *session) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
+	return s.src.Events(ctx, b, fn)
+}
+
+func (s *session) Finish(ctx context.Context, b change.Batch) error { return s.src.Finish(ctx, b) }
+
+func (s *session) Position(ctx context.Context) (change.Position, error) {
+	if err := s.ensure(ctx); err != nil {
+		return change.Position{}, err
+	}
+	return s.app.Position(ctx)
+}
+
+func (s *session) Routes(ctx context.Context) ([]change.Route, error) { return s.app.Routes(ctx) }
+
+func (s *session) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
+	return s.app.Apply(ctx, b, stream)
+}
+
+func (s *session) RecordError(ctx context.Context, err error) error {
+	if s.app == nil || s.tgt == nil || s.tgt.IsClosed() {
+		return errors.New("not connected to the target")
+	}
+	return s.app.RecordError(ctx, err)
+}

@@ -1,0 +1,305 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/handlers"
+)
+
+// ErrPositionLost is returned by the worker when the target's recorded position is neither
+// the start nor the end of the batch the source hands out.
+var ErrPositionLost = errors.New("position lost")
+
+// Defaults of Config.
+const (
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
+)
+
+// Config is what a Worker needs.
+type Config struct {
+	// Name identifies the worker in logs (e.g. the queue).
+	Name string
+	// Source yields the batches; Applier writes them.
+	Source  Source
+	Applier Applier
+	// Registry builds each subscribed table's handlers (rename, custom); nil means
+	// handlers.NewRegistry().
+	Registry *handlers.Registry
+	// Log receives the worker's messages; nil discards them.
+	Log *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait before a failed batch is retried; the wait
+	// doubles at each failure (defaults 1 s and 1 min).
+	MinBackoff, MaxBackoff time.Duration
+	// Metrics, when set, counts what the worker does.
+	Metrics *Metrics
+	// OnBatch, when set, is called after each batch is applied and finished (tests, progress).
+	OnBatch func(b change.Batch, events int)
+}
+
+// Worker replays the batches of one subscription: NextBatch, check the target's position,
+// handlers, Apply, Finish, again. A failed batch is rolled back and retried with exponential
+// backoff; nothing is skipped.
+type Worker struct {
+	cfg    Config
+	log    *slog.Logger
+	routes map[change.Route]Handler // handlers built per route, reused while the route holds
+	warned map[change.Table]bool    // tables not subscribed, warned once
+	out    []change.Event
+}
+
+// NewWorker checks cfg and returns a worker.
+func NewWorker(cfg Config) (*Worker, error) {
+	if cfg.Source == nil || cfg.Applier == nil {
+		return nil, errors.New("worker: Source and Applier are required")
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = handlers.NewRegistry()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	return &Worker{cfg: cfg, log: cfg.Log, routes: map[change.Route]Handler{}, warned: map[change.Table]bool{}}, nil
+}
+
+// Run replays batches until ctx ends (the batch in hand is finished first, then Run returns
+// nil) or hard ends (the batch in hand is rolled back, Run returns hard's error). It returns
+// an error only when replication cannot go on by retrying: the position is lost.
+func (w *Worker) Run(ctx, hard context.Context) error {
+	backoff := w.cfg.MinBackoff
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		b, err := w.cfg.Source.NextBatch(ctx)
+		if err == nil {
+			err = w.batch(hard, b)
+		}
+		if err == nil {
+			backoff = w.cfg.MinBackoff
+			continue
+		}
+		if hard.Err() != nil {
+			return hard.Err()
+		}
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil
+		}
+		if isPositionLost(err) {
+			w.log.Error("replication stopped", "worker", w.cfg.Name, "batch_id", b.ID, "error", err.Error())
+			w.record(hard, err)
+			return err
+		}
+		w.cfg.Metrics.errorInc()
+		w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff.String(), "error", err.Error())
+		w.record(hard, err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, w.cfg.MaxBackoff)
+	}
+}
+
+func (w *Worker) record(ctx context.Context, err error) {
+	r, ok := w.cfg.Applier.(ErrorRecorder)
+	if !ok {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if e := r.RecordError(rctx, err); e != nil {
+		w.log.Warn("cannot record the error on the target", "worker", w.cfg.Name, "error", e.Error())
+	}
+}
+
+func isPositionLost(err error) bool {
+	if errors.Is(err, ErrPositionLost) {
+		return true
+	}
+	var pl interface{ PositionLost() bool }
+	return errors.As(err, &pl) && pl.PositionLost()
+}
+
+// batch applies one batch exactly once.
+func (w *Worker) batch(ctx context.Context, b change.Batch) error {
+	start := time.Now()
+	pos, err := w.cfg.Applier.Position(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case pos == b.End && pos != (change.Position{}):
+		// Applied before a crash, not yet finished on the source.
+		w.log.Info("batch already applied on the target, finishing it", "worker", w.cfg.Name, "batch_id", b.ID)
+		if err := w.cfg.Source.Finish(ctx, b); err != nil {
+			return fmt.Errorf("finish batch %d: %w", b.ID, err)
+		}
+		return nil
+	case pos == b.Prev || pos == (change.Position{}):
+	default:
+		return fmt.Errorf("%w: the target is at %+v, batch %d goes from %+v to %+v", ErrPositionLost, pos, b.ID, b.Prev, b.End)
+	}
+	var events, skipped int
+	err = w.cfg.Applier.Apply(ctx, b, func(emit func([]change.Event) error) error {
+		events, skipped = 0, 0
+		routes, err := w.cfg.Applier.Routes(ctx)
+		if err != nil {
+			return err
+		}
+		byTable, err := w.handlers(routes)
+		if err != nil {
+			return err
+		}
+		return w.cfg.Source.Events(ctx, b, func(chunk []change.Event) error {
+			out := w.out[:0]
+			for i := range chunk {
+				ev := chunk[i]
+				rt, ok := byTable[ev.Table]
+				if !ok {
+					if !w.warned[ev.Table] {
+						w.warned[ev.Table] = true
+						w.log.Warn("events of a table not subscribed on the target are ignored", "worker", w.cfg.Name, "table", ev.Table.String(), "event_id", ev.ID)
+					}
+					skipped++
+					continue
+				}
+				if !rt.wants(&ev) {
+					skipped++
+					continue
+				}
+				if rt.h != nil {
+					keep, err := rt.h.Handle(&ev)
+					if err != nil {
+						return fmt.Errorf("handler of table %s, event %d: %w", ev.Table, ev.ID, err)
+					}
+					if !keep {
+						skipped++
+						continue
+					}
+				}
+				out = append(out, ev)
+			}
+			w.out = out[:0]
+			events += len(out)
+			if len(out) == 0 {
+				return nil
+			}
+			return emit(out)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.cfg.Source.Finish(ctx, b); err != nil {
+		return fmt.Errorf("finish batch %d: %w", b.ID, err)
+	}
+	w.cfg.Metrics.batch(events, b, time.Since(start))
+	w.log.Debug("batch applied", "worker", w.cfg.Name, "batch_id", b.ID, "events", events, "skipped", skipped, "duration", time.Since(start).String())
+	if w.cfg.OnBatch != nil {
+		w.cfg.OnBatch(b, events)
+	}
+	return nil
+}
+
+// tableRoute is a subscribed table as the worker replays it.
+type tableRoute struct {
+	state change.TableState
+	snap  *snapshot // catching-up: the copy's snapshot
+	h     Handler
+}
+
+// wants says whether the worker applies an event of the table in its current state.
+func (r *tableRoute) wants(ev *change.Event) bool {
+	switch r.state {
+	case change.StateInSync:
+		return true
+	case change.StateCatchingUp:
+		return r.snap == nil || !r.snap.visible(ev.TxID)
+	}
+	return false // copying: the copy owns the table
+}
+
+func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, error) {
+	out := make(map[change.Table]*tableRoute, len(routes))
+	for _, r := range routes {
+		h, ok := w.routes[r]
+		if !ok {
+			var err error
+			if h, err = w.cfg.Registry.ForRoute(r); err != nil {
+				return nil, err
+			}
+			w.routes[r] = h
+		}
+		tr := &tableRoute{state: r.State, h: h}
+		if r.State == change.StateCatchingUp && r.CopySnapshot != "" {
+			s, err := parseSnapshot(r.CopySnapshot)
+			if err != nil {
+				return nil, fmt.Errorf("table %s: copy snapshot: %w", r.Source, err)
+			}
+			tr.snap = s
+		}
+		out[r.Source] = tr
+	}
+	return out, nil
+}
+
+// snapshot is a txid_snapshot ("xmin:xmax:xip,…").
+type snapshot struct {
+	xmin, xmax int64
+	xip        map[int64]bool
+}
+
+func parseSnapshot(s string) (*snapshot, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("malformed snapshot %q", s)
+	}
+	var sn snapshot
+	var err error
+	if sn.xmin, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
+		return nil, fmt.Errorf("malformed snapshot %q", s)
+	}
+	if sn.xmax, err = strconv.ParseInt(parts[1], 10, 64); err != nil {
+		return nil, fmt.Errorf("malformed snapshot %q", s)
+	}
+	sn.xip = map[int64]bool{}
+	if parts[2] != "" {
+		for _, x := range strings.Split(parts[2], ",") {
+			id, err := strconv.ParseInt(x, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("malformed snapshot %q", s)
+			}
+			sn.xip[id] = true
+		}
+	}
+	return &sn, nil
+}
+
+// visible says whether the snapshot sees transaction txid as committed. An unknown txid (0)
+// is not visible: its event is applied.
+func (s *snapshot) visible(txid int64) bool {
+	if txid == 0 {
+		return false
+	}
+	if txid < s.xmin {
+		return true
+	}
+	return txid < s.xmax && !s.xip[txid]
+}
