@@ -42,7 +42,7 @@ demo: pg build ## Start a throwaway provider and target, replicate a live worklo
 	@scripts/demo.sh $(BIN)
 
 bench: pg build ## Benchmark skiff against Londiste3/PgQ, pglogical and built-in replication; writes docs/benchmarks.md.
-	@echo "make bench: not built yet (issue: make bench)"; exit 1
+	@scripts/bench-peers.sh && BENCH_COMMAND="make bench$(if $(BENCH_SIZE), BENCH_SIZE=$(BENCH_SIZE))" $(GO) run ./bench -size "$(or $(BENCH_SIZE),full)" -skiff $(BIN) -out docs/benchmarks.md $(BENCH_FLAGS)
 
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
