@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -82,6 +83,9 @@ func main() {
 	}
 	if *reps > 0 {
 		sz.Reps = *reps
+	}
+	if abs, err := filepath.Abs(*skiffBin); err == nil {
+		*skiffBin = abs
 	}
 	cfg := config{
 		Size: sz, SkiffBin: *skiffBin, Out: *out, Version: *version,

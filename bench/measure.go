@@ -68,6 +68,9 @@ func (b *bench) captureVariants(ctx context.Context) []captureVariant {
 	vs := []captureVariant{{name: "none", install: func(context.Context, *pgtest.Server, string, string) error { return nil }}}
 	if b.cfg.Systems["skiff"] {
 		vs = append(vs, captureVariant{name: "skiff", install: func(ctx context.Context, s *pgtest.Server, db, dir string) error {
+			if err := skiffCaptureAvailable(ctx, b); err != nil {
+				return err
+			}
 			if _, err := runCmd(ctx, dir, nil, b.cfg.SkiffBin, "--log-format", "json", "init", "provider", "--db", s.URL(db)); err != nil {
 				return err
 			}
@@ -159,9 +162,8 @@ func (b *bench) captureOverhead(ctx context.Context) {
 	variants := b.captureVariants(ctx)
 	broken := map[string]string{}
 	for rep := 1; rep <= sz.Reps && ctx.Err() == nil; rep++ {
-		var base [2]float64 // the no-capture run of this repetition: TPS, bulk rows/s
-		haveBase := false
-		for _, v := range variants {
+		got := map[string][2]float64{} // variant → TPS, bulk rows/s of this repetition
+		for _, v := range rotate(variants, rep-1) {
 			if why, ok := broken[v.name]; ok {
 				b.unavailable(sec, tpsName, v.name, "TPS", false, why)
 				continue
@@ -174,23 +176,34 @@ func (b *bench) captureOverhead(ctx context.Context) {
 				b.log.Warn("capture run failed", "variant", v.name, "rep", rep, "err", err)
 				broken[v.name] = err.Error()
 				b.unavailable(sec, tpsName, v.name, "TPS", false, err.Error())
-				b.unavailable(sec, "TPS with capture ÷ without", v.name, "ratio", false, err.Error())
-				b.unavailable(sec, "bulk insert rate with capture ÷ without", v.name, "ratio", false, err.Error())
 				continue
 			}
-			b.record(sec, tpsName, v.name, "TPS", false, tps)
-			b.record(sec, bulkName, v.name, "rows/s", false, bulk)
-			if v.name == "none" {
-				base, haveBase = [2]float64{tps, bulk}, true
+			got[v.name] = [2]float64{tps, bulk}
+		}
+		base, ok := got["none"]
+		for _, v := range variants {
+			r, measured := got[v.name]
+			if !measured {
+				if why := broken[v.name]; why != "" {
+					b.unavailable(sec, ratioTPS, v.name, "ratio", false, why)
+					b.unavailable(sec, ratioBulk, v.name, "ratio", false, why)
+				}
 				continue
 			}
-			if haveBase {
-				b.record(sec, "TPS with capture ÷ without", v.name, "ratio", false, tps/base[0])
-				b.record(sec, "bulk insert rate with capture ÷ without", v.name, "ratio", false, bulk/base[1])
+			b.record(sec, tpsName, v.name, "TPS", false, r[0])
+			b.record(sec, bulkName, v.name, "rows/s", false, r[1])
+			if ok && v.name != "none" {
+				b.record(sec, ratioTPS, v.name, "ratio", false, r[0]/base[0])
+				b.record(sec, ratioBulk, v.name, "ratio", false, r[1]/base[1])
 			}
 		}
 	}
 }
+
+const (
+	ratioTPS  = "pgbench TPS with capture ÷ without"
+	ratioBulk = "bulk insert rate with capture ÷ without"
+)
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
@@ -254,7 +267,7 @@ func (b *bench) parallelApply(ctx context.Context) {
 
 func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups int) {
 	for rep := 1; rep <= b.cfg.Size.Reps && ctx.Err() == nil; rep++ {
-		for _, s := range b.systems() {
+		for _, s := range rotate(b.systems(), rep-1) {
 			if !b.usable(ctx, s) {
 				b.unavailable(sec, name, s.name, "rows/s", false, b.disabled[s.name])
 				continue
@@ -499,7 +512,7 @@ func (b *bench) initialCopy(ctx context.Context) {
 	pipe.newRun = func() replicator { return &pipeRun{} }
 	systems = append(systems, pipe)
 	for rep := 1; rep <= b.cfg.Size.Reps && ctx.Err() == nil; rep++ {
-		for _, s := range systems {
+		for _, s := range rotate(systems, rep-1) {
 			if s.name != "pipe" && !b.usable(ctx, s) {
 				b.unavailable(sec, name, s.name, "MB/s", false, b.disabled[s.name])
 				continue
@@ -608,7 +621,7 @@ func (b *bench) lagUnderLoad(ctx context.Context) {
 	p50 := fmt.Sprintf("lag p50 at %d commits/s", sz.LagRate)
 	p99 := fmt.Sprintf("lag p99 at %d commits/s", sz.LagRate)
 	for rep := 1; rep <= sz.Reps && ctx.Err() == nil; rep++ {
-		for _, s := range b.systems() {
+		for _, s := range rotate(b.systems(), rep-1) {
 			if !b.usable(ctx, s) {
 				b.unavailable(sec, p50, s.name, "s", true, b.disabled[s.name])
 				b.unavailable(sec, p99, s.name, "s", true, b.disabled[s.name])

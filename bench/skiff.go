@@ -29,6 +29,18 @@ func skiffAvailable(ctx context.Context, b *bench) error {
 	return nil
 }
 
+// skiffCaptureAvailable checks the commands the capture-overhead measurement needs.
+func skiffCaptureAvailable(ctx context.Context, b *bench) error {
+	if _, err := os.Stat(b.cfg.SkiffBin); err != nil {
+		return fmt.Errorf("%s not built (make build)", b.cfg.SkiffBin)
+	}
+	out, err := exec.CommandContext(ctx, b.cfg.SkiffBin, "table", "add", "--help").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("`skiff table add` is not available: %s", firstLine(string(out)))
+	}
+	return nil
+}
+
 func (r *skiffRun) cmd(ctx context.Context, e *runEnv, args ...string) error {
 	_, err := runCmd(ctx, e.dir, nil, e.b.cfg.SkiffBin, append([]string{"--log-format", "json"}, args...)...)
 	return err

@@ -63,6 +63,16 @@ type system struct {
 	available func(ctx context.Context, b *bench) error
 }
 
+// rotate returns xs started at offset rep: each repetition runs the systems in another order, so
+// that no system always runs first (after a checkpoint, on a cold cache) or last.
+func rotate[T any](xs []T, rep int) []T {
+	if len(xs) == 0 {
+		return xs
+	}
+	k := rep % len(xs)
+	return append(append([]T(nil), xs[k:]...), xs[:k]...)
+}
+
 func (b *bench) systems() []system {
 	all := []system{
 		{name: "skiff", label: "skiff", newRun: func() replicator { return &skiffRun{} }, available: skiffAvailable},
