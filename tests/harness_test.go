@@ -1,0 +1,331 @@
+// Package tests holds skiff's end-to-end tests: real provider and target servers, the queue,
+// the worker (in process or as the built binary), concurrent writers, and a row-by-row
+// comparison of provider and target at the end.
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/consumer"
+	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/queue"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var binary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// skiffBinary builds cmd/skiff once per test binary.
+func skiffBinary(t testing.TB) string {
+	t.Helper()
+	binary.once.Do(func() {
+		dir, err := os.MkdirTemp("", "skiff-bin-")
+		if err != nil {
+			binary.err = err
+			return
+		}
+		binary.path = filepath.Join(dir, "skiff")
+		out, err := exec.Command("go", "build", "-o", binary.path, "../cmd/skiff").CombinedOutput()
+		if err != nil {
+			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, binary.err)
+	return binary.path
+}
+
+// skiff runs the binary to completion and returns its combined output.
+func skiff(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, skiffBinary(t), append([]string{"--log-format", "json"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// pair is a provider and a target database with skiff's schemas and the same user tables.
+type pair struct {
+	prov, tgt string // URLs
+}
+
+func connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pg.Connect(ctx, url, "skiff-e2e")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+func exec1(t testing.TB, c *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	_, err := c.Exec(context.Background(), sql, args...)
+	require.NoError(t, err, sql)
+}
+
+// newPair makes the databases on shared servers of the given versions, installs the schemas
+// and runs ddl on both sides.
+func newPair(t testing.TB, provVersion, tgtVersion, ddl string) *pair {
+	t.Helper()
+	return newPairOn(t, pgtest.Shared(t, provVersion), pgtest.Shared(t, tgtVersion), ddl)
+}
+
+func newPairOn(t testing.TB, provSrv, tgtSrv *pgtest.Server, ddl string) *pair {
+	t.Helper()
+	p := &pair{prov: provSrv.NewDB(t), tgt: tgtSrv.NewDB(t)}
+	ctx := context.Background()
+	for url, role := range map[string]migrate.Role{p.prov: migrate.Provider, p.tgt: migrate.Target} {
+		cfg, err := pg.ParseConfig(url, "skiff-e2e")
+		require.NoError(t, err)
+		_, err = migrate.Up(ctx, cfg, role)
+		require.NoError(t, err)
+		c := connect(t, url)
+		exec1(t, c, ddl)
+	}
+	return p
+}
+
+// capture adds tables to a queue on the provider.
+func (p *pair) capture(t testing.TB, q string, tables ...string) {
+	t.Helper()
+	c := connect(t, p.prov)
+	for _, tbl := range tables {
+		_, err := queue.AddTable(context.Background(), c, q, queue.TableSpec{Name: tbl})
+		require.NoError(t, err, tbl)
+	}
+}
+
+// subscribe runs skiff subscribe --no-copy for a queue.
+func (p *pair) subscribe(t testing.TB, q string, extra ...string) string {
+	t.Helper()
+	out, err := skiff(t, append([]string{"subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", q, "--no-copy", "--consumer", "c1"}, extra...)...)
+	require.NoError(t, err, out)
+	return out
+}
+
+// ticker force-ticks the queues every interval until ctx ends.
+func ticker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, interval time.Duration, queues ...string) {
+	c := connect(t, url)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tk := time.NewTicker(interval)
+		defer tk.Stop()
+		for {
+			for _, q := range queues {
+				if _, err := queue.ForceTick(ctx, c, q); err != nil && ctx.Err() == nil {
+					t.Errorf("tick %s: %v", q, err)
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+}
+
+// runWorker runs an in-process worker for a queue until ctx ends, wired as cmd/skiff does.
+func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string) {
+	t.Helper()
+	prov := connect(t, p.prov)
+	tgt := connect(t, p.tgt)
+	a, err := apply.Open(ctx, tgt, apply.Config{Queue: q, Consumer: "c1"})
+	require.NoError(t, err)
+	src, err := queue.NewSource(ctx, prov, queue.SourceConfig{Queue: q, Consumer: "c1"})
+	require.NoError(t, err)
+	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
+	require.NoError(t, err)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := w.Run(ctx, context.WithoutCancel(ctx)); err != nil {
+			t.Errorf("worker %s: %v", q, err)
+		}
+	}()
+}
+
+// caughtUp ticks the queue once more and waits until the target has applied that tick.
+func (p *pair) caughtUp(t testing.TB, timeout time.Duration, queues ...string) {
+	t.Helper()
+	ctx := context.Background()
+	prov := connect(t, p.prov)
+	tgt := connect(t, p.tgt)
+	for _, q := range queues {
+		tick, err := queue.ForceTick(ctx, prov, q)
+		require.NoError(t, err)
+		pgtest.Eventually(t, timeout, "target catches up with queue "+q, func() bool {
+			var at *int64
+			err := tgt.QueryRow(ctx, `SELECT tick FROM skiff.subscription WHERE queue = $1`, q).Scan(&at)
+			return err == nil && at != nil && *at >= tick
+		})
+	}
+}
+
+// compare asserts that every table holds the same rows on both sides, as text, ordered by
+// the table's first column (the key columns come first in every test table).
+func (p *pair) compare(t testing.TB, tables ...string) {
+	t.Helper()
+	prov := connect(t, p.prov)
+	tgt := connect(t, p.tgt)
+	for _, tbl := range tables {
+		a, b := dumpTable(t, prov, tbl), dumpTable(t, tgt, tbl)
+		if len(a) != len(b) {
+			t.Errorf("table %s: %d rows on the provider, %d on the target", tbl, len(a), len(b))
+		}
+		for i := 0; i < min(len(a), len(b)); i++ {
+			if a[i] != b[i] {
+				t.Errorf("table %s differs at row %d:\nprovider: %.300s\ntarget:   %.300s", tbl, i, a[i], b[i])
+				break
+			}
+		}
+		t.Logf("table %s: %d rows compared", tbl, len(a))
+	}
+}
+
+func dumpTable(t testing.TB, c *pgx.Conn, table string) []string {
+	t.Helper()
+	ctx := context.Background()
+	exec1(t, c, `SET TimeZone = 'UTC'`)
+	rows, err := c.Query(ctx, `SELECT t::text FROM `+table+` t ORDER BY 1`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return out
+}
+
+// Workload tables: two groups (queues) of two tables each. Keys come first (compare orders
+// by the whole row's text, which then orders by key).
+const workloadDDL = `
+CREATE SEQUENCE ids;
+CREATE TABLE a1 (id bigint PRIMARY KEY, v text, n integer, big text);
+CREATE TABLE a2 (k1 integer, k2 text, v text, ts timestamptz, PRIMARY KEY (k1, k2));
+CREATE TABLE b1 (id bigint PRIMARY KEY, payload text, d numeric(12,3), flag boolean);
+CREATE TABLE b2 (id integer PRIMARY KEY, arr integer[], note varchar(40), b bytea);
+`
+
+var workloadTables = map[string][]string{"qa": {"public.a1", "public.a2"}, "qb": {"public.b1", "public.b2"}}
+
+func allTables() []string {
+	return append(append([]string{}, workloadTables["qa"]...), workloadTables["qb"]...)
+}
+
+// randText returns text with the characters COPY and record literals must escape.
+func randText(rng *rand.Rand) string {
+	parts := []string{"plain", "tab\there", "new\nline", `back\slash`, `\N`, "quote'\"", "ünï ✓", "", "(x,y)", "{1,2}", " "}
+	var b strings.Builder
+	for range 1 + rng.IntN(3) {
+		b.WriteString(parts[rng.IntN(len(parts))])
+	}
+	return b.String()
+}
+
+// writer runs random transactions on the provider until ctx ends: inserts, updates that
+// change the key, deletes, rows inserted and deleted in one transaction, large rows.
+func writer(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, seed uint64, group string, txs *int64) {
+	c := connect(t, url)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(seed, 7))
+		for ctx.Err() == nil {
+			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+				for range 1 + rng.IntN(8) {
+					if err := writeOne(ctx, tx, rng, group); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				var pgErr *pgconn.PgError
+				if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+					return
+				}
+				if errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "23505" || pgErr.Code == "40001") {
+					continue // concurrent writers collide now and then; the provider rolled back
+				}
+				t.Errorf("writer %s: %v", group, err)
+				return
+			}
+			*txs++
+		}
+	}()
+}
+
+func writeOne(ctx context.Context, tx pgx.Tx, rng *rand.Rand, group string) error {
+	var err error
+	r := rng.IntN(100)
+	if group == "qa" {
+		switch {
+		case r < 35:
+			big := ""
+			if rng.IntN(20) == 0 {
+				big = strings.Repeat("large row "+randText(rng), 3000)
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO a1 SELECT nextval('ids'), $1, $2, NULLIF($3, '') FROM generate_series(1, $4)`, randText(rng), rng.IntN(1000), big, 1+rng.IntN(5))
+		case r < 50:
+			_, err = tx.Exec(ctx, `UPDATE a1 SET v = $1, n = n + 1 WHERE id IN (SELECT id FROM a1 ORDER BY random() LIMIT 3)`, randText(rng))
+		case r < 60:
+			_, err = tx.Exec(ctx, `UPDATE a1 SET id = nextval('ids') WHERE id = (SELECT id FROM a1 ORDER BY random() LIMIT 1)`)
+		case r < 67:
+			_, err = tx.Exec(ctx, `DELETE FROM a1 WHERE id IN (SELECT id FROM a1 ORDER BY random() LIMIT 2)`)
+		case r < 72:
+			var id int64
+			if err = tx.QueryRow(ctx, `INSERT INTO a1 VALUES (nextval('ids'), 'short-lived', 0) RETURNING id`).Scan(&id); err == nil {
+				_, err = tx.Exec(ctx, `UPDATE a1 SET v = 'still short-lived' WHERE id = $1`, id)
+				if err == nil {
+					_, err = tx.Exec(ctx, `DELETE FROM a1 WHERE id = $1`, id)
+				}
+			}
+		case r < 85:
+			_, err = tx.Exec(ctx, `INSERT INTO a2 VALUES ($1, $2, $3, now() - $4 * interval '1 second')`, rng.IntN(1000000), randText(rng)+fmt.Sprint(rng.IntN(1000000)), randText(rng), rng.IntN(100000))
+		case r < 92:
+			_, err = tx.Exec(ctx, `UPDATE a2 SET k2 = k2 || 'x', v = $1 WHERE (k1, k2) IN (SELECT k1, k2 FROM a2 ORDER BY random() LIMIT 1)`, randText(rng))
+		default:
+			_, err = tx.Exec(ctx, `DELETE FROM a2 WHERE (k1, k2) IN (SELECT k1, k2 FROM a2 ORDER BY random() LIMIT 1)`)
+		}
+		return err
+	}
+	switch {
+	case r < 40:
+		_, err = tx.Exec(ctx, `INSERT INTO b1 SELECT nextval('ids'), $1, random() * 1000, random() < 0.5 FROM generate_series(1, $2)`, randText(rng), 1+rng.IntN(10))
+	case r < 55:
+		_, err = tx.Exec(ctx, `UPDATE b1 SET d = d + 1, flag = NOT flag, payload = $1 WHERE id IN (SELECT id FROM b1 ORDER BY random() LIMIT 5)`, randText(rng))
+	case r < 62:
+		_, err = tx.Exec(ctx, `UPDATE b1 SET id = nextval('ids') WHERE id = (SELECT id FROM b1 ORDER BY random() LIMIT 1)`)
+	case r < 68:
+		_, err = tx.Exec(ctx, `DELETE FROM b1 WHERE id IN (SELECT id FROM b1 ORDER BY random() LIMIT 3)`)
+	case r < 85:
+		_, err = tx.Exec(ctx, `INSERT INTO b2 VALUES ($1, ARRAY[$2::int, NULL, 3], $3, $4)`, rng.IntN(1<<30), rng.IntN(100), fmt.Sprint(rng.IntN(1000)), []byte{0, 1, '\\', '\n', byte(rng.IntN(256))})
+	case r < 95:
+		_, err = tx.Exec(ctx, `UPDATE b2 SET note = NULL, arr = arr || 4 WHERE id = (SELECT id FROM b2 ORDER BY random() LIMIT 1)`)
+	default:
+		_, err = tx.Exec(ctx, `DELETE FROM b2 WHERE id = (SELECT id FROM b2 ORDER BY random() LIMIT 1)`)
+	}
+	return err
+}
