@@ -1,0 +1,412 @@
+// Package status gathers what `skiff status` shows: per queue and consumer the lag in seconds
+// and in events, the last tick, the batch in progress; from the target, per subscription the
+// position, counters, last error and per-table state and copy progress; and, for a stalled
+// component, what it is waiting for: a ticker that does not tick, a long provider transaction
+// that holds back rotation, a worker not seen for a while.
+//
+// The report is a plain struct with stable JSON field names (see Report); Text renders it
+// for humans.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
+)
+
+// Config says where to look and when to call something stalled.
+type Config struct {
+	// Provider is required; Target is optional (without it no subscription or table state).
+	Provider, Target *pgx.ConnConfig
+	// StallAfter is how long a component may stay silent before it is reported: no tick for
+	// the queue's idle period plus StallAfter, a consumer not seen for StallAfter; 0 means 30 s.
+	StallAfter time.Duration
+	// LongTransaction is the age from which a provider transaction is reported as holding
+	// back the queue's rotation; 0 means 5 minutes.
+	LongTransaction time.Duration
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Report is the whole status. Its JSON form is stable: fields are only ever added.
+type Report struct {
+	// GeneratedAt is when the report was taken (RFC 3339).
+	GeneratedAt time.Time `json:"generated_at"`
+	// Provider and Target name the servers (user@host:port/db, never a password); Target is
+	// "" when no target was given.
+	Provider string `json:"provider"`
+	Target   string `json:"target,omitempty"`
+	// Queues lists every queue of the provider, by name.
+	Queues []Queue `json:"queues"`
+	// LongTransactions lists provider transactions older than Config.LongTransaction.
+	LongTransactions []Transaction `json:"long_transactions"`
+	// Problems repeats every stall found below, one sentence each; empty when all is well.
+	Problems []string `json:"problems"`
+}
+
+// Queue is one queue of the provider.
+type Queue struct {
+	Name string `json:"name"`
+	// LastTick is the id of the queue's newest tick, LastTickTime its time and TickAgeSeconds
+	// its age.
+	LastTick       int64     `json:"last_tick"`
+	LastTickTime   time.Time `json:"last_tick_time"`
+	TickAgeSeconds float64   `json:"tick_age_seconds"`
+	// PendingEvents estimates the events written since the last tick.
+	PendingEvents int64 `json:"pending_events"`
+	// TickerPaused is set when the queue's ticker is paused by configuration.
+	TickerPaused bool `json:"ticker_paused"`
+	// Stall says what the queue waits for ("ticker not running?"), "" when it ticks.
+	Stall string `json:"stall,omitempty"`
+	// Consumers lists the queue's consumers, by name.
+	Consumers []Consumer `json:"consumers"`
+}
+
+// Consumer is one consumer (subscription) of a queue.
+type Consumer struct {
+	Name string `json:"name"`
+	// LagSeconds is the age of the consumer's last finished tick; LagEvents estimates the
+	// events written since it.
+	LagSeconds float64 `json:"lag_seconds"`
+	LagEvents  int64   `json:"lag_events"`
+	// LastTick is the tick the consumer has finished; LastSeenSeconds the time since it last
+	// asked for or finished a batch.
+	LastTick        int64   `json:"last_tick"`
+	LastSeenSeconds float64 `json:"last_seen_seconds"`
+	// CurrentBatch is the open batch (0 when none) and BatchEndTick the tick it ends at.
+	CurrentBatch int64 `json:"current_batch"`
+	BatchEndTick int64 `json:"batch_end_tick"`
+	// Subscription is what the target records of this consumer; absent without --target or
+	// when the target does not know the consumer.
+	Subscription *Subscription `json:"subscription,omitempty"`
+	// Stall says what the consumer waits for, "" when it moves.
+	Stall string `json:"stall,omitempty"`
+}
+
+// Subscription is a consumer as the target records it.
+type Subscription struct {
+	// Tick is the last tick applied on the target.
+	Tick           int64      `json:"tick"`
+	LastBatch      int64      `json:"last_batch"`
+	BatchesApplied int64      `json:"batches_applied"`
+	EventsApplied  int64      `json:"events_applied"`
+	AppliedAt      *time.Time `json:"applied_at,omitempty"`
+	// LastError is the error of the last failed attempt, "" once a batch applied since.
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// Heartbeat is when a worker last showed it was alive; Worker names it (host and pid).
+	Heartbeat *time.Time `json:"heartbeat,omitempty"`
+	Worker    string     `json:"worker,omitempty"`
+	// Tables lists the subscribed tables, by source name.
+	Tables []Table `json:"tables"`
+}
+
+// Table is one subscribed table on the target.
+type Table struct {
+	Source string `json:"source"` // quoted schema.name on the provider
+	Dest   string `json:"dest"`   // quoted schema.name on the target
+	// State is copying, catching-up or in-sync; Since is when it entered it.
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	// CopySnapshot is the txid snapshot of the initial copy ("" before it is taken).
+	CopySnapshot string `json:"copy_snapshot,omitempty"`
+	// CopyRows and CopyBytes are the rows and bytes copied so far (state copying) or in all
+	// (after), when the copier records them.
+	CopyRows  int64 `json:"copy_rows,omitempty"`
+	CopyBytes int64 `json:"copy_bytes,omitempty"`
+}
+
+// Transaction is a long-running provider transaction.
+type Transaction struct {
+	PID        int     `json:"pid"`
+	User       string  `json:"user"`
+	Database   string  `json:"database"`
+	AgeSeconds float64 `json:"age_seconds"`
+	// State is pg_stat_activity.state (9.2+), "" before.
+	State string `json:"state,omitempty"`
+	// XID and XMin are backend_xid and backend_xmin (9.4+), "" before or when unset.
+	XID   string `json:"xid,omitempty"`
+	XMin  string `json:"xmin,omitempty"`
+	Query string `json:"query"`
+}
+
+// Collect connects to the provider (and the target) and builds the report.
+func Collect(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = 30 * time.Second
+	}
+	if cfg.LongTransaction <= 0 {
+		cfg.LongTransaction = 5 * time.Minute
+	}
+	now := time.Now
+	if cfg.Now != nil {
+		now = cfg.Now
+	}
+	r := &Report{GeneratedAt: now().UTC(), Provider: pg.Describe(cfg.Provider), Queues: []Queue{},
+		LongTransactions: []Transaction{}, Problems: []string{}}
+	prov, err := pg.ConnectConfig(ctx, cfg.Provider.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	defer prov.Close(context.WithoutCancel(ctx))
+
+	qs, err := queue.GetQueueInfo(ctx, prov)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	cs, err := queue.GetConsumerInfo(ctx, prov)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	for _, q := range qs {
+		out := Queue{Name: q.Name, LastTick: q.LastTick, LastTickTime: q.LastTickTime, TickAgeSeconds: q.TickerLag.Seconds(),
+			PendingEvents: q.PendingEvents, TickerPaused: q.TickerPaused, Consumers: []Consumer{}}
+		out.Stall = tickerStall(q, cfg.StallAfter)
+		if out.Stall != "" {
+			r.Problems = append(r.Problems, fmt.Sprintf("queue %s: %s", q.Name, out.Stall))
+		}
+		for _, c := range cs {
+			if c.Queue != q.Name {
+				continue
+			}
+			out.Consumers = append(out.Consumers, Consumer{Name: c.Consumer, LagSeconds: c.Lag.Seconds(),
+				LagEvents: c.PendingEvents, LastTick: c.LastTick, LastSeenSeconds: c.LastSeen.Seconds(),
+				CurrentBatch: c.CurrentBatch, BatchEndTick: c.NextTick})
+		}
+		r.Queues = append(r.Queues, out)
+	}
+	r.LongTransactions, err = longTransactions(ctx, prov, cfg.LongTransaction)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	for _, t := range r.LongTransactions {
+		r.Problems = append(r.Problems, fmt.Sprintf("provider transaction pid %d (%s@%s) open for %s: holds back event table rotation",
+			t.PID, t.User, t.Database, secs(t.AgeSeconds)))
+	}
+
+	if cfg.Target != nil {
+		r.Target = pg.Describe(cfg.Target)
+		if err := addTarget(ctx, cfg, r); err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		}
+	}
+	for qi := range r.Queues {
+		q := &r.Queues[qi]
+		for ci := range q.Consumers {
+			c := &q.Consumers[ci]
+			c.Stall = consumerStall(*c, q, r.LongTransactions, cfg, now())
+			if c.Stall != "" {
+				r.Problems = append(r.Problems, fmt.Sprintf("queue %s, consumer %s: %s", q.Name, c.Name, c.Stall))
+			}
+		}
+	}
+	return r, nil
+}
+
+// tickerStall says why a queue does not tick, "" when it does. A ticker ticks at least every
+// idle period, and within max lag once events are pending.
+func tickerStall(q queue.QueueInfo, after time.Duration) string {
+	if q.TickerPaused {
+		return "ticker paused by configuration"
+	}
+	age := q.TickerLag.Round(time.Second)
+	switch {
+	case q.LastTick == 0:
+		return "no tick yet: ticker not running?"
+	case q.PendingEvents > 0 && q.TickerLag > q.TickerMaxLag+after:
+		return fmt.Sprintf("no tick for %s with %d events pending: ticker not running?", age, q.PendingEvents)
+	case q.TickerLag > q.TickerIdlePeriod+after:
+		return fmt.Sprintf("no tick for %s: ticker not running?", age)
+	}
+	return ""
+}
+
+// consumerStall says what a consumer waits for, "" when it keeps up. Reasons are joined
+// with "; ".
+func consumerStall(c Consumer, q *Queue, long []Transaction, cfg Config, now time.Time) string {
+	behind := c.LastTick < q.LastTick
+	var why []string
+	sub := c.Subscription
+	switch {
+	case sub != nil && sub.Heartbeat != nil && behind && now.Sub(*sub.Heartbeat) > cfg.StallAfter:
+		why = append(why, fmt.Sprintf("worker not seen for %s (last heartbeat from %s): worker not running?",
+			now.Sub(*sub.Heartbeat).Round(time.Second), orUnknown(sub.Worker)))
+	case behind && c.LastSeenSeconds > cfg.StallAfter.Seconds():
+		why = append(why, fmt.Sprintf("consumer not seen on the provider for %s: worker not running?", secs(c.LastSeenSeconds)))
+	}
+	if sub != nil && sub.LastError != "" {
+		why = append(why, "failing: "+sub.LastError)
+	}
+	if behind && len(long) > 0 {
+		why = append(why, fmt.Sprintf("long provider transaction pid %d (%s old) holds back rotation", long[0].PID, secs(long[0].AgeSeconds)))
+	}
+	return strings.Join(why, "; ")
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown worker"
+	}
+	return s
+}
+
+// longTransactions lists provider transactions older than min, oldest first. The columns of
+// pg_stat_activity changed over the versions: procpid/current_query before 9.2, pid/state/
+// query from 9.2, backend_xid/backend_xmin from 9.4.
+func longTransactions(ctx context.Context, conn *pgx.Conn, min time.Duration) ([]Transaction, error) {
+	v := pg.ServerVersion(conn)
+	var q string
+	switch {
+	case v >= 90400:
+		q = `SELECT pid, usename::text, datname::text, extract(epoch FROM now() - xact_start)::float8, coalesce(state, ''),
+			coalesce(backend_xid::text, ''), coalesce(backend_xmin::text, ''), coalesce(query, '')
+			FROM pg_catalog.pg_stat_activity
+			WHERE xact_start < now() - $1::float8 * interval '1 second' AND pid <> pg_backend_pid()
+			ORDER BY xact_start`
+	case v >= 90200:
+		q = `SELECT pid, usename::text, datname::text, extract(epoch FROM now() - xact_start)::float8, coalesce(state, ''),
+			'', '', coalesce(query, '')
+			FROM pg_catalog.pg_stat_activity
+			WHERE xact_start < now() - $1::float8 * interval '1 second' AND pid <> pg_backend_pid()
+			ORDER BY xact_start`
+	default:
+		q = `SELECT procpid, usename::text, datname::text, extract(epoch FROM now() - xact_start)::float8, '',
+			'', '', coalesce(current_query, '')
+			FROM pg_catalog.pg_stat_activity
+			WHERE xact_start < now() - $1::float8 * interval '1 second' AND procpid <> pg_backend_pid()
+			ORDER BY xact_start`
+	}
+	rows, err := conn.Query(ctx, q, min.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("long transactions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Transaction, error) {
+		var t Transaction
+		var user, db *string
+		err := r.Scan(&t.PID, &user, &db, &t.AgeSeconds, &t.State, &t.XID, &t.XMin, &t.Query)
+		if user != nil {
+			t.User = *user
+		}
+		if db != nil {
+			t.Database = *db
+		}
+		if len(t.Query) > 200 {
+			t.Query = t.Query[:200] + "…"
+		}
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("long transactions: %w", err)
+	}
+	return out, nil
+}
+
+// addTarget reads the target's subscriptions and table states into the report's consumers.
+func addTarget(ctx context.Context, cfg Config, r *Report) error {
+	conn, err := pg.ConnectConfig(ctx, cfg.Target.Copy())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var installed bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'skiff' AND c.relname = 'subscription')`).Scan(&installed); err != nil {
+		return err
+	}
+	if !installed {
+		r.Problems = append(r.Problems, "target has no skiff schema: run skiff init target")
+		return nil
+	}
+	subs, err := readSubscriptions(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for key, s := range subs {
+		found := false
+		for qi := range r.Queues {
+			for ci := range r.Queues[qi].Consumers {
+				c := &r.Queues[qi].Consumers[ci]
+				if r.Queues[qi].Name == key.queue && c.Name == key.consumer {
+					c.Subscription = s
+					found = true
+				}
+			}
+		}
+		if !found {
+			r.Problems = append(r.Problems, fmt.Sprintf("target subscribes to queue %s as consumer %s, which the provider does not know", key.queue, key.consumer))
+		}
+	}
+	return nil
+}
+
+type subKey struct{ queue, consumer string }
+
+func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscription, error) {
+	hasProgress, err := hasColumn(ctx, conn, "table_state", "copy_rows")
+	if err != nil {
+		return nil, err
+	}
+	rows, err := conn.Query(ctx, `SELECT sub_id, queue, consumer, coalesce(tick, 0), coalesce(last_batch_id, 0),
+		batches_applied, events_applied, applied_at, coalesce(last_error, ''), last_error_at, heartbeat, coalesce(worker, '')
+		FROM skiff.subscription ORDER BY queue, consumer`)
+	if err != nil {
+		return nil, fmt.Errorf("read subscriptions: %w", err)
+	}
+	out := map[subKey]*Subscription{}
+	byID := map[int32]*Subscription{}
+	for rows.Next() {
+		var id int32
+		var k subKey
+		s := &Subscription{Tables: []Table{}}
+		if err := rows.Scan(&id, &k.queue, &k.consumer, &s.Tick, &s.LastBatch, &s.BatchesApplied, &s.EventsApplied,
+			&s.AppliedAt, &s.LastError, &s.LastErrorAt, &s.Heartbeat, &s.Worker); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read subscriptions: %w", err)
+		}
+		out[k], byID[id] = s, s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read subscriptions: %w", err)
+	}
+	progress := "0::bigint, 0::bigint"
+	if hasProgress {
+		progress = "coalesce(copy_rows, 0), coalesce(copy_bytes, 0)"
+	}
+	rows, err = conn.Query(ctx, `SELECT sub_id, quote_ident(source_schema) || '.' || quote_ident(source_name),
+		quote_ident(dest_schema) || '.' || quote_ident(dest_name), state, state_changed_at, coalesce(copy_snapshot, ''), `+progress+`
+		FROM skiff.table_state ORDER BY sub_id, source_schema, source_name`)
+	if err != nil {
+		return nil, fmt.Errorf("read table states: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int32
+		var t Table
+		if err := rows.Scan(&id, &t.Source, &t.Dest, &t.State, &t.Since, &t.CopySnapshot, &t.CopyRows, &t.CopyBytes); err != nil {
+			return nil, fmt.Errorf("read table states: %w", err)
+		}
+		if s := byID[id]; s != nil {
+			s.Tables = append(s.Tables, t)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errors.Join(errors.New("read table states"), err)
+	}
+	return out, nil
+}
+
+func hasColumn(ctx context.Context, conn *pgx.Conn, table, column string) (bool, error) {
+	var ok bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'skiff' AND c.relname = $1 AND a.attname = $2 AND NOT a.attisdropped)`, table, column).Scan(&ok)
+	return ok, err
+}

@@ -1,0 +1,138 @@
+package status_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/queue"
+	"github.com/skiffdb/skiff/status"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func setup(t *testing.T, version string) (pcfg, tcfg *pgx.ConnConfig, prov *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	p := pgtest.Shared(t, version).NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	var err error
+	pcfg, err = pg.ParseConfig(p, "status-test")
+	require.NoError(t, err)
+	tcfg, err = pg.ParseConfig(tg, "status-test")
+	require.NoError(t, err)
+	_, err = migrate.Up(ctx, pcfg, migrate.Provider)
+	require.NoError(t, err)
+	_, err = migrate.Up(ctx, tcfg, migrate.Target)
+	require.NoError(t, err)
+	prov, err = pg.ConnectConfig(ctx, pcfg.Copy())
+	require.NoError(t, err)
+	t.Cleanup(func() { prov.Close(context.Background()) })
+	_, err = prov.Exec(ctx, `CREATE TABLE "Odd Table" (id int PRIMARY KEY, v text)`)
+	require.NoError(t, err)
+	_, err = queue.AddTable(ctx, prov, "main", queue.TableSpec{Name: `"Odd Table"`})
+	require.NoError(t, err)
+	_, err = queue.RegisterConsumer(ctx, prov, "main", "c1")
+	require.NoError(t, err)
+	tconn := pgtest.Connect(t, tg)
+	tbl := change.Table{Schema: "public", Name: "Odd Table"}
+	_, err = apply.Subscribe(ctx, tconn, apply.Subscription{Queue: "main", Consumer: "c1", Provider: "p"},
+		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateCopying}})
+	require.NoError(t, err)
+	return pcfg, tcfg, prov
+}
+
+// TestHealthy: a queue that ticks, a consumer that keeps up; table state from the target.
+func TestHealthy(t *testing.T) {
+	t.Parallel()
+	pcfg, tcfg, prov := setup(t, "")
+	ctx := context.Background()
+	_, err := queue.ForceTick(ctx, prov, "main")
+	require.NoError(t, err)
+	r, err := status.Collect(ctx, status.Config{Provider: pcfg, Target: tcfg, StallAfter: time.Hour, LongTransaction: time.Hour})
+	require.NoError(t, err)
+	require.Empty(t, r.Problems)
+	require.Len(t, r.Queues, 1)
+	q := r.Queues[0]
+	require.Equal(t, "main", q.Name)
+	require.Positive(t, q.LastTick)
+	require.Len(t, q.Consumers, 1)
+	c := q.Consumers[0]
+	require.Equal(t, "c1", c.Name)
+	require.NotNil(t, c.Subscription)
+	require.Equal(t, []status.Table{{Source: `public."Odd Table"`, Dest: `public."Odd Table"`, State: "copying",
+		Since: c.Subscription.Tables[0].Since}}, c.Subscription.Tables)
+
+	var text bytes.Buffer
+	require.NoError(t, status.Text(&text, r))
+	require.Contains(t, text.String(), "queue main")
+	require.Contains(t, text.String(), "consumer c1")
+	require.Contains(t, text.String(), `public."Odd Table"`)
+	js, err := json.Marshal(r)
+	require.NoError(t, err)
+	for _, field := range []string{`"queues"`, `"lag_seconds"`, `"lag_events"`, `"last_tick"`, `"current_batch"`, `"subscription"`, `"state":"copying"`, `"problems":[]`} {
+		require.Contains(t, string(js), field)
+	}
+}
+
+// TestStalls: no ticker, a worker that never came, a long transaction, an error recorded by
+// the worker: each is named.
+func TestStalls(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"10", ""} {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			pcfg, tcfg, prov := setup(t, v)
+			ctx := context.Background()
+			require.NoError(t, queue.SetQueueConfig(ctx, prov, "main", queue.SettingTickerIdlePeriod, "0 seconds"))
+			_, err := prov.Exec(ctx, `INSERT INTO "Odd Table" VALUES (1, 'x')`)
+			require.NoError(t, err)
+			_, err = queue.ForceTick(ctx, prov, "main") // the consumer is now behind
+			require.NoError(t, err)
+			// A long transaction (with an xid) on the provider.
+			long, err := pg.ConnectConfig(ctx, pcfg.Copy())
+			require.NoError(t, err)
+			defer long.Close(ctx)
+			tx, err := long.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			_, err = tx.Exec(ctx, `SELECT txid_current()`)
+			require.NoError(t, err)
+			tconn := pgtest.Connect(t, tcfg.ConnString())
+			_, err = tconn.Exec(ctx, `UPDATE skiff.subscription SET last_error = 'table "Odd Table": boom', last_error_at = now()`)
+			require.NoError(t, err)
+
+			var r *status.Report
+			pgtest.Eventually(t, 10*time.Second, "stalls reported", func() bool {
+				r, err = status.Collect(ctx, status.Config{Provider: pcfg, Target: tcfg, StallAfter: time.Millisecond, LongTransaction: time.Millisecond})
+				require.NoError(t, err)
+				return r.Queues[0].Stall != "" && r.Queues[0].Consumers[0].Stall != "" && len(r.LongTransactions) > 0
+			})
+			require.Contains(t, r.Queues[0].Stall, "ticker not running?")
+			require.Contains(t, r.Queues[0].Consumers[0].Stall, "boom")
+			var found bool
+			for _, lt := range r.LongTransactions {
+				if lt.Query == "SELECT txid_current()" {
+					found = true
+					require.NotEmpty(t, lt.XID) // 9.4+ reports backend_xid
+				}
+			}
+			require.True(t, found, "%+v", r.LongTransactions)
+			require.NotEmpty(t, r.Problems)
+			var text bytes.Buffer
+			require.NoError(t, status.Text(&text, r))
+			require.Contains(t, text.String(), "problems:")
+			require.Contains(t, text.String(), "holds back event table rotation")
+		})
+	}
+}

@@ -1,0 +1,97 @@
+package status
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// secs turns seconds into a duration rounded to the second, for messages.
+func secs(s float64) time.Duration {
+	return (time.Duration(s * float64(time.Second))).Round(time.Second)
+}
+
+// Text writes the report for humans: one block per queue, its consumers with their lag and
+// tables, then long transactions and problems.
+func Text(w io.Writer, r *Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	p := func(format string, args ...any) { fmt.Fprintf(tw, format, args...) }
+	p("provider %s", r.Provider)
+	if r.Target != "" {
+		p("   target %s", r.Target)
+	}
+	p("   at %s\n", r.GeneratedAt.Format(time.RFC3339))
+	if len(r.Queues) == 0 {
+		p("no queue on the provider (skiff table add creates one)\n")
+	}
+	for _, q := range r.Queues {
+		p("\nqueue %s\tlast tick %d\t%s ago\t%d events pending\n", q.Name, q.LastTick, secs(q.TickAgeSeconds), q.PendingEvents)
+		if q.Stall != "" {
+			p("  ! %s\n", q.Stall)
+		}
+		if len(q.Consumers) == 0 {
+			p("  no consumer (skiff subscribe registers one)\n")
+		}
+		for _, c := range q.Consumers {
+			batch := "idle"
+			if c.CurrentBatch != 0 {
+				batch = fmt.Sprintf("batch %d → tick %d", c.CurrentBatch, c.BatchEndTick)
+			}
+			p("  consumer %s\tlag %s, %d events\tat tick %d\t%s\tseen %s ago\n", c.Name, secs(c.LagSeconds), c.LagEvents,
+				c.LastTick, batch, secs(c.LastSeenSeconds))
+			if c.Stall != "" {
+				p("    ! %s\n", c.Stall)
+			}
+			s := c.Subscription
+			if s == nil {
+				continue
+			}
+			applied := "never"
+			if s.AppliedAt != nil {
+				applied = s.AppliedAt.UTC().Format(time.RFC3339)
+			}
+			p("    target at tick %d\t%d batches, %d events applied\tlast applied %s\n", s.Tick, s.BatchesApplied, s.EventsApplied, applied)
+			if s.LastError != "" {
+				at := ""
+				if s.LastErrorAt != nil {
+					at = " at " + s.LastErrorAt.UTC().Format(time.RFC3339)
+				}
+				p("    last error%s: %s\n", at, oneLine(s.LastError))
+			}
+			for _, t := range s.Tables {
+				name := t.Source
+				if t.Dest != t.Source {
+					name += " → " + t.Dest
+				}
+				extra := ""
+				if t.CopyRows > 0 {
+					extra = fmt.Sprintf("%d rows, %.1f MB copied", t.CopyRows, float64(t.CopyBytes)/1e6)
+				}
+				p("    %s\t%s since %s\t%s\n", name, t.State, t.Since.UTC().Format(time.RFC3339), extra)
+			}
+		}
+	}
+	if len(r.LongTransactions) > 0 {
+		p("\nlong provider transactions (hold back event table rotation):\n")
+		for _, t := range r.LongTransactions {
+			p("  pid %d\t%s@%s\t%s old\t%s\txmin %s\t%s\n", t.PID, t.User, t.Database, secs(t.AgeSeconds), t.State, t.XMin, oneLine(t.Query))
+		}
+	}
+	if len(r.Problems) > 0 {
+		p("\nproblems:\n")
+		for _, s := range r.Problems {
+			p("  - %s\n", oneLine(s))
+		}
+	}
+	return tw.Flush()
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > 160 {
+		return string(r[:159]) + "…"
+	}
+	return s
+}
