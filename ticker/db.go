@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/skiffdb/skiff/internal/pg"
 )
@@ -92,7 +93,14 @@ func (d *database) run(ctx context.Context) error {
 func (d *database) session(ctx context.Context) (healthy bool, err error) {
 	m, cfg := d.t.m, d.t.cfg
 	sctx, cancel := d.t.stepCtx(cfg.QueryTimeout)
-	conn, err := pg.ConnectConfig(sctx, d.cfg.Copy())
+	pc := d.cfg.Copy()
+	// A statement that times out is cancelled on the server too (a cancel request, then the
+	// socket's deadline a second later if the server does not answer): otherwise its backend
+	// would go on waiting, holding the ticker lock, after the ticker has reconnected.
+	pc.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: time.Second}
+	}
+	conn, err := pg.ConnectConfig(sctx, pc)
 	cancel()
 	if err != nil {
 		m.errors.WithLabelValues(d.name, "connect").Inc()
@@ -264,11 +272,16 @@ func (d *database) poll() error {
 		cancel()
 		d.t.m.pollSeconds.WithLabelValues(d.name).Observe(time.Since(now).Seconds())
 		if err != nil {
-			d.fail("tick", err)
 			if !d.broken(err) {
-				// Most likely a queue was dropped since the last rescan: read the list again.
-				_ = d.refresh()
+				// Most likely a queue was dropped since the last rescan: read the list again,
+				// and if one is gone that was it (the next poll ticks the others).
+				before := len(d.queues)
+				if d.refresh() == nil && len(d.queues) < before {
+					d.log.Debug("a queue was dropped during the poll", "error", err)
+					return nil
+				}
 			}
+			d.fail("tick", err)
 			return err
 		}
 		d.ok("tick")
@@ -422,16 +435,14 @@ func (d *database) cleanup() error {
 }
 
 // broken says whether err means the session is lost: the connection closed (pgx closes it
-// when a statement times out), a network error, or the server shutting down.
+// on a network error and when a statement times out or is cancelled) or the server is
+// shutting down. Other errors are the statement's own and leave the session usable.
 func (d *database) broken(err error) bool {
 	if d.conn == nil || d.conn.IsClosed() {
 		return true
 	}
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return true
-	}
-	return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57")
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57"))
 }
 
 // fail counts a failed step and logs it, once per problemRepeat while it keeps failing. A

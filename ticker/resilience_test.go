@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/queue"
 )
 
 // idleEvery makes a queue tick on its own every period (idle ticks), so tests can watch a
@@ -94,6 +95,15 @@ func TestNewQueueGetsTicks(t *testing.T) {
 	pgtest.Eventually(t, 10*time.Second, "new queue ticks", func() bool { return metricValue(tk.m.ticks, db, "late") >= 3 })
 	require.Greater(t, tickCount(t, conn, "late"), int64(3))
 	require.Positive(t, polls(t, reg, db))
+
+	// A queue dropped while the ticker runs is forgotten quietly; the others keep ticking.
+	createQueue(t, conn, "doomed", idleEvery("50 milliseconds"))
+	pgtest.Eventually(t, 10*time.Second, "second queue ticks", func() bool { return metricValue(tk.m.ticks, db, "doomed") >= 1 })
+	_, err := queue.DropQueue(context.Background(), conn, "doomed", true)
+	require.NoError(t, err)
+	from := metricValue(tk.m.ticks, db, "late")
+	pgtest.Eventually(t, 10*time.Second, "remaining queue ticks", func() bool { return metricValue(tk.m.ticks, db, "late") >= from+5 })
+	require.Equal(t, 0.0, metricValue(tk.m.errors, db, "tick"), "a dropped queue counted as a tick error")
 }
 
 // TestAllDatabases serves a whole server from one entry point and picks up a database that
@@ -114,4 +124,31 @@ func TestAllDatabases(t *testing.T) {
 	pgtest.Eventually(t, 10*time.Second, "database given the schema later ticks", func() bool {
 		return metricValue(tk.m.ticks, dbName(t, plain), "q") >= 2
 	})
+}
+
+// TestQueryTimeout blocks the ticker's tick on a row lock: the statement times out, the
+// ticker reconnects, and ticks resume once the lock is gone.
+func TestQueryTimeout(t *testing.T) {
+	t.Parallel()
+	url := providerDB(t, pgtest.Shared(t, ""))
+	conn := pgtest.Connect(t, url)
+	createQueue(t, conn, "q", idleEvery("50 milliseconds"))
+	cfg := testConfig(url)
+	cfg.QueryTimeout = 300 * time.Millisecond
+	tk, _ := startTicker(t, cfg)
+	db := dbName(t, url)
+	pgtest.Eventually(t, 10*time.Second, "ticks", func() bool { return metricValue(tk.m.ticks, db, "q") >= 1 })
+
+	ctx := context.Background()
+	blocker, err := pgtest.Connect(t, url).Begin(ctx)
+	require.NoError(t, err)
+	_, err = blocker.Exec(ctx, "SELECT * FROM skiff.queue FOR UPDATE")
+	require.NoError(t, err)
+	pgtest.Eventually(t, 10*time.Second, "tick times out", func() bool { return metricValue(tk.m.errors, db, "tick") >= 1 })
+	require.NoError(t, blocker.Rollback(ctx))
+
+	from := metricValue(tk.m.ticks, db, "q")
+	start := time.Now()
+	pgtest.Eventually(t, 10*time.Second, "ticks resume", func() bool { return metricValue(tk.m.ticks, db, "q") >= from+3 })
+	t.Logf("ticks resumed %v after the lock was released", time.Since(start).Round(time.Millisecond))
 }

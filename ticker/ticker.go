@@ -204,11 +204,13 @@ func (t *Ticker) StopAndCancel() {
 	t.mu.Lock()
 	cancel, hard := t.cancel, t.hardStop
 	t.mu.Unlock()
-	if hard != nil {
-		hard()
-	}
+	// Soft first: a loop that sees its statement cancelled must find the stop requested, or it
+	// would take the cancellation for a failure.
 	if cancel != nil {
 		cancel()
+	}
+	if hard != nil {
+		hard()
 	}
 	_ = t.Wait()
 }
