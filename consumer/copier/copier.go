@@ -74,6 +74,10 @@ type Config struct {
 	Display io.Writer
 	// LogEvery is the interval of progress log lines; 0 means 10 s.
 	LogEvery time.Duration
+	// LockKey, when set, gives the second key of a session advisory lock (first key
+	// LockClass) the copy of a table holds on the target: a table another process is copying
+	// is left alone (its result is ErrBusy).
+	LockKey func(Table) int32
 }
 
 // Result is the outcome of one table's copy.
@@ -136,7 +140,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		res.Rows, res.Bytes = st.rows.Load(), st.bytes.Load()
 		st.finish(res.Err)
 		if res.Err != nil {
-			if !errors.Is(res.Err, context.Canceled) {
+			if !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, ErrBusy) {
 				log.Error("copy failed", "err", res.Err.Error())
 			}
 			return
@@ -160,6 +164,17 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 	}
 	defer tgt.Close(context.WithoutCancel(ctx))
 
+	if cfg.LockKey != nil {
+		var locked bool
+		if err := tgt.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, int32(LockClass), cfg.LockKey(t)).Scan(&locked); err != nil {
+			res.Err = fmt.Errorf("target: copy lock: %w", err)
+			return
+		}
+		if !locked {
+			res.Err = ErrBusy
+			return
+		}
+	}
 	cols, err := commonColumns(ctx, prov, tgt, t)
 	if err != nil {
 		res.Err = err

@@ -1,0 +1,140 @@
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// Manager runs beside a subscription's worker: it copies the tables the target records in
+// state copying (a resync, a table added to the subscription, a copy cut short by a crash),
+// and moves catching-up tables to in-sync once the applied position has passed their copy.
+type Manager struct {
+	// Sub is the subscription on the target.
+	Sub Subscription
+	// Copy configures the copies (Provider, Target, Parallel, Log, Display); Hooks and
+	// LockKey are set by the manager.
+	Copy Config
+	// TickSnapshot returns the txid snapshot of a tick of the subscription's queue on the
+	// provider (queue.TickSnapshot); ok false when the tick is gone.
+	TickSnapshot func(ctx context.Context, tick int64) (snap string, ok bool, err error)
+	// Interval is how often the target is looked at; 0 means 2 s.
+	Interval time.Duration
+	// Log receives the manager's messages; nil discards them.
+	Log *slog.Logger
+}
+
+// Run looks after the subscription's tables until ctx ends. Errors are logged and retried at
+// the next interval; Run returns nil when ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	if m.Interval <= 0 {
+		m.Interval = 2 * time.Second
+	}
+	if m.Log == nil {
+		m.Log = slog.New(slog.DiscardHandler)
+	}
+	var (
+		mu      sync.Mutex
+		running = map[change.Table]bool{}
+		wg      sync.WaitGroup
+	)
+	defer wg.Wait()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	t := time.NewTicker(m.Interval)
+	defer t.Stop()
+	for {
+		if conn == nil || conn.IsClosed() {
+			c, err := pg.ConnectConfig(ctx, m.Copy.Target.Copy())
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				m.Log.Warn("table manager: cannot connect to the target", "error", err.Error())
+			} else {
+				conn = c
+			}
+		}
+		if conn != nil {
+			if err := m.step(ctx, conn, &mu, running, &wg); err != nil && ctx.Err() == nil {
+				m.Log.Warn("table manager", "error", err.Error())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// step starts copies of the tables in state copying that no copy of ours is running, and
+// promotes caught-up tables.
+func (m *Manager) step(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, running map[change.Table]bool, wg *sync.WaitGroup) error {
+	tables, err := m.Sub.ToCopy(ctx, conn)
+	if err != nil {
+		return err
+	}
+	var start []Table
+	mu.Lock()
+	for _, t := range tables {
+		if !running[t.Source] {
+			running[t.Source] = true
+			start = append(start, t)
+		}
+	}
+	mu.Unlock()
+	if len(start) > 0 {
+		cfg := m.Copy
+		cfg.LockKey = func(t Table) int32 { return m.Sub.TableLockKey(t.Source) }
+		cfg.Hooks = m.Sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) {
+			return pg.ConnectConfig(ctx, m.Copy.Target.Copy())
+		})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, _ := Copy(ctx, cfg, start)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range res {
+				delete(running, r.Table.Source)
+				switch {
+				case r.Err == nil:
+					m.Log.Info("table copied, catching up", "table", r.Table.String(), "rows", r.Rows)
+				case errors.Is(r.Err, ErrBusy):
+					m.Log.Debug("table copied by another process", "table", r.Table.String())
+				}
+			}
+		}()
+	}
+
+	tick, err := m.Sub.Position(ctx, conn)
+	if err != nil || tick == 0 {
+		return err
+	}
+	snapText, ok, err := m.TickSnapshot(ctx, tick)
+	if err != nil || !ok {
+		return err
+	}
+	snap, err := ParseSnapshot(snapText)
+	if err != nil {
+		return fmt.Errorf("tick %d: %w", tick, err)
+	}
+	promoted, err := m.Sub.Promote(ctx, conn, snap)
+	for _, t := range promoted {
+		m.Log.Info("table in sync", "table", t.String(), "tick", tick)
+	}
+	return err
+}
