@@ -180,7 +180,11 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 					skipped++
 					continue
 				}
-				if !rt.wants(&ev) {
+				want, err := rt.wants(&ev)
+				if err != nil {
+					return err
+				}
+				if !want {
 					skipped++
 					continue
 				}
@@ -225,15 +229,28 @@ type tableRoute struct {
 	h     Handler
 }
 
+// ErrCopyPending is returned for an event of a table whose initial copy has not published
+// its snapshot yet: whether the copy will hold the event is unknown, so the batch is rolled
+// back and retried (the copy publishes its snapshot right after taking it).
+var ErrCopyPending = errors.New("initial copy has not published its snapshot yet")
+
 // wants says whether the worker applies an event of the table in its current state.
-func (r *tableRoute) wants(ev *change.Event) bool {
+//
+// While a table is copying, its copy holds the destination's lock (TRUNCATE) from before
+// its snapshot until it commits: events of transactions the snapshot sees are in the copy and
+// skipped; the others are applied and wait on that lock, landing after the copied rows.
+// Skipping them instead would lose the transactions that commit during a long copy.
+func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 	switch r.state {
 	case change.StateInSync:
-		return true
+		return true, nil
 	case change.StateCatchingUp:
-		return r.snap == nil || !r.snap.visible(ev.TxID)
+		return r.snap == nil || !r.snap.visible(ev.TxID), nil
 	}
-	return false // copying: the copy owns the table
+	if r.snap == nil {
+		return false, fmt.Errorf("table %s, event %d: %w", ev.Table, ev.ID, ErrCopyPending)
+	}
+	return !r.snap.visible(ev.TxID), nil
 }
 
 func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, error) {
@@ -248,7 +265,7 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 			w.routes[r] = h
 		}
 		tr := &tableRoute{state: r.State, h: h}
-		if r.State == change.StateCatchingUp && r.CopySnapshot != "" {
+		if (r.State == change.StateCatchingUp || r.State == change.StateCopying) && r.CopySnapshot != "" {
 			s, err := parseSnapshot(r.CopySnapshot)
 			if err != nil {
 				return nil, fmt.Errorf("table %s: copy snapshot: %w", r.Source, err)
