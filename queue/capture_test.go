@@ -1,0 +1,371 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+func TestAddTableErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE nokey (a int, b text)`)
+	exec(t, c, `CREATE TABLE withkey (id int PRIMARY KEY)`)
+	exec(t, c, `CREATE VIEW v AS SELECT 1 AS x`)
+
+	_, err := AddTable(ctx, c, "q", TableSpec{Name: "missing"})
+	require.ErrorIs(t, err, ErrNoTable)
+	require.Equal(t, "table missing: no such table", err.Error())
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "nosuchschema.t"})
+	require.ErrorIs(t, err, ErrNoTable)
+
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "nokey"})
+	require.ErrorIs(t, err, ErrNoPrimaryKey)
+	require.Equal(t, `table "public"."nokey": table has no primary key; give its identifying columns with --key col,col`, err.Error())
+
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "nokey", Key: []string{"nope"}})
+	require.ErrorContains(t, err, `key column "nope" does not exist`)
+
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "v"})
+	require.ErrorContains(t, err, "is not a table or a sequence")
+
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey", Where: "nonsense ="})
+	require.ErrorContains(t, err, "invalid --where")
+
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey"})
+	require.NoError(t, err)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey"})
+	require.ErrorIs(t, err, ErrAlreadyAdded)
+	require.Equal(t, `table "public"."withkey" in queue q: table is already captured by this queue (use --refresh to regenerate its trigger after DDL)`, err.Error())
+	// The failed attempts left nothing behind: one trigger pair, one captured table.
+	var triggers int
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
+	require.Equal(t, 2, triggers)
+	tables, err := Tables(ctx, c, "q")
+	require.NoError(t, err)
+	require.Len(t, tables, 1)
+
+	_, err = RemoveTable(ctx, c, "q", "nokey")
+	require.ErrorIs(t, err, ErrNotCaptured)
+	_, err = RemoveTable(ctx, c, "nosuchqueue", "withkey")
+	require.ErrorIs(t, err, ErrNoQueue)
+	_, _, err = NextBatch(ctx, c, "q", "nobody", 0)
+	require.ErrorIs(t, err, ErrNotRegistered)
+	_, _, err = Tick(ctx, c, "nosuchqueue")
+	require.ErrorIs(t, err, ErrNoQueue)
+}
+
+// TestWhereFilter: only matching rows are captured; updates moving a row across the filter
+// become inserts and deletes.
+func TestWhereFilter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE acct (id int PRIMARY KEY, status text, "Region" text)`)
+	_, err := AddTable(ctx, c, "q", TableSpec{Name: "acct", Where: `status = 'active' AND "Region" <> 'status'`})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "q", "c")
+	require.NoError(t, err)
+
+	exec(t, c, `INSERT INTO acct VALUES (1, 'active', 'eu'), (2, 'closed', 'eu'), (3, NULL, 'eu'), (4, 'active', 'status')`)
+	exec(t, c, `UPDATE acct SET "Region" = 'us' WHERE id = 1`)   // stays in: U
+	exec(t, c, `UPDATE acct SET status = 'active' WHERE id = 2`) // moves in: I
+	exec(t, c, `UPDATE acct SET status = 'closed' WHERE id = 1`) // moves out: D
+	exec(t, c, `UPDATE acct SET status = 'x' WHERE id = 3`)      // stays out: nothing
+	exec(t, c, `DELETE FROM acct WHERE id IN (2, 3)`)            // 2 in: D, 3 out: nothing
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	_, evs := readBatch(t, src)
+	var got []string
+	for _, e := range evs {
+		got = append(got, fmt.Sprintf("%s %s %s", e.Op, e.Values[0].Text, e.Values[1].Text))
+	}
+	require.Equal(t, []string{"INSERT 1 active", "UPDATE 1 active", "INSERT 2 active", "DELETE 1 active", "DELETE 2 active"}, got)
+}
+
+// TestQuotedNamesAndKey: odd schema, table and column names, --key on a table without a
+// primary key, and a key update carrying the old key.
+func TestQuotedNamesAndKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE SCHEMA "My Schema"`)
+	exec(t, c, `CREATE TABLE "My Schema"."Odd ""Table""" ("Key A" int, "b,c" text, "d" text)`)
+	res, err := AddTable(ctx, c, "q", TableSpec{Name: `"My Schema"."Odd ""Table"""`, Key: []string{"Key A", "d"}})
+	require.NoError(t, err)
+	require.Equal(t, change.Table{Schema: "My Schema", Name: `Odd "Table"`}, res.Table)
+	_, err = RegisterConsumer(ctx, c, "q", "c")
+	require.NoError(t, err)
+	exec(t, c, `INSERT INTO "My Schema"."Odd ""Table""" VALUES (1, 'x', 'k')`)
+	exec(t, c, `UPDATE "My Schema"."Odd ""Table""" SET "Key A" = 2`)
+	exec(t, c, `UPDATE "My Schema"."Odd ""Table""" SET "b,c" = 'y'`)
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	_, evs := readBatch(t, src)
+	require.Len(t, evs, 3)
+	require.Equal(t, res.Table, evs[0].Table)
+	require.Equal(t, []string{"Key A", "b,c", "d"}, evs[0].Columns)
+	require.Equal(t, []string{"Key A", "d"}, evs[0].Key)
+	require.Equal(t, []change.Value{change.Text("1"), change.Text("k")}, evs[1].OldKey)
+	require.Equal(t, evs[1].OldKey, evs[1].KeyValues(), "the old key finds the target row")
+	require.Nil(t, evs[2].OldKey)
+
+	_, err = RemoveTable(ctx, c, "q", `"My Schema"."Odd ""Table"""`)
+	require.NoError(t, err)
+	exec(t, c, `INSERT INTO "My Schema"."Odd ""Table""" VALUES (3, 'z', 'k')`) // not captured
+	var triggers int
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
+	require.Zero(t, triggers)
+}
+
+// TestRefreshAndDrift: DDL on a captured table stops the consumer with a drift error until
+// table add --refresh; events written before the DDL keep their layout.
+func TestRefreshAndDrift(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE d (id int PRIMARY KEY, a text, b text)`)
+	first, err := AddTable(ctx, c, "q", TableSpec{Name: "d"})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "q", "c")
+	require.NoError(t, err)
+	exec(t, c, `INSERT INTO d VALUES (1, 'a', 'b')`)
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	// Same column count after the DDL: only the catalog check can tell.
+	exec(t, c, `ALTER TABLE d DROP COLUMN a`)
+	exec(t, c, `ALTER TABLE d ADD COLUMN z text`)
+
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	b, err := src.NextBatch(ctx)
+	require.NoError(t, err)
+	err = src.Events(ctx, b, func([]change.Event) error { return nil })
+	var drift *DriftError
+	require.ErrorAs(t, err, &drift)
+	require.Contains(t, err.Error(), `DDL drift on "public"."d"`)
+	require.Contains(t, err.Error(), "skiff table add --refresh")
+
+	res, err := AddTable(ctx, c, "q", TableSpec{Name: "d", Refresh: true})
+	require.NoError(t, err)
+	require.True(t, res.Refreshed)
+	require.Greater(t, res.Layout, first.Layout)
+	exec(t, c, `INSERT INTO d VALUES (2, 'b2', 'z2')`)
+	var evs []change.Event
+	require.NoError(t, src.Events(ctx, b, func(ch []change.Event) error { evs = append(evs, ch...); return nil }))
+	require.Len(t, evs, 1)
+	require.Equal(t, []string{"id", "a", "b"}, evs[0].Columns, "old events keep their layout")
+	require.NoError(t, src.Finish(ctx, b))
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	_, evs = readBatch(t, src)
+	require.Len(t, evs, 1)
+	require.Equal(t, []string{"id", "b", "z"}, evs[0].Columns)
+	require.Equal(t, []change.Value{change.Text("2"), change.Text("b2"), change.Text("z2")}, evs[0].Values)
+}
+
+// TestFieldCountMismatch: an ADD COLUMN without refresh makes events wider than their layout;
+// the error names table, event and layout.
+func TestFieldCountMismatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE w (id int PRIMARY KEY)`)
+	res, err := AddTable(ctx, c, "q", TableSpec{Name: "w"})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "q", "c")
+	require.NoError(t, err)
+	exec(t, c, `ALTER TABLE w ADD COLUMN x int`)
+	exec(t, c, `INSERT INTO w VALUES (1, 2)`)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "w", Refresh: true}) // too late for that event
+	require.NoError(t, err)
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	b, err := src.NextBatch(ctx)
+	require.NoError(t, err)
+	err = src.Events(ctx, b, func([]change.Event) error { return nil })
+	var de *DecodeError
+	require.ErrorAs(t, err, &de)
+	require.Equal(t, res.Layout, de.Layout)
+	require.Contains(t, err.Error(), `"public"."w" (layout `)
+	require.Contains(t, err.Error(), "row has 2 fields, layout has 1 columns")
+}
+
+// TestSequences: table add accepts sequences; get_sequences reports their last values.
+func TestSequences(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE SEQUENCE s1`)
+	exec(t, c, `CREATE SCHEMA "Odd"`)
+	exec(t, c, `CREATE SEQUENCE "Odd"."S 2" START 100`)
+	res, err := AddTable(ctx, c, "q", TableSpec{Name: "s1"})
+	require.NoError(t, err)
+	require.True(t, res.Sequence)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: `"Odd"."S 2"`})
+	require.NoError(t, err)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "s1"})
+	require.ErrorIs(t, err, ErrAlreadyAdded)
+	exec(t, c, `SELECT nextval('s1'), nextval('s1')`)
+	got, err := GetSequences(ctx, c, "q")
+	require.NoError(t, err)
+	require.Equal(t, []SequenceValue{{"Odd", "S 2", 100}, {"public", "s1", 2}}, got)
+	seqs, err := Sequences(ctx, c, "q")
+	require.NoError(t, err)
+	require.Len(t, seqs, 2)
+	_, err = RemoveTable(ctx, c, "q", "s1")
+	require.NoError(t, err)
+	got, err = GetSequences(ctx, c, "q")
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+}
+
+// TestTickerThresholds: skiff.ticker ticks on the event count, on lag with events pending and
+// when idle, and not otherwise.
+func TestTickerThresholds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := setupQueue(t, "", "c")
+	c := p.conn(t)
+	require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxLag, "1 hour"))
+	require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerIdlePeriod, "1 hour"))
+	require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxEvents, "10"))
+	_, ok, err := Tick(ctx, c, "q")
+	require.NoError(t, err)
+	require.False(t, ok, "nothing due")
+	exec(t, c, `INSERT INTO t SELECT g, 'x' FROM generate_series(1, 9) g`)
+	_, ok, err = Tick(ctx, c, "q")
+	require.NoError(t, err)
+	require.False(t, ok, "9 events < 10")
+	exec(t, c, `INSERT INTO t VALUES (10, 'x')`)
+	_, ok, err = Tick(ctx, c, "q")
+	require.NoError(t, err)
+	require.True(t, ok, "10 events")
+	info, err := GetQueueInfo(ctx, c)
+	require.NoError(t, err)
+	require.Zero(t, info[0].PendingEvents)
+
+	require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxLag, "0"))
+	_, ok, err = Tick(ctx, c, "q")
+	require.NoError(t, err)
+	require.False(t, ok, "lag with nothing pending")
+	exec(t, c, `INSERT INTO t VALUES (11, 'x')`)
+	_, ok, err = Tick(ctx, c, "q")
+	require.NoError(t, err)
+	require.True(t, ok, "lag with an event pending")
+
+	require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerIdlePeriod, "0"))
+	_, ok, err = Tick(ctx, c, "q")
+	require.NoError(t, err)
+	require.True(t, ok, "idle tick")
+
+	require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerPaused, "true"))
+	_, ok, err = Tick(ctx, c, "q")
+	require.NoError(t, err)
+	require.False(t, ok, "paused")
+	require.Error(t, SetQueueConfig(ctx, c, "q", "nope", "1"))
+}
+
+// TestMaintenance: cleanup keeps the ticks consumers need; retry events come back to their
+// consumer only; drop_queue removes triggers and tables; info functions answer.
+func TestMaintenance(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := setupQueue(t, "", "a", "b")
+	c := p.conn(t)
+	exec(t, c, `INSERT INTO t VALUES (1, 'x'), (2, 'y')`)
+	for i := 0; i < 3; i++ {
+		_, err := ForceTick(ctx, c, "q")
+		require.NoError(t, err)
+	}
+	srcA, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "a", MaxEvents: -1})
+	require.NoError(t, err)
+	b, err := srcA.NextBatch(ctx)
+	require.NoError(t, err)
+	var evs []change.Event
+	require.NoError(t, srcA.Events(ctx, b, func(ch []change.Event) error { evs = append(evs, ch...); return nil }))
+	require.Len(t, evs, 2)
+	ok, err := EventRetry(ctx, c, b.ID, evs[1].ID, 0)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, srcA.Finish(ctx, b))
+
+	n, err := CleanupTicks(ctx, c, "q")
+	require.NoError(t, err)
+	require.Zero(t, n, "consumer b still needs the first tick")
+
+	n, err = RetryEvents(ctx, c)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	// a's next batches hold the retried event; b sees each event once, no retry.
+	var gotA []change.Event
+	for len(gotA) == 0 {
+		_, evs := readBatch(t, srcA)
+		gotA = append(gotA, evs...)
+	}
+	require.Len(t, gotA, 1)
+	require.Equal(t, "2", gotA[0].Values[0].Text)
+	srcB, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "b", MaxEvents: 100000})
+	require.NoError(t, err)
+	_, evsB := readBatch(t, srcB)
+	require.Equal(t, []string{"1", "2"}, ids(evsB))
+
+	n, err = CleanupTicks(ctx, c, "q")
+	require.NoError(t, err)
+	require.Positive(t, n)
+
+	cons, err := GetConsumerInfo(ctx, c)
+	require.NoError(t, err)
+	require.Len(t, cons, 2)
+	require.Equal(t, "a", cons[0].Consumer)
+	vac, err := TablesToVacuum(ctx, c)
+	require.NoError(t, err)
+	require.Contains(t, vac, "skiff.tick")
+
+	_, err = DropQueue(ctx, c, "q", false)
+	require.ErrorContains(t, err, "has consumers")
+	ok, err = DropQueue(ctx, c, "q", true)
+	require.NoError(t, err)
+	require.True(t, ok)
+	exec(t, c, `INSERT INTO t VALUES (3, 'after drop')`) // no trigger left to fail
+	var left int
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'skiff' AND c.relname LIKE 'event\_%'`).Scan(&left))
+	require.Equal(t, 1, left, "only event_template remains")
+}
+
+// TestServerDown: a clear error when the provider cannot be reached.
+func TestServerDown(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.New(t, pgtest.Options{})
+	url := srv.URL("postgres")
+	srv.Stop()
+	_, err := pg.Connect(context.Background(), url, "skiff-test")
+	require.Error(t, err)
+	require.False(t, strings.Contains(err.Error(), "\n"))
+	require.True(t, strings.HasPrefix(err.Error(), "connect to postgres@"), err.Error())
+	require.False(t, errors.Is(err, ErrNoTable))
+}
