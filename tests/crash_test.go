@@ -1,0 +1,155 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+// workerProc is `skiff worker` running as a process.
+type workerProc struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+}
+
+func (p *pair) startWorkerProc(t *testing.T, queues ...string) *workerProc {
+	t.Helper()
+	args := []string{"--log-format", "json", "--log-level", "debug", "worker", "--provider", p.prov, "--target", p.tgt, "--consumer", "c1", "--min-backoff", "100ms", "--max-backoff", "1s"}
+	for _, q := range queues {
+		args = append(args, "--queue", q)
+	}
+	w := &workerProc{cmd: exec.Command(skiffBinary(t), args...), out: &bytes.Buffer{}}
+	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	require.NoError(t, w.cmd.Start())
+	return w
+}
+
+// TestExactlyOnceUnderSIGKILL runs `skiff worker` as a process over two queues while writers
+// and ticks go on, SIGKILLs it at random moments and restarts it. At the end both sides hold
+// the same rows and the target's batch log shows every batch once, each starting where the
+// previous one ended.
+func TestExactlyOnceUnderSIGKILL(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("long test")
+	}
+	p := newPair(t, "", "", workloadDDL)
+	for q, tables := range workloadTables {
+		p.capture(t, q, tables...)
+		p.subscribe(t, q)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	ticker(t, ctx, &wg, p.prov, 50*time.Millisecond, "qa", "qb")
+	wctx, wstop := context.WithCancel(ctx)
+	var wwg sync.WaitGroup
+	txs := make([]int64, 4)
+	for i, g := range []string{"qa", "qa", "qb", "qb"} {
+		writer(t, wctx, &wwg, p.prov, uint64(10+i), g, &txs[i])
+	}
+
+	duration := 25 * time.Second
+	if s := os.Getenv("SKIFF_CRASH_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		require.NoError(t, err)
+		duration = time.Duration(n) * time.Second
+	}
+	rng := rand.New(rand.NewPCG(42, 1))
+	kills := 0
+	var logs bytes.Buffer
+	deadline := time.Now().Add(duration)
+	for time.Now().Before(deadline) {
+		w := p.startWorkerProc(t, "qa", "qb")
+		// A random moment: the worker may be connecting, reading, applying or committing.
+		life := time.Duration(100+rng.IntN(1500)) * time.Millisecond
+		exited := make(chan error, 1)
+		go func() { exited <- w.cmd.Wait() }()
+		select {
+		case <-exited: // e.g. the previous worker's lock was still held: start again
+		case <-time.After(life):
+			require.NoError(t, w.cmd.Process.Signal(syscall.SIGKILL))
+			<-exited
+			kills++
+		}
+		logs.Write(w.out.Bytes())
+	}
+	// Kills between a batch's commit on the target and its finish on the provider show up as
+	// batches the next worker finds already applied.
+	alreadyApplied := bytes.Count(logs.Bytes(), []byte("batch already applied on the target"))
+	wstop()
+	wwg.Wait()
+
+	// A last worker catches up and stops cleanly on SIGTERM.
+	tgt := connect(t, p.tgt)
+	var w *workerProc
+	pgtest.Eventually(t, time.Minute, "a worker starts once the killed one's lock is released", func() bool {
+		w = p.startWorkerProc(t, "qa", "qb")
+		time.Sleep(300 * time.Millisecond) // give it time to fail on the lock, not a synchronisation
+		if w.cmd.ProcessState == nil && w.cmd.Process.Signal(syscall.Signal(0)) == nil {
+			var holders int
+			_ = tgt.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174`).Scan(&holders)
+			if holders == 2 {
+				return true
+			}
+		}
+		_ = w.cmd.Process.Kill()
+		_ = w.cmd.Wait()
+		return false
+	})
+	p.caughtUp(t, 3*time.Minute, "qa", "qb")
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
+	err := w.cmd.Wait()
+	if err != nil {
+		t.Logf("worker output:\n%s", w.out.String())
+	}
+	require.NoError(t, err, "the worker exits 0 on SIGTERM")
+	cancel()
+	wg.Wait()
+
+	t.Logf("%v writer transactions, %d kills, %d batches found already applied after a kill", txs, kills, alreadyApplied)
+	require.Greater(t, kills, 3)
+	p.compare(t, allTables()...)
+
+	// Every batch once, and each starts where the previous one ended.
+	ctx = context.Background()
+	rows, err := tgt.Query(ctx, `SELECT s.queue, b.batch_id, b.prev_tick, b.end_tick
+		FROM skiff.batch_log b JOIN skiff.subscription s USING (sub_id) ORDER BY s.queue, b.end_tick`)
+	require.NoError(t, err)
+	seen := map[string]map[int64]bool{}
+	last := map[string]int64{}
+	n := 0
+	for rows.Next() {
+		var q string
+		var id int64
+		var prev, end *int64
+		require.NoError(t, rows.Scan(&q, &id, &prev, &end))
+		if seen[q] == nil {
+			seen[q] = map[int64]bool{}
+		}
+		require.False(t, seen[q][id], "batch %d of %s applied twice", id, q)
+		seen[q][id] = true
+		if l, ok := last[q]; ok {
+			require.NotNil(t, prev)
+			require.Equal(t, l, *prev, "batch %d of %s does not start where the previous one ended", id, q)
+		}
+		last[q] = *end
+		n++
+	}
+	require.NoError(t, rows.Err())
+	t.Logf("%d batches applied, each once", n)
+	var applied int64
+	require.NoError(t, tgt.QueryRow(ctx, `SELECT sum(batches_applied) FROM skiff.subscription`).Scan(&applied))
+	require.Equal(t, int64(n), applied)
+}
