@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+// skiff runs the command line and returns its exit code, stdout and stderr.
+func skiff(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// oneLineError checks that a failed command wrote exactly one log line holding want.
+func oneLineError(t *testing.T, code int, stderr, want string) {
+	t.Helper()
+	require.Equal(t, 1, code, stderr)
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(stderr), "\n")+1, "one line: %s", stderr)
+	require.Contains(t, stderr, want)
+}
+
+func TestTableAddRemove(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Shared(t, "").NewDB(t)
+	code, _, stderr := skiff(t, "init", "provider", "--db", url)
+	require.Zero(t, code, stderr)
+
+	ctx := context.Background()
+	conn, err := pg.Connect(ctx, url, "skiff-test")
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	for _, sql := range []string{
+		`CREATE SCHEMA "My Schema"`,
+		`CREATE TABLE "My Schema"."Odd Table" (id int PRIMARY KEY, v text)`,
+		`CREATE TABLE plain (id int PRIMARY KEY, status text)`,
+		`CREATE TABLE nokey (a int, b int)`,
+		`CREATE SEQUENCE seq1`,
+	} {
+		_, err := conn.Exec(ctx, sql)
+		require.NoError(t, err)
+	}
+
+	code, stdout, stderr := skiff(t, "table", "add", "--db", url, "--queue", "q1", `"My Schema"."Odd Table"`, "seq1")
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, `table "My Schema"."Odd Table": captured by queue q1`)
+	require.Contains(t, stdout, `sequence "public"."seq1": captured by queue q1`)
+
+	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "--where", "status <> 'x'", "plain")
+	require.Zero(t, code, stderr)
+	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "--key", "a,b", "nokey")
+	require.Zero(t, code, stderr)
+
+	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "plain")
+	oneLineError(t, code, stderr, `table \"public\".\"plain\" in queue q1: table is already captured by this queue`)
+	code, stdout, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "--refresh", "plain")
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, "trigger regenerated")
+
+	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "missing")
+	oneLineError(t, code, stderr, "table missing: no such table")
+
+	_, err = conn.Exec(ctx, `CREATE TABLE nokey2 (a int)`)
+	require.NoError(t, err)
+	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "nokey2")
+	oneLineError(t, code, stderr, `table \"public\".\"nokey2\": table has no primary key; give its identifying columns with --key col,col`)
+
+	code, stdout, stderr = skiff(t, "table", "remove", "--db", url, "--queue", "q1", "plain", "seq1")
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, `"public"."plain": no longer captured by queue q1`)
+	code, _, stderr = skiff(t, "table", "remove", "--db", url, "--queue", "q1", "plain")
+	oneLineError(t, code, stderr, "table is not captured by this queue")
+
+	// Server down: a closed port.
+	srv := pgtest.New(t, pgtest.Options{})
+	down := srv.URL("postgres")
+	srv.Stop()
+	code, _, stderr = skiff(t, "table", "add", "--db", down, "--queue", "q1", "plain")
+	oneLineError(t, code, stderr, "connect to postgres@")
+}
