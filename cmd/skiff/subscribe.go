@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/consumer/copier"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
@@ -27,6 +29,7 @@ type SubscribeCmd struct {
 	HandlerConfig map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
 	NoCopy        bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
 	Consumer      string            `help:"Consumer name on the provider (default: derived from the target's host, port and database)."`
+	CopyParallel  int               `help:"Tables copied at once by the initial copy." default:"2"`
 }
 
 // consumerName is the default consumer name of a target: the same for subscribe and worker.
@@ -44,9 +47,6 @@ func consumerName(explicit, targetURL string) (string, error) {
 // Run subscribes.
 func (c *SubscribeCmd) Run(rt *Runtime) error {
 	ctx := rt.Ctx
-	if !c.NoCopy {
-		return errors.New("skiff subscribe: the initial copy is not built yet; use --no-copy when the target tables already hold the provider's rows")
-	}
 	name, err := consumerName(c.Consumer, c.Target)
 	if err != nil {
 		return err
@@ -74,6 +74,12 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	routes, err := c.routes(captured)
 	if err != nil {
 		return err
+	}
+	if !c.NoCopy {
+		// Copied below, after the consumer's position is taken (issue 5).
+		for i := range routes {
+			routes[i].State = change.StateCopying
+		}
 	}
 	reg := newRegistry()
 	var problems []string
@@ -127,10 +133,40 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		verb = "subscribed"
 	}
 	rt.Log.Info(verb, "queue", c.Queue, "consumer", name, "tables", len(routes), "tick", tick)
+	if !c.NoCopy {
+		return c.copy(ctx, rt, name, routes)
+	}
 	for _, r := range routes {
 		fmt.Fprintf(rt.Out, "%s -> %s (%s)\n", r.Source, r.Dest, r.State)
 	}
 	return nil
+}
+
+// copy runs the initial copy of the routes (state copying on the target), with a progress
+// display on a terminal. A table a worker is already copying is left to it; a failed table
+// stays in state copying and the worker copies it again.
+func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, routes []change.Route) error {
+	cfg, err := copyConfig(c.Provider, c.Target, "skiff subscribe copy", c.CopyParallel, rt.Log, terminal(os.Stderr))
+	if err != nil {
+		return err
+	}
+	res, err := copyRoutes(ctx, cfg, copier.Subscription{Queue: c.Queue, Consumer: consumer}, routes)
+	if err != nil && len(res) == 0 {
+		return err
+	}
+	var failed []error
+	for _, r := range res {
+		switch {
+		case r.Err == nil:
+			fmt.Fprintf(rt.Out, "%s -> %s (catching-up: %d rows copied)\n", r.Table.Source, r.Table.Dest, r.Rows)
+		case errors.Is(r.Err, copier.ErrBusy):
+			fmt.Fprintf(rt.Out, "%s -> %s (copying: another process copies it)\n", r.Table.Source, r.Table.Dest)
+		default:
+			fmt.Fprintf(rt.Out, "%s -> %s (copying: FAILED, the worker retries: %v)\n", r.Table.Source, r.Table.Dest, r.Err)
+			failed = append(failed, fmt.Errorf("copy %s: %w", r.Table, r.Err))
+		}
+	}
+	return errors.Join(failed...)
 }
 
 // routes maps the --table flags (or every captured table) to routes.

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
+)
+
+// terminal returns w when it is a terminal (for the copy's live progress display), else nil.
+func terminal(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return w
+		}
+	}
+	return nil
+}
+
+// copyConfig is the copier configuration shared by subscribe and the worker's table manager.
+func copyConfig(providerURL, targetURL, app string, parallel int, log *slog.Logger, display io.Writer) (copier.Config, error) {
+	pcfg, err := pg.ParseConfig(providerURL, app)
+	if err != nil {
+		return copier.Config{}, err
+	}
+	tcfg, err := pg.ParseConfig(targetURL, app)
+	if err != nil {
+		return copier.Config{}, err
+	}
+	return copier.Config{Provider: pcfg, Target: tcfg, Parallel: parallel, Log: log, Display: display}, nil
+}
+
+// copyRoutes copies the subscription's tables in routes (state copying on the target) and
+// records each one's snapshot and completion there. Tables another process is already copying
+// are left to it.
+func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription, routes []change.Route) ([]copier.Result, error) {
+	tables := make([]copier.Table, 0, len(routes))
+	for _, r := range routes {
+		tables = append(tables, copier.Table{Source: r.Source, Dest: r.Dest})
+	}
+	cfg.LockKey = func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }
+	tcfg := cfg.Target
+	cfg.Hooks = sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tcfg.Copy()) })
+	return copier.Copy(ctx, cfg, tables)
+}
+
+// tableManager returns the service that runs beside a queue's worker: it copies the tables
+// left in state copying (resync, added tables, copies cut short) and moves caught-up tables to
+// in-sync.
+func tableManager(cfg copier.Config, queueName, consumerName string, log *slog.Logger) *copier.Manager {
+	snaps := &tickSnapshots{cfg: cfg.Provider, queue: queueName}
+	return &copier.Manager{
+		Sub:          copier.Subscription{Queue: queueName, Consumer: consumerName},
+		Copy:         cfg,
+		TickSnapshot: snaps.get,
+		Log:          log,
+	}
+}
+
+// tickSnapshots reads tick snapshots from the provider over one connection, reconnecting
+// when it was lost.
+type tickSnapshots struct {
+	cfg   *pgx.ConnConfig
+	queue string
+	mu    sync.Mutex
+	conn  *pgx.Conn
+}
+
+func (t *tickSnapshots) get(ctx context.Context, tick int64) (string, bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == nil || t.conn.IsClosed() {
+		c, err := pg.ConnectConfig(ctx, t.cfg.Copy())
+		if err != nil {
+			return "", false, fmt.Errorf("provider: %w", err)
+		}
+		t.conn = c
+		context.AfterFunc(ctx, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = c.Close(cctx)
+		})
+	}
+	return queue.TickSnapshot(ctx, t.conn, t.queue, tick)
+}
