@@ -29,6 +29,9 @@ type WorkerCmd struct {
 	MinBackoff  time.Duration `help:"First wait before a failed batch is retried; doubles at each failure." default:"1s"`
 	MaxBackoff  time.Duration `help:"Longest wait between retries of a failed batch." default:"1m"`
 	MetricsAddr string        `help:"Serve Prometheus metrics on this address (e.g. :9188); empty disables."`
+	// CopyParallel: tables in state copying (resync, added tables, copies cut short by a
+	// crash) are copied by the worker's table manager (issue 5).
+	CopyParallel int `help:"Tables the worker copies at once (tables in state copying: resync, added tables)." default:"2"`
 }
 
 // newRegistry returns the handlers a worker can use: the built-in ones and the custom
@@ -64,6 +67,13 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 			s.close()
 			return err
 		}
+		ccfg, err := copyConfig(c.Provider, c.Target, "skiff worker copy "+q, c.CopyParallel, rt.Log.With("queue", q), nil)
+		if err != nil {
+			s.close()
+			return err
+		}
+		mgr := tableManager(ccfg, q, name, rt.Log.With("queue", q))
+		g.Go(func() error { return mgr.Run(ctx) })
 		g.Go(func() error {
 			defer s.close()
 			rt.Log.Info("worker started", "queue", q, "consumer", name, "target", s.targetDesc)
