@@ -14,8 +14,7 @@ import (
 type TableCmd struct {
 	Add    TableAddCmd    `cmd:"" help:"Capture tables (triggers) or sequences in a queue, creating the queue when missing."`
 	Remove TableRemoveCmd `cmd:"" help:"Stop capturing tables or sequences (drops their triggers)."`
-	// Resync (issue 5) goes here: `skiff table resync` re-copies one table without stopping
-	// the others.
+	Resync TableResyncCmd `cmd:"" help:"Copy tables of a subscription again while the others keep replicating (the worker copies them)."`
 }
 
 // TableAddCmd is `skiff table add`.

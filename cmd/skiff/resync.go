@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// TableResyncCmd is `skiff table resync`: put subscribed tables back to state copying on the
+// target. The worker's table manager copies them again (truncate and copy in one target
+// transaction, under a new provider snapshot), then they catch up; the subscription's other
+// tables keep replicating meanwhile.
+type TableResyncCmd struct {
+	Provider string   `help:"Provider database (names the consumer with the target when --consumer is not given)." required:"" env:"SKIFF_PROVIDER"`
+	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`
+	Queue    string   `help:"Queue of the subscription." required:"" env:"SKIFF_QUEUE"`
+	Consumer string   `help:"Consumer name on the provider (default: derived from the target, as skiff subscribe does)."`
+	Tables   []string `arg:"" name:"table" help:"Provider tables to copy again: name, schema.name or quoted (\"My Schema\".\"Odd Table\")."`
+}
+
+// Run marks the tables for a new copy.
+func (c *TableResyncCmd) Run(rt *Runtime) error {
+	ctx := rt.Ctx
+	name, err := consumerName(c.Consumer, c.Target)
+	if err != nil {
+		return err
+	}
+	tgt, err := pg.Connect(ctx, c.Target, "skiff table resync")
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
+	sub := copier.Subscription{Queue: c.Queue, Consumer: name}
+	var missing []string
+	for _, spec := range c.Tables {
+		t := parseTable(spec)
+		ok, err := sub.Resync(ctx, tgt, t)
+		if err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		if !ok {
+			missing = append(missing, t.String())
+			continue
+		}
+		rt.Log.Info("table set to copying; the worker copies it again", "queue", c.Queue, "consumer", name, "table", t.String())
+		fmt.Fprintf(rt.Out, "%s: copying (the worker copies it again)\n", t)
+	}
+	if len(missing) > 0 {
+		return errors.New("not subscribed by " + name + " to queue " + c.Queue + ": " + fmt.Sprint(missing))
+	}
+	return nil
+}
