@@ -11,6 +11,7 @@ import (
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/compare"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
 )
 
 // CompareCmd is `skiff compare`: row count and checksum of every table of a queue, computed in
@@ -75,17 +76,32 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 }
 
 // pairs lists the tables to compare: --table when given, else the tables the target's
-// subscription to the queue records (with their destination names).
+// subscription to the queue records (with their destination names), else every table the
+// queue captures under its own name.
 func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]compare.Pair, error) {
 	recorded, err := subscribedTables(ctx, tcfg, c.Queue)
 	if err != nil {
 		return nil, err
 	}
 	if len(c.Table) == 0 {
-		if len(recorded) == 0 {
-			return nil, fmt.Errorf("queue %q: the target records no subscribed table; name tables with --table", c.Queue)
+		if len(recorded) > 0 {
+			return recorded, nil
 		}
-		return recorded, nil
+		// No subscription yet: every table the queue captures, under its own name.
+		conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
+		if err != nil {
+			return nil, fmt.Errorf("provider: %w", err)
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		captured, err := queue.Tables(ctx, conn, c.Queue)
+		if err != nil {
+			return nil, fmt.Errorf("provider: %w", err)
+		}
+		out := make([]compare.Pair, 0, len(captured))
+		for _, t := range captured {
+			out = append(out, compare.Pair{Source: t.Table, Dest: t.Table})
+		}
+		return out, nil
 	}
 	var out []compare.Pair
 	for _, spec := range c.Table {

@@ -50,3 +50,24 @@ func TestCompareCommand(t *testing.T) {
 	require.Equal(t, 1, run(append(args, "--rows"), &out, &errOut))
 	require.Contains(t, out.String(), "key (42): different")
 }
+
+// TestCompareQueueTables: without a subscription on the target, compare takes every table the
+// queue captures, under its own name.
+func TestCompareQueueTables(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE SCHEMA "S 1"; CREATE TABLE "S 1"."T 1" (id int PRIMARY KEY, v text);
+			INSERT INTO "S 1"."T 1" VALUES (1, 'a'), (2, NULL)`)
+		require.NoError(t, err)
+	}
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{"init", "provider", "--db", p}, &out, &errOut), errOut.String())
+	require.Equal(t, 0, run([]string{"table", "add", "--db", p, "--queue", "q", `"S 1"."T 1"`}, &out, &errOut), errOut.String())
+	out.Reset()
+	require.Equal(t, 0, run([]string{"compare", "--provider", p, "--target", tg, "--queue", "q"}, &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), `"S 1"."T 1"`)
+	require.Contains(t, out.String(), "equal (2 rows)")
+}
