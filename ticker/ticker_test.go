@@ -22,10 +22,20 @@ func tickTimes(t testing.TB, conn *pgx.Conn, q string) []time.Time {
 }
 
 // TestTickThresholds runs one ticker over three queues whose thresholds isolate the count,
-// lag and idle rules of skiff.ticker, and checks each rule from the ticks it leaves.
+// lag and idle rules of skiff.ticker, and checks each rule from the ticks it leaves, on every
+// installed server version.
 func TestTickThresholds(t *testing.T) {
 	t.Parallel()
-	url := providerDB(t, pgtest.Shared(t, ""))
+	for _, v := range pgtest.Majors() {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			testTickThresholds(t, v)
+		})
+	}
+}
+
+func testTickThresholds(t *testing.T, version string) {
+	url := providerDB(t, pgtest.Shared(t, version))
 	conn := pgtest.Connect(t, url)
 	createQueue(t, conn, "by_count", map[string]string{"ticker_max_events": "5", "ticker_max_lag": "1 hour", "ticker_idle_period": "1 hour"})
 	createQueue(t, conn, "by_lag", map[string]string{"ticker_max_events": "1000", "ticker_max_lag": "300 milliseconds", "ticker_idle_period": "1 hour"})
