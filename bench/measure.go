@@ -354,10 +354,12 @@ func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int
 	if err := r.start(ctx, e); err != nil {
 		return 0, fmt.Errorf("start: %w", err)
 	}
-	t1, err := b.waitMarkers(ctx, e, r.procs(), time.Duration(n/500)*time.Second+2*time.Minute)
+	first, t1, err := b.waitMarkers(ctx, e, r.procs(), time.Duration(n/500)*time.Second+2*time.Minute)
 	if err != nil {
 		return 0, fmt.Errorf("wait for the backlog's last row: %w", err)
 	}
+	b.log.Info("applied", "system", e.tag, "changes", n, "seconds", round(t1.Sub(t0).Seconds()),
+		"first_row_after", round(first.Sub(t0).Seconds()))
 	if err := b.compare(ctx, e); err != nil {
 		return 0, err
 	}
@@ -411,24 +413,33 @@ func (b *bench) backlog(ctx context.Context, e *runEnv, kind string) (int, error
 	return n, nil
 }
 
-// waitMarkers waits until the target shows the marker row of every table.
-func (b *bench) waitMarkers(ctx context.Context, e *runEnv, watch []*proc, limit time.Duration) (time.Time, error) {
+// waitMarkers waits until the target shows the marker row of every table. It also returns when
+// the target first showed any of the backlog's rows (for the log: a consumer's start-up time).
+func (b *bench) waitMarkers(ctx context.Context, e *runEnv, watch []*proc, limit time.Duration) (first, last time.Time, err error) {
 	c, err := connect(ctx, e.pair.tgt, e.tdb)
 	if err != nil {
-		return time.Time{}, err
+		return first, last, err
 	}
 	defer c.Close(context.WithoutCancel(ctx))
-	var parts []string
+	var markers, starts []string
 	for _, t := range e.tables() {
-		parts = append(parts, fmt.Sprintf("(SELECT count(*) FROM %s WHERE id = -1)", pgx.Identifier{t}.Sanitize()))
+		markers = append(markers, fmt.Sprintf("(SELECT count(*) FROM %s WHERE id = -1)", pgx.Identifier{t}.Sanitize()))
+		starts = append(starts, fmt.Sprintf("(SELECT count(*) FROM %s WHERE id = 1)", pgx.Identifier{t}.Sanitize()))
 	}
-	q := "SELECT " + strings.Join(parts, " + ")
-	want := int64(len(parts))
-	return waitFor(ctx, limit, 20*time.Millisecond, watch, func(ctx context.Context) (bool, error) {
-		var got int64
-		err := c.QueryRow(ctx, q).Scan(&got)
+	q := "SELECT " + strings.Join(markers, " + ") + ", " + strings.Join(starts, " + ")
+	want := int64(len(markers))
+	last, err = waitFor(ctx, limit, 20*time.Millisecond, watch, func(ctx context.Context) (bool, error) {
+		var got, started int64
+		err := c.QueryRow(ctx, q).Scan(&got, &started)
+		if started > 0 && first.IsZero() {
+			first = time.Now()
+		}
 		return got == want, err
 	})
+	if first.IsZero() {
+		first = last
+	}
+	return first, last, err
 }
 
 // compare checks that the target's tables hold what the provider's do (count, sum of v and
@@ -623,11 +634,11 @@ func (b *bench) lagUnderLoad(ctx context.Context) {
 	for rep := 1; rep <= sz.Reps && ctx.Err() == nil; rep++ {
 		for _, s := range rotate(b.systems(), rep-1) {
 			if !b.usable(ctx, s) {
-				b.unavailable(sec, p50, s.name, "s", true, b.disabled[s.name])
-				b.unavailable(sec, p99, s.name, "s", true, b.disabled[s.name])
+				b.unavailable(sec, p50, s.name, "ms", true, b.disabled[s.name])
+				b.unavailable(sec, p99, s.name, "ms", true, b.disabled[s.name])
 				continue
 			}
-			if m := b.metric(sec, p50, s.name, "s", true); m.na != "" {
+			if m := b.metric(sec, p50, s.name, "ms", true); m.na != "" {
 				continue
 			}
 			a, z, err := b.lagOnce(ctx, s)
@@ -636,12 +647,12 @@ func (b *bench) lagUnderLoad(ctx context.Context) {
 					return
 				}
 				b.log.Warn("lag run failed", "system", s.name, "rep", rep, "err", err)
-				b.unavailable(sec, p50, s.name, "s", true, err.Error())
-				b.unavailable(sec, p99, s.name, "s", true, err.Error())
+				b.unavailable(sec, p50, s.name, "ms", true, err.Error())
+				b.unavailable(sec, p99, s.name, "ms", true, err.Error())
 				continue
 			}
-			b.record(sec, p50, s.name, "s", true, a)
-			b.record(sec, p99, s.name, "s", true, z)
+			b.record(sec, p50, s.name, "ms", true, a*1000)
+			b.record(sec, p99, s.name, "ms", true, z*1000)
 		}
 	}
 }

@@ -109,7 +109,7 @@ var sectionTitles = map[string]string{
 	"apply":    "2. Apply rate: one consumer, backlog on the provider (rows/s, higher is better)",
 	"parallel": "3. Parallel apply: 4 table groups, one consumer each (rows/s, higher is better)",
 	"copy":     "4. Initial copy of one big table (MB/s, higher is better)",
-	"lag":      "5. Lag under steady load: provider commit → target row (seconds, lower is better)",
+	"lag":      "5. Lag under steady load: provider commit → target row (milliseconds, lower is better)",
 }
 
 var systemLabels = map[string]string{
@@ -120,7 +120,7 @@ var systemLabels = map[string]string{
 	"pgq":       "PgQ C trigger (pgq.logutriga, Londiste's trigger)",
 	"plpgsql":   "bare PL/pgSQL trigger, row_to_json(NEW) into a table",
 	"none":      "no capture",
-	"pipe":      "COPY … TO STDOUT | COPY … FROM STDIN (psql pipe)",
+	"pipe":      "plain COPY pipe: psql COPY … TO STDOUT piped into psql COPY … FROM STDIN",
 }
 
 func label(system string) string {
@@ -161,6 +161,7 @@ func (b *bench) report() string {
 		sz.TxnRows, num(sz.CopyMB), sz.LagRate, sz.LagTime)
 	fmt.Fprintf(&w, "\n")
 
+	b.summary(&w)
 	for _, sec := range allSections {
 		var ms []*metric
 		for _, m := range b.results {
@@ -228,7 +229,7 @@ func (b *bench) table(w *strings.Builder, sec string, ms []*metric) {
 				continue
 			}
 			if m.na != "" && len(m.samples) == 0 {
-				fmt.Fprintf(w, "| %s | %s | %s: not available (%s) | | | |\n", name, label(m.system), m.system, mdEscape(m.na))
+				fmt.Fprintf(w, "| %s | %s | %s: not available (%s) | | | |\n", name, mdEscape(label(m.system)), m.system, mdEscape(m.na))
 				continue
 			}
 			med := median(m.samples)
@@ -242,9 +243,9 @@ func (b *bench) table(w *strings.Builder, sec string, ms []*metric) {
 			case sec == "capture" && m.system == "none":
 				ratio = ""
 			default:
-				ratio = num(median(skiff.samples)/med) + "×"
+				ratio = ratioCell(skiff, m)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s – %s | %s | %s |\n", name, label(m.system), num(med), num(lo), num(hi), m.unit, ratio)
+			fmt.Fprintf(w, "| %s | %s | %s | %s – %s | %s | %s |\n", name, mdEscape(label(m.system)), num(med), num(lo), num(hi), m.unit, ratio)
 		}
 	}
 }
@@ -296,6 +297,111 @@ func shorten(s string, n int) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	if len(s) > n {
 		return s[:n] + "…"
+	}
+	return s
+}
+
+// pairedRatios divides skiff's sample of each repetition by the peer's of the same one (the
+// systems ran interleaved, so a pair shares the machine's state).
+func pairedRatios(skiff, peer *metric) []float64 {
+	var out []float64
+	for i := 0; i < len(skiff.samples) && i < len(peer.samples); i++ {
+		out = append(out, skiff.samples[i]/peer.samples[i])
+	}
+	return out
+}
+
+// ratioCell is "median-ratio× (min–max of the paired ratios)".
+func ratioCell(skiff, peer *metric) string {
+	r := median(skiff.samples) / median(peer.samples)
+	pr := pairedRatios(skiff, peer)
+	if len(pr) < 2 {
+		return num(r) + "×"
+	}
+	lo, hi := minMax(pr)
+	return fmt.Sprintf("%s× (%s–%s)", num(r), num(lo), num(hi))
+}
+
+var summaryPeers = []string{"londiste", "builtin", "pglogical", "pgq", "plpgsql", "pipe"}
+
+// summary writes one table: per measurement, skiff's median and its ratio to each peer.
+func (b *bench) summary(w *strings.Builder) {
+	fmt.Fprintf(w, "## Summary: skiff ÷ peer\n\n")
+	fmt.Fprintf(w, "Ratio of medians; in brackets the min–max of the per-repetition ratios (each repetition pairs "+
+		"runs made back to back). Above 1 means skiff is faster, except for lag, where below 1 means skiff lags less. "+
+		"For capture overhead the ratio compares the with÷without ratios.\n\n")
+	var cols []string
+	for _, p := range summaryPeers {
+		for _, m := range b.results {
+			if m.system == p && len(m.samples) > 0 {
+				cols = append(cols, p)
+				break
+			}
+		}
+	}
+	fmt.Fprintf(w, "| measurement | skiff (median) |")
+	for _, c := range cols {
+		fmt.Fprintf(w, " vs %s |", mdEscape(shortLabel(c)))
+	}
+	fmt.Fprintf(w, "\n| --- | ---: |%s\n", strings.Repeat(" ---: |", len(cols)))
+	for _, sec := range allSections {
+		var names []string
+		seen := map[string]bool{}
+		for _, m := range b.results {
+			if m.section == sec && !seen[m.name] && m.unit != "TPS" && !(sec == "capture" && m.unit == "rows/s") {
+				seen[m.name] = true
+				names = append(names, m.name)
+			}
+		}
+		for _, name := range names {
+			var sk *metric
+			peers := map[string]*metric{}
+			for _, m := range b.results {
+				if m.section != sec || m.name != name {
+					continue
+				}
+				if m.system == "skiff" {
+					sk = m
+				} else {
+					peers[m.system] = m
+				}
+			}
+			skCell := "skiff: not available"
+			if sk != nil && len(sk.samples) > 0 {
+				skCell = num(median(sk.samples)) + " " + sk.unit
+			} else if sk != nil && sk.na != "" {
+				skCell += " (" + mdEscape(shorten(sk.na, 120)) + ")"
+			}
+			fmt.Fprintf(w, "| %s | %s |", name, skCell)
+			for _, c := range cols {
+				p := peers[c]
+				switch {
+				case p == nil || len(p.samples) == 0:
+					fmt.Fprintf(w, " |")
+				case sk == nil || len(sk.samples) == 0:
+					fmt.Fprintf(w, " – (peer %s %s) |", num(median(p.samples)), p.unit)
+				default:
+					fmt.Fprintf(w, " %s |", ratioCell(sk, p))
+				}
+			}
+			fmt.Fprintf(w, "\n")
+		}
+	}
+	fmt.Fprintf(w, "\n")
+}
+
+func shortLabel(s string) string {
+	switch s {
+	case "builtin":
+		return "built-in"
+	case "londiste":
+		return "Londiste3"
+	case "pgq":
+		return "PgQ trigger"
+	case "plpgsql":
+		return "PL/pgSQL trigger"
+	case "pipe":
+		return "COPY pipe"
 	}
 	return s
 }
