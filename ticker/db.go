@@ -31,11 +31,12 @@ type database struct {
 	discovered bool // found by AllDatabases: ends when the schema is missing
 
 	// state of the current session
-	conn     *pgx.Conn
-	p        provider
-	queues   map[string]*queueState
-	names    []string             // sorted keys of queues
-	problems map[string]time.Time // step → when last logged, while it keeps failing
+	conn *pgx.Conn
+	p    provider
+
+	queues   map[string]*queueState // as of the last successful rescan, kept across sessions
+	names    []string               // sorted keys of queues
+	problems map[string]time.Time   // step → when last logged, while it keeps failing
 }
 
 type queueState struct {
@@ -107,7 +108,11 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 		return false, err
 	}
 	d.conn, d.p = conn, d.t.open(conn)
-	d.queues, d.names = map[string]*queueState{}, nil
+	if d.queues == nil {
+		// Kept across sessions: a reconnection does not announce every queue again, and the
+		// seconds-since-last-tick gauges resume from what this ticker knew.
+		d.queues = map[string]*queueState{}
+	}
 	m.up.WithLabelValues(d.name).Set(1)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -116,9 +121,6 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 		d.conn, d.p = nil, nil
 		m.up.WithLabelValues(d.name).Set(0)
 		m.leader.WithLabelValues(d.name).Set(0)
-		for q := range d.queues {
-			m.forgetQueue(d.name, q)
-		}
 	}()
 	d.log.Debug("connected", "server_version", pg.ServerVersion(conn))
 

@@ -124,6 +124,21 @@ func TestAllDatabases(t *testing.T) {
 	pgtest.Eventually(t, 10*time.Second, "database given the schema later ticks", func() bool {
 		return metricValue(tk.m.ticks, dbName(t, plain), "q") >= 2
 	})
+
+	// A database dropped while served (its sessions terminated) is let go at the next rescan.
+	if srv.Install.Num < 130000 {
+		return // DROP DATABASE ... WITH (FORCE) arrived in 13
+	}
+	var name string
+	require.NoError(t, pgtest.Connect(t, plain).QueryRow(context.Background(), "SELECT current_database()").Scan(&name))
+	require.NoError(t, srv.Exec(context.Background(), "postgres", "DROP DATABASE "+name+" WITH (FORCE)"))
+	served := func(db string) bool {
+		tk.mu.Lock()
+		defer tk.mu.Unlock()
+		return tk.active[db]
+	}
+	pgtest.Eventually(t, 10*time.Second, "dropped database let go", func() bool { return !served(dbName(t, plain)) })
+	require.True(t, served(dbName(t, first)))
 }
 
 // TestQueryTimeout blocks the ticker's tick on a row lock: the statement times out, the
