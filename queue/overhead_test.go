@@ -1,0 +1,148 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// The capture-overhead measurement: rows/s of single-row INSERT and UPDATE statements on a
+// pgbench_accounts-like table without a trigger ("plain"), with skiff's capture ("skiff") and
+// with a bare PL/pgSQL trigger inserting NEW::text into a log table ("reference"), in
+// autocommit and in transactions of 100 statements. "skiff-ts" adds a timestamptz column, so
+// that the capture function carries SET clauses (plain-ts is its baseline).
+//
+//	SKIFF_BENCH=1 go test ./queue/ -run TestCaptureOverhead -v -count=1
+//	go test ./queue/ -run '^$' -bench BenchmarkCapture
+var overheadTables = []string{"plain", "skiff", "reference", "plain_ts", "skiff_ts"}
+
+func setupOverhead(t testing.TB) (*provider, *pgx.Conn) {
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	for _, name := range overheadTables {
+		ts := ""
+		if strings.HasSuffix(name, "_ts") {
+			ts = ", ts timestamptz DEFAULT now()"
+		}
+		exec(t, c, `CREATE TABLE `+name+` (aid int PRIMARY KEY, bid int, abalance int, filler char(84)`+ts+`)`)
+		exec(t, c, `INSERT INTO `+name+` (aid, bid, abalance, filler) SELECT g, 1, 0, '' FROM generate_series(1, 10000) g`)
+	}
+	exec(t, c, `CREATE TABLE reference_log (data text)`)
+	exec(t, c, `CREATE FUNCTION reference_trg() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF TG_OP = 'DELETE' THEN INSERT INTO reference_log VALUES (OLD::text);
+			ELSE INSERT INTO reference_log VALUES (NEW::text); END IF;
+			RETURN NULL;
+		END $$`)
+	exec(t, c, `CREATE TRIGGER reference_trg AFTER INSERT OR UPDATE OR DELETE ON reference FOR EACH ROW EXECUTE PROCEDURE reference_trg()`)
+	for _, name := range []string{"skiff", "skiff_ts"} {
+		_, err := AddTable(ctx, c, "bench", TableSpec{Name: name})
+		require.NoError(t, err)
+	}
+	exec(t, c, `VACUUM ANALYZE`)
+	return p, c
+}
+
+// overheadRun performs n single-row statements of a kind on a table and returns rows/s.
+// next numbers the inserted rows across runs.
+func overheadRun(ctx context.Context, c *pgx.Conn, table, kind string, n int, next *int) (float64, error) {
+	insert := `INSERT INTO ` + table + ` (aid, bid, abalance, filler) VALUES ($1, 1, 0, '')`
+	update := `UPDATE ` + table + ` SET abalance = abalance + 1 WHERE aid = $1`
+	stmt, inTx := insert, strings.HasSuffix(kind, "-tx")
+	if strings.HasPrefix(kind, "update") {
+		stmt = update
+	}
+	start := time.Now()
+	var tx pgx.Tx
+	var err error
+	for i := 0; i < n; i++ {
+		if inTx && i%100 == 0 {
+			if tx, err = c.Begin(ctx); err != nil {
+				return 0, err
+			}
+		}
+		*next++
+		key := *next
+		if stmt == update {
+			key = *next%10000 + 1
+		}
+		if inTx {
+			_, err = tx.Exec(ctx, stmt, key)
+		} else {
+			_, err = c.Exec(ctx, stmt, key)
+		}
+		if err != nil {
+			return 0, err
+		}
+		if inTx && (i%100 == 99 || i == n-1) {
+			if err := tx.Commit(ctx); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+var overheadKinds = []string{"insert-autocommit", "update-autocommit", "insert-tx", "update-tx"}
+
+func TestCaptureOverhead(t *testing.T) {
+	if os.Getenv("SKIFF_BENCH") == "" {
+		t.Skip("a measurement, not a test: set SKIFF_BENCH=1")
+	}
+	ctx := context.Background()
+	_, c := setupOverhead(t)
+	const rounds, n = 7, 3000
+	next := map[string]*int{}
+	for _, tb := range overheadTables {
+		v := 100000
+		next[tb] = &v
+	}
+	// Rounds interleave the tables so that noise from a shared machine hits all alike.
+	rates := map[string][]float64{}
+	for r := 0; r < rounds; r++ {
+		for _, kind := range overheadKinds {
+			for _, tb := range overheadTables {
+				rate, err := overheadRun(ctx, c, tb, kind, n, next[tb])
+				require.NoError(t, err)
+				rates[tb+"/"+kind] = append(rates[tb+"/"+kind], rate)
+			}
+		}
+	}
+	median := func(k string) float64 {
+		v := slices.Clone(rates[k])
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nmedian rows/s of %d rounds x %d single-row statements (PostgreSQL %s)\n", rounds, n, c.PgConn().ParameterStatus("server_version"))
+	fmt.Fprintf(&b, "%-18s %10s %10s %10s %8s %8s %10s %10s %8s\n", "kind", "plain", "skiff", "reference", "skiff/p", "ref/p", "plain-ts", "skiff-ts", "ratio")
+	for _, kind := range overheadKinds {
+		p, s, r := median("plain/"+kind), median("skiff/"+kind), median("reference/"+kind)
+		pt, st := median("plain_ts/"+kind), median("skiff_ts/"+kind)
+		fmt.Fprintf(&b, "%-18s %10.0f %10.0f %10.0f %8.2f %8.2f %10.0f %10.0f %8.2f\n", kind, p, s, r, s/p, r/p, pt, st, st/pt)
+	}
+	t.Log(b.String())
+}
+
+func BenchmarkCapture(b *testing.B) {
+	ctx := context.Background()
+	_, c := setupOverhead(b)
+	next := 100000
+	for _, kind := range overheadKinds {
+		for _, tb := range overheadTables {
+			b.Run(kind+"/"+tb, func(b *testing.B) {
+				rate, err := overheadRun(ctx, c, tb, kind, b.N, &next)
+				require.NoError(b, err)
+				b.ReportMetric(rate, "rows/s")
+			})
+		}
+	}
+}
