@@ -55,7 +55,10 @@ type Hooks struct {
 	Snapshot func(ctx context.Context, t Table, snap Snapshot) error
 	// Copied is called in the target transaction that holds the copied rows, just before it
 	// commits; an error rolls the copy back.
-	Copied func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows int64) error
+	Copied func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error
+	// Progress is called every Config.ProgressEvery while a table's rows flow, from a
+	// goroutine of the copy; an error is logged and the copy goes on.
+	Progress func(ctx context.Context, t Table, rows, bytes int64) error
 }
 
 // Config configures a copy run.
@@ -74,6 +77,8 @@ type Config struct {
 	Display io.Writer
 	// LogEvery is the interval of progress log lines; 0 means 10 s.
 	LogEvery time.Duration
+	// ProgressEvery is the interval of Hooks.Progress calls; 0 means 5 s.
+	ProgressEvery time.Duration
 	// LockKey, when set, gives the second key of a session advisory lock (first key
 	// LockClass) the copy of a table holds on the target: a table another process is copying
 	// is left alone (its result is ErrBusy).
@@ -101,6 +106,9 @@ func Copy(ctx context.Context, cfg Config, tables []Table) ([]Result, error) {
 	}
 	if cfg.LogEvery <= 0 {
 		cfg.LogEvery = 10 * time.Second
+	}
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = 5 * time.Second
 	}
 	prog := newProgress(tables)
 	stopDisplay := prog.run(ctx, cfg)
@@ -184,7 +192,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 	_ = prov.QueryRow(ctx, `SELECT c.reltuples FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
 		schemaOf(t.Source), t.Source.Name).Scan(&estimate)
-	st.estimate.Store(int64(estimate))
+	st.estimate.Store(max(int64(estimate), 0)) // -1: never analyzed
 
 	// 1. Target transaction; TRUNCATE's lock holds off writes to the destination until commit.
 	ttx, err := tgt.Begin(ctx)
@@ -224,17 +232,20 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			return
 		}
 	}
-	log.Info("copy started", "snapshot", snapText, "columns", len(cols), "estimated_rows", int64(estimate))
+	log.Info("copy started", "snapshot", snapText, "columns", len(cols), "estimated_rows", st.estimate.Load())
 	st.start()
 
-	// 4. Stream.
-	if err := pipe(ctx, prov, ttx, t, cols, st); err != nil {
+	// 4. Stream, reporting progress meanwhile.
+	stopProgress := reportProgress(ctx, cfg, t, st, log)
+	err = pipe(ctx, prov, ttx, t, cols, st)
+	stopProgress()
+	if err != nil {
 		res.Err = err
 		return
 	}
 	// 5. Record and commit.
 	if cfg.Hooks.Copied != nil {
-		if err := cfg.Hooks.Copied(ctx, ttx, t, res.Snapshot, st.rows.Load()); err != nil {
+		if err := cfg.Hooks.Copied(ctx, ttx, t, res.Snapshot, st.rows.Load(), st.bytes.Load()); err != nil {
 			res.Err = fmt.Errorf("record copy: %w", err)
 			return
 		}
@@ -243,6 +254,35 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		res.Err = fmt.Errorf("target: commit: %w", err)
 	}
 	return
+}
+
+// reportProgress calls Hooks.Progress every cfg.ProgressEvery until the returned function is
+// called.
+func reportProgress(ctx context.Context, cfg Config, t Table, st *tableProgress, log *slog.Logger) func() {
+	if cfg.Hooks.Progress == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(cfg.ProgressEvery)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				if err := cfg.Hooks.Progress(ctx, t, st.rows.Load(), st.bytes.Load()); err != nil && ctx.Err() == nil {
+					log.Warn("cannot record copy progress", "error", err.Error())
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // pipe streams the provider's COPY TO STDOUT into the target's COPY FROM STDIN through an

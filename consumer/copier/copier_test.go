@@ -205,7 +205,7 @@ func TestCopyUnderWrites(t *testing.T) {
 		Provider: pc, Target: tc, Parallel: 2, Display: &display,
 		Hooks: copier.Hooks{
 			Snapshot: func(ctx context.Context, _ copier.Table, _ copier.Snapshot) error { snapped.Add(1); return nil },
-			Copied: func(ctx context.Context, tx pgx.Tx, _ copier.Table, _ copier.Snapshot, rows int64) error {
+			Copied: func(ctx context.Context, tx pgx.Tx, _ copier.Table, _ copier.Snapshot, rows, _ int64) error {
 				copied.Add(rows)
 				return nil
 			},
@@ -300,7 +300,7 @@ func TestCopyRollsBack(t *testing.T) {
 	two := copier.Table{Source: change.Table{Schema: "public", Name: "two"}, Dest: change.Table{Schema: "public", Name: "two"}}
 	boom := errors.New("boom")
 	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, Hooks: copier.Hooks{
-		Copied: func(ctx context.Context, tx pgx.Tx, tb copier.Table, _ copier.Snapshot, _ int64) error {
+		Copied: func(ctx context.Context, tx pgx.Tx, tb copier.Table, _ copier.Snapshot, _, _ int64) error {
 			if tb == ab {
 				return boom
 			}

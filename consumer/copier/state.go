@@ -51,7 +51,7 @@ const subWhere = `ts.sub_id = (SELECT sub_id FROM skiff.subscription WHERE queue
 // RecordSnapshot stores the copy snapshot of a table in state copying (its own statement, so
 // that the worker sees it at once). It fails with ErrNotCopying when the table is not copying.
 func (s Subscription) RecordSnapshot(ctx context.Context, conn db, t change.Table, snap Snapshot) error {
-	tag, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET copy_snapshot = $5
+	tag, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET copy_snapshot = $5, copy_rows = 0, copy_bytes = 0, copy_progress_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		s.Queue, s.Consumer, t.Schema, t.Name, snap.String())
 	if err != nil {
@@ -63,12 +63,24 @@ func (s Subscription) RecordSnapshot(ctx context.Context, conn db, t change.Tabl
 	return nil
 }
 
-// MarkCopied moves a table from copying (under snap) to catching-up. Run it in the copy's
-// target transaction.
-func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, snap Snapshot) error {
-	tag, err := tx.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'catching-up', state_changed_at = now()
+// RecordProgress stores how far a table's copy has come (its own statement).
+func (s Subscription) RecordProgress(ctx context.Context, conn db, t change.Table, rows, bytes int64) error {
+	_, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET copy_rows = $5, copy_bytes = $6, copy_progress_at = now()
+		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
+		s.Queue, s.Consumer, t.Schema, t.Name, rows, bytes)
+	if err != nil {
+		return fmt.Errorf("record copy progress of %s: %w", t, err)
+	}
+	return nil
+}
+
+// MarkCopied moves a table from copying (under snap) to catching-up and records the rows
+// copied. Run it in the copy's target transaction.
+func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, snap Snapshot, rows, bytes int64) error {
+	tag, err := tx.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'catching-up', state_changed_at = now(),
+			copy_rows = $6, copy_bytes = $7, copy_progress_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying' AND ts.copy_snapshot = $5`,
-		s.Queue, s.Consumer, t.Schema, t.Name, snap.String())
+		s.Queue, s.Consumer, t.Schema, t.Name, snap.String(), rows, bytes)
 	if err != nil {
 		return fmt.Errorf("mark %s copied: %w", t, err)
 	}
@@ -178,8 +190,16 @@ func (s Subscription) Hooks(connect func(ctx context.Context) (*pgx.Conn, error)
 			defer conn.Close(context.WithoutCancel(ctx))
 			return s.RecordSnapshot(ctx, conn, t.Source, snap)
 		},
-		Copied: func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, _ int64) error {
-			return s.MarkCopied(ctx, tx, t.Source, snap)
+		Copied: func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error {
+			return s.MarkCopied(ctx, tx, t.Source, snap, rows, bytes)
+		},
+		Progress: func(ctx context.Context, t Table, rows, bytes int64) error {
+			conn, err := connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			return s.RecordProgress(ctx, conn, t.Source, rows, bytes)
 		},
 	}
 }
