@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -206,6 +207,34 @@ func TestInitialCopyUnderWrites(t *testing.T) {
 	out, err := skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "qc")
 	require.NoError(t, err, out)
 	p.compare(t, "public.big", `public."Small Table"`, "public.third")
+
+	// skiff status --json shows the tables in sync with their copy's size.
+	js, err := exec.Command(skiffBinary(t), "status", "--provider", p.prov, "--target", p.tgt, "--json").Output()
+	require.NoError(t, err)
+	var rep struct {
+		Queues []struct {
+			Name      string `json:"name"`
+			Consumers []struct {
+				Name         string `json:"name"`
+				Subscription struct {
+					Tables []struct {
+						Source   string `json:"source"`
+						State    string `json:"state"`
+						CopyRows int64  `json:"copy_rows"`
+					} `json:"tables"`
+				} `json:"subscription"`
+			} `json:"consumers"`
+		} `json:"queues"`
+	}
+	require.NoError(t, json.Unmarshal(js, &rep), string(js))
+	require.Len(t, rep.Queues, 1)
+	require.Len(t, rep.Queues[0].Consumers, 1)
+	tables := rep.Queues[0].Consumers[0].Subscription.Tables
+	require.Len(t, tables, 3, string(js))
+	for _, tb := range tables {
+		require.Equal(t, "in-sync", tb.State, string(js))
+		require.Positive(t, tb.CopyRows, string(js))
+	}
 
 	// compare notices a row changed by hand on the target.
 	exec1(t, tgt, `UPDATE big SET pad = 'changed by hand' WHERE id = (SELECT min(id) FROM big)`)
