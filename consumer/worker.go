@@ -52,7 +52,6 @@ type Worker struct {
 	log    *slog.Logger
 	routes map[change.Route]Handler // handlers built per route, reused while the route holds
 	warned map[change.Table]bool    // tables not subscribed, warned once
-	out    []change.Event
 }
 
 // NewWorker checks cfg and returns a worker.
@@ -167,46 +166,7 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		if err != nil {
 			return err
 		}
-		return w.cfg.Source.Events(ctx, b, func(chunk []change.Event) error {
-			out := w.out[:0]
-			for i := range chunk {
-				ev := chunk[i]
-				rt, ok := byTable[ev.Table]
-				if !ok {
-					if !w.warned[ev.Table] {
-						w.warned[ev.Table] = true
-						w.log.Warn("events of a table not subscribed on the target are ignored", "worker", w.cfg.Name, "table", ev.Table.String(), "event_id", ev.ID)
-					}
-					skipped++
-					continue
-				}
-				want, err := rt.wants(&ev)
-				if err != nil {
-					return err
-				}
-				if !want {
-					skipped++
-					continue
-				}
-				if rt.h != nil {
-					keep, err := rt.h.Handle(&ev)
-					if err != nil {
-						return fmt.Errorf("handler of table %s, event %d: %w", ev.Table, ev.ID, err)
-					}
-					if !keep {
-						skipped++
-						continue
-					}
-				}
-				out = append(out, ev)
-			}
-			w.out = out[:0]
-			events += len(out)
-			if len(out) == 0 {
-				return nil
-			}
-			return emit(out)
-		})
+		return w.pipe(ctx, b, byTable, emit, &events, &skipped)
 	})
 	if err != nil {
 		return err
@@ -220,6 +180,79 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		w.cfg.OnBatch(b, events)
 	}
 	return nil
+}
+
+// pipeDepth is how many filtered chunks may wait between the reading and the applying side.
+const pipeDepth = 4
+
+// pipe reads the batch's events in a goroutine (the provider's work) while emit writes them
+// in this one (the target's), so that both servers work at once. The reader filters each
+// chunk (table state, handlers) into a new slice and hands it over a small channel: memory
+// stays bounded. When emit fails the rest of the batch is read and dropped, which keeps the
+// source's connection usable for the retry.
+func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, emit func([]change.Event) error, events, skipped *int) error {
+	ch := make(chan []change.Event, pipeDepth)
+	var readErr error
+	var dropped int
+	go func() {
+		defer close(ch)
+		readErr = w.cfg.Source.Events(ctx, b, func(chunk []change.Event) error {
+			out := make([]change.Event, 0, len(chunk))
+			for i := range chunk {
+				ev := chunk[i]
+				rt, ok := byTable[ev.Table]
+				if !ok {
+					if !w.warned[ev.Table] {
+						w.warned[ev.Table] = true
+						w.log.Warn("events of a table not subscribed on the target are ignored", "worker", w.cfg.Name, "table", ev.Table.String(), "event_id", ev.ID)
+					}
+					dropped++
+					continue
+				}
+				want, err := rt.wants(&ev)
+				if err != nil {
+					return err
+				}
+				if !want {
+					dropped++
+					continue
+				}
+				if rt.h != nil {
+					keep, err := rt.h.Handle(&ev)
+					if err != nil {
+						return fmt.Errorf("handler of table %s, event %d: %w", ev.Table, ev.ID, err)
+					}
+					if !keep {
+						dropped++
+						continue
+					}
+				}
+				out = append(out, ev)
+			}
+			if len(out) == 0 {
+				return nil
+			}
+			select {
+			case ch <- out:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	var emitErr error
+	for out := range ch {
+		if emitErr != nil {
+			continue
+		}
+		*events += len(out)
+		emitErr = emit(out)
+	}
+	*skipped += dropped
+	if emitErr != nil {
+		return emitErr
+	}
+	return readErr
 }
 
 // tableRoute is a subscribed table as the worker replays it.

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/internal/migrate"
@@ -123,6 +124,32 @@ func (p *pair) subscribe(t testing.TB, q string, extra ...string) string {
 	out, err := skiff(t, append([]string{"subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", q, "--no-copy", "--consumer", "c1"}, extra...)...)
 	require.NoError(t, err, out)
 	return out
+}
+
+// subscribeDirect subscribes consumer c1 to a queue with --no-copy semantics through the
+// packages (as skiff subscribe does), every captured table under its own name.
+func (p *pair) subscribeDirect(t testing.TB, q string) {
+	t.Helper()
+	ctx := context.Background()
+	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
+	_, err := queue.RegisterConsumer(ctx, prov, q, "c1")
+	require.NoError(t, err)
+	infos, err := queue.GetConsumerInfo(ctx, prov)
+	require.NoError(t, err)
+	var tick int64
+	for _, in := range infos {
+		if in.Queue == q && in.Consumer == "c1" {
+			tick = in.LastTick
+		}
+	}
+	tables, err := queue.Tables(ctx, prov, q)
+	require.NoError(t, err)
+	var routes []change.Route
+	for _, tb := range tables {
+		routes = append(routes, change.Route{Source: tb.Table, Dest: tb.Table, State: change.StateInSync})
+	}
+	_, err = apply.Subscribe(ctx, tgt, apply.Subscription{Queue: q, Consumer: "c1", Provider: "test", Tick: tick}, routes)
+	require.NoError(t, err)
 }
 
 // ticker force-ticks the queues every interval until ctx ends.
