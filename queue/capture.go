@@ -121,6 +121,8 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		res.Sequence = true
 		return res, addSequence(ctx, tx, qid, queue, rel, spec.Refresh)
 	case "r":
+	case "p":
+		return nil, fmt.Errorf("%s is a partitioned table: add its partitions instead", rel.table())
 	default:
 		return nil, fmt.Errorf("%s is not a table or a sequence (relkind %q)", rel.table(), rel.kind)
 	}
@@ -268,6 +270,14 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			return wrap(err, "queue "+queue, ErrNoQueue)
 		}
 		rel, err := resolve(ctx, tx, name)
+		if errors.Is(err, ErrNoTable) {
+			// The table may have been dropped: find its capture by name.
+			var found bool
+			rel, found, err = droppedCapture(ctx, tx, qid, name)
+			if err == nil && !found {
+				err = fmt.Errorf("table %s: %w", name, ErrNoTable)
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -291,11 +301,14 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 		if err != nil {
 			return fmt.Errorf("remove table %s: %w", t, err)
 		}
-		for _, stmt := range []string{
-			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
-			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
-			`DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`,
-		} {
+		stmts := []string{`DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`}
+		if rel.kind != "dropped" {
+			stmts = append([]string{
+				`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
+				`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
+			}, stmts...)
+		}
+		for _, stmt := range stmts {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("remove capture of %s: %w", t, err)
 			}
@@ -303,6 +316,26 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 		return nil
 	})
 	return t, err
+}
+
+// droppedCapture finds the capture of a table that no longer exists by the name it had:
+// name, schema.name or their quoted forms.
+func droppedCapture(ctx context.Context, tx pgx.Tx, qid int32, name string) (relation, bool, error) {
+	var r relation
+	err := tx.QueryRow(ctx, `SELECT table_oid, table_schema, table_name FROM skiff.captured_table
+		WHERE queue_id = $1
+		  AND $2 IN (table_name, quote_ident(table_name), table_schema || '.' || table_name,
+		             quote_ident(table_schema) || '.' || quote_ident(table_name))
+		  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = table_oid)
+		ORDER BY table_schema LIMIT 1`, qid, name).Scan(&r.oid, &r.schema, &r.name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("look up capture of %s: %w", name, err)
+	}
+	r.kind = "dropped"
+	return r, true, nil
 }
 
 // CapturedTable is a table a queue captures.

@@ -38,6 +38,9 @@ func TestAddTableErrors(t *testing.T) {
 
 	_, err = AddTable(ctx, c, "q", TableSpec{Name: "v"})
 	require.ErrorContains(t, err, "is not a table or a sequence")
+	exec(t, c, `CREATE TABLE parted (id int PRIMARY KEY) PARTITION BY RANGE (id)`)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "parted"})
+	require.ErrorContains(t, err, "is a partitioned table: add its partitions instead")
 
 	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey", Where: "nonsense ="})
 	require.ErrorContains(t, err, "invalid --where")
@@ -132,6 +135,20 @@ func TestQuotedNamesAndKey(t *testing.T) {
 	var triggers int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
 	require.Zero(t, triggers)
+
+	// A captured table dropped by the user can still be removed by its name.
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: `"My Schema"."Odd ""Table"""`, Key: []string{"Key A"}})
+	require.NoError(t, err)
+	exec(t, c, `DROP TABLE "My Schema"."Odd ""Table"""`)
+	removed, err := RemoveTable(ctx, c, "q", `"My Schema"."Odd ""Table"""`)
+	require.NoError(t, err)
+	require.Equal(t, res.Table, removed)
+	tables, err := Tables(ctx, c, "q")
+	require.NoError(t, err)
+	require.Empty(t, tables)
+	var funcs int
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_proc WHERE proname LIKE 'capture\_%'`).Scan(&funcs))
+	require.Zero(t, funcs)
 }
 
 // TestRefreshAndDrift: DDL on a captured table stops the consumer with a drift error until
