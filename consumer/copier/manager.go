@@ -26,6 +26,11 @@ type Manager struct {
 	// TickSnapshot returns the txid snapshot of a tick of the subscription's queue on the
 	// provider (queue.TickSnapshot); ok false when the tick is gone.
 	TickSnapshot func(ctx context.Context, tick int64) (snap string, ok bool, err error)
+	// Sequences, when set, returns the provider's sequences the queue carries with their last
+	// values (queue.GetSequences); the manager moves each target sequence of the same name
+	// forward to at least that value, so that after catch-up the target's sequences are not
+	// behind the provider's.
+	Sequences func(ctx context.Context) ([]SequenceValue, error)
 	// Interval is how often the target is looked at; 0 means 2 s.
 	Interval time.Duration
 	// Log receives the manager's messages; nil discards them.
@@ -120,6 +125,12 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, runn
 		}()
 	}
 
+	if m.Sequences != nil {
+		if err := m.syncSequences(ctx, conn); err != nil {
+			m.Log.Warn("table manager: sequences", "error", err.Error())
+		}
+	}
+
 	tick, err := m.Sub.Position(ctx, conn)
 	if err != nil || tick == 0 {
 		return err
@@ -137,4 +148,38 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, runn
 		m.Log.Info("table in sync", "table", t.String(), "tick", tick)
 	}
 	return err
+}
+
+// SequenceValue is a provider sequence and its last value.
+type SequenceValue struct {
+	Sequence  change.Table
+	LastValue int64
+}
+
+// syncSequences moves every target sequence forward to the provider's last value. It never
+// moves one back: values the target handed out stay unique.
+func (m *Manager) syncSequences(ctx context.Context, conn *pgx.Conn) error {
+	seqs, err := m.Sequences(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, sq := range seqs {
+		var last int64
+		var called bool
+		err := conn.QueryRow(ctx, "SELECT last_value, is_called FROM "+sq.Sequence.String()).Scan(&last, &called)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("target sequence %s: %w", sq.Sequence, err))
+			continue
+		}
+		if last > sq.LastValue || (last == sq.LastValue && called) {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "SELECT setval(CAST($1::text AS regclass), $2)", sq.Sequence.String(), sq.LastValue); err != nil {
+			errs = append(errs, fmt.Errorf("target sequence %s: %w", sq.Sequence, err))
+			continue
+		}
+		m.Log.Debug("sequence moved forward", "sequence", sq.Sequence.String(), "from", last, "to", sq.LastValue)
+	}
+	return errors.Join(errs...)
 }
