@@ -63,12 +63,31 @@ func tableManager(cfg copier.Config, queueName, consumerName string, log *slog.L
 		Sub:          copier.Subscription{Queue: queueName, Consumer: consumerName},
 		Copy:         cfg,
 		TickSnapshot: snaps.get,
+		Sequences:    snaps.sequences,
 		Log:          log,
 	}
 }
 
-// tickSnapshots reads tick snapshots from the provider over one connection, reconnecting
-// when it was lost.
+// sequences reads the queue's sequences and their last values on the provider.
+func (t *tickSnapshots) sequences(ctx context.Context) ([]copier.SequenceValue, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.ensure(ctx); err != nil {
+		return nil, err
+	}
+	seqs, err := queue.GetSequences(ctx, t.conn, t.queue)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]copier.SequenceValue, len(seqs))
+	for i, s := range seqs {
+		out[i] = copier.SequenceValue{Sequence: change.Table{Schema: s.Schema, Name: s.Name}, LastValue: s.LastValue}
+	}
+	return out, nil
+}
+
+// tickSnapshots reads tick snapshots and sequence values from the provider over one
+// connection, reconnecting when it was lost.
 type tickSnapshots struct {
 	cfg   *pgx.ConnConfig
 	queue string
@@ -79,17 +98,26 @@ type tickSnapshots struct {
 func (t *tickSnapshots) get(ctx context.Context, tick int64) (string, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.conn == nil || t.conn.IsClosed() {
-		c, err := pg.ConnectConfig(ctx, t.cfg.Copy())
-		if err != nil {
-			return "", false, fmt.Errorf("provider: %w", err)
-		}
-		t.conn = c
-		context.AfterFunc(ctx, func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = c.Close(cctx)
-		})
+	if err := t.ensure(ctx); err != nil {
+		return "", false, err
 	}
 	return queue.TickSnapshot(ctx, t.conn, t.queue, tick)
+}
+
+// ensure opens the provider connection when there is none (closed when ctx ends).
+func (t *tickSnapshots) ensure(ctx context.Context) error {
+	if t.conn != nil && !t.conn.IsClosed() {
+		return nil
+	}
+	c, err := pg.ConnectConfig(ctx, t.cfg.Copy())
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	t.conn = c
+	context.AfterFunc(ctx, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.Close(cctx)
+	})
+	return nil
 }
