@@ -39,6 +39,7 @@ const copyDDL = `
 CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, pad text, f float8, ts timestamptz);
 CREATE TABLE "Small Table" ("Id" int PRIMARY KEY, "Note" text);
 CREATE TABLE third (id int PRIMARY KEY, v text);
+CREATE SEQUENCE "Odd Seq";
 `
 
 // rowWriter updates, deletes and inserts rows of big, "Small Table" and third on the
@@ -135,7 +136,7 @@ func TestInitialCopyUnderWrites(t *testing.T) {
 	n := copyRows(t)
 	p := newPair(t, "", "", copyDDL)
 	loadCopyTables(t, p, n)
-	p.capture(t, "qc", "public.big", `public."Small Table"`, "public.third")
+	p.capture(t, "qc", "public.big", `public."Small Table"`, "public.third", `public."Odd Seq"`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -202,6 +203,20 @@ func TestInitialCopyUnderWrites(t *testing.T) {
 	wwg.Wait()
 	p.caughtUp(t, 2*time.Minute, "qc")
 	t.Logf("%d writer transactions during the test", txs.Load())
+
+	// The sequence advanced on the provider is not behind on the target.
+	prov := connect(t, p.prov)
+	exec1(t, prov, `SELECT nextval('"Odd Seq"') FROM generate_series(1, 500)`)
+	var provSeq int64
+	require.NoError(t, prov.QueryRow(ctx, `SELECT last_value FROM "Odd Seq"`).Scan(&provSeq))
+	pgtest.Eventually(t, time.Minute, "the target's sequence reaches the provider's", func() bool {
+		var v int64
+		require.NoError(t, tgt.QueryRow(ctx, `SELECT last_value FROM "Odd Seq"`).Scan(&v))
+		return v >= provSeq
+	})
+	var next int64
+	require.NoError(t, tgt.QueryRow(ctx, `SELECT nextval('"Odd Seq"')`).Scan(&next))
+	require.Greater(t, next, provSeq, "the target's next value is past the provider's last")
 	require.Positive(t, txs.Load())
 
 	out, err := skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "qc")
