@@ -326,6 +326,14 @@ func (b *bench) newRun(ctx context.Context, s system, groups int, tableDDL strin
 
 func (b *bench) dropRun(ctx context.Context, s system, e *runEnv) {
 	if s.noDrop {
+		// No DROP DATABASE (it hangs with pglogical loaded); drop the tables to free the disk.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		for _, t := range e.tables() {
+			q := "DROP TABLE IF EXISTS " + pgx.Identifier{t}.Sanitize()
+			_ = execSQL(ctx, e.pair.prov, e.pdb, q)
+			_ = execSQL(ctx, e.pair.tgt, e.tdb, q)
+		}
 		return
 	}
 	dropDB(ctx, e.pair.prov, e.pdb)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
 // runEnv is one measured run of one system: a provider and a target database on the system's
@@ -292,6 +294,19 @@ func (r *pglogicalRun) close(ctx context.Context, e *runEnv) {
 	for _, s := range r.subs {
 		if err := execSQL(ctx, e.pair.tgt, e.tdb, fmt.Sprintf("SELECT pglogical.drop_subscription('%s', true)", s)); err != nil {
 			e.b.log.Warn("drop pglogical subscription", "sub", s, "err", err)
+		}
+	}
+	// Drop the nodes and the extension too, so that the database's pglogical manager worker
+	// has nothing left to do (worker slots are limited by max_worker_processes).
+	for _, side := range []struct {
+		srv  *pgtest.Server
+		db   string
+		node string
+	}{{e.pair.tgt, e.tdb, "subscriber"}, {e.pair.prov, e.pdb, "provider"}} {
+		if err := execSQL(ctx, side.srv, side.db,
+			fmt.Sprintf("SELECT pglogical.drop_node('%s', true)", side.node),
+			"DROP EXTENSION IF EXISTS pglogical CASCADE"); err != nil {
+			e.b.log.Warn("drop pglogical node", "node", side.node, "err", err)
 		}
 	}
 }
