@@ -30,7 +30,7 @@ type target struct {
 	id   int64
 }
 
-func newTarget(t *testing.T, version, ddl string) *target {
+func newTarget(t testing.TB, version, ddl string) *target {
 	t.Helper()
 	ctx := context.Background()
 	url := pgtest.Shared(t, version).NewDB(t)
@@ -51,7 +51,7 @@ func newTarget(t *testing.T, version, ddl string) *target {
 }
 
 // apply applies events as the next batch, streamed in chunks of 7.
-func (tg *target) apply(t *testing.T, evs []change.Event) error {
+func (tg *target) apply(t testing.TB, evs []change.Event) error {
 	t.Helper()
 	tg.id++
 	b := change.Batch{ID: tg.id, Queue: "q", Prev: change.Position{Tick: tg.tick}, End: change.Position{Tick: tg.tick + 1}}

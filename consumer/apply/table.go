@@ -14,11 +14,12 @@ import (
 // table is what the applier knows of one target table: its columns and their types, looked up
 // once per batch attempt, and the statements built for each event layout.
 type table struct {
-	name   change.Table
-	sql    string               // the quoted name
-	cols   map[string]targetCol // target columns by name
-	shapes map[string]*shape    // by layout signature
-	last   struct {             // the last layout seen, the common case
+	name    change.Table
+	sql     string               // the quoted name
+	cols    map[string]targetCol // target columns by name
+	shapes  map[string]*shape    // by layout signature
+	leading []string             // columns some valid index of the table starts with
+	last    struct {             // the last layout seen, the common case
 		cols, key []string
 		shape     *shape
 	}
@@ -38,6 +39,10 @@ type shape struct {
 	types  []string // target type of each event column ("" when not written)
 	key    []string
 	keyIdx []int // index in cols of each key column, -1 when the layout lacks it
+	// indexed: an index of the target starts with the first key column, so the set-based
+	// UPDATE and DELETE find their rows by index lookups (nested loop), never by a hash join
+	// over a scan of the whole table.
+	indexed bool
 
 	copySQL, delSQL, updSQL, insRowSQL, updRowSQL, delRowSQL string
 }
@@ -84,6 +89,20 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 	if len(t.cols) == 0 {
 		return nil, fmt.Errorf("table %s does not exist on the target", name)
 	}
+	rows, err = q.Query(ctx, `SELECT DISTINCT a.attname
+		FROM pg_catalog.pg_index i
+		JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL`, schema, name.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
+	}
+	leading, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
+	}
+	t.leading = leading
 	a.tables[name] = t
 	return t, nil
 }
@@ -147,6 +166,11 @@ func (t *table) newShape(cols, key []string) (*shape, error) {
 		}
 		if s.keyIdx[j] >= 0 && s.types[s.keyIdx[j]] == "" {
 			s.types[s.keyIdx[j]] = tc.typ
+		}
+	}
+	for _, l := range t.leading {
+		if len(key) > 0 && l == key[0] {
+			s.indexed = true
 		}
 	}
 	s.build()

@@ -57,6 +57,31 @@ type writer struct {
 	truncEv int64
 	events  int64
 	keyBuf  []byte
+	// joinsOff: hash and merge joins are disabled in the transaction (SET LOCAL), which makes
+	// large set-based UPDATEs and DELETEs look their rows up by index.
+	joinsOff bool
+}
+
+// lookupThreshold is the run size from which the planner might prefer a hash join over a
+// scan of the whole table to index lookups of the keys; measured on PostgreSQL 15, index
+// lookups stay about twice as fast at 20k keys in a 200k-row table.
+const lookupThreshold = 500
+
+// planJoins disables hash and merge joins for a large set-based statement on a table whose
+// rows an index finds, and enables them again for a table no index serves.
+func (w *writer) planJoins(ctx context.Context, s *shape, rows int) error {
+	if rows < lookupThreshold || s.indexed == w.joinsOff {
+		return nil
+	}
+	v := "on"
+	if s.indexed {
+		v = "off"
+	}
+	if _, err := w.tx.Exec(ctx, `SELECT set_config('enable_hashjoin', $1, true), set_config('enable_mergejoin', $1, true)`, v); err != nil {
+		return fmt.Errorf("set join methods: %w", err)
+	}
+	w.joinsOff = s.indexed
+	return nil
 }
 
 func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
@@ -350,6 +375,9 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		}
 	}
 	if ndel > 0 {
+		if err := w.planJoins(ctx, s, ndel); err != nil {
+			return err
+		}
 		args := make([]any, len(s.key))
 		for j := range s.key {
 			col := make([]pgtype.Text, 0, ndel)
@@ -371,6 +399,9 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		}
 	}
 	if nupd > 0 && s.updSQL != "" {
+		if err := w.planJoins(ctx, s, nupd); err != nil {
+			return err
+		}
 		args := make([]any, len(s.write))
 		for m, i := range s.write {
 			col := make([]pgtype.Text, 0, nupd)
