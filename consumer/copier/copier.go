@@ -201,6 +201,17 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		return
 	}
 	defer func() { _ = ttx.Rollback(context.WithoutCancel(ctx)) }()
+	// As the worker's applier: no user triggers or foreign-key checks on the copied rows when
+	// the role may (they hold the provider's already-checked rows, in any table order).
+	if replica, err := mayReplica(ctx, tgt); err != nil {
+		res.Err = fmt.Errorf("target: %w", err)
+		return
+	} else if replica {
+		if _, err := ttx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			res.Err = fmt.Errorf("target: %w", err)
+			return
+		}
+	}
 	if _, err := ttx.Exec(ctx, "TRUNCATE "+t.Dest.String()); err != nil {
 		res.Err = fmt.Errorf("target: truncate %s: %w", t.Dest, err)
 		return
@@ -346,6 +357,20 @@ func (c *counter) Write(p []byte) (int, error) {
 	c.st.bytes.Add(int64(n))
 	c.st.rows.Add(int64(bytes.Count(p[:n], newline)))
 	return n, err
+}
+
+// mayReplica reports whether the session may SET session_replication_role (a superuser, or
+// granted the parameter on 15+).
+func mayReplica(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	q := `SELECT current_setting('is_superuser') = 'on'`
+	if pg.ServerVersion(conn) >= 150000 {
+		q = `SELECT current_setting('is_superuser') = 'on' OR has_parameter_privilege('session_replication_role', 'SET')`
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, q).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check privileges: %w", err)
+	}
+	return ok, nil
 }
 
 func schemaOf(t change.Table) string {

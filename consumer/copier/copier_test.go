@@ -323,3 +323,26 @@ func TestCopyRollsBack(t *testing.T) {
 		require.True(t, r.Equal, fmt.Sprintf("%+v", r))
 	}
 }
+
+// TestCopyAsReplica: the copy runs with session_replication_role = replica (the test role is a
+// superuser), so a foreign key to a table not copied yet and a user trigger on the target do
+// not get in the way.
+func TestCopyAsReplica(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	_, err := pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE child (id int PRIMARY KEY, parent int);
+		INSERT INTO child SELECT g, g FROM generate_series(1, 100) g`)
+	require.NoError(t, err)
+	_, err = pgtest.Connect(t, tg).Exec(ctx, `CREATE TABLE parent (id int PRIMARY KEY);
+		CREATE TABLE child (id int PRIMARY KEY, parent int REFERENCES parent);
+		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'user trigger fired'; END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON child FOR EACH ROW EXECUTE PROCEDURE refuse()`)
+	require.NoError(t, err)
+	pc, tc := configs(t, p, tg)
+	child := change.Table{Schema: "public", Name: "child"}
+	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc}, []copier.Table{{Source: child, Dest: child}})
+	require.NoError(t, err)
+	require.EqualValues(t, 100, res[0].Rows)
+}
