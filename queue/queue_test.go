@@ -7,6 +7,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
@@ -61,6 +63,18 @@ func TestCaptureAndRead(t *testing.T) {
 			for i := 1; i < len(evs); i++ {
 				require.Less(t, evs[i-1].ID, evs[i].ID)
 			}
+
+			// Installing again over a live queue changes nothing.
+			cfg, err := pg.ParseConfig(p.url, "skiff-test")
+			require.NoError(t, err)
+			up, err := migrate.Up(ctx, cfg, migrate.Provider)
+			require.NoError(t, err)
+			require.Empty(t, up.Applied)
+			exec(t, w, `INSERT INTO t VALUES (100, 'after re-run', 0)`)
+			_, err = ForceTick(ctx, c, "q")
+			require.NoError(t, err)
+			_, evs = readBatch(t, src)
+			require.Equal(t, []string{"100"}, ids(evs))
 		})
 	}
 }
