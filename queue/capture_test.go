@@ -388,3 +388,25 @@ func TestServerDown(t *testing.T) {
 	require.True(t, strings.HasPrefix(err.Error(), "connect to postgres@"), err.Error())
 	require.False(t, errors.Is(err, ErrNoTable))
 }
+
+// TestTriggerSQLIs84Safe: the generated capture function uses nothing PostgreSQL 8.4 lacks,
+// and its per-row path has no dynamic SQL or catalog access.
+func TestTriggerSQLIs84Safe(t *testing.T) {
+	t.Parallel()
+	tg := trigger{
+		queueID: 7, layout: 9, table: change.Table{Schema: "s", Name: "t"}, funcName: "capture_q7_t1",
+		rowTrig: "skiff_capture_q7", truncTrig: "skiff_truncate_q7", key: []string{"id", "k"},
+		whereNew: `NEW."status" = 'a'`, whereOld: `OLD."status" = 'a'`,
+		pins: []pin{{"datestyle", "ISO, YMD"}, {"extra_float_digits", "2"}},
+	}
+	for _, stmt := range tg.ddl() {
+		low := strings.ToLower(stmt)
+		for _, bad := range []string{"format(", "if not exists", "execute '", "execute format", "json", "pg_catalog.pg_", " when (", "string_agg"} {
+			require.NotContains(t, low, bad, stmt)
+		}
+	}
+	fn := tg.function()
+	require.Contains(t, fn, "SET datestyle = 'ISO, YMD'")
+	require.Equal(t, 6, strings.Count(fn, "pg_catalog.nextval('skiff.event_7_id_seq'::regclass)"), "one per emitted event kind")
+	require.Contains(t, fn, `CASE WHEN NEW."id" IS DISTINCT FROM OLD."id" OR NEW."k" IS DISTINCT FROM OLD."k" THEN ROW(OLD."id", OLD."k")::text END`)
+}
