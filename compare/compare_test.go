@@ -2,6 +2,7 @@ package compare_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -64,7 +65,11 @@ func run(t *testing.T, p, tg string, rows bool, pairs ...compare.Pair) []compare
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := compare.Run(ctx, compare.Config{Provider: pc, Target: tc, Pairs: pairs, Rows: rows, ChunkKeys: 2})
+	chunk := int64(2)
+	if len(pairs) == 1 && os.Getenv("SKIFF_COMPARE_BENCH") != "" {
+		chunk = 0 // the default
+	}
+	res, err := compare.Run(ctx, compare.Config{Provider: pc, Target: tc, Pairs: pairs, Rows: rows, ChunkKeys: chunk})
 	require.NoError(t, err)
 	return res
 }
