@@ -159,8 +159,9 @@ func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, r
 		switch {
 		case r.Err == nil:
 			fmt.Fprintf(rt.Out, "%s -> %s (catching-up: %d rows copied)\n", r.Table.Source, r.Table.Dest, r.Rows)
-		case errors.Is(r.Err, copier.ErrBusy):
-			fmt.Fprintf(rt.Out, "%s -> %s (copying: another process copies it)\n", r.Table.Source, r.Table.Dest)
+		case errors.Is(r.Err, copier.ErrBusy), errors.Is(r.Err, copier.ErrNotCopying):
+			// A worker's table manager copies it, or already has.
+			fmt.Fprintf(rt.Out, "%s -> %s (copied by another process)\n", r.Table.Source, r.Table.Dest)
 		default:
 			fmt.Fprintf(rt.Out, "%s -> %s (copying: FAILED, the worker retries: %v)\n", r.Table.Source, r.Table.Dest, r.Err)
 			failed = append(failed, fmt.Errorf("copy %s: %w", r.Table, r.Err))
