@@ -109,7 +109,8 @@ func TestStalls(t *testing.T) {
 			_, err = tx.Exec(ctx, `SELECT txid_current()`)
 			require.NoError(t, err)
 			tconn := pgtest.Connect(t, tcfg.ConnString())
-			_, err = tconn.Exec(ctx, `UPDATE skiff.subscription SET last_error = 'table "Odd Table": boom', last_error_at = now()`)
+			_, err = tconn.Exec(ctx, `UPDATE skiff.subscription SET last_error = 'table "Odd Table": boom', last_error_at = now(),
+				heartbeat = now() - interval '1 hour', worker = 'host:42'`)
 			require.NoError(t, err)
 
 			var r *status.Report
@@ -120,6 +121,7 @@ func TestStalls(t *testing.T) {
 			})
 			require.Contains(t, r.Queues[0].Stall, "ticker not running?")
 			require.Contains(t, r.Queues[0].Consumers[0].Stall, "boom")
+			require.Contains(t, r.Queues[0].Consumers[0].Stall, "worker not seen for 1h0m0s (last heartbeat from host:42)")
 			var found bool
 			for _, lt := range r.LongTransactions {
 				if lt.Query == "SELECT txid_current()" {
