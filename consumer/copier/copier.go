@@ -1,8 +1,10 @@
 // Package copier is skiff's initial copy: it copies provider tables to target tables with COPY
 // streamed straight through (provider COPY TO STDOUT piped into target COPY FROM STDIN, never a
 // whole table in memory), each table under one provider snapshot that it hands back, several
-// tables in parallel, with a progress display. It also holds the catch-up filter the worker
-// runs on a freshly copied table (CatchUp) and the txid snapshot arithmetic both rely on.
+// tables in parallel, with a progress display. It also keeps the tables' states on the target
+// (Subscription), runs beside a worker to copy tables left in state copying and promote
+// caught-up ones (Manager), and holds the txid snapshot arithmetic (Snapshot) catch-up relies
+// on; the worker's per-table filter itself is consumer.tableRoute.wants.
 //
 // The copy of one table:
 //  1. target: BEGIN; TRUNCATE the destination (its lock makes concurrent writes to it wait);
