@@ -508,8 +508,10 @@ func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin,
 	}
 	if need["extra_float_digits"] {
 		digits := "3"
-		if version < 90000 {
-			digits = "2" // 8.4 accepts at most 2; 17 significant digits, exact for float8
+		if version < 90100 {
+			// Before 9.1 the maximum is 2: 17 significant digits, exact for float8; float4
+			// gets 8 of the 9 digits an exact round trip needs.
+			digits = "2"
 		}
 		pins = append(pins, pin{"extra_float_digits", digits})
 	}
