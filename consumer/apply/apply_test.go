@@ -355,3 +355,29 @@ func TestSecondWorkerIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, a2.Close(ctx))
 }
+
+// TestNoSilentTruncation: a value too long for the target column fails the batch on every
+// path (COPY, set-based UPDATE, row by row) instead of being cut to fit, as an explicit cast
+// to varchar(n) would do.
+func TestNoSilentTruncation(t *testing.T) {
+	t.Parallel()
+	tg := newTarget(t, "", `CREATE TABLE t (id int PRIMARY KEY, v varchar(3), n bit(2), c char(3))`)
+	cols := []string{"id", "v", "n", "c"}
+	ins := func(id int64, vals ...change.Value) change.Event {
+		return change.Event{ID: id, Op: change.Insert, Table: tbl, Columns: cols, Key: key, Values: vals}
+	}
+	upd := func(id int64, vals ...change.Value) change.Event {
+		return change.Event{ID: id, Op: change.Update, Table: tbl, Columns: cols, Key: key, Values: vals}
+	}
+	require.NoError(t, tg.apply(t, []change.Event{ins(1, v("1"), v("ab"), v("01"), v("x"))}))
+	err := tg.apply(t, []change.Event{ins(2, v("2"), v("abcd"), v("01"), v("x"))})
+	require.ErrorContains(t, err, "value too long")
+	err = tg.apply(t, []change.Event{upd(3, v("1"), v("abcd"), v("01"), v("x"))})
+	require.ErrorContains(t, err, "value too long")
+	err = tg.apply(t, []change.Event{upd(4, v("1"), v("ab"), v("011"), v("x"))})
+	require.ErrorContains(t, err, "bit string length 3 does not match type bit(2)")
+	err = tg.apply(t, []change.Event{upd(5, v("1"), v("ab"), v("01"), v("wxyz"))})
+	require.ErrorContains(t, err, "value too long")
+	require.NoError(t, tg.apply(t, []change.Event{upd(6, v("1"), v("abc"), v("10"), v("xyz"))}))
+	require.Equal(t, []string{"(1,abc,10,xyz)"}, dump(t, tg.conn, "t"))
+}

@@ -26,8 +26,11 @@ type table struct {
 }
 
 type targetCol struct {
-	typ       string // format_type: spelled as a cast target
-	generated bool   // a generated column (12+): never written
+	// typ is the column's type without its modifier, spelled as a cast target: an explicit
+	// cast to varchar(3) or bit(4) would truncate silently, while the assignment to the column
+	// checks the modifier and fails on a value that does not fit, as COPY does.
+	typ       string
+	generated bool // a generated column (12+): never written
 }
 
 // shape is one event layout (column list and key) of a table, with the statements that write
@@ -63,7 +66,7 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 	if schema == "" {
 		schema = "public"
 	}
-	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), `+genCol+`
+	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, -1), `+genCol+`
 		FROM pg_catalog.pg_attribute a
 		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

@@ -1,0 +1,323 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer"
+	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// memSource is a Source of batches held in memory; the target is a real database.
+type memSource struct {
+	mu       sync.Mutex
+	batches  []change.Batch
+	events   map[int64][]change.Event
+	next     int
+	finished []int64
+	more     chan struct{}
+}
+
+func newMemSource() *memSource {
+	return &memSource{events: map[int64][]change.Event{}, more: make(chan struct{}, 100)}
+}
+
+func (s *memSource) add(b change.Batch, evs ...change.Event) {
+	s.mu.Lock()
+	s.batches = append(s.batches, b)
+	s.events[b.ID] = evs
+	s.mu.Unlock()
+	s.more <- struct{}{}
+}
+
+func (s *memSource) NextBatch(ctx context.Context) (change.Batch, error) {
+	for {
+		s.mu.Lock()
+		if s.next < len(s.batches) {
+			b := s.batches[s.next]
+			s.mu.Unlock()
+			return b, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return change.Batch{}, ctx.Err()
+		case <-s.more:
+		}
+	}
+}
+
+func (s *memSource) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
+	s.mu.Lock()
+	evs := s.events[b.ID]
+	s.mu.Unlock()
+	for i := 0; i < len(evs); i += 2 {
+		chunk := append([]change.Event(nil), evs[i:min(i+2, len(evs))]...)
+		if err := fn(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *memSource) Finish(ctx context.Context, b change.Batch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = append(s.finished, b.ID)
+	if s.next < len(s.batches) && s.batches[s.next].ID == b.ID {
+		s.next++
+	}
+	return nil
+}
+
+func (s *memSource) done() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int64(nil), s.finished...)
+}
+
+var (
+	cols = []string{"id", "v"}
+	key  = []string{"id"}
+	src  = change.Table{Schema: "public", Name: "t"}
+)
+
+func ins(id int64, k, v string) change.Event {
+	return change.Event{ID: id, TxID: id, Op: change.Insert, Table: src, Columns: cols, Key: key, Values: []change.Value{change.Text(k), change.Text(v)}}
+}
+
+func batch(id, prev, end int64) change.Batch {
+	return change.Batch{ID: id, Queue: "q", Prev: change.Position{Tick: prev}, End: change.Position{Tick: end}}
+}
+
+type fixture struct {
+	url  string
+	conn *pgx.Conn
+	a    *apply.Applier
+	src  *memSource
+}
+
+func newFixture(t *testing.T, ddl string, routes ...change.Route) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.Shared(t, "").NewDB(t)
+	cfg, err := pg.ParseConfig(url, "skiff-test")
+	require.NoError(t, err)
+	_, err = migrate.Up(ctx, cfg, migrate.Target)
+	require.NoError(t, err)
+	conn, err := pg.Connect(ctx, url, "skiff-test")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	_, err = conn.Exec(ctx, ddl)
+	require.NoError(t, err)
+	if len(routes) == 0 {
+		routes = []change.Route{{Source: src, Dest: src, State: change.StateInSync}}
+	}
+	_, err = apply.Subscribe(ctx, conn, apply.Subscription{Queue: "q", Consumer: "c", Provider: "test", Tick: 1}, routes)
+	require.NoError(t, err)
+	// The applier gets a connection of its own; conn stays the test's.
+	aconn, err := pg.Connect(ctx, url, "skiff-test-applier")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = aconn.Close(context.Background()) })
+	a, err := apply.Open(ctx, aconn, apply.Config{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	return &fixture{url: url, conn: conn, a: a, src: newMemSource()}
+}
+
+// run starts the worker; stop ends it softly and returns Run's error.
+func (f *fixture) run(t *testing.T, reg *handlers.Registry) (stop func() error) {
+	t.Helper()
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Source: f.src, Applier: f.a, Registry: reg, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx, context.Background()) }()
+	return func() error { cancel(); return <-errc }
+}
+
+func (f *fixture) rows(t *testing.T, table string) []string {
+	t.Helper()
+	rows, err := f.conn.Query(context.Background(), `SELECT t::text FROM `+table+` t ORDER BY 1`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return out
+}
+
+func (f *fixture) finished(t *testing.T, ids ...int64) {
+	t.Helper()
+	pgtest.Eventually(t, 30*time.Second, "batches finished", func() bool { return len(f.src.done()) >= len(ids) })
+	require.Equal(t, ids, f.src.done())
+}
+
+func TestWorkerAppliesAndFinishesInOrder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	stop := f.run(t, nil)
+	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "b"), ins(3, "3", "c"))
+	f.src.add(batch(11, 2, 3))
+	f.src.add(batch(12, 3, 4), ins(4, "4", "d"))
+	f.finished(t, 10, 11, 12)
+	require.NoError(t, stop())
+	require.Equal(t, []string{"(1,a)", "(2,b)", "(3,c)", "(4,d)"}, f.rows(t, "t"))
+	pos, err := f.a.Position(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, change.Position{Tick: 4}, pos)
+}
+
+// TestWorkerFinishesAlreadyAppliedBatch: after a crash between the target's commit and the
+// source's Finish, the batch comes again; the worker only finishes it.
+func TestWorkerFinishesAlreadyAppliedBatch(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	b := batch(10, 1, 2)
+	require.NoError(t, f.a.Apply(context.Background(), b, func(emit func([]change.Event) error) error {
+		return emit([]change.Event{ins(1, "1", "a")})
+	}))
+	stop := f.run(t, nil)
+	f.src.add(b, ins(1, "1", "a")) // applied again it would fail: duplicate key
+	f.finished(t, 10)
+	require.NoError(t, stop())
+	require.Equal(t, []string{"(1,a)"}, f.rows(t, "t"))
+	var logged int
+	require.NoError(t, f.conn.QueryRow(context.Background(), `SELECT count(*) FROM skiff.batch_log`).Scan(&logged))
+	require.Equal(t, 1, logged)
+}
+
+func TestWorkerStopsOnPositionLost(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	w, err := consumer.NewWorker(consumer.Config{Source: f.src, Applier: f.a})
+	require.NoError(t, err)
+	f.src.add(batch(10, 5, 6), ins(1, "1", "a"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = w.Run(ctx, ctx)
+	require.ErrorIs(t, err, consumer.ErrPositionLost)
+	require.Empty(t, f.src.done())
+	require.Empty(t, f.rows(t, "t"))
+}
+
+// TestWorkerRetriesUntilFixed: a batch failing on the target is retried (nothing skipped, the
+// error recorded) and goes through once the target is fixed.
+func TestWorkerRetriesUntilFixed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v varchar(3))`)
+	stop := f.run(t, nil)
+	f.src.add(batch(10, 1, 2), ins(1, "1", "ok"), ins(2, "2", "too long"), ins(3, "3", "ok"))
+	var lastErr string
+	pgtest.Eventually(t, 30*time.Second, "error recorded", func() bool {
+		var e *string
+		_ = f.conn.QueryRow(context.Background(), `SELECT last_error FROM skiff.subscription`).Scan(&e)
+		if e != nil {
+			lastErr = *e
+		}
+		return e != nil
+	})
+	require.Contains(t, lastErr, "event 2")
+	require.Contains(t, lastErr, `"public"."t"`)
+	require.Contains(t, lastErr, "value too long")
+	require.Empty(t, f.src.done())
+
+	_, err := f.conn.Exec(context.Background(), `ALTER TABLE t ALTER v TYPE text`)
+	require.NoError(t, err)
+	f.finished(t, 10)
+	require.NoError(t, stop())
+	require.Equal(t, []string{"(1,ok)", "(2,\"too long\")", "(3,ok)"}, f.rows(t, "t"))
+}
+
+// TestWorkerRoutesAndHandlers: routes rename tables, a custom handler from the registry
+// transforms rows, tables not subscribed are ignored.
+func TestWorkerRoutesAndHandlers(t *testing.T) {
+	t.Parallel()
+	other := change.Table{Schema: "public", Name: "other"}
+	f := newFixture(t, `CREATE SCHEMA dst; CREATE TABLE dst.t2 (id int PRIMARY KEY, v text)`,
+		change.Route{Source: src, Dest: change.Table{Schema: "dst", Name: "t2"}, State: change.StateInSync, Handler: "upper", Config: `{"suffix": "!"}`})
+	reg := handlers.NewRegistry()
+	require.NoError(t, reg.Register("upper", func(_ change.Table, cfg json.RawMessage) (handlers.Handler, error) {
+		var c struct{ Suffix string }
+		if err := json.Unmarshal(cfg, &c); err != nil {
+			return nil, err
+		}
+		return handlers.Func(func(ev *change.Event) (bool, error) {
+			if v, _ := ev.Value("v"); v.Text == "drop me" {
+				return false, nil
+			}
+			vals := append([]change.Value(nil), ev.Values...)
+			vals[1] = change.Text(vals[1].Text + c.Suffix)
+			ev.Values = vals
+			return true, nil
+		}), nil
+	}))
+	stop := f.run(t, reg)
+	notSubscribed := ins(3, "3", "x")
+	notSubscribed.Table = other
+	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "drop me"), notSubscribed)
+	f.finished(t, 10)
+	require.NoError(t, stop())
+	require.Equal(t, []string{"(1,a!)"}, f.rows(t, "dst.t2"))
+}
+
+func TestWorkerSoftStopFinishesBatchInHand(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	w, err := consumer.NewWorker(consumer.Config{Source: f.src, Applier: f.a, OnBatch: func(change.Batch, int) {}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	// The source cancels the soft context while the batch is being read: the batch still
+	// commits and finishes, and Run returns nil.
+	src := &cancelling{memSource: f.src, cancel: cancel}
+	w, err = consumer.NewWorker(consumer.Config{Source: src, Applier: f.a})
+	require.NoError(t, err)
+	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "b"), ins(3, "3", "c"))
+	require.NoError(t, w.Run(ctx, context.Background()))
+	require.Equal(t, []int64{10}, f.src.done())
+	require.Equal(t, []string{"(1,a)", "(2,b)", "(3,c)"}, f.rows(t, "t"))
+
+	// A hard stop rolls the batch back.
+	hard, hardCancel := context.WithCancel(context.Background())
+	src2 := &cancelling{memSource: f.src, cancel: hardCancel}
+	w, err = consumer.NewWorker(consumer.Config{Source: src2, Applier: f.a})
+	require.NoError(t, err)
+	f.src.add(batch(11, 2, 3), ins(4, "4", "d"), ins(5, "5", "e"), ins(6, "6", "f"))
+	err = w.Run(context.Background(), hard)
+	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
+	require.Equal(t, []int64{10}, f.src.done())
+	require.Len(t, f.rows(t, "t"), 3)
+}
+
+// cancelling cancels a context after handing out the first chunk of a batch.
+type cancelling struct {
+	*memSource
+	cancel func()
+}
+
+func (c *cancelling) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
+	first := true
+	return c.memSource.Events(ctx, b, func(chunk []change.Event) error {
+		if err := fn(chunk); err != nil {
+			return err
+		}
+		if first {
+			first = false
+			c.cancel()
+		}
+		return ctx.Err()
+	})
+}
