@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -143,7 +141,7 @@ func newFixture(t *testing.T, ddl string, routes ...change.Route) *fixture {
 // run starts the worker; stop ends it softly and returns Run's error.
 func (f *fixture) run(t *testing.T, reg *handlers.Registry) (stop func() error) {
 	t.Helper()
-	w, err := consumer.NewWorker(consumer.Config{Name: "q", Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Source: f.src, Applier: f.a, Registry: reg, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Registry: reg, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
