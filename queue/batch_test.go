@@ -360,3 +360,53 @@ func runExactlyOnce(t *testing.T, rotate bool) {
 		require.LessOrEqual(t, maxEpochWhileLong, int64(2))
 	}
 }
+
+// TestNextBatchWakesOnTick: a waiting Source wakes up on the tick's NOTIFY, long before its
+// poll interval, and a cancelled wait returns the context's error.
+func TestNextBatchWakesOnTick(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := setupQueue(t, "", "c")
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c", PollInterval: time.Hour})
+	require.NoError(t, err)
+	type result struct {
+		b   change.Batch
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		b, err := src.NextBatch(ctx)
+		got <- result{b, err}
+	}()
+	c := p.conn(t)
+	// Tick once the source waits: it has polled next_batch and found nothing.
+	pgtest.Eventually(t, 10*time.Second, "source waiting", func() bool {
+		var n int
+		require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle' AND query LIKE '%skiff.next_batch%'`).Scan(&n))
+		return n == 1
+	})
+	exec(t, c, `INSERT INTO t VALUES (1, 'x')`)
+	start := time.Now()
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	var r result
+	select {
+	case r = <-got:
+		require.NoError(t, r.err)
+		require.Less(t, time.Since(start), 5*time.Second)
+	case <-ctx.Done():
+		t.Fatal("NextBatch did not wake up on the tick")
+	}
+	require.NoError(t, src.Finish(ctx, r.b))
+
+	cctx, ccancel := context.WithCancel(ctx)
+	go func() {
+		b, err := src.NextBatch(cctx)
+		got <- result{b, err}
+	}()
+	ccancel()
+	r = <-got
+	require.ErrorIs(t, r.err, context.Canceled)
+}
