@@ -98,6 +98,8 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			if err != nil {
 				return change.Batch{}, err
 			}
+			s.log.Debug("batch", "batch_id", id, "prev_tick", info.PrevTick, "tick", info.Tick,
+				"estimated_events", info.EstimatedEvents, "lag", info.Lag)
 			return change.Batch{
 				ID:    id,
 				Queue: s.cfg.Queue,
@@ -227,7 +229,9 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 	if err := s.loadLayouts(ctx); err != nil {
 		return fmt.Errorf("batch %d: %w", b.ID, err)
 	}
-	rows, err := s.conn.Query(ctx, query)
+	// The query text is new for every batch (it holds the ticks' snapshots): run it as an
+	// unnamed statement rather than filling pgx's statement cache.
+	rows, err := s.conn.Query(ctx, query, pgx.QueryExecModeDescribeExec)
 	if err != nil {
 		return fmt.Errorf("read batch %d: %w", b.ID, err)
 	}
