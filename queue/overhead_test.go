@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/change"
 )
 
 // The capture-overhead measurement: rows/s of single-row INSERT and UPDATE statements on a
@@ -145,4 +147,35 @@ func BenchmarkCapture(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestSourceReadRate measures how fast Source streams and decodes a backlog of events:
+//
+//	SKIFF_BENCH=1 go test ./queue/ -run TestSourceReadRate -v -count=1
+func TestSourceReadRate(t *testing.T) {
+	if os.Getenv("SKIFF_BENCH") == "" {
+		t.Skip("a measurement, not a test: set SKIFF_BENCH=1")
+	}
+	ctx := context.Background()
+	_, c := setupOverhead(t)
+	_, err := RegisterConsumer(ctx, c, "bench", "reader")
+	require.NoError(t, err)
+	const n = 200000
+	exec(t, c, `INSERT INTO skiff (aid, bid, abalance, filler) SELECT g, 1, 0, '' FROM generate_series(100001, 100000 + $1) g`, n)
+	exec(t, c, `UPDATE skiff SET abalance = abalance + 1 WHERE aid > 100000`)
+	_, err = ForceTick(ctx, c, "bench")
+	require.NoError(t, err)
+	src, err := NewSource(ctx, c, SourceConfig{Queue: "bench", Consumer: "reader", MaxEvents: 10 * n})
+	require.NoError(t, err)
+	start := time.Now()
+	b, err := src.NextBatch(ctx)
+	require.NoError(t, err)
+	got := 0
+	require.NoError(t, src.Events(ctx, b, func(chunk []change.Event) error {
+		got += len(chunk)
+		return nil
+	}))
+	el := time.Since(start)
+	require.Equal(t, 2*n, got)
+	t.Logf("read %d events in %s: %.0f events/s", got, el.Round(time.Millisecond), float64(got)/el.Seconds())
 }
