@@ -27,7 +27,7 @@ var benchSettings = map[string]string{
 	"shared_buffers":                  "256MB",
 	"max_wal_size":                    "4GB",
 	"checkpoint_timeout":              "15min",
-	"max_worker_processes":            "32",
+	"max_worker_processes":            "64",
 	"max_replication_slots":           "32",
 	"max_wal_senders":                 "32",
 	"max_logical_replication_workers": "16",

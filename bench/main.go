@@ -148,13 +148,22 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	b.elapsed = time.Since(started)
 
-	report := b.report()
+	var plot string
+	if cfg.Out != "" {
+		if svg := b.svg(); svg != "" {
+			plot = strings.TrimSuffix(cfg.Out, ".md") + ".svg"
+			if err := os.WriteFile(plot, []byte(svg), 0o644); err != nil {
+				return fmt.Errorf("write %s: %w", plot, err)
+			}
+		}
+	}
+	report := b.report(filepath.Base(plot))
 	fmt.Println(report)
 	if cfg.Out != "" {
 		if err := os.WriteFile(cfg.Out, []byte(report), 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", cfg.Out, err)
 		}
-		log.Info("report written", "path", cfg.Out)
+		log.Info("report written", "path", cfg.Out, "plot", plot)
 	}
 	return nil
 }

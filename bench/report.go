@@ -131,7 +131,7 @@ func label(system string) string {
 }
 
 // report renders the results as markdown.
-func (b *bench) report() string {
+func (b *bench) report(plot string) string {
 	var w strings.Builder
 	sz := b.cfg.Size
 	fmt.Fprintf(&w, "# skiff benchmarks\n\n")
@@ -162,6 +162,9 @@ func (b *bench) report() string {
 	fmt.Fprintf(&w, "\n")
 
 	b.summary(&w)
+	if plot != "" && plot != "." {
+		fmt.Fprintf(&w, "![skiff ÷ peers, log scale](%s)\n\n", plot)
+	}
 	for _, sec := range allSections {
 		var ms []*metric
 		for _, m := range b.results {
