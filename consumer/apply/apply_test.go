@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -380,4 +381,61 @@ func TestNoSilentTruncation(t *testing.T) {
 	require.ErrorContains(t, err, "value too long")
 	require.NoError(t, tg.apply(t, []change.Event{upd(6, v("1"), v("abc"), v("10"), v("xyz"))}))
 	require.Equal(t, []string{"(1,abc,10,xyz)"}, dump(t, tg.conn, "t"))
+}
+
+// TestNonSuperuserKeepsOrderAcrossTables: a target role that may not set
+// session_replication_role gets foreign keys checked; the applier then keeps the order of
+// events across tables (a child row after its parent, its delete before the parent's), and a
+// batch that only applies in provider order goes through.
+func TestNonSuperuserKeepsOrderAcrossTables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Shared(t, "").NewDB(t)
+	cfg, err := pg.ParseConfig(url, "skiff-test")
+	require.NoError(t, err)
+	_, err = migrate.Up(ctx, cfg, migrate.Target)
+	require.NoError(t, err)
+	admin := pgtest.Connect(t, url)
+	role := fmt.Sprintf("app_%d", time.Now().UnixNano())
+	for _, sql := range []string{
+		`CREATE TABLE parent (id int PRIMARY KEY, v text)`,
+		`CREATE TABLE child (id int PRIMARY KEY, parent int NOT NULL REFERENCES parent, v text)`,
+		`INSERT INTO skiff.subscription (queue, consumer, provider) VALUES ('q', 'c', 'test')`,
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA skiff TO ` + role,
+		`GRANT ALL ON ALL TABLES IN SCHEMA skiff, public TO ` + role,
+	} {
+		_, err := admin.Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	t.Cleanup(func() {
+		for _, sql := range []string{`DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+			_, _ = admin.Exec(context.Background(), sql)
+		}
+	})
+	conn, err := pg.Connect(ctx, strings.Replace(url, "postgres://postgres@", "postgres://"+role+"@", 1), "skiff-test")
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	a, err := Open(ctx, conn, Config{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	require.False(t, a.replica)
+
+	pt, ct := change.Table{Schema: "public", Name: "parent"}, change.Table{Schema: "public", Name: "child"}
+	pc, cc := []string{"id", "v"}, []string{"id", "parent", "v"}
+	pe := func(id int64, op change.Op, k string) change.Event {
+		return change.Event{ID: id, Op: op, Table: pt, Columns: pc, Key: key, Values: []change.Value{v(k), v("p")}}
+	}
+	ce := func(id int64, op change.Op, k, parent string) change.Event {
+		return change.Event{ID: id, Op: op, Table: ct, Columns: cc, Key: key, Values: []change.Value{v(k), v(parent), v("c")}}
+	}
+	apply := func(id int64, evs ...change.Event) {
+		b := change.Batch{ID: id, Prev: change.Position{Tick: id}, End: change.Position{Tick: id + 1}}
+		require.NoError(t, a.Apply(ctx, b, func(emit func([]change.Event) error) error { return emit(evs) }))
+	}
+	apply(1, pe(1, change.Insert, "1"), ce(2, change.Insert, "1", "1"))
+	// Grouped by table, the parent's delete would run before the child's and fail.
+	apply(2, pe(3, change.Insert, "100"), ce(4, change.Delete, "1", "1"), pe(5, change.Delete, "1"), ce(6, change.Insert, "100", "100"))
+	var np, nc int
+	require.NoError(t, admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child)`).Scan(&np, &nc))
+	require.Equal(t, []int{1, 1}, []int{np, nc})
 }
