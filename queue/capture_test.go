@@ -198,6 +198,23 @@ func TestRefreshAndDrift(t *testing.T) {
 	require.Len(t, evs, 1)
 	require.Equal(t, []string{"id", "b", "z"}, evs[0].Columns)
 	require.Equal(t, []change.Value{change.Text("2"), change.Text("b2"), change.Text("z2")}, evs[0].Values)
+
+	// A rename is drift too: events would name a table that no longer exists.
+	exec(t, c, `ALTER TABLE d RENAME TO d2`)
+	exec(t, c, `INSERT INTO d2 VALUES (3, 'b3', 'z3')`)
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	b, err = src.NextBatch(ctx)
+	require.NoError(t, err)
+	err = src.Events(ctx, b, func([]change.Event) error { return nil })
+	require.ErrorAs(t, err, &drift)
+	require.Contains(t, err.Error(), `renamed to "public"."d2"`)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "d2", Refresh: true})
+	require.NoError(t, err)
+	require.NoError(t, src.Events(ctx, b, func(ch []change.Event) error {
+		require.Equal(t, change.Table{Schema: "public", Name: "d"}, ch[0].Table, "written under the old name")
+		return nil
+	}))
 }
 
 // TestFieldCountMismatch: an ADD COLUMN without refresh makes events wider than their layout;

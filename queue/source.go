@@ -186,10 +186,13 @@ func (s *Source) loadLayouts(ctx context.Context) error {
 		return fmt.Errorf("load layouts: %w", err)
 	}
 	// Current layouts and the live columns of their tables, in one query.
-	rows, err = s.conn.Query(ctx, `SELECT c.layout_id,
+	rows, err = s.conn.Query(ctx, `SELECT c.layout_id, coalesce(n.nspname::text, ''), coalesce(r.relname::text, ''),
 		(SELECT array_agg(a.attname::text) FROM (SELECT attname FROM pg_catalog.pg_attribute
 		  WHERE attrelid = c.table_oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) a)
-		FROM skiff.captured_table c WHERE c.queue_id = $1`, s.queueID)
+		FROM skiff.captured_table c
+		LEFT JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
+		LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+		WHERE c.queue_id = $1`, s.queueID)
 	if err != nil {
 		return fmt.Errorf("check layouts against the catalog: %w", err)
 	}
@@ -199,7 +202,8 @@ func (s *Source) loadLayouts(ctx context.Context) error {
 	for rows.Next() {
 		var id int32
 		var live []string
-		if err := rows.Scan(&id, &live); err != nil {
+		var now change.Table
+		if err := rows.Scan(&id, &now.Schema, &now.Name, &live); err != nil {
 			rows.Close()
 			return fmt.Errorf("check layouts against the catalog: %w", err)
 		}
@@ -208,7 +212,12 @@ func (s *Source) loadLayouts(ctx context.Context) error {
 			continue
 		}
 		l.current = true
-		if !slices.Equal(live, l.columns) {
+		switch {
+		case now.Name == "":
+			l.drift = errors.New("the table no longer exists; run `skiff table remove` for it")
+		case now != l.table:
+			l.drift = fmt.Errorf("the table was renamed to %s", now)
+		case !slices.Equal(live, l.columns):
 			l.drift = fmt.Errorf("layout columns %v, table now has %v", l.columns, live)
 		}
 	}
