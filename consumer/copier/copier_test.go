@@ -322,3 +322,32 @@ func TestCopyAsReplica(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 100, res[0].Rows)
 }
+
+// TestCopyErrors: a value the target refuses and a missing destination fail the table with a
+// message naming the side and the statement, and leave the destination as it was; the copy of
+// a large table does not hang when the target gives up early.
+func TestCopyErrors(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text);
+		INSERT INTO t VALUES (0, 'not a number'); -- first in the heap: the target fails at once
+		INSERT INTO t SELECT g, g::text FROM generate_series(1, 200000) g;
+		CREATE TABLE gone (id int)`)
+	require.NoError(t, err)
+	_, err = pgtest.Connect(t, tg).Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (-1, -1)`)
+	require.NoError(t, err)
+	pc, tc := configs(t, p, tg)
+	tt := change.Table{Schema: "public", Name: "t"}
+	gone := change.Table{Schema: "public", Name: "gone"}
+	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc}, []copier.Table{{Source: tt, Dest: tt}, {Source: gone, Dest: gone}})
+	require.Error(t, err)
+	require.ErrorContains(t, res[0].Err, `target: COPY "public"."t" ("id", "v") FROM STDIN`)
+	require.ErrorContains(t, res[0].Err, "invalid input syntax for type integer")
+	require.ErrorContains(t, res[1].Err, `table "public"."gone" does not exist`)
+	var n int
+	require.NoError(t, pgtest.Connect(t, tg).QueryRow(ctx, `SELECT count(*) FROM t WHERE id = -1`).Scan(&n))
+	require.Equal(t, 1, n)
+}
