@@ -150,7 +150,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		res.Rows, res.Bytes = st.rows.Load(), st.bytes.Load()
 		st.finish(res.Err)
 		if res.Err != nil {
-			if !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, ErrBusy) {
+			if !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, ErrBusy) && !errors.Is(res.Err, ErrNotCopying) {
 				log.Error("copy failed", "err", res.Err.Error())
 			}
 			return

@@ -38,7 +38,8 @@ type Manager struct {
 }
 
 // Run looks after the subscription's tables until ctx ends. Errors are logged and retried at
-// the next interval; Run returns nil when ctx ends.
+// the next interval (a table whose copy failed waits 10 s, doubling up to 5 min, before it is
+// copied again); Run returns nil when ctx ends, after the copies in hand were rolled back.
 func (m *Manager) Run(ctx context.Context) error {
 	if m.Interval <= 0 {
 		m.Interval = 2 * time.Second
@@ -46,12 +47,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	if m.Log == nil {
 		m.Log = slog.New(slog.DiscardHandler)
 	}
-	var (
-		mu      sync.Mutex
-		running = map[change.Table]bool{}
-		wg      sync.WaitGroup
-	)
-	defer wg.Wait()
+	parallel := m.Copy.Parallel
+	if parallel <= 0 {
+		parallel = 2
+	}
+	r := &managerRun{running: map[change.Table]bool{}, retry: map[change.Table]retryAt{}, slots: make(chan struct{}, parallel)}
+	defer r.wg.Wait()
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -73,7 +74,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 		}
 		if conn != nil {
-			if err := m.step(ctx, conn, &mu, running, &wg); err != nil && ctx.Err() == nil {
+			if err := m.step(ctx, conn, r); err != nil && ctx.Err() == nil {
 				m.Log.Warn("table manager", "error", err.Error())
 			}
 		}
@@ -85,45 +86,69 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// step starts copies of the tables in state copying that no copy of ours is running, and
-// promotes caught-up tables.
-func (m *Manager) step(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, running map[change.Table]bool, wg *sync.WaitGroup) error {
+// managerRun is the state of one Run: the copies in hand and the failed ones' next try.
+type managerRun struct {
+	mu      sync.Mutex
+	running map[change.Table]bool
+	retry   map[change.Table]retryAt
+	slots   chan struct{} // one per table copied at once
+	wg      sync.WaitGroup
+}
+
+type retryAt struct {
+	at   time.Time
+	wait time.Duration
+}
+
+// step starts copies of the tables in state copying that no copy of ours is running, moves
+// the sequences forward, and promotes caught-up tables.
+func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error {
 	tables, err := m.Sub.ToCopy(ctx, conn)
 	if err != nil {
 		return err
 	}
-	var start []Table
-	mu.Lock()
+	cfg := m.Copy
+	cfg.Parallel = 1
+	cfg.LockKey = func(t Table) int32 { return m.Sub.TableLockKey(t.Source) }
+	cfg.Hooks = m.Sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) {
+		return pg.ConnectConfig(ctx, m.Copy.Target.Copy())
+	})
+	now := time.Now()
+	r.mu.Lock()
 	for _, t := range tables {
-		if !running[t.Source] {
-			running[t.Source] = true
-			start = append(start, t)
+		if r.running[t.Source] || now.Before(r.retry[t.Source].at) {
+			continue
 		}
-	}
-	mu.Unlock()
-	if len(start) > 0 {
-		cfg := m.Copy
-		cfg.LockKey = func(t Table) int32 { return m.Sub.TableLockKey(t.Source) }
-		cfg.Hooks = m.Sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) {
-			return pg.ConnectConfig(ctx, m.Copy.Target.Copy())
-		})
-		wg.Add(1)
+		r.running[t.Source] = true
+		r.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			res, _ := Copy(ctx, cfg, start)
-			mu.Lock()
-			defer mu.Unlock()
-			for _, r := range res {
-				delete(running, r.Table.Source)
-				switch {
-				case r.Err == nil:
-					m.Log.Info("table copied, catching up", "table", r.Table.String(), "rows", r.Rows)
-				case errors.Is(r.Err, ErrBusy):
-					m.Log.Debug("table copied by another process", "table", r.Table.String())
-				}
+			defer r.wg.Done()
+			select {
+			case r.slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			res, _ := Copy(ctx, cfg, []Table{t})
+			<-r.slots
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			delete(r.running, t.Source)
+			switch err := res[0].Err; {
+			case err == nil:
+				delete(r.retry, t.Source)
+				m.Log.Info("table copied, catching up", "table", t.String(), "rows", res[0].Rows)
+			case errors.Is(err, ErrBusy), errors.Is(err, ErrNotCopying), ctx.Err() != nil:
+				m.Log.Debug("table copied by another process (or stopping)", "table", t.String())
+			default:
+				next := r.retry[t.Source]
+				next.wait = min(max(2*next.wait, 10*time.Second), 5*time.Minute)
+				next.at = time.Now().Add(next.wait)
+				r.retry[t.Source] = next
+				m.Log.Warn("table copy failed, will copy again", "table", t.String(), "retry_in", next.wait.String(), "error", err.Error())
 			}
 		}()
 	}
+	r.mu.Unlock()
 
 	if m.Sequences != nil {
 		if err := m.syncSequences(ctx, conn); err != nil {
