@@ -346,8 +346,6 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []strin
 	return err
 }
 
-var newline = []byte{'\n'}
-
 // counter passes the COPY stream on and counts it.
 type counter struct {
 	w  io.Writer
@@ -357,7 +355,8 @@ type counter struct {
 func (c *counter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.st.bytes.Add(int64(n))
-	c.st.rows.Add(int64(bytes.Count(p[:n], newline)))
+	nl := [1]byte{'\n'}
+	c.st.rows.Add(int64(bytes.Count(p[:n], nl[:])))
 	return n, err
 }
 
