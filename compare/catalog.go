@@ -113,7 +113,7 @@ func valueExpr(c Column) string {
 }
 
 // rowExpr is the md5 of the row's canonical text: a ROW literal of the compared columns.
-// ROW(...)::text keeps NULL (an empty field) apart from ” (a quoted empty string).
+// ROW(...)::text keeps NULL (an empty field) apart from the empty string (two double quotes).
 func rowExpr(cols []Column) string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
