@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -157,6 +158,11 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer prov.Close(context.WithoutCancel(ctx))
 
+	if v, err := migrate.Version(ctx, prov, migrate.Provider); err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	} else if v == 0 {
+		return nil, fmt.Errorf("provider %s has no skiff schema: run skiff init provider", r.Provider)
+	}
 	qs, err := queue.GetQueueInfo(ctx, prov)
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)

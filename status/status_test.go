@@ -138,3 +138,11 @@ func TestStalls(t *testing.T) {
 		})
 	}
 }
+
+func TestNoSchema(t *testing.T) {
+	t.Parallel()
+	cfg, err := pg.ParseConfig(pgtest.Shared(t, "").NewDB(t), "status-test")
+	require.NoError(t, err)
+	_, err = status.Collect(context.Background(), status.Config{Provider: cfg})
+	require.ErrorContains(t, err, "run skiff init provider")
+}
