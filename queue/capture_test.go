@@ -70,6 +70,24 @@ func TestAddTableErrors(t *testing.T) {
 	require.ErrorIs(t, err, ErrNoQueue)
 }
 
+// TestNotInstalled: a database without the provider schema gets a hint, not "function does
+// not exist".
+func TestNotInstalled(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Shared(t, "").NewDB(t)
+	c, err := pg.Connect(ctx, url, "skiff-test")
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "t"})
+	require.ErrorIs(t, err, ErrNotInstalled)
+	require.Equal(t, "create queue q: skiff's provider schema is not installed (run `skiff init provider`)", err.Error())
+	exec(t, c, `CREATE SCHEMA skiff`)
+	_, _, err = Tick(ctx, c, "q")
+	require.ErrorIs(t, err, ErrNotInstalled)
+}
+
 // TestWhereFilter: only matching rows are captured; updates moving a row across the filter
 // become inserts and deletes.
 func TestWhereFilter(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,12 +33,20 @@ var ErrNoQueue = errors.New("queue does not exist")
 // ErrNotRegistered is returned (wrapped) when a consumer is not registered on the queue.
 var ErrNotRegistered = errors.New("consumer is not registered")
 
-// wrap turns the SQL functions' "not found" errors (SQLSTATE P0002) into the sentinels above
-// and adds context.
+// ErrNotInstalled is returned (wrapped) when the database lacks skiff's provider schema.
+var ErrNotInstalled = errors.New("skiff's provider schema is not installed (run `skiff init provider`)")
+
+// wrap turns the SQL functions' "not found" errors (SQLSTATE P0002) into the sentinels above,
+// a missing skiff schema or function into ErrNotInstalled, and adds context.
 func wrap(err error, what string, sentinel error) error {
 	var pgErr *pgconn.PgError
-	if sentinel != nil && errors.As(err, &pgErr) && pgErr.Code == "P0002" {
-		return fmt.Errorf("%s: %w: %s", what, sentinel, pgErr.Message)
+	if errors.As(err, &pgErr) {
+		switch {
+		case sentinel != nil && pgErr.Code == "P0002":
+			return fmt.Errorf("%s: %w: %s", what, sentinel, pgErr.Message)
+		case pgErr.Code == "3F000" || pgErr.Code == "42883" && strings.Contains(pgErr.Message, "skiff."):
+			return fmt.Errorf("%s: %w", what, ErrNotInstalled)
+		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
