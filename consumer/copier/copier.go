@@ -7,7 +7,8 @@
 // on; the worker's per-table filter itself is consumer.tableRoute.wants.
 //
 // The copy of one table:
-//  1. target: BEGIN; TRUNCATE the destination (its lock makes concurrent writes to it wait);
+//  1. target: BEGIN; Hooks.Barrier (no worker batch in flight); TRUNCATE the destination (its
+//     lock makes concurrent writes to it wait until the copy commits); release the barrier;
 //  2. provider: BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1), READ ONLY;
 //     the snapshot is txid_current_snapshot(), the one the copy reads under;
 //  3. Hooks.Snapshot publishes it (the caller records it on the target, in its own transaction);
@@ -52,6 +53,12 @@ func (t Table) String() string {
 // Hooks let the caller record a table's progress on the target without the copier knowing the
 // target schema. Both may be nil.
 type Hooks struct {
+	// Barrier is called before the destination is truncated; the copy calls release right
+	// after TRUNCATE holds the destination's lock (or when it gives up). The subscription's
+	// barrier waits for the worker's batch in flight and holds the next ones back until
+	// release, so that no batch that read the table's state before the copy writes to the
+	// destination after it; it also clears a stale snapshot of an earlier, failed copy.
+	Barrier func(ctx context.Context, t Table) (release func(), err error)
 	// Snapshot is called once the provider snapshot of a table's copy is taken, before any row
 	// is read. It must record it durably (its own target transaction) before returning.
 	Snapshot func(ctx context.Context, t Table, snap Snapshot) error
@@ -214,7 +221,16 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			return
 		}
 	}
-	if _, err := ttx.Exec(ctx, "TRUNCATE "+t.Dest.String()); err != nil {
+	release := func() {}
+	if cfg.Hooks.Barrier != nil {
+		if release, err = cfg.Hooks.Barrier(ctx, t); err != nil {
+			res.Err = fmt.Errorf("target: %w", err)
+			return
+		}
+	}
+	_, err = ttx.Exec(ctx, "TRUNCATE "+t.Dest.String())
+	release()
+	if err != nil {
 		res.Err = fmt.Errorf("target: truncate %s: %w", t.Dest, err)
 		return
 	}

@@ -177,11 +177,55 @@ func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([
 	return out, nil
 }
 
+// Barrier opens a transaction on conn that locks the subscription's row (as the worker's
+// batch transaction does first): it waits for the batch in flight to commit and holds the next
+// batches back until release is called. It also clears the table's copy snapshot (a stale one
+// of a failed copy): once released, batches wait (consumer.ErrCopyPending) until the new copy
+// publishes its own. It fails with ErrNotCopying when the table is not copying.
+func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Table) (release func(), err error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("copy barrier: %w", err)
+	}
+	fail := func(err error) (func(), error) {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("copy barrier of %s: %w", t, err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2 FOR UPDATE`, s.Queue, s.Consumer); err != nil {
+		return fail(err)
+	}
+	tag, err := tx.Exec(ctx, `UPDATE skiff.table_state ts SET copy_snapshot = NULL
+		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
+		s.Queue, s.Consumer, t.Schema, t.Name)
+	if err != nil {
+		return fail(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fail(ErrNotCopying)
+	}
+	return func() { _ = tx.Commit(context.WithoutCancel(ctx)) }, nil
+}
+
 // Hooks returns the copier hooks that record a copy of this subscription's tables on the
-// target: the snapshot in its own short connection (connect), the end of the copy in the
-// copy's transaction.
+// target: the barrier and the snapshot in short connections of their own (connect), the end
+// of the copy in the copy's transaction.
 func (s Subscription) Hooks(connect func(ctx context.Context) (*pgx.Conn, error)) Hooks {
 	return Hooks{
+		Barrier: func(ctx context.Context, t Table) (func(), error) {
+			conn, err := connect(ctx)
+			if err != nil {
+				return nil, err
+			}
+			release, err := s.Barrier(ctx, conn, t.Source)
+			if err != nil {
+				conn.Close(context.WithoutCancel(ctx))
+				return nil, err
+			}
+			return func() {
+				release()
+				conn.Close(context.WithoutCancel(ctx))
+			}, nil
+		},
 		Snapshot: func(ctx context.Context, t Table, snap Snapshot) error {
 			conn, err := connect(ctx)
 			if err != nil {

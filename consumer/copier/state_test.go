@@ -104,3 +104,65 @@ func TestStates(t *testing.T) {
 	_, err = copier.Copy(ctx, cfg, toCopy)
 	require.ErrorIs(t, err, copier.ErrNotCopying)
 }
+
+// TestBarrier: a worker batch that read the table's state before a resync (so it applies the
+// table's events as in sync) must not write into the destination after the new copy. The
+// copy's barrier waits for that batch transaction (it holds the subscription row, as
+// consumer/apply does), so the stale write lands before the TRUNCATE and is copied over.
+func TestBarrier(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pc, tc := configs(t, p, tg)
+	_, err := migrate.Up(ctx, tc, migrate.Target)
+	require.NoError(t, err)
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'new')`)
+		require.NoError(t, err)
+	}
+	tgt := pgtest.Connect(t, tg)
+	tbl := change.Table{Schema: "public", Name: "t"}
+	_, err = apply.Subscribe(ctx, tgt, apply.Subscription{Queue: "q", Consumer: "c", Provider: "p", Tick: 1},
+		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateInSync}})
+	require.NoError(t, err)
+	sub := copier.Subscription{Queue: "q", Consumer: "c"}
+
+	// The worker's batch: locks the subscription row, reads the table as in sync...
+	batch, err := pgtest.Connect(t, tg).Begin(ctx)
+	require.NoError(t, err)
+	_, err = batch.Exec(ctx, `SELECT 1 FROM skiff.subscription FOR UPDATE`)
+	require.NoError(t, err)
+	// ... meanwhile the table is resynced and copied.
+	ok, err := sub.Resync(ctx, tgt, tbl)
+	require.NoError(t, err)
+	require.True(t, ok)
+	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) },
+		Hooks: sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })}
+	done := make(chan error, 1)
+	go func() {
+		_, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tbl, Dest: tbl}})
+		done <- err
+	}()
+	// The copy waits at its barrier for the batch's row lock.
+	watch := pgtest.Connect(t, tg)
+	pgtest.Eventually(t, 30*time.Second, "the copy waits for the batch in flight", func() bool {
+		var waiting int
+		require.NoError(t, watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting))
+		return waiting > 0
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("the copy finished while a batch that read the old state was in flight: %v", err)
+	default:
+	}
+	// The batch writes its (stale) image and commits; the copy then truncates and copies.
+	_, err = batch.Exec(ctx, `UPDATE t SET v = 'stale' WHERE id = 1`)
+	require.NoError(t, err)
+	require.NoError(t, batch.Commit(ctx))
+	require.NoError(t, <-done)
+	var v string
+	require.NoError(t, tgt.QueryRow(ctx, `SELECT v FROM t WHERE id = 1`).Scan(&v))
+	require.Equal(t, "new", v)
+}
