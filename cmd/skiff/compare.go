@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -67,8 +68,24 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 			differ = append(differ, r.Pair.String())
 		}
 	}
+	seqs, err := c.sequences(rt.Ctx, pcfg, tcfg)
+	if err != nil {
+		return err
+	}
+	for _, s := range seqs {
+		switch {
+		case s.Err != nil:
+			fmt.Fprintf(rt.Out, "%-50s ERROR: %v\n", "sequence "+s.Sequence.String(), s.Err)
+			differ = append(differ, "sequence "+s.Sequence.String())
+		case s.Behind:
+			fmt.Fprintf(rt.Out, "%-50s BEHIND (provider %d, target %d)\n", "sequence "+s.Sequence.String(), s.Provider, s.Target)
+			differ = append(differ, "sequence "+s.Sequence.String())
+		default:
+			fmt.Fprintf(rt.Out, "%-50s in order (provider %d, target %d)\n", "sequence "+s.Sequence.String(), s.Provider, s.Target)
+		}
+	}
 	if len(differ) > 0 {
-		rt.Log.Warn("tables differ", "queue", c.Queue, "tables", strings.Join(differ, ", "))
+		rt.Log.Warn("tables or sequences differ", "queue", c.Queue, "tables", strings.Join(differ, ", "))
 		return exitError{code: 1}
 	}
 	rt.Log.Info("all tables equal", "queue", c.Queue, "tables", len(results))
@@ -120,6 +137,30 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]c
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// sequences compares the queue's sequences (skipped with --table): a target sequence behind
+// the provider's counts as a difference.
+func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]compare.Sequence, error) {
+	if len(c.Table) > 0 {
+		return nil, nil
+	}
+	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	vals, err := queue.GetSequences(ctx, conn, c.Queue)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	m := make(map[change.Table]int64, len(vals))
+	for _, v := range vals {
+		m[change.Table{Schema: v.Schema, Name: v.Name}] = v.LastValue
+	}
+	out, err := compare.Sequences(ctx, tcfg, m)
+	slices.SortFunc(out, func(a, b compare.Sequence) int { return strings.Compare(a.Sequence.String(), b.Sequence.String()) })
+	return out, err
 }
 
 // parseTable reads schema.name (public when no schema). A name with a dot in it can be written

@@ -44,7 +44,7 @@ func TestCompareCommand(t *testing.T) {
 	require.Equal(t, 1, run(args, &out, &errOut), errOut.String())
 	require.Contains(t, out.String(), `"public"."Mixed Case"`)
 	require.Contains(t, out.String(), "DIFFERENT")
-	require.Contains(t, errOut.String(), "tables differ")
+	require.Contains(t, errOut.String(), "tables or sequences differ")
 
 	out.Reset()
 	require.Equal(t, 1, run(append(args, "--rows"), &out, &errOut))
@@ -60,14 +60,25 @@ func TestCompareQueueTables(t *testing.T) {
 	ctx := context.Background()
 	for _, u := range []string{p, tg} {
 		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE SCHEMA "S 1"; CREATE TABLE "S 1"."T 1" (id int PRIMARY KEY, v text);
-			INSERT INTO "S 1"."T 1" VALUES (1, 'a'), (2, NULL)`)
+			INSERT INTO "S 1"."T 1" VALUES (1, 'a'), (2, NULL); CREATE SEQUENCE "S 1"."Seq 1"`)
 		require.NoError(t, err)
 	}
+	_, err := pgtest.Connect(t, p).Exec(ctx, `SELECT setval('"S 1"."Seq 1"', 50)`)
+	require.NoError(t, err)
 	var out, errOut bytes.Buffer
 	require.Equal(t, 0, run([]string{"init", "provider", "--db", p}, &out, &errOut), errOut.String())
-	require.Equal(t, 0, run([]string{"table", "add", "--db", p, "--queue", "q", `"S 1"."T 1"`}, &out, &errOut), errOut.String())
+	require.Equal(t, 0, run([]string{"table", "add", "--db", p, "--queue", "q", `"S 1"."T 1"`, `"S 1"."Seq 1"`}, &out, &errOut), errOut.String())
 	out.Reset()
-	require.Equal(t, 0, run([]string{"compare", "--provider", p, "--target", tg, "--queue", "q"}, &out, &errOut), errOut.String())
+	// The target's sequence is behind the provider's: not ready.
+	require.Equal(t, 1, run([]string{"compare", "--provider", p, "--target", tg, "--queue", "q"}, &out, &errOut), errOut.String())
 	require.Contains(t, out.String(), `"S 1"."T 1"`)
 	require.Contains(t, out.String(), "equal (2 rows)")
+	require.Contains(t, out.String(), `sequence "S 1"."Seq 1"`)
+	require.Contains(t, out.String(), "BEHIND (provider 50, target 1)")
+
+	_, err = pgtest.Connect(t, tg).Exec(ctx, `SELECT setval('"S 1"."Seq 1"', 60)`)
+	require.NoError(t, err)
+	out.Reset()
+	require.Equal(t, 0, run([]string{"compare", "--provider", p, "--target", tg, "--queue", "q"}, &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), "in order (provider 50, target 60)")
 }
