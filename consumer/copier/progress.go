@@ -98,7 +98,13 @@ func (tp *tableProgress) figures() (int64, int64, float64, float64, string) {
 	rate := float64(rows) / secs
 	eta := ""
 	if est := tp.estimate.Load(); !done && est > rows && rate > 0 {
-		eta = (time.Duration(float64(est-rows)/rate) * time.Second).Round(time.Second).String()
+		left := time.Duration(float64(est-rows) / rate * float64(time.Second))
+		if left > 10*time.Second {
+			left = left.Round(time.Second)
+		} else {
+			left = left.Round(100 * time.Millisecond)
+		}
+		eta = left.String()
 	}
 	return rows, bytes, rate, float64(bytes) / secs / 1e6, eta
 }
