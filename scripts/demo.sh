@@ -77,7 +77,7 @@ UPDATE orders SET amount = amount + 1 WHERE id = :o;
 DELETE FROM orders WHERE id = :o + 1;
 END;
 SQL
-"$bindir/pgbench" -n -q -c 4 -T "$seconds" -f "$work/workload.sql" "$P" 2>&1 | grep -E 'tps|transactions' || true
+"$bindir/pgbench" -n -c 4 -T "$seconds" -f "$work/workload.sql" "$P" 2>&1 | grep -E "number of transactions actually processed|tps|error" || true
 
 step "skiff status"
 "$skiff" status --provider "$P" --target "$T"
