@@ -323,7 +323,18 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []strin
 		quoted[i] = change.QuoteIdent(c)
 	}
 	list := strings.Join(quoted, ", ")
+	// A plain table is read by COPY directly (a heap scan, no executor: faster); a
+	// partitioned one (or anything else) through a query.
 	out := "COPY (SELECT " + list + " FROM " + t.Source.String() + ") TO STDOUT"
+	var relkind string
+	if err := prov.QueryRow(ctx, `SELECT c.relkind::text FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+		schemaOf(t.Source), t.Source.Name).Scan(&relkind); err != nil {
+		return fmt.Errorf("provider: relation kind of %s: %w", t.Source, err)
+	}
+	if relkind == "r" {
+		out = "COPY " + t.Source.String() + " (" + list + ") TO STDOUT"
+	}
 	in := "COPY " + t.Dest.String() + " (" + list + ") FROM STDIN"
 
 	pr, pw := io.Pipe()

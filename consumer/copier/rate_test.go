@@ -23,6 +23,8 @@ import (
 // It is a measurement, not a timed test: it runs only with SKIFF_COPY_BENCH=<rows>, e.g.
 //
 //	SKIFF_COPY_BENCH=1000000 go test ./consumer/copier/ -run TestCopyRate -v -count=1
+//
+// SKIFF_COPY_ROUNDS sets the number of paired rounds (default 5); the medians are compared.
 func TestCopyRate(t *testing.T) {
 	env := os.Getenv("SKIFF_COPY_BENCH")
 	if env == "" {
@@ -53,8 +55,13 @@ func TestCopyRate(t *testing.T) {
 
 	var skiffTimes, pipeTimes []time.Duration
 	var bytes int64
+	rounds := 5
+	if r := os.Getenv("SKIFF_COPY_ROUNDS"); r != "" {
+		rounds, err = strconv.Atoi(r)
+		require.NoError(t, err)
+	}
 	var ratios []float64
-	for round := 0; round < 5; round++ {
+	for round := 0; round < rounds; round++ {
 		_, err = tc.Exec(ctx, `TRUNCATE accounts`)
 		require.NoError(t, err)
 		start := time.Now()
@@ -73,7 +80,7 @@ func TestCopyRate(t *testing.T) {
 	slices.Sort(skiffTimes)
 	slices.Sort(pipeTimes)
 	slices.Sort(ratios)
-	sk, pp := skiffTimes[2], pipeTimes[2] // medians
+	sk, pp := skiffTimes[rounds/2], pipeTimes[rounds/2] // medians
 	t.Logf("pipe command: %s", pipeCmd)
 	t.Logf("rows %d, COPY text %.1f MB, PostgreSQL %s", n, float64(bytes)/1e6, prov.Install.Major)
 	t.Logf("skiff copier: %s median of %v: %.0f rows/s, %.1f MB/s", sk, skiffTimes, float64(n)/sk.Seconds(), float64(bytes)/sk.Seconds()/1e6)
