@@ -50,6 +50,8 @@ type Applier interface {
 	// ErrPositionLost), writes every event stream hands to emit, in order, records b.End and
 	// commits. On error nothing of the batch stays on the target. stream may be called more
 	// than once (the applier may replay a batch row by row to name the event that fails).
+	// emit must not keep the slice it is given after it returns (the caller reuses it); the
+	// events' Values and strings stay valid.
 	Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error
 }
 

@@ -192,12 +192,19 @@ const pipeDepth = 4
 // source's connection usable for the retry.
 func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, emit func([]change.Event) error, events, skipped *int) error {
 	ch := make(chan []change.Event, pipeDepth)
+	// Chunk buffers go back and forth instead of being allocated for every chunk.
+	free := make(chan []change.Event, pipeDepth+2)
 	var readErr error
 	var dropped int
 	go func() {
 		defer close(ch)
 		readErr = w.cfg.Source.Events(ctx, b, func(chunk []change.Event) error {
-			out := make([]change.Event, 0, len(chunk))
+			var out []change.Event
+			select {
+			case out = <-free:
+			default:
+				out = make([]change.Event, 0, len(chunk))
+			}
 			for i := range chunk {
 				ev := chunk[i]
 				rt, ok := byTable[ev.Table]
@@ -247,6 +254,11 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 		}
 		*events += len(out)
 		emitErr = emit(out)
+		clear(out) // drop the rows' references; emit has copied what it keeps
+		select {
+		case free <- out[:0]:
+		default:
+		}
 	}
 	*skipped += dropped
 	if emitErr != nil {

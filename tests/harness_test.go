@@ -177,7 +177,8 @@ func ticker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, i
 }
 
 // runWorker runs an in-process worker for a queue until ctx ends, wired as cmd/skiff does.
-func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string) {
+// It returns the server pids of the worker's provider and target connections.
+func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string) (provPID, tgtPID uint32) {
 	t.Helper()
 	prov := connect(t, p.prov)
 	tgt := connect(t, p.tgt)
@@ -194,6 +195,7 @@ func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, 
 			t.Errorf("worker %s: %v", q, err)
 		}
 	}()
+	return prov.PgConn().PID(), tgt.PgConn().PID()
 }
 
 // caughtUp ticks the queue once more and waits until the target has applied that tick.

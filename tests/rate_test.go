@@ -1,11 +1,15 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +30,8 @@ func TestApplyRate(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set SKIFF_APPLY_BENCH=rows to measure the apply rate")
 	}
-	provSrv := pgtest.New(t, pgtest.Options{Durable: true})
-	tgtSrv := pgtest.New(t, pgtest.Options{Durable: true})
+	// As skiff worker runs (cmd/skiff/worker.go).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	for _, c := range []struct {
 		name    string
 		queues  int
@@ -40,6 +44,9 @@ func TestApplyRate(t *testing.T) {
 		if only := os.Getenv("SKIFF_APPLY_BENCH_CASE"); only != "" && only != c.name {
 			continue
 		}
+		// Servers of its own per case: no checkpoint or vacuum left over from the last one.
+		provSrv := pgtest.New(t, pgtest.Options{Durable: true})
+		tgtSrv := pgtest.New(t, pgtest.Options{Durable: true})
 		ddl := ""
 		for i := range c.queues {
 			ddl += fmt.Sprintf("CREATE TABLE r%d (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL);", i)
@@ -78,15 +85,54 @@ func TestApplyRate(t *testing.T) {
 		}
 		wctx, stop := context.WithCancel(ctx)
 		var wg sync.WaitGroup
+		var pids []uint32
+		cpu0 := selfCPU()
 		t0 := time.Now()
 		for _, q := range queues {
-			p.runWorker(t, wctx, &wg, q)
+			pp, tp := p.runWorker(t, wctx, &wg, q)
+			pids = append(pids, pp, tp)
 		}
 		p.caughtUp(t, 20*time.Minute, queues...)
 		d := time.Since(t0)
+		var provCPU, tgtCPU time.Duration
+		for i, pid := range pids {
+			if i%2 == 0 {
+				provCPU += procCPU(t, pid)
+			} else {
+				tgtCPU += procCPU(t, pid)
+			}
+		}
+		workerCPU := selfCPU() - cpu0
 		stop()
 		wg.Wait()
-		t.Logf("apply rate, %s: %d rows in %.2fs = %.0f rows/s", c.name, rows, d.Seconds(), float64(rows)/d.Seconds())
+		// CPU per component: on a busy machine the wall-clock rate says more about the
+		// neighbours than about skiff; the CPU each part spends per row does not.
+		per := func(c time.Duration) float64 { return c.Seconds() * 1e6 / float64(rows) }
+		bound := max(provCPU, tgtCPU, workerCPU, (provCPU+tgtCPU+workerCPU)/2)
+		load, _ := os.ReadFile("/proc/loadavg")
+		t.Logf("apply rate, %s: %d rows in %.2fs = %.0f rows/s (load %.4s); CPU µs/row: provider backend %.2f, target backend %.2f, worker %.2f; CPU-bound rate on 2 idle cores ≈ %.0f rows/s",
+			c.name, rows, d.Seconds(), float64(rows)/d.Seconds(), load, per(provCPU), per(tgtCPU), per(workerCPU), float64(rows)/bound.Seconds())
 		p.compare(t, queues...)
+		provSrv.Stop()
+		tgtSrv.Stop()
 	}
+}
+
+// procCPU is the user+system CPU time a process (a server backend) has used so far.
+func procCPU(t testing.TB, pid uint32) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(t, err)
+	// Fields after the command name (which may hold spaces, in parentheses).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// selfCPU is the CPU time this test process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

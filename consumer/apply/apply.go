@@ -62,6 +62,7 @@ type Applier struct {
 	replica bool // SET LOCAL session_replication_role = replica is allowed
 
 	tables  map[change.Table]*table
+	runs    map[*table]*run // pending changes per table, reused from batch to batch
 	tx      pgx.Tx // the batch transaction while Apply runs
 	batches int64  // batches applied by this Applier (pruning of batch_log)
 	copyBuf []byte
@@ -318,6 +319,7 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 		if err != nil {
 			// The table cache may be what failed (a table or column fixed since): reload it.
 			a.tables = map[change.Table]*table{}
+			a.runs = nil
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			_ = tx.Rollback(rctx)
 			cancel()

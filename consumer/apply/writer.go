@@ -57,6 +57,7 @@ type writer struct {
 	truncEv int64
 	events  int64
 	keyBuf  []byte
+	kbuf    []change.Value
 	// joinsOff: hash and merge joins are disabled in the transaction (SET LOCAL), which makes
 	// large set-based UPDATEs and DELETEs look their rows up by index.
 	joinsOff bool
@@ -85,7 +86,12 @@ func (w *writer) planJoins(ctx context.Context, s *shape, rows int) error {
 }
 
 func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
-	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: map[*table]*run{}}
+	// The runs (their maps and arenas) live as long as the table cache: reused batch after
+	// batch instead of grown again.
+	if a.runs == nil {
+		a.runs = map[*table]*run{}
+	}
+	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: a.runs}
 }
 
 func (w *writer) add(ctx context.Context, evs []change.Event) error {
@@ -210,11 +216,14 @@ func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
 		r.entries = append(r.entries, entry{op: opInsert, row: r.put(ev.Values), key: -1, ev: ev.ID})
 		return true
 	}
+	// newKey gathers the row's key values into a buffer reused from event to event (put
+	// copies what it keeps into the arena).
 	newKey := func() []change.Value {
-		k := make([]change.Value, len(s.keyIdx))
-		for j, i := range s.keyIdx {
-			k[j] = ev.Values[i]
+		k := w.kbuf[:0]
+		for _, i := range s.keyIdx {
+			k = append(k, ev.Values[i])
 		}
+		w.kbuf = k
 		return k
 	}
 	switch ev.Op {
