@@ -116,16 +116,27 @@ func TestTypeRoundTrip(t *testing.T) {
 				exec(t, w, `INSERT INTO rt (`+strings.Join(names, ", ")+`) VALUES (`+strings.Join(vals, ", ")+`)`)
 			}
 			exec(t, w, `INSERT INTO rt (id) VALUES (4)`)
+			// The writer's own settings are back after each capture.
+			var ds, tz string
+			require.NoError(t, w.QueryRow(ctx, `SELECT current_setting('datestyle'), current_setting('timezone')`).Scan(&ds, &tz))
+			require.Equal(t, "SQL, DMY", ds)
+			require.Equal(t, "Asia/Kathmandu", tz)
 			big := strings.Repeat("0123456789\"\\,()é\n", 10<<20/18)
 			exec(t, w, `INSERT INTO rt (id, t) VALUES (5, $1)`, big)
 			exec(t, w, `UPDATE rt SET i4 = i4 WHERE id = 1`)
+			// Writers whose settings already give skiff's text take the fast path: skiff's
+			// own session, and a plain connection with the server's defaults.
+			exec(t, admin, `UPDATE rt SET i2 = i2 WHERE id = 2`)
+			plain := pgtest.Connect(t, p.url)
+			_, err = plain.Exec(ctx, `UPDATE rt SET i2 = i2 WHERE id = 3`)
+			require.NoError(t, err)
 			_, err = ForceTick(ctx, admin, "q")
 			require.NoError(t, err)
 
 			src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
 			require.NoError(t, err)
 			_, evs := readBatch(t, src)
-			require.Len(t, evs, 6)
+			require.Len(t, evs, 8)
 
 			// The reference: the provider's text of each value, under skiff's settings.
 			ref := p.conn(t)
@@ -156,6 +167,7 @@ func TestTypeRoundTrip(t *testing.T) {
 				}
 			}
 			require.Equal(t, len(big), len(values(evs[4])["t"].Text))
+			require.Equal(t, change.Update, evs[7].Op)
 		})
 	}
 }
