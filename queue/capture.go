@@ -429,6 +429,12 @@ type pin struct{ name, value string }
 // settingPins returns the settings whose value changes the text form of one of the columns'
 // types (looking through arrays, domains, composites and ranges), to be fixed on the trigger
 // function so that the writing session's settings cannot change the captured text.
+//
+// They become SET clauses of the function. Measured on 15 (server CPU per captured row): SET
+// clauses for datestyle and timezone cost about 2.7 µs a row; checking current_setting() and
+// calling set_config() only when a setting differs cost 1.7 µs when none differs but 12 µs when
+// one does (a server whose TimeZone is not UTC, extra_float_digits 0 before 12), so the
+// unconditional clauses win.
 func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin, error) {
 	need := map[string]bool{}
 	seen := map[uint32]bool{}
