@@ -102,9 +102,16 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			w.record(hard, err)
 			return err
 		}
-		w.cfg.Metrics.errorInc()
-		w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff.String(), "error", err.Error())
-		w.record(hard, err)
+		if errors.Is(err, ErrCopyPending) {
+			// Not a failure: a table's copy is about to publish its snapshot. Wait the
+			// shortest backoff, without recording an error.
+			w.log.Info("waiting for an initial copy's snapshot", "worker", w.cfg.Name, "batch_id", b.ID, "reason", err.Error())
+			backoff = w.cfg.MinBackoff
+		} else {
+			w.cfg.Metrics.errorInc()
+			w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff.String(), "error", err.Error())
+			w.record(hard, err)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -112,7 +119,9 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		backoff = min(2*backoff, w.cfg.MaxBackoff)
+		if !errors.Is(err, ErrCopyPending) {
+			backoff = min(2*backoff, w.cfg.MaxBackoff)
+		}
 	}
 }
 
