@@ -140,3 +140,25 @@ func TestSubscribeChecksTarget(t *testing.T) {
 	p.caughtUp(t, time.Minute, "qs")
 	require.Equal(t, dumpTable(t, prov, "s1"), dumpTable(t, tgt, "other.s1_renamed"))
 }
+
+// TestSubscribeWithHandler: a column the target lacks is excluded by the built-in columns
+// handler chosen per table at subscribe time; the worker applies the rest.
+func TestSubscribeWithHandler(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, "", "", `CREATE TABLE h1 (id int PRIMARY KEY, secret text, v text);`)
+	tgt := connect(t, p.tgt)
+	exec1(t, tgt, `ALTER TABLE h1 DROP COLUMN secret; ALTER TABLE h1 RENAME v TO value`)
+	p.capture(t, "qh", "public.h1")
+	out := p.subscribe(t, "qh", "--handler", "h1=columns", "--handler-config", `h1={"exclude": ["secret"], "rename": {"v": "value"}}`)
+	require.Contains(t, out, `"public"."h1" -> "public"."h1" (in-sync)`)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	ticker(t, ctx, &wg, p.prov, 100*time.Millisecond, "qh")
+	p.runWorker(t, ctx, &wg, "qh")
+	prov := connect(t, p.prov)
+	exec1(t, prov, `INSERT INTO h1 VALUES (1, 'pw1', 'one'), (2, 'pw2', 'two'); UPDATE h1 SET v = 'uno', secret = 'x' WHERE id = 1`)
+	p.caughtUp(t, time.Minute, "qh")
+	require.Equal(t, []string{"(1,uno)", "(2,two)"}, dumpTable(t, tgt, "h1"))
+}
