@@ -230,9 +230,6 @@ func (r *pglogicalRun) setup(ctx context.Context, e *runEnv) error {
 	if err := r.create(ctx, e, false); err != nil {
 		return err
 	}
-	if err := r.waitReplicating(ctx, e); err != nil {
-		return err
-	}
 	var stmts []string
 	for _, s := range r.subs {
 		stmts = append(stmts, fmt.Sprintf("SELECT pglogical.alter_subscription_disable('%s', true)", s))
@@ -240,6 +237,9 @@ func (r *pglogicalRun) setup(ctx context.Context, e *runEnv) error {
 	return execSQL(ctx, e.pair.tgt, e.tdb, stmts...)
 }
 
+// create makes one subscription per group, one after the other: each waits until it
+// replicates (for a backlog) before the next is created, since concurrent slot creations on
+// the provider were seen to stall one subscription in "initializing" for minutes.
 func (r *pglogicalRun) create(ctx context.Context, e *runEnv, copyData bool) error {
 	for i := range e.groups {
 		sub := fmt.Sprintf("sub_%d", i)
@@ -250,25 +250,28 @@ func (r *pglogicalRun) create(ctx context.Context, e *runEnv, copyData bool) err
 			return err
 		}
 		r.subs = append(r.subs, sub)
+		if !copyData {
+			if err := r.waitReplicating(ctx, e, sub); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
-func (r *pglogicalRun) waitReplicating(ctx context.Context, e *runEnv) error {
+func (r *pglogicalRun) waitReplicating(ctx context.Context, e *runEnv, sub string) error {
 	c, err := connect(ctx, e.pair.tgt, e.tdb)
 	if err != nil {
 		return err
 	}
 	defer c.Close(context.WithoutCancel(ctx))
-	for _, s := range r.subs {
-		_, err := waitFor(ctx, 2*time.Minute, 100*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
-			var status string
-			err := c.QueryRow(ctx, "SELECT status FROM pglogical.show_subscription_status($1)", s).Scan(&status)
-			return status == "replicating", err
-		})
-		if err != nil {
-			return fmt.Errorf("pglogical subscription %s: %w", s, err)
-		}
+	_, err = waitFor(ctx, 2*time.Minute, 50*time.Millisecond, nil, func(ctx context.Context) (bool, error) {
+		var status string
+		err := c.QueryRow(ctx, "SELECT status FROM pglogical.show_subscription_status($1)", sub).Scan(&status)
+		return status == "replicating", err
+	})
+	if err != nil {
+		return fmt.Errorf("pglogical subscription %s: %w", sub, err)
 	}
 	return nil
 }
@@ -289,10 +292,14 @@ func (r *pglogicalRun) start(ctx context.Context, e *runEnv) error {
 func (r *pglogicalRun) procs() []*proc { return nil }
 
 func (r *pglogicalRun) close(ctx context.Context, e *runEnv) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
+	exec := func(srv *pgtest.Server, db string, stmts ...string) error {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return execSQL(ctx, srv, db, stmts...)
+	}
 	for _, s := range r.subs {
-		if err := execSQL(ctx, e.pair.tgt, e.tdb, fmt.Sprintf("SELECT pglogical.drop_subscription('%s', true)", s)); err != nil {
+		if err := exec(e.pair.tgt, e.tdb, fmt.Sprintf("SELECT pglogical.drop_subscription('%s', true)", s)); err != nil {
 			e.b.log.Warn("drop pglogical subscription", "sub", s, "err", err)
 		}
 	}
@@ -303,7 +310,7 @@ func (r *pglogicalRun) close(ctx context.Context, e *runEnv) {
 		db   string
 		node string
 	}{{e.pair.tgt, e.tdb, "subscriber"}, {e.pair.prov, e.pdb, "provider"}} {
-		if err := execSQL(ctx, side.srv, side.db,
+		if err := exec(side.srv, side.db,
 			fmt.Sprintf("SELECT pglogical.drop_node('%s', true)", side.node),
 			"DROP EXTENSION IF EXISTS pglogical CASCADE"); err != nil {
 			e.b.log.Warn("drop pglogical node", "node", side.node, "err", err)
