@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/queue"
 )
 
 // workerProc is `skiff worker` running as a process.
@@ -152,4 +153,44 @@ func TestExactlyOnceUnderSIGKILL(t *testing.T) {
 	var applied int64
 	require.NoError(t, tgt.QueryRow(ctx, `SELECT sum(batches_applied) FROM skiff.subscription`).Scan(&applied))
 	require.Equal(t, int64(n), applied)
+}
+
+// TestWorkerSurvivesServerRestarts: the provider and then the target restart under a running
+// `skiff worker`; it reconnects, takes its lock again and goes on from where the target stands.
+func TestWorkerSurvivesServerRestarts(t *testing.T) {
+	t.Parallel()
+	provSrv := pgtest.New(t, pgtest.Options{})
+	tgtSrv := pgtest.New(t, pgtest.Options{})
+	p := newPairOn(t, provSrv, tgtSrv, workloadDDL)
+	p.capture(t, "qa", workloadTables["qa"]...)
+	p.subscribe(t, "qa")
+	w := p.startWorkerProc(t, "qa")
+	defer func() {
+		_ = w.cmd.Process.Kill()
+		_ = w.cmd.Wait()
+		if t.Failed() {
+			t.Logf("worker output:\n%s", w.out.String())
+		}
+	}()
+	ctx := context.Background()
+	write := func(from int) {
+		prov := connect(t, p.prov)
+		exec1(t, prov, `INSERT INTO a1 SELECT g, 'row', g FROM generate_series($1::int, $1::int + 99) g`, from)
+		exec1(t, prov, `UPDATE a1 SET v = 'updated' WHERE id % 3 = 0`)
+		_, err := queue.ForceTick(ctx, prov, "qa")
+		require.NoError(t, err)
+		require.NoError(t, prov.Close(ctx))
+	}
+	write(1)
+	p.caughtUp(t, time.Minute, "qa")
+	require.NoError(t, provSrv.Restart(ctx))
+	write(1001)
+	p.caughtUp(t, time.Minute, "qa")
+	require.NoError(t, tgtSrv.Restart(ctx))
+	write(2001)
+	p.caughtUp(t, time.Minute, "qa")
+	p.compare(t, workloadTables["qa"]...)
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, w.cmd.Wait())
+	require.Contains(t, w.out.String(), "reconnecting")
 }
