@@ -25,7 +25,7 @@ import (
 // (fsync and synchronous_commit stay on: Durable). They are printed in the report.
 var benchSettings = map[string]string{
 	"shared_buffers":                  "256MB",
-	"max_wal_size":                    "4GB",
+	"max_wal_size":                    "2GB",
 	"checkpoint_timeout":              "15min",
 	"max_worker_processes":            "64",
 	"max_replication_slots":           "32",

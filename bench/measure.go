@@ -275,7 +275,7 @@ func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups
 			if m := b.metric(sec, name, s.name, "rows/s", false); m.na != "" {
 				continue // failed in an earlier repetition
 			}
-			rate, err := b.applyOnce(ctx, s, kind, groups)
+			rate, startup, err := b.applyOnce(ctx, s, kind, groups)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -285,6 +285,7 @@ func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups
 				continue
 			}
 			b.record(sec, name, s.name, "rows/s", false, rate)
+			b.recordDetail(sec, name+": start → first row on the target", s.name, "s", true, startup)
 		}
 	}
 }
@@ -340,38 +341,40 @@ func (b *bench) dropRun(ctx context.Context, s system, e *runEnv) {
 	dropDB(ctx, e.pair.tgt, e.tdb)
 }
 
-func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int) (float64, error) {
+// applyOnce measures one run: the rate (changes per second from start to the last change on
+// the target) and the start-up time (start to the first change on the target).
+func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int) (rate, startup float64, err error) {
 	e, err := b.newRun(ctx, s, groups, benchTable)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer b.dropRun(ctx, s, e)
 	r := s.newRun()
 	defer r.close(ctx, e)
 	if err := r.setup(ctx, e); err != nil {
-		return 0, fmt.Errorf("setup: %w", err)
+		return 0, 0, fmt.Errorf("setup: %w", err)
 	}
 	n, err := b.backlog(ctx, e, kind)
 	if err != nil {
-		return 0, fmt.Errorf("backlog: %w", err)
+		return 0, 0, fmt.Errorf("backlog: %w", err)
 	}
 	if err := r.settle(ctx, e); err != nil {
-		return 0, fmt.Errorf("settle: %w", err)
+		return 0, 0, fmt.Errorf("settle: %w", err)
 	}
 	t0 := time.Now()
 	if err := r.start(ctx, e); err != nil {
-		return 0, fmt.Errorf("start: %w", err)
+		return 0, 0, fmt.Errorf("start: %w", err)
 	}
 	first, t1, err := b.waitMarkers(ctx, e, r.procs(), time.Duration(n/500)*time.Second+2*time.Minute)
 	if err != nil {
-		return 0, fmt.Errorf("wait for the backlog's last row: %w", err)
+		return 0, 0, fmt.Errorf("wait for the backlog's last row: %w", err)
 	}
 	b.log.Info("applied", "system", e.tag, "changes", n, "seconds", round(t1.Sub(t0).Seconds()),
 		"first_row_after", round(first.Sub(t0).Seconds()))
 	if err := b.compare(ctx, e); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(n) / t1.Sub(t0).Seconds(), nil
+	return float64(n) / t1.Sub(t0).Seconds(), first.Sub(t0).Seconds(), nil
 }
 
 // backlog writes the provider's load: inserts (and updates of those rows for "mixed") in

@@ -19,7 +19,7 @@ func (b *bench) bars() []bar {
 	var out []bar
 	for _, sec := range allSections {
 		for _, m := range b.results {
-			if m.section != sec || m.system != "skiff" || len(m.samples) == 0 || m.unit == "TPS" || (sec == "capture" && m.unit == "rows/s") {
+			if m.section != sec || m.system != "skiff" || len(m.samples) == 0 || m.detail || m.unit == "TPS" || (sec == "capture" && m.unit == "rows/s") {
 				continue
 			}
 			for _, p := range summaryPeers {

@@ -18,6 +18,7 @@ type metric struct {
 	lower   bool // lower is better (lag)
 	samples []float64
 	na      string
+	detail  bool // shown in its section only, not in the summary or the plot
 }
 
 func (b *bench) metric(section, name, system, unit string, lower bool) *metric {
@@ -39,6 +40,15 @@ func (b *bench) record(section, name, system, unit string, lower bool, v float64
 	m.samples = append(m.samples, v)
 	b.mu.Unlock()
 	b.log.Info("measured", "section", section, "what", name, "system", system, "value", round(v), "unit", unit)
+}
+
+// recordDetail records a figure that explains others (shown in its section only).
+func (b *bench) recordDetail(section, name, system, unit string, lower bool, v float64) {
+	m := b.metric(section, name, system, unit, lower)
+	b.mu.Lock()
+	m.detail = true
+	m.samples = append(m.samples, v)
+	b.mu.Unlock()
 }
 
 func (b *bench) unavailable(section, name, system, unit string, lower bool, reason string) {
@@ -351,7 +361,7 @@ func (b *bench) summary(w *strings.Builder) {
 		var names []string
 		seen := map[string]bool{}
 		for _, m := range b.results {
-			if m.section == sec && !seen[m.name] && m.unit != "TPS" && !(sec == "capture" && m.unit == "rows/s") {
+			if m.section == sec && !seen[m.name] && !m.detail && m.unit != "TPS" && !(sec == "capture" && m.unit == "rows/s") {
 				seen[m.name] = true
 				names = append(names, m.name)
 			}
