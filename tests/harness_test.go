@@ -274,7 +274,8 @@ func randText(rng *rand.Rand) string {
 }
 
 // writer runs random transactions on the provider until ctx ends: inserts, updates that
-// change the key, deletes, rows inserted and deleted in one transaction, large rows.
+// change the key, deletes, rows inserted and deleted in one transaction, large rows, and now
+// and then a TRUNCATE.
 func writer(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, seed uint64, group string, txs *int64) {
 	c := connect(t, url)
 	wg.Add(1)
@@ -353,6 +354,8 @@ func writeOne(ctx context.Context, tx pgx.Tx, rng *rand.Rand, group string) erro
 		_, err = tx.Exec(ctx, `INSERT INTO b2 VALUES ($1, ARRAY[$2::int, NULL, 3], $3, $4)`, rng.IntN(1<<30), rng.IntN(100), fmt.Sprint(rng.IntN(1000)), []byte{0, 1, '\\', '\n', byte(rng.IntN(256))})
 	case r < 95:
 		_, err = tx.Exec(ctx, `UPDATE b2 SET note = NULL, arr = arr || 4 WHERE id = (SELECT id FROM b2 ORDER BY random() LIMIT 1)`)
+	case r == 99 && rng.IntN(4) == 0:
+		_, err = tx.Exec(ctx, `TRUNCATE b2`) // replicated in order with the rows around it
 	default:
 		_, err = tx.Exec(ctx, `DELETE FROM b2 WHERE id = (SELECT id FROM b2 ORDER BY random() LIMIT 1)`)
 	}
