@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/handlers"
 )
@@ -191,8 +193,12 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 	return nil
 }
 
-// pipeDepth is how many filtered chunks may wait between the reading and the applying side.
-const pipeDepth = 4
+// pipeDepth is how many filtered chunks may wait between the reading and the applying side,
+// and pipeBytes how many bytes of values they may hold (large rows).
+const (
+	pipeDepth = 4
+	pipeBytes = 64 << 20
+)
 
 // pipe reads the batch's events in a goroutine (the provider's work) while emit writes them
 // in this one (the target's), so that both servers work at once. The reader filters each
@@ -201,6 +207,8 @@ const pipeDepth = 4
 // source's connection usable for the retry.
 func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, emit func([]change.Event) error, events, skipped *int) error {
 	ch := make(chan []change.Event, pipeDepth)
+	inFlight := semaphore.NewWeighted(pipeBytes)
+	sizes := make(chan int64, pipeDepth+2)
 	// Chunk buffers go back and forth instead of being allocated for every chunk.
 	free := make(chan []change.Event, pipeDepth+2)
 	var readErr error
@@ -248,6 +256,17 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 			if len(out) == 0 {
 				return nil
 			}
+			var size int64
+			for i := range out {
+				for _, v := range out[i].Values {
+					size += int64(len(v.Text))
+				}
+			}
+			size = min(size, pipeBytes)
+			if err := inFlight.Acquire(ctx, size); err != nil {
+				return err
+			}
+			sizes <- size // taken by the applying side, in the order of the chunks
 			select {
 			case ch <- out:
 				return nil
@@ -258,11 +277,11 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 	}()
 	var emitErr error
 	for out := range ch {
-		if emitErr != nil {
-			continue
-		}
 		*events += len(out)
-		emitErr = emit(out)
+		if emitErr == nil {
+			emitErr = emit(out)
+		}
+		inFlight.Release(<-sizes)
 		clear(out) // drop the rows' references; emit has copied what it keeps
 		select {
 		case free <- out[:0]:

@@ -63,8 +63,8 @@ type Applier struct {
 
 	tables  map[change.Table]*table
 	runs    map[*table]*run // pending changes per table, reused from batch to batch
-	tx      pgx.Tx // the batch transaction while Apply runs
-	batches int64  // batches applied by this Applier (pruning of batch_log)
+	tx      pgx.Tx          // the batch transaction while Apply runs
+	batches int64           // batches applied by this Applier (pruning of batch_log)
 	copyBuf []byte
 }
 
