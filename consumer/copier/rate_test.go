@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +62,7 @@ func TestCopyRate(t *testing.T) {
 		require.NoError(t, err)
 	}
 	var ratios []float64
+	var cpu time.Duration // the copier's own CPU (this process), all rounds
 	for round := 0; round < rounds; round++ {
 		_, err = tc.Exec(ctx, `TRUNCATE accounts`)
 		require.NoError(t, err)
@@ -69,10 +71,14 @@ func TestCopyRate(t *testing.T) {
 		require.NoError(t, err, string(out))
 		pipeTimes = append(pipeTimes, time.Since(start))
 
+		var before, after syscall.Rusage
+		require.NoError(t, syscall.Getrusage(syscall.RUSAGE_SELF, &before))
 		start = time.Now()
 		res, err := copier.Copy(ctx, copier.Config{Provider: pcfg, Target: tcfg}, []copier.Table{tbl})
 		require.NoError(t, err)
 		skiffTimes = append(skiffTimes, time.Since(start))
+		require.NoError(t, syscall.Getrusage(syscall.RUSAGE_SELF, &after))
+		cpu += time.Duration(after.Utime.Nano()-before.Utime.Nano()) + time.Duration(after.Stime.Nano()-before.Stime.Nano())
 		ratios = append(ratios, pipeTimes[round].Seconds()/skiffTimes[round].Seconds())
 		require.EqualValues(t, n, res[0].Rows)
 		bytes = res[0].Bytes
@@ -85,5 +91,6 @@ func TestCopyRate(t *testing.T) {
 	t.Logf("rows %d, COPY text %.1f MB, PostgreSQL %s", n, float64(bytes)/1e6, prov.Install.Major)
 	t.Logf("skiff copier: %s median of %v: %.0f rows/s, %.1f MB/s", sk, skiffTimes, float64(n)/sk.Seconds(), float64(bytes)/sk.Seconds()/1e6)
 	t.Logf("psql pipe:    %s median of %v: %.0f rows/s, %.1f MB/s", pp, pipeTimes, float64(n)/pp.Seconds(), float64(bytes)/pp.Seconds()/1e6)
+	t.Logf("copier process CPU per copy: %s (%.1f µs/row)", cpu/time.Duration(rounds), float64(cpu.Microseconds())/float64(rounds)/float64(n))
 	t.Logf("ratio skiff/pipe (rate) of the medians: %.2f; per round (paired, sorted): %.2f", pp.Seconds()/sk.Seconds(), ratios)
 }
