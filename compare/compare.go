@@ -340,11 +340,16 @@ func (s *sides) sumChunked(ctx context.Context, cfg Config, log *slog.Logger, pa
 	default:
 		lo, hi = min(*plo, *tlo), max(*phi, *thi)
 	}
+	// At most 1000 chunks, however sparse the keys.
+	step := cfg.ChunkKeys
+	if span := uint64(hi) - uint64(lo); span/1000 > uint64(step) {
+		step = int64(span / 1000)
+	}
 	var pacc, tacc acc
 	where := "WHERE " + k + " >= $1 AND " + k + " <= $2"
 	last := time.Now()
 	for from := lo; ; {
-		to := from + cfg.ChunkKeys - 1
+		to := from + step - 1
 		if to > hi || to < from { // overflow guard
 			to = hi
 		}

@@ -145,3 +145,26 @@ func TestRenamedAndMissing(t *testing.T) {
 	require.Equal(t, []string{"extra"}, res[0].Skipped)
 	require.ErrorIs(t, res[1].Err, compare.ErrNoTable)
 }
+
+// TestSparseKeys: keys at the ends of bigint take at most 1000 chunks, without overflow.
+func TestSparseKeys(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE sparse (id bigint PRIMARY KEY, v text);
+			INSERT INTO sparse VALUES (-9223372036854775808, 'min'), (0, 'zero'), (9223372036854775807, 'max')`)
+		require.NoError(t, err)
+	}
+	sparse := change.Table{Schema: "public", Name: "sparse"}
+	res := run(t, p, tg, false, pair(sparse))
+	require.NoError(t, res[0].Err)
+	require.True(t, res[0].Equal)
+	require.EqualValues(t, 3, res[0].Target.Rows)
+	_, err := pgtest.Connect(t, tg).Exec(ctx, `UPDATE sparse SET v = 'MAX' WHERE id = 9223372036854775807`)
+	require.NoError(t, err)
+	res = run(t, p, tg, true, pair(sparse))
+	require.False(t, res[0].Equal)
+	require.Equal(t, []compare.RowDiff{{Key: "(9223372036854775807)", Kind: "different"}}, res[0].Diffs)
+}
