@@ -42,8 +42,14 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	var key []string
+	for _, k := range c.Key {
+		if k = strings.TrimSpace(k); k != "" {
+			key = append(key, k)
+		}
+	}
 	for _, t := range c.Tables {
-		res, err := queue.AddTable(ctx, conn, c.Queue, queue.TableSpec{Name: t, Where: c.Where, Key: c.Key, Refresh: c.Refresh})
+		res, err := queue.AddTable(ctx, conn, c.Queue, queue.TableSpec{Name: t, Where: c.Where, Key: key, Refresh: c.Refresh})
 		if err != nil {
 			return oneLine(err)
 		}

@@ -56,7 +56,7 @@ func TestTableAddRemove(t *testing.T) {
 
 	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "--where", "status <> 'x'", "plain")
 	require.Zero(t, code, stderr)
-	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "--key", "a,b", "nokey")
+	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "--key", "a, b", "nokey")
 	require.Zero(t, code, stderr)
 
 	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "plain")
