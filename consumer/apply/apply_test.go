@@ -439,3 +439,24 @@ func TestNonSuperuserKeepsOrderAcrossTables(t *testing.T) {
 	require.NoError(t, admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child)`).Scan(&np, &nc))
 	require.Equal(t, []int{1, 1}, []int{np, nc})
 }
+
+// TestDeletesWithKeyOnly: deletes that carry only the key columns (logical decoding's default
+// replica identity) mix with full rows in one run.
+func TestDeletesWithKeyOnly(t *testing.T) {
+	t.Parallel()
+	tg := newTarget(t, "", ddl)
+	keyOnly := func(id int64, k string) change.Event {
+		return change.Event{ID: id, Op: change.Delete, Table: tbl, Columns: key, Key: key, Values: []change.Value{v(k)}}
+	}
+	require.NoError(t, tg.apply(t, []change.Event{
+		keyOnly(1, "7"), // a run starting with a key-only delete
+		ins(2, v("1"), v("a"), v("1")),
+		ins(3, v("2"), v("b"), v("2")),
+		ins(4, v("3"), v("c"), v("3")),
+		keyOnly(5, "2"),
+		upd(6, nil, v("3"), v("c2"), v("3")),
+		keyOnly(7, "3"),
+		ins(8, v("3"), v("c3"), v("8")),
+	}))
+	require.Equal(t, []string{"(1,a,1)", "(3,c3,8)"}, dump(t, tg.conn, "t"))
+}

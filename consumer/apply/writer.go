@@ -40,6 +40,7 @@ type run struct {
 	arena   []change.Value
 	firstEv int64
 	queued  bool // in writer.order
+	hasRows bool // an entry holds a row (insert, update, replace)
 }
 
 // writer applies one batch attempt's events in one transaction.
@@ -159,8 +160,16 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		}
 	}
 	if r.shape != nil && r.shape != s {
-		if err := w.flush(ctx, r); err != nil {
-			return err
+		switch {
+		case sameSlice(r.shape.key, s.key) && ev.Op == change.Delete:
+			// A delete needs only the key: one carrying only the key columns (logical
+			// decoding's default replica identity) joins a run of full rows.
+		case sameSlice(r.shape.key, s.key) && !r.hasRows:
+			r.shape = s // the run holds only deletes so far: the rows' layout takes over
+		default:
+			if err := w.flush(ctx, r); err != nil {
+				return err
+			}
 		}
 	}
 	if !r.queued {
@@ -213,7 +222,7 @@ func (w *writer) keyString(vals []change.Value) string {
 // merge folds an event into the run; false when it cannot (the caller flushes and retries).
 func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
 	if len(s.key) == 0 { // no key: inserts only, nothing to merge with
-		r.entries = append(r.entries, entry{op: opInsert, row: r.put(ev.Values), key: -1, ev: ev.ID})
+		r.entries = append(r.entries, entry{op: opInsert, row: r.putRow(ev.Values), key: -1, ev: ev.ID})
 		return true
 	}
 	// newKey gathers the row's key values into a buffer reused from event to event (put
@@ -252,13 +261,13 @@ func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
 			e := &r.entries[i]
 			switch e.op {
 			case opInsert, opUpdate, opReplace:
-				e.row, e.ev = r.put(ev.Values), ev.ID
+				e.row, e.ev = r.putRow(ev.Values), ev.ID
 				return true
 			}
 			return false
 		}
 		r.idx[ks] = int32(len(r.entries))
-		r.entries = append(r.entries, entry{op: opUpdate, row: r.put(ev.Values), key: r.put(k), ev: ev.ID})
+		r.entries = append(r.entries, entry{op: opUpdate, row: r.putRow(ev.Values), key: r.put(k), ev: ev.ID})
 		return true
 	}
 	return false
@@ -271,11 +280,11 @@ func (r *run) insert(w *writer, k []change.Value, ev *change.Event) bool {
 		if e.op != opDelete {
 			return false
 		}
-		e.op, e.row, e.ev = opReplace, r.put(ev.Values), ev.ID
+		e.op, e.row, e.ev = opReplace, r.putRow(ev.Values), ev.ID
 		return true
 	}
 	r.idx[ks] = int32(len(r.entries))
-	r.entries = append(r.entries, entry{op: opInsert, row: r.put(ev.Values), key: r.put(k), ev: ev.ID})
+	r.entries = append(r.entries, entry{op: opInsert, row: r.putRow(ev.Values), key: r.put(k), ev: ev.ID})
 	return true
 }
 
@@ -299,6 +308,12 @@ func (r *run) delete(w *writer, k []change.Value, id int64) bool {
 	return true
 }
 
+// putRow stores a row's values in the arena.
+func (r *run) putRow(vals []change.Value) int32 {
+	r.hasRows = true
+	return r.put(vals)
+}
+
 func (r *run) put(vals []change.Value) int32 {
 	off := int32(len(r.arena))
 	r.arena = append(r.arena, vals...)
@@ -310,7 +325,7 @@ func (r *run) reset() {
 	r.entries = r.entries[:0]
 	clear(r.arena) // drop references to the values' strings
 	r.arena = r.arena[:0]
-	r.shape, r.queued = nil, false
+	r.shape, r.queued, r.hasRows = nil, false, false
 }
 
 func (w *writer) flushAll(ctx context.Context) error {
