@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/change"
@@ -318,4 +321,32 @@ func (c *cancelling) Events(ctx context.Context, b change.Batch, fn func([]chang
 		}
 		return ctx.Err()
 	})
+}
+
+func TestWorkerMetrics(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	reg := prometheus.NewRegistry()
+	m := consumer.NewMetrics(reg)
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Metrics: m.For("q")})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx, context.Background()) }()
+	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "b"))
+	f.src.add(batch(11, 2, 3), ins(3, "3", "c"))
+	f.finished(t, 10, 11)
+	cancel()
+	require.NoError(t, <-errc)
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP skiff_worker_events_applied_total Events applied on the target.
+# TYPE skiff_worker_events_applied_total counter
+skiff_worker_events_applied_total{queue="q"} 3
+# HELP skiff_worker_batches_total Batches applied on the target.
+# TYPE skiff_worker_batches_total counter
+skiff_worker_batches_total{queue="q"} 2
+`), "skiff_worker_events_applied_total", "skiff_worker_batches_total"))
+	n, err := testutil.GatherAndCount(reg, "skiff_worker_batch_duration_seconds", "skiff_worker_last_batch_timestamp_seconds")
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
 }
