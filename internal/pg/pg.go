@@ -14,19 +14,21 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// sessionParams are sent in the startup packet, so they hold from the first statement on.
-// standard_conforming_strings is off by default before 9.1 and pgx refuses the simple protocol
-// then; the date, interval and float settings make every value's text form exact and
-// independent of the server's defaults.
+// sessionParams are sent in the startup packet, so they hold from the first statement on;
+// all of them exist on PostgreSQL 8.4. standard_conforming_strings is off by default before 9.1
+// and pgx refuses the simple protocol then; DateStyle makes dates' text form independent of
+// the server's defaults. Settings that an older server would refuse at startup are applied
+// after connecting (see SessionSQL).
 var sessionParams = map[string]string{
 	"standard_conforming_strings": "on",
 	"DateStyle":                   "ISO, YMD",
-	"extra_float_digits":          "3",
 	"client_min_messages":         "warning",
 }
 
 // ParseConfig parses a libpq connection string or URI (passwords may come from the URL,
-// PGPASSWORD, a passfile or a service file) and adds skiff's session settings.
+// PGPASSWORD, a passfile or a service file) and adds skiff's session settings. Every
+// connection made from the result, by pgx, pgxpool, database/sql or pgconn, gets them: the
+// version-dependent ones through an AfterConnect hook.
 func ParseConfig(connString, appName string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
@@ -35,16 +37,24 @@ func ParseConfig(connString, appName string) (*pgx.ConnConfig, error) {
 	for k, v := range sessionParams {
 		cfg.RuntimeParams[k] = v
 	}
-	if appName != "" {
-		if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-			cfg.RuntimeParams["application_name"] = appName
+	if _, ok := cfg.RuntimeParams["application_name"]; ok {
+		appName = "" // the user's own choice stands
+	}
+	userHook := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		if err := c.Exec(ctx, SessionSQL(ServerVersionOf(c), appName)).Close(); err != nil {
+			return fmt.Errorf("session settings: %w", err)
 		}
+		if userHook != nil {
+			return userHook(ctx, c)
+		}
+		return nil
 	}
 	return cfg, nil
 }
 
 // Connect opens one connection with skiff's session settings. appName is reported in
-// pg_stat_activity unless the connection string sets one.
+// pg_stat_activity (9.0+) unless the connection string sets one.
 func Connect(ctx context.Context, connString, appName string) (*pgx.Conn, error) {
 	cfg, err := ParseConfig(connString, appName)
 	if err != nil {
@@ -53,19 +63,29 @@ func Connect(ctx context.Context, connString, appName string) (*pgx.Conn, error)
 	return ConnectConfig(ctx, cfg)
 }
 
-// ConnectConfig opens one connection from a parsed configuration. IntervalStyle exists only
-// from 8.4 on and is set after connecting so that an unknown parameter cannot refuse the
-// startup of an older server.
+// ConnectConfig opens one connection from a configuration made by ParseConfig.
 func ConnectConfig(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", Describe(cfg), err)
 	}
-	if _, err := conn.Exec(ctx, "SET IntervalStyle = 'postgres'"); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("connect to %s: set IntervalStyle: %w", Describe(cfg), err)
-	}
 	return conn, nil
+}
+
+// SessionSQL returns the SET statements that make values' text forms exact on a server of
+// the given server_version_num, and name the session: IntervalStyle postgres (8.4+), the most
+// float digits the server accepts (3 from 9.0 on, 2 before: 17 significant digits, exact for
+// float8), and application_name where the server has it (9.0+).
+func SessionSQL(version int, appName string) string {
+	digits := "3"
+	if version > 0 && version < 90000 {
+		digits = "2"
+	}
+	sql := "SET IntervalStyle = 'postgres'; SET extra_float_digits = " + digits
+	if appName != "" && version >= 90000 {
+		sql += "; SET application_name = '" + strings.ReplaceAll(appName, "'", "''") + "'"
+	}
+	return sql
 }
 
 // Describe names a server for messages: user, host, port and database, never the password.

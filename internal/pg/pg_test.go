@@ -35,3 +35,10 @@ func TestRedact(t *testing.T) {
 		require.NotContains(t, got, "secret")
 	}
 }
+
+func TestSessionSQL(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "SET IntervalStyle = 'postgres'; SET extra_float_digits = 2", SessionSQL(80422, "skiff"),
+		"8.4 accepts at most 2 float digits and has no application_name")
+	require.Equal(t, "SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET application_name = 'it''s'", SessionSQL(150004, "it's"))
+}
