@@ -6,6 +6,8 @@
 //
 //	go run ./bench -size quick -skiff bin/skiff -out docs/benchmarks.md
 //
+// The quick size takes about 20 minutes on a 2-core machine, the full size about 2½ hours.
+//
 // Every system gets its own provider and target clusters (PostgreSQL 15, started with
 // internal/pgtest, fsync and synchronous_commit on). Repetitions are interleaved (A 1, B 1, A 2,
 // …) so that the noise of the machine hits every system alike. A peer that cannot run here is
