@@ -366,31 +366,44 @@ $$;
 -- ticker ticks a queue when a tick is due: ticker_max_events pending, or events pending and
 -- the last tick older than ticker_max_lag, or the last tick older than ticker_idle_period.
 -- Returns the new tick id, or NULL when no tick was due (or the ticker is paused).
+-- The ticker daemon calls it several times a second: a poll with nothing due only reads (no
+-- row lock, so no transaction id is spent); the queue row is locked, and the decision taken
+-- again under the lock, only when a tick looks due. Ages are measured with now(), the clock
+-- tick_time is recorded with.
 CREATE OR REPLACE FUNCTION skiff.ticker(i_queue text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     q       skiff.queue%ROWTYPE;
     lt      skiff.tick%ROWTYPE;
     pending bigint;
+    locked  boolean := false;
 BEGIN
-    SELECT * INTO q FROM skiff.queue WHERE queue_name = i_queue FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'skiff: queue "%" does not exist', i_queue USING ERRCODE = 'P0002';
-    END IF;
-    IF q.queue_ticker_paused THEN
-        RETURN NULL;
-    END IF;
-    SELECT * INTO lt FROM skiff.tick WHERE queue_id = q.queue_id ORDER BY tick_id DESC LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN skiff.insert_tick(q.queue_id);
-    END IF;
-    pending := skiff.event_count(lt.tick_event_seq, skiff.event_seq_value(q.queue_id));
-    IF pending >= q.queue_ticker_max_events
-       OR (pending > 0 AND clock_timestamp() - lt.tick_time >= q.queue_ticker_max_lag)
-       OR clock_timestamp() - lt.tick_time >= q.queue_ticker_idle_period THEN
-        RETURN skiff.insert_tick(q.queue_id);
-    END IF;
-    RETURN NULL;
+    LOOP
+        IF locked THEN
+            SELECT * INTO q FROM skiff.queue WHERE queue_name = i_queue FOR UPDATE;
+        ELSE
+            SELECT * INTO q FROM skiff.queue WHERE queue_name = i_queue;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'skiff: queue "%" does not exist', i_queue USING ERRCODE = 'P0002';
+        END IF;
+        IF q.queue_ticker_paused THEN
+            RETURN NULL;
+        END IF;
+        SELECT * INTO lt FROM skiff.tick WHERE queue_id = q.queue_id ORDER BY tick_id DESC LIMIT 1;
+        IF FOUND THEN
+            pending := skiff.event_count(lt.tick_event_seq, skiff.event_seq_value(q.queue_id));
+            IF NOT (pending >= q.queue_ticker_max_events
+                    OR (pending > 0 AND now() - lt.tick_time >= q.queue_ticker_max_lag)
+                    OR now() - lt.tick_time >= q.queue_ticker_idle_period) THEN
+                RETURN NULL;
+            END IF;
+        END IF;
+        IF locked THEN
+            RETURN skiff.insert_tick(q.queue_id);
+        END IF;
+        locked := true;
+    END LOOP;
 END;
 $$;
 -- +goose StatementEnd
