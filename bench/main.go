@@ -44,7 +44,7 @@ type size struct {
 }
 
 var sizes = map[string]size{
-	"quick": {Name: "quick", Reps: 3, PgbenchScale: 5, PgbenchTime: 6 * time.Second, PgbenchClients: 8,
+	"quick": {Name: "quick", Reps: 3, PgbenchScale: 5, PgbenchTime: 8 * time.Second, PgbenchClients: 8,
 		BulkRows: 100_000, ApplyRows: 100_000, TxnRows: 200, CopyMB: 200, LagRate: 200, LagTime: 10 * time.Second},
 	"full": {Name: "full", Reps: 5, PgbenchScale: 20, PgbenchTime: 30 * time.Second, PgbenchClients: 8,
 		BulkRows: 1_000_000, ApplyRows: 1_000_000, TxnRows: 200, CopyMB: 2000, LagRate: 500, LagTime: 60 * time.Second},

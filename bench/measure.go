@@ -162,29 +162,19 @@ func (b *bench) captureOverhead(ctx context.Context) {
 	variants := b.captureVariants(ctx)
 	broken := map[string]string{}
 	for rep := 1; rep <= sz.Reps && ctx.Err() == nil; rep++ {
-		got := map[string][2]float64{} // variant → TPS, bulk rows/s of this repetition
-		for _, v := range rotate(variants, rep-1) {
-			if why, ok := broken[v.name]; ok {
-				b.unavailable(sec, tpsName, v.name, "TPS", false, why)
-				continue
+		got, err := b.captureRep(ctx, srv, tpl, dir, script, rotate(variants, rep-1), broken)
+		if err != nil {
+			if ctx.Err() == nil {
+				fail(err)
 			}
-			tps, bulk, err := b.captureOnce(ctx, srv, tpl, dir, script, v)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				b.log.Warn("capture run failed", "variant", v.name, "rep", rep, "err", err)
-				broken[v.name] = err.Error()
-				b.unavailable(sec, tpsName, v.name, "TPS", false, err.Error())
-				continue
-			}
-			got[v.name] = [2]float64{tps, bulk}
+			return
 		}
 		base, ok := got["none"]
 		for _, v := range variants {
 			r, measured := got[v.name]
 			if !measured {
 				if why := broken[v.name]; why != "" {
+					b.unavailable(sec, tpsName, v.name, "TPS", false, why)
 					b.unavailable(sec, ratioTPS, v.name, "ratio", false, why)
 					b.unavailable(sec, ratioBulk, v.name, "ratio", false, why)
 				}
@@ -200,51 +190,96 @@ func (b *bench) captureOverhead(ctx context.Context) {
 	}
 }
 
+// captureRep runs one repetition of every variant: a database per variant (a copy of the
+// template with the capture installed), then pgbench slices in the order A B C D D C B A (each
+// variant twice, half the run time each; the mirrored order cancels a drift of the machine's
+// speed), then the bulk insert the same way, half the rows each time. A variant whose install
+// fails is marked broken and left out from then on. It returns TPS and bulk rows/s per variant.
+func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, script string, variants []captureVariant, broken map[string]string) (map[string][2]float64, error) {
+	dbs := map[string]string{}
+	defer func() {
+		for _, db := range dbs {
+			dropDB(ctx, srv, db)
+		}
+	}()
+	var order []captureVariant
+	for _, v := range variants {
+		if broken[v.name] != "" {
+			continue
+		}
+		db := b.name("capture_" + v.name)
+		if err := createDB(ctx, srv, db, tpl); err != nil {
+			return nil, err
+		}
+		dbs[v.name] = db
+		if err := v.install(ctx, srv, db, dir); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			b.log.Warn("capture install failed", "variant", v.name, "err", err)
+			broken[v.name] = fmt.Sprintf("install %s capture: %v", v.name, err)
+			continue
+		}
+		order = append(order, v)
+	}
+	seq := append([]captureVariant(nil), order...)
+	for i := len(order) - 1; i >= 0; i-- {
+		seq = append(seq, order[i])
+	}
+	sz := b.cfg.Size
+	slice := max(1, int(sz.PgbenchTime.Seconds())/2)
+	got := map[string][2]float64{}
+	add := func(name string, i int, v float64) {
+		r := got[name]
+		r[i] += v / 2
+		got[name] = r
+	}
+	for _, v := range seq {
+		db := dbs[v.name]
+		if err := execSQL(ctx, srv, db, "CHECKPOINT"); err != nil {
+			return nil, err
+		}
+		out, err := runCmd(ctx, dir, nil, filepath.Join(b.bin, "pgbench"), "-n", "-M", "prepared",
+			"-c", strconv.Itoa(sz.PgbenchClients), "-j", "2", "-T", strconv.Itoa(slice),
+			"-D", "scale="+strconv.Itoa(sz.PgbenchScale), "-f", script,
+			"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", db)
+		if err != nil {
+			return nil, fmt.Errorf("pgbench on %s: %w", v.name, err)
+		}
+		m := tpsRE.FindStringSubmatch(out)
+		if m == nil {
+			return nil, fmt.Errorf("pgbench printed no tps: %s", tail(out, 5))
+		}
+		tps, _ := strconv.ParseFloat(m[1], 64)
+		add(v.name, 0, tps)
+	}
+	half := sz.BulkRows / 2
+	done := map[string]int{}
+	for _, v := range seq {
+		lo := done[v.name]*half + 1
+		done[v.name]++
+		c, err := connect(ctx, srv, dbs[v.name])
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		_, err = c.Exec(ctx, "INSERT INTO bench_bulk SELECT g, g % 1000, repeat('x', 60) FROM generate_series($1::bigint, $2::bigint) g", lo, lo+half-1)
+		el := time.Since(t0)
+		c.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("bulk insert on %s: %w", v.name, err)
+		}
+		add(v.name, 1, float64(half)/el.Seconds())
+	}
+	return got, nil
+}
+
 const (
 	ratioTPS  = "pgbench TPS with capture ÷ without"
 	ratioBulk = "bulk insert rate with capture ÷ without"
 )
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
-
-func (b *bench) captureOnce(ctx context.Context, srv *pgtest.Server, tpl, dir, script string, v captureVariant) (tps, bulk float64, err error) {
-	db := b.name("capture_" + v.name)
-	if err := createDB(ctx, srv, db, tpl); err != nil {
-		return 0, 0, err
-	}
-	defer dropDB(ctx, srv, db)
-	if err := v.install(ctx, srv, db, dir); err != nil {
-		return 0, 0, fmt.Errorf("install %s capture: %w", v.name, err)
-	}
-	if err := execSQL(ctx, srv, db, "CHECKPOINT"); err != nil {
-		return 0, 0, err
-	}
-	sz := b.cfg.Size
-	out, err := runCmd(ctx, dir, nil, filepath.Join(b.bin, "pgbench"), "-n", "-M", "prepared",
-		"-c", strconv.Itoa(sz.PgbenchClients), "-j", "2", "-T", strconv.Itoa(int(sz.PgbenchTime.Seconds())),
-		"-D", "scale="+strconv.Itoa(sz.PgbenchScale), "-f", script,
-		"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", db)
-	if err != nil {
-		return 0, 0, err
-	}
-	m := tpsRE.FindStringSubmatch(out)
-	if m == nil {
-		return 0, 0, fmt.Errorf("pgbench printed no tps: %s", tail(out, 5))
-	}
-	tps, _ = strconv.ParseFloat(m[1], 64)
-
-	c, err := connect(ctx, srv, db)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close(context.WithoutCancel(ctx))
-	t0 := time.Now()
-	if _, err := c.Exec(ctx, "INSERT INTO bench_bulk SELECT g, g % 1000, repeat('x', 60) FROM generate_series(1, $1::bigint) g", sz.BulkRows); err != nil {
-		return 0, 0, fmt.Errorf("bulk insert: %w", err)
-	}
-	bulk = float64(sz.BulkRows) / time.Since(t0).Seconds()
-	return tps, bulk, nil
-}
 
 // ---- 2 and 3. apply rate ---------------------------------------------------------------
 

@@ -165,7 +165,7 @@ func (b *bench) report(plot string) string {
 	fmt.Fprintf(&w, "- Repetitions: %d of every measurement, interleaved (system A rep 1, B rep 1, …, A rep 2, …) "+
 		"so that machine noise hits all systems alike. Each cell shows the median and the min–max spread over the "+
 		"repetitions; ratios are skiff's median ÷ the peer's median.\n", sz.Reps)
-	fmt.Fprintf(&w, "- Sizes: pgbench scale %d, %d clients, %s per run; bulk insert %s rows; apply backlog %s changes "+
+	fmt.Fprintf(&w, "- Sizes: pgbench scale %d, %d clients, %s per variant and repetition; bulk insert %s rows; apply backlog %s changes "+
 		"(%d rows per provider transaction); copy table ≈ %s MB; lag at %d provider transactions/s for %s.\n",
 		sz.PgbenchScale, sz.PgbenchClients, sz.PgbenchTime, num(float64(sz.BulkRows)), num(float64(sz.ApplyRows)),
 		sz.TxnRows, num(sz.CopyMB), sz.LagRate, sz.LagTime)
@@ -269,8 +269,10 @@ func (b *bench) table(w *strings.Builder, sec string, ms []*metric) {
 var sectionNotes = map[string]string{
 	"capture": "pgbench (PostgreSQL 15) with a TPC-B-like custom script on tables that all have primary keys " +
 		"(pgbench_history gets a bigserial key), and a bulk `INSERT … SELECT generate_series` into a keyed table; " +
-		"the same database (a copy of one template) with no capture, skiff's triggers (`skiff table add`), PgQ's C " +
-		"trigger, or a bare PL/pgSQL trigger. Each ratio pairs a run with the no-capture run of the same repetition. " +
+		"the same database (a copy of one template per variant) with no capture, skiff's triggers (`skiff table add`), " +
+		"PgQ's C trigger, or a bare PL/pgSQL trigger. In each repetition every variant runs twice, in the order " +
+		"A B C D D C B A, half the time (or half the bulk rows) each, after a CHECKPOINT; the mirrored order cancels a " +
+		"drift of the machine's speed. Each ratio pairs a variant with the no-capture run of the same repetition. " +
 		"No ticker or consumer runs meanwhile.",
 	"apply": "The consumer is stopped (subscription disabled, Londiste leaf worker and skiff worker not started) " +
 		"while the provider writes the backlog in transactions of a few hundred rows; the clock starts when the " +
