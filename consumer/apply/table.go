@@ -14,12 +14,13 @@ import (
 // table is what the applier knows of one target table: its columns and their types, looked up
 // once per batch attempt, and the statements built for each event layout.
 type table struct {
-	name    change.Table
-	sql     string               // the quoted name
-	cols    map[string]targetCol // target columns by name
-	shapes  map[string]*shape    // by layout signature
-	leading []string             // columns some valid index of the table starts with
-	last    struct {             // the last layout seen, the common case
+	name     change.Table
+	sql      string               // the quoted name
+	cols     map[string]targetCol // target columns by name
+	shapes   map[string]*shape    // by layout signature
+	leading  []string             // columns some valid index of the table starts with
+	triggers bool                 // the table has triggers (foreign keys' too) or rules
+	last     struct {             // the last layout seen, the common case
 		cols, key []string
 		shape     *shape
 	}
@@ -52,6 +53,7 @@ type shape struct {
 
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*table, error) {
@@ -106,6 +108,13 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
 	}
 	t.leading = leading
+	// Triggers (foreign keys' included) and rules: what makes the order across tables matter
+	// when the role cannot set session_replication_role.
+	if err := q.QueryRow(ctx, `SELECT c.relhasrules OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid)
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, schema, name.Name).Scan(&t.triggers); err != nil {
+		return nil, fmt.Errorf("read triggers of %s: %w", name, err)
+	}
 	a.tables[name] = t
 	return t, nil
 }

@@ -48,7 +48,12 @@ type writer struct {
 	a        *Applier
 	tx       pgx.Tx
 	setBased bool
-	strict   bool // keep the order across tables (no replica role: triggers and FKs fire)
+	// strict: triggers and foreign keys fire (no replica role), so the runs of tables that
+	// have triggers or rules are written in event order relative to the other tables' runs;
+	// tables without any may still be grouped.
+	strict bool
+	// orderTriggers: a pending run's table has triggers or rules.
+	orderTriggers bool
 
 	runs    map[*table]*run
 	order   []*run // runs with pending rows, in first-appearance order
@@ -154,7 +159,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		r = &run{t: t, idx: map[string]int32{}}
 		w.runs[t] = r
 	}
-	if w.strict && len(w.order) > 0 && w.order[len(w.order)-1] != r {
+	if w.strict && len(w.order) > 0 && w.order[len(w.order)-1] != r && (t.triggers || w.orderTriggers) {
 		if err := w.flushAll(ctx); err != nil {
 			return err
 		}
@@ -173,10 +178,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		}
 	}
 	if !r.queued {
-		r.queued = true
-		r.shape = s
-		r.firstEv = ev.ID
-		w.order = append(w.order, r)
+		w.enqueue(r, s, ev.ID)
 	}
 	if !r.merge(w, s, ev) {
 		// A change the merge cannot express (e.g. an insert of a key the run already holds):
@@ -184,8 +186,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		if err := w.flush(ctx, r); err != nil {
 			return err
 		}
-		r.queued, r.shape, r.firstEv = true, s, ev.ID
-		w.order = append(w.order, r)
+		w.enqueue(r, s, ev.ID)
 		if !r.merge(w, s, ev) {
 			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("cannot merge event")}
 		}
@@ -198,6 +199,15 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		return w.flushAll(ctx)
 	}
 	return nil
+}
+
+// enqueue starts a run.
+func (w *writer) enqueue(r *run, s *shape, firstEv int64) {
+	r.queued, r.shape, r.firstEv = true, s, firstEv
+	w.order = append(w.order, r)
+	if r.t.triggers {
+		w.orderTriggers = true
+	}
 }
 
 // keyString makes a map key of key values.
@@ -335,13 +345,14 @@ func (w *writer) flushAll(ctx context.Context) error {
 		}
 	}
 	w.order = w.order[:0]
+	w.orderTriggers = false
 	w.rows, w.bytes = 0, 0
 	return w.flushTruncates(ctx)
 }
 
 // flush writes one run out of turn (its layout changes, or a merge conflict).
 func (w *writer) flush(ctx context.Context, r *run) error {
-	if w.strict {
+	if w.strict && w.orderTriggers {
 		return w.flushAll(ctx)
 	}
 	if err := w.flushRun(ctx, r); err != nil {
