@@ -194,3 +194,29 @@ func TestWorkerSurvivesServerRestarts(t *testing.T) {
 	require.NoError(t, w.cmd.Wait())
 	require.Contains(t, w.out.String(), "reconnecting")
 }
+
+// TestSecondWorkerRefused: a second `skiff worker` for a subscription that one already
+// replays exits at once, saying so; the first goes on.
+func TestSecondWorkerRefused(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, "", "", workloadDDL)
+	p.capture(t, "qa", workloadTables["qa"]...)
+	p.subscribe(t, "qa")
+	first := p.startWorkerProc(t, "qa")
+	defer func() { _ = first.cmd.Process.Kill(); _ = first.cmd.Wait() }()
+	tgt := connect(t, p.tgt)
+	pgtest.Eventually(t, time.Minute, "the first worker holds the lock", func() bool {
+		var n int
+		_ = tgt.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174 AND granted`).Scan(&n)
+		return n == 1
+	})
+	out, err := skiff(t, "worker", "--provider", p.prov, "--target", p.tgt, "--queue", "qa", "--consumer", "c1")
+	require.Error(t, err)
+	require.Contains(t, out, "another worker holds the subscription")
+	require.Contains(t, out, "skiff worker qa") // the holder's application name
+
+	prov := connect(t, p.prov)
+	exec1(t, prov, `INSERT INTO a1 SELECT g, 'x', g FROM generate_series(1, 50) g`)
+	p.caughtUp(t, time.Minute, "qa")
+	p.compare(t, "public.a1")
+}
