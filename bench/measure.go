@@ -310,7 +310,11 @@ func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups
 			if m := b.metric(sec, name, s.name, "rows/s", false); m.na != "" {
 				continue // failed in an earlier repetition
 			}
-			rate, startup, err := b.applyOnce(ctx, s, kind, groups)
+			var rate, startup float64
+			err := b.twice(ctx, s.name, func() (err error) {
+				rate, startup, err = b.applyOnce(ctx, s, kind, groups)
+				return err
+			})
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -323,6 +327,18 @@ func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups
 			b.recordDetail(sec, name+": start → first row on the target", s.name, "s", true, startup)
 		}
 	}
+}
+
+// twice runs one measured run, and once more if it fails: a peer's one-off stall should not
+// remove it from the rest of the benchmark. The second failure is returned.
+func (b *bench) twice(ctx context.Context, system string, run func() error) error {
+	err := run()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	b.log.Warn("run failed, trying once more", "system", system, "err", err)
+	b.note("%s: one run failed and was repeated: %s", label(system), shorten(err.Error(), 200))
+	return run()
 }
 
 // newRun creates the databases and tables of a run.
@@ -577,7 +593,11 @@ func (b *bench) initialCopy(ctx context.Context) {
 			if m := b.metric(sec, name, s.name, "MB/s", false); m.na != "" {
 				continue
 			}
-			rate, err := b.copyOnce(ctx, s)
+			var rate float64
+			err := b.twice(ctx, s.name, func() (err error) {
+				rate, err = b.copyOnce(ctx, s)
+				return err
+			})
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -687,7 +707,11 @@ func (b *bench) lagUnderLoad(ctx context.Context) {
 			if m := b.metric(sec, p50, s.name, "ms", true); m.na != "" {
 				continue
 			}
-			a, z, err := b.lagOnce(ctx, s)
+			var a, z float64
+			err := b.twice(ctx, s.name, func() (err error) {
+				a, z, err = b.lagOnce(ctx, s)
+				return err
+			})
 			if err != nil {
 				if ctx.Err() != nil {
 					return
