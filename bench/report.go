@@ -161,7 +161,7 @@ func (b *bench) report(plot string) string {
 	fmt.Fprintf(&w, "- Clusters: each system has its own provider and its own target cluster (pglogical loaded in "+
 		"shared_preload_libraries makes DROP DATABASE hang on 15); started by internal/pgtest with `Durable: true` "+
 		"(fsync, synchronous_commit and full_page_writes on, as in production), wal_level=logical, and %s.\n", settingsLine())
-	fmt.Fprintf(&w, "- Peers: %s.\n", b.peerVersions())
+	fmt.Fprintf(&w, "- Versions: %s.\n", b.peerVersions())
 	fmt.Fprintf(&w, "- Repetitions: %d of every measurement, interleaved (system A rep 1, B rep 1, …, A rep 2, …) "+
 		"so that machine noise hits all systems alike. Each cell shows the median and the min–max spread over the "+
 		"repetitions; ratios are skiff's median ÷ the peer's median.\n", sz.Reps)
@@ -361,7 +361,8 @@ func (b *bench) summary(w *strings.Builder) {
 	for _, c := range cols {
 		fmt.Fprintf(w, " vs %s |", mdEscape(shortLabel(c)))
 	}
-	fmt.Fprintf(w, "\n| --- | ---: |%s\n", strings.Repeat(" ---: |", len(cols)))
+	fmt.Fprintf(w, " skiff's aim (design.md) |")
+	fmt.Fprintf(w, "\n| --- | ---: |%s --- |\n", strings.Repeat(" ---: |", len(cols)))
 	for _, sec := range allSections {
 		var names []string
 		seen := map[string]bool{}
@@ -402,10 +403,25 @@ func (b *bench) summary(w *strings.Builder) {
 					fmt.Fprintf(w, " %s |", ratioCell(sk, p))
 				}
 			}
-			fmt.Fprintf(w, "\n")
+			fmt.Fprintf(w, " %s |\n", aim(sec, name))
 		}
 	}
 	fmt.Fprintf(w, "\n")
+}
+
+// aim is the design's target for a measurement (shared/design.md, "Targets").
+func aim(sec, name string) string {
+	switch {
+	case sec == "capture" && strings.HasPrefix(name, "pgbench"):
+		return "≥ 0.85, and ≥ 1.2× PgQ's"
+	case sec == "apply" && strings.Contains(name, "updates"):
+		return "≥ 10× Londiste3, ≥ 1.5× built-in"
+	case sec == "copy":
+		return "≥ 0.9× the COPY pipe"
+	case sec == "lag" && strings.Contains(name, "p99"):
+		return "p99 < 1 s"
+	}
+	return ""
 }
 
 func shortLabel(s string) string {
