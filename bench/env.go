@@ -287,7 +287,8 @@ func (p *proc) logTail(n int) string {
 	return tail(string(b), n)
 }
 
-// stop asks the program to finish (SIGINT), then kills its process group after 15 s.
+// stop asks the program and its children to finish (SIGINT to its process group), then kills
+// the group after 15 s.
 func (p *proc) stop() {
 	if p == nil {
 		return
@@ -297,7 +298,7 @@ func (p *proc) stop() {
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT) // the group: Londiste's copy children too
 	select {
 	case <-p.done:
 	case <-time.After(15 * time.Second):

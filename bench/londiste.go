@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -71,7 +74,10 @@ database_list = %s
 		}
 		steps = append(steps, leafAdd)
 		for _, args := range steps {
-			if _, err := runCmd(ctx, e.dir, nil, "londiste", args...); err != nil {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			_, err := runCmd(cctx, e.dir, nil, "londiste", args...)
+			cancel()
+			if err != nil {
 				return err
 			}
 		}
@@ -129,4 +135,25 @@ func (r *londisteRun) start(ctx context.Context, e *runEnv) error {
 
 func (r *londisteRun) procs() []*proc { return r.running }
 
-func (r *londisteRun) close(context.Context, *runEnv) { stopAll(r.running) }
+func (r *londisteRun) close(_ context.Context, e *runEnv) {
+	stopAll(r.running)
+	// The leaf worker starts each table's copy as a daemon of its own (`londiste INI copy
+	// TABLE -d`, pidfile <pidfile>.copy.<table>), outside our process group; end those too.
+	files, _ := filepath.Glob(filepath.Join(e.dir, "*.pid.copy.*"))
+	for _, f := range files {
+		bs, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(bs)))
+		if err != nil || pid <= 1 {
+			continue
+		}
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		deadline := time.Now().Add(10 * time.Second)
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}

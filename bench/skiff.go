@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // skiffRun drives skiff through its binary, as a user would: `init provider`, `init target`,
@@ -41,7 +42,15 @@ func skiffCaptureAvailable(ctx context.Context, b *bench) error {
 	return nil
 }
 
+// cmd runs a skiff command to completion; an initial copy may take long, anything else gets
+// five minutes.
 func (r *skiffRun) cmd(ctx context.Context, e *runEnv, args ...string) error {
+	limit := 5 * time.Minute
+	if e.copy && args[0] == "subscribe" {
+		limit = time.Hour
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	_, err := runCmd(ctx, e.dir, nil, e.b.cfg.SkiffBin, append([]string{"--log-format", "json"}, args...)...)
 	return err
 }
