@@ -46,7 +46,7 @@ func (b *bench) svg() string {
 		return ""
 	}
 	const (
-		labelW = 430
+		labelW = 480
 		plotW  = 420
 		rowH   = 22
 		top    = 40
@@ -67,7 +67,7 @@ func (b *bench) svg() string {
 	for k := -int(maxLog); k <= int(maxLog); k++ {
 		x := float64(x0) + float64(k)*scale
 		fmt.Fprintf(&w, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>`+"\n", x, top-5, x, height-25)
-		fmt.Fprintf(&w, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s×</text>`+"\n", x, height-10, num(math.Pow(10, float64(k))))
+		fmt.Fprintf(&w, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%g×</text>`+"\n", x, height-10, math.Pow(10, float64(k)))
 	}
 	for i, r := range bars {
 		y := top + i*rowH
