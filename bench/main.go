@@ -114,11 +114,13 @@ func set(list string) map[string]bool {
 	return m
 }
 
+// commandLine is the command that ran the benchmark: make's (BENCH_COMMAND) and the driver's own.
 func commandLine() string {
+	self := "go run ./bench " + strings.Join(os.Args[1:], " ")
 	if c := os.Getenv("BENCH_COMMAND"); c != "" {
-		return c
+		return c + "`, which ran `" + self
 	}
-	return "go run ./bench " + strings.Join(os.Args[1:], " ")
+	return self
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
