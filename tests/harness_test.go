@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -182,9 +183,11 @@ func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, 
 	t.Helper()
 	prov := connect(t, p.prov)
 	tgt := connect(t, p.tgt)
-	a, err := apply.Open(ctx, tgt, apply.Config{Queue: q, Consumer: "c1"})
+	pending, _ := strconv.Atoi(os.Getenv("SKIFF_MAX_PENDING_ROWS")) // 0: the default
+	a, err := apply.Open(ctx, tgt, apply.Config{Queue: q, Consumer: "c1", MaxPendingRows: pending})
 	require.NoError(t, err)
-	src, err := queue.NewSource(ctx, prov, queue.SourceConfig{Queue: q, Consumer: "c1"})
+	maxEvents, _ := strconv.ParseInt(os.Getenv("SKIFF_MAX_EVENTS"), 10, 64) // 0: the default
+	src, err := queue.NewSource(ctx, prov, queue.SourceConfig{Queue: q, Consumer: "c1", MaxEvents: maxEvents})
 	require.NoError(t, err)
 	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
 	require.NoError(t, err)
