@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -298,7 +296,7 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 // tableRoute is a subscribed table as the worker replays it.
 type tableRoute struct {
 	state change.TableState
-	snap  *snapshot // catching-up: the copy's snapshot
+	snap  *change.Snapshot // copying, catching-up: the copy's snapshot, once published
 	h     Handler
 }
 
@@ -318,12 +316,18 @@ func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 	case change.StateInSync:
 		return true, nil
 	case change.StateCatchingUp:
-		return r.snap == nil || !r.snap.visible(ev.TxID), nil
+		return r.snap == nil || !inCopy(r.snap, ev), nil
 	}
 	if r.snap == nil {
 		return false, fmt.Errorf("table %s, event %d: %w", ev.Table, ev.ID, ErrCopyPending)
 	}
-	return !r.snap.visible(ev.TxID), nil
+	return !inCopy(r.snap, ev), nil
+}
+
+// inCopy says whether the copy taken under snap already holds the event's change. An event
+// of an unknown transaction (TxID 0) is never taken as copied: it is applied.
+func inCopy(snap *change.Snapshot, ev *change.Event) bool {
+	return ev.TxID != 0 && snap.Visible(ev.TxID)
 }
 
 func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, error) {
@@ -339,57 +343,14 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 		}
 		tr := &tableRoute{state: r.State, h: h}
 		if (r.State == change.StateCatchingUp || r.State == change.StateCopying) && r.CopySnapshot != "" {
-			s, err := parseSnapshot(r.CopySnapshot)
+			s, err := change.ParseSnapshot(r.CopySnapshot)
 			if err != nil {
 				return nil, fmt.Errorf("table %s: copy snapshot: %w", r.Source, err)
 			}
-			tr.snap = s
+			tr.snap = &s
 		}
 		out[r.Source] = tr
 	}
 	return out, nil
 }
 
-// snapshot is a txid_snapshot ("xmin:xmax:xip,…").
-type snapshot struct {
-	xmin, xmax int64
-	xip        map[int64]bool
-}
-
-func parseSnapshot(s string) (*snapshot, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("malformed snapshot %q", s)
-	}
-	var sn snapshot
-	var err error
-	if sn.xmin, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
-		return nil, fmt.Errorf("malformed snapshot %q", s)
-	}
-	if sn.xmax, err = strconv.ParseInt(parts[1], 10, 64); err != nil {
-		return nil, fmt.Errorf("malformed snapshot %q", s)
-	}
-	sn.xip = map[int64]bool{}
-	if parts[2] != "" {
-		for _, x := range strings.Split(parts[2], ",") {
-			id, err := strconv.ParseInt(x, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("malformed snapshot %q", s)
-			}
-			sn.xip[id] = true
-		}
-	}
-	return &sn, nil
-}
-
-// visible says whether the snapshot sees transaction txid as committed. An unknown txid (0)
-// is not visible: its event is applied.
-func (s *snapshot) visible(txid int64) bool {
-	if txid == 0 {
-		return false
-	}
-	if txid < s.xmin {
-		return true
-	}
-	return txid < s.xmax && !s.xip[txid]
-}

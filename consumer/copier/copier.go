@@ -250,7 +250,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		res.Err = fmt.Errorf("provider: snapshot: %w", err)
 		return
 	}
-	if res.Snapshot, err = ParseSnapshot(snapText); err != nil {
+	if res.Snapshot, err = change.ParseSnapshot(snapText); err != nil {
 		res.Err = err
 		return
 	}

@@ -27,20 +27,20 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestSnapshotVisible(t *testing.T) {
 	t.Parallel()
-	s, err := copier.ParseSnapshot("100:110:103,105")
+	s, err := change.ParseSnapshot("100:110:103,105")
 	require.NoError(t, err)
 	require.Equal(t, "100:110:103,105", s.String())
 	for txid, want := range map[int64]bool{1: true, 99: true, 100: true, 103: false, 104: true, 105: false, 109: true, 110: false, 200: false} {
 		require.Equal(t, want, s.Visible(txid), "txid %d", txid)
 	}
-	empty, err := copier.ParseSnapshot("7:7:")
+	empty, err := change.ParseSnapshot("7:7:")
 	require.NoError(t, err)
 	require.True(t, empty.Visible(6))
 	require.False(t, empty.Visible(7))
 	require.True(t, s.CaughtUp(copier.Snapshot{Xmin: 110, Xmax: 120}))
 	require.False(t, s.CaughtUp(copier.Snapshot{Xmin: 109, Xmax: 120}))
 	for _, bad := range []string{"", "1:2", "a:2:", "5:4:", "1:5:7", "1:5:x"} {
-		_, err := copier.ParseSnapshot(bad)
+		_, err := change.ParseSnapshot(bad)
 		require.Error(t, err, bad)
 	}
 }
@@ -70,7 +70,7 @@ func TestSnapshotMatchesServer(t *testing.T) {
 	conn := pgtest.Connect(t, url)
 	var text string
 	require.NoError(t, conn.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&text))
-	snap, err := copier.ParseSnapshot(text)
+	snap, err := change.ParseSnapshot(text)
 	require.NoError(t, err)
 	for _, id := range running {
 		require.False(t, snap.Visible(id), "running %d in %s", id, text)

@@ -164,7 +164,7 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 	if err != nil || !ok {
 		return err
 	}
-	snap, err := ParseSnapshot(snapText)
+	snap, err := change.ParseSnapshot(snapText)
 	if err != nil {
 		return fmt.Errorf("tick %d: %w", tick, err)
 	}

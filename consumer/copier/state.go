@@ -157,7 +157,7 @@ func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([
 	}
 	var out []change.Table
 	for _, c := range list {
-		snap, err := ParseSnapshot(c.snap)
+		snap, err := change.ParseSnapshot(c.snap)
 		if err != nil {
 			return out, fmt.Errorf("table %s: %w", c.t, err)
 		}
