@@ -353,4 +353,3 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 	}
 	return out, nil
 }
-
