@@ -5,6 +5,7 @@ package change
 
 import (
 	"strings"
+	"time"
 )
 
 // Op is the kind of row change an event carries.
@@ -121,6 +122,9 @@ type Batch struct {
 	Queue string   // queue (table group) the batch belongs to
 	Prev  Position // position before the batch
 	End   Position // position after the batch; recorded on the target with the batch
+	// EndTime is the provider's clock at End (the end tick's time, or the last commit's):
+	// once the batch is applied, the time since EndTime is the replication lag.
+	EndTime time.Time
 }
 
 // TableState is where a subscribed table stands on a target.

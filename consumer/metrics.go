@@ -15,6 +15,7 @@ type Metrics struct {
 	batches   *prometheus.CounterVec
 	errors    *prometheus.CounterVec
 	lastBatch *prometheus.GaugeVec
+	lag       *prometheus.GaugeVec
 	duration  *prometheus.HistogramVec
 	queue     string
 }
@@ -35,12 +36,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lastBatch: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "skiff_worker_last_batch_timestamp_seconds", Help: "When the last batch was applied (Unix time).",
 		}, []string{"queue"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "skiff_worker_lag_seconds",
+			Help: "Replication lag of the last applied batch: from its end on the provider (tick time) to its commit on the target.",
+		}, []string{"queue"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "skiff_worker_batch_duration_seconds", Help: "Time to apply and finish one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}, []string{"queue"}),
 	}
-	reg.MustRegister(m.events, m.batches, m.errors, m.lastBatch, m.duration)
+	reg.MustRegister(m.events, m.batches, m.errors, m.lastBatch, m.lag, m.duration)
 	return m
 }
 
@@ -60,9 +65,12 @@ func (m *Metrics) errorInc() {
 	}
 }
 
-func (m *Metrics) batch(events int, _ change.Batch, d time.Duration) {
+func (m *Metrics) batch(events int, b change.Batch, d time.Duration) {
 	if m == nil {
 		return
+	}
+	if !b.EndTime.IsZero() {
+		m.lag.WithLabelValues(m.queue).Set(time.Since(b.EndTime).Seconds())
 	}
 	m.events.WithLabelValues(m.queue).Add(float64(events))
 	m.batches.WithLabelValues(m.queue).Inc()

@@ -334,10 +334,22 @@ func TestWorkerMetrics(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- w.Run(ctx, context.Background()) }()
 	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "b"))
-	f.src.add(batch(11, 2, 3), ins(3, "3", "c"))
+	late := batch(11, 2, 3)
+	late.EndTime = time.Now().Add(-5 * time.Second) // its tick was cut 5 s ago
+	f.src.add(late, ins(3, "3", "c"))
 	f.finished(t, 10, 11)
 	cancel()
 	require.NoError(t, <-errc)
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	var lag float64
+	for _, mf := range families {
+		if mf.GetName() == "skiff_worker_lag_seconds" {
+			lag = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	require.GreaterOrEqual(t, lag, 5.0, "lag is measured from the batch's end tick")
+	require.Less(t, lag, 60.0)
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP skiff_worker_events_applied_total Events applied on the target.
 # TYPE skiff_worker_events_applied_total counter

@@ -101,10 +101,11 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			s.log.Debug("batch", "batch_id", id, "prev_tick", info.PrevTick, "tick", info.Tick,
 				"estimated_events", info.EstimatedEvents, "lag", info.Lag)
 			return change.Batch{
-				ID:    id,
-				Queue: s.cfg.Queue,
-				Prev:  change.Position{Tick: info.PrevTick},
-				End:   change.Position{Tick: info.Tick},
+				ID:      id,
+				Queue:   s.cfg.Queue,
+				Prev:    change.Position{Tick: info.PrevTick},
+				End:     change.Position{Tick: info.Tick},
+				EndTime: info.TickTime,
 			}, nil
 		}
 		if err := s.wait(ctx); err != nil {
