@@ -122,7 +122,7 @@ func allInSync(t testing.TB, c *pgx.Conn) bool {
 
 func copyHolders(t testing.TB, c *pgx.Conn) int {
 	var n int
-	require.NoError(t, c.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted`,
+	require.NoError(t, c.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
 		int64(0x736b6963)).Scan(&n))
 	return n
 }

@@ -100,7 +100,7 @@ func TestExactlyOnceUnderSIGKILL(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // give it time to fail on the lock, not a synchronisation
 		if w.cmd.ProcessState == nil && w.cmd.Process.Signal(syscall.Signal(0)) == nil {
 			var holders int
-			_ = tgt.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174`).Scan(&holders)
+			_ = tgt.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&holders)
 			if holders == 2 {
 				return true
 			}
@@ -207,7 +207,7 @@ func TestSecondWorkerRefused(t *testing.T) {
 	tgt := connect(t, p.tgt)
 	pgtest.Eventually(t, time.Minute, "the first worker holds the lock", func() bool {
 		var n int
-		_ = tgt.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174 AND granted`).Scan(&n)
+		_ = tgt.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174 AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
 		return n == 1
 	})
 	out, err := skiff(t, "worker", "--provider", p.prov, "--target", p.tgt, "--queue", "qa", "--consumer", "c1")

@@ -184,6 +184,7 @@ func (a *Applier) holder(ctx context.Context) string {
 		LEFT JOIN pg_catalog.pg_stat_activity a ON a.`+pidCol+` = l.pid
 		LEFT JOIN skiff.subscription s ON s.sub_id = $2
 		WHERE l.locktype = 'advisory' AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid AND l.objsubid = 2 AND l.granted
+		  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
 		LIMIT 1`, int64(LockClass), int64(a.subID)).Scan(&pid, &app, &worker)
 	if err != nil {
 		return "holder unknown"
