@@ -6,7 +6,7 @@
 //
 //	go run ./bench -size quick -skiff bin/skiff -out docs/benchmarks.md
 //
-// The quick size takes about 20 minutes on a 2-core machine, the full size about 2½ hours.
+// The quick size takes about 15 minutes on a 2-core machine, the full size about 2½ hours.
 //
 // Every system gets its own provider and target clusters (PostgreSQL 15, started with
 // internal/pgtest, fsync and synchronous_commit on). Repetitions are interleaved (A 1, B 1, A 2,
@@ -116,7 +116,14 @@ func set(list string) map[string]bool {
 
 // commandLine is the command that ran the benchmark: make's (BENCH_COMMAND) and the driver's own.
 func commandLine() string {
-	self := "go run ./bench " + strings.Join(os.Args[1:], " ")
+	args := make([]string, 0, len(os.Args)-1)
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " \t'\"$`") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		args = append(args, a)
+	}
+	self := "go run ./bench " + strings.Join(args, " ")
 	if c := os.Getenv("BENCH_COMMAND"); c != "" {
 		return c + "`, which ran `" + self
 	}

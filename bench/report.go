@@ -169,7 +169,7 @@ func (b *bench) report(plot string) string {
 		"(%d rows per provider transaction); copy table ≈ %s MB; lag at %d provider transactions/s for %s.\n",
 		sz.PgbenchScale, sz.PgbenchClients, sz.PgbenchTime, num(float64(sz.BulkRows)), num(float64(sz.ApplyRows)),
 		sz.TxnRows, num(sz.CopyMB), sz.LagRate, sz.LagTime)
-	fmt.Fprintf(&w, "- Duration on this kind of machine (2 cores): quick ≈ 20 minutes, full ≈ 2½ hours. At the quick size "+
+	fmt.Fprintf(&w, "- Duration on this kind of machine (2 cores): quick ≈ 15 minutes, full ≈ 2½ hours. At the quick size "+
 		"the fast systems apply a backlog in about a second, so their start-up weighs on their rate; the full size "+
 		"(1 M changes) measures sustained apply.\n")
 	fmt.Fprintf(&w, "\n")
