@@ -282,7 +282,8 @@ var sectionNotes = map[string]string{
 		"of the provider's and the target's tables.",
 	"parallel": "Four tables, each its own group: four skiff queues and workers, four Londiste queues and leaf " +
 		"workers, four publications/subscriptions, four pglogical replication sets/subscriptions. The backlog " +
-		"(mixed inserts and updates) is spread evenly, each transaction touching one table.",
+		"(mixed inserts and updates) is spread evenly, each transaction touching one table. Logical decoding reads " +
+		"the whole WAL once per slot: four subscriptions decode it four times over, on the same two cores.",
 	"copy": "A keyed table of about the stated size on the provider (copied per repetition from a template database); " +
 		"the clock runs from the start of the copy to the moment the copied rows are visible on the target. MB = " +
 		"the provider table's pg_table_size (heap and TOAST) in 10⁶ bytes. The target table has its primary key " +
