@@ -37,8 +37,12 @@ func ParseConfig(connString, appName string) (*pgx.ConnConfig, error) {
 	for k, v := range sessionParams {
 		cfg.RuntimeParams[k] = v
 	}
-	if _, ok := cfg.RuntimeParams["application_name"]; ok {
-		appName = "" // the user's own choice stands
+	// An application_name from the connection string or PGAPPNAME would go in the startup
+	// packet, which a server before 9.0 refuses ("unrecognized configuration parameter"): it
+	// is set after connecting instead, where the server has it. The user's own choice stands.
+	if name, ok := cfg.RuntimeParams["application_name"]; ok {
+		appName = name
+		delete(cfg.RuntimeParams, "application_name")
 	}
 	userHook := cfg.AfterConnect
 	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {

@@ -1,0 +1,36 @@
+package pg_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestApplicationNameAfterConnect checks that an application_name given in the connection
+// string stays out of the startup packet (a server before 9.0 refuses the connection over it)
+// and is set after connecting instead, winning over skiff's own name.
+func TestApplicationNameAfterConnect(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	for connString, want := range map[string]string{
+		url + "&application_name=mine": "mine",
+		url:                            "skiff test",
+	} {
+		cfg, err := pg.ParseConfig(connString, "skiff test")
+		require.NoError(t, err)
+		require.NotContains(t, cfg.RuntimeParams, "application_name", "sent at startup, refused before 9.0")
+		conn, err := pg.ConnectConfig(ctx, cfg)
+		require.NoError(t, err)
+		var got string
+		require.NoError(t, conn.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&got))
+		require.NoError(t, conn.Close(ctx))
+		require.Equal(t, want, got, connString)
+	}
+}
