@@ -173,13 +173,16 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
 
 // holder describes the worker holding the subscription's lock, for the error message.
 func (a *Applier) holder(ctx context.Context) string {
-	pidCol := "pid"
+	pidCol, appCol := "pid", "a.application_name"
 	if a.version < 90200 {
 		pidCol = "procpid"
 	}
+	if a.version < 90000 {
+		appCol = "NULL::text" // application_name is 9.0+
+	}
 	var pid int32
 	var app, worker *string
-	err := a.conn.QueryRow(ctx, `SELECT l.pid, a.application_name, s.worker
+	err := a.conn.QueryRow(ctx, `SELECT l.pid, `+appCol+`, s.worker
 		FROM pg_catalog.pg_locks l
 		LEFT JOIN pg_catalog.pg_stat_activity a ON a.`+pidCol+` = l.pid
 		LEFT JOIN skiff.subscription s ON s.sub_id = $2
