@@ -514,9 +514,9 @@ func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin,
 	}
 	if need["extra_float_digits"] {
 		digits := "3"
-		if version < 90100 {
-			// Before 9.1 the maximum is 2: 17 significant digits, exact for float8; float4
-			// gets 8 of the 9 digits an exact round trip needs.
+		if version < 90000 {
+			// Before 9.0 the maximum is 2: 17 significant digits, exact for float8; float4
+			// gets 8 of the 9 digits an exact round trip needs (pg_dump too uses 3 from 9.0).
 			digits = "2"
 		}
 		pins = append(pins, pin{"extra_float_digits", digits})
