@@ -1,9 +1,11 @@
 package sql
 
 import (
+	"embed"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -344,5 +346,27 @@ func TestGoSQLLintCatches(t *testing.T) {
 	}
 	for _, src := range good {
 		require.Empty(t, lint(src), src)
+	}
+}
+
+// TestMigrationsHaveNothingNewer applies the Go lint's rules to the provider and target
+// migrations too (a target may be as old as its provider): they have no version branches.
+func TestMigrationsHaveNothingNewer(t *testing.T) {
+	t.Parallel()
+	for _, m := range []struct {
+		fsys embed.FS
+		glob string
+	}{{Provider, "provider/*.sql"}, {Target, "target/*.sql"}} {
+		files, err := fs.Glob(m.fsys, m.glob)
+		require.NoError(t, err)
+		require.NotEmpty(t, files)
+		for _, f := range files {
+			b, err := fs.ReadFile(m.fsys, f)
+			require.NoError(t, err)
+			code := stripComments(string(b))
+			for _, r := range newer {
+				require.False(t, r.re.MatchString(code), "%s uses %s", f, r.name)
+			}
+		}
 	}
 }
