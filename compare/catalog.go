@@ -97,8 +97,9 @@ func (ti TableInfo) column(name string) (Column, bool) {
 
 // valueExpr is the SQL expression whose text form stands for a column in the row hash. Every
 // server version must give the same text for the same value: float text forms changed in
-// PostgreSQL 12 (shortest exact digits) and bytea_output does not exist before 9.0, so floats
-// and bytea are hashed through their binary send form in hex.
+// PostgreSQL 12 (shortest exact digits) and bytea_output does not exist before 9.0, so floats,
+// float arrays and bytea are hashed through their binary send form in hex. (Floats inside
+// composite or geometric values are still hashed by their text.)
 func valueExpr(c Column) string {
 	id := change.QuoteIdent(c.Name)
 	switch c.Type {
@@ -108,6 +109,12 @@ func valueExpr(c Column) string {
 		return "encode(float8send(" + id + "), 'hex')"
 	case "bytea":
 		return "encode(" + id + ", 'hex')"
+	case "_float4", "_float8":
+		// Arrays' elements the same way, with the bounds (array_dims is NULL for an empty
+		// array): unnest yields the elements in storage order, the dimensions say the shape.
+		send := strings.TrimPrefix(c.Type, "_") + "send"
+		return "CASE WHEN " + id + " IS NULL THEN NULL ELSE coalesce(array_dims(" + id + "), '') || " +
+			"ARRAY(SELECT encode(" + send + "(skiff_e), 'hex') FROM unnest(" + id + ") AS skiff_e)::text END"
 	}
 	return id
 }
