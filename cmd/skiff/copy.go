@@ -49,9 +49,32 @@ func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription,
 		tables = append(tables, copier.Table{Source: r.Source, Dest: r.Dest})
 	}
 	cfg.LockKey = func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }
+	cfg.Filter = captureFilter(sub.Queue)
 	tcfg := cfg.Target
 	cfg.Hooks = sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tcfg.Copy()) })
 	return copier.Copy(ctx, cfg, tables)
+}
+
+// captureFilter returns the copier's row filter of a queue: each table's --where, read from
+// the provider in the copy's own snapshot, so that the copy holds the rows the capture queues.
+func captureFilter(queueName string) func(ctx context.Context, prov *pgx.Conn, t copier.Table) (string, error) {
+	return func(ctx context.Context, prov *pgx.Conn, t copier.Table) (string, error) {
+		tables, err := queue.Tables(ctx, prov, queueName)
+		if err != nil {
+			return "", err
+		}
+		for _, ct := range tables {
+			if ct.Table == t.Source {
+				return ct.Where, nil
+			}
+		}
+		return "", nil
+	}
+}
+
+func withFilter(cfg copier.Config, queueName string) copier.Config {
+	cfg.Filter = captureFilter(queueName)
+	return cfg
 }
 
 // tableManager returns the service that runs beside a queue's worker: it copies the tables
@@ -61,7 +84,7 @@ func tableManager(cfg copier.Config, queueName, consumerName string, log *slog.L
 	snaps := &tickSnapshots{cfg: cfg.Provider, queue: queueName}
 	return &copier.Manager{
 		Sub:          copier.Subscription{Queue: queueName, Consumer: consumerName},
-		Copy:         cfg,
+		Copy:         withFilter(cfg, queueName),
 		TickSnapshot: snaps.get,
 		Sequences:    snaps.sequences,
 		Log:          log,

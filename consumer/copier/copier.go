@@ -92,6 +92,10 @@ type Config struct {
 	// LockClass) the copy of a table holds on the target: a table another process is copying
 	// is left alone (its result is ErrBusy).
 	LockKey func(Table) int32
+	// Filter, when set, returns the row filter of a table's capture (a boolean SQL expression
+	// over its columns, "" for none), read on prov inside the copy's snapshot: the copy then
+	// holds only the rows the capture trigger would queue.
+	Filter func(ctx context.Context, prov *pgx.Conn, t Table) (string, error)
 }
 
 // Result is the outcome of one table's copy.
@@ -265,8 +269,15 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 	st.start()
 
 	// 4. Stream, reporting progress meanwhile.
+	where := ""
+	if cfg.Filter != nil {
+		if where, err = cfg.Filter(ctx, prov, t); err != nil {
+			res.Err = fmt.Errorf("provider: row filter of %s: %w", t.Source, err)
+			return
+		}
+	}
 	stopProgress := reportProgress(ctx, cfg, t, st, log)
-	err = pipe(ctx, prov, ttx, t, cols, st)
+	err = pipe(ctx, prov, ttx, t, cols, where, st)
 	stopProgress()
 	if err != nil {
 		res.Err = err
@@ -317,7 +328,8 @@ func reportProgress(ctx context.Context, cfg Config, t Table, st *tableProgress,
 // pipe streams the provider's COPY TO STDOUT into the target's COPY FROM STDIN through an
 // io.Pipe, counting rows (one newline per row in COPY's text format, where embedded newlines
 // are escaped) and bytes on the way.
-func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []string, st *tableProgress) error {
+// A non-empty where (the capture's row filter) restricts the rows copied.
+func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []string, where string, st *tableProgress) error {
 	quoted := make([]string, len(cols))
 	for i, c := range cols {
 		quoted[i] = change.QuoteIdent(c)
@@ -326,13 +338,16 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []strin
 	// A plain table is read by COPY directly (a heap scan, no executor: faster); a
 	// partitioned one (or anything else) through a query.
 	out := "COPY (SELECT " + list + " FROM " + t.Source.String() + ") TO STDOUT"
+	if where != "" {
+		out = "COPY (SELECT " + list + " FROM " + t.Source.String() + " WHERE coalesce((" + where + "), false)) TO STDOUT"
+	}
 	var relkind string
 	if err := prov.QueryRow(ctx, `SELECT c.relkind::text FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
 		schemaOf(t.Source), t.Source.Name).Scan(&relkind); err != nil {
 		return fmt.Errorf("provider: relation kind of %s: %w", t.Source, err)
 	}
-	if relkind == "r" {
+	if relkind == "r" && where == "" {
 		out = "COPY " + t.Source.String() + " (" + list + ") TO STDOUT"
 	}
 	in := "COPY " + t.Dest.String() + " (" + list + ") FROM STDIN"
