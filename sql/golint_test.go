@@ -68,6 +68,8 @@ var newer = []struct {
 	{"pg_stat_activity backend_xid/backend_xmin (9.4)", regexp.MustCompile(`(?i)\bbackend_xmin\b|\bbackend_xid\b`)},
 	{"pg_stat_activity.state (9.2)", regexp.MustCompile(`(?i)\bcoalesce\s*\(\s*state\b|\b\w+\.state_change\b|\bwait_event\b`)},
 	{"pg_blocking_pids / pg_is_in_recovery (9.6/9.0)", regexp.MustCompile(`(?i)\bpg_blocking_pids\b|\bpg_is_in_recovery\b`)},
+	{"procpid/current_query (before 9.2 only)", regexp.MustCompile(`(?i)\bprocpid\b|\bcurrent_query\b`)},
+	{"xlog function names (before 10 only)", regexp.MustCompile(`(?i)\bpg_\w*xlog\w*\s*\(`)},
 	{"REPEATABLE READ is snapshot isolation only from 9.1", regexp.MustCompile(`(?i)\bREPEATABLE\s+READ\b`)},
 	{"COPY option list (9.0) / FREEZE (9.3)", regexp.MustCompile(`(?i)\bCOPY\b[^;]*\(\s*FORMAT\b|\bCOPY\b[^;]*\bFREEZE\b`)},
 	{"UNLOGGED / materialized views / event triggers (9.1/9.3)", regexp.MustCompile(`(?i)\bCREATE\s+(UNLOGGED|MATERIALIZED|EVENT\s+TRIGGER)\b`)},
@@ -318,6 +320,8 @@ func TestGoSQLLintCatches(t *testing.T) {
 		"pg_advisory_xact_lock (9.1)":                         "func f(v int) { if v > 0 { q(`SELECT pg_advisory_xact_lock(1)`) } }",
 		"REPEATABLE READ is snapshot isolation only from 9.1": "func f() { q(`BEGIN ISOLATION LEVEL REPEATABLE READ`) }",
 		"COPY option list (9.0) / FREEZE (9.3)":               "func f() { q(`COPY t TO STDOUT (FORMAT binary)`) }",
+		"procpid/current_query (before 9.2 only)":             "func f() { q(`SELECT procpid, current_query FROM pg_stat_activity`) }",
+		"xlog function names (before 10 only)":                "func f() { q(`SELECT pg_current_xlog_location()`) }",
 		"generated column (12)":                               "func f(skip bool) { if skip { q(` AND a.attgenerated = ''`) } }",
 	}
 	for rule, src := range bad {
