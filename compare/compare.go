@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,17 @@ import (
 type Pair struct {
 	Source change.Table
 	Dest   change.Table
+	// Where, when set, is the capture's row filter (skiff table add --where): a boolean SQL
+	// expression over the provider table's columns. Only provider rows it keeps are compared.
+	Where string
+}
+
+// source is the provider side's FROM item: the table, or the rows the filter keeps.
+func (p Pair) source() string {
+	if p.Where == "" {
+		return p.Source.String()
+	}
+	return "(SELECT * FROM " + p.Source.String() + " WHERE coalesce((" + p.Where + "), false)) AS filtered"
 }
 
 // String names the pair for messages: "src" or "src → dest" when the names differ.
@@ -238,8 +250,8 @@ func (s *sides) compare(ctx context.Context, cfg Config, pair Pair) Result {
 	log := cfg.Log.With("table", pair.String())
 	log.Info("comparing", "columns", len(pcols))
 
-	pq := sumQuery(pair.Source, pcols)
-	tq := sumQuery(pair.Dest, tcols)
+	pq := sumQuery(pair.source(), pcols)
+	tq := sumQuery(pair.Dest.String(), tcols)
 	var err error
 	if ranged, ok := intKey(pi, ti, key); ok {
 		res.Provider, res.Target, err = s.sumChunked(ctx, cfg, log, pair, ranged, pq, tq)
@@ -275,13 +287,14 @@ func sideErr(side string, err error) error {
 	return fmt.Errorf("%s: %w", side, err)
 }
 
-// sumQuery aggregates the row hashes of a table; a WHERE clause with $1/$2 bounds may follow
-// in the inner query (see sumChunked).
-func sumQuery(t change.Table, cols []Column) string {
-	return `SELECT count(*),
+// sumQuery aggregates the row hashes of a FROM item (a table's quoted name or a subquery); a
+// WHERE clause with $1/$2 bounds may follow in the inner query (see sumChunked). The result is
+// a format for fmt.Sprintf: a % in a name or a filter is doubled.
+func sumQuery(from string, cols []Column) string {
+	return strings.ReplaceAll(`SELECT count(*),
 		coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0)::text,
 		coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)::text
-		FROM (SELECT ` + rowExpr(cols) + ` AS h FROM ` + t.String() + ` %s) s`
+		FROM (SELECT `+rowExpr(cols)+` AS h FROM `+from, "%", "%%") + ` %s) s`
 }
 
 func sumOf(ctx context.Context, conn *pgx.Conn, query string, where []any) (Sum, error) {
@@ -321,7 +334,7 @@ func (s *sides) sumChunked(ctx context.Context, cfg Config, log *slog.Logger, pa
 	var plo, phi, tlo, thi *int64
 	ep, et := both(
 		func() error {
-			return s.p.QueryRow(ctx, "SELECT min("+k+"), max("+k+") FROM "+pair.Source.String()).Scan(&plo, &phi)
+			return s.p.QueryRow(ctx, "SELECT min("+k+"), max("+k+") FROM "+pair.source()).Scan(&plo, &phi)
 		},
 		func() error {
 			return s.t.QueryRow(ctx, "SELECT min("+k+"), max("+k+") FROM "+pair.Dest.String()).Scan(&tlo, &thi)

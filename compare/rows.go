@@ -39,17 +39,17 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, pair Pair, key []string
 	if err != nil {
 		return err
 	}
-	query := func(t change.Table, keys, cols []Column) string {
+	query := func(from string, keys, cols []Column) string {
 		k := keyExpr(keys)
-		return "SELECT k, h FROM (SELECT " + k + " AS k, " + rowExpr(cols) + " AS h FROM " + t.String() +
+		return "SELECT k, h FROM (SELECT " + k + " AS k, " + rowExpr(cols) + " AS h FROM " + from +
 			") s ORDER BY convert_to(k, 'UTF8')"
 	}
 	pch := make(chan keyHash, 256)
 	tch := make(chan keyHash, 256)
 	perr := make(chan error, 1)
 	terr := make(chan error, 1)
-	go func() { perr <- stream(ctx, s.p, query(pair.Source, pk, pcols), pch) }()
-	go func() { terr <- stream(ctx, s.t, query(pair.Dest, tk, tcols), tch) }()
+	go func() { perr <- stream(ctx, s.p, query(pair.source(), pk, pcols), pch) }()
+	go func() { terr <- stream(ctx, s.t, query(pair.Dest.String(), tk, tcols), tch) }()
 
 	// Past MaxRowDiffs the merge goes on (the connections stay usable for the next table)
 	// but records nothing more.

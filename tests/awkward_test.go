@@ -539,13 +539,29 @@ func TestInitialCopyHonoursWhere(t *testing.T) {
 		require.NoError(t, err, out)
 	}
 	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
-	const ddl = `CREATE TABLE public."select" ("order" integer PRIMARY KEY, "user" text, "from" float4);`
+	const ddl = `CREATE TABLE public."select" ("order" integer PRIMARY KEY, "user" text, "from" float4);
+		CREATE TABLE public."50% off" ("%s" text PRIMARY KEY, "%d" integer);`
 	exec1(t, prov, ddl)
 	exec1(t, tgt, ddl)
-	exec1(t, prov, `INSERT INTO public."select" SELECT g, CASE WHEN g % 5 = 0 THEN 'keep' END FROM generate_series(1, 100) g`)
+	exec1(t, prov, `INSERT INTO public."select" SELECT g, CASE WHEN g % 5 = 0 THEN 'keep' END FROM generate_series(1, 100) g;
+		INSERT INTO public."50% off" SELECT '%' || g, g FROM generate_series(1, 10) g`)
 	out, err := skiff(t, "table", "add", "--db", p.prov, "--queue", "qw", "--where", awkWhere, `public."select"`)
+	require.NoError(t, err, out)
+	out, err = skiff(t, "table", "add", "--db", p.prov, "--queue", "qw", `public."50% off"`)
 	require.NoError(t, err, out)
 	out, err = skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "qw", "--consumer", "c1")
 	require.NoError(t, err, out)
 	awkCompare(t, prov, tgt, `public."select"`, awkWhere)
+	awkCompare(t, prov, tgt, `public."50% off"`, "")
+
+	// compare applies the filter to the provider's rows, and copes with % in names.
+	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "qw")
+	require.NoError(t, err, out)
+	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "qw", "--rows")
+	require.NoError(t, err, out)
+	exec1(t, tgt, `UPDATE public."select" SET "from" = 1 WHERE "order" = 10; UPDATE public."50% off" SET "%d" = 0 WHERE "%s" = '%3'`)
+	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "qw", "--rows")
+	require.Error(t, err, out)
+	require.Contains(t, out, "key (10): different")
+	require.Contains(t, out, "key (%3): different")
 }

@@ -44,6 +44,9 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 	if len(pairs) == 0 {
 		return fmt.Errorf("queue %q: no table to compare", c.Queue)
 	}
+	if err := c.addFilters(rt.Ctx, pcfg, pairs); err != nil {
+		return err
+	}
 	rt.Log.Info("comparing", "queue", c.Queue, "tables", len(pairs), "provider", pg.Describe(pcfg), "target", pg.Describe(tcfg))
 	results, err := compare.Run(rt.Ctx, compare.Config{
 		Provider: pcfg, Target: tcfg, Pairs: pairs, Rows: c.Rows, MaxRowDiffs: c.MaxRows,
@@ -89,6 +92,28 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 		return exitError{code: 1}
 	}
 	rt.Log.Info("all tables equal", "queue", c.Queue, "tables", len(results))
+	return nil
+}
+
+// addFilters sets each pair's Where to its table's capture filter (--where): the target holds
+// only the provider rows it keeps.
+func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs []compare.Pair) error {
+	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	captured, err := queue.Tables(ctx, conn, c.Queue)
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	for i := range pairs {
+		for _, t := range captured {
+			if t.Table == pairs[i].Source {
+				pairs[i].Where = t.Where
+			}
+		}
+	}
 	return nil
 }
 
