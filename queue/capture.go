@@ -194,6 +194,7 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		if err != nil {
 			return nil, err
 		}
+		pins = append(pins, wherePins(where, version)...)
 	}
 
 	names, types := make([]string, len(cols)), make([]string, len(cols))
@@ -534,6 +535,17 @@ func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin,
 		pins = append(pins, pin{"lc_monetary", v})
 	}
 	return pins, nil
+}
+
+// wherePins returns the settings a --where filter needs fixed in the capture function. Before
+// 9.1 standard_conforming_strings is off by default, so a writing session would read the
+// filter's backslashes in '...' literals as escapes, unlike the check at table add (skiff's
+// sessions have it on): a filter with a backslash gets it pinned on.
+func wherePins(where string, version int) []pin {
+	if version < 90100 && strings.Contains(where, `\`) {
+		return []pin{{"standard_conforming_strings", "on"}}
+	}
+	return nil
 }
 
 // trigger generates the capture function and triggers of one table.
