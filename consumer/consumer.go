@@ -60,3 +60,19 @@ type Applier interface {
 type ErrorRecorder interface {
 	RecordError(ctx context.Context, err error) error
 }
+
+// Backlogger is an optional ability of an Applier: hold the events of a table being copied in
+// a backlog on the target instead of writing them to the destination, whose lock the copy
+// holds until it commits (writing them would make the whole batch, and every other table of
+// the subscription, wait for the end of the copy). All three are called inside Apply's
+// stream, in the batch's transaction. Without it the worker writes those events to the
+// destination (they wait on the copy's lock).
+type Backlogger interface {
+	// AppendBacklog appends the events of source table src to its backlog, in order.
+	AppendBacklog(ctx context.Context, src change.Table, evs []change.Event) error
+	// Backlogged lists the source tables that have a backlog.
+	Backlogged(ctx context.Context) ([]change.Table, error)
+	// DrainBacklog hands the backlog of src to fn in order, a chunk at a time (no query open
+	// while fn runs), then deletes it; it returns how many events it read.
+	DrainBacklog(ctx context.Context, src change.Table, fn func([]change.Event) error) (int, error)
+}

@@ -175,7 +175,16 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		if err != nil {
 			return err
 		}
-		return w.pipe(ctx, b, byTable, emit, &events, &skipped)
+		bl, _ := w.cfg.Applier.(Backlogger)
+		if bl != nil {
+			for _, rt := range byTable {
+				rt.backlog = rt.state == change.StateCopying && rt.snap != nil
+			}
+			if err := w.drain(ctx, bl, byTable, emit, &events); err != nil {
+				return err
+			}
+		}
+		return w.pipe(ctx, b, byTable, bl, emit, &events, &skipped)
 	})
 	if err != nil {
 		return err
@@ -187,6 +196,45 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 	w.log.Debug("batch applied", "worker", w.cfg.Name, "batch_id", b.ID, "events", events, "skipped", skipped, "duration", time.Since(start).String())
 	if w.cfg.OnBatch != nil {
 		w.cfg.OnBatch(b, events)
+	}
+	return nil
+}
+
+// drain applies the copy backlog of every table whose copy has committed (no longer in state
+// copying), before any event of the batch: the backlog holds the events of transactions
+// that committed while the copy ran, which come before the batch's. Events the table's copy
+// snapshot sees are dropped (the copy holds them). The backlog is deleted in the batch's
+// transaction.
+func (w *Worker) drain(ctx context.Context, bl Backlogger, byTable map[change.Table]*tableRoute, emit func([]change.Event) error, events *int) error {
+	tables, err := bl.Backlogged(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		rt, ok := byTable[t]
+		if !ok || rt.state == change.StateCopying {
+			continue // still copying: its backlog grows; a new copy attempt deletes it
+		}
+		var applied int
+		n, err := bl.DrainBacklog(ctx, t, func(evs []change.Event) error {
+			out := evs[:0]
+			for i := range evs {
+				if rt.snap != nil && inCopy(rt.snap, &evs[i]) {
+					continue
+				}
+				out = append(out, evs[i])
+			}
+			applied += len(out)
+			if len(out) == 0 {
+				return nil
+			}
+			return emit(out)
+		})
+		if err != nil {
+			return fmt.Errorf("table %s: copy backlog: %w", t, err)
+		}
+		*events += applied
+		w.log.Info("copy backlog applied", "worker", w.cfg.Name, "table", t.String(), "events", applied, "dropped", n-applied)
 	}
 	return nil
 }
@@ -203,8 +251,12 @@ const (
 // chunk (table state, handlers) into a new slice and hands it over a small channel: memory
 // stays bounded. When emit fails the rest of the batch is read and dropped, which keeps the
 // source's connection usable for the retry.
-func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, emit func([]change.Event) error, events, skipped *int) error {
-	ch := make(chan []change.Event, pipeDepth)
+//
+// Events of a table being copied (tableRoute.backlog) go to the table's backlog instead
+// (bl.AppendBacklog), from this goroutine too: the batch's transaction is used by one
+// goroutine only.
+func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, bl Backlogger, emit func([]change.Event) error, events, skipped *int) error {
+	ch := make(chan piece, pipeDepth)
 	inFlight := semaphore.NewWeighted(pipeBytes)
 	sizes := make(chan int64, pipeDepth+2)
 	// Chunk buffers go back and forth instead of being allocated for every chunk.
@@ -220,6 +272,7 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 			default:
 				out = make([]change.Event, 0, len(chunk))
 			}
+			var held []heldEvent
 			for i := range chunk {
 				ev := chunk[i]
 				rt, ok := byTable[ev.Table]
@@ -249,14 +302,27 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 						continue
 					}
 				}
+				if rt.backlog {
+					held = append(held, heldEvent{src: chunk[i].Table, ev: ev})
+					continue
+				}
 				out = append(out, ev)
 			}
-			if len(out) == 0 {
+			if len(out) == 0 && len(held) == 0 {
+				select {
+				case free <- out[:0]:
+				default:
+				}
 				return nil
 			}
 			var size int64
 			for i := range out {
 				for _, v := range out[i].Values {
+					size += int64(len(v.Text))
+				}
+			}
+			for i := range held {
+				for _, v := range held[i].ev.Values {
 					size += int64(len(v.Text))
 				}
 			}
@@ -266,7 +332,7 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 			}
 			sizes <- size // taken by the applying side, in the order of the chunks
 			select {
-			case ch <- out:
+			case ch <- piece{out: out, held: held}:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
@@ -274,10 +340,14 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 		})
 	}()
 	var emitErr error
-	for out := range ch {
+	for p := range ch {
+		out := p.out
 		*events += len(out)
-		if emitErr == nil {
+		if emitErr == nil && len(out) > 0 {
 			emitErr = emit(out)
+		}
+		if emitErr == nil && len(p.held) > 0 {
+			emitErr = w.hold(ctx, bl, p.held)
 		}
 		inFlight.Release(<-sizes)
 		clear(out) // drop the rows' references; emit has copied what it keeps
@@ -293,11 +363,45 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 	return readErr
 }
 
+// piece is one filtered chunk on its way from the reading to the applying side: the events
+// to write, and those of tables being copied, to append to their backlogs.
+type piece struct {
+	out  []change.Event
+	held []heldEvent
+}
+
+// heldEvent is an event (after handlers) of source table src, which is being copied.
+type heldEvent struct {
+	src change.Table
+	ev  change.Event
+}
+
+// hold appends events to their tables' backlogs, a run of one table at a time, in order.
+func (w *Worker) hold(ctx context.Context, bl Backlogger, held []heldEvent) error {
+	evs := make([]change.Event, 0, len(held))
+	for i := 0; i < len(held); {
+		j := i
+		evs = evs[:0]
+		for j < len(held) && held[j].src == held[i].src {
+			evs = append(evs, held[j].ev)
+			j++
+		}
+		if err := bl.AppendBacklog(ctx, held[i].src, evs); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
 // tableRoute is a subscribed table as the worker replays it.
 type tableRoute struct {
 	state change.TableState
-	snap  *change.Snapshot // copying, catching-up: the copy's snapshot, once published
+	snap  *change.Snapshot // the copy's snapshot, once published (kept after in-sync)
 	h     Handler
+	// backlog: the table is copying with its snapshot published and the applier keeps a
+	// backlog: the events wants keeps go to the backlog, not to the destination.
+	backlog bool
 }
 
 // ErrCopyPending is returned for an event of a table whose initial copy has not published
@@ -309,8 +413,10 @@ var ErrCopyPending = errors.New("initial copy has not published its snapshot yet
 //
 // While a table is copying, its copy holds the destination's lock (TRUNCATE) from before
 // its snapshot until it commits: events of transactions the snapshot sees are in the copy and
-// skipped; the others are applied and wait on that lock, landing after the copied rows.
-// Skipping them instead would lose the transactions that commit during a long copy.
+// skipped; the others are kept. Skipping them instead would lose the transactions that
+// commit during a long copy. Kept events go to the table's backlog when the applier keeps
+// one (tableRoute.backlog; applied by the first batch after the copy commits), else they are
+// applied and wait on that lock, landing after the copied rows (the whole batch waits).
 func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 	switch r.state {
 	case change.StateInSync:
@@ -342,7 +448,7 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 			w.routes[r] = h
 		}
 		tr := &tableRoute{state: r.State, h: h}
-		if (r.State == change.StateCatchingUp || r.State == change.StateCopying) && r.CopySnapshot != "" {
+		if r.CopySnapshot != "" {
 			s, err := change.ParseSnapshot(r.CopySnapshot)
 			if err != nil {
 				return nil, fmt.Errorf("table %s: copy snapshot: %w", r.Source, err)

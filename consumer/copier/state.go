@@ -134,9 +134,9 @@ func (s Subscription) Position(ctx context.Context, conn db) (int64, error) {
 	return *tick, nil
 }
 
-// Promote moves every catching-up table whose copy the applied position has passed to
-// in-sync: applied is the snapshot of the tick the target has applied up to. It returns the
-// tables promoted.
+// Promote moves every catching-up table whose copy the applied position has passed, and whose
+// copy backlog the worker has applied, to in-sync: applied is the snapshot of the tick the
+// target has applied up to. It returns the tables promoted.
 func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([]change.Table, error) {
 	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, coalesce(copy_snapshot, '') FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'catching-up'`, s.Queue, s.Consumer)
@@ -164,8 +164,12 @@ func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([
 		if !snap.CaughtUp(applied) {
 			continue
 		}
+		// Not before the worker has applied the table's copy backlog: in-sync means every
+		// event is on the destination.
 		tag, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'in-sync', state_changed_at = now()
-			WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'catching-up' AND ts.copy_snapshot = $5`,
+			WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'catching-up' AND ts.copy_snapshot = $5
+			  AND NOT EXISTS (SELECT 1 FROM skiff.copy_backlog b
+				WHERE b.sub_id = ts.sub_id AND b.source_schema = ts.source_schema AND b.source_name = ts.source_name)`,
 			s.Queue, s.Consumer, c.t.Schema, c.t.Name, c.snap)
 		if err != nil {
 			return out, fmt.Errorf("promote %s to in-sync: %w", c.t, err)
@@ -181,7 +185,8 @@ func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([
 // batch transaction does first): it waits for the batch in flight to commit and holds the next
 // batches back until release is called. It also clears the table's copy snapshot (a stale one
 // of a failed copy): once released, batches wait (consumer.ErrCopyPending) until the new copy
-// publishes its own. It fails with ErrNotCopying when the table is not copying.
+// publishes its own; and it deletes the table's copy backlog (skiff.copy_backlog) of an
+// earlier attempt. It fails with ErrNotCopying when the table is not copying.
 func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Table) (release func(), err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
@@ -202,6 +207,14 @@ func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Tabl
 	}
 	if tag.RowsAffected() == 0 {
 		return fail(ErrNotCopying)
+	}
+	// The backlog of an earlier attempt: every event in it belongs to a batch applied before
+	// this barrier, so it committed on the provider before the new copy's snapshot is taken;
+	// the new copy holds it.
+	if _, err := tx.Exec(ctx, `DELETE FROM skiff.copy_backlog b
+		WHERE b.sub_id = (SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2)
+		  AND b.source_schema = $3 AND b.source_name = $4`, s.Queue, s.Consumer, t.Schema, t.Name); err != nil {
+		return fail(err)
 	}
 	return func() { _ = tx.Commit(context.WithoutCancel(ctx)) }, nil
 }
