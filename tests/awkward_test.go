@@ -565,3 +565,35 @@ func TestInitialCopyHonoursWhere(t *testing.T) {
 	require.Contains(t, out, "key (10): different")
 	require.Contains(t, out, "key (%3): different")
 }
+
+// TestQuotedNamesOnTheCommandLine: table names given quoted, with a comma, a colon and a dot
+// inside, are taken whole by table add, subscribe --table (also as TABLE:DEST) and compare
+// --table.
+func TestQuotedNamesOnTheCommandLine(t *testing.T) {
+	t.Parallel()
+	p := &pair{prov: pgtest.Shared(t, "").NewDB(t), tgt: pgtest.Shared(t, "").NewDB(t)}
+	for _, a := range [][]string{{"init", "provider", "--db", p.prov}, {"init", "target", "--db", p.tgt}} {
+		out, err := skiff(t, a...)
+		require.NoError(t, err, out)
+	}
+	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
+	const ddl = `CREATE SCHEMA "Camel.Schema"; CREATE TABLE "Camel.Schema"."a,b" (id int PRIMARY KEY, v text);
+		CREATE TABLE public."x:y" (id int PRIMARY KEY, v text);`
+	exec1(t, prov, ddl)
+	exec1(t, tgt, ddl+`CREATE SCHEMA "Other"; CREATE TABLE "Other"."c.d" (id int PRIMARY KEY, v text);`)
+	exec1(t, prov, `INSERT INTO "Camel.Schema"."a,b" VALUES (1, 'one'); INSERT INTO public."x:y" VALUES (2, 'two')`)
+	out, err := skiff(t, "table", "add", "--db", p.prov, "--queue", "qn", `"Camel.Schema"."a,b"`, `public."x:y"`)
+	require.NoError(t, err, out)
+	out, err = skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "qn", "--consumer", "c1",
+		"--table", `"Camel.Schema"."a,b":"Other"."c.d"`, "--table", `public."x:y"`)
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"Camel.Schema"."a,b" -> "Other"."c.d"`)
+	require.Contains(t, out, `"public"."x:y" -> "public"."x:y"`)
+	var n int
+	require.NoError(t, tgt.QueryRow(context.Background(), `SELECT count(*) FROM "Other"."c.d"`).Scan(&n))
+	require.Equal(t, 1, n)
+	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "qn", "--table", `"Camel.Schema"."a,b"`)
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"Camel.Schema"."a,b" → "Other"."c.d"`)
+	_ = prov
+}

@@ -22,7 +22,7 @@ type CompareCmd struct {
 	Provider string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_PROVIDER"`
 	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`
 	Queue    string   `help:"Queue whose tables to compare." required:"" env:"SKIFF_QUEUE"`
-	Table    []string `help:"Compare only this table (schema.name, or schema.name:dest.name when no subscription records the mapping); repeatable."`
+	Table    []string `help:"Compare only this table (schema.name, or schema.name:dest.name when no subscription records the mapping); repeatable." sep:"none"`
 	Rows     bool     `help:"List the keys of differing rows (streams every row's key and hash: for small tables)."`
 	MaxRows  int      `help:"List at most this many differing keys per table." default:"100"`
 	Parallel int      `help:"Tables compared at once." default:"2"`
@@ -152,7 +152,7 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]c
 	}
 	var out []compare.Pair
 	for _, spec := range c.Table {
-		src, dest, hasDest := strings.Cut(spec, ":")
+		src, dest, hasDest := cutOutsideQuotes(spec, ':')
 		p := compare.Pair{Source: parseTable(src)}
 		p.Dest = p.Source
 		if hasDest {

@@ -173,10 +173,11 @@ func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, r
 // routes maps the --table flags (or every captured table) to routes.
 func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, error) {
 	find := func(spec string) (change.Table, error) {
-		schema, name, qualified := strings.Cut(spec, ".")
+		schema, name, qualified := cutOutsideQuotes(spec, '.')
 		if !qualified {
 			schema, name = "", spec
 		}
+		schema, name = unquoteIdent(schema), unquoteIdent(name)
 		var found []change.Table
 		for _, t := range captured {
 			if t.Table.Name == name && (schema == "" || t.Table.Schema == schema) {
@@ -223,17 +224,18 @@ func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, e
 		}
 	}
 	for _, spec := range c.Table {
-		srcSpec, dstSpec, renamed := strings.Cut(spec, ":")
+		srcSpec, dstSpec, renamed := cutOutsideQuotes(spec, ':')
 		src, err := find(srcSpec)
 		if err != nil {
 			return nil, err
 		}
 		dst := src
 		if renamed {
-			schema, name, qualified := strings.Cut(dstSpec, ".")
+			schema, name, qualified := cutOutsideQuotes(dstSpec, '.')
+			schema, name = unquoteIdent(schema), unquoteIdent(name)
 			switch {
 			case !qualified:
-				dst.Name = dstSpec
+				dst.Name = unquoteIdent(dstSpec)
 			case name == "":
 				dst.Schema = schema
 			default:
@@ -253,6 +255,30 @@ func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, e
 		}
 	}
 	return out, nil
+}
+
+// cutOutsideQuotes cuts s around the first sep that is not inside double quotes, so that
+// "My.Schema"."a:b" names one table.
+func cutOutsideQuotes(s string, sep byte) (before, after string, found bool) {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '"':
+			quoted = !quoted // a doubled quote toggles twice
+		case s[i] == sep && !quoted:
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// unquoteIdent removes the double quotes of a quoted identifier ("" is one quote); unquoted
+// text is taken as typed.
+func unquoteIdent(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
+	}
+	return s
 }
 
 // providerColumns reads a provider table's live columns (attnum order) and primary key from
