@@ -55,7 +55,7 @@ func Up(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*Result, error) {
 	defer db.Close()
 	db.SetMaxOpenConns(2)
 
-	if err := prepare(ctx, db); err != nil {
+	if err := prepare(ctx, db, role); err != nil {
 		return nil, fmt.Errorf("prepare %s schema: %w", role, err)
 	}
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(role)))
@@ -134,9 +134,10 @@ func lockID(r Role) int64 {
 	return 0x736b696666<<8 | int64(r[0])
 }
 
-// prepare creates what goose's store and the migrations assume: schema skiff and PL/pgSQL
-// (not installed in a new database before PostgreSQL 9.0).
-func prepare(ctx context.Context, db *sql.DB) error {
+// prepare creates what goose's store and the migrations assume: schema skiff and, for the
+// provider's functions, PL/pgSQL (not installed in a new database before PostgreSQL 9.0, and
+// only a superuser may create it there: a target, which has no functions, does without).
+func prepare(ctx context.Context, db *sql.DB, role Role) error {
 	var hasSchema, hasPLpgSQL bool
 	err := db.QueryRowContext(ctx, `SELECT
 		EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'skiff'),
@@ -144,7 +145,7 @@ func prepare(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
-	if !hasPLpgSQL {
+	if !hasPLpgSQL && role == Provider {
 		if _, err := db.ExecContext(ctx, "CREATE LANGUAGE plpgsql"); err != nil {
 			return fmt.Errorf("create language plpgsql: %w", err)
 		}

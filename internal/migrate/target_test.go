@@ -1,0 +1,31 @@
+package migrate
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+// TestTargetWithoutPLpgSQL: a target schema installs in a database without PL/pgSQL (as a new
+// database is before 9.0, where only a superuser may create the language) and leaves it so.
+func TestTargetWithoutPLpgSQL(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	conn, err := pg.Connect(ctx, url, "skiff-test")
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP EXTENSION plpgsql")
+	require.NoError(t, err)
+	cfg, err := pg.ParseConfig(url, "skiff-test")
+	require.NoError(t, err)
+	_, err = Up(ctx, cfg, Target)
+	require.NoError(t, err)
+	var has bool
+	require.NoError(t, conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_language WHERE lanname = 'plpgsql')").Scan(&has))
+	require.False(t, has, "the target needs no PL/pgSQL")
+}
