@@ -58,7 +58,7 @@ CREATE TABLE "CamelSchema"."Order Items" (
 	"a""b" text, "a.b" text, "données" text, "表" text, "select" text, "user" integer,
 	"order" float8, f4 real, num numeric, ts timestamptz, tsn timestamp, d date, iv interval,
 	arr text[], nest integer[], js json, jb jsonb, dom "CamelSchema".posint, mood "CamelSchema"."Mood",
-	comp "CamelSchema".pair, "by" bytea, big text,
+	comp "CamelSchema".pair, "by" bytea, big text, f8arr float8[], f4arr real[],
 	PRIMARY KEY ("txt key", "Order Id", "ts key"));
 CREATE TABLE "sp ace.a""b"."a""b.c" ("Id" uuid PRIMARY KEY, "a""b" text, "a.b" text, "données" text,
 	"表" text, "select" text, "user" text, "order" text);
@@ -96,25 +96,26 @@ var (
 		sp("178000000 years"), sp("00:00:00"), sp("-2147483648 days"), sp("1 mon -30 days"), nil}
 	awkArrays = []*string{sp(`{NULL,"NULL","","q\"uote","{br}ace","com,ma","back\\slash"," sp ","😀"}`), sp(`{}`),
 		sp(`{{a,b},{NULL,"}"}}`), nil, sp("{\"\\\\N\",\"a\tb\",\"cr\rlf\n\"}")}
-	awkNested = []*string{sp("{{1,2},{3,NULL}}"), sp("{{{1}},{{2}}}"), sp("{}"), sp("[0:1]={7,8}"), nil}
-	awkJSON   = []*string{sp(`{"k" : [1, 2.50, "x\ny"], "k": 2}`), sp(`["\u0000", "\ud83d\ude00", "é"]`), sp(`null`), nil, sp(`  "s p"  `)}
-	awkJSONB  = []*string{sp(`{"é": "😀", "n": 1.0e10, "nested": {"a": [null, true, "\"q\""]}}`), sp(`[]`), sp(`"NULL"`), sp(`null`), nil}
-	awkDom    = []*string{sp("1"), sp("2147483647"), nil}
-	awkMood   = []*string{sp("happy"), sp("sad 'q'"), sp("with,comma"), sp(`"dq" \`), nil}
-	awkComp   = [][2]*string{{sp(`a,b "c" (d)`), sp("5")}, {sp(""), nil}, {nil, nil}, {sp("null-comp"), nil}, {sp(`\`), sp("-1")}}
-	awkBytea  = []*string{sp("00ff5c0a0d22272c28"), sp(""), sp("5c78"), nil, sp(strings.Repeat("00fe", 500))}
+	awkNested      = []*string{sp("{{1,2},{3,NULL}}"), sp("{{{1}},{{2}}}"), sp("{}"), sp("[0:1]={7,8}"), nil}
+	awkJSON        = []*string{sp(`{"k" : [1, 2.50, "x\ny"], "k": 2}`), sp(`["\u0000", "\ud83d\ude00", "é"]`), sp(`null`), nil, sp(`  "s p"  `)}
+	awkJSONB       = []*string{sp(`{"é": "😀", "n": 1.0e10, "nested": {"a": [null, true, "\"q\""]}}`), sp(`[]`), sp(`"NULL"`), sp(`null`), nil}
+	awkDom         = []*string{sp("1"), sp("2147483647"), nil}
+	awkMood        = []*string{sp("happy"), sp("sad 'q'"), sp("with,comma"), sp(`"dq" \`), nil}
+	awkComp        = [][2]*string{{sp(`a,b "c" (d)`), sp("5")}, {sp(""), nil}, {nil, nil}, {sp("null-comp"), nil}, {sp(`\`), sp("-1")}}
+	awkFloatArrays = []*string{sp("{0.1,NULL,-0,1e38,1e-45,Infinity,-Infinity,NaN,0.3333333333333333}"), sp("{{0.1,0.2},{NULL,3.14159265358979}}"), sp("{}"), nil}
+	awkBytea       = []*string{sp("00ff5c0a0d22272c28"), sp(""), sp("5c78"), nil, sp(strings.Repeat("00fe", 500))}
 )
 
 func pick[T any](list []T, i int) T { return list[((i%len(list))+len(list))%len(list)] }
 
 const awkInsertItem = `INSERT INTO "CamelSchema"."Order Items" ("Order Id", "ts key", "txt key", "a""b", "a.b", "données",
-	"表", "select", "user", "order", f4, num, ts, tsn, d, iv, arr, nest, js, jb, dom, mood, comp, "by", big)
+	"表", "select", "user", "order", f4, num, ts, tsn, d, iv, arr, nest, js, jb, dom, mood, comp, "by", big, f8arr, f4arr)
 VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6, $7, $8, $9::text::int, $10::text::float8, $11::text::real,
 	$12::text::numeric, $13::text::timestamptz, $14::text::timestamp, $15::text::date, $16::text::interval,
 	$17::text::text[], $18::text::int[], $19::text::json, $20::text::jsonb, $21::text::"CamelSchema".posint,
 	$22::text::"CamelSchema"."Mood",
 	CASE WHEN $23::text = 'null-comp' THEN NULL ELSE ROW($23::text, $24::text::int)::"CamelSchema".pair END,
-	decode($25::text, 'hex'), $26::text)`
+	decode($25::text, 'hex'), $26::text, $27::text::float8[], $28::text::real[])`
 
 // awkItemArgs are the values of Order Items row number id, variant v.
 func awkItemArgs(id int64, v int, key string, big *string) []any {
@@ -123,7 +124,7 @@ func awkItemArgs(id int64, v int, key string, big *string) []any {
 		pick(awkTexts, v+4), pick(awkTexts, v+5), strconv.Itoa(v - 3), pick(awkFloat8, v), pick(awkFloat4, v+1),
 		pick(awkNumeric, v), pick(awkTsKeys, v+2), pick(awkTimestamp, v), pick(awkDate, v), pick(awkInterval, v),
 		pick(awkArrays, v), pick(awkNested, v), pick(awkJSON, v), pick(awkJSONB, v), pick(awkDom, v), pick(awkMood, v),
-		comp[0], comp[1], pick(awkBytea, v), big}
+		comp[0], comp[1], pick(awkBytea, v), big, pick(awkFloatArrays, v), pick(awkFloatArrays, v+1)}
 }
 
 func awkKeyText(v int) string {
@@ -290,6 +291,12 @@ func awkDump(t *testing.T, c *pgx.Conn, table, where string) (cols []string, row
 			id = "encode(float8send(" + id + "), 'hex')"
 		case "real":
 			id = "encode(float4send(" + id + "), 'hex')"
+		case "double precision[]", "real[]":
+			send := "float8send"
+			if typ == "real[]" {
+				send = "float4send"
+			}
+			id = "array_dims(" + id + ") || (SELECT array_agg(encode(" + send + "(x), 'hex'))::text FROM unnest(" + id + ") x)"
 		default:
 			id += "::text"
 		}
