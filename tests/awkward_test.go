@@ -43,6 +43,9 @@ var awkTables = []string{
 	`public."user"`,
 }
 
+// awkQueue is the queue's name: quotes, a space and a format verb.
+const awkQueue = `q "awk's" %s`
+
 // awkWhere is the --where of public."select": quoted column names, a keyword among them.
 const awkWhere = `"order" % 2 = 0 OR "user" = 'keep'`
 
@@ -432,9 +435,9 @@ func testAwkward(t *testing.T, provVersion, tgtVersion string) {
 			plain = append(plain, tb)
 		}
 	}
-	out, err := skiff(t, append([]string{"table", "add", "--db", p.prov, "--queue", "q awk"}, plain...)...)
+	out, err := skiff(t, append([]string{"table", "add", "--db", p.prov, "--queue", awkQueue}, plain...)...)
 	require.NoError(t, err, out)
-	out, err = skiff(t, "table", "add", "--db", p.prov, "--queue", "q awk", "--where", awkWhere, `public."select"`)
+	out, err = skiff(t, "table", "add", "--db", p.prov, "--queue", awkQueue, "--where", awkWhere, `public."select"`)
 	require.NoError(t, err, out)
 
 	startProc(t, "ticker", "--db", p.prov, "--poll", "50ms")
@@ -447,9 +450,9 @@ func testAwkward(t *testing.T, provVersion, tgtVersion string) {
 	}
 	defer func() { cancel(); wwg.Wait() }()
 
-	out, err = skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "q awk", "--consumer", "c1")
+	out, err = skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", awkQueue, "--consumer", "c1")
 	require.NoError(t, err, out)
-	startProc(t, "worker", "--provider", p.prov, "--target", p.tgt, "--queue", "q awk", "--consumer", "c1",
+	startProc(t, "worker", "--provider", p.prov, "--target", p.tgt, "--queue", awkQueue, "--consumer", "c1",
 		"--min-backoff", "100ms", "--max-backoff", "1s")
 
 	pgtest.Eventually(t, 3*time.Minute, "every table in sync", func() bool { return allInSync(t, tgt) })
@@ -465,9 +468,9 @@ func testAwkward(t *testing.T, provVersion, tgtVersion string) {
 	cancel()
 	wwg.Wait()
 	t.Logf("%d writer transactions", txs.Load())
-	p.caughtUp(t, 2*time.Minute, "q awk")
+	p.caughtUp(t, 2*time.Minute, awkQueue)
 
-	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "q awk")
+	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", awkQueue)
 	require.NoError(t, err, out)
 	for _, tb := range awkTables {
 		where := ""
@@ -517,7 +520,7 @@ func testAwkward(t *testing.T, provVersion, tgtVersion string) {
 	// A row changed by hand on the target: compare exits 1 naming the table and, with --rows,
 	// the key.
 	exec1(t, tgt, `UPDATE "CamelSchema"."Order Items" SET "a""b" = 'changed by hand' WHERE "Order Id" = 4`)
-	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "q awk", "--rows")
+	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", awkQueue, "--rows")
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, out)
 	require.Equal(t, 1, ee.ExitCode(), out)
