@@ -419,6 +419,8 @@ func TestAwkwardNamesAndValues(t *testing.T) {
 }
 
 func testAwkward(t *testing.T, provVersion, tgtVersion string) {
+	require.Len(t, awkLongTable, 63)
+	require.Len(t, awkLongColumn, 63)
 	p := &pair{prov: pgtest.Shared(t, provVersion).NewDB(t), tgt: pgtest.Shared(t, tgtVersion).NewDB(t)}
 	for _, a := range [][]string{{"init", "provider", "--db", p.prov}, {"init", "target", "--db", p.tgt}} {
 		out, err := skiff(t, a...)
