@@ -576,6 +576,16 @@ func TestInitialCopyHonoursWhere(t *testing.T) {
 	require.Error(t, err, out)
 	require.Contains(t, out, "key (10): different")
 	require.Contains(t, out, "key (%3): different")
+
+	// A resync is copied by the worker's table manager: with the filter too.
+	out, err = skiff(t, "table", "resync", "--provider", p.prov, "--target", p.tgt, "--queue", "qw", "--consumer", "c1", `public."select"`)
+	require.NoError(t, err, out)
+	startProc(t, "ticker", "--db", p.prov, "--poll", "50ms")
+	startProc(t, "worker", "--provider", p.prov, "--target", p.tgt, "--queue", "qw", "--consumer", "c1")
+	pgtest.Eventually(t, time.Minute, "the resync is copied", func() bool { return strings.HasPrefix(tableStates(t, tgt)["select"], "catching-up") })
+	p.caughtUp(t, time.Minute, "qw") // an idle queue ticks only every ticker_idle_period: tick now
+	pgtest.Eventually(t, time.Minute, "the resync is in sync", func() bool { return allInSync(t, tgt) })
+	awkCompare(t, prov, tgt, `public."select"`, awkWhere)
 }
 
 // TestQuotedNamesOnTheCommandLine: table names given quoted, with a comma, a colon and a dot
