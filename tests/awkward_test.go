@@ -66,7 +66,9 @@ CREATE TABLE "CamelSchema"."Order Items" (
 CREATE TABLE "sp ace.a""b"."a""b.c" ("Id" uuid PRIMARY KEY, "a""b" text, "a.b" text, "données" text,
 	"表" text, "select" text, "user" text, "order" text);
 CREATE TABLE public."select" ("order" integer PRIMARY KEY, "user" text, "from" float4);
-CREATE TABLE public."données 表" ("clé" text PRIMARY KEY, "值" text);
+CREATE TABLE public."données 表" ("clé" text PRIMARY KEY, "值" text, "Aa" text DEFAULT 'upper', aa text DEFAULT 'lower',
+	"new
+line	and tab" text DEFAULT E'\n');
 CREATE TABLE public."` + awkLongTable + `" (id integer PRIMARY KEY, "` + awkLongColumn + `" text);
 CREATE TABLE public."user" (k text, at timestamptz, v text, PRIMARY KEY (k, at));
 `
