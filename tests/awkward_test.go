@@ -49,6 +49,13 @@ const awkQueue = `q "awk's" %s`
 // awkWhere is the --where of public."select": quoted column names, a keyword among them.
 const awkWhere = `"order" % 2 = 0 OR "user" = 'keep'`
 
+// awkWheres are the --where filters of the awkward test: the second names columns with a
+// quote, a dot and unicode, and a string literal that looks like a column.
+var awkWheres = map[string]string{
+	`public."select"`:        awkWhere,
+	`"sp ace.a""b"."a""b.c"`: `"a""b" IS DISTINCT FROM '"a""b"' AND ("a.b" IS NULL OR "données" <> 'NULL' OR "表" = '表')`,
+}
+
 func awkwardDDL() string {
 	return `
 CREATE SCHEMA "CamelSchema";
@@ -435,14 +442,16 @@ func testAwkward(t *testing.T, provVersion, tgtVersion string) {
 
 	var plain []string
 	for _, tb := range awkTables {
-		if tb != `public."select"` {
+		if awkWheres[tb] == "" {
 			plain = append(plain, tb)
 		}
 	}
 	out, err := skiff(t, append([]string{"table", "add", "--db", p.prov, "--queue", awkQueue}, plain...)...)
 	require.NoError(t, err, out)
-	out, err = skiff(t, "table", "add", "--db", p.prov, "--queue", awkQueue, "--where", awkWhere, `public."select"`)
-	require.NoError(t, err, out)
+	for tb, where := range awkWheres {
+		out, err = skiff(t, "table", "add", "--db", p.prov, "--queue", awkQueue, "--where", where, tb)
+		require.NoError(t, err, out)
+	}
 
 	startProc(t, "ticker", "--db", p.prov, "--poll", "50ms")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -477,11 +486,7 @@ func testAwkward(t *testing.T, provVersion, tgtVersion string) {
 	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", awkQueue)
 	require.NoError(t, err, out)
 	for _, tb := range awkTables {
-		where := ""
-		if tb == `public."select"` {
-			where = awkWhere
-		}
-		awkCompare(t, prov, tgt, tb, where)
+		awkCompare(t, prov, tgt, tb, awkWheres[tb])
 	}
 
 	// status names the tables quoted as SQL would.
