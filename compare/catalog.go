@@ -46,8 +46,10 @@ func Describe(ctx context.Context, conn *pgx.Conn, t change.Table) (TableInfo, e
 	if err != nil {
 		return info, fmt.Errorf("look up table %s: %w", t, err)
 	}
-	rows, err := conn.Query(ctx, `SELECT a.attnum, a.attname, t.typname
+	// A domain is hashed as its base type (a domain over float8 prints like a float8).
+	rows, err := conn.Query(ctx, `SELECT a.attnum, a.attname, coalesce(bt.typname, t.typname)
 		FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, relid)
 	if err != nil {

@@ -63,12 +63,13 @@ CREATE SCHEMA "sp ace.a""b";
 CREATE TYPE "CamelSchema"."Mood" AS ENUM ('happy', 'sad ''q''', 'with,comma', '"dq" \');
 CREATE DOMAIN "CamelSchema".posint AS integer CHECK (VALUE > 0);
 CREATE TYPE "CamelSchema".pair AS (a text, "B c" integer);
+CREATE DOMAIN "CamelSchema"."Price" AS float8 CHECK (VALUE IS DISTINCT FROM -1);
 CREATE TABLE "CamelSchema"."Order Items" (
 	"Order Id" bigint, "ts key" timestamptz, "txt key" text,
 	"a""b" text, "a.b" text, "données" text, "表" text, "select" text, "user" integer,
 	"order" float8, f4 real, num numeric, ts timestamptz, tsn timestamp, d date, iv interval,
 	arr text[], nest integer[], js json, jb jsonb, dom "CamelSchema".posint, mood "CamelSchema"."Mood",
-	comp "CamelSchema".pair, "by" bytea, big text, f8arr float8[], f4arr real[],
+	comp "CamelSchema".pair, "by" bytea, big text, f8arr float8[], f4arr real[], price "CamelSchema"."Price",
 	PRIMARY KEY ("txt key", "Order Id", "ts key"));
 CREATE TABLE "sp ace.a""b"."a""b.c" ("Id" uuid PRIMARY KEY, "a""b" text, "a.b" text, "données" text,
 	"表" text, "select" text, "user" text, "order" text);
@@ -121,13 +122,13 @@ var (
 func pick[T any](list []T, i int) T { return list[((i%len(list))+len(list))%len(list)] }
 
 const awkInsertItem = `INSERT INTO "CamelSchema"."Order Items" ("Order Id", "ts key", "txt key", "a""b", "a.b", "données",
-	"表", "select", "user", "order", f4, num, ts, tsn, d, iv, arr, nest, js, jb, dom, mood, comp, "by", big, f8arr, f4arr)
+	"表", "select", "user", "order", f4, num, ts, tsn, d, iv, arr, nest, js, jb, dom, mood, comp, "by", big, f8arr, f4arr, price)
 VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6, $7, $8, $9::text::int, $10::text::float8, $11::text::real,
 	$12::text::numeric, $13::text::timestamptz, $14::text::timestamp, $15::text::date, $16::text::interval,
 	$17::text::text[], $18::text::int[], $19::text::json, $20::text::jsonb, $21::text::"CamelSchema".posint,
 	$22::text::"CamelSchema"."Mood",
 	CASE WHEN $23::text = 'null-comp' THEN NULL ELSE ROW($23::text, $24::text::int)::"CamelSchema".pair END,
-	decode($25::text, 'hex'), $26::text, $27::text::float8[], $28::text::real[])`
+	decode($25::text, 'hex'), $26::text, $27::text::float8[], $28::text::real[], $29::text::"CamelSchema"."Price")`
 
 // awkItemArgs are the values of Order Items row number id, variant v.
 func awkItemArgs(id int64, v int, key string, big *string) []any {
@@ -136,7 +137,7 @@ func awkItemArgs(id int64, v int, key string, big *string) []any {
 		pick(awkTexts, v+4), pick(awkTexts, v+5), strconv.Itoa(v - 3), pick(awkFloat8, v), pick(awkFloat4, v+1),
 		pick(awkNumeric, v), pick(awkTsKeys, v+2), pick(awkTimestamp, v), pick(awkDate, v), pick(awkInterval, v),
 		pick(awkArrays, v), pick(awkNested, v), pick(awkJSON, v), pick(awkJSONB, v), pick(awkDom, v), pick(awkMood, v),
-		comp[0], comp[1], pick(awkBytea, v), big, pick(awkFloatArrays, v), pick(awkFloatArrays, v+1)}
+		comp[0], comp[1], pick(awkBytea, v), big, pick(awkFloatArrays, v), pick(awkFloatArrays, v+1), pick(awkFloat8, v+3)}
 }
 
 func awkKeyText(v int) string {
@@ -287,8 +288,10 @@ func awkDump(t *testing.T, c *pgx.Conn, table, where string) (cols []string, row
 	t.Helper()
 	ctx := context.Background()
 	exec1(t, c, `SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'`)
-	r, err := c.Query(ctx, `SELECT a.attname, format_type(a.atttypid, NULL), coalesce(a.attnum = ANY (i.indkey::int2[]), false)
-		FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+	r, err := c.Query(ctx, `SELECT a.attname, format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL),
+		coalesce(a.attnum = ANY (i.indkey::int2[]), false)
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 		WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, table)
 	require.NoError(t, err)
 	var exprs []string
