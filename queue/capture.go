@@ -21,6 +21,9 @@ var (
 	ErrNoPrimaryKey = errors.New("table has no primary key")
 	ErrAlreadyAdded = errors.New("table is already captured by this queue")
 	ErrNotCaptured  = errors.New("table is not captured by this queue")
+	// ErrDeferrableKey: the primary key is DEFERRABLE, so a transaction may swap keys (a→b,
+	// b→a) through a transient duplicate, which no replay by key can reproduce.
+	ErrDeferrableKey = errors.New("primary key is DEFERRABLE")
 )
 
 // TableSpec says how to capture one table or sequence.
@@ -180,6 +183,16 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		}
 		if len(key) == 0 {
 			return nil, fmt.Errorf("table %s: %w; give its identifying columns with --key col,col", rel.table(), ErrNoPrimaryKey)
+		}
+		var deferrable bool
+		if err := tx.QueryRow(ctx, `SELECT condeferrable FROM pg_catalog.pg_constraint
+			WHERE conrelid = $1 AND contype = 'p'`, rel.oid).Scan(&deferrable); err != nil {
+			return nil, fmt.Errorf("primary key of %s: %w", rel.table(), err)
+		}
+		if deferrable {
+			return nil, fmt.Errorf("table %s: %w: a transaction can swap keys through a transient duplicate, "+
+				"which cannot be replayed by key; recreate the key NOT DEFERRABLE, or give --key columns "+
+				"that a non-deferrable unique index keeps unique", rel.table(), ErrDeferrableKey)
 		}
 	}
 	version := pg.ServerVersionOf(tx.Conn().PgConn())
