@@ -218,6 +218,27 @@ func (p *pair) caughtUp(t testing.TB, timeout time.Duration, queues ...string) {
 	}
 }
 
+// inSync waits until every subscribed table is in sync. Promotion needs an applied tick whose
+// snapshot shows every transaction the copy could hold as finished; on an idle queue the next
+// tick may be ticker_idle_period (60 s) away, so it forces one now and then while it waits.
+func (p *pair) inSync(t testing.TB, timeout time.Duration, q string) {
+	t.Helper()
+	ctx := context.Background()
+	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
+	var last time.Time
+	pgtest.Eventually(t, timeout, "every table of queue "+q+" in sync", func() bool {
+		if allInSync(t, tgt) {
+			return true
+		}
+		if time.Since(last) > 250*time.Millisecond {
+			_, err := queue.ForceTick(ctx, prov, q)
+			require.NoError(t, err)
+			last = time.Now()
+		}
+		return false
+	})
+}
+
 // compare asserts that every table holds the same rows on both sides, as text, ordered by
 // the table's first column (the key columns come first in every test table).
 func (p *pair) compare(t testing.TB, tables ...string) {
