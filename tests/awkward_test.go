@@ -418,16 +418,7 @@ func startProc(t *testing.T, args ...string) *procOut {
 // skiff compare and row by row, and checks that compare notices a row changed by hand.
 func TestAwkwardNamesAndValues(t *testing.T) {
 	t.Parallel()
-	pairs := versionPairs()
-	if len(pairs) == 0 {
-		t.Skip("no provider/target version pair installed")
-	}
-	for _, vp := range pairs {
-		t.Run(vp[0]+"to"+vp[1], func(t *testing.T) {
-			t.Parallel()
-			testAwkward(t, vp[0], vp[1])
-		})
-	}
+	forEachPair(t, testAwkward)
 }
 
 func testAwkward(t *testing.T, provVersion, tgtVersion string) {

@@ -269,16 +269,7 @@ func TestInitialCopyUnderWrites(t *testing.T) {
 // are equal.
 func TestResyncWhileOthersReplicate(t *testing.T) {
 	t.Parallel()
-	pairs := versionPairs()
-	if len(pairs) == 0 {
-		pairs = [][2]string{{"", ""}}
-	}
-	for _, vp := range pairs {
-		t.Run(vp[0]+"to"+vp[1], func(t *testing.T) {
-			t.Parallel()
-			testResync(t, vp[0], vp[1])
-		})
-	}
+	forEachPair(t, testResync)
 }
 
 func testResync(t *testing.T, provVersion, tgtVersion string) {

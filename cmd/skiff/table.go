@@ -33,11 +33,7 @@ func (c *TableAddCmd) Run(rt *Runtime) error {
 }
 
 func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
-	cfg, err := pg.ParseConfig(c.DB, "skiff table add")
-	if err != nil {
-		return err
-	}
-	conn, err := pg.ConnectConfig(ctx, cfg)
+	conn, err := pg.Connect(ctx, c.DB, "skiff table add")
 	if err != nil {
 		return err
 	}
@@ -78,11 +74,7 @@ func (c *TableRemoveCmd) Run(rt *Runtime) error {
 }
 
 func tableRemove(ctx context.Context, c *TableRemoveCmd, out io.Writer) error {
-	cfg, err := pg.ParseConfig(c.DB, "skiff table remove")
-	if err != nil {
-		return err
-	}
-	conn, err := pg.ConnectConfig(ctx, cfg)
+	conn, err := pg.Connect(ctx, c.DB, "skiff table remove")
 	if err != nil {
 		return err
 	}
