@@ -19,6 +19,7 @@ import (
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -117,11 +118,7 @@ type fixture struct {
 func newFixture(t *testing.T, ddl string, routes ...change.Route) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	url := pgtest.Shared(t, "").NewDB(t)
-	cfg, err := pg.ParseConfig(url, "skiff-test")
-	require.NoError(t, err)
-	_, err = migrate.Up(ctx, cfg, migrate.Target)
-	require.NoError(t, err)
+	url := migratetest.NewDB(t, "", migrate.Target)
 	conn, err := pg.Connect(ctx, url, "skiff-test")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })

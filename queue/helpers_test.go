@@ -10,6 +10,7 @@ import (
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -23,12 +24,7 @@ type provider struct {
 
 func newProvider(t testing.TB, version string) *provider {
 	t.Helper()
-	url := pgtest.Shared(t, version).NewDB(t)
-	cfg, err := pg.ParseConfig(url, "skiff-test")
-	require.NoError(t, err)
-	_, err = migrate.Up(context.Background(), cfg, migrate.Provider)
-	require.NoError(t, err)
-	return &provider{url: url}
+	return &provider{url: migratetest.NewDB(t, version, migrate.Provider)}
 }
 
 // conn opens a connection with skiff's session settings, closed when the test ends.

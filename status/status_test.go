@@ -13,6 +13,7 @@ import (
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 	"github.com/skiffdb/skiff/queue"
@@ -24,16 +25,12 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func setup(t *testing.T, version string) (pcfg, tcfg *pgx.ConnConfig, prov *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
-	p := pgtest.Shared(t, version).NewDB(t)
-	tg := pgtest.Shared(t, "").NewDB(t)
+	p := migratetest.NewDB(t, version, migrate.Provider)
+	tg := migratetest.NewDB(t, "", migrate.Target)
 	var err error
 	pcfg, err = pg.ParseConfig(p, "status-test")
 	require.NoError(t, err)
 	tcfg, err = pg.ParseConfig(tg, "status-test")
-	require.NoError(t, err)
-	_, err = migrate.Up(ctx, pcfg, migrate.Provider)
-	require.NoError(t, err)
-	_, err = migrate.Up(ctx, tcfg, migrate.Target)
 	require.NoError(t, err)
 	prov, err = pg.ConnectConfig(ctx, pcfg.Copy())
 	require.NoError(t, err)

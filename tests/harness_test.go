@@ -25,6 +25,7 @@ import (
 	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 	"github.com/skiffdb/skiff/queue"
@@ -97,12 +98,8 @@ func newPair(t testing.TB, provVersion, tgtVersion, ddl string) *pair {
 func newPairOn(t testing.TB, provSrv, tgtSrv *pgtest.Server, ddl string) *pair {
 	t.Helper()
 	p := &pair{prov: provSrv.NewDB(t), tgt: tgtSrv.NewDB(t)}
-	ctx := context.Background()
 	for url, role := range map[string]migrate.Role{p.prov: migrate.Provider, p.tgt: migrate.Target} {
-		cfg, err := pg.ParseConfig(url, "skiff-e2e")
-		require.NoError(t, err)
-		_, err = migrate.Up(ctx, cfg, role)
-		require.NoError(t, err)
+		migratetest.Install(t, url, role)
 		c := connect(t, url)
 		exec1(t, c, ddl)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -41,12 +42,7 @@ func providerDB(t testing.TB, srv *pgtest.Server) string {
 
 func installProvider(t testing.TB, url string) {
 	t.Helper()
-	cfg, err := pg.ParseConfig(url, "skiff-test")
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	_, err = migrate.Up(ctx, cfg, migrate.Provider)
-	require.NoError(t, err)
+	migratetest.Install(t, url, migrate.Provider)
 }
 
 // testConfig is a ticker configuration fast enough for tests.

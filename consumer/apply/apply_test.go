@@ -15,6 +15,7 @@ import (
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -34,11 +35,7 @@ type target struct {
 func newTarget(t testing.TB, version, ddl string) *target {
 	t.Helper()
 	ctx := context.Background()
-	url := pgtest.Shared(t, version).NewDB(t)
-	cfg, err := pg.ParseConfig(url, "skiff-test")
-	require.NoError(t, err)
-	_, err = migrate.Up(ctx, cfg, migrate.Target)
-	require.NoError(t, err)
+	url := migratetest.NewDB(t, version, migrate.Target)
 	conn, err := pg.Connect(ctx, url, "skiff-test")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
@@ -390,11 +387,7 @@ func TestNoSilentTruncation(t *testing.T) {
 func TestNonSuperuserKeepsOrderAcrossTables(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.Shared(t, "").NewDB(t)
-	cfg, err := pg.ParseConfig(url, "skiff-test")
-	require.NoError(t, err)
-	_, err = migrate.Up(ctx, cfg, migrate.Target)
-	require.NoError(t, err)
+	url := migratetest.NewDB(t, "", migrate.Target)
 	admin := pgtest.Connect(t, url)
 	role := fmt.Sprintf("app_%d", time.Now().UnixNano())
 	for _, sql := range []string{

@@ -13,6 +13,7 @@ import (
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/consumer/copier"
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -25,13 +26,12 @@ func TestStates(t *testing.T) {
 	tg := pgtest.Shared(t, "").NewDB(t)
 	ctx := context.Background()
 	pc, tc := configs(t, p, tg)
-	_, err := migrate.Up(ctx, tc, migrate.Target)
-	require.NoError(t, err)
+	migratetest.Install(t, tg, migrate.Target)
 	for _, u := range []string{p, tg} {
 		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE "T" (id int PRIMARY KEY, v text)`)
 		require.NoError(t, err)
 	}
-	_, err = pgtest.Connect(t, p).Exec(ctx, `INSERT INTO "T" SELECT g, repeat('v', 200) FROM generate_series(1, 100000) g`)
+	_, err := pgtest.Connect(t, p).Exec(ctx, `INSERT INTO "T" SELECT g, repeat('v', 200) FROM generate_series(1, 100000) g`)
 	require.NoError(t, err)
 	tgt, err := pg.ConnectConfig(ctx, tc.Copy())
 	require.NoError(t, err)
@@ -125,15 +125,14 @@ func TestBarrier(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pc, tc := configs(t, p, tg)
-	_, err := migrate.Up(ctx, tc, migrate.Target)
-	require.NoError(t, err)
+	migratetest.Install(t, tg, migrate.Target)
 	for _, u := range []string{p, tg} {
 		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'new')`)
 		require.NoError(t, err)
 	}
 	tgt := pgtest.Connect(t, tg)
 	tbl := change.Table{Schema: "public", Name: "t"}
-	_, err = apply.Subscribe(ctx, tgt, apply.Subscription{Queue: "q", Consumer: "c", Provider: "p", Tick: 1},
+	_, err := apply.Subscribe(ctx, tgt, apply.Subscription{Queue: "q", Consumer: "c", Provider: "p", Tick: 1},
 		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateInSync}})
 	require.NoError(t, err)
 	sub := copier.Subscription{Queue: "q", Consumer: "c"}
