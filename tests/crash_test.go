@@ -94,21 +94,15 @@ func TestExactlyOnceUnderSIGKILL(t *testing.T) {
 
 	// A last worker catches up and stops cleanly on SIGTERM.
 	tgt := connect(t, p.tgt)
-	var w *workerProc
-	pgtest.Eventually(t, time.Minute, "a worker starts once the killed one's lock is released", func() bool {
-		w = p.startWorkerProc(t, "qa", "qb")
-		time.Sleep(300 * time.Millisecond) // give it time to fail on the lock, not a synchronisation
-		if w.cmd.ProcessState == nil && w.cmd.Process.Signal(syscall.Signal(0)) == nil {
-			var holders int
-			_ = tgt.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&holders)
-			if holders == 2 {
-				return true
-			}
-		}
-		_ = w.cmd.Process.Kill()
-		_ = w.cmd.Wait()
-		return false
-	})
+	holders := func() int {
+		var n int
+		_ = tgt.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174 AND granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
+		return n
+	}
+	pgtest.Eventually(t, time.Minute, "the killed worker's target sessions release their locks", func() bool { return holders() == 0 })
+	w := p.startWorkerProc(t, "qa", "qb")
+	pgtest.Eventually(t, time.Minute, "the last worker holds both subscriptions", func() bool { return holders() == 2 })
 	p.caughtUp(t, 3*time.Minute, "qa", "qb")
 	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
 	err := w.cmd.Wait()
