@@ -190,9 +190,25 @@ func EventRetry(ctx context.Context, db DB, batchID, eventID int64, delay time.D
 
 // RotateTables switches a queue to its next event table when its rotation period has passed
 // and the table to reuse holds no event a consumer still needs. It reports whether it rotated.
-func RotateTables(ctx context.Context, db DB, queue string) (bool, error) {
-	n, err := intResult(ctx, db, "rotate event tables of queue "+queue, ErrNoQueue, `SELECT skiff.maint_rotate_tables($1)`, queue)
-	return n == 1, err
+//
+// A rotation takes two transactions: the switch, then (step 2) a txid assigned after the
+// switch committed, which bounds the old epoch's writers (see maint_rotate_tables). So conn
+// must not be inside a transaction. A step 2 left undone by a crash is done by the next call.
+func RotateTables(ctx context.Context, conn *pgx.Conn, queue string) (bool, error) {
+	what := "rotate event tables of queue " + queue
+	if st := conn.PgConn().TxStatus(); st != 'I' {
+		return false, fmt.Errorf("%s: the connection is inside a transaction (status %q); rotation needs transactions of its own", what, st)
+	}
+	n, err := intResult(ctx, conn, what, ErrNoQueue, `SELECT skiff.maint_rotate_tables($1)`, queue)
+	if err != nil || n == 0 {
+		return false, err
+	}
+	// 1: switched now; 2: an earlier switch's step 2 is due. Either way, complete it in a
+	// transaction of its own (autocommit) that reads before it takes its txid.
+	if _, err := intResult(ctx, conn, what+" (step 2)", ErrNoQueue, `SELECT skiff.maint_rotate_tables_step2($1)`, queue); err != nil {
+		return false, err
+	}
+	return n == 1, nil
 }
 
 // RetryEvents puts due retry events back into their queues and returns how many.

@@ -47,34 +47,54 @@ type Result struct {
 // Up installs or upgrades the role's schema in the database cfg points at. Running it on an
 // up-to-date schema changes nothing. Concurrent runs are serialised by an advisory lock.
 func Up(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*Result, error) {
+	return upTo(ctx, cfg, role, goose.MaxVersion)
+}
+
+// open prepares the database for the role's migrations and returns a goose provider on it;
+// the caller closes db.
+func open(ctx context.Context, cfg *pgx.ConnConfig, role Role) (p *goose.Provider, db *sql.DB, err error) {
 	fsys, err := role.fsys()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	db := stdlib.OpenDB(*cfg)
-	defer db.Close()
+	db = stdlib.OpenDB(*cfg)
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
 	db.SetMaxOpenConns(2)
 
 	if err := prepare(ctx, db, role); err != nil {
-		return nil, fmt.Errorf("prepare %s schema: %w", role, err)
+		return nil, nil, fmt.Errorf("prepare %s schema: %w", role, err)
 	}
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(role)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	p, err := goose.NewProvider(goose.DialectCustom, db, fsys,
+	p, err = goose.NewProvider(goose.DialectCustom, db, fsys,
 		goose.WithStore(&store{table: "skiff." + string(role) + "_migrations"}),
 		goose.WithSessionLocker(locker),
 		goose.WithDisableGlobalRegistry(true),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("load %s migrations: %w", role, err)
+		return nil, nil, fmt.Errorf("load %s migrations: %w", role, err)
 	}
+	return p, db, nil
+}
+
+// upTo applies the role's migrations up to and including version.
+func upTo(ctx context.Context, cfg *pgx.ConnConfig, role Role, version int64) (*Result, error) {
+	p, db, err := open(ctx, cfg, role)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
 	from, err := p.GetDBVersion(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read %s schema version: %w", role, err)
 	}
-	results, err := p.Up(ctx)
+	results, err := p.UpTo(ctx, version)
 	res := &Result{From: from, To: from}
 	for _, r := range results {
 		if r.Error == nil && !r.Empty {

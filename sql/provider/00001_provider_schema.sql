@@ -16,8 +16,8 @@
 --     the end tick's snapshot and not in the start tick's: every transaction lands whole in
 --     exactly one batch, whatever event table its events went to.
 --   * Rotation (maint_rotate_tables) truncates the oldest table and advances the epoch with
---     setval. See the comment on maint_rotate_tables for why it never drops an event a
---     consumer still needs.
+--     setval. Version 2 (00002_rotation_bound.sql) replaced its safety bound: see the comment
+--     on maint_rotate_tables there for why it never drops an event a consumer still needs.
 
 -- The event tables' row type. Every event table is created LIKE this one.
 CREATE TABLE skiff.event_template (
