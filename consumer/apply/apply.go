@@ -60,6 +60,8 @@ type Applier struct {
 	subID   int32
 	version int
 	replica bool // SET LOCAL session_replication_role = replica is allowed
+	// byteaEscape: the target reads bytea only in escape format (before 9.0).
+	byteaEscape bool
 
 	tables  map[change.Table]*table
 	runs    map[*table]*run // pending changes per table, reused from batch to batch
@@ -147,6 +149,7 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Applier{conn: conn, cfg: cfg, log: log, version: pg.ServerVersion(conn), tables: map[change.Table]*table{}}
+	a.byteaEscape = a.version < 90000
 	err := conn.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2`,
 		cfg.Queue, cfg.Consumer).Scan(&a.subID)
 	if errors.Is(err, pgx.ErrNoRows) {

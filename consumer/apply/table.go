@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -32,6 +33,10 @@ type targetCol struct {
 	// checks the modifier and fails on a value that does not fit, as COPY does.
 	typ       string
 	generated bool // a generated column (12+): never written
+	// escape: a bytea column (or a domain over bytea) of a target that reads only bytea's
+	// escape format (before 9.0): values in hex format ("\x…", what 9.0+ providers capture)
+	// are converted before they are written.
+	escape bool
 }
 
 // shape is one event layout (column list and key) of a table, with the statements that write
@@ -43,6 +48,9 @@ type shape struct {
 	types  []string // target type of each event column ("" when not written)
 	key    []string
 	keyIdx []int // index in cols of each key column, -1 when the layout lacks it
+	// escape: indexes in cols, and in key, of the values to convert to bytea's escape format
+	// (targetCol.escape).
+	escape, escapeKey []int
 	// indexed: an index of the target starts with the first key column, so the set-based
 	// UPDATE and DELETE find their rows by index lookups (nested loop), never by a hash join
 	// over a scan of the whole table.
@@ -68,7 +76,9 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 	if schema == "" {
 		schema = "public"
 	}
-	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, -1), `+genCol+`
+	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, -1), `+genCol+`,
+		       EXISTS (SELECT 1 FROM pg_catalog.pg_type ty WHERE ty.oid = a.atttypid
+		               AND 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid IN (ty.oid, ty.typbasetype))
 		FROM pg_catalog.pg_attribute a
 		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -81,12 +91,12 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 	t := &table{name: name, sql: name.String(), cols: map[string]targetCol{}, shapes: map[string]*shape{}}
 	for rows.Next() {
 		var col, typ string
-		var gen bool
-		if err := rows.Scan(&col, &typ, &gen); err != nil {
+		var gen, bytea bool
+		if err := rows.Scan(&col, &typ, &gen, &bytea); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read columns of %s: %w", name, err)
 		}
-		t.cols[col] = targetCol{typ: typ, generated: gen}
+		t.cols[col] = targetCol{typ: typ, generated: gen, escape: bytea && a.byteaEscape}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
@@ -164,6 +174,9 @@ func (t *table) newShape(cols, key []string) (*shape, error) {
 		}
 		s.types[i] = tc.typ
 		s.write = append(s.write, i)
+		if tc.escape {
+			s.escape = append(s.escape, i)
+		}
 	}
 	for j, k := range key {
 		s.keyIdx[j] = -1
@@ -178,6 +191,12 @@ func (t *table) newShape(cols, key []string) (*shape, error) {
 		}
 		if s.keyIdx[j] >= 0 && s.types[s.keyIdx[j]] == "" {
 			s.types[s.keyIdx[j]] = tc.typ
+			if tc.escape {
+				s.escape = append(s.escape, s.keyIdx[j])
+			}
+		}
+		if tc.escape {
+			s.escapeKey = append(s.escapeKey, j)
 		}
 	}
 	for _, l := range t.leading {
@@ -304,4 +323,56 @@ func (s *shape) keyWhere(first int) string {
 		b.WriteString(change.QuoteIdent(k) + " = $" + strconv.Itoa(first+j) + "::text::" + s.keyType(j))
 	}
 	return b.String()
+}
+
+// escapeBytea rewrites the event's bytea values in hex format into escape format, for a
+// target before 9.0 (shape.escape).
+func (s *shape) escapeBytea(ev *change.Event) error {
+	for _, i := range s.escape {
+		out, err := hexToEscape(ev.Values[i])
+		if err != nil {
+			return fmt.Errorf("column %s: %w", change.QuoteIdent(s.cols[i]), err)
+		}
+		ev.Values[i] = out
+	}
+	if ev.OldKey == nil {
+		return nil
+	}
+	for _, j := range s.escapeKey {
+		if j >= len(ev.OldKey) {
+			continue
+		}
+		out, err := hexToEscape(ev.OldKey[j])
+		if err != nil {
+			return fmt.Errorf("old key column %s: %w", change.QuoteIdent(s.key[j]), err)
+		}
+		ev.OldKey[j] = out
+	}
+	return nil
+}
+
+// hexToEscape converts a bytea value in hex format (\x0a2f…) into escape format, which every
+// version reads: printable ASCII as itself, a backslash doubled, every other byte as \ooo.
+// NULL and values already in escape format pass unchanged.
+func hexToEscape(v change.Value) (change.Value, error) {
+	if !v.Valid || !strings.HasPrefix(v.Text, `\x`) {
+		return v, nil
+	}
+	raw, err := hex.DecodeString(v.Text[2:])
+	if err != nil {
+		return v, fmt.Errorf("bytea value in hex format: %w", err)
+	}
+	var b strings.Builder
+	b.Grow(len(raw) * 2)
+	for _, c := range raw {
+		switch {
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c < 0x20 || c > 0x7e:
+			fmt.Fprintf(&b, `\%03o`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return change.Text(b.String()), nil
 }

@@ -135,6 +135,11 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	if len(ev.Values) != len(ev.Columns) {
 		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event has %d values for %d columns", len(ev.Values), len(ev.Columns))}
 	}
+	if len(s.escape) > 0 || len(s.escapeKey) > 0 {
+		if err := s.escapeBytea(ev); err != nil {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
+		}
+	}
 	switch ev.Op {
 	case change.Insert, change.Update, change.Delete:
 	default:

@@ -249,6 +249,13 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		return
 	}
 	defer func() { _, _ = prov.Exec(context.WithoutCancel(ctx), "ROLLBACK") }()
+	if pg.ServerVersion(prov) >= 90000 && pg.ServerVersion(tgt) < 90000 {
+		// A target before 9.0 reads bytea only in escape format.
+		if _, err := prov.Exec(ctx, "SET LOCAL bytea_output = 'escape'"); err != nil {
+			res.Err = fmt.Errorf("provider: %w", err)
+			return
+		}
+	}
 	var snapText string
 	if err := prov.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&snapText); err != nil {
 		res.Err = fmt.Errorf("provider: snapshot: %w", err)
