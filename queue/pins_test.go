@@ -27,7 +27,11 @@ func TestFloatDigitsPinByVersion(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, `SELECT 'f'::regclass::oid`).Scan(&oid))
 	cols, err := tableColumns(ctx, conn, oid)
 	require.NoError(t, err)
-	for version, want := range map[int]string{80422: "2", 90000: "3", 90124: "3", pg.ServerVersion(conn): "3"} {
+	own := "3"
+	if pg.ServerVersion(conn) < 90000 {
+		own = "2"
+	}
+	for version, want := range map[int]string{80422: "2", 90000: "3", 90124: "3", pg.ServerVersion(conn): own} {
 		pins, err := settingPins(ctx, conn, cols, version)
 		require.NoError(t, err)
 		require.Contains(t, pins, pin{"extra_float_digits", want}, "server_version_num %d", version)
@@ -90,5 +94,9 @@ func TestWhereBackslashPin(t *testing.T) {
 	for _, e := range evs {
 		got = append(got, e.Values[0].Text)
 	}
-	require.Equal(t, []string{"1", "2", "3"}, got)
+	want := []string{"1", "2", "3"}
+	if pg.ServerVersion(c) < 90100 {
+		want = []string{"1", "3"} // a real old server: table add pinned the setting already
+	}
+	require.Equal(t, want, got)
 }

@@ -84,6 +84,12 @@ func TestTypeRoundTrip(t *testing.T) {
 			cols := []typeColumn{}
 			for _, c := range typeColumns() {
 				if version >= c.minVer {
+					if c.name == "b" && version < 90000 { // no hex input before 9.0: the same bytes escaped
+						c.vals = []string{`'\000\377\\"'::bytea`, `''::bytea`, `'\\\\\000'::bytea`}
+					}
+					if c.name == "f8" && version < 90000 { // 8.4 refuses denormals on input
+						c.vals = []string{c.vals[0], c.vals[1], "'2.2250738585072014e-308'"}
+					}
 					cols = append(cols, c)
 				}
 			}
@@ -106,7 +112,9 @@ func TestTypeRoundTrip(t *testing.T) {
 			exec(t, w, `SET IntervalStyle = 'sql_standard'`)
 			exec(t, w, `SET extra_float_digits = 0`)
 			exec(t, w, `SET TimeZone = 'Asia/Kathmandu'`)
-			exec(t, w, `SET bytea_output = 'escape'`)
+			if pg.ServerVersion(w) >= 90000 { // before 9.0 bytea has only the escape format
+				exec(t, w, `SET bytea_output = 'escape'`)
+			}
 			for row := 0; row < 3; row++ {
 				names, vals := []string{"id"}, []string{fmt.Sprint(row + 1)}
 				for _, c := range cols {
@@ -141,7 +149,9 @@ func TestTypeRoundTrip(t *testing.T) {
 			// The reference: the provider's text of each value, under skiff's settings.
 			ref := p.conn(t)
 			exec(t, ref, `SET TimeZone = 'UTC'`)
-			exec(t, ref, `SET bytea_output = 'hex'`)
+			if pg.ServerVersion(ref) >= 90000 {
+				exec(t, ref, `SET bytea_output = 'hex'`)
+			}
 			for _, ev := range evs {
 				got := values(ev)
 				id := got["id"].Text

@@ -19,8 +19,10 @@ func TestTargetWithoutPLpgSQL(t *testing.T) {
 	conn, err := pg.Connect(ctx, url, "skiff-test")
 	require.NoError(t, err)
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "DROP EXTENSION plpgsql")
-	require.NoError(t, err)
+	if pg.ServerVersion(conn) >= 90000 {
+		_, err = conn.Exec(ctx, "DROP EXTENSION plpgsql")
+		require.NoError(t, err)
+	} // before 9.0 a new database has no PL/pgSQL
 	cfg, err := pg.ParseConfig(url, "skiff-test")
 	require.NoError(t, err)
 	_, err = Up(ctx, cfg, Target)
