@@ -31,11 +31,11 @@ CREATE TABLE "My Schema"."Order Lines" (
 	arr int[]
 );
 INSERT INTO "My Schema"."Order Lines" VALUES
-	(1, NULL, 0.1, 0.1, '\x00ff', '2024-01-02 03:04:05.123456+02', '1 day 02:03:04', 1.5, '{1,2,NULL}'),
+	(1, NULL, 0.1, 0.1, decode('00ff', 'hex'), '2024-01-02 03:04:05.123456+02', '1 day 02:03:04', 1.5, '{1,2,NULL}'),
 	(2, '', 1e300, 3.4e38, '', '1999-12-31 23:59:59+00', '-1 mons', -0.000001, '{}'),
 	(3, 'ünïcødé ✓ "quoted", (parens)', 'NaN', '-Infinity', NULL, NULL, NULL, NULL, NULL),
 	(4, 'line
-break', 2.0/3.0, 1.0/3.0, '\x5c', 'infinity', '00:00:00.000001', 123456789.123456, '{-1}');
+break', 2.0/3.0, 1.0/3.0, decode('5c', 'hex'), 'infinity', '00:00:00.000001', 123456789.123456, '{-1}');
 CREATE TABLE plain (k text PRIMARY KEY, v int);
 INSERT INTO plain SELECT 'key ' || g, g FROM generate_series(1, 500) g;
 `

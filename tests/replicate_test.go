@@ -11,23 +11,26 @@ import (
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
-// versionPairs are the provider → target pairs the replication tests run: oldest to newest
-// and the default version to itself, when installed.
+// versionPairs are the provider → target pairs the replication tests run, from the installed
+// versions (SKIFF_PG_BINDIRS adds older ones, e.g. a self-built 8.4).
 func versionPairs() [][2]string {
-	have := map[string]bool{}
-	for _, v := range pgtest.Majors() {
-		have[v] = true
+	majors := pgtest.Majors() // newest first
+	if len(majors) < 2 {
+		return nil
 	}
-	var out [][2]string
-	for _, p := range [][2]string{{"10", "18"}, {"15", "15"}} {
-		if have[p[0]] && have[p[1]] {
-			out = append(out, p)
+	newest, oldest := majors[0], majors[len(majors)-1]
+	// The move skiff exists for (oldest to newest), the way back (newest to oldest, as a
+	// fallback after a cut-over would run), and Debian's 15 to itself.
+	out := [][2]string{{oldest, newest}, {newest, oldest}}
+	for _, v := range majors {
+		if v == "15" {
+			out = append(out, [2]string{"15", "15"})
 		}
 	}
 	return out
 }
 
-// forEachPair runs test as a parallel subtest ("10to18", "15to15") for each pair of
+// forEachPair runs test as a parallel subtest ("10to18", "18to10", "15to15") for each pair of
 // versionPairs, or for the default version to itself when no pair is installed.
 func forEachPair(t *testing.T, test func(t *testing.T, provVersion, tgtVersion string)) {
 	pairs := versionPairs()

@@ -107,7 +107,8 @@ func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs
 	captured, err := queue.Tables(ctx, conn, c.Queue)
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.Is(err, queue.ErrNoQueue) || errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
+	case errors.Is(err, queue.ErrNoQueue) || errors.Is(err, queue.ErrNotInstalled) ||
+		errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
 		return nil // --table on a provider without the queue (or without skiff): no filters
 	case err != nil:
 		return fmt.Errorf("provider: %w", err)

@@ -155,9 +155,17 @@ func TestBarrier(t *testing.T) {
 	}()
 	// The copy waits at its barrier for the batch's row lock.
 	watch := pgtest.Connect(t, tg)
+	pid := "pid"
+	if pg.ServerVersion(watch) < 90200 {
+		pid = "procpid"
+	}
+	// A row lock wait is a transactionid lock, which has no database: find the waiters among
+	// this database's backends.
+	waitingSQL := `SELECT count(*) FROM pg_catalog.pg_locks WHERE NOT granted
+		AND pid IN (SELECT ` + pid + ` FROM pg_catalog.pg_stat_activity WHERE datname = current_database())`
 	pgtest.Eventually(t, 30*time.Second, "the copy waits for the batch in flight", func() bool {
 		var waiting int
-		require.NoError(t, watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting))
+		require.NoError(t, watch.QueryRow(ctx, waitingSQL).Scan(&waiting))
 		return waiting > 0
 	})
 	select {

@@ -159,3 +159,20 @@ func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() boo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// PLpgSQL makes sure the database behind conn has PL/pgSQL, which a new database lacks before
+// PostgreSQL 9.0, for tests that create functions of their own.
+func PLpgSQL(t testing.TB, conn *pgx.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var has bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_language WHERE lanname = 'plpgsql')`).Scan(&has); err != nil {
+		t.Fatalf("look for PL/pgSQL: %v", err)
+	}
+	if !has {
+		if _, err := conn.Exec(ctx, `CREATE LANGUAGE plpgsql`); err != nil {
+			t.Fatalf("create PL/pgSQL: %v", err)
+		}
+	}
+}
