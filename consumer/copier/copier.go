@@ -195,6 +195,12 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			res.Err = ErrBusy
 			return
 		}
+		// Unlock explicitly (after the target transaction's rollback, deferred later): a
+		// closed connection's backend releases its locks only when it has exited, and a copy
+		// that starts right after this one would find the table busy.
+		defer func() {
+			_, _ = tgt.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1::int4, $2::int4)`, int32(LockClass), cfg.LockKey(t))
+		}()
 	}
 	cols, err := commonColumns(ctx, prov, tgt, t)
 	if err != nil {
