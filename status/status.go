@@ -122,6 +122,9 @@ type Table struct {
 	// (after), when the copier records them.
 	CopyRows  int64 `json:"copy_rows,omitempty"`
 	CopyBytes int64 `json:"copy_bytes,omitempty"`
+	// CopyBacklog counts the table's events the worker set aside while its copy runs (they
+	// are applied, in order, once the copy has committed).
+	CopyBacklog int64 `json:"copy_backlog,omitempty"`
 }
 
 // Transaction is a long-running provider transaction.
@@ -360,6 +363,10 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 	if err != nil {
 		return nil, err
 	}
+	hasBacklog, err := hasColumn(ctx, conn, "copy_backlog", "seq")
+	if err != nil {
+		return nil, err
+	}
 	rows, err := conn.Query(ctx, `SELECT sub_id, queue, consumer, coalesce(tick, 0), coalesce(last_batch_id, 0),
 		batches_applied, events_applied, applied_at, coalesce(last_error, ''), last_error_at, heartbeat, coalesce(worker, '')
 		FROM skiff.subscription ORDER BY queue, consumer`)
@@ -386,9 +393,14 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 	if hasProgress {
 		progress = "coalesce(copy_rows, 0), coalesce(copy_bytes, 0)"
 	}
+	backlog := "0::bigint" // target schema before version 3
+	if hasBacklog {
+		backlog = `(SELECT count(*) FROM skiff.copy_backlog b
+			WHERE b.sub_id = ts.sub_id AND b.source_schema = ts.source_schema AND b.source_name = ts.source_name)`
+	}
 	rows, err = conn.Query(ctx, `SELECT sub_id, quote_ident(source_schema) || '.' || quote_ident(source_name),
-		quote_ident(dest_schema) || '.' || quote_ident(dest_name), state, state_changed_at, coalesce(copy_snapshot, ''), `+progress+`
-		FROM skiff.table_state ORDER BY sub_id, source_schema, source_name`)
+		quote_ident(dest_schema) || '.' || quote_ident(dest_name), state, state_changed_at, coalesce(copy_snapshot, ''), `+progress+`, `+backlog+`
+		FROM skiff.table_state ts ORDER BY sub_id, source_schema, source_name`)
 	if err != nil {
 		return nil, fmt.Errorf("read table states: %w", err)
 	}
@@ -396,7 +408,7 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 	for rows.Next() {
 		var id int32
 		var t Table
-		if err := rows.Scan(&id, &t.Source, &t.Dest, &t.State, &t.Since, &t.CopySnapshot, &t.CopyRows, &t.CopyBytes); err != nil {
+		if err := rows.Scan(&id, &t.Source, &t.Dest, &t.State, &t.Since, &t.CopySnapshot, &t.CopyRows, &t.CopyBytes, &t.CopyBacklog); err != nil {
 			return nil, fmt.Errorf("read table states: %w", err)
 		}
 		if s := byID[id]; s != nil {

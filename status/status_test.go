@@ -70,14 +70,26 @@ func TestHealthy(t *testing.T) {
 	require.Equal(t, []status.Table{{Source: `public."Odd Table"`, Dest: `public."Odd Table"`, State: "copying",
 		Since: c.Subscription.Tables[0].Since}}, c.Subscription.Tables)
 
+	// Events the worker set aside while the copy runs are counted.
+	tconn, err := pg.ConnectConfig(ctx, tcfg.Copy())
+	require.NoError(t, err)
+	defer tconn.Close(ctx)
+	_, err = tconn.Exec(ctx, `INSERT INTO skiff.copy_backlog (sub_id, source_schema, source_name, event_id, txid, op, dest_schema, dest_name)
+		SELECT sub_id, 'public', 'Odd Table', g, 1, 'I', 'public', 'Odd Table' FROM skiff.subscription, generate_series(1, 3) g`)
+	require.NoError(t, err)
+	r, err = status.Collect(ctx, status.Config{Provider: pcfg, Target: tcfg, StallAfter: time.Hour, LongTransaction: time.Hour})
+	require.NoError(t, err)
+	require.Equal(t, int64(3), r.Queues[0].Consumers[0].Subscription.Tables[0].CopyBacklog)
+
 	var text bytes.Buffer
 	require.NoError(t, status.Text(&text, r))
+	require.Contains(t, text.String(), "3 events waiting for the copy")
 	require.Contains(t, text.String(), "queue main")
 	require.Contains(t, text.String(), "consumer c1")
 	require.Contains(t, text.String(), `public."Odd Table"`)
 	js, err := json.Marshal(r)
 	require.NoError(t, err)
-	for _, field := range []string{`"queues"`, `"lag_seconds"`, `"lag_events"`, `"last_tick"`, `"current_batch"`, `"subscription"`, `"state":"copying"`, `"problems":[]`} {
+	for _, field := range []string{`"queues"`, `"lag_seconds"`, `"lag_events"`, `"last_tick"`, `"current_batch"`, `"subscription"`, `"state":"copying"`, `"copy_backlog":3`, `"problems":[]`} {
 		require.Contains(t, string(js), field)
 	}
 }

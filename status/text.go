@@ -69,6 +69,12 @@ func Text(w io.Writer, r *Report) error {
 				if t.CopyRows > 0 {
 					extra = fmt.Sprintf("%d rows, %.1f MB copied", t.CopyRows, float64(t.CopyBytes)/1e6)
 				}
+				if t.CopyBacklog > 0 {
+					if extra != "" {
+						extra += ", "
+					}
+					extra += fmt.Sprintf("%d events waiting for the copy", t.CopyBacklog)
+				}
 				p("    %s\t%s since %s\t%s\n", name, t.State, t.Since.UTC().Format(time.RFC3339), extra)
 			}
 		}
