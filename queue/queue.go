@@ -37,18 +37,40 @@ var ErrNotRegistered = errors.New("consumer is not registered")
 var ErrNotInstalled = errors.New("skiff's provider schema is not installed (run `skiff init provider`)")
 
 // wrap turns the SQL functions' "not found" errors (SQLSTATE P0002) into the sentinels above,
-// a missing skiff schema or function into ErrNotInstalled, and adds context.
+// a missing skiff schema, table or function into ErrNotInstalled (servers report a missing
+// schema as 3F000 or, for a qualified table name, as 42P01), and adds context.
 func wrap(err error, what string, sentinel error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
 		case sentinel != nil && pgErr.Code == "P0002":
 			return fmt.Errorf("%s: %w: %s", what, sentinel, pgErr.Message)
-		case pgErr.Code == "3F000" || pgErr.Code == "42883" && strings.Contains(pgErr.Message, "skiff."):
+		case pgErr.Code == "3F000" && strings.Contains(pgErr.Message, `"skiff"`) ||
+			(pgErr.Code == "42883" || pgErr.Code == "42P01") && namesSkiffObject(pgErr.Message):
 			return fmt.Errorf("%s: %w", what, ErrNotInstalled)
 		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// namesSkiffObject reports whether an error message names an object in schema skiff
+// ("skiff.x", not "myskiff.x").
+func namesSkiffObject(msg string) bool {
+	for i := strings.Index(msg, "skiff."); i >= 0; {
+		if i == 0 || !isIdentChar(msg[i-1]) {
+			return true
+		}
+		j := strings.Index(msg[i+1:], "skiff.")
+		if j < 0 {
+			return false
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+func isIdentChar(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
 func intResult(ctx context.Context, db DB, what string, sentinel error, sql string, args ...any) (int, error) {

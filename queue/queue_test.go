@@ -78,3 +78,16 @@ func TestCaptureAndRead(t *testing.T) {
 		})
 	}
 }
+
+func TestNamesSkiffObject(t *testing.T) {
+	for msg, want := range map[string]bool{
+		`relation "skiff.captured_table" does not exist`:  true,
+		`function skiff.queue_id(unknown) does not exist`: true,
+		`skiff.x`:                             true,
+		`relation "myskiff.t" does not exist`: false,
+		`relation "my_skiff.t" does not exist, nor skiff.y`: true,
+		`relation "public.t" does not exist`:                false,
+	} {
+		require.Equal(t, want, namesSkiffObject(msg), msg)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/compare"
@@ -105,10 +104,8 @@ func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	captured, err := queue.Tables(ctx, conn, c.Queue)
-	var pgErr *pgconn.PgError
 	switch {
-	case errors.Is(err, queue.ErrNoQueue) || errors.Is(err, queue.ErrNotInstalled) ||
-		errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
+	case errors.Is(err, queue.ErrNoQueue) || errors.Is(err, queue.ErrNotInstalled):
 		return nil // --table on a provider without the queue (or without skiff): no filters
 	case err != nil:
 		return fmt.Errorf("provider: %w", err)
