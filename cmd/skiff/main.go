@@ -30,6 +30,7 @@ type CLI struct {
 
 	Init      InitCmd      `cmd:"" help:"Install or upgrade skiff's schema on a provider or a target."`
 	Table     TableCmd     `cmd:"" help:"Add, remove or resync captured tables."`
+	Queue     QueueCmd     `cmd:"" help:"Show or change a queue's ticker and rotation settings."`
 	Subscribe SubscribeCmd `cmd:"" help:"Subscribe a target to a queue: register the consumer, map tables, copy them."`
 	Ticker    TickerCmd    `cmd:"" help:"Run the ticker daemon: cut batches and run queue maintenance."`
 	Worker    WorkerCmd    `cmd:"" help:"Run the worker: replay batches of one or more queues on the target."`
