@@ -176,13 +176,16 @@ type awkExecer interface {
 
 // awkNoDenormals writes through db with the float values below the normal range replaced by
 // the smallest normal ones, for a pair with a server that refuses them on input (8.4 does).
-type awkNoDenormals struct{ db awkExecer }
+type awkNoDenormals struct {
+	db awkExecer
+	r  *strings.Replacer
+}
 
 func (d awkNoDenormals) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	out := make([]any, len(args))
 	for i, a := range args {
 		if s, ok := a.(*string); ok && s != nil {
-			r := strings.NewReplacer("5e-324", "2.2250738585072014e-308", "1e-45", "1.17549435e-38").Replace(*s)
+			r := d.r.Replace(*s)
 			a = &r
 		}
 		out[i] = a
@@ -194,7 +197,7 @@ func (d awkNoDenormals) Exec(ctx context.Context, sql string, args ...any) (pgco
 // them; 10 and later take them).
 func awkDB(db awkExecer, minVersion int) awkExecer {
 	if minVersion < 100000 {
-		return awkNoDenormals{db}
+		return awkNoDenormals{db, strings.NewReplacer("5e-324", "2.2250738585072014e-308", "1e-45", "1.17549435e-38")}
 	}
 	return db
 }

@@ -6,8 +6,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/internal/pg"
-	"github.com/skiffdb/skiff/internal/pgtest"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -15,14 +13,9 @@ import (
 // all or none: a bad setting names itself and leaves the others as they were.
 func TestQueueConfig(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Shared(t, "").NewDB(t)
-	code, _, stderr := skiff(t, "init", "provider", "--db", url)
-	require.Zero(t, code, stderr)
+	url, conn := initProvider(t)
 	ctx := context.Background()
-	conn, err := pg.Connect(ctx, url, "skiff-test")
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	_, err = queue.CreateQueue(ctx, conn, "My Queue")
+	_, err := queue.CreateQueue(ctx, conn, "My Queue")
 	require.NoError(t, err)
 
 	code, stdout, stderr := skiff(t, "queue", "config", "--db", url, "--queue", "My Queue")

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/pg"
@@ -28,16 +29,23 @@ func oneLineError(t *testing.T, code int, stderr, want string) {
 	require.Contains(t, stderr, want)
 }
 
-func TestTableAddRemove(t *testing.T) {
-	t.Parallel()
+// initProvider makes a fresh database, installs the provider schema through `skiff init
+// provider` and returns its URL and a connection closed when the test ends.
+func initProvider(t *testing.T) (string, *pgx.Conn) {
+	t.Helper()
 	url := pgtest.Shared(t, "").NewDB(t)
 	code, _, stderr := skiff(t, "init", "provider", "--db", url)
 	require.Zero(t, code, stderr)
-
-	ctx := context.Background()
-	conn, err := pg.Connect(ctx, url, "skiff-test")
+	conn, err := pg.Connect(context.Background(), url, "skiff-test")
 	require.NoError(t, err)
-	defer conn.Close(ctx)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return url, conn
+}
+
+func TestTableAddRemove(t *testing.T) {
+	t.Parallel()
+	url, conn := initProvider(t)
+	ctx := context.Background()
 	for _, sql := range []string{
 		`CREATE SCHEMA "My Schema"`,
 		`CREATE TABLE "My Schema"."Odd Table" (id int PRIMARY KEY, v text)`,
@@ -68,7 +76,7 @@ func TestTableAddRemove(t *testing.T) {
 	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "missing")
 	oneLineError(t, code, stderr, "table missing: no such table")
 
-	_, err = conn.Exec(ctx, `CREATE TABLE nokey2 (a int)`)
+	_, err := conn.Exec(ctx, `CREATE TABLE nokey2 (a int)`)
 	require.NoError(t, err)
 	code, _, stderr = skiff(t, "table", "add", "--db", url, "--queue", "q1", "nokey2")
 	oneLineError(t, code, stderr, `table \"public\".\"nokey2\": table has no primary key; give its identifying columns with --key col,col`)

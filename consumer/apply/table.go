@@ -369,7 +369,7 @@ func hexToEscape(v change.Value) (change.Value, error) {
 		case c == '\\':
 			b.WriteString(`\\`)
 		case c < 0x20 || c > 0x7e:
-			fmt.Fprintf(&b, `\%03o`, c)
+			b.Write([]byte{'\\', '0' + c>>6, '0' + c>>3&7, '0' + c&7})
 		default:
 			b.WriteByte(c)
 		}
