@@ -32,7 +32,7 @@ var sessionParams = map[string]string{
 func ParseConfig(connString, appName string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
-		return nil, fmt.Errorf("parse connection string %s: %w", Redact(connString), redactErr(err, connString))
+		return nil, parseError(connString, err)
 	}
 	for k, v := range sessionParams {
 		cfg.RuntimeParams[k] = v
@@ -97,10 +97,13 @@ func Describe(cfg *pgx.ConnConfig) string {
 	return fmt.Sprintf("%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 }
 
-var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+var kvPasswordKey = regexp.MustCompile(`(?i)\bpassword\s*=\s*`)
 
 // Redact returns the connection string with any password replaced by "xxxxx", for logs and
-// error messages.
+// error messages. A keyword/value password is read as libpq reads it (a quoted value runs to
+// its closing quote, an unquoted one to the first whitespace not escaped by a backslash), and
+// a value whose end cannot be found — an unterminated quote — is redacted to the end of the
+// string, so that no part of a malformed password is ever shown.
 func Redact(connString string) string {
 	if strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://") {
 		u, err := url.Parse(connString)
@@ -117,15 +120,83 @@ func Redact(connString string) string {
 		}
 		return u.String()
 	}
-	return kvPassword.ReplaceAllString(connString, "${1}xxxxx")
+	var b strings.Builder
+	rest := connString
+	for {
+		loc := kvPasswordKey.FindStringIndex(rest)
+		if loc == nil {
+			b.WriteString(rest)
+			return b.String()
+		}
+		b.WriteString(rest[:loc[1]])
+		b.WriteString("xxxxx")
+		rest = rest[loc[1]+kvValueLen(rest[loc[1]:]):]
+	}
 }
 
-// redactErr removes the connection string from an error pgx built around it.
-func redactErr(err error, connString string) error {
-	if connString == "" || !strings.Contains(err.Error(), connString) {
-		return err
+// kvValueLen returns the length of the keyword/value value at the start of s, by libpq's rules;
+// len(s) when a quoted value is not terminated.
+func kvValueLen(s string) int {
+	if strings.HasPrefix(s, "'") {
+		for i := 1; i < len(s); i++ {
+			switch s[i] {
+			case '\\':
+				i++
+			case '\'':
+				return i + 1
+			}
+		}
+		return len(s)
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), connString, Redact(connString)))
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case ' ', '\t', '\n', '\r', '\f', '\v':
+			return i
+		}
+	}
+	return len(s)
+}
+
+// parseError is the error of a connection string pgx could not parse. pgx's message quotes the
+// string with a redaction of its own, and its reasons quote what they stumbled on, which in a
+// malformed string may be a piece of a password: when the string holds a password, the
+// message gives no reason at all, only the redacted string and a hint.
+func parseError(connString string, err error) error {
+	shown := Redact(connString)
+	if !hasPassword(connString) {
+		reason := err
+		var pce *pgconn.ParseConfigError
+		if errors.As(err, &pce) && pce.Unwrap() != nil {
+			reason = pce.Unwrap()
+		}
+		return fmt.Errorf("parse connection string %s: %w", shown, reason)
+	}
+	if i := strings.Index(connString, "://"); i >= 0 {
+		// A malformed URL's parts are not where they seem: a password may run into the host.
+		shown = connString[:i+3] + "(not shown)"
+	} else if loc := kvPasswordKey.FindStringIndex(shown); loc != nil {
+		// Where the string is malformed, what follows a password may be more of it.
+		shown = shown[:loc[1]] + "xxxxx"
+	}
+	return fmt.Errorf("parse connection string %s: malformed (the reason is not shown: the string holds a password); "+
+		"quote keyword values with spaces in single quotes, percent-encode special characters in a URL, "+
+		"or keep the password out of it (PGPASSWORD, a passfile, a service file)", shown)
+}
+
+// hasPassword tells whether a connection string, parsable or not, may hold a password.
+func hasPassword(connString string) bool {
+	if kvPasswordKey.MatchString(connString) {
+		return true
+	}
+	if i := strings.Index(connString, "://"); i >= 0 {
+		rest := connString[i+3:]
+		if at := strings.LastIndexByte(rest, '@'); at >= 0 && strings.ContainsRune(rest[:at], ':') {
+			return true
+		}
+	}
+	return false
 }
 
 // ServerVersion returns server_version_num (e.g. 80400, 150004).
@@ -180,4 +251,14 @@ func ParseServerVersion(s string) int {
 		}
 		return v
 	}
+}
+
+// Exec runs one statement through the extended query protocol, which refuses a string holding
+// more than one statement ("cannot insert multiple commands into a prepared statement"). Every
+// statement skiff builds from names or user text (DDL, --where checks) goes through it:
+// pgx's Exec without arguments uses the simple protocol, where a stray ";" in that text would
+// start a statement of its own.
+func Exec(ctx context.Context, c *pgconn.PgConn, sql string) (pgconn.CommandTag, error) {
+	res := c.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+	return res.CommandTag, res.Err
 }
