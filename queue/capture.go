@@ -131,7 +131,7 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	}
 
 	// The table's lock keeps its columns still while the trigger is made.
-	if _, err := tx.Exec(ctx, `LOCK TABLE `+rel.table().String()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `LOCK TABLE `+rel.table().String()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return nil, fmt.Errorf("lock table %s: %w", rel.table(), err)
 	}
 	var prev struct {
@@ -195,21 +195,6 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 				"that a non-deferrable unique index keeps unique", rel.table(), ErrDeferrableKey)
 		}
 	}
-	version := pg.ServerVersionOf(tx.Conn().PgConn())
-	pins, err := settingPins(ctx, tx, cols, version)
-	if err != nil {
-		return nil, fmt.Errorf("column types of %s: %w", rel.table(), err)
-	}
-
-	var whereNew, whereOld string
-	if where != "" {
-		whereNew, whereOld, err = compileWhere(ctx, tx, rel, cols, where)
-		if err != nil {
-			return nil, err
-		}
-		pins = append(pins, wherePins(where, version)...)
-	}
-
 	names, types := make([]string, len(cols)), make([]string, len(cols))
 	for i, c := range cols {
 		names[i], types[i] = c.name, c.typ
@@ -221,7 +206,47 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		return nil, fmt.Errorf("record layout of %s: %w", rel.table(), err)
 	}
 	res.Layout = layout
+	tg, err := installTrigger(ctx, tx, qid, layout, rel, cols, key, where)
+	if err != nil {
+		return nil, err
+	}
+	var whereArg *string
+	if where != "" {
+		whereArg = &where
+	}
+	if prev.found {
+		_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET table_schema = $3, table_name = $4, where_sql = $5,
+			key_columns = $6, key_given = $7, layout_id = $8, func_name = $9, row_trigger = $10, trunc_trigger = $11,
+			capture_version = $12
+			WHERE queue_id = $1 AND table_oid = $2`,
+			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion)
+	} else {
+		_, err = tx.Exec(ctx, `INSERT INTO skiff.captured_table (queue_id, table_oid, table_schema, table_name, where_sql,
+			key_columns, key_given, layout_id, func_name, row_trigger, trunc_trigger, capture_version)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record capture of %s: %w", rel.table(), err)
+	}
+	return res, nil
+}
 
+// captureVersion is the version of the capture function's generator, recorded per captured
+// table (skiff.captured_table.capture_version). UpgradeCaptures regenerates the functions of
+// older versions. 2: search_path pinned, rows and keys through record_out, no name in the
+// body, --where checked for what it calls.
+const captureVersion = 2
+
+// installTrigger (re)creates the capture function and triggers of a table for a layout: the
+// settings its column types need pinned, the --where compiled and checked, every statement
+// sent on its own. The caller holds the table's lock.
+func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []column, key []string, where string) (trigger, error) {
+	version := pg.ServerVersionOf(tx.Conn().PgConn())
+	pins, err := settingPins(ctx, tx, cols, version)
+	if err != nil {
+		return trigger{}, fmt.Errorf("column types of %s: %w", rel.table(), err)
+	}
 	tg := trigger{
 		queueID:   qid,
 		layout:    layout,
@@ -230,35 +255,85 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		rowTrig:   fmt.Sprintf("skiff_capture_q%d", qid),
 		truncTrig: fmt.Sprintf("skiff_truncate_q%d", qid),
 		key:       key,
-		keyText:   keyGiven,
-		whereNew:  whereNew,
-		whereOld:  whereOld,
 		pins:      pins,
 	}
+	if where != "" {
+		tg.whereNew, tg.whereOld, err = compileWhere(ctx, tx, rel, cols, where)
+		if err != nil {
+			return trigger{}, err
+		}
+		tg.pins = append(tg.pins, wherePins(where, version)...)
+	}
 	for _, stmt := range tg.ddl() {
-		if _, err := tx.Exec(ctx, stmt); err != nil {
-			return nil, fmt.Errorf("create capture trigger on %s: %w", rel.table(), err)
+		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
+			return trigger{}, fmt.Errorf("create capture trigger on %s: %w", rel.table(), err)
 		}
 	}
-	var whereArg *string
-	if where != "" {
-		whereArg = &where
-	}
-	if prev.found {
-		_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET table_schema = $3, table_name = $4, where_sql = $5,
-			key_columns = $6, key_given = $7, layout_id = $8, func_name = $9, row_trigger = $10, trunc_trigger = $11
-			WHERE queue_id = $1 AND table_oid = $2`,
-			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig)
-	} else {
-		_, err = tx.Exec(ctx, `INSERT INTO skiff.captured_table (queue_id, table_oid, table_schema, table_name, where_sql,
-			key_columns, key_given, layout_id, func_name, row_trigger, trunc_trigger)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig)
-	}
+	return tg, nil
+}
+
+// Upgraded is a capture UpgradeCaptures regenerated, or could not.
+type Upgraded struct {
+	Queue string
+	Table change.Table
+	Err   error // why it could not be regenerated; its old function stays
+}
+
+// UpgradeCaptures regenerates, each in a transaction of its own, the capture functions made
+// by an older version of skiff (capture_version below the current one), keeping each table's
+// layout, key and --where: `skiff init provider` runs it after the migrations. A capture whose
+// --where no longer passes the checks (it calls something a role other than a superuser or
+// the current one owns, or a volatile function) keeps its old function, pinned to
+// search_path pg_catalog, pg_temp by the migration, and is reported with the reason.
+func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
+	// The table's name now (it may have been renamed since it was added); a dropped table
+	// has no trigger to regenerate.
+	rows, err := conn.Query(ctx, `SELECT q.queue_name, c.queue_id, c.table_oid, n.nspname, r.relname,
+			coalesce(c.where_sql, ''), c.key_columns, c.layout_id
+		FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
+		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
+		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+		WHERE c.capture_version < $1
+		ORDER BY 1, 4, 5`, captureVersion)
 	if err != nil {
-		return nil, fmt.Errorf("record capture of %s: %w", rel.table(), err)
+		return nil, fmt.Errorf("list captures to upgrade: %w", err)
 	}
-	return res, nil
+	type capture struct {
+		queue  string
+		qid    int32
+		rel    relation
+		where  string
+		key    []string
+		layout int32
+	}
+	todo, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (capture, error) {
+		var c capture
+		err := r.Scan(&c.queue, &c.qid, &c.rel.oid, &c.rel.schema, &c.rel.name, &c.where, &c.key, &c.layout)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list captures to upgrade: %w", err)
+	}
+	var out []Upgraded
+	for _, c := range todo {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `LOCK TABLE `+c.rel.table().String()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+				return fmt.Errorf("lock table %s: %w", c.rel.table(), err)
+			}
+			cols, err := tableColumns(ctx, tx, c.rel.oid)
+			if err != nil {
+				return fmt.Errorf("columns of %s: %w", c.rel.table(), err)
+			}
+			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET capture_version = $3 WHERE queue_id = $1 AND table_oid = $2`,
+				c.qid, c.rel.oid, captureVersion)
+			return err
+		})
+		out = append(out, Upgraded{Queue: c.queue, Table: c.rel.table(), Err: err})
+	}
+	return out, nil
 }
 
 func addSequence(ctx context.Context, tx pgx.Tx, qid int32, queue string, rel relation, refresh bool) error {
@@ -323,7 +398,7 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			}, stmts...)
 		}
 		for _, stmt := range stmts {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
+			if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
 				return fmt.Errorf("remove capture of %s: %w", t, err)
 			}
 		}
@@ -569,16 +644,17 @@ type trigger struct {
 	funcName           string
 	rowTrig, truncTrig string
 	key                []string
-	keyText            bool // compare key columns by their text (--key columns may lack "=")
 	whereNew, whereOld string
 	pins               []pin
 }
 
-// ddl returns the statements that (re)create the function and the triggers.
+// ddl returns the statements that (re)create the function and the triggers, one statement
+// each (they are sent with pg.Exec, which refuses more).
 func (t trigger) ddl() []string {
 	fn := "skiff." + change.QuoteIdent(t.funcName)
 	return []string{
 		t.function(),
+		`REVOKE ALL ON FUNCTION ` + fn + `() FROM PUBLIC`,
 		`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(t.rowTrig) + ` ON ` + t.table.String(),
 		`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(t.truncTrig) + ` ON ` + t.table.String(),
 		`CREATE TRIGGER ` + change.QuoteIdent(t.rowTrig) + ` AFTER INSERT OR UPDATE OR DELETE ON ` + t.table.String() +
@@ -588,37 +664,41 @@ func (t trigger) ddl() []string {
 	}
 }
 
+// recordText is the text form of a composite value, as the capture function writes it: the
+// type's own output function, called by its catalog name. A ::text cast would do the same
+// unless the composite's owner created a cast of its own (CREATE CAST is open to a type's
+// owner, and a table's row type belongs to the table's owner): that cast would run as the
+// capture function's owner.
+func recordText(expr string) string {
+	return "pg_catalog.textin(pg_catalog.record_out(" + expr + "))"
+}
+
 // function returns the CREATE FUNCTION statement of the capture function. Per row it runs
 // an IF on TG_OP, a nextval, an IF on the epoch bits of the new id and one static INSERT whose
 // values are computed in that INSERT: no lookup of queue state, no dynamic SQL, no catalog
-// query, no intermediate variables.
+// query.
+//
+// It is SECURITY DEFINER (writers need no rights on skiff's tables, and nobody else can forge
+// events), so it must not run anything a writer or a table's owner chose (docs/security.md):
+// search_path is pinned to pg_catalog, pg_temp, so every unqualified operator and function
+// (including those of a --where, and the "=" behind IS DISTINCT FROM) resolves in pg_catalog
+// only; rows and keys become text through record_out, not a cast; keys are compared as that
+// text. No name or user text appears in the body outside quoted identifiers and the --where
+// (checked by checkWhereSyntax), and the dollar-quote tag is one that does not occur in it.
 func (t trigger) function() string {
 	var b strings.Builder
 	q := strconv.Itoa(int(t.queueID))
 	seq := "skiff.event_" + q + "_id_seq"
 	lay := strconv.Itoa(int(t.layout))
 
-	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION skiff.%s() RETURNS trigger\nLANGUAGE plpgsql SECURITY DEFINER\n", change.QuoteIdent(t.funcName))
-	for _, p := range t.pins {
-		fmt.Fprintf(&b, "SET %s = %s\n", p.name, quoteLiteral(p.value))
-	}
-	b.WriteString("AS $skiff$\n")
-	fmt.Fprintf(&b, "-- Capture of %s into queue %d, layout %d. Generated by skiff table add; do not edit.\n",
-		strings.ReplaceAll(t.table.String(), "\n", " "), t.queueID, t.layout)
-	b.WriteString("DECLARE\n    id bigint;\nBEGIN\n")
+	b.WriteString("DECLARE\n    id bigint;\n    okey text;\nBEGIN\n")
 
-	parts := make([]string, len(t.key))
+	newKey := make([]string, len(t.key))
 	oldKey := make([]string, len(t.key))
 	for i, k := range t.key {
 		c := change.QuoteIdent(k)
-		if t.keyText {
-			parts[i] = "NEW." + c + "::text IS DISTINCT FROM OLD." + c + "::text"
-		} else {
-			parts[i] = "NEW." + c + " IS DISTINCT FROM OLD." + c
-		}
-		oldKey[i] = "OLD." + c
+		newKey[i], oldKey[i] = "NEW."+c, "OLD."+c
 	}
-	keyExtra := "CASE WHEN " + strings.Join(parts, " OR ") + " THEN ROW(" + strings.Join(oldKey, ", ") + ")::text END"
 
 	// emit writes the statements that insert one event, indented by depth levels. The xid is
 	// assigned by the row write that fired the trigger, before this nextval: the rotation
@@ -640,39 +720,71 @@ func (t trigger) function() string {
 		}
 		fmt.Fprintf(&b, "%sEND IF;\n", in)
 	}
+	// test returns a --where expression as a condition; the expression stands on lines of its
+	// own so that a -- comment in it ends before the condition's closing parentheses.
+	test := func(expr string) string { return "coalesce((\n" + expr + "\n), false)" }
 	filter := func(depth int, expr string) {
 		in := strings.Repeat("    ", depth)
-		fmt.Fprintf(&b, "%sIF NOT coalesce((%s), false) THEN\n%s    RETURN NULL;\n%sEND IF;\n", in, expr, in, in)
+		fmt.Fprintf(&b, "%sIF NOT %s THEN\n%s    RETURN NULL;\n%sEND IF;\n", in, test(expr), in, in)
+	}
+	// update emits an UPDATE event: ev_extra holds the old key when the update changed it.
+	update := func(depth int) {
+		in := strings.Repeat("    ", depth)
+		fmt.Fprintf(&b, "%sokey := %s;\n", in, recordText("ROW("+strings.Join(oldKey, ", ")+")"))
+		fmt.Fprintf(&b, "%sIF okey = %s THEN\n%s    okey := NULL;\n%sEND IF;\n", in,
+			recordText("ROW("+strings.Join(newKey, ", ")+")"), in, in)
+		emit(depth, "U", recordText("NEW"), "okey")
 	}
 
 	b.WriteString("    IF TG_OP = 'INSERT' THEN\n")
 	if t.whereNew != "" {
 		filter(2, t.whereNew)
 	}
-	emit(2, "I", "NEW::text", "NULL")
+	emit(2, "I", recordText("NEW"), "NULL")
 	b.WriteString("    ELSIF TG_OP = 'UPDATE' THEN\n")
 	if t.whereNew != "" {
-		fmt.Fprintf(&b, "        IF coalesce((%s), false) THEN\n", t.whereNew)
-		fmt.Fprintf(&b, "            IF coalesce((%s), false) THEN\n", t.whereOld)
-		emit(4, "U", "NEW::text", keyExtra)
+		fmt.Fprintf(&b, "        IF %s THEN\n", test(t.whereNew))
+		fmt.Fprintf(&b, "            IF %s THEN\n", test(t.whereOld))
+		update(4)
 		b.WriteString("            ELSE\n")
-		emit(4, "I", "NEW::text", "NULL") // moved into the filter
+		emit(4, "I", recordText("NEW"), "NULL") // moved into the filter
 		b.WriteString("            END IF;\n")
-		fmt.Fprintf(&b, "        ELSIF coalesce((%s), false) THEN\n", t.whereOld)
-		emit(3, "D", "OLD::text", "NULL") // moved out of the filter
+		fmt.Fprintf(&b, "        ELSIF %s THEN\n", test(t.whereOld))
+		emit(3, "D", recordText("OLD"), "NULL") // moved out of the filter
 		b.WriteString("        END IF;\n")
 	} else {
-		emit(2, "U", "NEW::text", keyExtra)
+		update(2)
 	}
 	b.WriteString("    ELSIF TG_OP = 'DELETE' THEN\n")
 	if t.whereOld != "" {
 		filter(2, t.whereOld)
 	}
-	emit(2, "D", "OLD::text", "NULL")
+	emit(2, "D", recordText("OLD"), "NULL")
 	b.WriteString("    ELSE\n")
 	emit(2, "T", "NULL", "NULL")
-	b.WriteString("    END IF;\n    RETURN NULL;\nEND;\n$skiff$")
-	return b.String()
+	b.WriteString("    END IF;\n    RETURN NULL;\nEND;\n")
+	body := b.String()
+
+	var h strings.Builder
+	fmt.Fprintf(&h, "CREATE OR REPLACE FUNCTION skiff.%s() RETURNS trigger\nLANGUAGE plpgsql SECURITY DEFINER\n", change.QuoteIdent(t.funcName))
+	h.WriteString("SET search_path = pg_catalog, pg_temp\n")
+	for _, p := range t.pins {
+		fmt.Fprintf(&h, "SET %s = %s\n", p.name, quoteLiteral(p.value))
+	}
+	tag := dollarTag(body)
+	fmt.Fprintf(&h, "AS %s\n-- Capture into queue %d, layout %d. Generated by skiff table add; do not edit.\n", tag, t.queueID, t.layout)
+	h.WriteString(body)
+	h.WriteString(tag)
+	return h.String()
+}
+
+// dollarTag returns a dollar-quote tag that does not occur in body.
+func dollarTag(body string) string {
+	tag := "$skiff$"
+	for n := 1; strings.Contains(body, tag); n++ {
+		tag = "$skiff" + strconv.Itoa(n) + "$"
+	}
+	return tag
 }
 
 func quoteLiteral(s string) string {

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"strings"
+
 	"github.com/alecthomas/kong"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/queue"
 
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -32,8 +38,39 @@ func (c *InitRoleCmd) Run(rt *Runtime, kctx *kong.Context) error {
 	}
 	if len(res.Applied) == 0 {
 		rt.Log.Info("schema is up to date", "role", string(role), "db", pg.Describe(cfg), "version", res.To)
+	} else {
+		rt.Log.Info("schema installed", "role", string(role), "db", pg.Describe(cfg), "from", res.From, "to", res.To, "migrations", len(res.Applied))
+	}
+	if role != migrate.Provider {
 		return nil
 	}
-	rt.Log.Info("schema installed", "role", string(role), "db", pg.Describe(cfg), "from", res.From, "to", res.To, "migrations", len(res.Applied))
+	return upgradeCaptures(rt, cfg)
+}
+
+// upgradeCaptures regenerates the capture functions an older skiff made, and fails naming
+// each table whose function could not be regenerated.
+func upgradeCaptures(rt *Runtime, cfg *pgx.ConnConfig) error {
+	conn, err := pg.ConnectConfig(rt.Ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(rt.Ctx))
+	done, err := queue.UpgradeCaptures(rt.Ctx, conn)
+	if err != nil {
+		return err
+	}
+	var failed []string
+	for _, u := range done {
+		if u.Err != nil {
+			rt.Log.Error("capture trigger not regenerated", "queue", u.Queue, "table", u.Table.String(), "err", u.Err)
+			failed = append(failed, u.Table.String())
+			continue
+		}
+		rt.Log.Info("capture trigger regenerated", "queue", u.Queue, "table", u.Table.String())
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("capture triggers of %s were not regenerated (see above): fix each with skiff table add --refresh [--where ...]",
+			strings.Join(failed, ", "))
+	}
 	return nil
 }
