@@ -190,6 +190,13 @@ func connect(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("set TimeZone on %s: %w", pg.Describe(cfg), err)
 	}
+	// Every name compare writes is schema-qualified; functions and operators, its own and a
+	// capture filter's, resolve in pg_catalog only, as in the capture function: one that a
+	// writer created in public never runs with the operator's rights (docs/security.md).
+	if _, err := conn.Exec(ctx, "SET search_path = pg_catalog, pg_temp"); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("set search_path on %s: %w", pg.Describe(cfg), err)
+	}
 	return conn, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -67,10 +68,10 @@ func (p queueProvider) TablesToVacuum(ctx context.Context) ([]string, error) {
 }
 
 // Vacuum runs VACUUM on a table TablesToVacuum named (quoted and schema-qualified by its
-// contract). pgx sends a statement without arguments in the simple protocol, outside any
-// transaction block, as VACUUM requires.
+// contract), one statement through the extended protocol, outside any transaction block, as
+// VACUUM requires.
 func (p queueProvider) Vacuum(ctx context.Context, table string) error {
-	if _, err := p.conn.Exec(ctx, "VACUUM "+table); err != nil {
+	if _, err := pg.Exec(ctx, p.conn.PgConn(), "VACUUM "+table); err != nil {
 		return fmt.Errorf("vacuum %s: %w", table, err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // The merged effect of a run's events on one key.
@@ -383,7 +384,7 @@ func (w *writer) flushTruncates(ctx context.Context) error {
 	sql := "TRUNCATE " + strings.Join(names, ", ")
 	t := w.truncs[0]
 	w.truncs = w.truncs[:0]
-	if _, err := w.tx.Exec(ctx, sql); err != nil {
+	if _, err := pg.Exec(ctx, w.tx.Conn().PgConn(), sql); err != nil {
 		return &Error{Table: t.name, EventID: w.truncEv, Op: change.Truncate, SQL: sql, Err: err}
 	}
 	return nil

@@ -238,7 +238,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			return
 		}
 	}
-	_, err = ttx.Exec(ctx, "TRUNCATE "+t.Dest.String())
+	_, err = pg.Exec(ctx, ttx.Conn().PgConn(), "TRUNCATE "+t.Dest.String())
 	release()
 	if err != nil {
 		res.Err = fmt.Errorf("target: truncate %s: %w", t.Dest, err)
@@ -246,15 +246,23 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 	}
 
 	// 2. Provider snapshot.
-	iso := "REPEATABLE READ"
 	if pg.ServerVersion(prov) < 90100 {
-		iso = "SERIALIZABLE" // before 9.1 SERIALIZABLE is snapshot isolation
+		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY") // before 9.1 SERIALIZABLE is snapshot isolation
+	} else {
+		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 	}
-	if _, err := prov.Exec(ctx, "BEGIN ISOLATION LEVEL "+iso+" READ ONLY"); err != nil {
+	if err != nil {
 		res.Err = fmt.Errorf("provider: begin: %w", err)
 		return
 	}
 	defer func() { _, _ = prov.Exec(context.WithoutCancel(ctx), "ROLLBACK") }()
+	// The copy evaluates the capture's --where in this (the operator's) session: resolve it as
+	// the capture function does, among pg_catalog's operators and functions only, so that one
+	// a writer created in public is not run with the operator's rights (docs/security.md).
+	if _, err := prov.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
+		res.Err = fmt.Errorf("provider: %w", err)
+		return
+	}
 	if pg.ServerVersion(prov) >= 90000 && pg.ServerVersion(tgt) < 90000 {
 		// A target before 9.0 reads bytea only in escape format.
 		if _, err := prov.Exec(ctx, "SET LOCAL bytea_output = 'escape'"); err != nil {
