@@ -80,6 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cli.LogFormat, cli.LogLevel, stderr)
+	warnPasswordArgs(log, args)
 
 	soft, stopSoft := context.WithCancel(context.Background())
 	hard, stopHard := context.WithCancel(context.Background())

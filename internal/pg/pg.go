@@ -165,7 +165,7 @@ func kvValueLen(s string) int {
 // message gives no reason at all, only the redacted string and a hint.
 func parseError(connString string, err error) error {
 	shown := Redact(connString)
-	if !hasPassword(connString) {
+	if !HasPassword(connString) {
 		reason := err
 		var pce *pgconn.ParseConfigError
 		if errors.As(err, &pce) && pce.Unwrap() != nil {
@@ -185,8 +185,8 @@ func parseError(connString string, err error) error {
 		"or keep the password out of it (PGPASSWORD, a passfile, a service file)", shown)
 }
 
-// hasPassword tells whether a connection string, parsable or not, may hold a password.
-func hasPassword(connString string) bool {
+// HasPassword tells whether a connection string, parsable or not, may hold a password.
+func HasPassword(connString string) bool {
 	if kvPasswordKey.MatchString(connString) {
 		return true
 	}
