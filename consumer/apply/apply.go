@@ -337,6 +337,13 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 			return fmt.Errorf("apply batch %d: %w", b.ID, err)
 		}
 	}
+	// Every name the applier writes is qualified; its operators (the "=" of key matches) and
+	// the type names format_type gives it (tables are loaded in this transaction) resolve as if
+	// nothing but pg_catalog were on the path, so that an operator another role created in
+	// public is never chosen by the worker (docs/security.md).
+	if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
+		return fmt.Errorf("apply batch %d: %w", b.ID, err)
+	}
 	var tick, lsn *int64
 	if err := tx.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1 FOR UPDATE`, a.subID).Scan(&tick, &lsn); err != nil {
 		return fmt.Errorf("apply batch %d: lock subscription: %w", b.ID, err)
