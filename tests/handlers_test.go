@@ -104,8 +104,12 @@ func compareExit(t testing.TB, p *pair, q string, extra ...string) (int, string)
 // says equal; a renamed column's wrong value on the target makes compare say DIFFERENT.
 func TestCopyThroughColumnsHandler(t *testing.T) {
 	t.Parallel()
+	forEachPair(t, testCopyThroughColumnsHandler)
+}
+
+func testCopyThroughColumnsHandler(t *testing.T, provVersion, tgtVersion string) {
 	n := copyRows(t) / 10
-	p := newPair(t, "", "", `SELECT 1`)
+	p := newPair(t, provVersion, tgtVersion, `SELECT 1`)
 	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
 	exec1(t, prov, `CREATE TABLE audit (id int PRIMARY KEY, secret text, v text, n int)`)
 	exec1(t, prov, fmt.Sprintf(`INSERT INTO audit SELECT g, 'pw' || g, 'v' || g, g FROM generate_series(1, %d) g`, n))
@@ -178,9 +182,13 @@ func TestCopyThroughColumnsHandler(t *testing.T) {
 // through the filter, and compare says equal again.
 func TestCopyThroughFilterHandler(t *testing.T) {
 	t.Parallel()
+	forEachPair(t, testCopyThroughFilterHandler)
+}
+
+func testCopyThroughFilterHandler(t *testing.T, provVersion, tgtVersion string) {
 	n := copyRows(t) / 10
 	ddl := `CREATE TABLE customer (id int PRIMARY KEY, region text, v text)`
-	p := newPair(t, "", "", ddl)
+	p := newPair(t, provVersion, tgtVersion, ddl)
 	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
 	exec1(t, prov, fmt.Sprintf(`INSERT INTO customer SELECT g, (ARRAY['eu', 'us', NULL, 'EU', 'eu '])[1 + g %% 5], 'v' || g FROM generate_series(1, %d) g`, n))
 	p.capture(t, "qf", "public.customer")
