@@ -134,7 +134,7 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]c
 	for i, r := range routes {
 		h, err := reg.ForRoute(r)
 		if err != nil {
-			return nil, fmt.Errorf("cannot compare table %s: %w", r.Source, err)
+			return nil, fmt.Errorf("cannot compare through the handlers: %w", err) // names the table
 		}
 		recorded[i] = compare.Pair{Source: r.Source, Dest: r.Dest, Handler: h}
 	}
