@@ -17,7 +17,7 @@ import (
 
 // rowsTable is the temporary table on the target that holds what a handler without an SQL
 // form makes of the provider's rows (dropped with the comparison's transaction).
-var rowsTable = change.Table{Name: "skiff_compare_rows"}
+var rowsTable = change.Table{Schema: "pg_temp", Name: "skiff_compare_rows"}
 
 // compareThrough compares a table whose handlers have no SQL form: every provider row (in the
 // text form events carry) is run through them in Go, as the worker runs events, and the rows
@@ -55,11 +55,12 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 	log.Info("comparing through the handler in Go (it has no SQL form)")
 
 	// The provider's rows under one snapshot, as the target reads them.
-	iso := "REPEATABLE READ"
 	if pg.ServerVersion(s.p) < 90100 {
-		iso = "SERIALIZABLE" // before 9.1 SERIALIZABLE is snapshot isolation
+		_, err = s.p.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY") // before 9.1 SERIALIZABLE is snapshot isolation
+	} else {
+		_, err = s.p.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 	}
-	if _, err := s.p.Exec(ctx, "BEGIN ISOLATION LEVEL "+iso+" READ ONLY"); err != nil {
+	if err != nil {
 		res.Err = sideErr("provider", err)
 		return
 	}
@@ -77,7 +78,7 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 		return
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE "+rowsTable.String()+" AS SELECT * FROM "+dest.String()+" LIMIT 0"); err != nil {
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), "CREATE TEMPORARY TABLE "+rowsTable.String()+" AS SELECT * FROM "+dest.String()+" LIMIT 0"); err != nil {
 		res.Err = sideErr("target", fmt.Errorf("temporary table for the handler's rows: %w", err))
 		return
 	}

@@ -54,7 +54,9 @@ type SourceColumn struct {
 	// Type is the type's name (pg_type.typname; the base type's for a domain).
 	Type string
 	// Output is the type's output function, schema-qualified and quoted
-	// (e.g. "pg_catalog"."boolout"); "" means the cast to text gives its text.
+	// (e.g. "pg_catalog"."boolout"). Give it: "" falls back on a cast to text, which differs
+	// from the output for some types (bool, inet, char(n)) and may run a cast function that
+	// the type's owner created (docs/security.md).
 	Output string
 }
 
