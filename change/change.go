@@ -53,6 +53,14 @@ func QuoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
+// QuoteLiteral quotes a string as an SQL literal, doubling embedded single quotes: for
+// sessions with standard_conforming_strings on (every skiff connection, see internal/pg),
+// where a backslash is an ordinary character. Values go as parameters where a statement
+// takes them; this is for SQL that cannot (COPY (…) TO STDOUT).
+func QuoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
 // Value is one column value in PostgreSQL's text representation. Valid is false for NULL,
 // which keeps NULL and the empty string apart.
 type Value struct {

@@ -10,12 +10,17 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // Column is one live column of a table as the catalog describes it.
 type Column struct {
 	Name string
 	Type string // pg_type.typname of the column's type (e.g. "float8", "_int4")
+	// Output is the type's output function, quoted and schema-qualified.
+	Output string
+	// Generated: a generated column (12+), which replication never writes.
+	Generated bool
 }
 
 // TableInfo is what compare needs to know of one side's table.
@@ -47,9 +52,15 @@ func Describe(ctx context.Context, conn *pgx.Conn, t change.Table) (TableInfo, e
 		return info, fmt.Errorf("look up table %s: %w", t, err)
 	}
 	// A domain is hashed as its base type (a domain over float8 prints like a float8).
-	rows, err := conn.Query(ctx, `SELECT a.attnum, a.attname, coalesce(bt.typname, t.typname)
+	generated := "false"
+	if pg.ServerVersion(conn) >= 120000 {
+		generated = "a.attgenerated <> ''"
+	}
+	rows, err := conn.Query(ctx, `SELECT a.attnum, a.attname, coalesce(bt.typname, t.typname), fn.nspname, f.proname, `+generated+`
 		FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 		LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+		JOIN pg_catalog.pg_proc f ON f.oid = t.typoutput
+		JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, relid)
 	if err != nil {
@@ -59,10 +70,12 @@ func Describe(ctx context.Context, conn *pgx.Conn, t change.Table) (TableInfo, e
 	for rows.Next() {
 		var num int16
 		var c Column
-		if err := rows.Scan(&num, &c.Name, &c.Type); err != nil {
+		var fnSchema, fn string
+		if err := rows.Scan(&num, &c.Name, &c.Type, &fnSchema, &fn, &c.Generated); err != nil {
 			rows.Close()
 			return info, fmt.Errorf("read columns of %s: %w", t, err)
 		}
+		c.Output = change.QuoteIdent(fnSchema) + "." + change.QuoteIdent(fn)
 		byNum[num] = c.Name
 		info.Columns = append(info.Columns, c)
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -34,14 +36,16 @@ type Pair struct {
 	// Where, when set, is the capture's row filter (skiff table add --where): a boolean SQL
 	// expression over the provider table's columns. Only provider rows it keeps are compared.
 	Where string
-}
-
-// source is the provider side's FROM item: the table, or the rows the filter keeps.
-func (p Pair) source() string {
-	if p.Where == "" {
-		return p.Source.String()
-	}
-	return "(SELECT * FROM " + p.Source.String() + " WHERE coalesce((" + p.Where + "), false)) AS filtered"
+	// Key, when set, lists the key columns events carry (the capture's --key); empty means
+	// the provider table's primary key.
+	Key []string
+	// Handler, when set, is the table's handler chain as the worker runs it
+	// (handlers.Registry.ForRoute: the rename to Dest included): the target is compared with
+	// what it makes of the provider's rows, in the table it sends them to. With an SQL form
+	// (handlers.SQLHandler) that is a query on the provider; otherwise every provider row is
+	// run through it in Go, the rows it keeps written into a temporary table on the target and
+	// checksummed there. Nil: the rows go to Dest unchanged.
+	Handler handlers.Handler
 }
 
 // String names the pair for messages: "src" or "src → dest" when the names differ.
@@ -220,16 +224,82 @@ func (s *sides) compare(ctx context.Context, cfg Config, pair Pair) Result {
 	start := time.Now()
 	res := Result{Pair: pair}
 	defer func() { res.Elapsed = time.Since(start) }()
-	var pi, ti TableInfo
-	ep, et := both(
-		func() (err error) { pi, err = Describe(ctx, s.p, pair.Source); return },
-		func() (err error) { ti, err = Describe(ctx, s.t, pair.Dest); return })
-	if ep != nil || et != nil {
-		res.Err = errors.Join(sideErr("provider", ep), sideErr("target", et))
+	pi, err := Describe(ctx, s.p, pair.Source)
+	if err != nil {
+		res.Err = sideErr("provider", err)
 		return res
 	}
-	// Compare the columns both sides have, in the provider's order, each side hashing by its
-	// own column type.
+	sel, ok, err := pair.selectOf(pi)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	if !ok {
+		s.compareThrough(ctx, cfg, pi, &res)
+		return res
+	}
+	res.Pair.Dest = sel.Table
+	ti, err := Describe(ctx, s.t, sel.Table)
+	if err != nil {
+		res.Err = sideErr("target", err)
+		return res
+	}
+	// The provider's side is the handlers' query: its columns are named as on the target,
+	// each hashed by its source column's type.
+	pv := TableInfo{Table: pair.Source, Key: sel.Key}
+	for _, c := range sel.Columns {
+		pv.Columns = append(pv.Columns, Column{Name: c.Name, Type: c.Type})
+	}
+	from := "(" + sel.SQL() + ") AS skiff_rows"
+	if sel.Plain() && slices.Equal(sel.ColumnNames(), sel.SourceColumns()) {
+		from = pair.Source.String()
+	}
+	s.compareSides(ctx, cfg, &res, pv, ti, from, start)
+	return res
+}
+
+// selectOf is what the pair's handlers make of the provider's rows, as a query; ok false when
+// they have no SQL form.
+func (p Pair) selectOf(pi TableInfo) (handlers.Select, bool, error) {
+	h := p.Handler
+	if h == nil {
+		dest := p.Dest
+		if dest == (change.Table{}) {
+			dest = p.Source
+		}
+		h = handlers.Rename{Schema: dest.Schema, Name: dest.Name}
+	}
+	sel := handlers.NewSelect(p.Source, sourceColumns(pi), p.key(pi))
+	if p.Where != "" {
+		sel.Where = append(sel.Where, p.Where)
+	}
+	sel, ok, err := handlers.SelectOf(h, sel)
+	if err != nil {
+		return sel, false, fmt.Errorf("handler of %s: %w", p.Source, err)
+	}
+	return sel, ok, nil
+}
+
+func (p Pair) key(pi TableInfo) []string {
+	if len(p.Key) > 0 {
+		return p.Key
+	}
+	return pi.Key
+}
+
+func sourceColumns(pi TableInfo) []handlers.SourceColumn {
+	out := make([]handlers.SourceColumn, len(pi.Columns))
+	for i, c := range pi.Columns {
+		out[i] = handlers.SourceColumn{Name: c.Name, Type: c.Type, Output: c.Output}
+	}
+	return out
+}
+
+// compareSides checksums the rows of from on the provider (described by pi) and the target
+// table ti: the columns both have, by name, in the provider's order, each side hashing by its
+// own column type.
+func (s *sides) compareSides(ctx context.Context, cfg Config, res *Result, pi, ti TableInfo, from string, start time.Time) {
+	pair := res.Pair
 	var pcols, tcols []Column
 	for _, c := range pi.Columns {
 		tc, ok := ti.column(c.Name)
@@ -248,7 +318,7 @@ func (s *sides) compare(ctx context.Context, cfg Config, pair Pair) Result {
 	}
 	if len(pcols) == 0 {
 		res.Err = fmt.Errorf("no column in common")
-		return res
+		return
 	}
 	key := pi.Key
 	if len(key) == 0 {
@@ -257,20 +327,21 @@ func (s *sides) compare(ctx context.Context, cfg Config, pair Pair) Result {
 	log := cfg.Log.With("table", pair.String())
 	log.Info("comparing", "columns", len(pcols))
 
-	pq := sumQuery(pair.source(), pcols)
-	tq := sumQuery(pair.Dest.String(), tcols)
+	sides := fromItems{p: from, t: pair.Dest.String()}
+	pq := sumQuery(sides.p, pcols)
+	tq := sumQuery(sides.t, tcols)
 	var err error
 	if ranged, ok := intKey(pi, ti, key); ok {
-		res.Provider, res.Target, err = s.sumChunked(ctx, cfg, log, pair, ranged, pq, tq)
+		res.Provider, res.Target, err = s.sumChunked(ctx, cfg, log, sides, ranged, pq, tq)
 	} else {
-		ep, et = both(
+		ep, et := both(
 			func() (err error) { res.Provider, err = sumOf(ctx, s.p, pq, nil); return },
 			func() (err error) { res.Target, err = sumOf(ctx, s.t, tq, nil); return })
 		err = errors.Join(sideErr("provider", ep), sideErr("target", et))
 	}
 	if err != nil {
 		res.Err = err
-		return res
+		return
 	}
 	res.Equal = res.Provider == res.Target
 	log.Info("compared", "equal", res.Equal, "provider_rows", res.Provider.Rows, "target_rows", res.Target.Rows,
@@ -278,13 +349,17 @@ func (s *sides) compare(ctx context.Context, cfg Config, pair Pair) Result {
 	if !res.Equal && cfg.Rows {
 		if len(key) == 0 {
 			res.Err = fmt.Errorf("no primary key: cannot list differing rows")
-			return res
+			return
 		}
-		if err := s.rowDiff(ctx, cfg, pair, key, pi, ti, pcols, tcols, &res); err != nil {
+		if err := s.rowDiff(ctx, cfg, sides, key, pi, ti, pcols, tcols, res); err != nil {
 			res.Err = fmt.Errorf("list differing rows: %w", err)
 		}
 	}
-	return res
+}
+
+// fromItems are the FROM items of both sides: a table's quoted name or a subquery.
+type fromItems struct {
+	p, t string
 }
 
 func sideErr(side string, err error) error {
@@ -304,7 +379,12 @@ func sumQuery(from string, cols []Column) string {
 		FROM (SELECT `+rowExpr(cols)+` AS h FROM `+from, "%", "%%") + ` %s) s`
 }
 
-func sumOf(ctx context.Context, conn *pgx.Conn, query string, where []any) (Sum, error) {
+// querier is a connection or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func sumOf(ctx context.Context, conn querier, query string, where []any) (Sum, error) {
 	var sum Sum
 	var h1, h2 string
 	q := fmt.Sprintf(query, "")
@@ -336,15 +416,15 @@ func intKey(pi, ti TableInfo, key []string) (string, bool) {
 
 // sumChunked checksums a table with a single integer key in ranges of cfg.ChunkKeys key
 // values, both sides at once, and adds the chunk sums up.
-func (s *sides) sumChunked(ctx context.Context, cfg Config, log *slog.Logger, pair Pair, key, pq, tq string) (Sum, Sum, error) {
+func (s *sides) sumChunked(ctx context.Context, cfg Config, log *slog.Logger, from fromItems, key, pq, tq string) (Sum, Sum, error) {
 	k := change.QuoteIdent(key)
 	var plo, phi, tlo, thi *int64
 	ep, et := both(
 		func() error {
-			return s.p.QueryRow(ctx, "SELECT min("+k+"), max("+k+") FROM "+pair.source()).Scan(&plo, &phi)
+			return s.p.QueryRow(ctx, "SELECT min("+k+"), max("+k+") FROM "+from.p).Scan(&plo, &phi)
 		},
 		func() error {
-			return s.t.QueryRow(ctx, "SELECT min("+k+"), max("+k+") FROM "+pair.Dest.String()).Scan(&tlo, &thi)
+			return s.t.QueryRow(ctx, "SELECT min("+k+"), max("+k+") FROM "+from.t).Scan(&tlo, &thi)
 		})
 	if err := errors.Join(sideErr("provider", ep), sideErr("target", et)); err != nil {
 		return Sum{}, Sum{}, fmt.Errorf("key range: %w", err)

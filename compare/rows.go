@@ -19,7 +19,7 @@ type keyHash struct {
 // rowDiff streams (key text, row hash) from both sides ordered by the key text's UTF-8 bytes
 // (the same order on every server whatever its collation, and Go's string order) and merges
 // them, recording the keys that differ.
-func (s *sides) rowDiff(ctx context.Context, cfg Config, pair Pair, key []string, pi, ti TableInfo, pcols, tcols []Column, res *Result) error {
+func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []string, pi, ti TableInfo, pcols, tcols []Column, res *Result) error {
 	keyCols := func(ti TableInfo) ([]Column, error) {
 		out := make([]Column, len(key))
 		for i, k := range key {
@@ -48,8 +48,8 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, pair Pair, key []string
 	tch := make(chan keyHash, 256)
 	perr := make(chan error, 1)
 	terr := make(chan error, 1)
-	go func() { perr <- stream(ctx, s.p, query(pair.source(), pk, pcols), pch) }()
-	go func() { terr <- stream(ctx, s.t, query(pair.Dest.String(), tk, tcols), tch) }()
+	go func() { perr <- stream(ctx, s.p, query(from.p, pk, pcols), pch) }()
+	go func() { terr <- stream(ctx, s.t, query(from.t, tk, tcols), tch) }()
 
 	// Past MaxRowDiffs the merge goes on (the connections stay usable for the next table)
 	// but records nothing more.

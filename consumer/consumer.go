@@ -32,6 +32,11 @@ type Source interface {
 // filter), and an error to stop the batch: the batch is rolled back and retried, nothing is
 // skipped. Key names the key columns the applier matches target rows on; a handler that
 // renames key columns renames them in Key too.
+//
+// The initial copy, resync and skiff compare run the same handlers over the provider's rows,
+// each row as an Insert event: set-based when the handler also implements
+// handlers.SQLHandler, else row by row in Go. A handler should therefore treat an Insert the
+// same whether it comes from the queue or from the copy.
 type Handler interface {
 	Handle(ev *change.Event) (keep bool, err error)
 }

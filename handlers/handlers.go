@@ -6,6 +6,11 @@
 // replay order. It may change the event in place (Table, Columns, Values, Key) but must not
 // modify the Columns and Key slices it received: they are shared between events; assign new
 // ones.
+//
+// The initial copy and skiff compare honour the same handlers: a handler that can say what
+// it does to a whole table in SQL implements the optional SQLHandler (the built-in ones do)
+// and the copy and compare read the provider set-based; the rows of a table whose handlers
+// cannot are run through Handle in Go, one Insert event per row.
 package handlers
 
 import (

@@ -19,7 +19,7 @@ import (
 // as PostgreSQL 8.4 (paths relative to this package).
 var goSQLPackages = []string{
 	"../queue", "../consumer", "../consumer/copier", "../consumer/apply", "../compare", "../status",
-	"../ticker", "../cmd/skiff", "../internal/migrate", "../internal/pg", "../handlers",
+	"../ticker", "../cmd/skiff", "../internal/migrate", "../internal/pg", "../handlers", "../internal/rowcopy",
 }
 
 // newer lists what SQL strings in Go code may use only behind a server_version_num branch,

@@ -24,6 +24,7 @@ import (
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -178,6 +179,12 @@ func ticker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, i
 // It returns the server pids of the worker's provider and target connections.
 func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string) (provPID, tgtPID uint32) {
 	t.Helper()
+	return p.runWorkerWith(t, ctx, wg, q, nil)
+}
+
+// runWorkerWith is runWorker with a handler registry (nil: the built-in handlers).
+func (p *pair) runWorkerWith(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string, reg *handlers.Registry) (provPID, tgtPID uint32) {
+	t.Helper()
 	prov := connect(t, p.prov)
 	tgt := connect(t, p.tgt)
 	pending, _ := strconv.Atoi(os.Getenv("SKIFF_MAX_PENDING_ROWS")) // 0: the default
@@ -186,7 +193,7 @@ func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, 
 	maxEvents, _ := strconv.ParseInt(os.Getenv("SKIFF_MAX_EVENTS"), 10, 64) // 0: the default
 	src, err := queue.NewSource(ctx, prov, queue.SourceConfig{Queue: q, Consumer: "c1", MaxEvents: maxEvents})
 	require.NoError(t, err)
-	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
+	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, Registry: reg, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
 	require.NoError(t, err)
 	wg.Add(1)
 	go func() {

@@ -95,8 +95,8 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 	return nil
 }
 
-// addFilters sets each pair's Where to its table's capture filter (--where): the target holds
-// only the provider rows it keeps.
+// addFilters sets each pair's Where and Key to its table's capture filter (--where) and key:
+// the target holds only the provider rows the filter keeps, and handlers see that key.
 func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs []compare.Pair) error {
 	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
 	if err != nil {
@@ -113,7 +113,7 @@ func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs
 	for i := range pairs {
 		for _, t := range captured {
 			if t.Table == pairs[i].Source {
-				pairs[i].Where = t.Where
+				pairs[i].Where, pairs[i].Key = t.Where, t.Key
 			}
 		}
 	}
@@ -121,12 +121,22 @@ func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs
 }
 
 // pairs lists the tables to compare: --table when given, else the tables the target's
-// subscription to the queue records (with their destination names), else every table the
+// subscription to the queue records (with their destination names and handlers: the target
+// is compared with what the handlers make of the provider's rows), else every table the
 // queue captures under its own name.
 func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]compare.Pair, error) {
-	recorded, err := subscribedTables(ctx, tcfg, c.Queue)
+	routes, err := subscribedTables(ctx, tcfg, c.Queue)
 	if err != nil {
 		return nil, err
+	}
+	reg := newRegistry()
+	recorded := make([]compare.Pair, len(routes))
+	for i, r := range routes {
+		h, err := reg.ForRoute(r)
+		if err != nil {
+			return nil, fmt.Errorf("cannot compare through the handlers: %w", err) // names the table
+		}
+		recorded[i] = compare.Pair{Source: r.Source, Dest: r.Dest, Handler: h}
 	}
 	if len(c.Table) == 0 {
 		if len(recorded) > 0 {
@@ -158,7 +168,7 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]c
 		} else {
 			for _, r := range recorded {
 				if r.Source == p.Source {
-					p.Dest = r.Dest
+					p.Dest, p.Handler = r.Dest, r.Handler
 				}
 			}
 		}
@@ -220,9 +230,10 @@ func parseTable(s string) change.Table {
 	return change.Table{Schema: parts[0], Name: strings.Join(parts[1:], ".")}
 }
 
-// subscribedTables reads the source → destination mapping the target records for a queue's
-// subscription; none when the target has no skiff schema or no such subscription yet.
-func subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig, queue string) ([]compare.Pair, error) {
+// subscribedTables reads the routes (source → destination, handler and its configuration)
+// the target records for a queue's subscription; none when the target has no skiff schema or
+// no such subscription yet.
+func subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig, queue string) ([]change.Route, error) {
 	conn, err := pg.ConnectConfig(ctx, tcfg.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err)
@@ -237,22 +248,20 @@ func subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig, queue string) (
 	if !exists {
 		return nil, nil
 	}
-	rows, err := conn.Query(ctx, `SELECT DISTINCT t.source_schema, t.source_name, t.dest_schema, t.dest_name
+	rows, err := conn.Query(ctx, `SELECT DISTINCT t.source_schema, t.source_name, t.dest_schema, t.dest_name,
+			coalesce(t.handler, ''), coalesce(t.handler_config, '')
 		FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
 		WHERE s.queue = $1 ORDER BY 1, 2`, queue)
 	if err != nil {
 		return nil, fmt.Errorf("target: read subscribed tables: %w", err)
 	}
-	var out []compare.Pair
-	for rows.Next() {
-		var p compare.Pair
-		if err := rows.Scan(&p.Source.Schema, &p.Source.Name, &p.Dest.Schema, &p.Dest.Name); err != nil {
-			return nil, fmt.Errorf("target: read subscribed tables: %w", err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, errors.Join(fmt.Errorf("target: read subscribed tables"), err)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (change.Route, error) {
+		var rt change.Route
+		err := r.Scan(&rt.Source.Schema, &rt.Source.Name, &rt.Dest.Schema, &rt.Dest.Name, &rt.Handler, &rt.Config)
+		return rt, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("target: read subscribed tables: %w", err)
 	}
 	return out, nil
 }

@@ -37,7 +37,7 @@ func copyConfig(providerURL, targetURL, app string, parallel int, log *slog.Logg
 	if err != nil {
 		return copier.Config{}, err
 	}
-	return copier.Config{Provider: pcfg, Target: tcfg, Parallel: parallel, Log: log, Display: display}, nil
+	return copier.Config{Provider: pcfg, Target: tcfg, Parallel: parallel, Log: log, Display: display, Registry: newRegistry()}, nil
 }
 
 // copyRoutes copies the subscription's tables in routes (state copying on the target) and
@@ -46,34 +46,35 @@ func copyConfig(providerURL, targetURL, app string, parallel int, log *slog.Logg
 func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription, routes []change.Route) ([]copier.Result, error) {
 	tables := make([]copier.Table, 0, len(routes))
 	for _, r := range routes {
-		tables = append(tables, copier.Table{Source: r.Source, Dest: r.Dest})
+		tables = append(tables, copier.Table{Source: r.Source, Dest: r.Dest, Handler: r.Handler, Config: r.Config})
 	}
 	cfg.LockKey = func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }
-	cfg.Filter = captureFilter(sub.Queue)
+	cfg.Capture = captureOf(sub.Queue)
 	tcfg := cfg.Target
 	cfg.Hooks = sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tcfg.Copy()) })
 	return copier.Copy(ctx, cfg, tables)
 }
 
-// captureFilter returns the copier's row filter of a queue: each table's --where, read from
-// the provider in the copy's own snapshot, so that the copy holds the rows the capture queues.
-func captureFilter(queueName string) func(ctx context.Context, prov *pgx.Conn, t copier.Table) (string, error) {
-	return func(ctx context.Context, prov *pgx.Conn, t copier.Table) (string, error) {
+// captureOf returns how a queue captures a table for the copier: its --where and key, read
+// from the provider (in the copy's own snapshot too), so that the copy holds the rows the
+// capture queues and its handlers see the key events carry.
+func captureOf(queueName string) func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
+	return func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
 		tables, err := queue.Tables(ctx, prov, queueName)
 		if err != nil {
-			return "", err
+			return copier.Captured{}, err
 		}
 		for _, ct := range tables {
 			if ct.Table == t.Source {
-				return ct.Where, nil
+				return copier.Captured{Where: ct.Where, Key: ct.Key}, nil
 			}
 		}
-		return "", nil
+		return copier.Captured{}, nil
 	}
 }
 
-func withFilter(cfg copier.Config, queueName string) copier.Config {
-	cfg.Filter = captureFilter(queueName)
+func withCapture(cfg copier.Config, queueName string) copier.Config {
+	cfg.Capture = captureOf(queueName)
 	return cfg
 }
 
@@ -84,7 +85,7 @@ func tableManager(cfg copier.Config, queueName, consumerName string, log *slog.L
 	snaps := &tickSnapshots{cfg: cfg.Provider, queue: queueName}
 	return &copier.Manager{
 		Sub:          copier.Subscription{Queue: queueName, Consumer: consumerName},
-		Copy:         withFilter(cfg, queueName),
+		Copy:         withCapture(cfg, queueName),
 		TickSnapshot: snaps.get,
 		Sequences:    snaps.sequences,
 		Log:          log,

@@ -12,7 +12,10 @@
 //  2. provider: BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1), READ ONLY;
 //     the snapshot is txid_current_snapshot(), the one the copy reads under;
 //  3. Hooks.Snapshot publishes it (the caller records it on the target, in its own transaction);
-//  4. COPY (SELECT cols FROM src) TO STDOUT → io.Pipe → COPY dest (cols) FROM STDIN;
+//  4. COPY (SELECT cols FROM src WHERE …) TO STDOUT → io.Pipe → COPY dest (cols) FROM STDIN,
+//     the query being what the table's handlers make of its rows (handlers.Select); or, when a
+//     handler has no SQL form, every row read and run through the handlers in Go, the rows
+//     they return written with COPY FROM STDIN (see plan);
 //  5. Hooks.Copied runs in the target transaction (the caller moves the table to catching-up),
 //     then the target commits. Any failure rolls the whole table back: it starts over.
 package copier
@@ -33,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -40,6 +44,10 @@ import (
 type Table struct {
 	Source change.Table
 	Dest   change.Table
+	// Handler and Config name the table's custom handler and its JSON configuration
+	// (change.Route's), "" for none: the copy writes what the worker's handlers make of the
+	// rows (Config.Registry builds them).
+	Handler, Config string
 }
 
 // String names the table for messages.
@@ -92,10 +100,23 @@ type Config struct {
 	// LockClass) the copy of a table holds on the target: a table another process is copying
 	// is left alone (its result is ErrBusy).
 	LockKey func(Table) int32
-	// Filter, when set, returns the row filter of a table's capture (a boolean SQL expression
-	// over its columns, "" for none), read on prov inside the copy's snapshot: the copy then
-	// holds only the rows the capture trigger would queue.
-	Filter func(ctx context.Context, prov *pgx.Conn, t Table) (string, error)
+	// Capture, when set, returns how the queue captures a table (queue.Tables): its row
+	// filter and key, read on prov, again inside the copy's snapshot. The copy then holds only
+	// the rows the capture trigger would queue, and its handlers see the key events carry.
+	Capture func(ctx context.Context, prov *pgx.Conn, t Table) (Captured, error)
+	// Registry builds each table's handlers (handlers.Registry.ForRoute), as the worker's
+	// does; nil means the built-in ones only.
+	Registry *handlers.Registry
+}
+
+// Captured is how the queue captures a table.
+type Captured struct {
+	// Where is the capture's row filter (a boolean SQL expression over the table's columns,
+	// skiff table add --where), "" for none.
+	Where string
+	// Key lists the key columns events carry (--key, else the primary key); empty means the
+	// primary key.
+	Key []string
 }
 
 // Result is the outcome of one table's copy.
@@ -202,7 +223,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			_, _ = tgt.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1::int4, $2::int4)`, int32(LockClass), cfg.LockKey(t))
 		}()
 	}
-	cols, err := commonColumns(ctx, prov, tgt, t)
+	p, err := newPlan(ctx, cfg, prov, tgt, t)
 	if err != nil {
 		res.Err = err
 		return
@@ -238,10 +259,10 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			return
 		}
 	}
-	_, err = pg.Exec(ctx, ttx.Conn().PgConn(), "TRUNCATE "+t.Dest.String())
+	_, err = pg.Exec(ctx, ttx.Conn().PgConn(), "TRUNCATE "+p.dest.String())
 	release()
 	if err != nil {
-		res.Err = fmt.Errorf("target: truncate %s: %w", t.Dest, err)
+		res.Err = fmt.Errorf("target: truncate %s: %w", p.dest, err)
 		return
 	}
 
@@ -259,7 +280,14 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 	// The copy evaluates the capture's --where in this (the operator's) session: resolve it as
 	// the capture function does, among pg_catalog's operators and functions only, so that one
 	// a writer created in public is not run with the operator's rights (docs/security.md).
+	// The handlers' SQL is resolved there too.
 	if _, err := prov.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
+		res.Err = fmt.Errorf("provider: %w", err)
+		return
+	}
+	// Values as the capture trigger's events carry them (it pins its time zone to UTC): the
+	// handlers' SQL compares their text.
+	if _, err := prov.Exec(ctx, "SET LOCAL TimeZone = 'UTC'"); err != nil {
 		res.Err = fmt.Errorf("provider: %w", err)
 		return
 	}
@@ -286,19 +314,22 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			return
 		}
 	}
-	log.Info("copy started", "snapshot", snapText, "columns", len(cols), "estimated_rows", st.estimate.Load())
+	// The capture's filter and key as of the snapshot.
+	if err := p.capture(ctx, cfg, prov, tgt); err != nil {
+		res.Err = err
+		return
+	}
+	log.Info("copy started", "snapshot", snapText, "dest", p.dest.String(), "columns", len(p.cols),
+		"through_handler", !p.sql, "estimated_rows", st.estimate.Load())
 	st.start()
 
 	// 4. Stream, reporting progress meanwhile.
-	where := ""
-	if cfg.Filter != nil {
-		if where, err = cfg.Filter(ctx, prov, t); err != nil {
-			res.Err = fmt.Errorf("provider: row filter of %s: %w", t.Source, err)
-			return
-		}
-	}
 	stopProgress := reportProgress(ctx, cfg, t, st, log)
-	err = pipe(ctx, prov, ttx, t, cols, where, st)
+	if p.sql {
+		err = pipe(ctx, prov, ttx, p, st)
+	} else {
+		err = p.transform(ctx, prov, ttx, tgt, st)
+	}
 	stopProgress()
 	if err != nil {
 		res.Err = err
@@ -346,32 +377,23 @@ func reportProgress(ctx context.Context, cfg Config, t Table, st *tableProgress,
 	}
 }
 
-// pipe streams the provider's COPY TO STDOUT into the target's COPY FROM STDIN through an
-// io.Pipe, counting rows (one newline per row in COPY's text format, where embedded newlines
-// are escaped) and bytes on the way.
-// A non-empty where (the capture's row filter) restricts the rows copied.
-func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, t Table, cols []string, where string, st *tableProgress) error {
-	quoted := make([]string, len(cols))
-	for i, c := range cols {
-		quoted[i] = change.QuoteIdent(c)
-	}
-	list := strings.Join(quoted, ", ")
-	// A plain table is read by COPY directly (a heap scan, no executor: faster); a
-	// partitioned one (or anything else) through a query.
-	out := "COPY (SELECT " + list + " FROM " + t.Source.String() + ") TO STDOUT"
-	if where != "" {
-		out = "COPY (SELECT " + list + " FROM " + t.Source.String() + " WHERE coalesce((" + where + "), false)) TO STDOUT"
-	}
+// pipe streams the provider's COPY TO STDOUT of the plan's Select into the target's COPY FROM
+// STDIN through an io.Pipe, counting rows (one newline per row in COPY's text format, where
+// embedded newlines are escaped) and bytes on the way.
+func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, st *tableProgress) error {
+	out := "COPY (" + p.sel.SQL() + ") TO STDOUT"
+	// A plain table whose columns go unchanged is read by COPY directly (a heap scan, no
+	// executor: faster); a partitioned one (or anything else) through a query.
 	var relkind string
 	if err := prov.QueryRow(ctx, `SELECT c.relkind::text FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
-		schemaOf(t.Source), t.Source.Name).Scan(&relkind); err != nil {
-		return fmt.Errorf("provider: relation kind of %s: %w", t.Source, err)
+		schemaOf(p.sel.Source), p.sel.Source.Name).Scan(&relkind); err != nil {
+		return fmt.Errorf("provider: relation kind of %s: %w", p.sel.Source, err)
 	}
-	if relkind == "r" && where == "" {
-		out = "COPY " + t.Source.String() + " (" + list + ") TO STDOUT"
+	if relkind == "r" && p.sel.Plain() {
+		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
 	}
-	in := "COPY " + t.Dest.String() + " (" + list + ") FROM STDIN"
+	in := "COPY " + p.dest.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"
 
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
@@ -442,33 +464,6 @@ func schemaOf(t change.Table) string {
 		return "public"
 	}
 	return t.Schema
-}
-
-// commonColumns returns the provider table's columns that the destination also has (by name,
-// in the provider's order), leaving out the destination's generated columns.
-func commonColumns(ctx context.Context, prov, tgt *pgx.Conn, t Table) ([]string, error) {
-	pcols, err := columns(ctx, prov, t.Source, false)
-	if err != nil {
-		return nil, fmt.Errorf("provider: %w", err)
-	}
-	tcols, err := columns(ctx, tgt, t.Dest, pg.ServerVersion(tgt) >= 120000)
-	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
-	}
-	have := map[string]bool{}
-	for _, c := range tcols {
-		have[c] = true
-	}
-	var out []string
-	for _, c := range pcols {
-		if have[c] {
-			out = append(out, c)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no column of %s exists in %s", t.Source, t.Dest)
-	}
-	return out, nil
 }
 
 func columns(ctx context.Context, conn *pgx.Conn, t change.Table, skipGenerated bool) ([]string, error) {

@@ -2,6 +2,7 @@ package copier_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
@@ -93,4 +95,65 @@ func TestCopyRate(t *testing.T) {
 	t.Logf("psql pipe:    %s median of %v: %.0f rows/s, %.1f MB/s", pp, pipeTimes, float64(n)/pp.Seconds(), float64(bytes)/pp.Seconds()/1e6)
 	t.Logf("copier process CPU per copy: %s (%.1f µs/row)", cpu/time.Duration(rounds), float64(cpu.Microseconds())/float64(rounds)/float64(n))
 	t.Logf("ratio skiff/pipe (rate) of the medians: %.2f; per round (paired, sorted): %.2f", pp.Seconds()/sk.Seconds(), ratios)
+}
+
+// TestCopyRateThroughHandlers measures the copy of one table through handlers: none (a plain
+// COPY of the table), the columns handler (set-based: COPY (SELECT …) TO STDOUT), the filter
+// handler keeping about half the rows (set-based) and the columns handler wrapped in a Func (no
+// SQL form: every row through Go). A measurement, not a timed test: it runs only with
+// SKIFF_COPY_BENCH=<rows>, e.g.
+//
+//	SKIFF_COPY_BENCH=1000000 go test ./consumer/copier/ -run TestCopyRateThroughHandlers -v -count=1
+func TestCopyRateThroughHandlers(t *testing.T) {
+	env := os.Getenv("SKIFF_COPY_BENCH")
+	if env == "" {
+		t.Skip("set SKIFF_COPY_BENCH=<rows> to measure the copy rate through handlers")
+	}
+	n, err := strconv.Atoi(env)
+	require.NoError(t, err)
+	prov := pgtest.New(t, pgtest.Options{})
+	tgt := pgtest.New(t, pgtest.Options{})
+	p, tg := prov.URL("postgres"), tgt.URL("postgres")
+	ctx := context.Background()
+	pc := pgtest.Connect(t, p)
+	_, err = pc.Exec(ctx, `CREATE TABLE accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL, filler char(84))`)
+	require.NoError(t, err)
+	_, err = pc.Exec(ctx, fmt.Sprintf(`INSERT INTO accounts SELECT g, g %% 2, 0, 'filler ' || g FROM generate_series(1, %d) g`, n))
+	require.NoError(t, err)
+	_, err = pc.Exec(ctx, `VACUUM ANALYZE accounts`)
+	require.NoError(t, err)
+	tc := pgtest.Connect(t, tg)
+	_, err = tc.Exec(ctx, `CREATE TABLE accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL, filler char(84));
+		CREATE TABLE narrow (aid int PRIMARY KEY, bid int NOT NULL, balance int NOT NULL)`)
+	require.NoError(t, err)
+	reg := handlers.NewRegistry()
+	require.NoError(t, reg.Register("narrow_go", func(change.Table, json.RawMessage) (handlers.Handler, error) {
+		h := &handlers.Columns{Exclude: []string{"filler"}, Rename: map[string]string{"abalance": "balance"}}
+		return handlers.Func(h.Handle), nil
+	}))
+	pcfg, tcfg := configs(t, p, tg)
+	accounts := change.Table{Schema: "public", Name: "accounts"}
+	narrow := change.Table{Schema: "public", Name: "narrow"}
+	narrowCfg := `{"exclude": ["filler"], "rename": {"abalance": "balance"}}`
+	for _, c := range []struct {
+		name string
+		tbl  copier.Table
+		rows int
+	}{
+		{"no handler (COPY table TO STDOUT)", copier.Table{Source: accounts, Dest: accounts}, n},
+		{"columns (COPY (SELECT …) TO STDOUT)", copier.Table{Source: accounts, Dest: narrow, Handler: "columns", Config: narrowCfg}, n},
+		{"filter, half the rows (SQL)", copier.Table{Source: accounts, Dest: accounts, Handler: "filter", Config: `{"column": "bid", "in": ["1"]}`}, (n + 1) / 2},
+		{"columns without an SQL form (Go)", copier.Table{Source: accounts, Dest: narrow, Handler: "narrow_go"}, n},
+	} {
+		var times []time.Duration
+		for range 3 {
+			start := time.Now()
+			res, err := copier.Copy(ctx, copier.Config{Provider: pcfg, Target: tcfg, Registry: reg}, []copier.Table{c.tbl})
+			require.NoError(t, err)
+			require.EqualValues(t, c.rows, res[0].Rows)
+			times = append(times, time.Since(start))
+		}
+		slices.Sort(times)
+		t.Logf("%-40s median %s of %v: %.0f provider rows/s", c.name, times[1], times, float64(n)/times[1].Seconds())
+	}
 }

@@ -103,16 +103,17 @@ func (s Subscription) Resync(ctx context.Context, conn db, t change.Table) (bool
 	return tag.RowsAffected() > 0, nil
 }
 
-// ToCopy lists the subscription's tables in state copying.
+// ToCopy lists the subscription's tables in state copying, with their handlers.
 func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
-	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name FROM skiff.table_state ts
+	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name,
+			coalesce(handler, ''), coalesce(handler_config, '') FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'copying' ORDER BY 1, 2`, s.Queue, s.Consumer)
 	if err != nil {
 		return nil, fmt.Errorf("tables to copy: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Table, error) {
 		var t Table
-		err := r.Scan(&t.Source.Schema, &t.Source.Name, &t.Dest.Schema, &t.Dest.Name)
+		err := r.Scan(&t.Source.Schema, &t.Source.Name, &t.Dest.Schema, &t.Dest.Name, &t.Handler, &t.Config)
 		return t, err
 	})
 	if err != nil {
