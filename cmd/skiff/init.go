@@ -34,7 +34,7 @@ func (c *InitRoleCmd) Run(rt *Runtime, kctx *kong.Context) error {
 	}
 	res, err := migrate.Up(rt.Ctx, cfg, role)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", role, pg.Describe(cfg), err)
+		return oneLine(fmt.Errorf("init %s %s: %w", role, pg.Describe(cfg), err))
 	}
 	if len(res.Applied) == 0 {
 		rt.Log.Info("schema is up to date", "role", string(role), "db", pg.Describe(cfg), "version", res.To)

@@ -51,36 +51,43 @@ func Up(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*Result, error) {
 }
 
 // open prepares the database for the role's migrations and returns a goose provider on it;
-// the caller closes db.
-func open(ctx context.Context, cfg *pgx.ConnConfig, role Role) (p *goose.Provider, db *sql.DB, err error) {
+// the caller closes db. On error nothing is left open.
+func open(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*goose.Provider, *sql.DB, error) {
 	fsys, err := role.fsys()
 	if err != nil {
 		return nil, nil, err
 	}
-	db = stdlib.OpenDB(*cfg)
-	defer func() {
-		if err != nil {
-			db.Close()
-		}
-	}()
-	db.SetMaxOpenConns(2)
+	db := stdlib.OpenDB(*cfg)
+	p, err := provider(ctx, db, fsys, role)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return p, db, nil
+}
 
+// provider connects, prepares the schema and makes the goose provider of a role on db.
+func provider(ctx context.Context, db *sql.DB, fsys fs.FS, role Role) (*goose.Provider, error) {
+	db.SetMaxOpenConns(2)
+	if err := db.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
 	if err := prepare(ctx, db, role); err != nil {
-		return nil, nil, fmt.Errorf("prepare %s schema: %w", role, err)
+		return nil, fmt.Errorf("prepare %s schema: %w", role, err)
 	}
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(role)))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	p, err = goose.NewProvider(goose.DialectCustom, db, fsys,
+	p, err := goose.NewProvider(goose.DialectCustom, db, fsys,
 		goose.WithStore(&store{table: "skiff." + string(role) + "_migrations"}),
 		goose.WithSessionLocker(locker),
 		goose.WithDisableGlobalRegistry(true),
 	)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load %s migrations: %w", role, err)
+		return nil, fmt.Errorf("load %s migrations: %w", role, err)
 	}
-	return p, db, nil
+	return p, nil
 }
 
 // upTo applies the role's migrations up to and including version.
