@@ -1,14 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/ticker"
 )
 
 // dbName is the database a URL names.
@@ -94,5 +100,39 @@ func TestInitAsDatabaseOwner(t *testing.T) {
 			require.NoError(t, conn.QueryRow(ctx, `SELECT skiff.force_tick('q')`).Scan(&tick))
 			require.NotNil(t, tick)
 		})
+	}
+}
+
+// TestInitTargetBesideTicker: a database that is both provider and target gets its target
+// schema while a ticker runs on it (the ticker's lock and the installer's are distinct).
+func TestInitTargetBesideTicker(t *testing.T) {
+	t.Parallel()
+	url, conn := initProvider(t)
+	ctx := context.Background()
+	tk, err := ticker.New(ticker.Config{DBs: []string{url}, Poll: 20 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, err)
+	require.NoError(t, tk.Start(ctx))
+	t.Cleanup(tk.Stop)
+	pgtest.Eventually(t, 30*time.Second, "the ticker holds its lock", func() bool {
+		var held bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory'
+			AND classid = ($1::int8 >> 32)::oid AND objid = ($1::int8 & 4294967295)::oid AND objsubid = 1 AND granted)`,
+			ticker.LockKey).Scan(&held)
+		require.NoError(t, err)
+		return held
+	})
+
+	done := make(chan string, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		code := run([]string{"init", "target", "--db", url}, &out, &errb)
+		done <- fmt.Sprintf("exit %d: %s", code, errb.String())
+	}()
+	select {
+	case res := <-done:
+		require.True(t, strings.HasPrefix(res, "exit 0:"), res)
+		require.Contains(t, res, "schema installed")
+	case <-time.After(30 * time.Second):
+		t.Fatal("skiff init target still waits after 30 s while a ticker runs on the database")
 	}
 }

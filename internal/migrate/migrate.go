@@ -75,7 +75,9 @@ func provider(ctx context.Context, db *sql.DB, fsys fs.FS, role Role) (*goose.Pr
 	if err := prepare(ctx, db, role); err != nil {
 		return nil, fmt.Errorf("prepare %s schema: %w", role, err)
 	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(role)))
+	// Another install of the same role holds the lock for seconds: probe every second, give
+	// up after two minutes.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(role)), lock.WithLockTimeout(1, 120))
 	if err != nil {
 		return nil, err
 	}
@@ -156,9 +158,14 @@ func Latest(role Role) (int64, error) {
 	return max, nil
 }
 
-func lockID(r Role) int64 {
-	// A fixed id per role, "skiff" in ASCII followed by the role's first letter.
-	return 0x736b696666<<8 | int64(r[0])
+// LockID is the session advisory lock (pg_try_advisory_lock(bigint)) that serialises the
+// installs of a role's schema in one database: "skiffm" in ASCII followed by the role's
+// first letter. It must differ from every other lock skiff takes: the ticker holds
+// "skifft" (ticker.LockKey) on a provider for as long as it runs, and a database may be a
+// target too (skiff used "skifft" for the target's installs at first, which then waited
+// for the ticker to stop).
+func LockID(r Role) int64 {
+	return 0x736b6966666d<<8 | int64(r[0])
 }
 
 // prepare creates what goose's store and the migrations assume: schema skiff and, for the
