@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/skiffdb/skiff/internal/pg"
@@ -89,10 +90,37 @@ func tableRemove(ctx context.Context, c *TableRemoveCmd, out io.Writer) error {
 	return nil
 }
 
-// oneLine keeps an error to one line: the server's detail lines stay out of the message.
+// oneLine keeps an error to one line: lines (the server's detail, pgx's one line per
+// connection attempt) are joined with "; ", a line equal to an earlier one is left out.
 func oneLine(err error) error {
-	if !strings.Contains(err.Error(), "\n") {
+	msg := err.Error()
+	if !strings.Contains(msg, "\n") {
 		return err
 	}
-	return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", " "))
+	var b strings.Builder
+	var seen []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l == "" || slices.Contains(seen, l) {
+			continue
+		}
+		if len(seen) > 0 {
+			if strings.HasSuffix(seen[len(seen)-1], ":") {
+				b.WriteString(" ")
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		seen = append(seen, l)
+		b.WriteString(l)
+	}
+	return &singleLineError{msg: b.String(), err: err}
 }
+
+// singleLineError is an error shown on one line that still unwraps to the original.
+type singleLineError struct {
+	msg string
+	err error
+}
+
+func (e *singleLineError) Error() string { return e.msg }
+func (e *singleLineError) Unwrap() error { return e.err }
