@@ -59,7 +59,10 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 	g, ctx := errgroup.WithContext(rt.Ctx)
 	g.Go(func() error { return metrics.Serve(ctx, c.MetricsAddr, reg, rt.Log) })
 	for _, q := range c.Queue {
-		s := &session{cmd: c, queue: q, consumer: name, log: rt.Log.With("queue", q)}
+		// Every message of the queue's parts carries queue and consumer once: the parts
+		// (source, applier, worker, table manager) add none of their own.
+		log := rt.Log.With("queue", q, "consumer", name)
+		s := &session{cmd: c, queue: q, consumer: name, log: log}
 		// The first connection fails fast (e.g. another worker holds the subscription);
 		// later reconnections are retried by the worker loop.
 		if err := s.connect(rt.Ctx); err != nil {
@@ -67,28 +70,28 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 			return err
 		}
 		w, err := consumer.NewWorker(consumer.Config{
-			Name: q, Source: s, Applier: s, Registry: newRegistry(), Log: rt.Log.With("queue", q),
+			Name: q, Source: s, Applier: s, Registry: newRegistry(), Log: log,
 			MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff, Metrics: m.For(q),
 		})
 		if err != nil {
 			s.close()
 			return err
 		}
-		ccfg, err := copyConfig(c.Provider, c.Target, "skiff worker copy "+q, c.CopyParallel, rt.Log.With("queue", q), nil)
+		ccfg, err := copyConfig(c.Provider, c.Target, "skiff worker copy "+q, c.CopyParallel, log, nil)
 		if err != nil {
 			s.close()
 			return err
 		}
-		mgr := tableManager(ccfg, q, name, rt.Log.With("queue", q))
+		mgr := tableManager(ccfg, q, name, log)
 		g.Go(func() error { return mgr.Run(ctx) })
 		g.Go(func() error {
 			defer s.close()
-			rt.Log.Info("worker started", "queue", q, "consumer", name, "target", s.targetDesc)
+			log.Info("worker started", "target", s.targetDesc)
 			err := w.Run(ctx, rt.Hard)
 			if err != nil {
 				return fmt.Errorf("queue %s: %w", q, err)
 			}
-			rt.Log.Info("worker stopped", "queue", q)
+			log.Info("worker stopped")
 			return nil
 		})
 	}
