@@ -11,6 +11,7 @@ import (
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/compare"
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -36,6 +37,13 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 	tcfg, err := pg.ParseConfig(c.Target, "skiff compare")
 	if err != nil {
 		return err
+	}
+	if len(c.Table) == 0 {
+		// The queue's tables and sequences come from the provider's skiff schema (with
+		// --table, compare works between any two databases).
+		if err := providerInstalled(rt.Ctx, pcfg); err != nil {
+			return err
+		}
 	}
 	pairs, err := c.pairs(rt.Ctx, pcfg, tcfg)
 	if err != nil {
@@ -93,6 +101,16 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 	}
 	rt.Log.Info("all tables equal", "queue", c.Queue, "tables", len(results))
 	return nil
+}
+
+// providerInstalled checks that the provider has skiff's schema.
+func providerInstalled(ctx context.Context, pcfg *pgx.ConnConfig) error {
+	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return requireSchema(ctx, conn, migrate.Provider)
 }
 
 // addFilters sets each pair's Where to its table's capture filter (--where): the target holds

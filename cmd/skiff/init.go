@@ -8,11 +8,16 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/skiffdb/skiff/queue"
-
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
 )
+
+// requireSchema checks that the database conn is connected to has skiff's schema of a role,
+// or says how to install it.
+func requireSchema(ctx context.Context, conn *pgx.Conn, role migrate.Role) error {
+	return migrate.Require(ctx, conn, role, pg.Describe(conn.Config()), 1)
+}
 
 // InitCmd installs or upgrades skiff's schemas.
 type InitCmd struct {

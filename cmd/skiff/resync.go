@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -33,6 +34,9 @@ func (c *TableResyncCmd) Run(rt *Runtime) error {
 		return fmt.Errorf("target: %w", err)
 	}
 	defer tgt.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, tgt, migrate.Target); err != nil {
+		return err
+	}
 	sub := copier.Subscription{Queue: c.Queue, Consumer: name}
 	var missing []string
 	for _, spec := range c.Tables {

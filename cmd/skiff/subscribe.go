@@ -56,15 +56,16 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		return fmt.Errorf("provider: %w", err)
 	}
 	defer prov.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, prov, migrate.Provider); err != nil {
+		return err
+	}
 	tgt, err := pg.Connect(ctx, c.Target, "skiff subscribe")
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
 	defer tgt.Close(context.WithoutCancel(ctx))
-	if v, err := migrate.Version(ctx, tgt, migrate.Target); err != nil {
+	if err := requireSchema(ctx, tgt, migrate.Target); err != nil {
 		return err
-	} else if v == 0 {
-		return errors.New("the target has no skiff schema: run skiff init target --db TARGET first")
 	}
 
 	captured, err := queue.Tables(ctx, prov, c.Queue)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -39,6 +40,9 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, conn, migrate.Provider); err != nil {
+		return err
+	}
 	var key []string
 	for _, k := range c.Key {
 		if k = strings.TrimSpace(k); k != "" {
@@ -80,6 +84,9 @@ func tableRemove(ctx context.Context, c *TableRemoveCmd, out io.Writer) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, conn, migrate.Provider); err != nil {
+		return err
+	}
 	for _, t := range c.Tables {
 		tbl, err := queue.RemoveTable(ctx, conn, c.Queue, t)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/metrics"
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -125,6 +126,9 @@ func (s *session) connect(ctx context.Context) error {
 	if s.prov, err = pg.Connect(ctx, s.cmd.Provider, "skiff worker "+s.queue); err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
+	if err := requireSchema(ctx, s.prov, migrate.Provider); err != nil {
+		return err
+	}
 	tcfg, err := pg.ParseConfig(s.cmd.Target, "skiff worker "+s.queue)
 	if err != nil {
 		return err
@@ -132,6 +136,9 @@ func (s *session) connect(ctx context.Context) error {
 	s.targetDesc = pg.Describe(tcfg)
 	if s.tgt, err = pg.ConnectConfig(ctx, tcfg); err != nil {
 		return fmt.Errorf("target: %w", err)
+	}
+	if err := requireSchema(ctx, s.tgt, migrate.Target); err != nil {
+		return err
 	}
 	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log}); err != nil {
 		return fmt.Errorf("target %s: %w", s.targetDesc, err)

@@ -137,6 +137,38 @@ func Version(ctx context.Context, conn *pgx.Conn, role Role) (int64, error) {
 	return *v, nil
 }
 
+// NotInstalledError says a database lacks skiff's schema of a role (or has it older than a
+// command needs), and how to install it.
+type NotInstalledError struct {
+	Role Role
+	DB   string // pg.Describe of the database: user@host:port/db
+	// Have and Need are the installed and the required schema versions when the schema is
+	// there but too old; Have is 0 when it is missing.
+	Have, Need int64
+}
+
+func (e *NotInstalledError) Error() string {
+	if e.Have > 0 {
+		return fmt.Sprintf("skiff's %s schema on %s is version %d, this skiff needs %d: run skiff init %s --db ... to upgrade it",
+			e.Role, e.DB, e.Have, e.Need, e.Role)
+	}
+	return fmt.Sprintf("skiff is not installed on the %s %s: run skiff init %s --db ... first", e.Role, e.DB, e.Role)
+}
+
+// Require checks that the database conn is connected to (named db in messages) has the
+// role's schema at version need or later (need <= 1: installed at all); otherwise it returns
+// a *NotInstalledError.
+func Require(ctx context.Context, conn *pgx.Conn, role Role, db string, need int64) error {
+	v, err := Version(ctx, conn, role)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", role, db, err)
+	}
+	if v == 0 || v < need {
+		return &NotInstalledError{Role: role, DB: db, Have: v, Need: need}
+	}
+	return nil
+}
+
 // Latest is the newest migration version skiff ships for a role.
 func Latest(role Role) (int64, error) {
 	fsys, err := role.fsys()
