@@ -22,7 +22,7 @@ type CompareCmd struct {
 	Provider string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_PROVIDER"`
 	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`
 	Queue    string   `help:"Queue whose tables to compare." required:"" env:"SKIFF_QUEUE"`
-	Table    []string `help:"Compare only this table (schema.name, or schema.name:dest.name when no subscription records the mapping); repeatable." sep:"none"`
+	Table    []string `help:"Compare only this table (TABLE, or TABLE:DEST when no subscription records the mapping; names as SQL writes them, a name without schema follows the search_path of the provider for TABLE, of the target for DEST); repeatable." sep:"none"`
 	Rows     bool     `help:"List the keys of differing rows (streams every row's key and hash: for small tables)."`
 	MaxRows  int      `help:"List at most this many differing keys per table." default:"100"`
 	Parallel int      `help:"Tables compared at once." default:"2"`
@@ -166,14 +166,33 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]c
 		}
 		return out, nil
 	}
+	prov, err := pg.ConnectConfig(ctx, pcfg.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	defer prov.Close(context.WithoutCancel(ctx))
+	tgt, err := pg.ConnectConfig(ctx, tcfg.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
 	var out []compare.Pair
 	for _, spec := range c.Table {
-		src, dest, hasDest := cutOutsideQuotes(spec, ':')
-		p := compare.Pair{Source: parseTable(src)}
-		p.Dest = p.Source
-		if hasDest {
-			p.Dest = parseTable(dest)
-		} else {
+		ts, err := parseTableSpec(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--table %s: %w", spec, err)
+		}
+		p := compare.Pair{}
+		if p.Source, err = resolve(ctx, prov, "provider", ts.Source); err != nil {
+			return nil, fmt.Errorf("--table %s: %w", spec, err)
+		}
+		p.Dest = ts.dest(p.Source)
+		switch {
+		case ts.HasDest && !ts.DestSchemaOnly:
+			if p.Dest, err = resolve(ctx, tgt, "target", p.Dest); err != nil {
+				return nil, fmt.Errorf("--table %s: %w", spec, err)
+			}
+		case !ts.HasDest:
 			for _, r := range recorded {
 				if r.Source == p.Source {
 					p.Dest = r.Dest
@@ -207,35 +226,6 @@ func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) 
 	out, err := compare.Sequences(ctx, tcfg, m)
 	slices.SortFunc(out, func(a, b compare.Sequence) int { return strings.Compare(a.Sequence.String(), b.Sequence.String()) })
 	return out, err
-}
-
-// parseTable reads schema.name (public when no schema). A name with a dot in it can be written
-// with double quotes: "my.schema"."my.table".
-func parseTable(s string) change.Table {
-	s = strings.TrimSpace(s)
-	var parts []string
-	var cur strings.Builder
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case ch == '"' && quoted && i+1 < len(s) && s[i+1] == '"':
-			cur.WriteByte('"')
-			i++
-		case ch == '"':
-			quoted = !quoted
-		case ch == '.' && !quoted:
-			parts = append(parts, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(ch)
-		}
-	}
-	parts = append(parts, cur.String())
-	if len(parts) == 1 {
-		return change.Table{Schema: "public", Name: parts[0]}
-	}
-	return change.Table{Schema: parts[0], Name: strings.Join(parts[1:], ".")}
 }
 
 // subscribedTables reads the source → destination mapping the target records for a queue's

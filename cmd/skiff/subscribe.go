@@ -24,7 +24,7 @@ type SubscribeCmd struct {
 	Provider      string            `help:"Provider database: libpq connection string or URI." required:""`
 	Target        string            `help:"Target database: libpq connection string or URI." required:""`
 	Queue         string            `help:"Queue (table group) to subscribe to." required:""`
-	Table         []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
+	Table         []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name, as SQL writes them: unquoted parts fold to lower case, \"Quoted\" parts are exact, a name without schema follows the search_path of the provider for TABLE, of the target for DEST; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
 	Handler       map[string]string `help:"Custom handler of a table, as TABLE=NAME (a handler registered in the worker, e.g. columns, filter)." mapsep:"none"`
 	HandlerConfig map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
 	NoCopy        bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
@@ -72,7 +72,7 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	if err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
-	routes, err := c.routes(captured)
+	routes, err := c.routes(ctx, prov, tgt, captured)
 	if err != nil {
 		return err
 	}
@@ -171,28 +171,45 @@ func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, r
 	return errors.Join(failed...)
 }
 
-// routes maps the --table flags (or every captured table) to routes.
-func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, error) {
-	find := func(spec string) (change.Table, error) {
-		schema, name, qualified := cutOutsideQuotes(spec, '.')
-		if !qualified {
-			schema, name = "", spec
+// routes maps the --table flags (or every captured table) to routes. Source names are
+// completed from the provider's search_path, destination names from the target's.
+func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured []queue.CapturedTable) ([]change.Route, error) {
+	source := func(flag, spec string, t change.Table) (change.Table, error) {
+		t, err := resolve(ctx, prov, "provider", t)
+		if err != nil {
+			return t, fmt.Errorf("--%s %s: %w", flag, spec, err)
 		}
-		schema, name = unquoteIdent(schema), unquoteIdent(name)
-		var found []change.Table
-		for _, t := range captured {
-			if t.Table.Name == name && (schema == "" || t.Table.Schema == schema) {
-				found = append(found, t.Table)
+		for _, ct := range captured {
+			if ct.Table == t {
+				return t, nil
 			}
 		}
-		switch len(found) {
-		case 0:
-			return change.Table{}, fmt.Errorf("table %s is not captured by queue %s (skiff table add --queue %s %s)", spec, c.Queue, c.Queue, spec)
-		case 1:
-			return found[0], nil
-		}
-		return change.Table{}, fmt.Errorf("table %s is ambiguous in queue %s: qualify it with its schema", spec, c.Queue)
+		return t, fmt.Errorf("--%s %s: table %s is not captured by queue %s (skiff table add --queue %s %s)",
+			flag, spec, t, c.Queue, c.Queue, t)
 	}
+	keyed := func(flag string, m map[string]string) (map[change.Table]string, error) {
+		out := map[change.Table]string{}
+		for spec, v := range m {
+			t, err := change.ParseTableName(spec)
+			if err != nil {
+				return nil, fmt.Errorf("--%s %s: %w", flag, spec, err)
+			}
+			if t, err = source(flag, spec, t); err != nil {
+				return nil, err
+			}
+			out[t] = v
+		}
+		return out, nil
+	}
+	handler, err := keyed("handler", c.Handler)
+	if err != nil {
+		return nil, err
+	}
+	config, err := keyed("handler-config", c.HandlerConfig)
+	if err != nil {
+		return nil, err
+	}
+
 	var out []change.Route
 	add := func(src, dst change.Table) error {
 		for _, r := range out {
@@ -200,18 +217,7 @@ func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, e
 				return fmt.Errorf("table %s is given twice", src)
 			}
 		}
-		r := change.Route{Source: src, Dest: dst, State: change.StateInSync}
-		for spec, h := range c.Handler {
-			if t, err := find(spec); err == nil && t == src {
-				r.Handler = h
-			}
-		}
-		for spec, cfg := range c.HandlerConfig {
-			if t, err := find(spec); err == nil && t == src {
-				r.Config = cfg
-			}
-		}
-		out = append(out, r)
+		out = append(out, change.Route{Source: src, Dest: dst, State: change.StateInSync, Handler: handler[src], Config: config[src]})
 		return nil
 	}
 	if len(c.Table) == 0 {
@@ -225,61 +231,25 @@ func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, e
 		}
 	}
 	for _, spec := range c.Table {
-		srcSpec, dstSpec, renamed := cutOutsideQuotes(spec, ':')
-		src, err := find(srcSpec)
+		ts, err := parseTableSpec(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--table %s: %w", spec, err)
+		}
+		src, err := source("table", spec, ts.Source)
 		if err != nil {
 			return nil, err
 		}
-		dst := src
-		if renamed {
-			schema, name, qualified := cutOutsideQuotes(dstSpec, '.')
-			schema, name = unquoteIdent(schema), unquoteIdent(name)
-			switch {
-			case !qualified:
-				dst.Name = unquoteIdent(dstSpec)
-			case name == "":
-				dst.Schema = schema
-			default:
-				dst = change.Table{Schema: schema, Name: name}
-			}
-			if dst.Name == "" || dst.Schema == "" {
-				return nil, fmt.Errorf("--table %s: empty destination", spec)
+		dst := ts.dest(src)
+		if ts.HasDest && !ts.DestSchemaOnly {
+			if dst, err = resolve(ctx, tgt, "target", dst); err != nil {
+				return nil, fmt.Errorf("--table %s: %w", spec, err)
 			}
 		}
 		if err := add(src, dst); err != nil {
 			return nil, err
 		}
 	}
-	for spec := range c.Handler {
-		if _, err := find(spec); err != nil {
-			return nil, fmt.Errorf("--handler %s: %w", spec, err)
-		}
-	}
 	return out, nil
-}
-
-// cutOutsideQuotes cuts s around the first sep that is not inside double quotes, so that
-// "My.Schema"."a:b" names one table.
-func cutOutsideQuotes(s string, sep byte) (before, after string, found bool) {
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '"':
-			quoted = !quoted // a doubled quote toggles twice
-		case s[i] == sep && !quoted:
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
-}
-
-// unquoteIdent removes the double quotes of a quoted identifier ("" is one quote); unquoted
-// text is taken as typed.
-func unquoteIdent(s string) string {
-	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
-		return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
-	}
-	return s
 }
 
 // providerColumns reads a provider table's live columns (attnum order) and primary key from

@@ -26,7 +26,7 @@ type TableAddCmd struct {
 	Where   string   `help:"Capture only rows for which this SQL condition over the table's columns is true."`
 	Key     []string `help:"Columns identifying a row, for a table without a primary key (comma-separated)." sep:","`
 	Refresh bool     `help:"Regenerate the trigger and layout of tables already captured (after ALTER TABLE)."`
-	Tables  []string `arg:"" name:"table" help:"Tables or sequences: name, schema.name or quoted (\"My Schema\".\"Odd Table\")."`
+	Tables  []string `arg:"" name:"table" help:"Tables or sequences, as SQL writes them: name, schema.name or quoted (\"My Schema\".\"Odd Table\"); unquoted parts fold to lower case, a name without schema follows the search_path."`
 }
 
 // Run captures each table in turn; the first failure stops it.
@@ -70,7 +70,7 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 type TableRemoveCmd struct {
 	DB     string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_DB"`
 	Queue  string   `help:"Queue the tables are captured by." required:""`
-	Tables []string `arg:"" name:"table" help:"Tables or sequences to stop capturing."`
+	Tables []string `arg:"" name:"table" help:"Tables or sequences to stop capturing (names as for table add)."`
 }
 
 // Run removes each table's capture in turn; the first failure stops it.
