@@ -13,6 +13,10 @@ import (
 	"github.com/skiffdb/skiff/queue"
 )
 
+// identityVersion is the target schema version that gives a target its identity
+// (skiff.target), which default consumer names come from.
+const identityVersion = 4
+
 // requireSchema checks that the database conn is connected to has skiff's schema of a role,
 // or says how to install it.
 func requireSchema(ctx context.Context, conn *pgx.Conn, role migrate.Role) error {

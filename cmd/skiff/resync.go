@@ -19,23 +19,23 @@ type TableResyncCmd struct {
 	Provider string   `help:"Provider database (a table name without schema follows its search_path)." required:"" env:"SKIFF_PROVIDER"`
 	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`
 	Queue    string   `help:"Queue of the subscription." required:"" env:"SKIFF_QUEUE"`
-	Consumer string   `help:"Consumer name on the provider (default: derived from the target, as skiff subscribe does)."`
+	Consumer string   `help:"Consumer name on the provider (default: the one of the queue's subscription on the target)."`
 	Tables   []string `arg:"" name:"table" help:"Provider tables to copy again, as SQL writes them: name, schema.name or quoted (\"My Schema\".\"Odd Table\"); unquoted parts fold to lower case."`
 }
 
 // Run marks the tables for a new copy.
 func (c *TableResyncCmd) Run(rt *Runtime) error {
 	ctx := rt.Ctx
-	name, err := consumerName(c.Consumer, c.Target)
-	if err != nil {
-		return err
-	}
 	tgt, err := pg.Connect(ctx, c.Target, "skiff table resync")
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
 	defer tgt.Close(context.WithoutCancel(ctx))
-	if err := requireSchema(ctx, tgt, migrate.Target); err != nil {
+	if err := migrate.Require(ctx, tgt, migrate.Target, pg.Describe(tgt.Config()), identityVersion); err != nil {
+		return err
+	}
+	name, _, err := consumerFor(ctx, tgt, c.Consumer, c.Queue, c.Target)
+	if err != nil {
 		return err
 	}
 	// The tables are the provider's: a name without schema follows its search_path.

@@ -28,29 +28,40 @@ type SubscribeCmd struct {
 	Handler       map[string]string `help:"Custom handler of a table, as TABLE=NAME (a handler registered in the worker, e.g. columns, filter)." mapsep:"none"`
 	HandlerConfig map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
 	NoCopy        bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
-	Consumer      string            `help:"Consumer name on the provider (default: derived from the target's host, port and database)."`
+	Consumer      string            `help:"Consumer name on the provider (default: the one of the queue's subscription on the target if there is one, else skiff@<target database>/<target id>, the same however the target's URL is spelt)."`
 	CopyParallel  int               `help:"Tables copied at once by the initial copy." default:"2"`
 }
 
-// consumerName is the default consumer name of a target: the same for subscribe and worker.
-func consumerName(explicit, targetURL string) (string, error) {
-	if explicit != "" {
-		return explicit, nil
-	}
+// legacyConsumer is the consumer name skiff derived from the target's connection string
+// before targets had an identity (skiff@host:port/db): subscriptions made then keep it.
+func legacyConsumer(targetURL string) string {
 	cfg, err := pg.ParseConfig(targetURL, "")
 	if err != nil {
-		return "", err
+		return ""
 	}
-	return fmt.Sprintf("skiff@%s:%d/%s", cfg.Host, cfg.Port, cfg.Database), nil
+	return fmt.Sprintf("skiff@%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
 
-// Run subscribes.
+// consumerFor names the consumer of a queue's subscription on the target tgt is connected to:
+// explicit when given, else the subscription the target records for the queue (however the
+// target's URL is spelt), else the target's default name (apply.DefaultConsumer). found says
+// whether the target has that subscription already.
+func consumerFor(ctx context.Context, tgt *pgx.Conn, explicit, queueName, targetURL string) (name string, found bool, err error) {
+	if explicit == "" {
+		return apply.FindConsumer(ctx, tgt, queueName, legacyConsumer(targetURL))
+	}
+	err = tgt.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2)`,
+		queueName, explicit).Scan(&found)
+	if err != nil {
+		return "", false, fmt.Errorf("target: read subscription %s/%s: %w", queueName, explicit, err)
+	}
+	return explicit, found, nil
+}
+
+// Run subscribes. A second run for a queue the target already subscribes to resumes it:
+// tables subscribed keep their state (only new ones, and ones left copying, are copied).
 func (c *SubscribeCmd) Run(rt *Runtime) error {
 	ctx := rt.Ctx
-	name, err := consumerName(c.Consumer, c.Target)
-	if err != nil {
-		return err
-	}
 	prov, err := pg.Connect(ctx, c.Provider, "skiff subscribe")
 	if err != nil {
 		return fmt.Errorf("provider: %w", err)
@@ -64,8 +75,24 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		return fmt.Errorf("target: %w", err)
 	}
 	defer tgt.Close(context.WithoutCancel(ctx))
-	if err := requireSchema(ctx, tgt, migrate.Target); err != nil {
+	if err := migrate.Require(ctx, tgt, migrate.Target, pg.Describe(tgt.Config()), identityVersion); err != nil {
 		return err
+	}
+	name, existing, err := consumerFor(ctx, tgt, c.Consumer, c.Queue, c.Target)
+	if err != nil {
+		return err
+	}
+	infos, err := queue.GetConsumerInfo(ctx, prov)
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	registered := slices.ContainsFunc(infos, func(in queue.ConsumerInfo) bool { return in.Queue == c.Queue && in.Consumer == name })
+	if existing && !registered {
+		// The target replays this queue from a provider that is not this one (or that lost
+		// the consumer): its position means nothing here.
+		return fmt.Errorf("the target %s already subscribes to queue %s as consumer %s, which the provider %s does not know; "+
+			"to subscribe a second provider's queue %s, give another --consumer",
+			pg.Describe(tgt.Config()), c.Queue, name, pg.Describe(prov.Config()), c.Queue)
 	}
 
 	captured, err := queue.Tables(ctx, prov, c.Queue)
@@ -106,39 +133,52 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		return fmt.Errorf("the target is not ready for queue %s:\n  %s", c.Queue, strings.Join(problems, "\n  "))
 	}
 
-	if _, err := queue.RegisterConsumer(ctx, prov, c.Queue, name); err != nil {
-		return fmt.Errorf("provider: %w", err)
+	if !registered {
+		if _, err := queue.RegisterConsumer(ctx, prov, c.Queue, name); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
+		if infos, err = queue.GetConsumerInfo(ctx, prov); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
 	}
 	var tick int64
-	infos, err := queue.GetConsumerInfo(ctx, prov)
-	if err != nil {
-		return fmt.Errorf("provider: %w", err)
-	}
 	for _, in := range infos {
 		if in.Queue == c.Queue && in.Consumer == name {
 			tick = in.LastTick
 		}
 	}
-	provCfg, err := pg.ParseConfig(c.Provider, "")
-	if err != nil {
-		return err
-	}
-	created, err := apply.Subscribe(ctx, tgt, apply.Subscription{
-		Queue: c.Queue, Consumer: name, Provider: pg.Describe(provCfg), Tick: tick,
+	res, err := apply.Subscribe(ctx, tgt, apply.Subscription{
+		Queue: c.Queue, Consumer: name, Provider: pg.Describe(prov.Config()), Tick: tick,
 	}, routes)
 	if err != nil {
+		if !registered {
+			// Registered above for nothing: the provider would keep every event for a
+			// consumer nobody runs.
+			if _, uerr := queue.UnregisterConsumer(context.WithoutCancel(ctx), prov, c.Queue, name); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("provider: %w", uerr))
+			}
+		}
 		return err
 	}
-	verb := "subscription updated"
-	if created {
-		verb = "subscribed"
+	if res.Created {
+		rt.Log.Info("subscribed", "queue", c.Queue, "consumer", name, "tables", len(routes), "tick", tick)
+	} else {
+		rt.Log.Info("subscription resumed: tables already subscribed keep their state", "queue", c.Queue, "consumer", name,
+			"tables", len(routes), "kept", len(res.Kept))
 	}
-	rt.Log.Info(verb, "queue", c.Queue, "consumer", name, "tables", len(routes), "tick", tick)
-	if !c.NoCopy {
-		return c.copy(ctx, rt, name, routes)
+	var toCopy []change.Route
+	for _, r := range res.Routes {
+		switch {
+		case slices.Contains(res.Kept, r.Source) && r.State != change.StateCopying:
+			fmt.Fprintf(rt.Out, "%s -> %s (%s: already subscribed)\n", r.Source, r.Dest, r.State)
+		case r.State == change.StateCopying:
+			toCopy = append(toCopy, r)
+		default:
+			fmt.Fprintf(rt.Out, "%s -> %s (%s)\n", r.Source, r.Dest, r.State)
+		}
 	}
-	for _, r := range routes {
-		fmt.Fprintf(rt.Out, "%s -> %s (%s)\n", r.Source, r.Dest, r.State)
+	if len(toCopy) > 0 {
+		return c.copy(ctx, rt, name, toCopy)
 	}
 	return nil
 }

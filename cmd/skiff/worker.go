@@ -27,7 +27,7 @@ type WorkerCmd struct {
 	Provider    string        `help:"Provider database: libpq connection string or URI." required:""`
 	Target      string        `help:"Target database: libpq connection string or URI." required:""`
 	Queue       []string      `help:"Queue to replay; repeat for several (each runs in its own goroutine with its own connections)." required:"" sep:"none"`
-	Consumer    string        `help:"Consumer name on the provider (default: derived from the target's host, port and database, as skiff subscribe does)."`
+	Consumer    string        `help:"Consumer name on the provider (default: the one of the queue's subscription on the target)."`
 	MaxEvents   int64         `help:"Merge ticks into batches of about this many events when behind." default:"20000"`
 	MinBackoff  time.Duration `help:"First wait before a failed batch is retried; doubles at each failure." default:"1s"`
 	MaxBackoff  time.Duration `help:"Longest wait between retries of a failed batch." default:"1m"`
@@ -46,7 +46,7 @@ func newRegistry() *handlers.Registry {
 // Run replays the queues until a signal: the first finishes the batches in hand, the second
 // rolls them back.
 func (c *WorkerCmd) Run(rt *Runtime) error {
-	name, err := consumerName(c.Consumer, c.Target)
+	names, err := c.consumers(rt.Ctx)
 	if err != nil {
 		return err
 	}
@@ -60,6 +60,7 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 	g, ctx := errgroup.WithContext(rt.Ctx)
 	g.Go(func() error { return metrics.Serve(ctx, c.MetricsAddr, reg, rt.Log) })
 	for _, q := range c.Queue {
+		name := names[q]
 		// Every message of the queue's parts carries queue and consumer once: the parts
 		// (source, applier, worker, table manager) add none of their own.
 		log := rt.Log.With("queue", q, "consumer", name)
@@ -97,6 +98,40 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 		})
 	}
 	return g.Wait()
+}
+
+// consumers names the consumer of each queue's subscription on the target: --consumer, or
+// the subscription the target records for the queue, however its URL is spelt.
+func (c *WorkerCmd) consumers(ctx context.Context) (map[string]string, error) {
+	prov, err := pg.Connect(ctx, c.Provider, "skiff worker")
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	defer prov.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, prov, migrate.Provider); err != nil {
+		return nil, err
+	}
+	tgt, err := pg.Connect(ctx, c.Target, "skiff worker")
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
+	if err := migrate.Require(ctx, tgt, migrate.Target, pg.Describe(tgt.Config()), identityVersion); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, q := range c.Queue {
+		name, found, err := consumerFor(ctx, tgt, c.Consumer, q, c.Target)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("the target %s has no subscription of queue %s (consumer %s): run skiff subscribe first",
+				pg.Describe(tgt.Config()), q, name)
+		}
+		out[q] = name
+	}
+	return out, nil
 }
 
 // session is one queue's connections: a queue.Source on the provider and an apply.Applier on
