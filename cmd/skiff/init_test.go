@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,8 +51,13 @@ func TestInitFailures(t *testing.T) {
 		{"wrong password", srv.URLAs(user, wrong, db), "password authentication failed"},
 		{"no CREATE on the database", srv.URLAs(user, password, db), "permission denied for database"},
 	} {
+		// The URL comes from a config file: a password on the command line is warned about.
+		config := filepath.Join(t.TempDir(), "skiff.json")
+		b, err := json.Marshal(map[string]string{"db": tc.url})
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(config, b, 0o600))
 		for _, role := range []string{"provider", "target"} {
-			code, stdout, stderr := skiff(t, "--log-format", "text", "init", role, "--db", tc.url)
+			code, stdout, stderr := skiff(t, "--log-format", "text", "--config", config, "init", role)
 			oneLineError(t, code, stderr, tc.want)
 			require.Contains(t, stderr, "init "+role+" ", tc.name)
 			require.NotContains(t, stderr, wrong, tc.name)
