@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/big"
 	"slices"
 	"strings"
@@ -345,7 +346,7 @@ func (s *sides) compareSides(ctx context.Context, cfg Config, res *Result, pi, t
 	}
 	res.Equal = res.Provider == res.Target
 	log.Info("compared", "equal", res.Equal, "provider_rows", res.Provider.Rows, "target_rows", res.Target.Rows,
-		"elapsed", time.Since(start).Round(time.Millisecond).String())
+		"elapsed", time.Since(start).Round(time.Millisecond))
 	if !res.Equal && cfg.Rows {
 		if len(key) == 0 {
 			res.Err = fmt.Errorf("no primary key: cannot list differing rows")
@@ -465,7 +466,7 @@ func (s *sides) sumChunked(ctx context.Context, cfg Config, log *slog.Logger, fr
 		if time.Since(last) > 5*time.Second {
 			last = time.Now()
 			done := float64(to-lo+1) / float64(hi-lo+1) * 100
-			log.Info("compare progress", "percent", fmt.Sprintf("%.1f", done), "provider_rows", pacc.rows, "target_rows", tacc.rows)
+			log.Info("compare progress", "percent", math.Round(done*10)/10, "provider_rows", pacc.rows, "target_rows", tacc.rows)
 		}
 		if to >= hi {
 			break

@@ -20,6 +20,7 @@ type Source interface {
 	// bounded whatever the batch size. The chunk slice is reused after fn returns.
 	Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error
 	// Finish tells the source the batch is durably applied; it will not be returned again.
+	// Its error names the batch ("finish batch 96: ..."): the worker reports it as it is.
 	Finish(ctx context.Context, b change.Batch) error
 }
 

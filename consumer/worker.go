@@ -109,7 +109,7 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			backoff = w.cfg.MinBackoff
 		} else {
 			w.cfg.Metrics.errorInc()
-			w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff.String(), "error", err.Error())
+			w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff, "error", err.Error())
 			w.record(hard, err)
 		}
 		t := time.NewTimer(backoff)
@@ -156,10 +156,7 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 	case pos == b.End && pos != (change.Position{}):
 		// Applied before a crash, not yet finished on the source.
 		w.log.Info("batch already applied on the target, finishing it", "worker", w.cfg.Name, "batch_id", b.ID)
-		if err := w.cfg.Source.Finish(ctx, b); err != nil {
-			return fmt.Errorf("finish batch %d: %w", b.ID, err)
-		}
-		return nil
+		return w.cfg.Source.Finish(ctx, b)
 	case pos == b.Prev || pos == (change.Position{}):
 	default:
 		return fmt.Errorf("%w: the target is at %+v, batch %d goes from %+v to %+v", ErrPositionLost, pos, b.ID, b.Prev, b.End)
@@ -190,10 +187,10 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		return err
 	}
 	if err := w.cfg.Source.Finish(ctx, b); err != nil {
-		return fmt.Errorf("finish batch %d: %w", b.ID, err)
+		return err // names the batch (Source contract)
 	}
 	w.cfg.Metrics.batch(events, b, time.Since(start))
-	w.log.Debug("batch applied", "worker", w.cfg.Name, "batch_id", b.ID, "events", events, "skipped", skipped, "duration", time.Since(start).String())
+	w.log.Debug("batch applied", "worker", w.cfg.Name, "batch_id", b.ID, "events", events, "skipped", skipped, "duration", time.Since(start))
 	if w.cfg.OnBatch != nil {
 		w.cfg.OnBatch(b, events)
 	}

@@ -83,17 +83,23 @@ type relation struct {
 
 func (r relation) table() change.Table { return change.Table{Schema: r.schema, Name: r.name} }
 
-// resolve finds a relation by its SQL name. It runs in a savepoint so that an unknown name
-// does not abort the caller's transaction.
+// resolve finds a relation by its SQL name, read by change.ParseTableName (the one rule for
+// table names: unquoted parts fold to lower case) and looked up by the server (a name without
+// schema follows the search_path). It runs in a savepoint so that an unknown name does not
+// abort the caller's transaction.
 func resolve(ctx context.Context, tx pgx.Tx, name string) (relation, error) {
 	var r relation
+	t, err := change.ParseTableName(name)
+	if err != nil {
+		return r, err
+	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return r, err
 	}
 	err = sp.QueryRow(ctx, `SELECT c.oid, n.nspname, c.relname, c.relkind::text
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.oid = $1::text::regclass`, name).Scan(&r.oid, &r.schema, &r.name, &r.kind)
+		WHERE c.oid = $1::text::regclass`, t.String()).Scan(&r.oid, &r.schema, &r.name, &r.kind)
 	if err != nil {
 		_ = sp.Rollback(ctx)
 		var pgErr *pgconn.PgError
@@ -407,16 +413,18 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 	return t, err
 }
 
-// droppedCapture finds the capture of a table that no longer exists by the name it had:
-// name, schema.name or their quoted forms.
+// droppedCapture finds the capture of a table that no longer exists by the name it had (read
+// by change.ParseTableName; without schema, in any schema, the first by name).
 func droppedCapture(ctx context.Context, tx pgx.Tx, qid int32, name string) (relation, bool, error) {
 	var r relation
-	err := tx.QueryRow(ctx, `SELECT table_oid, table_schema, table_name FROM skiff.captured_table
-		WHERE queue_id = $1
-		  AND $2 IN (table_name, quote_ident(table_name), table_schema || '.' || table_name,
-		             quote_ident(table_schema) || '.' || quote_ident(table_name))
+	t, err := change.ParseTableName(name)
+	if err != nil {
+		return r, false, err
+	}
+	err = tx.QueryRow(ctx, `SELECT table_oid, table_schema, table_name FROM skiff.captured_table
+		WHERE queue_id = $1 AND table_name = $3 AND ($2 = '' OR table_schema = $2)
 		  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = table_oid)
-		ORDER BY table_schema LIMIT 1`, qid, name).Scan(&r.oid, &r.schema, &r.name)
+		ORDER BY table_schema LIMIT 1`, qid, t.Schema, t.Name).Scan(&r.oid, &r.schema, &r.name)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, false, nil
 	}

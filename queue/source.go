@@ -27,7 +27,8 @@ type SourceConfig struct {
 	// PollInterval is how often NextBatch asks for a batch while none is ready; a tick's
 	// NOTIFY wakes it earlier. Default 100ms.
 	PollInterval time.Duration
-	// Log receives debug messages; nil discards them.
+	// Log receives debug messages, which carry no queue or consumer attribute: the caller
+	// scopes it (Log.With("queue", …)). Nil discards them.
 	Log *slog.Logger
 }
 
@@ -72,7 +73,7 @@ func NewSource(ctx context.Context, conn *pgx.Conn, cfg SourceConfig) (*Source, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{conn: conn, cfg: cfg, log: log.With("queue", cfg.Queue, "consumer", cfg.Consumer), layouts: map[int32]*layout{}}
+	s := &Source{conn: conn, cfg: cfg, log: log, layouts: map[int32]*layout{}}
 	if err := conn.QueryRow(ctx, `SELECT skiff.queue_id($1)`, cfg.Queue).Scan(&s.queueID); err != nil {
 		return nil, wrap(err, "queue "+cfg.Queue, ErrNoQueue)
 	}

@@ -161,10 +161,8 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer prov.Close(context.WithoutCancel(ctx))
 
-	if v, err := migrate.Version(ctx, prov, migrate.Provider); err != nil {
-		return nil, fmt.Errorf("provider: %w", err)
-	} else if v == 0 {
-		return nil, fmt.Errorf("provider %s has no skiff schema: run skiff init provider", r.Provider)
+	if err := migrate.Require(ctx, prov, migrate.Provider, r.Provider, 1); err != nil {
+		return nil, err
 	}
 	qs, err := queue.GetQueueInfo(ctx, prov)
 	if err != nil {
@@ -331,7 +329,7 @@ func addTarget(ctx context.Context, cfg Config, r *Report) error {
 		return err
 	}
 	if !installed {
-		r.Problems = append(r.Problems, "target has no skiff schema: run skiff init target")
+		r.Problems = append(r.Problems, (&migrate.NotInstalledError{Role: migrate.Target, DB: r.Target}).Error())
 		return nil
 	}
 	subs, err := readSubscriptions(ctx, conn)

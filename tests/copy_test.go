@@ -279,7 +279,7 @@ func testResync(t *testing.T, provVersion, tgtVersion string) {
 	exec1(t, connect(t, p.prov), `INSERT INTO added SELECT g, 'a' || g FROM generate_series(1, 5000) g`)
 	p.capture(t, "qr", "public.big", `public."Small Table"`, "public.third", "public.added")
 	out, err := skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "qr", "--consumer", "c1",
-		"--table", "public.big", "--table", `public.Small Table`, "--table", "public.third")
+		"--table", "public.big", "--table", `public."Small Table"`, "--table", "public.third")
 	require.NoError(t, err, out)
 	tgt := connect(t, p.tgt)
 

@@ -144,8 +144,11 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 		return false, err
 	}
 
+	// Maintenance runs once right after the first poll of the session, then on schedule: a
+	// ticker restarted more often than a schedule's period would otherwise never run it.
 	js := d.jobs()
 	js.plan(d.t.now())
+	atStart := len(js) > 0
 	poll := time.NewTicker(cfg.Poll)
 	defer poll.Stop()
 	rescan := time.NewTicker(cfg.Rescan)
@@ -174,18 +177,17 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 			err = d.poll()
 			if err == nil {
 				healthy = true
+				if atStart {
+					atStart = false
+					err = d.runJobs(ctx, js)
+					js.plan(d.t.now())
+					resetMaint()
+				}
 			}
 		case <-rescan.C:
 			err = d.refresh()
 		case <-maint.C:
-			for _, j := range js.due(d.t.now()) {
-				if ctx.Err() != nil {
-					break
-				}
-				if err = d.runJob(j); err != nil && d.broken(err) {
-					break
-				}
-			}
+			err = d.runJobs(ctx, js.due(d.t.now()))
 			resetMaint()
 		}
 		if err != nil && d.broken(err) {
@@ -320,6 +322,21 @@ func (d *database) jobs() jobs {
 	add("rotate", cfg.MaintSchedule, d.rotateAndVacuum)
 	add("cleanup", cfg.CleanupSchedule, d.cleanup)
 	return js
+}
+
+// runJobs runs maintenance steps in order until a stop request or a broken connection; it
+// returns the last step's error.
+func (d *database) runJobs(ctx context.Context, list []*job) error {
+	var err error
+	for _, j := range list {
+		if ctx.Err() != nil {
+			break
+		}
+		if err = d.runJob(j); err != nil && d.broken(err) {
+			break
+		}
+	}
+	return err
 }
 
 func (d *database) runJob(j *job) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/compare"
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -21,7 +22,7 @@ type CompareCmd struct {
 	Provider string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_PROVIDER"`
 	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`
 	Queue    string   `help:"Queue whose tables to compare." required:"" env:"SKIFF_QUEUE"`
-	Table    []string `help:"Compare only this table (schema.name, or schema.name:dest.name when no subscription records the mapping); repeatable." sep:"none"`
+	Table    []string `help:"Compare only this table (TABLE, or TABLE:DEST when no subscription records the mapping; names as SQL writes them, a name without schema follows the search_path of the provider for TABLE, of the target for DEST); repeatable." sep:"none"`
 	Rows     bool     `help:"List the keys of differing rows (streams every row's key and hash: for small tables)."`
 	MaxRows  int      `help:"List at most this many differing keys per table." default:"100"`
 	Parallel int      `help:"Tables compared at once." default:"2"`
@@ -36,6 +37,13 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 	tcfg, err := pg.ParseConfig(c.Target, "skiff compare")
 	if err != nil {
 		return err
+	}
+	if len(c.Table) == 0 {
+		// The queue's tables and sequences come from the provider's skiff schema (with
+		// --table, compare works between any two databases).
+		if err := providerInstalled(rt.Ctx, pcfg); err != nil {
+			return err
+		}
 	}
 	pairs, err := c.pairs(rt.Ctx, pcfg, tcfg)
 	if err != nil {
@@ -93,6 +101,16 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 	}
 	rt.Log.Info("all tables equal", "queue", c.Queue, "tables", len(results))
 	return nil
+}
+
+// providerInstalled checks that the provider has skiff's schema.
+func providerInstalled(ctx context.Context, pcfg *pgx.ConnConfig) error {
+	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return requireSchema(ctx, conn, migrate.Provider)
 }
 
 // addFilters sets each pair's Where and Key to its table's capture filter (--where) and key:
@@ -158,14 +176,33 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]c
 		}
 		return out, nil
 	}
+	prov, err := pg.ConnectConfig(ctx, pcfg.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	defer prov.Close(context.WithoutCancel(ctx))
+	tgt, err := pg.ConnectConfig(ctx, tcfg.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
 	var out []compare.Pair
 	for _, spec := range c.Table {
-		src, dest, hasDest := cutOutsideQuotes(spec, ':')
-		p := compare.Pair{Source: parseTable(src)}
-		p.Dest = p.Source
-		if hasDest {
-			p.Dest = parseTable(dest)
-		} else {
+		ts, err := parseTableSpec(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--table %s: %w", spec, err)
+		}
+		p := compare.Pair{}
+		if p.Source, err = resolve(ctx, prov, "provider", ts.Source); err != nil {
+			return nil, fmt.Errorf("--table %s: %w", spec, err)
+		}
+		p.Dest = ts.dest(p.Source)
+		switch {
+		case ts.HasDest && !ts.DestSchemaOnly:
+			if p.Dest, err = resolve(ctx, tgt, "target", p.Dest); err != nil {
+				return nil, fmt.Errorf("--table %s: %w", spec, err)
+			}
+		case !ts.HasDest:
 			for _, r := range recorded {
 				if r.Source == p.Source {
 					p.Dest, p.Handler = r.Dest, r.Handler
@@ -199,35 +236,6 @@ func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) 
 	out, err := compare.Sequences(ctx, tcfg, m)
 	slices.SortFunc(out, func(a, b compare.Sequence) int { return strings.Compare(a.Sequence.String(), b.Sequence.String()) })
 	return out, err
-}
-
-// parseTable reads schema.name (public when no schema). A name with a dot in it can be written
-// with double quotes: "my.schema"."my.table".
-func parseTable(s string) change.Table {
-	s = strings.TrimSpace(s)
-	var parts []string
-	var cur strings.Builder
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case ch == '"' && quoted && i+1 < len(s) && s[i+1] == '"':
-			cur.WriteByte('"')
-			i++
-		case ch == '"':
-			quoted = !quoted
-		case ch == '.' && !quoted:
-			parts = append(parts, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(ch)
-		}
-	}
-	parts = append(parts, cur.String())
-	if len(parts) == 1 {
-		return change.Table{Schema: "public", Name: parts[0]}
-	}
-	return change.Table{Schema: parts[0], Name: strings.Join(parts[1:], ".")}
 }
 
 // subscribedTables reads the routes (source → destination, handler and its configuration)

@@ -11,11 +11,26 @@ import (
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
-func TestParseTable(t *testing.T) {
+func TestParseTableSpec(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, change.Table{Schema: "public", Name: "t"}, parseTable("t"))
-	require.Equal(t, change.Table{Schema: "My S", Name: "a.b"}, parseTable(`"My S"."a.b"`))
-	require.Equal(t, change.Table{Schema: "s", Name: `x"y`}, parseTable(`s."x""y"`))
+	for in, want := range map[string]tableSpec{
+		"t":                                  {Source: change.Table{Name: "t"}},
+		"App.T":                              {Source: change.Table{Schema: "app", Name: "t"}},
+		`"My S"."a.b"`:                       {Source: change.Table{Schema: "My S", Name: "a.b"}},
+		`s."x""y"`:                           {Source: change.Table{Schema: "s", Name: `x"y`}},
+		`"a:b":Other.T`:                      {Source: change.Table{Name: "a:b"}, Dest: change.Table{Schema: "other", Name: "t"}, HasDest: true},
+		`t:"New Name"`:                       {Source: change.Table{Name: "t"}, Dest: change.Table{Name: "New Name"}, HasDest: true},
+		`s.t:"Arch".`:                        {Source: change.Table{Schema: "s", Name: "t"}, Dest: change.Table{Schema: "Arch"}, HasDest: true, DestSchemaOnly: true},
+		`"Camel.Schema"."a,b":"Other"."c.d"`: {Source: change.Table{Schema: "Camel.Schema", Name: "a,b"}, Dest: change.Table{Schema: "Other", Name: "c.d"}, HasDest: true},
+	} {
+		got, err := parseTableSpec(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "public.Small Table", "a:", "a:.", "a:b.c.", "a.b.c"} {
+		_, err := parseTableSpec(in)
+		require.Error(t, err, in)
+	}
 }
 
 // TestCompareCommand runs `skiff compare` on equal tables (exit 0), then on a row changed by

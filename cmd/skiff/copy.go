@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -19,10 +18,8 @@ import (
 
 // terminal returns w when it is a terminal (for the copy's live progress display), else nil.
 func terminal(w io.Writer) io.Writer {
-	if f, ok := w.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return w
-		}
+	if isTerminal(w) {
+		return w
 	}
 	return nil
 }

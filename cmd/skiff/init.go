@@ -8,11 +8,20 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/skiffdb/skiff/queue"
-
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
 )
+
+// identityVersion is the target schema version that gives a target its identity
+// (skiff.target), which default consumer names come from.
+const identityVersion = 4
+
+// requireSchema checks that the database conn is connected to has skiff's schema of a role,
+// or says how to install it.
+func requireSchema(ctx context.Context, conn *pgx.Conn, role migrate.Role) error {
+	return migrate.Require(ctx, conn, role, pg.Describe(conn.Config()), 1)
+}
 
 // InitCmd installs or upgrades skiff's schemas.
 type InitCmd struct {
@@ -34,7 +43,7 @@ func (c *InitRoleCmd) Run(rt *Runtime, kctx *kong.Context) error {
 	}
 	res, err := migrate.Up(rt.Ctx, cfg, role)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", role, pg.Describe(cfg), err)
+		return oneLine(fmt.Errorf("init %s %s: %w", role, pg.Describe(cfg), err))
 	}
 	if len(res.Applied) == 0 {
 		rt.Log.Info("schema is up to date", "role", string(role), "db", pg.Describe(cfg), "version", res.To)

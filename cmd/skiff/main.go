@@ -10,23 +10,27 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/lmittmann/tint"
+	"golang.org/x/term"
 )
 
-// version is set by the linker (-X main.version=...).
-var version = "dev"
+// version is set by the linker (-X main.version=...); without it, --version tells what the
+// build knows (buildVersion).
+var version string
 
 // CLI is the whole command line. Every flag can also come from a JSON config file (--config)
 // and from a SKIFF_* environment variable (e.g. --log-format from SKIFF_LOG_FORMAT).
 type CLI struct {
-	Config    kong.ConfigFlag  `help:"Read flags from this JSON file (keys are flag names, e.g. {\"provider\": \"...\"})." type:"existingfile"`
-	LogFormat string           `help:"Log format: auto (colour on a terminal, JSON otherwise), text or json." enum:"auto,text,json" default:"auto"`
+	Config    kong.ConfigFlag  `help:"Read flags from this JSON file (keys are flag names, e.g. {\"provider\": \"...\"}; an unknown key is an error)." type:"existingfile"`
+	LogFormat string           `help:"Log format: auto (text on a terminal, JSON otherwise), text (coloured on a terminal unless NO_COLOR is set) or json (durations in seconds, keys ending in _s)." enum:"auto,text,json" default:"auto"`
 	LogLevel  slog.Level       `help:"Log level: debug, info, warn or error." default:"info"`
-	Version   kong.VersionFlag `help:"Print the version and exit."`
+	Version   kong.VersionFlag `help:"Print the version and exit." env:"-"`
 
 	Init      InitCmd      `cmd:"" help:"Install or upgrade skiff's schema on a provider or a target."`
 	Table     TableCmd     `cmd:"" help:"Add, remove or resync captured tables."`
@@ -58,16 +62,30 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+// kongExit carries the exit code kong asks for (--help, --version) out of the parser, so
+// that run returns it instead of ending the process.
+type kongExit int
+
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = int(e)
+		}
+	}()
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("skiff"),
 		kong.Description("skiff replicates PostgreSQL tables through capture triggers and an in-database queue, from PostgreSQL 8.4 on."),
 		kong.UsageOnError(),
 		kong.DefaultEnvars("SKIFF"),
-		kong.Configuration(kong.JSON),
-		kong.Vars{"version": version},
+		kong.Configuration(strictJSON),
+		kong.Vars{"version": versionString()},
 		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	if err != nil {
@@ -119,17 +137,85 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// newLogger makes the logger of a command: text (tint) on a terminal, coloured unless
+// NO_COLOR is set, JSON otherwise (format "auto"), or the format asked for. In JSON every
+// duration is a number of seconds under its key with "_s" appended, so that a machine reads
+// one unit everywhere; text shows durations as Go writes them (1.5s).
 func newLogger(format string, level slog.Level, w io.Writer) *slog.Logger {
 	if format == "auto" {
 		format = "json"
-		if f, ok := w.(*os.File); ok {
-			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-				format = "text"
-			}
+		if isTerminal(w) {
+			format = "text"
 		}
 	}
 	if format == "text" {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !colour(w)}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: secondsAttr}))
+}
+
+// secondsAttr renders a duration attribute as seconds: retry_in=1.5s becomes retry_in_s=1.5.
+func secondsAttr(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.Float64(a.Key+"_s", a.Value.Duration().Seconds())
+	}
+	return a
+}
+
+// isTerminal reports whether w is a terminal (not merely a character device: /dev/null is
+// one too).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// colour reports whether text written to w may be coloured: w is a terminal and NO_COLOR
+// (https://no-color.org) is unset or empty.
+func colour(w io.Writer) bool {
+	return isTerminal(w) && os.Getenv("NO_COLOR") == ""
+}
+
+// versionString is the version --version prints: the linker's, else the build's.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	info, _ := debug.ReadBuildInfo()
+	return buildVersion(info)
+}
+
+// buildVersion describes a build from its embedded information: the module version
+// ("(devel)" for a build from a checkout), the VCS revision (12 digits) and commit time, and
+// "modified" when the tree had uncommitted changes.
+func buildVersion(info *debug.BuildInfo) string {
+	if info == nil {
+		return "unknown"
+	}
+	parts := []string{info.Main.Version}
+	if parts[0] == "" {
+		parts[0] = "(devel)"
+	}
+	var rev, when, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	for _, p := range []string{rev, when} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	if modified == "true" {
+		parts = append(parts, "modified")
+	}
+	return strings.Join(parts, " ")
 }

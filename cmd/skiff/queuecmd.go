@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -34,6 +35,9 @@ func queueConfig(ctx context.Context, c *QueueConfigCmd, out io.Writer) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, conn, migrate.Provider); err != nil {
+		return err
+	}
 	if len(c.Settings) > 0 {
 		tx, err := conn.Begin(ctx)
 		if err != nil {

@@ -20,7 +20,7 @@ type StatusCmd struct {
 	LongTransaction time.Duration `help:"Report provider transactions older than this (they hold back event table rotation)." default:"5m"`
 }
 
-// Run prints the status report.
+// Run prints the status report; the exit status is 1 when it lists a problem.
 func (c *StatusCmd) Run(rt *Runtime) error {
 	cfg := status.Config{StallAfter: c.StallAfter, LongTransaction: c.LongTransaction}
 	var err error
@@ -41,7 +41,15 @@ func (c *StatusCmd) Run(rt *Runtime) error {
 	if c.JSON {
 		enc := json.NewEncoder(rt.Out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(report)
+		err = enc.Encode(report)
+	} else {
+		err = status.Text(rt.Out, report)
 	}
-	return status.Text(rt.Out, report)
+	if err != nil {
+		return err
+	}
+	if len(report.Problems) > 0 {
+		return exitError{code: 1}
+	}
+	return nil
 }

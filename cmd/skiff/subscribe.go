@@ -24,54 +24,82 @@ type SubscribeCmd struct {
 	Provider      string            `help:"Provider database: libpq connection string or URI." required:""`
 	Target        string            `help:"Target database: libpq connection string or URI." required:""`
 	Queue         string            `help:"Queue (table group) to subscribe to." required:""`
-	Table         []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
+	Table         []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name, as SQL writes them: unquoted parts fold to lower case, \"Quoted\" parts are exact, a name without schema follows the search_path of the provider for TABLE, of the target for DEST; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
 	Handler       map[string]string `help:"Custom handler of a table, as TABLE=NAME (a handler registered in the worker, e.g. columns, filter)." mapsep:"none"`
 	HandlerConfig map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
 	NoCopy        bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
-	Consumer      string            `help:"Consumer name on the provider (default: derived from the target's host, port and database)."`
+	Consumer      string            `help:"Consumer name on the provider (default: the one of the queue's subscription on the target if there is one, else skiff@<target database>/<target id>, the same however the target's URL is spelt)."`
 	CopyParallel  int               `help:"Tables copied at once by the initial copy." default:"2"`
 }
 
-// consumerName is the default consumer name of a target: the same for subscribe and worker.
-func consumerName(explicit, targetURL string) (string, error) {
-	if explicit != "" {
-		return explicit, nil
-	}
+// legacyConsumer is the consumer name skiff derived from the target's connection string
+// before targets had an identity (skiff@host:port/db): subscriptions made then keep it.
+func legacyConsumer(targetURL string) string {
 	cfg, err := pg.ParseConfig(targetURL, "")
 	if err != nil {
-		return "", err
+		return ""
 	}
-	return fmt.Sprintf("skiff@%s:%d/%s", cfg.Host, cfg.Port, cfg.Database), nil
+	return fmt.Sprintf("skiff@%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
 
-// Run subscribes.
+// consumerFor names the consumer of a queue's subscription on the target tgt is connected to:
+// explicit when given, else the subscription the target records for the queue (however the
+// target's URL is spelt), else the target's default name (apply.DefaultConsumer). found says
+// whether the target has that subscription already.
+func consumerFor(ctx context.Context, tgt *pgx.Conn, explicit, queueName, targetURL string) (name string, found bool, err error) {
+	if explicit == "" {
+		return apply.FindConsumer(ctx, tgt, queueName, legacyConsumer(targetURL))
+	}
+	err = tgt.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2)`,
+		queueName, explicit).Scan(&found)
+	if err != nil {
+		return "", false, fmt.Errorf("target: read subscription %s/%s: %w", queueName, explicit, err)
+	}
+	return explicit, found, nil
+}
+
+// Run subscribes. A second run for a queue the target already subscribes to resumes it:
+// tables subscribed keep their state (only new ones, and ones left copying, are copied).
 func (c *SubscribeCmd) Run(rt *Runtime) error {
 	ctx := rt.Ctx
-	name, err := consumerName(c.Consumer, c.Target)
-	if err != nil {
-		return err
-	}
 	prov, err := pg.Connect(ctx, c.Provider, "skiff subscribe")
 	if err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
 	defer prov.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, prov, migrate.Provider); err != nil {
+		return err
+	}
 	tgt, err := pg.Connect(ctx, c.Target, "skiff subscribe")
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
 	defer tgt.Close(context.WithoutCancel(ctx))
-	if v, err := migrate.Version(ctx, tgt, migrate.Target); err != nil {
+	if err := migrate.Require(ctx, tgt, migrate.Target, pg.Describe(tgt.Config()), identityVersion); err != nil {
 		return err
-	} else if v == 0 {
-		return errors.New("the target has no skiff schema: run skiff init target --db TARGET first")
+	}
+	name, existing, err := consumerFor(ctx, tgt, c.Consumer, c.Queue, c.Target)
+	if err != nil {
+		return err
+	}
+	infos, err := queue.GetConsumerInfo(ctx, prov)
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	registered := slices.ContainsFunc(infos, func(in queue.ConsumerInfo) bool { return in.Queue == c.Queue && in.Consumer == name })
+	if existing && !registered {
+		// The target replays this queue from a provider that is not this one (or that lost
+		// the consumer): its position means nothing here.
+		return fmt.Errorf("the target %s already subscribes to queue %s as consumer %s, which the provider %s does not know; "+
+			"to subscribe a second provider's queue %s, give another --consumer",
+			pg.Describe(tgt.Config()), c.Queue, name, pg.Describe(prov.Config()), c.Queue)
 	}
 
 	captured, err := queue.Tables(ctx, prov, c.Queue)
 	if err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
-	routes, err := c.routes(captured)
+	routes, err := c.routes(ctx, prov, tgt, captured)
 	if err != nil {
 		return err
 	}
@@ -105,39 +133,52 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		return fmt.Errorf("the target is not ready for queue %s:\n  %s", c.Queue, strings.Join(problems, "\n  "))
 	}
 
-	if _, err := queue.RegisterConsumer(ctx, prov, c.Queue, name); err != nil {
-		return fmt.Errorf("provider: %w", err)
+	if !registered {
+		if _, err := queue.RegisterConsumer(ctx, prov, c.Queue, name); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
+		if infos, err = queue.GetConsumerInfo(ctx, prov); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
 	}
 	var tick int64
-	infos, err := queue.GetConsumerInfo(ctx, prov)
-	if err != nil {
-		return fmt.Errorf("provider: %w", err)
-	}
 	for _, in := range infos {
 		if in.Queue == c.Queue && in.Consumer == name {
 			tick = in.LastTick
 		}
 	}
-	provCfg, err := pg.ParseConfig(c.Provider, "")
-	if err != nil {
-		return err
-	}
-	created, err := apply.Subscribe(ctx, tgt, apply.Subscription{
-		Queue: c.Queue, Consumer: name, Provider: pg.Describe(provCfg), Tick: tick,
+	res, err := apply.Subscribe(ctx, tgt, apply.Subscription{
+		Queue: c.Queue, Consumer: name, Provider: pg.Describe(prov.Config()), Tick: tick,
 	}, routes)
 	if err != nil {
+		if !registered {
+			// Registered above for nothing: the provider would keep every event for a
+			// consumer nobody runs.
+			if _, uerr := queue.UnregisterConsumer(context.WithoutCancel(ctx), prov, c.Queue, name); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("provider: %w", uerr))
+			}
+		}
 		return err
 	}
-	verb := "subscription updated"
-	if created {
-		verb = "subscribed"
+	if res.Created {
+		rt.Log.Info("subscribed", "queue", c.Queue, "consumer", name, "tables", len(routes), "tick", tick)
+	} else {
+		rt.Log.Info("subscription resumed: tables already subscribed keep their state", "queue", c.Queue, "consumer", name,
+			"tables", len(routes), "kept", len(res.Kept))
 	}
-	rt.Log.Info(verb, "queue", c.Queue, "consumer", name, "tables", len(routes), "tick", tick)
-	if !c.NoCopy {
-		return c.copy(ctx, rt, name, routes)
+	var toCopy []change.Route
+	for _, r := range res.Routes {
+		switch {
+		case slices.Contains(res.Kept, r.Source) && r.State != change.StateCopying:
+			fmt.Fprintf(rt.Out, "%s -> %s (%s: already subscribed)\n", r.Source, r.Dest, r.State)
+		case r.State == change.StateCopying:
+			toCopy = append(toCopy, r)
+		default:
+			fmt.Fprintf(rt.Out, "%s -> %s (%s)\n", r.Source, r.Dest, r.State)
+		}
 	}
-	for _, r := range routes {
-		fmt.Fprintf(rt.Out, "%s -> %s (%s)\n", r.Source, r.Dest, r.State)
+	if len(toCopy) > 0 {
+		return c.copy(ctx, rt, name, toCopy)
 	}
 	return nil
 }
@@ -170,28 +211,45 @@ func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, r
 	return errors.Join(failed...)
 }
 
-// routes maps the --table flags (or every captured table) to routes.
-func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, error) {
-	find := func(spec string) (change.Table, error) {
-		schema, name, qualified := cutOutsideQuotes(spec, '.')
-		if !qualified {
-			schema, name = "", spec
+// routes maps the --table flags (or every captured table) to routes. Source names are
+// completed from the provider's search_path, destination names from the target's.
+func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured []queue.CapturedTable) ([]change.Route, error) {
+	source := func(flag, spec string, t change.Table) (change.Table, error) {
+		t, err := resolve(ctx, prov, "provider", t)
+		if err != nil {
+			return t, fmt.Errorf("--%s %s: %w", flag, spec, err)
 		}
-		schema, name = unquoteIdent(schema), unquoteIdent(name)
-		var found []change.Table
-		for _, t := range captured {
-			if t.Table.Name == name && (schema == "" || t.Table.Schema == schema) {
-				found = append(found, t.Table)
+		for _, ct := range captured {
+			if ct.Table == t {
+				return t, nil
 			}
 		}
-		switch len(found) {
-		case 0:
-			return change.Table{}, fmt.Errorf("table %s is not captured by queue %s (skiff table add --queue %s %s)", spec, c.Queue, c.Queue, spec)
-		case 1:
-			return found[0], nil
-		}
-		return change.Table{}, fmt.Errorf("table %s is ambiguous in queue %s: qualify it with its schema", spec, c.Queue)
+		return t, fmt.Errorf("--%s %s: table %s is not captured by queue %s (skiff table add --queue %s %s)",
+			flag, spec, t, c.Queue, c.Queue, t)
 	}
+	keyed := func(flag string, m map[string]string) (map[change.Table]string, error) {
+		out := map[change.Table]string{}
+		for spec, v := range m {
+			t, err := change.ParseTableName(spec)
+			if err != nil {
+				return nil, fmt.Errorf("--%s %s: %w", flag, spec, err)
+			}
+			if t, err = source(flag, spec, t); err != nil {
+				return nil, err
+			}
+			out[t] = v
+		}
+		return out, nil
+	}
+	handler, err := keyed("handler", c.Handler)
+	if err != nil {
+		return nil, err
+	}
+	config, err := keyed("handler-config", c.HandlerConfig)
+	if err != nil {
+		return nil, err
+	}
+
 	var out []change.Route
 	add := func(src, dst change.Table) error {
 		for _, r := range out {
@@ -199,18 +257,7 @@ func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, e
 				return fmt.Errorf("table %s is given twice", src)
 			}
 		}
-		r := change.Route{Source: src, Dest: dst, State: change.StateInSync}
-		for spec, h := range c.Handler {
-			if t, err := find(spec); err == nil && t == src {
-				r.Handler = h
-			}
-		}
-		for spec, cfg := range c.HandlerConfig {
-			if t, err := find(spec); err == nil && t == src {
-				r.Config = cfg
-			}
-		}
-		out = append(out, r)
+		out = append(out, change.Route{Source: src, Dest: dst, State: change.StateInSync, Handler: handler[src], Config: config[src]})
 		return nil
 	}
 	if len(c.Table) == 0 {
@@ -224,61 +271,25 @@ func (c *SubscribeCmd) routes(captured []queue.CapturedTable) ([]change.Route, e
 		}
 	}
 	for _, spec := range c.Table {
-		srcSpec, dstSpec, renamed := cutOutsideQuotes(spec, ':')
-		src, err := find(srcSpec)
+		ts, err := parseTableSpec(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--table %s: %w", spec, err)
+		}
+		src, err := source("table", spec, ts.Source)
 		if err != nil {
 			return nil, err
 		}
-		dst := src
-		if renamed {
-			schema, name, qualified := cutOutsideQuotes(dstSpec, '.')
-			schema, name = unquoteIdent(schema), unquoteIdent(name)
-			switch {
-			case !qualified:
-				dst.Name = unquoteIdent(dstSpec)
-			case name == "":
-				dst.Schema = schema
-			default:
-				dst = change.Table{Schema: schema, Name: name}
-			}
-			if dst.Name == "" || dst.Schema == "" {
-				return nil, fmt.Errorf("--table %s: empty destination", spec)
+		dst := ts.dest(src)
+		if ts.HasDest && !ts.DestSchemaOnly {
+			if dst, err = resolve(ctx, tgt, "target", dst); err != nil {
+				return nil, fmt.Errorf("--table %s: %w", spec, err)
 			}
 		}
 		if err := add(src, dst); err != nil {
 			return nil, err
 		}
 	}
-	for spec := range c.Handler {
-		if _, err := find(spec); err != nil {
-			return nil, fmt.Errorf("--handler %s: %w", spec, err)
-		}
-	}
 	return out, nil
-}
-
-// cutOutsideQuotes cuts s around the first sep that is not inside double quotes, so that
-// "My.Schema"."a:b" names one table.
-func cutOutsideQuotes(s string, sep byte) (before, after string, found bool) {
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '"':
-			quoted = !quoted // a doubled quote toggles twice
-		case s[i] == sep && !quoted:
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
-}
-
-// unquoteIdent removes the double quotes of a quoted identifier ("" is one quote); unquoted
-// text is taken as typed.
-func unquoteIdent(s string) string {
-	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
-		return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
-	}
-	return s
 }
 
 // providerColumns reads a provider table's live columns (attnum order) and primary key from

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -24,7 +26,7 @@ type TableAddCmd struct {
 	Where   string   `help:"Capture only rows for which this SQL condition over the table's columns is true."`
 	Key     []string `help:"Columns identifying a row, for a table without a primary key (comma-separated)." sep:","`
 	Refresh bool     `help:"Regenerate the trigger and layout of tables already captured (after ALTER TABLE)."`
-	Tables  []string `arg:"" name:"table" help:"Tables or sequences: name, schema.name or quoted (\"My Schema\".\"Odd Table\")."`
+	Tables  []string `arg:"" name:"table" help:"Tables or sequences, as SQL writes them: name, schema.name or quoted (\"My Schema\".\"Odd Table\"); unquoted parts fold to lower case, a name without schema follows the search_path."`
 }
 
 // Run captures each table in turn; the first failure stops it.
@@ -38,6 +40,9 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, conn, migrate.Provider); err != nil {
+		return err
+	}
 	var key []string
 	for _, k := range c.Key {
 		if k = strings.TrimSpace(k); k != "" {
@@ -65,7 +70,7 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 type TableRemoveCmd struct {
 	DB     string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_DB"`
 	Queue  string   `help:"Queue the tables are captured by." required:""`
-	Tables []string `arg:"" name:"table" help:"Tables or sequences to stop capturing."`
+	Tables []string `arg:"" name:"table" help:"Tables or sequences to stop capturing (names as for table add)."`
 }
 
 // Run removes each table's capture in turn; the first failure stops it.
@@ -79,6 +84,9 @@ func tableRemove(ctx context.Context, c *TableRemoveCmd, out io.Writer) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, conn, migrate.Provider); err != nil {
+		return err
+	}
 	for _, t := range c.Tables {
 		tbl, err := queue.RemoveTable(ctx, conn, c.Queue, t)
 		if err != nil {
@@ -89,10 +97,37 @@ func tableRemove(ctx context.Context, c *TableRemoveCmd, out io.Writer) error {
 	return nil
 }
 
-// oneLine keeps an error to one line: the server's detail lines stay out of the message.
+// oneLine keeps an error to one line: lines (the server's detail, pgx's one line per
+// connection attempt) are joined with "; ", a line equal to an earlier one is left out.
 func oneLine(err error) error {
-	if !strings.Contains(err.Error(), "\n") {
+	msg := err.Error()
+	if !strings.Contains(msg, "\n") {
 		return err
 	}
-	return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", " "))
+	var b strings.Builder
+	var seen []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l == "" || slices.Contains(seen, l) {
+			continue
+		}
+		if len(seen) > 0 {
+			if strings.HasSuffix(seen[len(seen)-1], ":") {
+				b.WriteString(" ")
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		seen = append(seen, l)
+		b.WriteString(l)
+	}
+	return &singleLineError{msg: b.String(), err: err}
 }
+
+// singleLineError is an error shown on one line that still unwraps to the original.
+type singleLineError struct {
+	msg string
+	err error
+}
+
+func (e *singleLineError) Error() string { return e.msg }
+func (e *singleLineError) Unwrap() error { return e.err }

@@ -14,10 +14,16 @@ import (
 )
 
 // skiff runs the command line and returns its exit code, stdout and stderr.
-func skiff(t *testing.T, args ...string) (int, string, string) {
+// A panic fails the test (and names the command) instead of ending the test binary.
+func skiff(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb)
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("skiff %s panicked: %v\nstderr: %s", strings.Join(args, " "), p, errb.String())
+		}
+	}()
+	code = run(args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/metrics"
+	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
@@ -26,7 +27,7 @@ type WorkerCmd struct {
 	Provider    string        `help:"Provider database: libpq connection string or URI." required:""`
 	Target      string        `help:"Target database: libpq connection string or URI." required:""`
 	Queue       []string      `help:"Queue to replay; repeat for several (each runs in its own goroutine with its own connections)." required:"" sep:"none"`
-	Consumer    string        `help:"Consumer name on the provider (default: derived from the target's host, port and database, as skiff subscribe does)."`
+	Consumer    string        `help:"Consumer name on the provider (default: the one of the queue's subscription on the target)."`
 	MaxEvents   int64         `help:"Merge ticks into batches of about this many events when behind." default:"20000"`
 	MinBackoff  time.Duration `help:"First wait before a failed batch is retried; doubles at each failure." default:"1s"`
 	MaxBackoff  time.Duration `help:"Longest wait between retries of a failed batch." default:"1m"`
@@ -45,7 +46,7 @@ func newRegistry() *handlers.Registry {
 // Run replays the queues until a signal: the first finishes the batches in hand, the second
 // rolls them back.
 func (c *WorkerCmd) Run(rt *Runtime) error {
-	name, err := consumerName(c.Consumer, c.Target)
+	names, err := c.consumers(rt.Ctx)
 	if err != nil {
 		return err
 	}
@@ -59,7 +60,11 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 	g, ctx := errgroup.WithContext(rt.Ctx)
 	g.Go(func() error { return metrics.Serve(ctx, c.MetricsAddr, reg, rt.Log) })
 	for _, q := range c.Queue {
-		s := &session{cmd: c, queue: q, consumer: name, log: rt.Log.With("queue", q)}
+		name := names[q]
+		// Every message of the queue's parts carries queue and consumer once: the parts
+		// (source, applier, worker, table manager) add none of their own.
+		log := rt.Log.With("queue", q, "consumer", name)
+		s := &session{cmd: c, queue: q, consumer: name, log: log}
 		// The first connection fails fast (e.g. another worker holds the subscription);
 		// later reconnections are retried by the worker loop.
 		if err := s.connect(rt.Ctx); err != nil {
@@ -67,32 +72,66 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 			return err
 		}
 		w, err := consumer.NewWorker(consumer.Config{
-			Name: q, Source: s, Applier: s, Registry: newRegistry(), Log: rt.Log.With("queue", q),
+			Name: q, Source: s, Applier: s, Registry: newRegistry(), Log: log,
 			MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff, Metrics: m.For(q),
 		})
 		if err != nil {
 			s.close()
 			return err
 		}
-		ccfg, err := copyConfig(c.Provider, c.Target, "skiff worker copy "+q, c.CopyParallel, rt.Log.With("queue", q), nil)
+		ccfg, err := copyConfig(c.Provider, c.Target, "skiff worker copy "+q, c.CopyParallel, log, nil)
 		if err != nil {
 			s.close()
 			return err
 		}
-		mgr := tableManager(ccfg, q, name, rt.Log.With("queue", q))
+		mgr := tableManager(ccfg, q, name, log)
 		g.Go(func() error { return mgr.Run(ctx) })
 		g.Go(func() error {
 			defer s.close()
-			rt.Log.Info("worker started", "queue", q, "consumer", name, "target", s.targetDesc)
+			log.Info("worker started", "target", s.targetDesc)
 			err := w.Run(ctx, rt.Hard)
 			if err != nil {
 				return fmt.Errorf("queue %s: %w", q, err)
 			}
-			rt.Log.Info("worker stopped", "queue", q)
+			log.Info("worker stopped")
 			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// consumers names the consumer of each queue's subscription on the target: --consumer, or
+// the subscription the target records for the queue, however its URL is spelt.
+func (c *WorkerCmd) consumers(ctx context.Context) (map[string]string, error) {
+	prov, err := pg.Connect(ctx, c.Provider, "skiff worker")
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	defer prov.Close(context.WithoutCancel(ctx))
+	if err := requireSchema(ctx, prov, migrate.Provider); err != nil {
+		return nil, err
+	}
+	tgt, err := pg.Connect(ctx, c.Target, "skiff worker")
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
+	if err := migrate.Require(ctx, tgt, migrate.Target, pg.Describe(tgt.Config()), identityVersion); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, q := range c.Queue {
+		name, found, err := consumerFor(ctx, tgt, c.Consumer, q, c.Target)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("the target %s has no subscription of queue %s (consumer %s): run skiff subscribe first",
+				pg.Describe(tgt.Config()), q, name)
+		}
+		out[q] = name
+	}
+	return out, nil
 }
 
 // session is one queue's connections: a queue.Source on the provider and an apply.Applier on
@@ -122,6 +161,9 @@ func (s *session) connect(ctx context.Context) error {
 	if s.prov, err = pg.Connect(ctx, s.cmd.Provider, "skiff worker "+s.queue); err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
+	if err := requireSchema(ctx, s.prov, migrate.Provider); err != nil {
+		return err
+	}
 	tcfg, err := pg.ParseConfig(s.cmd.Target, "skiff worker "+s.queue)
 	if err != nil {
 		return err
@@ -129,6 +171,9 @@ func (s *session) connect(ctx context.Context) error {
 	s.targetDesc = pg.Describe(tcfg)
 	if s.tgt, err = pg.ConnectConfig(ctx, tcfg); err != nil {
 		return fmt.Errorf("target: %w", err)
+	}
+	if err := requireSchema(ctx, s.tgt, migrate.Target); err != nil {
+		return err
 	}
 	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log}); err != nil {
 		return fmt.Errorf("target %s: %w", s.targetDesc, err)

@@ -40,7 +40,8 @@ type Config struct {
 	// Queue and Consumer name the subscription (skiff.subscription) to apply.
 	Queue    string
 	Consumer string
-	// Log receives the applier's messages; nil discards them.
+	// Log receives the applier's messages, which carry no queue or consumer attribute: the
+	// caller scopes it (Log.With("queue", …)). Nil discards them.
 	Log *slog.Logger
 	// MaxPendingRows bounds the rows held in memory before they are written (default 50000).
 	MaxPendingRows int
@@ -214,8 +215,7 @@ func (a *Applier) checkReplicaRole(ctx context.Context) error {
 		return fmt.Errorf("check privileges on the target: %w", err)
 	}
 	if !a.replica {
-		a.log.Warn("the target role may not SET session_replication_role: triggers and foreign keys of target tables fire during apply, and events are applied in strict order across tables (slower); connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this",
-			"queue", a.cfg.Queue, "consumer", a.cfg.Consumer)
+		a.log.Warn("the target role may not SET session_replication_role: triggers and foreign keys of target tables fire during apply, and events are applied in strict order across tables (slower); connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this")
 	}
 	return nil
 }
@@ -308,11 +308,11 @@ func (a *Applier) Apply(ctx context.Context, b change.Batch, stream func(emit fu
 	if err == nil || !errors.As(err, &ae) || !ae.setBased || ctx.Err() != nil || a.conn.IsClosed() {
 		return err
 	}
-	a.log.Warn("set-based apply failed, replaying the batch row by row", "queue", a.cfg.Queue, "batch_id", b.ID, "error", err.Error())
+	a.log.Warn("set-based apply failed, replaying the batch row by row", "batch_id", b.ID, "error", err.Error())
 	if err := a.applyOnce(ctx, b, stream, false); err != nil {
 		return err
 	}
-	a.log.Info("batch applied row by row", "queue", a.cfg.Queue, "batch_id", b.ID)
+	a.log.Info("batch applied row by row", "batch_id", b.ID)
 	return nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,8 +189,8 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 			return
 		}
 		secs := res.Elapsed.Seconds()
-		log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond).String(),
-			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", fmt.Sprintf("%.1f", float64(res.Bytes)/secs/1e6),
+		log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
+			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", math.Round(float64(res.Bytes)/secs/1e5)/10,
 			"snapshot", res.Snapshot.String())
 	}()
 

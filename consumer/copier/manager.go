@@ -144,7 +144,7 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 				next.wait = min(max(2*next.wait, 10*time.Second), 5*time.Minute)
 				next.at = time.Now().Add(next.wait)
 				r.retry[t.Source] = next
-				m.Log.Warn("table copy failed, will copy again", "table", t.String(), "retry_in", next.wait.String(), "error", err.Error())
+				m.Log.Warn("table copy failed, will copy again", "table", t.String(), "retry_in", next.wait, "error", err.Error())
 			}
 		}()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -59,8 +60,12 @@ func (p *progress) run(ctx context.Context, cfg Config) func() {
 						continue
 					}
 					rows, bytes, rate, mbs, eta := tp.figures()
-					cfg.Log.Info("copy progress", "table", tp.name, "rows", rows, "bytes", bytes,
-						"rows_per_s", int64(rate), "mb_per_s", fmt.Sprintf("%.1f", mbs), "eta", eta)
+					args := []any{"table", tp.name, "rows", rows, "bytes", bytes,
+						"rows_per_s", int64(rate), "mb_per_s", math.Round(mbs*10) / 10}
+					if eta > 0 {
+						args = append(args, "eta", eta)
+					}
+					cfg.Log.Info("copy progress", args...)
 				}
 			}
 		}
@@ -78,11 +83,11 @@ func (tp *tableProgress) isDone() bool {
 }
 
 // figures returns rows, bytes, rows/s, MB/s and the ETA ("" when unknown).
-func (tp *tableProgress) figures() (int64, int64, float64, float64, string) {
+func (tp *tableProgress) figures() (int64, int64, float64, float64, time.Duration) {
 	rows, bytes := tp.rows.Load(), tp.bytes.Load()
 	s := tp.started.Load()
 	if s == 0 {
-		return rows, bytes, 0, 0, ""
+		return rows, bytes, 0, 0, 0
 	}
 	tp.mu.Lock()
 	el := tp.elapsed
@@ -93,10 +98,10 @@ func (tp *tableProgress) figures() (int64, int64, float64, float64, string) {
 	}
 	secs := el.Seconds()
 	if secs <= 0 {
-		return rows, bytes, 0, 0, ""
+		return rows, bytes, 0, 0, 0
 	}
 	rate := float64(rows) / secs
-	eta := ""
+	var eta time.Duration // 0: unknown
 	if est := tp.estimate.Load(); !done && est > rows && rate > 0 {
 		left := time.Duration(float64(est-rows) / rate * float64(time.Second))
 		if left > 10*time.Second {
@@ -104,7 +109,7 @@ func (tp *tableProgress) figures() (int64, int64, float64, float64, string) {
 		} else {
 			left = left.Round(100 * time.Millisecond)
 		}
-		eta = left.String()
+		eta = left
 	}
 	return rows, bytes, rate, float64(bytes) / secs / 1e6, eta
 }
@@ -133,11 +138,12 @@ func (p *progress) draw(w io.Writer, prev int) int {
 		if est := tp.estimate.Load(); est > 0 && !done {
 			pct = fmt.Sprintf("%3.0f%%", min(float64(rows)/float64(est)*100, 99))
 		}
-		if eta != "" {
-			eta = "ETA " + eta
+		etaText := ""
+		if eta > 0 {
+			etaText = "ETA " + eta.String()
 		}
 		fmt.Fprintf(&b, "\x1b[2K%-40s %-8s %4s %12d rows %9.1f MB %9.0f rows/s %7.1f MB/s %s\n",
-			trim(tp.name, 40), state, pct, rows, float64(bytes)/1e6, rate, mbs, eta)
+			trim(tp.name, 40), state, pct, rows, float64(bytes)/1e6, rate, mbs, etaText)
 	}
 	_, _ = io.WriteString(w, b.String())
 	return len(p.tables)

@@ -51,36 +51,45 @@ func Up(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*Result, error) {
 }
 
 // open prepares the database for the role's migrations and returns a goose provider on it;
-// the caller closes db.
-func open(ctx context.Context, cfg *pgx.ConnConfig, role Role) (p *goose.Provider, db *sql.DB, err error) {
+// the caller closes db. On error nothing is left open.
+func open(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*goose.Provider, *sql.DB, error) {
 	fsys, err := role.fsys()
 	if err != nil {
 		return nil, nil, err
 	}
-	db = stdlib.OpenDB(*cfg)
-	defer func() {
-		if err != nil {
-			db.Close()
-		}
-	}()
-	db.SetMaxOpenConns(2)
-
-	if err := prepare(ctx, db, role); err != nil {
-		return nil, nil, fmt.Errorf("prepare %s schema: %w", role, err)
-	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(role)))
+	db := stdlib.OpenDB(*cfg)
+	p, err := provider(ctx, db, fsys, role)
 	if err != nil {
+		db.Close()
 		return nil, nil, err
 	}
-	p, err = goose.NewProvider(goose.DialectCustom, db, fsys,
+	return p, db, nil
+}
+
+// provider connects, prepares the schema and makes the goose provider of a role on db.
+func provider(ctx context.Context, db *sql.DB, fsys fs.FS, role Role) (*goose.Provider, error) {
+	db.SetMaxOpenConns(2)
+	if err := db.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if err := prepare(ctx, db, role); err != nil {
+		return nil, fmt.Errorf("prepare %s schema: %w", role, err)
+	}
+	// Another install of the same role holds the lock for seconds: probe every second, give
+	// up after two minutes.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(LockID(role)), lock.WithLockTimeout(1, 120))
+	if err != nil {
+		return nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectCustom, db, fsys,
 		goose.WithStore(&store{table: "skiff." + string(role) + "_migrations"}),
 		goose.WithSessionLocker(locker),
 		goose.WithDisableGlobalRegistry(true),
 	)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load %s migrations: %w", role, err)
+		return nil, fmt.Errorf("load %s migrations: %w", role, err)
 	}
-	return p, db, nil
+	return p, nil
 }
 
 // upTo applies the role's migrations up to and including version.
@@ -128,6 +137,38 @@ func Version(ctx context.Context, conn *pgx.Conn, role Role) (int64, error) {
 	return *v, nil
 }
 
+// NotInstalledError says a database lacks skiff's schema of a role (or has it older than a
+// command needs), and how to install it.
+type NotInstalledError struct {
+	Role Role
+	DB   string // pg.Describe of the database: user@host:port/db
+	// Have and Need are the installed and the required schema versions when the schema is
+	// there but too old; Have is 0 when it is missing.
+	Have, Need int64
+}
+
+func (e *NotInstalledError) Error() string {
+	if e.Have > 0 {
+		return fmt.Sprintf("skiff's %s schema on %s is version %d, this skiff needs %d: run skiff init %s --db ... to upgrade it",
+			e.Role, e.DB, e.Have, e.Need, e.Role)
+	}
+	return fmt.Sprintf("skiff is not installed on the %s %s: run skiff init %s --db ... first", e.Role, e.DB, e.Role)
+}
+
+// Require checks that the database conn is connected to (named db in messages) has the
+// role's schema at version need or later (need <= 1: installed at all); otherwise it returns
+// a *NotInstalledError.
+func Require(ctx context.Context, conn *pgx.Conn, role Role, db string, need int64) error {
+	v, err := Version(ctx, conn, role)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", role, db, err)
+	}
+	if v == 0 || v < need {
+		return &NotInstalledError{Role: role, DB: db, Have: v, Need: need}
+	}
+	return nil
+}
+
 // Latest is the newest migration version skiff ships for a role.
 func Latest(role Role) (int64, error) {
 	fsys, err := role.fsys()
@@ -149,9 +190,14 @@ func Latest(role Role) (int64, error) {
 	return max, nil
 }
 
-func lockID(r Role) int64 {
-	// A fixed id per role, "skiff" in ASCII followed by the role's first letter.
-	return 0x736b696666<<8 | int64(r[0])
+// LockID is the session advisory lock (pg_try_advisory_lock(bigint)) that serialises the
+// installs of a role's schema in one database: "skiffm" in ASCII followed by the role's
+// first letter. It must differ from every other lock skiff takes: the ticker holds
+// "skifft" (ticker.LockKey) on a provider for as long as it runs, and a database may be a
+// target too (skiff used "skifft" for the target's installs at first, which then waited
+// for the ticker to stop).
+func LockID(r Role) int64 {
+	return 0x736b6966666d<<8 | int64(r[0])
 }
 
 // prepare creates what goose's store and the migrations assume: schema skiff and, for the

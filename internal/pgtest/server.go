@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -48,6 +49,10 @@ type Options struct {
 	Settings map[string]string
 	// Durable keeps fsync and synchronous_commit on, as for benchmarks. Tests leave it off.
 	Durable bool
+	// Passwords makes the server ask every role but postgres for its password (md5) on TCP
+	// connections, as a production server does; postgres and Unix sockets stay trusted. For
+	// tests of wrong passwords and of password handling (CreateRole, URLAs).
+	Passwords bool
 }
 
 // Server is a running throwaway PostgreSQL server.
@@ -76,6 +81,18 @@ func (s *Server) LogPath() string { return filepath.Join(s.Dir, "server.log") }
 // URL returns a connection URI for a database on this server as the superuser "postgres".
 func (s *Server) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+}
+
+// URLAs returns a connection URI for a database on this server as another role, with a
+// password when it is not empty.
+func (s *Server) URLAs(user, password, db string) string {
+	u := url.URL{Scheme: "postgres", Host: fmt.Sprintf("127.0.0.1:%d", s.Port), Path: "/" + db, RawQuery: "sslmode=disable"}
+	if password != "" {
+		u.User = url.UserPassword(user, password)
+	} else {
+		u.User = url.User(user)
+	}
+	return u.String()
 }
 
 // Installs lists every installation the harness can find, newest first, one per major.
@@ -214,6 +231,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.initdb(ctx); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(s.Dir))
 	}
+	if opts.Passwords {
+		if err := s.passwordAuth(); err != nil {
+			return nil, errors.Join(err, os.RemoveAll(s.Dir))
+		}
+	}
 	s.defaultSettings(opts)
 	for k, v := range opts.Settings {
 		s.settings[k] = v
@@ -259,6 +281,25 @@ func (s *Server) initdb(ctx context.Context) error {
 	out, err := s.command(ctx, "initdb", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("initdb (PostgreSQL %s in %s): %w\n%s", s.Install.Major, s.Install.BinDir, err, out)
+	}
+	return nil
+}
+
+// passwordAuth replaces initdb's all-trust pg_hba.conf: postgres (the harness's own role) and
+// local sockets stay trusted, every other role gives its password over TCP (md5: every version
+// has it, and from 10 on it also accepts a SCRAM-stored password).
+func (s *Server) passwordAuth() error {
+	hba := "local all all trust\n" +
+		"host all postgres 127.0.0.1/32 trust\n" +
+		"host all all 127.0.0.1/32 md5\n"
+	p := filepath.Join(s.DataDir(), "pg_hba.conf")
+	if err := os.WriteFile(p, []byte(hba), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if s.asUser {
+		if err := os.Chown(p, s.uid, s.gid); err != nil {
+			return fmt.Errorf("chown %s: %w", p, err)
+		}
 	}
 	return nil
 }

@@ -113,6 +113,13 @@ var unsafeName = regexp.MustCompile(`[^a-z0-9_]+`)
 // the test ends (kept when the test fails, for a look).
 func (s *Server) NewDB(t testing.TB) string {
 	t.Helper()
+	return s.NewDBOwnedBy(t, "")
+}
+
+// NewDBOwnedBy is NewDB for a database owned by a role (e.g. one made by CreateRole; "" is
+// the superuser postgres). The URL returned connects as postgres.
+func (s *Server) NewDBOwnedBy(t testing.TB, owner string) string {
+	t.Helper()
 	name := unsafeName.ReplaceAllString(strings.ToLower(t.Name()), "_")
 	if len(name) > 40 {
 		name = name[len(name)-40:]
@@ -120,7 +127,11 @@ func (s *Server) NewDB(t testing.TB) string {
 	name = fmt.Sprintf("t%d_%s", dbCounter.Add(1), strings.Trim(name, "_"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := s.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if owner != "" {
+		sql += " OWNER " + pgx.Identifier{owner}.Sanitize()
+	}
+	if err := s.Exec(ctx, "postgres", sql); err != nil {
 		t.Fatalf("create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
@@ -132,6 +143,33 @@ func (s *Server) NewDB(t testing.TB) string {
 		_ = s.Exec(ctx, "postgres", "DROP DATABASE "+pgx.Identifier{name}.Sanitize())
 	})
 	return s.URL(name)
+}
+
+// CreateRole creates a login role (no superuser, no CREATEDB) with a password ("" for none)
+// and returns its name, made unique on the server from the test's name and base. The role is
+// dropped when the test ends (with whatever it owns).
+func (s *Server) CreateRole(t testing.TB, base, password string) string {
+	t.Helper()
+	name := unsafeName.ReplaceAllString(strings.ToLower(base), "_")
+	name = fmt.Sprintf("r%d_%s", dbCounter.Add(1), strings.Trim(name, "_"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sql := "CREATE ROLE " + pgx.Identifier{name}.Sanitize() + " LOGIN"
+	if password != "" {
+		sql += " PASSWORD '" + strings.ReplaceAll(password, "'", "''") + "'"
+	}
+	if err := s.Exec(ctx, "postgres", sql); err != nil {
+		t.Fatalf("create role %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = s.Exec(ctx, "postgres", "DROP ROLE "+pgx.Identifier{name}.Sanitize())
+	})
+	return name
 }
 
 // Connect opens a connection to url for the test, closed when it ends.

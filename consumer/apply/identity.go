@@ -1,0 +1,61 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DefaultConsumer is the consumer name a target gives its subscriptions when none is chosen:
+// skiff@<database>/<target id>, the id made once by `skiff init target` (skiff.target). It
+// names the target database whatever the connection string that reached it.
+func DefaultConsumer(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var db, id string
+	err := conn.QueryRow(ctx, `SELECT pg_catalog.current_database(), target_id FROM skiff.target`).Scan(&db, &id)
+	if err != nil {
+		return "", fmt.Errorf("read the target's identity (skiff.target; skiff init target installs it): %w", err)
+	}
+	return "skiff@" + db + "/" + id, nil
+}
+
+// ErrAmbiguous is returned by FindConsumer when the target holds several subscriptions of the
+// queue (from providers whose queues share a name) and none is the default one: the caller
+// names the consumer.
+var ErrAmbiguous = errors.New("several subscriptions of the queue on this target")
+
+// FindConsumer returns the consumer of the target's subscription to a queue, for a command
+// given no consumer name. The subscription is looked up by queue, so that its name is the
+// same however the target's connection string is spelt, and a name an earlier skiff derived
+// from that spelling (skiff@host:port/db) keeps working. found is false when the target has no
+// subscription of the queue: name is then DefaultConsumer. With several, the default one wins,
+// then legacy (the name an earlier skiff would derive from this connection string, "" for
+// none); otherwise ErrAmbiguous lists them.
+func FindConsumer(ctx context.Context, conn *pgx.Conn, queue, legacy string) (name string, found bool, err error) {
+	def, err := DefaultConsumer(ctx, conn)
+	if err != nil {
+		return "", false, err
+	}
+	rows, err := conn.Query(ctx, `SELECT consumer FROM skiff.subscription WHERE queue = $1 ORDER BY consumer`, queue)
+	if err != nil {
+		return "", false, fmt.Errorf("read the subscriptions of queue %s: %w", queue, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", false, fmt.Errorf("read the subscriptions of queue %s: %w", queue, err)
+	}
+	switch {
+	case len(names) == 0:
+		return def, false, nil
+	case len(names) == 1:
+		return names[0], true, nil
+	case slices.Contains(names, def):
+		return def, true, nil
+	case legacy != "" && slices.Contains(names, legacy):
+		return legacy, true, nil
+	}
+	return "", false, fmt.Errorf("queue %s: %w: give --consumer, one of %s", queue, ErrAmbiguous, strings.Join(names, ", "))
+}
