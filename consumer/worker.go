@@ -178,7 +178,7 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		bl, _ := w.cfg.Applier.(Backlogger)
 		if bl != nil {
 			for _, rt := range byTable {
-				rt.backlog = rt.state == change.StateCopying && rt.snap != nil
+				rt.backlog = rt.state == change.StateCopying
 			}
 			if err := w.drain(ctx, bl, byTable, emit, &events); err != nil {
 				return err
@@ -399,24 +399,31 @@ type tableRoute struct {
 	state change.TableState
 	snap  *change.Snapshot // the copy's snapshot, once published (kept after in-sync)
 	h     Handler
-	// backlog: the table is copying with its snapshot published and the applier keeps a
-	// backlog: the events wants keeps go to the backlog, not to the destination.
+	// backlog: the table is copying and the applier keeps a backlog: the events wants keeps
+	// go to the backlog, not to the destination.
 	backlog bool
 }
 
-// ErrCopyPending is returned for an event of a table whose initial copy has not published
-// its snapshot yet: whether the copy will hold the event is unknown, so the batch is rolled
-// back and retried (the copy publishes its snapshot right after taking it).
+// ErrCopyPending is returned, when the applier keeps no backlog, for an event of a table
+// whose copy has not published its snapshot yet: whether the copy will hold the event is
+// unknown, so the batch is rolled back and retried (the copy publishes its snapshot right
+// after taking it).
 var ErrCopyPending = errors.New("initial copy has not published its snapshot yet")
 
 // wants says whether the worker applies an event of the table in its current state.
 //
-// While a table is copying, its copy holds the destination's lock (TRUNCATE) from before
-// its snapshot until it commits: events of transactions the snapshot sees are in the copy and
-// skipped; the others are kept. Skipping them instead would lose the transactions that
-// commit during a long copy. Kept events go to the table's backlog when the applier keeps
-// one (tableRoute.backlog; applied by the first batch after the copy commits), else they are
+// While a table is copying, its copy holds the destination's lock from before its snapshot
+// until it commits: events of transactions the snapshot sees are in the copy and skipped; the
+// others are kept. Skipping them instead would lose the transactions that commit during a
+// long copy. Kept events go to the table's backlog when the applier keeps one
+// (tableRoute.backlog; applied by the first batch after the copy commits), else they are
 // applied and wait on that lock, landing after the copied rows (the whole batch waits).
+//
+// Before the snapshot is known (a copy about to publish it, or one that failed and waits for
+// its next attempt) events go to the backlog as they come: the drain filters the backlog by
+// the snapshot the copy finally publishes, and a copy that starts over deletes it. Without a
+// backlog the batch must wait (ErrCopyPending), and with it every other table of the
+// subscription.
 func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 	switch r.state {
 	case change.StateInSync:
@@ -425,6 +432,9 @@ func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 		return r.snap == nil || !inCopy(r.snap, ev), nil
 	}
 	if r.snap == nil {
+		if r.backlog {
+			return true, nil
+		}
 		return false, fmt.Errorf("table %s, event %d: %w", ev.Table, ev.ID, ErrCopyPending)
 	}
 	return !inCopy(r.snap, ev), nil

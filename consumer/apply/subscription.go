@@ -20,8 +20,8 @@ type Subscription struct {
 }
 
 // Subscribe records a subscription and its tables on the target, in one transaction. An
-// existing subscription keeps its position; the given routes replace the states of those
-// tables (other tables keep theirs). It reports whether the subscription was created.
+// existing subscription keeps its position; the given routes replace the states (and drop the
+// copy backlogs) of those tables (other tables keep theirs). It reports whether the subscription was created.
 func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []change.Route) (created bool, err error) {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		var id int32
@@ -37,6 +37,12 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 		}
 		for _, r := range routes {
 			if _, err := tx.Exec(ctx, `DELETE FROM skiff.table_state WHERE sub_id = $1 AND source_schema = $2 AND source_name = $3`,
+				id, r.Source.Schema, r.Source.Name); err != nil {
+				return err
+			}
+			// A copy backlog of the table's earlier state goes with it: a new copy holds its
+			// events, and --no-copy says the destination already does.
+			if _, err := tx.Exec(ctx, `DELETE FROM skiff.copy_backlog WHERE sub_id = $1 AND source_schema = $2 AND source_name = $3`,
 				id, r.Source.Schema, r.Source.Name); err != nil {
 				return err
 			}
