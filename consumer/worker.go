@@ -21,6 +21,8 @@ var ErrPositionLost = errors.New("position lost")
 const (
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
+	// DefaultHeartbeatEvery is well below skiff status's default stall threshold (30 s).
+	DefaultHeartbeatEvery = 10 * time.Second
 )
 
 // Config is what a Worker needs.
@@ -42,6 +44,9 @@ type Config struct {
 	Metrics *Metrics
 	// OnBatch, when set, is called after each batch is applied and finished (tests, progress).
 	OnBatch func(b change.Batch, events int)
+	// HeartbeatEvery is how often a worker waiting to retry a failed batch shows it is alive
+	// (Heartbeater); default DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
 }
 
 // Worker replays the batches of one subscription: NextBatch, check the target's position,
@@ -67,6 +72,9 @@ func NewWorker(cfg Config) (*Worker, error) {
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.HeartbeatEvery <= 0 {
+		cfg.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
@@ -112,16 +120,46 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff.String(), "error", err.Error())
 			w.record(hard, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !w.wait(ctx, hard, backoff) {
 			return nil
-		case <-t.C:
 		}
 		if !errors.Is(err, ErrCopyPending) {
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
 		}
+	}
+}
+
+// wait waits d before a retry, keeping the worker's heartbeat on the target (Heartbeater)
+// meanwhile: a worker in its retry backoff is alive, and status must not say otherwise. It
+// returns false when ctx ended.
+func (w *Worker) wait(ctx, hard context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	hb, _ := w.cfg.Applier.(Heartbeater)
+	var beat <-chan time.Time
+	if hb != nil {
+		tk := time.NewTicker(w.cfg.HeartbeatEvery)
+		defer tk.Stop()
+		beat = tk.C
+		w.heartbeat(hard, hb)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-beat:
+			w.heartbeat(hard, hb)
+		}
+	}
+}
+
+func (w *Worker) heartbeat(ctx context.Context, hb Heartbeater) {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := hb.Heartbeat(hctx); err != nil && ctx.Err() == nil {
+		w.log.Debug("cannot record the heartbeat on the target", "worker", w.cfg.Name, "error", err.Error())
 	}
 }
 

@@ -447,3 +447,36 @@ func TestWorkerBacklogsCopyWithoutSnapshot(t *testing.T) {
 	require.NoError(t, f.conn.QueryRow(ctx, `SELECT count(*) FROM skiff.copy_backlog`).Scan(&held))
 	require.Zero(t, held)
 }
+
+// TestWorkerHeartbeatInBackoff: a worker waiting a long backoff before it retries a failed
+// batch keeps its heartbeat on the target fresh: it is alive, and skiff status must not call
+// it "not running?".
+func TestWorkerHeartbeatInBackoff(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
+	ctx := context.Background()
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a,
+		MinBackoff: time.Hour, MaxBackoff: time.Hour, HeartbeatEvery: 50 * time.Millisecond})
+	require.NoError(t, err)
+	f.src.add(batch(10, 1, 2), ins(1, "1", "not an integer"))
+	rctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(rctx, context.Background()) }()
+	var failedAt time.Time
+	pgtest.Eventually(t, 30*time.Second, "the batch fails", func() bool {
+		var at *time.Time
+		require.NoError(t, f.conn.QueryRow(ctx, `SELECT last_error_at FROM skiff.subscription`).Scan(&at))
+		if at != nil {
+			failedAt = *at
+		}
+		return at != nil
+	})
+	pgtest.Eventually(t, 30*time.Second, "the heartbeat moves on during the backoff", func() bool {
+		var hb time.Time
+		require.NoError(t, f.conn.QueryRow(ctx, `SELECT heartbeat FROM skiff.subscription`).Scan(&hb))
+		return hb.Sub(failedAt) > 500*time.Millisecond
+	})
+	cancel()
+	require.NoError(t, <-errc)
+	require.Empty(t, f.src.done(), "the batch is not applied")
+}

@@ -112,8 +112,12 @@ var (
 	_ consumer.Source        = (*session)(nil)
 	_ consumer.Applier       = (*session)(nil)
 	_ consumer.ErrorRecorder = (*session)(nil)
+	_ consumer.Heartbeater   = (*session)(nil)
 	_ consumer.Source        = (*queue.Source)(nil)
 	_ consumer.Applier       = (*apply.Applier)(nil)
+	_ consumer.Backlogger    = (*apply.Applier)(nil)
+	_ consumer.Heartbeater   = (*apply.Applier)(nil)
+	_ consumer.ErrorRecorder = (*apply.Applier)(nil)
 )
 
 func (s *session) connect(ctx context.Context) error {
@@ -190,6 +194,13 @@ func (s *session) Routes(ctx context.Context) ([]change.Route, error) { return s
 
 func (s *session) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
 	return s.app.Apply(ctx, b, stream)
+}
+
+func (s *session) Heartbeat(ctx context.Context) error {
+	if s.app == nil || s.tgt == nil || s.tgt.IsClosed() {
+		return errors.New("not connected to the target")
+	}
+	return s.app.Heartbeat(ctx)
 }
 
 func (s *session) RecordError(ctx context.Context, err error) error {
