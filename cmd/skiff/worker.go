@@ -113,6 +113,7 @@ var (
 	_ consumer.Applier       = (*session)(nil)
 	_ consumer.ErrorRecorder = (*session)(nil)
 	_ consumer.Heartbeater   = (*session)(nil)
+	_ consumer.Backlogger    = (*session)(nil)
 	_ consumer.Source        = (*queue.Source)(nil)
 	_ consumer.Applier       = (*apply.Applier)(nil)
 	_ consumer.Backlogger    = (*apply.Applier)(nil)
@@ -194,6 +195,20 @@ func (s *session) Routes(ctx context.Context) ([]change.Route, error) { return s
 
 func (s *session) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
 	return s.app.Apply(ctx, b, stream)
+}
+
+// The copy backlog (consumer.Backlogger): called inside Apply's stream, where s.app is set.
+
+func (s *session) AppendBacklog(ctx context.Context, src change.Table, evs []change.Event) error {
+	return s.app.AppendBacklog(ctx, src, evs)
+}
+
+func (s *session) Backlogged(ctx context.Context) ([]change.Table, error) {
+	return s.app.Backlogged(ctx)
+}
+
+func (s *session) DrainBacklog(ctx context.Context, src change.Table, fn func([]change.Event) error) (int, error) {
+	return s.app.DrainBacklog(ctx, src, fn)
 }
 
 func (s *session) Heartbeat(ctx context.Context) error {

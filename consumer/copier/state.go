@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -130,6 +131,29 @@ func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
 		return t, err
 	})
 	if err != nil {
+		return nil, fmt.Errorf("tables to copy: %w", err)
+	}
+	return out, nil
+}
+
+// copyingSince returns when each table in state copying entered it (state_changed_at).
+func (s Subscription) copyingSince(ctx context.Context, conn db) (map[change.Table]time.Time, error) {
+	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, state_changed_at FROM skiff.table_state ts
+		WHERE `+subWhere+` AND ts.state = 'copying'`, s.Queue, s.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("tables to copy: %w", err)
+	}
+	defer rows.Close()
+	out := map[change.Table]time.Time{}
+	for rows.Next() {
+		var t change.Table
+		var at time.Time
+		if err := rows.Scan(&t.Schema, &t.Name, &at); err != nil {
+			return nil, fmt.Errorf("tables to copy: %w", err)
+		}
+		out[t] = at
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("tables to copy: %w", err)
 	}
 	return out, nil
