@@ -34,6 +34,9 @@ type WorkerCmd struct {
 	// CopyParallel: tables in state copying (resync, added tables, copies cut short by a
 	// crash) are copied by the worker's table manager (issue 5).
 	CopyParallel int `help:"Tables the worker copies at once (tables in state copying: resync, added tables)." default:"2"`
+	// CopyLockTimeout bounds a copy's wait for its destination's lock while the copy's
+	// barrier holds the subscription's batches back.
+	CopyLockTimeout time.Duration `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
 }
 
 // newRegistry returns the handlers a worker can use: the built-in ones and the custom
@@ -79,6 +82,7 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 			s.close()
 			return err
 		}
+		ccfg.LockTimeout = c.CopyLockTimeout
 		mgr := tableManager(ccfg, q, name, rt.Log.With("queue", q))
 		g.Go(func() error { return mgr.Run(ctx) })
 		g.Go(func() error {
