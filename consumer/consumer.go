@@ -67,6 +67,12 @@ type ErrorRecorder interface {
 	RecordError(ctx context.Context, err error) error
 }
 
+// Heartbeater is an optional ability of an Applier: show that the worker is alive (on the
+// target, where `skiff status` looks) while it waits to retry a failed batch.
+type Heartbeater interface {
+	Heartbeat(ctx context.Context) error
+}
+
 // Backlogger is an optional ability of an Applier: hold the events of a table being copied in
 // a backlog on the target instead of writing them to the destination, whose lock the copy
 // holds until it commits (writing them would make the whole batch, and every other table of

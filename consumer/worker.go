@@ -21,6 +21,8 @@ var ErrPositionLost = errors.New("position lost")
 const (
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
+	// DefaultHeartbeatEvery is well below skiff status's default stall threshold (30 s).
+	DefaultHeartbeatEvery = 10 * time.Second
 )
 
 // Config is what a Worker needs.
@@ -42,6 +44,9 @@ type Config struct {
 	Metrics *Metrics
 	// OnBatch, when set, is called after each batch is applied and finished (tests, progress).
 	OnBatch func(b change.Batch, events int)
+	// HeartbeatEvery is how often a worker waiting to retry a failed batch shows it is alive
+	// (Heartbeater); default DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
 }
 
 // Worker replays the batches of one subscription: NextBatch, check the target's position,
@@ -67,6 +72,9 @@ func NewWorker(cfg Config) (*Worker, error) {
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.HeartbeatEvery <= 0 {
+		cfg.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
@@ -112,16 +120,46 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff, "error", err.Error())
 			w.record(hard, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !w.wait(ctx, hard, backoff) {
 			return nil
-		case <-t.C:
 		}
 		if !errors.Is(err, ErrCopyPending) {
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
 		}
+	}
+}
+
+// wait waits d before a retry, keeping the worker's heartbeat on the target (Heartbeater)
+// meanwhile: a worker in its retry backoff is alive, and status must not say otherwise. It
+// returns false when ctx ended.
+func (w *Worker) wait(ctx, hard context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	hb, _ := w.cfg.Applier.(Heartbeater)
+	var beat <-chan time.Time
+	if hb != nil {
+		tk := time.NewTicker(w.cfg.HeartbeatEvery)
+		defer tk.Stop()
+		beat = tk.C
+		w.heartbeat(hard, hb)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-beat:
+			w.heartbeat(hard, hb)
+		}
+	}
+}
+
+func (w *Worker) heartbeat(ctx context.Context, hb Heartbeater) {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := hb.Heartbeat(hctx); err != nil && ctx.Err() == nil {
+		w.log.Debug("cannot record the heartbeat on the target", "worker", w.cfg.Name, "error", err.Error())
 	}
 }
 
@@ -175,7 +213,7 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		bl, _ := w.cfg.Applier.(Backlogger)
 		if bl != nil {
 			for _, rt := range byTable {
-				rt.backlog = rt.state == change.StateCopying && rt.snap != nil
+				rt.backlog = rt.state == change.StateCopying
 			}
 			if err := w.drain(ctx, bl, byTable, emit, &events); err != nil {
 				return err
@@ -396,24 +434,31 @@ type tableRoute struct {
 	state change.TableState
 	snap  *change.Snapshot // the copy's snapshot, once published (kept after in-sync)
 	h     Handler
-	// backlog: the table is copying with its snapshot published and the applier keeps a
-	// backlog: the events wants keeps go to the backlog, not to the destination.
+	// backlog: the table is copying and the applier keeps a backlog: the events wants keeps
+	// go to the backlog, not to the destination.
 	backlog bool
 }
 
-// ErrCopyPending is returned for an event of a table whose initial copy has not published
-// its snapshot yet: whether the copy will hold the event is unknown, so the batch is rolled
-// back and retried (the copy publishes its snapshot right after taking it).
+// ErrCopyPending is returned, when the applier keeps no backlog, for an event of a table
+// whose copy has not published its snapshot yet: whether the copy will hold the event is
+// unknown, so the batch is rolled back and retried (the copy publishes its snapshot right
+// after taking it).
 var ErrCopyPending = errors.New("initial copy has not published its snapshot yet")
 
 // wants says whether the worker applies an event of the table in its current state.
 //
-// While a table is copying, its copy holds the destination's lock (TRUNCATE) from before
-// its snapshot until it commits: events of transactions the snapshot sees are in the copy and
-// skipped; the others are kept. Skipping them instead would lose the transactions that
-// commit during a long copy. Kept events go to the table's backlog when the applier keeps
-// one (tableRoute.backlog; applied by the first batch after the copy commits), else they are
+// While a table is copying, its copy holds the destination's lock from before its snapshot
+// until it commits: events of transactions the snapshot sees are in the copy and skipped; the
+// others are kept. Skipping them instead would lose the transactions that commit during a
+// long copy. Kept events go to the table's backlog when the applier keeps one
+// (tableRoute.backlog; applied by the first batch after the copy commits), else they are
 // applied and wait on that lock, landing after the copied rows (the whole batch waits).
+//
+// Before the snapshot is known (a copy about to publish it, or one that failed and waits for
+// its next attempt) events go to the backlog as they come: the drain filters the backlog by
+// the snapshot the copy finally publishes, and a copy that starts over deletes it. Without a
+// backlog the batch must wait (ErrCopyPending), and with it every other table of the
+// subscription.
 func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 	switch r.state {
 	case change.StateInSync:
@@ -422,6 +467,9 @@ func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 		return r.snap == nil || !inCopy(r.snap, ev), nil
 	}
 	if r.snap == nil {
+		if r.backlog {
+			return true, nil
+		}
 		return false, fmt.Errorf("table %s, event %d: %w", ev.Table, ev.ID, ErrCopyPending)
 	}
 	return !inCopy(r.snap, ev), nil

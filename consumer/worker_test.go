@@ -409,3 +409,74 @@ func TestWorkerBacklogsTableBeingCopied(t *testing.T) {
 	require.NoError(t, f.conn.QueryRow(ctx, `SELECT count(*) FROM skiff.copy_backlog`).Scan(&held))
 	require.Zero(t, held)
 }
+
+// TestWorkerBacklogsCopyWithoutSnapshot: t is copying and no copy snapshot is known (its last
+// copy failed after the barrier cleared it; the next attempt is minutes away). The batches
+// must go on: the other table is applied, t's events go to its backlog. When a copy publishes
+// its snapshot and commits, the backlog is applied less what that snapshot sees.
+func TestWorkerBacklogsCopyWithoutSnapshot(t *testing.T) {
+	t.Parallel()
+	other := change.Table{Schema: "public", Name: "other"}
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE other (id int PRIMARY KEY, v text)`,
+		change.Route{Source: src, Dest: src, State: change.StateCopying},
+		change.Route{Source: other, Dest: other, State: change.StateInSync})
+	ctx := context.Background()
+	stop := f.run(t, nil)
+	inOther := func(id int64, k, v string) change.Event {
+		ev := ins(id, k, v)
+		ev.Table = other
+		return ev
+	}
+	f.src.add(batch(10, 1, 2), ins(50, "50", "the copy holds it"), inOther(51, "1", "a"), ins(102, "2", "after the copy's snapshot"))
+	f.finished(t, 10)
+	require.Equal(t, []string{"(1,a)"}, f.rows(t, "other"), "the other table replicates while t has no copy snapshot")
+	require.Empty(t, f.rows(t, "t"))
+	var held int
+	require.NoError(t, f.conn.QueryRow(ctx, `SELECT count(*) FROM skiff.copy_backlog`).Scan(&held))
+	require.Equal(t, 2, held)
+
+	// A copy under snapshot 100:105:102 commits (it holds event 50's row).
+	_, err := f.conn.Exec(ctx, `INSERT INTO t VALUES (50, 'the copy holds it');
+		UPDATE skiff.table_state SET state = 'catching-up', copy_snapshot = '100:105:102' WHERE source_name = 't'`)
+	require.NoError(t, err)
+	f.src.add(batch(11, 2, 3), inOther(300, "2", "b"))
+	f.finished(t, 10, 11)
+	require.NoError(t, stop())
+	require.Equal(t, []string{`(2,"after the copy's snapshot")`, `(50,"the copy holds it")`}, f.rows(t, "t"))
+	require.Equal(t, []string{"(1,a)", "(2,b)"}, f.rows(t, "other"))
+	require.NoError(t, f.conn.QueryRow(ctx, `SELECT count(*) FROM skiff.copy_backlog`).Scan(&held))
+	require.Zero(t, held)
+}
+
+// TestWorkerHeartbeatInBackoff: a worker waiting a long backoff before it retries a failed
+// batch keeps its heartbeat on the target fresh: it is alive, and skiff status must not call
+// it "not running?".
+func TestWorkerHeartbeatInBackoff(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
+	ctx := context.Background()
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a,
+		MinBackoff: time.Hour, MaxBackoff: time.Hour, HeartbeatEvery: 50 * time.Millisecond})
+	require.NoError(t, err)
+	f.src.add(batch(10, 1, 2), ins(1, "1", "not an integer"))
+	rctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(rctx, context.Background()) }()
+	var failedAt time.Time
+	pgtest.Eventually(t, 30*time.Second, "the batch fails", func() bool {
+		var at *time.Time
+		require.NoError(t, f.conn.QueryRow(ctx, `SELECT last_error_at FROM skiff.subscription`).Scan(&at))
+		if at != nil {
+			failedAt = *at
+		}
+		return at != nil
+	})
+	pgtest.Eventually(t, 30*time.Second, "the heartbeat moves on during the backoff", func() bool {
+		var hb time.Time
+		require.NoError(t, f.conn.QueryRow(ctx, `SELECT heartbeat FROM skiff.subscription`).Scan(&hb))
+		return hb.Sub(failedAt) > 500*time.Millisecond
+	})
+	cancel()
+	require.NoError(t, <-errc)
+	require.Empty(t, f.src.done(), "the batch is not applied")
+}

@@ -74,6 +74,7 @@ var newer = []struct {
 	{"COPY option list (9.0) / FREEZE (9.3)", regexp.MustCompile(`(?i)\bCOPY\b[^;]*\(\s*FORMAT\b|\bCOPY\b[^;]*\bFREEZE\b`)},
 	{"UNLOGGED / materialized views / event triggers (9.1/9.3)", regexp.MustCompile(`(?i)\bCREATE\s+(UNLOGGED|MATERIALIZED|EVENT\s+TRIGGER)\b`)},
 	{"TABLESAMPLE / GROUPING SETS (9.5)", regexp.MustCompile(`(?i)\bTABLESAMPLE\b|\bGROUPING\s+SETS\b`)},
+	{"lock_timeout (9.3)", regexp.MustCompile(`(?i)\block_timeout\b`)},
 	{"gen_random_uuid / starts_with (13/11)", regexp.MustCompile(`(?i)\bgen_random_uuid\s*\(|\bstarts_with\s*\(`)},
 }
 

@@ -48,7 +48,8 @@ type Report struct {
 	Queues []Queue `json:"queues"`
 	// LongTransactions lists provider transactions older than Config.LongTransaction.
 	LongTransactions []Transaction `json:"long_transactions"`
-	// Problems repeats every stall found below, one sentence each; empty when all is well.
+	// Problems repeats every stall found below, and every table whose copy fails, one
+	// sentence each; empty when all is well (skiff status exits 1 when it is not).
 	Problems []string `json:"problems"`
 }
 
@@ -125,6 +126,10 @@ type Table struct {
 	// CopyBacklog counts the table's events the worker set aside while its copy runs (they
 	// are applied, in order, once the copy has committed).
 	CopyBacklog int64 `json:"copy_backlog,omitempty"`
+	// CopyError is the error of the table's last failed copy (state copying: the worker's
+	// table manager copies it again later), "" when none; CopyErrorAt is when it failed.
+	CopyError   string     `json:"copy_error,omitempty"`
+	CopyErrorAt *time.Time `json:"copy_error_at,omitempty"`
 }
 
 // Transaction is a long-running provider transaction.
@@ -212,6 +217,15 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 			if c.Stall != "" {
 				r.Problems = append(r.Problems, fmt.Sprintf("queue %s, consumer %s: %s", q.Name, c.Name, c.Stall))
 			}
+			if c.Subscription == nil {
+				continue
+			}
+			for _, t := range c.Subscription.Tables {
+				if t.CopyError != "" {
+					r.Problems = append(r.Problems, fmt.Sprintf("queue %s, consumer %s: copy of table %s failing (the worker copies it again): %s",
+						q.Name, c.Name, t.Source, t.CopyError))
+				}
+			}
 		}
 	}
 	return r, nil
@@ -242,9 +256,13 @@ func consumerStall(c Consumer, q *Queue, long []Transaction, cfg Config, now tim
 	var why []string
 	sub := c.Subscription
 	switch {
-	case sub != nil && sub.Heartbeat != nil && behind && now.Sub(*sub.Heartbeat) > cfg.StallAfter:
-		why = append(why, fmt.Sprintf("worker not seen for %s (last heartbeat from %s): worker not running?",
-			now.Sub(*sub.Heartbeat).Round(time.Second), orUnknown(sub.Worker)))
+	case sub != nil && sub.Heartbeat != nil:
+		// The worker's heartbeat on the target is the better sign of life: a worker waiting to
+		// retry a failed batch keeps it while it asks the provider for nothing.
+		if behind && now.Sub(*sub.Heartbeat) > cfg.StallAfter {
+			why = append(why, fmt.Sprintf("worker not seen for %s (last heartbeat from %s): worker not running?",
+				now.Sub(*sub.Heartbeat).Round(time.Second), orUnknown(sub.Worker)))
+		}
 	case behind && c.LastSeenSeconds > cfg.StallAfter.Seconds():
 		why = append(why, fmt.Sprintf("consumer not seen on the provider for %s: worker not running?", secs(c.LastSeenSeconds)))
 	}
@@ -365,6 +383,10 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 	if err != nil {
 		return nil, err
 	}
+	hasCopyError, err := hasColumn(ctx, conn, "table_state", "copy_error")
+	if err != nil {
+		return nil, err
+	}
 	rows, err := conn.Query(ctx, `SELECT sub_id, queue, consumer, coalesce(tick, 0), coalesce(last_batch_id, 0),
 		batches_applied, events_applied, applied_at, coalesce(last_error, ''), last_error_at, heartbeat, coalesce(worker, '')
 		FROM skiff.subscription ORDER BY queue, consumer`)
@@ -396,8 +418,13 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 		backlog = `(SELECT count(*) FROM skiff.copy_backlog b
 			WHERE b.sub_id = ts.sub_id AND b.source_schema = ts.source_schema AND b.source_name = ts.source_name)`
 	}
+	copyError := "'', NULL::timestamptz" // target schema before version 4
+	if hasCopyError {
+		copyError = "coalesce(copy_error, ''), copy_error_at"
+	}
 	rows, err = conn.Query(ctx, `SELECT sub_id, quote_ident(source_schema) || '.' || quote_ident(source_name),
-		quote_ident(dest_schema) || '.' || quote_ident(dest_name), state, state_changed_at, coalesce(copy_snapshot, ''), `+progress+`, `+backlog+`
+		quote_ident(dest_schema) || '.' || quote_ident(dest_name), state, state_changed_at, coalesce(copy_snapshot, ''), `+progress+`, `+backlog+`,
+		`+copyError+`
 		FROM skiff.table_state ts ORDER BY sub_id, source_schema, source_name`)
 	if err != nil {
 		return nil, fmt.Errorf("read table states: %w", err)
@@ -406,7 +433,8 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 	for rows.Next() {
 		var id int32
 		var t Table
-		if err := rows.Scan(&id, &t.Source, &t.Dest, &t.State, &t.Since, &t.CopySnapshot, &t.CopyRows, &t.CopyBytes, &t.CopyBacklog); err != nil {
+		if err := rows.Scan(&id, &t.Source, &t.Dest, &t.State, &t.Since, &t.CopySnapshot, &t.CopyRows, &t.CopyBytes, &t.CopyBacklog,
+			&t.CopyError, &t.CopyErrorAt); err != nil {
 			return nil, fmt.Errorf("read table states: %w", err)
 		}
 		if s := byID[id]; s != nil {

@@ -160,3 +160,62 @@ func TestNoSchema(t *testing.T) {
 	_, err = status.Collect(context.Background(), status.Config{Provider: cfg})
 	require.ErrorContains(t, err, "run skiff init provider")
 }
+
+// TestWorkerInBackoffIsAlive: a worker waiting to retry a failed batch asks the provider for
+// nothing, but keeps its heartbeat on the target: status reports the failure, not a worker
+// that is not running.
+func TestWorkerInBackoffIsAlive(t *testing.T) {
+	t.Parallel()
+	pcfg, tcfg, prov := setup(t, "")
+	ctx := context.Background()
+	_, err := prov.Exec(ctx, `INSERT INTO "Odd Table" VALUES (1, 'x')`)
+	require.NoError(t, err)
+	_, err = queue.ForceTick(ctx, prov, "main") // the consumer is now behind
+	require.NoError(t, err)
+	tconn := pgtest.Connect(t, tcfg.ConnString())
+	cfg := status.Config{Provider: pcfg, Target: tcfg, StallAfter: 500 * time.Millisecond, LongTransaction: time.Hour}
+	var r *status.Report
+	pgtest.Eventually(t, 30*time.Second, "the provider has not seen the consumer for longer than StallAfter", func() bool {
+		_, err = tconn.Exec(ctx, `UPDATE skiff.subscription SET last_error = 'table "Odd Table": boom', last_error_at = now(),
+			heartbeat = now(), worker = 'host:42'`)
+		require.NoError(t, err)
+		r, err = status.Collect(ctx, cfg)
+		require.NoError(t, err)
+		return r.Queues[0].Consumers[0].LastSeenSeconds > 1
+	})
+	c := r.Queues[0].Consumers[0]
+	require.Contains(t, c.Stall, "failing: table \"Odd Table\": boom")
+	require.NotContains(t, c.Stall, "not running")
+	require.NotContains(t, c.Stall, "not seen")
+}
+
+// TestCopyErrorIsAProblem: a table whose copy failed is listed as a problem, with the table
+// and the error, in the text and the JSON.
+func TestCopyErrorIsAProblem(t *testing.T) {
+	t.Parallel()
+	pcfg, tcfg, prov := setup(t, "")
+	ctx := context.Background()
+	_, err := queue.ForceTick(ctx, prov, "main")
+	require.NoError(t, err)
+	tconn := pgtest.Connect(t, tcfg.ConnString())
+	_, err = tconn.Exec(ctx, `UPDATE skiff.table_state SET copy_error = 'target: COPY "public"."Odd Table" ("id", "v") FROM STDIN: invalid input syntax for type integer', copy_error_at = now()`)
+	require.NoError(t, err)
+	r, err := status.Collect(ctx, status.Config{Provider: pcfg, Target: tcfg, StallAfter: time.Hour, LongTransaction: time.Hour})
+	require.NoError(t, err)
+	require.Len(t, r.Problems, 1)
+	require.Contains(t, r.Problems[0], `copy of table public."Odd Table" failing`)
+	require.Contains(t, r.Problems[0], "invalid input syntax for type integer")
+	tb := r.Queues[0].Consumers[0].Subscription.Tables[0]
+	require.Equal(t, "copying", tb.State)
+	require.Contains(t, tb.CopyError, "invalid input syntax")
+	require.NotNil(t, tb.CopyErrorAt)
+	js, err := json.Marshal(r)
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"copy_error":"target: COPY`)
+	require.Contains(t, string(js), `"copy_error_at":`)
+	var text bytes.Buffer
+	require.NoError(t, status.Text(&text, r))
+	require.Contains(t, text.String(), "! copy failed at ")
+	require.Contains(t, text.String(), "problems:")
+	require.Contains(t, text.String(), "invalid input syntax for type integer")
+}

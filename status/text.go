@@ -58,7 +58,7 @@ func Text(w io.Writer, r *Report) error {
 				if s.LastErrorAt != nil {
 					at = " at " + s.LastErrorAt.UTC().Format(time.RFC3339)
 				}
-				p("    last error%s: %s\n", at, oneLine(s.LastError))
+				p("    last error%s: %s\n", at, oneLine(s.LastError, 600))
 			}
 			for _, t := range s.Tables {
 				name := t.Source
@@ -76,28 +76,37 @@ func Text(w io.Writer, r *Report) error {
 					extra += fmt.Sprintf("%d events waiting for the copy", t.CopyBacklog)
 				}
 				p("    %s\t%s since %s\t%s\n", name, t.State, t.Since.UTC().Format(time.RFC3339), extra)
+				if t.CopyError != "" {
+					at := ""
+					if t.CopyErrorAt != nil {
+						at = " at " + t.CopyErrorAt.UTC().Format(time.RFC3339)
+					}
+					p("      ! copy failed%s (the worker copies it again): %s\n", at, oneLine(t.CopyError, 600))
+				}
 			}
 		}
 	}
 	if len(r.LongTransactions) > 0 {
 		p("\nlong provider transactions (hold back event table rotation):\n")
 		for _, t := range r.LongTransactions {
-			p("  pid %d\t%s@%s\t%s old\t%s\txmin %s\t%s\n", t.PID, t.User, t.Database, secs(t.AgeSeconds), t.State, t.XMin, oneLine(t.Query))
+			p("  pid %d\t%s@%s\t%s old\t%s\txmin %s\t%s\n", t.PID, t.User, t.Database, secs(t.AgeSeconds), t.State, t.XMin, oneLine(t.Query, 160))
 		}
 	}
 	if len(r.Problems) > 0 {
 		p("\nproblems:\n")
 		for _, s := range r.Problems {
-			p("  - %s\n", oneLine(s))
+			p("  - %s\n", oneLine(s, 800))
 		}
 	}
 	return tw.Flush()
 }
 
-func oneLine(s string) string {
+// oneLine puts s on one line of at most max runes (errors end with their cause: keep
+// enough of them).
+func oneLine(s string, max int) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > 160 {
-		return string(r[:159]) + "…"
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-1]) + "…"
 	}
 	return s
 }

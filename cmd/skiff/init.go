@@ -13,9 +13,10 @@ import (
 	"github.com/skiffdb/skiff/queue"
 )
 
-// identityVersion is the target schema version that gives a target its identity
-// (skiff.target), which default consumer names come from.
-const identityVersion = 4
+// identityVersion is the target schema version subscribe, resync and the worker need: 4 gives
+// a target its identity (skiff.target), which default consumer names come from; 5 records a
+// failed copy's error (table_state.copy_error).
+const identityVersion = 5
 
 // requireSchema checks that the database conn is connected to has skiff's schema of a role,
 // or says how to install it.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,15 +22,16 @@ import (
 // SubscribeCmd is `skiff subscribe`: register a consumer of a queue on the provider, record
 // the subscription and its table mapping on the target.
 type SubscribeCmd struct {
-	Provider      string            `help:"Provider database: libpq connection string or URI." required:""`
-	Target        string            `help:"Target database: libpq connection string or URI." required:""`
-	Queue         string            `help:"Queue (table group) to subscribe to." required:""`
-	Table         []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name, as SQL writes them: unquoted parts fold to lower case, \"Quoted\" parts are exact, a name without schema follows the search_path of the provider for TABLE, of the target for DEST; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
-	Handler       map[string]string `help:"Custom handler of a table, as TABLE=NAME (a handler registered in the worker, e.g. columns, filter)." mapsep:"none"`
-	HandlerConfig map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
-	NoCopy        bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
-	Consumer      string            `help:"Consumer name on the provider (default: the one of the queue's subscription on the target if there is one, else skiff@<target database>/<target id>, the same however the target's URL is spelt)."`
-	CopyParallel  int               `help:"Tables copied at once by the initial copy." default:"2"`
+	Provider        string            `help:"Provider database: libpq connection string or URI." required:""`
+	Target          string            `help:"Target database: libpq connection string or URI." required:""`
+	Queue           string            `help:"Queue (table group) to subscribe to." required:""`
+	Table           []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name, as SQL writes them: unquoted parts fold to lower case, \"Quoted\" parts are exact, a name without schema follows the search_path of the provider for TABLE, of the target for DEST; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
+	Handler         map[string]string `help:"Custom handler of a table, as TABLE=NAME (a handler registered in the worker, e.g. columns, filter)." mapsep:"none"`
+	HandlerConfig   map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
+	NoCopy          bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
+	Consumer        string            `help:"Consumer name on the provider (default: the one of the queue's subscription on the target if there is one, else skiff@<target database>/<target id>, the same however the target's URL is spelt)."`
+	CopyParallel    int               `help:"Tables copied at once by the initial copy." default:"2"`
+	CopyLockTimeout time.Duration     `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
 }
 
 // legacyConsumer is the consumer name skiff derived from the target's connection string
@@ -191,6 +193,7 @@ func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, r
 	if err != nil {
 		return err
 	}
+	cfg.LockTimeout = c.CopyLockTimeout
 	res, err := copyRoutes(ctx, cfg, copier.Subscription{Queue: c.Queue, Consumer: consumer}, routes)
 	if err != nil && len(res) == 0 {
 		return err

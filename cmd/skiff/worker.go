@@ -35,6 +35,9 @@ type WorkerCmd struct {
 	// CopyParallel: tables in state copying (resync, added tables, copies cut short by a
 	// crash) are copied by the worker's table manager (issue 5).
 	CopyParallel int `help:"Tables the worker copies at once (tables in state copying: resync, added tables)." default:"2"`
+	// CopyLockTimeout bounds a copy's wait for its destination's lock while the copy's
+	// barrier holds the subscription's batches back.
+	CopyLockTimeout time.Duration `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
 }
 
 // newRegistry returns the handlers a worker can use: the built-in ones and the custom
@@ -84,6 +87,7 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 			s.close()
 			return err
 		}
+		ccfg.LockTimeout = c.CopyLockTimeout
 		mgr := tableManager(ccfg, q, name, log)
 		g.Go(func() error { return mgr.Run(ctx) })
 		g.Go(func() error {
@@ -151,8 +155,13 @@ var (
 	_ consumer.Source        = (*session)(nil)
 	_ consumer.Applier       = (*session)(nil)
 	_ consumer.ErrorRecorder = (*session)(nil)
+	_ consumer.Heartbeater   = (*session)(nil)
+	_ consumer.Backlogger    = (*session)(nil)
 	_ consumer.Source        = (*queue.Source)(nil)
 	_ consumer.Applier       = (*apply.Applier)(nil)
+	_ consumer.Backlogger    = (*apply.Applier)(nil)
+	_ consumer.Heartbeater   = (*apply.Applier)(nil)
+	_ consumer.ErrorRecorder = (*apply.Applier)(nil)
 )
 
 func (s *session) connect(ctx context.Context) error {
@@ -235,6 +244,27 @@ func (s *session) Routes(ctx context.Context) ([]change.Route, error) { return s
 
 func (s *session) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
 	return s.app.Apply(ctx, b, stream)
+}
+
+// The copy backlog (consumer.Backlogger): called inside Apply's stream, where s.app is set.
+
+func (s *session) AppendBacklog(ctx context.Context, src change.Table, evs []change.Event) error {
+	return s.app.AppendBacklog(ctx, src, evs)
+}
+
+func (s *session) Backlogged(ctx context.Context) ([]change.Table, error) {
+	return s.app.Backlogged(ctx)
+}
+
+func (s *session) DrainBacklog(ctx context.Context, src change.Table, fn func([]change.Event) error) (int, error) {
+	return s.app.DrainBacklog(ctx, src, fn)
+}
+
+func (s *session) Heartbeat(ctx context.Context) error {
+	if s.app == nil || s.tgt == nil || s.tgt.IsClosed() {
+		return errors.New("not connected to the target")
+	}
+	return s.app.Heartbeat(ctx)
 }
 
 func (s *session) RecordError(ctx context.Context, err error) error {

@@ -291,6 +291,15 @@ func (a *Applier) Routes(ctx context.Context) ([]change.Route, error) {
 	return out, nil
 }
 
+// Heartbeat records that the worker is alive (skiff.subscription.heartbeat), e.g. while it
+// waits to retry a failed batch.
+func (a *Applier) Heartbeat(ctx context.Context) error {
+	if _, err := a.conn.Exec(ctx, `UPDATE skiff.subscription SET heartbeat = now() WHERE sub_id = $1`, a.subID); err != nil {
+		return fmt.Errorf("heartbeat of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
+	}
+	return nil
+}
+
 // RecordError keeps err as the subscription's last error (shown by skiff status).
 func (a *Applier) RecordError(ctx context.Context, err error) error {
 	_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now() WHERE sub_id = $1`,

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/change"
@@ -81,4 +82,25 @@ func testBacklogRoundTrip(t *testing.T, ver string) {
 	var left int
 	require.NoError(t, tg.conn.QueryRow(ctx, `SELECT count(*) FROM skiff.copy_backlog`).Scan(&left))
 	require.Zero(t, left)
+}
+
+// TestSubscribeDropsBacklog: subscribing a table again (with a new copy, or --no-copy: the
+// destination holds the rows) drops the backlog its earlier state collected; other tables'
+// backlogs stay.
+func TestSubscribeDropsBacklog(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tg := newTarget(t, "", ddl)
+	a := change.Table{Schema: "public", Name: "a"}
+	_, err := tg.conn.Exec(ctx, `INSERT INTO skiff.copy_backlog (sub_id, source_schema, source_name, event_id, txid, op, dest_schema, dest_name)
+		SELECT sub_id, 'public', n, 1, 1, 'T', 'public', n FROM skiff.subscription, (VALUES ('a'), ('b')) AS v (n)`)
+	require.NoError(t, err)
+	_, err = Subscribe(ctx, tg.conn, Subscription{Queue: "q", Consumer: "c", Provider: "p"},
+		[]change.Route{{Source: a, Dest: a, State: change.StateInSync}})
+	require.NoError(t, err)
+	rows, err := tg.conn.Query(ctx, `SELECT source_name FROM skiff.copy_backlog`)
+	require.NoError(t, err)
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"b"}, left)
 }

@@ -86,6 +86,12 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 			case !errors.Is(err, pgx.ErrNoRows):
 				return err
 			}
+			// A copy backlog of the table's earlier state goes with it: a new copy holds its
+			// events, and --no-copy says the destination already does.
+			if _, err := tx.Exec(ctx, `DELETE FROM skiff.copy_backlog WHERE sub_id = $1 AND source_schema = $2 AND source_name = $3`,
+				id, r.Source.Schema, r.Source.Name); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, `INSERT INTO skiff.table_state
 				(sub_id, source_schema, source_name, dest_schema, dest_name, state, handler, handler_config, copy_snapshot)
 				VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), NULLIF($8, ''), NULLIF($9, ''))`,

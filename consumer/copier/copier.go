@@ -7,8 +7,12 @@
 // on; the worker's per-table filter itself is consumer.tableRoute.wants.
 //
 // The copy of one table:
-//  1. target: BEGIN; Hooks.Barrier (no worker batch in flight); TRUNCATE the destination (its
-//     lock makes concurrent writes to it wait until the copy commits); release the barrier;
+//  1. target: BEGIN (session_replication_role = replica when the role may: the destination's
+//     triggers and foreign keys do not fire); Hooks.Barrier (no worker batch in flight); LOCK
+//     the destination against writers (until the copy commits), waiting at most
+//     Config.LockTimeout; release the barrier; TRUNCATE the destination, or DELETE its rows
+//     when other tables' foreign keys reference it (TRUNCATE refuses such a table; the
+//     DELETE, as replica, leaves the referencing rows alone);
 //  2. provider: BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1), READ ONLY;
 //     the snapshot is txid_current_snapshot(), the one the copy reads under;
 //  3. Hooks.Snapshot publishes it (the caller records it on the target, in its own transaction);
@@ -35,6 +39,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/handlers"
@@ -62,18 +67,23 @@ func (t Table) String() string {
 // Hooks let the caller record a table's progress on the target without the copier knowing the
 // target schema. Both may be nil.
 type Hooks struct {
-	// Barrier is called before the destination is truncated; the copy calls release right
-	// after TRUNCATE holds the destination's lock (or when it gives up). The subscription's
+	// Barrier is called before the destination is locked and emptied; the copy calls
+	// release right after the lock is granted (or when it gives up). The subscription's
 	// barrier waits for the worker's batch in flight and holds the next ones back until
 	// release, so that no batch that read the table's state before the copy writes to the
-	// destination after it; it also clears a stale snapshot of an earlier, failed copy.
-	Barrier func(ctx context.Context, t Table) (release func(), err error)
+	// destination after it; it also clears a stale snapshot of an earlier, failed copy. An
+	// error of release (the barrier's changes did not commit) fails the copy.
+	Barrier func(ctx context.Context, t Table) (release func() error, err error)
 	// Snapshot is called once the provider snapshot of a table's copy is taken, before any row
 	// is read. It must record it durably (its own target transaction) before returning.
 	Snapshot func(ctx context.Context, t Table, snap Snapshot) error
 	// Copied is called in the target transaction that holds the copied rows, just before it
 	// commits; an error rolls the copy back.
 	Copied func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error
+	// Failed is called when a table's copy fails (not when another process copies it, its
+	// state changed under it, or ctx ended), so that the caller can record the error where
+	// `skiff status` shows it; its own error is logged.
+	Failed func(ctx context.Context, t Table, err error) error
 	// Progress is called every Config.ProgressEvery while a table's rows flow, from a
 	// goroutine of the copy; an error is logged and the copy goes on.
 	Progress func(ctx context.Context, t Table, rows, bytes int64) error
@@ -101,6 +111,11 @@ type Config struct {
 	// LockClass) the copy of a table holds on the target: a table another process is copying
 	// is left alone (its result is ErrBusy).
 	LockKey func(Table) int32
+	// LockTimeout bounds the wait for the destination's lock before it is emptied, while the
+	// barrier holds the subscription's batches back (so one long reader of a destination
+	// cannot stall every table of the subscription); the copy then fails, naming the lock's
+	// holders, and is tried again later. 0 means DefaultLockTimeout.
+	LockTimeout time.Duration
 	// Capture, when set, returns how the queue captures a table (queue.Tables): its row
 	// filter and key, read on prov, again inside the copy's snapshot. The copy then holds only
 	// the rows the capture trigger would queue, and its handlers see the key events carry.
@@ -183,8 +198,13 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		res.Rows, res.Bytes = st.rows.Load(), st.bytes.Load()
 		st.finish(res.Err)
 		if res.Err != nil {
-			if !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, ErrBusy) && !errors.Is(res.Err, ErrNotCopying) {
+			if !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, ErrBusy) && !errors.Is(res.Err, ErrNotCopying) && ctx.Err() == nil {
 				log.Error("copy failed", "err", res.Err.Error())
+				if cfg.Hooks.Failed != nil {
+					if err := cfg.Hooks.Failed(ctx, t, res.Err); err != nil {
+						log.Warn("cannot record the copy's error on the target", "error", err.Error())
+					}
+				}
 			}
 			return
 		}
@@ -235,35 +255,40 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		schemaOf(t.Source), t.Source.Name).Scan(&estimate)
 	st.estimate.Store(max(int64(estimate), 0)) // -1: never analyzed
 
-	// 1. Target transaction; TRUNCATE's lock holds off writes to the destination until commit.
+	// 1. Target transaction. Emptying the destination takes a lock that holds off writes to
+	// it until commit.
+	// As the worker's applier: no user triggers or foreign-key checks on the copied rows when
+	// the role may (they hold the provider's already-checked rows, in any table order).
+	replica, err := mayReplica(ctx, tgt)
+	if err != nil {
+		res.Err = fmt.Errorf("target: %w", err)
+		return
+	}
+	refs, err := referencedBy(ctx, tgt, p.dest)
+	if err != nil {
+		res.Err = fmt.Errorf("target: %w", err)
+		return
+	}
+	if len(refs) > 0 && !replica {
+		res.Err = fmt.Errorf("target: %w", &ReferencedError{Table: p.dest, Keys: refs, Role: tgt.Config().User})
+		return
+	}
+	if !replica {
+		log.Warn("the target role may not SET session_replication_role: the destination's triggers and foreign keys fire during the copy; connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this")
+	}
 	ttx, err := tgt.Begin(ctx)
 	if err != nil {
 		res.Err = fmt.Errorf("target: begin: %w", err)
 		return
 	}
 	defer func() { _ = ttx.Rollback(context.WithoutCancel(ctx)) }()
-	// As the worker's applier: no user triggers or foreign-key checks on the copied rows when
-	// the role may (they hold the provider's already-checked rows, in any table order).
-	if replica, err := mayReplica(ctx, tgt); err != nil {
-		res.Err = fmt.Errorf("target: %w", err)
-		return
-	} else if replica {
+	if replica {
 		if _, err := ttx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
 			res.Err = fmt.Errorf("target: %w", err)
 			return
 		}
 	}
-	release := func() {}
-	if cfg.Hooks.Barrier != nil {
-		if release, err = cfg.Hooks.Barrier(ctx, t); err != nil {
-			res.Err = fmt.Errorf("target: %w", err)
-			return
-		}
-	}
-	_, err = pg.Exec(ctx, ttx.Conn().PgConn(), "TRUNCATE "+p.dest.String())
-	release()
-	if err != nil {
-		res.Err = fmt.Errorf("target: truncate %s: %w", p.dest, err)
+	if res.Err = empty(ctx, cfg, tgt, ttx, t, p.dest, refs); res.Err != nil {
 		return
 	}
 
@@ -333,6 +358,12 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 	}
 	stopProgress()
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if !replica && errors.As(err, &pgErr) && pgErr.Code == "23503" {
+			err = fmt.Errorf("%w (the copy checks the destination's foreign keys because role %s may not SET session_replication_role: "+
+				"connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO %s)",
+				err, tgt.Config().User, tgt.Config().User)
+		}
 		res.Err = err
 		return
 	}
@@ -511,4 +542,128 @@ func (p *tableProgress) finish(err error) {
 	if s := p.started.Load(); s != 0 {
 		p.elapsed = time.Since(time.Unix(0, s))
 	}
+}
+
+// DefaultLockTimeout is how long a copy waits for its destination's lock by default
+// (Config.LockTimeout).
+const DefaultLockTimeout = 5 * time.Second
+
+// ForeignKey is a foreign key of Table (the referencing side).
+type ForeignKey struct {
+	Name  string
+	Table change.Table
+}
+
+// ReferencedError says a destination cannot be emptied for its copy: other tables' foreign
+// keys reference it, and the target role may not SET session_replication_role. TRUNCATE
+// refuses a referenced table whatever that setting says, and a DELETE outside replica role
+// would run the keys' checks and ON DELETE actions (a CASCADE would empty the referencing
+// tables too).
+type ReferencedError struct {
+	Table change.Table
+	Keys  []ForeignKey // the referencing keys, at least one
+	Role  string       // the target role
+}
+
+func (e *ReferencedError) Error() string {
+	k := e.Keys[0]
+	more := ""
+	if len(e.Keys) > 1 {
+		more = fmt.Sprintf(" (and %d more)", len(e.Keys)-1)
+	}
+	return fmt.Sprintf("cannot empty %s for its copy: foreign key %s of table %s references it%s; "+
+		"TRUNCATE refuses such a table and a DELETE would check or cascade into %s, so skiff deletes under session_replication_role = replica, "+
+		"which role %s may not set: connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO %s",
+		e.Table, change.QuoteIdent(k.Name), k.Table, more, k.Table, change.QuoteIdent(e.Role), change.QuoteIdent(e.Role))
+}
+
+// referencedBy lists the foreign keys of other tables that reference table t on conn.
+func referencedBy(ctx context.Context, conn *pgx.Conn, t change.Table) ([]ForeignKey, error) {
+	rows, err := conn.Query(ctx, `SELECT c.conname::text, n.nspname::text, r.relname::text
+		FROM pg_catalog.pg_constraint c
+		JOIN pg_catalog.pg_class r ON r.oid = c.conrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+		WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
+		  AND c.confrelid = (SELECT d.oid FROM pg_catalog.pg_class d JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace
+			WHERE dn.nspname = $1 AND d.relname = $2)
+		ORDER BY 2, 3, 1`, schemaOf(t), t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("foreign keys referencing %s: %w", t, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ForeignKey, error) {
+		var k ForeignKey
+		err := r.Scan(&k.Name, &k.Table.Schema, &k.Table.Name)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("foreign keys referencing %s: %w", t, err)
+	}
+	return out, nil
+}
+
+// empty empties the destination in the copy's target transaction ttx. Inside the barrier it
+// only locks the destination against writers (LOCK TABLE, waiting at most cfg.LockTimeout:
+// the barrier holds the subscription's batches back meanwhile, so one long reader of the
+// destination must not stall every table of the subscription; a timeout names the sessions
+// holding the lock), then releases the barrier: from then on the lock keeps every writer off
+// until the copy commits. Then it runs TRUNCATE, or DELETE when refs (other tables' foreign
+// keys) reference the destination: TRUNCATE refuses a referenced table whatever
+// session_replication_role says; the DELETE runs as replica (the caller checked), so neither
+// the keys' checks nor their ON DELETE actions fire and the referencing rows stay as they are.
+func empty(ctx context.Context, cfg Config, tgt *pgx.Conn, ttx pgx.Tx, t Table, dest change.Table, refs []ForeignKey) error {
+	stmt, mode := "TRUNCATE "+dest.String(), "ACCESS EXCLUSIVE"
+	if len(refs) > 0 {
+		// EXCLUSIVE keeps writers off (the worker's too) and lets readers read the old rows
+		// until the copy commits.
+		stmt, mode = "DELETE FROM "+dest.String(), "EXCLUSIVE"
+	}
+	timeout := cfg.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	setting := "lock_timeout"
+	if pg.ServerVersion(tgt) < 90300 {
+		setting = "statement_timeout" // no lock_timeout before 9.3; LOCK TABLE only waits
+	}
+	if _, err := pg.Exec(ctx, ttx.Conn().PgConn(), fmt.Sprintf("SET LOCAL %s = %d", setting, max(timeout.Milliseconds(), 1))); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	release := func() error { return nil }
+	if cfg.Hooks.Barrier != nil {
+		var err error
+		if release, err = cfg.Hooks.Barrier(ctx, t); err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+	}
+	lock := "LOCK TABLE " + dest.String() + " IN " + mode + " MODE"
+	_, err := pg.Exec(ctx, ttx.Conn().PgConn(), lock)
+	// Locked (or given up): the worker's batches may go on.
+	if rerr := release(); rerr != nil && err == nil {
+		return fmt.Errorf("target: %w", rerr)
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "57014") && ctx.Err() == nil {
+			_ = ttx.Rollback(ctx)
+			held := "a session that has ended since"
+			if hs, herr := pg.RelationLockHolders(ctx, tgt, schemaOf(dest), dest.Name); herr != nil {
+				held = herr.Error()
+			} else if len(hs) > 0 {
+				names := make([]string, len(hs))
+				for i, h := range hs {
+					names[i] = h.String()
+				}
+				held = strings.Join(names, "; ")
+			}
+			return fmt.Errorf("target: %s: not granted within %s (the lock timeout, during which the subscription's batches wait), held by %s: %w",
+				lock, timeout, held, err)
+		}
+		return fmt.Errorf("target: %s: %w", lock, err)
+	}
+	for _, sql := range []string{"SET LOCAL " + setting + " TO DEFAULT", stmt} {
+		if _, err := pg.Exec(ctx, ttx.Conn().PgConn(), sql); err != nil {
+			return fmt.Errorf("target: %s: %w", sql, err)
+		}
+	}
+	return nil
 }

@@ -39,7 +39,8 @@ type Manager struct {
 
 // Run looks after the subscription's tables until ctx ends. Errors are logged and retried at
 // the next interval (a table whose copy failed waits 10 s, doubling up to 5 min, before it is
-// copied again); Run returns nil when ctx ends, after the copies in hand were rolled back.
+// copied again, unless it is set to copying anew meanwhile: skiff table resync copies it at
+// once); Run returns nil when ctx ends, after the copies in hand were rolled back.
 func (m *Manager) Run(ctx context.Context) error {
 	if m.Interval <= 0 {
 		m.Interval = 2 * time.Second
@@ -96,14 +97,19 @@ type managerRun struct {
 }
 
 type retryAt struct {
-	at   time.Time
-	wait time.Duration
+	at    time.Time
+	wait  time.Duration
+	since time.Time // the table's state_changed_at when its copy failed
 }
 
 // step starts copies of the tables in state copying that no copy of ours is running, moves
 // the sequences forward, and promotes caught-up tables.
 func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error {
 	tables, err := m.Sub.ToCopy(ctx, conn)
+	if err != nil {
+		return err
+	}
+	since, err := m.Sub.copyingSince(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -116,9 +122,15 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 	now := time.Now()
 	r.mu.Lock()
 	for _, t := range tables {
+		if rt, ok := r.retry[t.Source]; ok && !rt.since.Equal(since[t.Source]) {
+			// Set to copying again since it failed (skiff table resync, e.g. after the
+			// target was fixed): copy it now.
+			delete(r.retry, t.Source)
+		}
 		if r.running[t.Source] || now.Before(r.retry[t.Source].at) {
 			continue
 		}
+		failedSince := since[t.Source]
 		r.running[t.Source] = true
 		r.wg.Add(1)
 		go func() {
@@ -143,6 +155,7 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 				next := r.retry[t.Source]
 				next.wait = min(max(2*next.wait, 10*time.Second), 5*time.Minute)
 				next.at = time.Now().Add(next.wait)
+				next.since = failedSince
 				r.retry[t.Source] = next
 				m.Log.Warn("table copy failed, will copy again", "table", t.String(), "retry_in", next.wait, "error", err.Error())
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -74,11 +75,24 @@ func (s Subscription) RecordProgress(ctx context.Context, conn db, t change.Tabl
 	return nil
 }
 
+// RecordCopyError keeps the error of a table's failed copy (its own statement), where `skiff
+// status` shows it as a problem until a copy of the table succeeds or it is resynced. The
+// table stays in state copying; the worker's table manager tries again later.
+func (s Subscription) RecordCopyError(ctx context.Context, conn db, t change.Table, copyErr error) error {
+	_, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET copy_error = $5, copy_error_at = now()
+		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
+		s.Queue, s.Consumer, t.Schema, t.Name, copyErr.Error())
+	if err != nil {
+		return fmt.Errorf("record copy error of %s: %w", t, err)
+	}
+	return nil
+}
+
 // MarkCopied moves a table from copying (under snap) to catching-up and records the rows
 // copied. Run it in the copy's target transaction.
 func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, snap Snapshot, rows, bytes int64) error {
 	tag, err := tx.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'catching-up', state_changed_at = now(),
-			copy_rows = $6, copy_bytes = $7, copy_progress_at = now()
+			copy_rows = $6, copy_bytes = $7, copy_progress_at = now(), copy_error = NULL, copy_error_at = NULL
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying' AND ts.copy_snapshot = $5`,
 		s.Queue, s.Consumer, t.Schema, t.Name, snap.String(), rows, bytes)
 	if err != nil {
@@ -94,7 +108,8 @@ func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, sna
 // its events until a copy publishes its snapshot, and copies it again. It reports whether the
 // subscription has the table.
 func (s Subscription) Resync(ctx context.Context, conn db, t change.Table) (bool, error) {
-	tag, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'copying', copy_snapshot = NULL, state_changed_at = now()
+	tag, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'copying', copy_snapshot = NULL, state_changed_at = now(),
+			copy_error = NULL, copy_error_at = NULL
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4`,
 		s.Queue, s.Consumer, t.Schema, t.Name)
 	if err != nil {
@@ -117,6 +132,29 @@ func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
 		return t, err
 	})
 	if err != nil {
+		return nil, fmt.Errorf("tables to copy: %w", err)
+	}
+	return out, nil
+}
+
+// copyingSince returns when each table in state copying entered it (state_changed_at).
+func (s Subscription) copyingSince(ctx context.Context, conn db) (map[change.Table]time.Time, error) {
+	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, state_changed_at FROM skiff.table_state ts
+		WHERE `+subWhere+` AND ts.state = 'copying'`, s.Queue, s.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("tables to copy: %w", err)
+	}
+	defer rows.Close()
+	out := map[change.Table]time.Time{}
+	for rows.Next() {
+		var t change.Table
+		var at time.Time
+		if err := rows.Scan(&t.Schema, &t.Name, &at); err != nil {
+			return nil, fmt.Errorf("tables to copy: %w", err)
+		}
+		out[t] = at
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("tables to copy: %w", err)
 	}
 	return out, nil
@@ -188,12 +226,12 @@ func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([
 // of a failed copy): once released, batches wait (consumer.ErrCopyPending) until the new copy
 // publishes its own; and it deletes the table's copy backlog (skiff.copy_backlog) of an
 // earlier attempt. It fails with ErrNotCopying when the table is not copying.
-func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Table) (release func(), err error) {
+func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Table) (release func() error, err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("copy barrier: %w", err)
 	}
-	fail := func(err error) (func(), error) {
+	fail := func(err error) (func() error, error) {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("copy barrier of %s: %w", t, err)
 	}
@@ -217,7 +255,12 @@ func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Tabl
 		  AND b.source_schema = $3 AND b.source_name = $4`, s.Queue, s.Consumer, t.Schema, t.Name); err != nil {
 		return fail(err)
 	}
-	return func() { _ = tx.Commit(context.WithoutCancel(ctx)) }, nil
+	return func() error {
+		if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("copy barrier of %s: commit: %w", t, err)
+		}
+		return nil
+	}, nil
 }
 
 // Hooks returns the copier hooks that record a copy of this subscription's tables on the
@@ -225,7 +268,7 @@ func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Tabl
 // of the copy in the copy's transaction.
 func (s Subscription) Hooks(connect func(ctx context.Context) (*pgx.Conn, error)) Hooks {
 	return Hooks{
-		Barrier: func(ctx context.Context, t Table) (func(), error) {
+		Barrier: func(ctx context.Context, t Table) (func() error, error) {
 			conn, err := connect(ctx)
 			if err != nil {
 				return nil, err
@@ -235,9 +278,9 @@ func (s Subscription) Hooks(connect func(ctx context.Context) (*pgx.Conn, error)
 				conn.Close(context.WithoutCancel(ctx))
 				return nil, err
 			}
-			return func() {
-				release()
-				conn.Close(context.WithoutCancel(ctx))
+			return func() error {
+				defer conn.Close(context.WithoutCancel(ctx))
+				return release()
 			}, nil
 		},
 		Snapshot: func(ctx context.Context, t Table, snap Snapshot) error {
@@ -250,6 +293,14 @@ func (s Subscription) Hooks(connect func(ctx context.Context) (*pgx.Conn, error)
 		},
 		Copied: func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error {
 			return s.MarkCopied(ctx, tx, t.Source, snap, rows, bytes)
+		},
+		Failed: func(ctx context.Context, t Table, err error) error {
+			conn, cerr := connect(ctx)
+			if cerr != nil {
+				return cerr
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			return s.RecordCopyError(ctx, conn, t.Source, err)
 		},
 		Progress: func(ctx context.Context, t Table, rows, bytes int64) error {
 			conn, err := connect(ctx)
