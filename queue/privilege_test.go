@@ -20,10 +20,11 @@ var privRoleCounter atomic.Int64
 
 // TestRefreshWithoutTableOwnership: on every installed version, skiff's schema installed and
 // run by a role that is not a superuser and does not own the captured table, holding only what
-// docs/roles.md lists (TRIGGER; UPDATE for the table's lock; SELECT for a --where), refreshes
-// the capture with table add --refresh and with init provider's UpgradeCaptures. Neither may
-// drop the triggers, which would need the table's ownership: the function is replaced in
-// place, and the owner's writes are captured once each, before and after.
+// docs/roles.md lists (TRIGGER; UPDATE, or MAINTAIN from 17, for the table's lock; SELECT for a
+// --where), refreshes the capture with table add --refresh and with init provider's
+// UpgradeCaptures. Neither may drop the triggers, which would need the table's ownership: the
+// function is replaced in place, and the owner's writes are captured once each, before and
+// after.
 func TestRefreshWithoutTableOwnership(t *testing.T) {
 	t.Parallel()
 	for _, v := range pgtest.Majors() {
@@ -62,7 +63,11 @@ func TestRefreshWithoutTableOwnership(t *testing.T) {
 			table := ownerID + ".t"
 			exec(t, writer, `CREATE TABLE `+table+` (id int PRIMARY KEY, v text)`)
 			exec(t, writer, `GRANT USAGE ON SCHEMA `+ownerID+` TO `+opID)
-			exec(t, writer, `GRANT SELECT, TRIGGER, UPDATE ON `+table+` TO `+opID)
+			lock := "UPDATE" // for LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE; MAINTAIN does from 17
+			if pg.ServerVersion(admin) >= 170000 {
+				lock = "MAINTAIN"
+			}
+			exec(t, writer, `GRANT SELECT, TRIGGER, `+lock+` ON `+table+` TO `+opID)
 
 			c, err := pg.Connect(ctx, opURL, "skiff-test")
 			require.NoError(t, err)
