@@ -270,12 +270,32 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 		}
 		tg.pins = append(tg.pins, wherePins(where, version)...)
 	}
+	if tg.keepTriggers, err = triggersInPlace(ctx, tx, tg, rel.oid); err != nil {
+		return trigger{}, fmt.Errorf("capture triggers of %s: %w", rel.table(), err)
+	}
 	for _, stmt := range tg.ddl() {
 		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
 			return trigger{}, fmt.Errorf("create capture trigger on %s: %w", rel.table(), err)
 		}
 	}
 	return tg, nil
+}
+
+// triggersInPlace reports whether the table already has both capture triggers of the queue,
+// enabled as created, calling the capture function. A refresh (table add --refresh, or
+// UpgradeCaptures at init provider) then only replaces the function's body: dropping a trigger
+// needs the table's ownership, which the role running skiff need not have (docs/roles.md),
+// while creating one needs only the TRIGGER privilege. tgtype 29 is a row trigger AFTER
+// INSERT OR DELETE OR UPDATE, 32 a statement trigger AFTER TRUNCATE.
+func triggersInPlace(ctx context.Context, db DB, tg trigger, tableOID uint32) (bool, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_trigger t
+		JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgenabled = 'O'
+		  AND ((t.tgname = $3 AND t.tgtype = 29) OR (t.tgname = $4 AND t.tgtype = 32))`,
+		tableOID, tg.funcName, tg.rowTrig, tg.truncTrig).Scan(&n)
+	return n == 2, err
 }
 
 // Upgraded is a capture UpgradeCaptures regenerated, or could not.
@@ -654,22 +674,30 @@ type trigger struct {
 	key                []string
 	whereNew, whereOld string
 	pins               []pin
+	// keepTriggers: both triggers exist and call the function (triggersInPlace); only the
+	// function is replaced.
+	keepTriggers bool
 }
 
 // ddl returns the statements that (re)create the function and the triggers, one statement
 // each (they are sent with pg.Exec, which refuses more).
 func (t trigger) ddl() []string {
 	fn := "skiff." + change.QuoteIdent(t.funcName)
-	return []string{
+	stmts := []string{
 		t.function(),
 		`REVOKE ALL ON FUNCTION ` + fn + `() FROM PUBLIC`,
-		`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(t.rowTrig) + ` ON ` + t.table.String(),
-		`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(t.truncTrig) + ` ON ` + t.table.String(),
-		`CREATE TRIGGER ` + change.QuoteIdent(t.rowTrig) + ` AFTER INSERT OR UPDATE OR DELETE ON ` + t.table.String() +
-			` FOR EACH ROW EXECUTE PROCEDURE ` + fn + `()`,
-		`CREATE TRIGGER ` + change.QuoteIdent(t.truncTrig) + ` AFTER TRUNCATE ON ` + t.table.String() +
-			` FOR EACH STATEMENT EXECUTE PROCEDURE ` + fn + `()`,
 	}
+	if t.keepTriggers {
+		return stmts
+	}
+	return append(stmts,
+		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.rowTrig)+` ON `+t.table.String(),
+		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.truncTrig)+` ON `+t.table.String(),
+		`CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER INSERT OR UPDATE OR DELETE ON `+t.table.String()+
+			` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`,
+		`CREATE TRIGGER `+change.QuoteIdent(t.truncTrig)+` AFTER TRUNCATE ON `+t.table.String()+
+			` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`,
+	)
 }
 
 // recordText is the text form of a composite value, as the capture function writes it: the
