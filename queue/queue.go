@@ -88,13 +88,6 @@ func CreateQueue(ctx context.Context, db DB, queue string) (bool, error) {
 	return n == 1, err
 }
 
-// DropQueue drops a queue, its event tables and its tables' capture triggers. Without force
-// it refuses while consumers are registered. It reports whether the queue existed.
-func DropQueue(ctx context.Context, db DB, queue string, force bool) (bool, error) {
-	n, err := intResult(ctx, db, "drop queue "+queue, nil, `SELECT skiff.drop_queue($1, $2)`, queue, force)
-	return n == 1, err
-}
-
 // Queue settings for SetQueueConfig.
 const (
 	SettingTickerMaxEvents  = "ticker_max_events"  // integer
@@ -338,21 +331,35 @@ func GetConsumerInfo(ctx context.Context, db DB) ([]ConsumerInfo, error) {
 type SequenceValue struct {
 	Schema, Name string
 	LastValue    int64
+	// Called is the sequence's is_called: false when nextval has not handed out LastValue
+	// yet (a sequence never used, or set with setval(s, v, false)).
+	Called bool
 }
 
-// GetSequences returns the last value of every sequence captured by a queue.
+// GetSequences returns the last value of every sequence captured by a queue, by its current
+// schema and name (a sequence dropped since is left out).
 func GetSequences(ctx context.Context, db DB, queue string) ([]SequenceValue, error) {
-	rows, err := db.Query(ctx, `SELECT seq_schema, seq_name, last_value FROM skiff.get_sequences($1)`, queue)
+	rows, err := db.Query(ctx, `SELECT n.nspname, c.relname FROM skiff.captured_sequence s
+		JOIN pg_catalog.pg_class c ON c.oid = s.seq_oid AND c.relkind = 'S'
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE s.queue_id = skiff.queue_id($1) ORDER BY 1, 2`, queue)
 	if err != nil {
 		return nil, wrap(err, "sequences of queue "+queue, ErrNoQueue)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SequenceValue, error) {
 		var s SequenceValue
-		err := r.Scan(&s.Schema, &s.Name, &s.LastValue)
+		err := r.Scan(&s.Schema, &s.Name)
 		return s, err
 	})
 	if err != nil {
 		return nil, wrap(err, "sequences of queue "+queue, ErrNoQueue)
+	}
+	for i := range out {
+		s := &out[i]
+		name := pgx.Identifier{s.Schema, s.Name}.Sanitize()
+		if err := db.QueryRow(ctx, `SELECT last_value, is_called FROM `+name).Scan(&s.LastValue, &s.Called); err != nil {
+			return nil, fmt.Errorf("sequence %s of queue %s: %w", name, queue, err)
+		}
 	}
 	return out, nil
 }
