@@ -88,7 +88,7 @@ func TestCompareSequencesOfTables(t *testing.T) {
 	code, stdout, stderr := skiff(t, cmp...)
 	require.Equal(t, 1, code, stdout+stderr)
 	require.Contains(t, stdout, "equal (3 rows)")
-	require.Regexp(t, `sequence "public"."orders_id_seq" +NOT CAPTURED by queue q \(used by table "public"."orders"\): skiff table add --queue q "public"."orders_id_seq"`, stdout)
+	require.Regexp(t, `sequence "public"."orders_id_seq" +NOT CAPTURED by queue q \(used by table "public"."orders"\): skiff table add --db URL --queue q public.orders_id_seq`, stdout)
 	require.Regexp(t, `sequence "public"."unused_id_seq" +NOT CAPTURED`, stdout)
 
 	// Running table add again captures them (the tables are unchanged).
