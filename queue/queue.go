@@ -327,6 +327,37 @@ func GetConsumerInfo(ctx context.Context, db DB) ([]ConsumerInfo, error) {
 	return out, nil
 }
 
+// HoldingRotation names, per queue, the consumers that keep the queue's event tables from
+// rotating now: the rotation is due (rotation_period has passed) and the consumer's last
+// finished tick does not yet show every writer of the table to be reused as finished — the
+// check of skiff.maint_rotate_tables. Until they move on, the queue's events pile up.
+func HoldingRotation(ctx context.Context, db DB) (map[string][]string, error) {
+	rows, err := db.Query(ctx, `SELECT q.queue_name, s.sub_consumer
+		FROM skiff.queue q
+		JOIN skiff.consumer s ON s.queue_id = q.queue_id
+		JOIN skiff.tick t ON t.queue_id = s.queue_id AND t.tick_id = s.sub_last_tick
+		WHERE q.queue_switch_txid IS NOT NULL
+		  AND now() - q.queue_switch_time >= q.queue_rotation_period
+		  AND txid_snapshot_xmin(t.tick_snapshot) < q.queue_prev_switch_txid
+		ORDER BY 1, 2`)
+	if err != nil {
+		return nil, wrap(err, "consumers holding back rotation", nil)
+	}
+	out := map[string][]string{}
+	for rows.Next() {
+		var q, c string
+		if err := rows.Scan(&q, &c); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("consumers holding back rotation: %w", err)
+		}
+		out[q] = append(out[q], c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("consumers holding back rotation: %w", err)
+	}
+	return out, nil
+}
+
 // SequenceValue is the last value of a sequence a queue carries.
 type SequenceValue struct {
 	Schema, Name string

@@ -18,11 +18,12 @@ type StatusCmd struct {
 	JSON            bool          `name:"json" help:"Print the report as JSON (stable field names, see status.Report)."`
 	StallAfter      time.Duration `help:"Report a ticker or worker silent for this long past its due time." default:"30s"`
 	LongTransaction time.Duration `help:"Report provider transactions older than this (they hold back event table rotation)." default:"5m"`
+	AbandonedAfter  time.Duration `help:"Report a consumer not seen on the provider for this long as abandoned (it holds back event table rotation), with the command that removes it." default:"1h"`
 }
 
 // Run prints the status report.
 func (c *StatusCmd) Run(rt *Runtime) error {
-	cfg := status.Config{StallAfter: c.StallAfter, LongTransaction: c.LongTransaction}
+	cfg := status.Config{StallAfter: c.StallAfter, LongTransaction: c.LongTransaction, AbandonedAfter: c.AbandonedAfter}
 	var err error
 	if cfg.Provider, err = pg.ParseConfig(c.Provider, "skiff status"); err != nil {
 		return err
