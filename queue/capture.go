@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,6 +25,12 @@ var (
 	// ErrDeferrableKey: the primary key is DEFERRABLE, so a transaction may swap keys (a→b,
 	// b→a) through a transient duplicate, which no replay by key can reproduce.
 	ErrDeferrableKey = errors.New("primary key is DEFERRABLE")
+	// ErrInOtherQueue: another queue captures the table; capturing it again queues every
+	// write twice (TableSpec.AlsoInOtherQueue allows it).
+	ErrInOtherQueue = errors.New("table is captured by another queue")
+	// ErrKeyNotUnique: the --key columns are not kept unique by a non-deferrable unique
+	// index over NOT NULL columns (TableSpec.KeyNotUnique takes the responsibility).
+	ErrKeyNotUnique = errors.New("is not kept unique")
 )
 
 // TableSpec says how to capture one table or sequence.
@@ -41,15 +48,31 @@ type TableSpec struct {
 	// Refresh regenerates the trigger and layout of a table already captured (after DDL);
 	// Where and Key, when empty, keep their previous values.
 	Refresh bool
+	// NoSequences: do not capture the sequences the table's inserts draw from (see
+	// TableSequences), which are captured by default.
+	NoSequences bool
+	// AlsoInOtherQueue allows capturing a table another queue captures already (each queue
+	// then gets its own event for every write); without it that is ErrInOtherQueue.
+	AlsoInOtherQueue bool
+	// KeyNotUnique accepts Key columns that no unique index keeps unique (the user takes
+	// responsibility for their uniqueness); without it that is ErrKeyNotUnique.
+	KeyNotUnique bool
 }
 
 // AddResult says what AddTable did.
 type AddResult struct {
-	Table        change.Table
-	Sequence     bool  // a sequence: recorded, no trigger
-	Refreshed    bool  // a capture existed and was regenerated
-	Layout       int32 // the new layout id (tables only)
+	Table     change.Table
+	Sequence  bool  // a sequence: recorded, no trigger
+	Refreshed bool  // a capture existed and was regenerated
+	Unchanged bool  // captured already with the same settings: nothing changed
+	Layout    int32 // the new layout id (tables only; 0 when Unchanged)
+	// QueueCreated: the queue did not exist and was created for this table.
 	QueueCreated bool
+	// Sequences are the sequences of the table (TableSequences) captured now; those captured
+	// before are not listed.
+	Sequences []change.Table
+	// OtherQueues names the other queues that capture the table too (AlsoInOtherQueue).
+	OtherQueues []string
 }
 
 // Conn is what AddTable and RemoveTable need: a connection that can open a transaction.
@@ -59,18 +82,36 @@ type Conn interface {
 }
 
 // AddTable captures a table (capture triggers and a layout) or a sequence in a queue,
-// creating the queue when missing, in one transaction.
+// creating the queue when missing, in one transaction. A table already captured by the queue
+// with the same settings is left as it is (AddResult.Unchanged).
 func AddTable(ctx context.Context, conn Conn, queue string, spec TableSpec) (*AddResult, error) {
-	var res *AddResult
+	res, err := AddTables(ctx, conn, queue, []TableSpec{spec})
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// AddTables captures several tables and sequences in a queue in one transaction: all of them
+// or, when one fails (the error names it), none, and no queue is created. The results are in
+// the order of specs.
+func AddTables(ctx context.Context, conn Conn, queue string, specs []TableSpec) ([]*AddResult, error) {
+	var out []*AddResult
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		var err error
-		res, err = addTable(ctx, tx, queue, spec)
-		return err
+		out = out[:0]
+		for _, spec := range specs {
+			res, err := addTable(ctx, tx, queue, spec)
+			if err != nil {
+				return err
+			}
+			out = append(out, res)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return res, nil
+	return out, nil
 }
 
 // relation is a resolved table or sequence.
@@ -128,7 +169,9 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	switch rel.kind {
 	case "S":
 		res.Sequence = true
-		return res, addSequence(ctx, tx, qid, queue, rel, spec.Refresh)
+		added, err := addSequence(ctx, tx, qid, rel)
+		res.Unchanged = !added
+		return res, err
 	case "r":
 	case "p":
 		return nil, fmt.Errorf("%s is a partitioned table: add its partitions instead", rel.table())
@@ -155,8 +198,37 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	default:
 		return nil, fmt.Errorf("table %s: %w", rel.table(), err)
 	}
+	if !prev.found {
+		// Another queue's capture of the same table: every write would be queued twice, the
+		// usual sign of a mistyped --queue.
+		res.OtherQueues, err = otherQueues(ctx, tx, qid, rel.oid)
+		if err != nil {
+			return nil, fmt.Errorf("table %s: %w", rel.table(), err)
+		}
+		if len(res.OtherQueues) > 0 && !spec.AlsoInOtherQueue {
+			return nil, fmt.Errorf("table %s is already captured by queue %s: %w; capturing it in queue %s too would queue every write twice "+
+				"(check --queue, or give --also-in-other-queue if both queues need it)",
+				rel.table(), strings.Join(res.OtherQueues, ", "), ErrInOtherQueue, queue)
+		}
+	}
 	if prev.found && !spec.Refresh {
-		return nil, fmt.Errorf("table %s in queue %s: %w (use --refresh to regenerate its trigger after DDL)", rel.table(), queue, ErrAlreadyAdded)
+		prevWhere := ""
+		if prev.where != nil {
+			prevWhere = *prev.where
+		}
+		sameKey := !prev.keyGiven && len(spec.Key) == 0 || prev.keyGiven && slices.Equal(prev.key, spec.Key)
+		if spec.Where != prevWhere || !sameKey {
+			return nil, fmt.Errorf("table %s in queue %s: %w, with other settings (%s); use --refresh to change them",
+				rel.table(), queue, ErrAlreadyAdded, describeCapture(prevWhere, prev.key, prev.keyGiven))
+		}
+		// The same capture again (a second run of the same command): nothing to change.
+		res.Unchanged = true
+		if !spec.NoSequences {
+			if res.Sequences, err = addTableSequences(ctx, tx, qid, rel); err != nil {
+				return nil, err
+			}
+		}
+		return res, nil
 	}
 	where, key, keyGiven := spec.Where, spec.Key, len(spec.Key) > 0
 	if prev.found {
@@ -180,6 +252,13 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		for _, k := range key {
 			if indexOf(cols, k) < 0 {
 				return nil, fmt.Errorf("table %s: key column %q does not exist", rel.table(), k)
+			}
+		}
+		// A key given now is checked; one kept from an earlier add was checked (or accepted
+		// with KeyNotUnique) then.
+		if len(spec.Key) > 0 && !spec.KeyNotUnique {
+			if err := checkKeyUnique(ctx, tx, rel, key); err != nil {
+				return nil, err
 			}
 		}
 	} else {
@@ -235,7 +314,120 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	if err != nil {
 		return nil, fmt.Errorf("record capture of %s: %w", rel.table(), err)
 	}
+	if !spec.NoSequences {
+		if res.Sequences, err = addTableSequences(ctx, tx, qid, rel); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
+}
+
+// describeCapture says how a table is captured, for messages.
+func describeCapture(where string, key []string, keyGiven bool) string {
+	w := "no --where"
+	if where != "" {
+		w = "--where " + where
+	}
+	if keyGiven {
+		return w + ", --key " + strings.Join(key, ",")
+	}
+	return w + ", keyed by its primary key"
+}
+
+// otherQueues names the queues other than qid that capture a table.
+func otherQueues(ctx context.Context, tx pgx.Tx, qid int32, oid uint32) ([]string, error) {
+	rows, err := tx.Query(ctx, `SELECT q.queue_name FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
+		WHERE c.table_oid = $1 AND c.queue_id <> $2 ORDER BY 1`, oid, qid)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// checkKeyUnique refuses key columns (--key) that the database does not keep unique: a row
+// replayed by key must find exactly one row. It takes a unique index that is valid, not
+// partial, not DEFERRABLE (a transaction could swap keys through a transient duplicate), and
+// whose key columns are all among the given ones, and key columns that are NOT NULL (a NULL
+// never equals anything, so the row could not be found by its key).
+func checkKeyUnique(ctx context.Context, tx pgx.Tx, rel relation, key []string) error {
+	version := pg.ServerVersionOf(tx.Conn().PgConn())
+	fail := func(why string) error {
+		return fmt.Errorf("table %s: --key (%s) %w: %s (a row replayed by its key must find that row alone; "+
+			"give --key-not-unique if you guarantee that no two rows ever share a key)",
+			rel.table(), strings.Join(key, ","), ErrKeyNotUnique, why)
+	}
+	// Unique constraints may be DEFERRABLE from 9.0 (pg_index.indimmediate); INCLUDE columns
+	// (11) are not part of what is unique.
+	immediate, nkey := "true", "i.indnatts"
+	if version >= 90000 {
+		immediate = "i.indimmediate"
+	}
+	if version >= 110000 {
+		nkey = "i.indnkeyatts"
+	}
+	rows, err := tx.Query(ctx, `SELECT c.relname, `+immediate+`, i.indpred IS NOT NULL, i.indisvalid, `+nkey+`,
+			ARRAY(SELECT a.attname FROM generate_series(0, `+nkey+` - 1) k
+			      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k] ORDER BY k)
+		FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = $1 AND i.indisunique ORDER BY c.relname`, rel.oid)
+	if err != nil {
+		return fmt.Errorf("unique indexes of %s: %w", rel.table(), err)
+	}
+	type index struct {
+		name                      string
+		immediate, partial, valid bool
+		nkey                      int
+		cols                      []string
+	}
+	idxs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (index, error) {
+		var x index
+		err := r.Scan(&x.name, &x.immediate, &x.partial, &x.valid, &x.nkey, &x.cols)
+		return x, err
+	})
+	if err != nil {
+		return fmt.Errorf("unique indexes of %s: %w", rel.table(), err)
+	}
+	var why []string
+	unique := false
+	for _, x := range idxs {
+		covered := len(x.cols) == x.nkey // an expression column has no attribute
+		for _, c := range x.cols {
+			covered = covered && slices.Contains(key, c)
+		}
+		switch {
+		case !covered:
+		case !x.valid:
+			why = append(why, "index "+x.name+" is not valid")
+		case x.partial:
+			why = append(why, "index "+x.name+" is partial")
+		case !x.immediate:
+			why = append(why, "index "+x.name+" is DEFERRABLE")
+		default:
+			unique = true
+		}
+	}
+	switch {
+	case unique:
+	case len(why) == 0:
+		return fail("no unique index has all its columns among them (CREATE UNIQUE INDEX ... ON " + rel.table().String() + " (...))")
+	default:
+		return fail(strings.Join(why, ", "))
+	}
+	rows, err = tx.Query(ctx, `SELECT attname FROM pg_catalog.pg_attribute
+		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND NOT attnotnull ORDER BY attnum`, rel.oid)
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", rel.table(), err)
+	}
+	nullable, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", rel.table(), err)
+	}
+	for _, k := range key {
+		if slices.Contains(nullable, k) {
+			return fail("column " + change.QuoteIdent(k) + " may be NULL (ALTER TABLE ... ALTER COLUMN ... SET NOT NULL)")
+		}
+	}
+	return nil
 }
 
 // captureVersion is the version of the capture function's generator, recorded per captured
@@ -362,17 +554,85 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 	return out, nil
 }
 
-func addSequence(ctx context.Context, tx pgx.Tx, qid int32, queue string, rel relation, refresh bool) error {
+// addSequence records a sequence in a queue; it reports false when the queue had it already.
+func addSequence(ctx context.Context, tx pgx.Tx, qid int32, rel relation) (bool, error) {
 	tag, err := tx.Exec(ctx, `INSERT INTO skiff.captured_sequence (queue_id, seq_oid, seq_schema, seq_name)
 		SELECT $1, $2, $3, $4 WHERE NOT EXISTS
 		(SELECT 1 FROM skiff.captured_sequence WHERE queue_id = $1 AND seq_oid = $2)`, qid, rel.oid, rel.schema, rel.name)
 	if err != nil {
-		return fmt.Errorf("record sequence %s: %w", rel.table(), err)
+		return false, fmt.Errorf("record sequence %s: %w", rel.table(), err)
 	}
-	if tag.RowsAffected() == 0 && !refresh {
-		return fmt.Errorf("sequence %s in queue %s: %w", rel.table(), queue, ErrAlreadyAdded)
+	return tag.RowsAffected() == 1, nil
+}
+
+// addTableSequences records the sequences of a table (tableSequences) in a queue and returns
+// those it had not yet.
+func addTableSequences(ctx context.Context, tx pgx.Tx, qid int32, rel relation) ([]change.Table, error) {
+	seqs, err := tableSequences(ctx, tx, rel.oid)
+	if err != nil {
+		return nil, fmt.Errorf("sequences of %s: %w", rel.table(), err)
 	}
-	return nil
+	var out []change.Table
+	for _, sq := range seqs {
+		added, err := addSequence(ctx, tx, qid, sq)
+		if err != nil {
+			return nil, err
+		}
+		if added {
+			out = append(out, sq.table())
+		}
+	}
+	return out, nil
+}
+
+// tableSequences returns the sequences a table's inserts draw from: those it owns (serial
+// columns, and identity columns from PostgreSQL 10: pg_depend 'a' and 'i' entries of the
+// sequence on the table) and those its column defaults call (DEFAULT nextval('s'): a normal
+// dependency of the default on the sequence), by schema and name.
+func tableSequences(ctx context.Context, db DB, oid uint32) ([]relation, error) {
+	rows, err := db.Query(ctx, `SELECT s.oid, n.nspname, s.relname
+		FROM pg_catalog.pg_class s JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+		WHERE s.relkind = 'S' AND s.oid IN (
+			SELECT d.objid FROM pg_catalog.pg_depend d
+			 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+			   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+			   AND d.refobjid = $1 AND d.deptype IN ('a', 'i')
+			UNION ALL
+			SELECT d.refobjid FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d
+			    ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+			 WHERE ad.adrelid = $1 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)
+		ORDER BY 2, 3`, oid)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (relation, error) {
+		x := relation{kind: "S"}
+		err := r.Scan(&x.oid, &x.schema, &x.name)
+		return x, err
+	})
+}
+
+// TableSequences returns the sequences a table's inserts draw from (owned by its serial or
+// identity columns, or called by its column defaults); none when the table does not exist.
+func TableSequences(ctx context.Context, db DB, t change.Table) ([]change.Table, error) {
+	var oid uint32
+	err := db.QueryRow(ctx, `SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table %s: %w", t, err)
+	}
+	seqs, err := tableSequences(ctx, db, oid)
+	if err != nil {
+		return nil, fmt.Errorf("sequences of %s: %w", t, err)
+	}
+	out := make([]change.Table, len(seqs))
+	for i, s := range seqs {
+		out[i] = s.table()
+	}
+	return out, nil
 }
 
 // RemoveTable drops the capture of a table (its triggers and function) or of a sequence
@@ -416,21 +676,126 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 		if err != nil {
 			return fmt.Errorf("remove table %s: %w", t, err)
 		}
-		stmts := []string{`DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`}
-		if rel.kind != "dropped" {
-			stmts = append([]string{
-				`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
-				`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
-			}, stmts...)
+		return dropCapture(ctx, tx, t, rel.kind != "dropped", fn, rowTrig, truncTrig)
+	})
+	return t, err
+}
+
+// dropCapture drops the capture triggers of a table (by its current name; none when the
+// table is gone) and its capture function, each statement on its own.
+func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present bool, fn, rowTrig, truncTrig string) error {
+	stmts := []string{`DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`}
+	if present {
+		stmts = append([]string{
+			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
+			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
+		}, stmts...)
+	}
+	for _, stmt := range stmts {
+		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
+			return fmt.Errorf("remove capture of %s: %w", t, err)
 		}
-		for _, stmt := range stmts {
-			if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
-				return fmt.Errorf("remove capture of %s: %w", t, err)
+	}
+	return nil
+}
+
+// ErrHasConsumers is returned (wrapped, naming them) by DropQueue without force when
+// consumers are registered on the queue.
+var ErrHasConsumers = errors.New("queue has consumers")
+
+// Dropped says what DropQueue removed.
+type Dropped struct {
+	Tables    []change.Table // tables no longer captured (current names; a dropped table by its recorded one)
+	Sequences []change.Table // sequences no longer captured
+	Consumers []string       // consumers unregistered (force)
+}
+
+// DropQueue drops a queue in one transaction: the capture triggers and functions of its
+// tables (found by oid: a table renamed since it was captured is found too), its captured
+// sequences (the sequences themselves stay), consumers, ticks, layouts, event tables and
+// event sequence. Without force it refuses while consumers are registered (ErrHasConsumers).
+// A missing queue is ErrNoQueue.
+func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropped, error) {
+	d := &Dropped{}
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var qid int32
+		// The queue row's lock orders this against register_consumer, the ticker and rotation.
+		err := tx.QueryRow(ctx, `SELECT queue_id FROM skiff.queue WHERE queue_name = $1 FOR UPDATE`, queue).Scan(&qid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("queue %s: %w", queue, ErrNoQueue)
+		}
+		if err != nil {
+			return wrap(err, "drop queue "+queue, nil)
+		}
+		rows, err := tx.Query(ctx, `SELECT sub_consumer FROM skiff.consumer WHERE queue_id = $1 ORDER BY 1`, qid)
+		if err != nil {
+			return fmt.Errorf("consumers of queue %s: %w", queue, err)
+		}
+		if d.Consumers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return fmt.Errorf("consumers of queue %s: %w", queue, err)
+		}
+		if len(d.Consumers) > 0 && !force {
+			return fmt.Errorf("queue %s has consumers: %s: %w; unsubscribe them first (skiff unsubscribe --provider URL --target URL --queue %s --consumer NAME), "+
+				"or give --force (their workers then fail)", queue, strings.Join(d.Consumers, ", "), ErrHasConsumers, queue)
+		}
+		type capture struct {
+			t                      change.Table
+			present                bool
+			fn, rowTrig, truncTrig string
+		}
+		rows, err = tx.Query(ctx, `SELECT coalesce(n.nspname, c.table_schema), coalesce(r.relname, c.table_name), r.oid IS NOT NULL,
+				c.func_name, c.row_trigger, c.trunc_trigger
+			FROM skiff.captured_table c
+			LEFT JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
+			LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+			WHERE c.queue_id = $1 ORDER BY 1, 2`, qid)
+		if err != nil {
+			return fmt.Errorf("tables of queue %s: %w", queue, err)
+		}
+		captures, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (capture, error) {
+			var c capture
+			err := r.Scan(&c.t.Schema, &c.t.Name, &c.present, &c.fn, &c.rowTrig, &c.truncTrig)
+			return c, err
+		})
+		if err != nil {
+			return fmt.Errorf("tables of queue %s: %w", queue, err)
+		}
+		for _, c := range captures {
+			if err := dropCapture(ctx, tx, c.t, c.present, c.fn, c.rowTrig, c.truncTrig); err != nil {
+				return err
 			}
+			d.Tables = append(d.Tables, c.t)
+		}
+		rows, err = tx.Query(ctx, `SELECT coalesce(n.nspname, s.seq_schema), coalesce(r.relname, s.seq_name)
+			FROM skiff.captured_sequence s
+			LEFT JOIN pg_catalog.pg_class r ON r.oid = s.seq_oid
+			LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+			WHERE s.queue_id = $1 ORDER BY 1, 2`, qid)
+		if err != nil {
+			return fmt.Errorf("sequences of queue %s: %w", queue, err)
+		}
+		d.Sequences, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (change.Table, error) {
+			var t change.Table
+			err := r.Scan(&t.Schema, &t.Name)
+			return t, err
+		})
+		if err != nil {
+			return fmt.Errorf("sequences of queue %s: %w", queue, err)
+		}
+		// The rest (event tables and sequence, ticks, consumers, layouts) is the schema's
+		// own: skiff.drop_queue, with the captures already gone.
+		if _, err := tx.Exec(ctx, `DELETE FROM skiff.captured_table WHERE queue_id = $1`, qid); err != nil {
+			return fmt.Errorf("drop queue %s: %w", queue, err)
+		}
+		if _, err := intResult(ctx, tx, "drop queue "+queue, nil, `SELECT skiff.drop_queue($1, true)`, queue); err != nil {
+			return err
 		}
 		return nil
 	})
-	return t, err
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // droppedCapture finds the capture of a table that no longer exists by the name it had (read

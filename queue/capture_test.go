@@ -49,9 +49,14 @@ func TestAddTableErrors(t *testing.T) {
 
 	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey"})
 	require.NoError(t, err)
-	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey"})
+	res, err := AddTable(ctx, c, "q", TableSpec{Name: "withkey"})
+	require.NoError(t, err)
+	require.True(t, res.Unchanged, "the same capture again changes nothing")
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey", Where: "id > 0"})
 	require.ErrorIs(t, err, ErrAlreadyAdded)
-	require.Equal(t, `table "public"."withkey" in queue q: table is already captured by this queue (use --refresh to regenerate its trigger after DDL)`, err.Error())
+	require.Equal(t, `table "public"."withkey" in queue q: table is already captured by this queue, with other settings (no --where, keyed by its primary key); use --refresh to change them`, err.Error())
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "withkey", Key: []string{"id"}})
+	require.ErrorIs(t, err, ErrAlreadyAdded)
 	// The failed attempts left nothing behind: one trigger pair, one captured table.
 	var triggers int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
@@ -127,7 +132,8 @@ func TestQuotedNamesAndKey(t *testing.T) {
 	p := newProvider(t, "")
 	c := p.conn(t)
 	exec(t, c, `CREATE SCHEMA "My Schema"`)
-	exec(t, c, `CREATE TABLE "My Schema"."Odd ""Table""" ("Key A" int, "b,c" text, "d" text)`)
+	exec(t, c, `CREATE TABLE "My Schema"."Odd ""Table""" ("Key A" int NOT NULL, "b,c" text, "d" text NOT NULL)`)
+	exec(t, c, `CREATE UNIQUE INDEX "odd key" ON "My Schema"."Odd ""Table""" ("Key A", "d")`)
 	res, err := AddTable(ctx, c, "q", TableSpec{Name: `"My Schema"."Odd ""Table"""`, Key: []string{"Key A", "d"}})
 	require.NoError(t, err)
 	require.Equal(t, change.Table{Schema: "My Schema", Name: `Odd "Table"`}, res.Table)
@@ -157,7 +163,7 @@ func TestQuotedNamesAndKey(t *testing.T) {
 	require.Zero(t, triggers)
 
 	// A captured table dropped by the user can still be removed by its name.
-	_, err = AddTable(ctx, c, "q", TableSpec{Name: `"My Schema"."Odd ""Table"""`, Key: []string{"Key A"}})
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: `"My Schema"."Odd ""Table"""`, Key: []string{"Key A"}, KeyNotUnique: true})
 	require.NoError(t, err)
 	exec(t, c, `DROP TABLE "My Schema"."Odd ""Table"""`)
 	removed, err := RemoveTable(ctx, c, "q", `"My Schema"."Odd ""Table"""`)
@@ -279,12 +285,13 @@ func TestSequences(t *testing.T) {
 	require.True(t, res.Sequence)
 	_, err = AddTable(ctx, c, "q", TableSpec{Name: `"Odd"."S 2"`})
 	require.NoError(t, err)
-	_, err = AddTable(ctx, c, "q", TableSpec{Name: "s1"})
-	require.ErrorIs(t, err, ErrAlreadyAdded)
+	res, err = AddTable(ctx, c, "q", TableSpec{Name: "s1"})
+	require.NoError(t, err, "adding it again changes nothing")
+	require.True(t, res.Unchanged)
 	exec(t, c, `SELECT nextval('s1'), nextval('s1')`)
 	got, err := GetSequences(ctx, c, "q")
 	require.NoError(t, err)
-	require.Equal(t, []SequenceValue{{"Odd", "S 2", 100}, {"public", "s1", 2}}, got)
+	require.Equal(t, []SequenceValue{{"Odd", "S 2", 100, false}, {"public", "s1", 2, true}}, got)
 	seqs, err := Sequences(ctx, c, "q")
 	require.NoError(t, err)
 	require.Len(t, seqs, 2)
@@ -400,10 +407,14 @@ func TestMaintenance(t *testing.T) {
 	require.Contains(t, vac, "skiff.tick")
 
 	_, err = DropQueue(ctx, c, "q", false)
-	require.ErrorContains(t, err, "has consumers")
-	ok, err = DropQueue(ctx, c, "q", true)
+	require.ErrorIs(t, err, ErrHasConsumers)
+	require.ErrorContains(t, err, "queue q has consumers: a, b")
+	dropped, err := DropQueue(ctx, c, "q", true)
 	require.NoError(t, err)
-	require.True(t, ok)
+	require.Equal(t, []string{"a", "b"}, dropped.Consumers)
+	require.Equal(t, []change.Table{{Schema: "public", Name: "t"}}, dropped.Tables)
+	_, err = DropQueue(ctx, c, "q", true)
+	require.ErrorIs(t, err, ErrNoQueue)
 	exec(t, c, `INSERT INTO t VALUES (3, 'after drop')`) // no trigger left to fail
 	var left int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

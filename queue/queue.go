@@ -88,13 +88,6 @@ func CreateQueue(ctx context.Context, db DB, queue string) (bool, error) {
 	return n == 1, err
 }
 
-// DropQueue drops a queue, its event tables and its tables' capture triggers. Without force
-// it refuses while consumers are registered. It reports whether the queue existed.
-func DropQueue(ctx context.Context, db DB, queue string, force bool) (bool, error) {
-	n, err := intResult(ctx, db, "drop queue "+queue, nil, `SELECT skiff.drop_queue($1, $2)`, queue, force)
-	return n == 1, err
-}
-
 // Queue settings for SetQueueConfig.
 const (
 	SettingTickerMaxEvents  = "ticker_max_events"  // integer
@@ -334,25 +327,70 @@ func GetConsumerInfo(ctx context.Context, db DB) ([]ConsumerInfo, error) {
 	return out, nil
 }
 
+// HoldingRotation names, per queue, the consumers that keep the queue's event tables from
+// rotating now: the rotation is due (rotation_period has passed) and the consumer's last
+// finished tick does not yet show every writer of the table to be reused as finished — the
+// check of skiff.maint_rotate_tables. Until they move on, the queue's events pile up.
+func HoldingRotation(ctx context.Context, db DB) (map[string][]string, error) {
+	rows, err := db.Query(ctx, `SELECT q.queue_name, s.sub_consumer
+		FROM skiff.queue q
+		JOIN skiff.consumer s ON s.queue_id = q.queue_id
+		JOIN skiff.tick t ON t.queue_id = s.queue_id AND t.tick_id = s.sub_last_tick
+		WHERE q.queue_switch_txid IS NOT NULL
+		  AND now() - q.queue_switch_time >= q.queue_rotation_period
+		  AND txid_snapshot_xmin(t.tick_snapshot) < q.queue_prev_switch_txid
+		ORDER BY 1, 2`)
+	if err != nil {
+		return nil, wrap(err, "consumers holding back rotation", nil)
+	}
+	out := map[string][]string{}
+	for rows.Next() {
+		var q, c string
+		if err := rows.Scan(&q, &c); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("consumers holding back rotation: %w", err)
+		}
+		out[q] = append(out[q], c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("consumers holding back rotation: %w", err)
+	}
+	return out, nil
+}
+
 // SequenceValue is the last value of a sequence a queue carries.
 type SequenceValue struct {
 	Schema, Name string
 	LastValue    int64
+	// Called is the sequence's is_called: false when nextval has not handed out LastValue
+	// yet (a sequence never used, or set with setval(s, v, false)).
+	Called bool
 }
 
-// GetSequences returns the last value of every sequence captured by a queue.
+// GetSequences returns the last value of every sequence captured by a queue, by its current
+// schema and name (a sequence dropped since is left out).
 func GetSequences(ctx context.Context, db DB, queue string) ([]SequenceValue, error) {
-	rows, err := db.Query(ctx, `SELECT seq_schema, seq_name, last_value FROM skiff.get_sequences($1)`, queue)
+	rows, err := db.Query(ctx, `SELECT n.nspname, c.relname FROM skiff.captured_sequence s
+		JOIN pg_catalog.pg_class c ON c.oid = s.seq_oid AND c.relkind = 'S'
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE s.queue_id = skiff.queue_id($1) ORDER BY 1, 2`, queue)
 	if err != nil {
 		return nil, wrap(err, "sequences of queue "+queue, ErrNoQueue)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SequenceValue, error) {
 		var s SequenceValue
-		err := r.Scan(&s.Schema, &s.Name, &s.LastValue)
+		err := r.Scan(&s.Schema, &s.Name)
 		return s, err
 	})
 	if err != nil {
 		return nil, wrap(err, "sequences of queue "+queue, ErrNoQueue)
+	}
+	for i := range out {
+		s := &out[i]
+		name := pgx.Identifier{s.Schema, s.Name}.Sanitize()
+		if err := db.QueryRow(ctx, `SELECT last_value, is_called FROM `+name).Scan(&s.LastValue, &s.Called); err != nil {
+			return nil, fmt.Errorf("sequence %s of queue %s: %w", name, queue, err)
+		}
 	}
 	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +33,10 @@ type Config struct {
 	// LongTransaction is the age from which a provider transaction is reported as holding
 	// back the queue's rotation; 0 means 5 minutes.
 	LongTransaction time.Duration
+	// AbandonedAfter is how long a consumer may go unseen on the provider before it is
+	// reported as abandoned, holding back the queue's event table rotation, with the command
+	// that unregisters it; 0 means 1 hour.
+	AbandonedAfter time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -88,6 +93,9 @@ type Consumer struct {
 	// Subscription is what the target records of this consumer; absent without --target or
 	// when the target does not know the consumer.
 	Subscription *Subscription `json:"subscription,omitempty"`
+	// HoldsRotation is set when the queue's event tables are due to rotate and this consumer
+	// keeps them from it: it has not finished a tick past the writers of the table to reuse.
+	HoldsRotation bool `json:"holds_rotation"`
 	// Stall says what the consumer waits for, "" when it moves.
 	Stall string `json:"stall,omitempty"`
 }
@@ -154,6 +162,9 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.LongTransaction <= 0 {
 		cfg.LongTransaction = 5 * time.Minute
 	}
+	if cfg.AbandonedAfter <= 0 {
+		cfg.AbandonedAfter = time.Hour
+	}
 	now := time.Now
 	if cfg.Now != nil {
 		now = cfg.Now
@@ -177,6 +188,10 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
+	holding, err := queue.HoldingRotation(ctx, prov)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
 	for _, q := range qs {
 		out := Queue{Name: q.Name, LastTick: q.LastTick, LastTickTime: q.LastTickTime, TickAgeSeconds: q.TickerLag.Seconds(),
 			PendingEvents: q.PendingEvents, TickerPaused: q.TickerPaused, Consumers: []Consumer{}}
@@ -190,7 +205,7 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			out.Consumers = append(out.Consumers, Consumer{Name: c.Consumer, LagSeconds: c.Lag.Seconds(),
 				LagEvents: c.PendingEvents, LastTick: c.LastTick, LastSeenSeconds: c.LastSeen.Seconds(),
-				CurrentBatch: c.CurrentBatch, BatchEndTick: c.NextTick})
+				CurrentBatch: c.CurrentBatch, BatchEndTick: c.NextTick, HoldsRotation: slices.Contains(holding[q.Name], c.Consumer)})
 		}
 		r.Queues = append(r.Queues, out)
 	}
@@ -256,6 +271,18 @@ func consumerStall(c Consumer, q *Queue, long []Transaction, cfg Config, now tim
 	var why []string
 	sub := c.Subscription
 	switch {
+	case c.LastSeenSeconds > cfg.AbandonedAfter.Seconds():
+		holds := "will hold back event table rotation"
+		if c.HoldsRotation {
+			holds = "holds back event table rotation (events pile up on the provider)"
+		}
+		target := ""
+		if sub != nil {
+			target = " --target URL"
+		}
+		why = append(why, fmt.Sprintf("not seen for %s: it %s; if its target is gone or no longer wanted, remove it: "+
+			"skiff unsubscribe --provider URL%s --queue %s --consumer %s", secs(c.LastSeenSeconds), holds, target,
+			shellWord(q.Name), shellWord(c.Name)))
 	case sub != nil && sub.Heartbeat != nil:
 		// The worker's heartbeat on the target is the better sign of life: a worker waiting to
 		// retry a failed batch keeps it while it asks the provider for nothing.
@@ -273,6 +300,17 @@ func consumerStall(c Consumer, q *Queue, long []Transaction, cfg Config, now tim
 		why = append(why, fmt.Sprintf("long provider transaction pid %d (%s old) holds back rotation", long[0].PID, secs(long[0].AgeSeconds)))
 	}
 	return strings.Join(why, "; ")
+}
+
+// shellWord quotes s for a POSIX shell when it holds anything but letters, digits and
+// ._-@:/,=, so that a command in a message can be pasted as it is.
+func shellWord(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-@:/,=", r)) {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	return s
 }
 
 func orUnknown(s string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -79,20 +80,25 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 			differ = append(differ, r.Pair.String())
 		}
 	}
-	seqs, err := c.sequences(rt.Ctx, pcfg, tcfg)
+	seqs, err := c.sequences(rt.Ctx, pcfg, tcfg, pairs)
 	if err != nil {
 		return err
 	}
 	for _, s := range seqs {
+		name := "sequence " + s.name.String()
 		switch {
+		case s.notCaptured:
+			fmt.Fprintf(rt.Out, "%-50s NOT CAPTURED by queue %s (used by table %s): skiff table add --db URL --queue %s %s\n",
+				name, c.Queue, s.usedBy, c.Queue, shellWord(sqlName(s.name)))
+			differ = append(differ, name)
 		case s.Err != nil:
-			fmt.Fprintf(rt.Out, "%-50s ERROR: %v\n", "sequence "+s.Sequence.String(), s.Err)
-			differ = append(differ, "sequence "+s.Sequence.String())
+			fmt.Fprintf(rt.Out, "%-50s ERROR: %v\n", name, s.Err)
+			differ = append(differ, name)
 		case s.Behind:
-			fmt.Fprintf(rt.Out, "%-50s BEHIND (provider %d, target %d)\n", "sequence "+s.Sequence.String(), s.Provider, s.Target)
-			differ = append(differ, "sequence "+s.Sequence.String())
+			fmt.Fprintf(rt.Out, "%-50s BEHIND (provider %s, target %s)\n", name, s.Provider, s.Target)
+			differ = append(differ, name)
 		default:
-			fmt.Fprintf(rt.Out, "%-50s in order (provider %d, target %d)\n", "sequence "+s.Sequence.String(), s.Provider, s.Target)
+			fmt.Fprintf(rt.Out, "%-50s in order (provider %s, target %s)\n", name, s.Provider, s.Target)
 		}
 	}
 	if len(differ) > 0 {
@@ -214,28 +220,95 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]c
 	return out, nil
 }
 
-// sequences compares the queue's sequences (skipped with --table): a target sequence behind
-// the provider's counts as a difference.
-func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]compare.Sequence, error) {
-	if len(c.Table) > 0 {
-		return nil, nil
-	}
+// sequenceResult is a sequence compare checks: a captured one compared with the target's, or
+// one a compared table uses that the queue does not capture (nothing moves the target's).
+type sequenceResult struct {
+	compare.Sequence
+	name        change.Table
+	notCaptured bool
+	usedBy      change.Table
+}
+
+// sequences compares the sequences of the compared tables (owned by their serial or identity
+// columns, or called by their defaults) and, without --table, every sequence the queue
+// captures: a sequence of a compared table the queue does not capture, and a target sequence
+// behind the provider's, are differences.
+func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, pairs []compare.Pair) ([]sequenceResult, error) {
 	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	vals, err := queue.GetSequences(ctx, conn, c.Queue)
-	if err != nil {
+	switch {
+	case len(c.Table) > 0 && (errors.Is(err, queue.ErrNoQueue) || errors.Is(err, queue.ErrNotInstalled)):
+		// --table on a provider without the queue: only the tables are compared.
+		return nil, nil
+	case err != nil:
 		return nil, fmt.Errorf("provider: %w", err)
 	}
-	m := make(map[change.Table]int64, len(vals))
+	captured := make(map[change.Table]compare.SequenceValue, len(vals))
 	for _, v := range vals {
-		m[change.Table{Schema: v.Schema, Name: v.Name}] = v.LastValue
+		captured[change.Table{Schema: v.Schema, Name: v.Name}] = compare.SequenceValue{Last: v.LastValue, Called: v.Called}
 	}
-	out, err := compare.Sequences(ctx, tcfg, m)
-	slices.SortFunc(out, func(a, b compare.Sequence) int { return strings.Compare(a.Sequence.String(), b.Sequence.String()) })
-	return out, err
+	check := map[change.Table]compare.SequenceValue{}
+	if len(c.Table) == 0 {
+		maps.Copy(check, captured)
+	}
+	var out []sequenceResult
+	missing := map[change.Table]bool{}
+	for _, p := range pairs {
+		used, err := queue.TableSequences(ctx, conn, p.Source)
+		if err != nil {
+			return nil, fmt.Errorf("provider: %w", err)
+		}
+		for _, sq := range used {
+			v, ok := captured[sq]
+			switch {
+			case ok:
+				check[sq] = v
+			case !missing[sq]:
+				missing[sq] = true
+				out = append(out, sequenceResult{name: sq, notCaptured: true, usedBy: p.Source})
+			}
+		}
+	}
+	cmp, err := compare.Sequences(ctx, tcfg, check)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range cmp {
+		out = append(out, sequenceResult{Sequence: s, name: s.Sequence})
+	}
+	slices.SortFunc(out, func(a, b sequenceResult) int { return strings.Compare(a.name.String(), b.name.String()) })
+	return out, nil
+}
+
+// sqlName writes a table or sequence name as a user would type it: parts quoted only when
+// they need it.
+func sqlName(t change.Table) string {
+	part := func(s string) string {
+		for i, r := range s {
+			if !(r == '_' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+				return change.QuoteIdent(s)
+			}
+		}
+		if s == "" {
+			return `""`
+		}
+		return s
+	}
+	return part(t.Schema) + "." + part(t.Name)
+}
+
+// shellWord quotes s for a POSIX shell when it holds anything but letters, digits and ._-@:/.
+func shellWord(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-@:/,=", r)) {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	return s
 }
 
 // subscribedTables reads the routes (source → destination, handler and its configuration)

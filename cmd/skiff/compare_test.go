@@ -89,7 +89,7 @@ func TestCompareQueueTables(t *testing.T) {
 	require.Contains(t, out.String(), `"S 1"."T 1"`)
 	require.Contains(t, out.String(), "equal (2 rows)")
 	require.Contains(t, out.String(), `sequence "S 1"."Seq 1"`)
-	require.Contains(t, out.String(), "BEHIND (provider 50, target 1)")
+	require.Contains(t, out.String(), "BEHIND (provider 50, target 1 unused)")
 
 	_, err = pgtest.Connect(t, tg).Exec(ctx, `SELECT setval('"S 1"."Seq 1"', 60)`)
 	require.NoError(t, err)

@@ -34,12 +34,15 @@ type CLI struct {
 
 	Init      InitCmd      `cmd:"" help:"Install or upgrade skiff's schema on a provider or a target."`
 	Table     TableCmd     `cmd:"" help:"Add, remove or resync captured tables."`
-	Queue     QueueCmd     `cmd:"" help:"Show or change a queue's ticker and rotation settings."`
+	Queue     QueueCmd     `cmd:"" help:"Show or change a queue's ticker and rotation settings, or drop a queue."`
 	Subscribe SubscribeCmd `cmd:"" help:"Subscribe a target to a queue: register the consumer, map tables, copy them."`
 	Ticker    TickerCmd    `cmd:"" help:"Run the ticker daemon: cut batches and run queue maintenance."`
 	Worker    WorkerCmd    `cmd:"" help:"Run the worker: replay batches of one or more queues on the target."`
 	Status    StatusCmd    `cmd:"" help:"Show queues, consumers, lag, table states and stalls."`
 	Compare   CompareCmd   `cmd:"" help:"Compare provider and target tables row by row (exit 0 equal, 1 different)."`
+
+	Unsubscribe UnsubscribeCmd `cmd:"" help:"End a subscription: unregister the consumer on the provider, remove the subscription and its table states on the target."`
+	Uninstall   UninstallCmd   `cmd:"" help:"Remove skiff's schema (and, on a provider, its queues and capture triggers) from a database."`
 }
 
 // Runtime is what every command's Run receives besides its flags.

@@ -15,6 +15,7 @@ import (
 // QueueCmd is `skiff queue`: the queues of a provider and their settings.
 type QueueCmd struct {
 	Config QueueConfigCmd `cmd:"" help:"Show a queue's ticker and rotation settings, or change them (SETTING=VALUE ...)."`
+	Drop   QueueDropCmd   `cmd:"" help:"Drop a queue: its tables' capture triggers and functions, its event tables and sequence (refused while consumers are registered, unless --force)."`
 }
 
 // QueueConfigCmd is `skiff queue config`.

@@ -24,6 +24,7 @@ type StatusCmd struct {
 	StallAfter      time.Duration `help:"Report a ticker or worker silent for this long past its due time." default:"30s"`
 	LongTransaction time.Duration `help:"Report provider transactions older than this (they hold back event table rotation)." default:"5m"`
 	Watch           watchInterval `help:"Redraw the report every interval until interrupted: --watch (every 2s), --watch 5s or --watch=5s."`
+	AbandonedAfter  time.Duration `help:"Report a consumer not seen on the provider for this long as abandoned (it holds back event table rotation), with the command that removes it." default:"1h"`
 }
 
 // watchInterval is the optional value of --watch: 0 when the flag is not given, the interval
@@ -65,7 +66,7 @@ func (w *watchInterval) IsBool() bool { return true }
 
 // Run prints the status report; with --watch it redraws it every interval until interrupted.
 func (c *StatusCmd) Run(rt *Runtime) error {
-	cfg := status.Config{StallAfter: c.StallAfter, LongTransaction: c.LongTransaction}
+	cfg := status.Config{StallAfter: c.StallAfter, LongTransaction: c.LongTransaction, AbandonedAfter: c.AbandonedAfter}
 	var err error
 	if cfg.Provider, err = pg.ParseConfig(c.Provider, "skiff status"); err != nil {
 		return err

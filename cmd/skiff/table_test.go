@@ -39,7 +39,13 @@ func oneLineError(t *testing.T, code int, stderr, want string) {
 // provider` and returns its URL and a connection closed when the test ends.
 func initProvider(t *testing.T) (string, *pgx.Conn) {
 	t.Helper()
-	url := pgtest.Shared(t, "").NewDB(t)
+	return initProviderOn(t, "")
+}
+
+// initProviderOn is initProvider on the shared server of a version ("" = the default).
+func initProviderOn(t *testing.T, version string) (string, *pgx.Conn) {
+	t.Helper()
+	url := pgtest.Shared(t, version).NewDB(t)
 	code, _, stderr := skiff(t, "init", "provider", "--db", url)
 	require.Zero(t, code, stderr)
 	conn, err := pg.Connect(context.Background(), url, "skiff-test")
@@ -56,7 +62,7 @@ func TestTableAddRemove(t *testing.T) {
 		`CREATE SCHEMA "My Schema"`,
 		`CREATE TABLE "My Schema"."Odd Table" (id int PRIMARY KEY, v text)`,
 		`CREATE TABLE plain (id int PRIMARY KEY, status text)`,
-		`CREATE TABLE nokey (a int, b int)`,
+		`CREATE TABLE nokey (a int NOT NULL, b int NOT NULL, UNIQUE (a, b))`,
 		`CREATE SEQUENCE seq1`,
 	} {
 		_, err := conn.Exec(ctx, sql)

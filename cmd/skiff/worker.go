@@ -224,8 +224,23 @@ func (s *session) NextBatch(ctx context.Context) (change.Batch, error) {
 	if err := s.ensure(ctx); err != nil {
 		return change.Batch{}, err
 	}
-	return s.src.NextBatch(ctx)
+	b, err := s.src.NextBatch(ctx)
+	if errors.Is(err, queue.ErrNotRegistered) {
+		// Unsubscribed (or the queue dropped) under the worker: waiting cannot help.
+		return b, unregisteredError{err}
+	}
+	return b, err
 }
+
+// unregisteredError: the consumer is no longer registered on the provider (skiff unsubscribe,
+// skiff queue drop): the worker stops instead of retrying.
+type unregisteredError struct{ err error }
+
+func (e unregisteredError) Error() string {
+	return e.err.Error() + " (removed by skiff unsubscribe or skiff queue drop?): the worker stops"
+}
+func (e unregisteredError) Unwrap() error      { return e.err }
+func (e unregisteredError) PositionLost() bool { return true }
 
 func (s *session) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
 	return s.src.Events(ctx, b, fn)

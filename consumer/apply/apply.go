@@ -91,6 +91,17 @@ func (e *PositionError) Error() string {
 // PositionLost marks the error as one the worker must not retry.
 func (e *PositionError) PositionLost() bool { return true }
 
+// UnsubscribedError: the subscription was removed from the target while a worker held it
+// (skiff unsubscribe --force): the worker must stop, not retry.
+type UnsubscribedError struct{ Queue, Consumer string }
+
+func (e *UnsubscribedError) Error() string {
+	return fmt.Sprintf("subscription %s/%s was removed from the target (skiff unsubscribe): the worker stops", e.Queue, e.Consumer)
+}
+
+// PositionLost marks the error as one the worker must not retry.
+func (e *UnsubscribedError) PositionLost() bool { return true }
+
 func fmtPos(p change.Position) string {
 	switch {
 	case p.Tick != 0:
@@ -176,23 +187,27 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
 }
 
 // holder describes the worker holding the subscription's lock, for the error message.
-func (a *Applier) holder(ctx context.Context) string {
+func (a *Applier) holder(ctx context.Context) string { return lockHolder(ctx, a.conn, a.subID) }
+
+// lockHolder describes the session holding a subscription's worker lock on the target.
+func lockHolder(ctx context.Context, conn *pgx.Conn, subID int32) string {
+	version := pg.ServerVersion(conn)
 	pidCol, appCol := "pid", "a.application_name"
-	if a.version < 90200 {
+	if version < 90200 {
 		pidCol = "procpid"
 	}
-	if a.version < 90000 {
+	if version < 90000 {
 		appCol = "NULL::text" // application_name is 9.0+
 	}
 	var pid int32
 	var app, worker *string
-	err := a.conn.QueryRow(ctx, `SELECT l.pid, `+appCol+`, s.worker
+	err := conn.QueryRow(ctx, `SELECT l.pid, `+appCol+`, s.worker
 		FROM pg_catalog.pg_locks l
 		LEFT JOIN pg_catalog.pg_stat_activity a ON a.`+pidCol+` = l.pid
 		LEFT JOIN skiff.subscription s ON s.sub_id = $2
 		WHERE l.locktype = 'advisory' AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid AND l.objsubid = 2 AND l.granted
 		  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-		LIMIT 1`, int64(LockClass), int64(a.subID)).Scan(&pid, &app, &worker)
+		LIMIT 1`, int64(LockClass), int64(subID)).Scan(&pid, &app, &worker)
 	if err != nil {
 		return "holder unknown"
 	}
@@ -236,6 +251,9 @@ func (a *Applier) Close(ctx context.Context) error {
 func (a *Applier) Position(ctx context.Context) (change.Position, error) {
 	var tick, lsn *int64
 	if err := a.conn.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1`, a.subID).Scan(&tick, &lsn); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return change.Position{}, &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
+		}
 		return change.Position{}, fmt.Errorf("read position of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
 	}
 	return toPos(tick, lsn), nil
@@ -355,6 +373,9 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	}
 	var tick, lsn *int64
 	if err := tx.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1 FOR UPDATE`, a.subID).Scan(&tick, &lsn); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
+		}
 		return fmt.Errorf("apply batch %d: lock subscription: %w", b.ID, err)
 	}
 	if rec := toPos(tick, lsn); rec != b.Prev && rec != (change.Position{}) {

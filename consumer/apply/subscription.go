@@ -129,3 +129,69 @@ func subscribedRoutes(ctx context.Context, tx pgx.Tx, id int32) (map[change.Tabl
 	}
 	return out, rows.Err()
 }
+
+// Unsubscribed says what Unsubscribe found and removed on the target.
+type Unsubscribed struct {
+	// Found is false when the target had no such subscription (nothing was removed there).
+	Found bool
+	// Tables is the number of table states removed with it.
+	Tables int
+	// Holder describes the worker that held the subscription when force took it anyway; ""
+	// when none did.
+	Holder string
+}
+
+// Unsubscribe removes a subscription from the target: its row, and with it (ON DELETE
+// CASCADE) its table states, copy backlog and batch log. It first takes the subscription's
+// worker lock (pg_try_advisory_lock(LockClass, sub_id)); when a worker holds it, it fails with
+// ErrLocked naming the holder, unless force (that worker's next batch then fails). While it
+// holds the lock — so no worker starts on the subscription meanwhile — it calls before (e.g.
+// unregistering the consumer on the provider; nil for nothing), which also runs when the
+// target has no such subscription, then deletes. The lock is released before it returns.
+func Unsubscribe(ctx context.Context, conn *pgx.Conn, queue, consumer string, force bool, before func(ctx context.Context) error) (*Unsubscribed, error) {
+	what := fmt.Sprintf("subscription %s/%s", queue, consumer)
+	res := &Unsubscribed{}
+	var id int32
+	err := conn.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2`, queue, consumer).Scan(&id)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if before != nil {
+			return res, before(ctx)
+		}
+		return res, nil
+	case err != nil:
+		return nil, fmt.Errorf("read %s on the target: %w", what, err)
+	}
+	res.Found = true
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, int32(LockClass), id).Scan(&locked); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", what, err)
+	}
+	if locked {
+		defer func() {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1::int4, $2::int4)`, int32(LockClass), id)
+		}()
+	} else {
+		holder := lockHolder(ctx, conn, id)
+		if !force {
+			return nil, fmt.Errorf("%s: %w (%s): stop that worker first, or give --force", what, ErrLocked, holder)
+		}
+		res.Holder = holder
+	}
+	if before != nil {
+		if err := before(ctx); err != nil {
+			return nil, err
+		}
+	}
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM skiff.table_state WHERE sub_id = $1`, id).Scan(&res.Tables); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM skiff.subscription WHERE sub_id = $1`, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("remove %s from the target: %w", what, err)
+	}
+	return res, nil
+}

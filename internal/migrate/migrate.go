@@ -121,18 +121,16 @@ func upTo(ctx context.Context, cfg *pgx.ConnConfig, role Role, version int64) (*
 	return res, nil
 }
 
-// Version returns the installed schema version of a role, 0 when not installed.
+// Version returns the installed schema version of a role, 0 when not installed (also when
+// schema skiff holds only the other role's schema).
 func Version(ctx context.Context, conn *pgx.Conn, role Role) (int64, error) {
-	var v *int64
-	err := conn.QueryRow(ctx, `
-		SELECT (SELECT max(version_id) FROM `+pgx.Identifier{"skiff", string(role) + "_migrations"}.Sanitize()+` WHERE is_applied)
-		WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		              WHERE n.nspname = 'skiff' AND c.relname = $1)`, string(role)+"_migrations").Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) || v == nil {
-		return 0, nil
+	var exists bool
+	if err := conn.QueryRow(ctx, existsSQL, string(role)+"_migrations").Scan(&exists); err != nil || !exists {
+		return 0, wrapVersion(role, err)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("read %s schema version: %w", role, err)
+	var v *int64
+	if err := conn.QueryRow(ctx, versionSQL(role)).Scan(&v); err != nil || v == nil {
+		return 0, wrapVersion(role, err)
 	}
 	return *v, nil
 }
@@ -167,6 +165,121 @@ func Require(ctx context.Context, conn *pgx.Conn, role Role, db string, need int
 		return &NotInstalledError{Role: role, DB: db, Have: v, Need: need}
 	}
 	return nil
+}
+
+// existsSQL says whether a table of schema skiff exists ($1: its name). A query naming a
+// missing table fails when it is planned, whatever its WHERE says: look first.
+const existsSQL = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	WHERE n.nspname = 'skiff' AND c.relname = $1)`
+
+// versionSQL reads a role's schema version from its version table.
+func versionSQL(role Role) string {
+	return `SELECT max(version_id) FROM ` + pgx.Identifier{"skiff", string(role) + "_migrations"}.Sanitize() + ` WHERE is_applied`
+}
+
+func wrapVersion(role Role, err error) error {
+	if err != nil {
+		return fmt.Errorf("read %s schema version: %w", role, err)
+	}
+	return nil
+}
+
+func versionDB(ctx context.Context, db *sql.DB, role Role) (int64, error) {
+	var exists bool
+	if err := db.QueryRowContext(ctx, existsSQL, string(role)+"_migrations").Scan(&exists); err != nil || !exists {
+		return 0, wrapVersion(role, err)
+	}
+	var v sql.NullInt64
+	if err := db.QueryRowContext(ctx, versionSQL(role)).Scan(&v); err != nil {
+		return 0, wrapVersion(role, err)
+	}
+	return v.Int64, nil
+}
+
+// UninstallResult says what Uninstall did.
+type UninstallResult struct {
+	// From is the schema version removed; 0 when the role was not installed (nothing done).
+	From int64
+	// SchemaKeptFor is the other role when its schema keeps schema skiff alive.
+	SchemaKeptFor Role
+	// SchemaKeptWith names what schema skiff still holds that skiff did not make (it is then
+	// kept, with them).
+	SchemaKeptWith []string
+}
+
+// Uninstall removes a role's schema from the database cfg points at: every migration is run
+// down, newest first, under the role's migration lock, the version table is dropped, and then
+// schema skiff itself unless the other role is installed in it or it holds objects skiff did
+// not make. What the migrations do not know of must be gone first: a provider's queues
+// (queue.DropQueue removes their capture triggers, functions and event tables). Nothing
+// happens when the role is not installed.
+func Uninstall(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*UninstallResult, error) {
+	other := Target
+	if role == Target {
+		other = Provider
+	}
+	if _, err := role.fsys(); err != nil {
+		return nil, err
+	}
+	check := stdlib.OpenDB(*cfg)
+	defer check.Close()
+	res := &UninstallResult{}
+	var err error
+	if res.From, err = versionDB(ctx, check, role); err != nil || res.From == 0 {
+		return res, err
+	}
+	p, db, err := open(ctx, cfg, role)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	if _, err := p.DownTo(ctx, 0); err != nil {
+		var perr *goose.PartialError
+		if errors.As(err, &perr) && perr.Failed != nil {
+			return nil, fmt.Errorf("uninstall %s schema: migration %s: %w", role, perr.Failed.Source.Path, perr.Err)
+		}
+		return nil, fmt.Errorf("uninstall %s schema: %w", role, err)
+	}
+	if _, err := db.ExecContext(ctx, `DROP TABLE `+pgx.Identifier{"skiff", string(role) + "_migrations"}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("uninstall %s schema: drop its version table: %w", role, err)
+	}
+	if v, err := versionDB(ctx, db, other); err != nil {
+		return nil, err
+	} else if v > 0 {
+		res.SchemaKeptFor = other
+		return res, nil
+	}
+	rows, err := db.QueryContext(ctx, `SELECT 'relation ' || c.relname FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'skiff'
+		UNION ALL
+		SELECT 'function ' || p.proname FROM pg_catalog.pg_proc p
+			JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'skiff'
+		UNION ALL
+		SELECT 'type ' || t.typname FROM pg_catalog.pg_type t
+			JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+		 WHERE n.nspname = 'skiff' AND t.typrelid = 0 AND t.typname NOT LIKE '\_%'
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("uninstall %s schema: list what schema skiff holds: %w", role, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var what string
+		if err := rows.Scan(&what); err != nil {
+			return nil, fmt.Errorf("uninstall %s schema: list what schema skiff holds: %w", role, err)
+		}
+		res.SchemaKeptWith = append(res.SchemaKeptWith, what)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("uninstall %s schema: list what schema skiff holds: %w", role, err)
+	}
+	if len(res.SchemaKeptWith) > 0 {
+		return res, nil
+	}
+	if _, err := db.ExecContext(ctx, `DROP SCHEMA skiff`); err != nil {
+		return nil, fmt.Errorf("uninstall %s schema: drop schema skiff: %w", role, err)
+	}
+	return res, nil
 }
 
 // Latest is the newest migration version skiff ships for a role.

@@ -31,3 +31,26 @@ func TestTargetWithoutPLpgSQL(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_language WHERE lanname = 'plpgsql')").Scan(&has))
 	require.False(t, has, "the target needs no PL/pgSQL")
 }
+
+// TestVersionOfTheOtherRole: in a database with only the target schema (schema skiff exists),
+// the provider's version is 0, not an error about a missing table (status and uninstall ask).
+func TestVersionOfTheOtherRole(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	cfg, err := pg.ParseConfig(url, "skiff-test")
+	require.NoError(t, err)
+	_, err = Up(ctx, cfg, Target)
+	require.NoError(t, err)
+	conn, err := pg.Connect(ctx, url, "skiff-test")
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	v, err := Version(ctx, conn, Provider)
+	require.NoError(t, err)
+	require.Zero(t, v)
+	v, err = Version(ctx, conn, Target)
+	require.NoError(t, err)
+	latest, err := Latest(Target)
+	require.NoError(t, err)
+	require.Equal(t, latest, v)
+}
