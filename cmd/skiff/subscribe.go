@@ -52,10 +52,9 @@ func consumerFor(ctx context.Context, tgt *pgx.Conn, explicit, queueName, target
 	if explicit == "" {
 		return apply.FindConsumer(ctx, tgt, queueName, legacyConsumer(targetURL))
 	}
-	err = tgt.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2)`,
-		queueName, explicit).Scan(&found)
+	found, err = apply.SubscriptionExists(ctx, tgt, queueName, explicit)
 	if err != nil {
-		return "", false, fmt.Errorf("target: read subscription %s/%s: %w", queueName, explicit, err)
+		return "", false, fmt.Errorf("target: %w", err)
 	}
 	return explicit, found, nil
 }

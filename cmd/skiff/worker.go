@@ -104,8 +104,9 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 	return g.Wait()
 }
 
-// consumers names the consumer of each queue's subscription on the target: --consumer, or
-// the subscription the target records for the queue, however its URL is spelt.
+// consumers checks that both databases have skiff's schema and names the consumer of each
+// queue's subscription on the target: --consumer, or the subscription the target records for
+// the queue, however its URL is spelt.
 func (c *WorkerCmd) consumers(ctx context.Context) (map[string]string, error) {
 	prov, err := pg.Connect(ctx, c.Provider, "skiff worker")
 	if err != nil {
@@ -170,9 +171,6 @@ func (s *session) connect(ctx context.Context) error {
 	if s.prov, err = pg.Connect(ctx, s.cmd.Provider, "skiff worker "+s.queue); err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
-	if err := requireSchema(ctx, s.prov, migrate.Provider); err != nil {
-		return err
-	}
 	tcfg, err := pg.ParseConfig(s.cmd.Target, "skiff worker "+s.queue)
 	if err != nil {
 		return err
@@ -180,9 +178,6 @@ func (s *session) connect(ctx context.Context) error {
 	s.targetDesc = pg.Describe(tcfg)
 	if s.tgt, err = pg.ConnectConfig(ctx, tcfg); err != nil {
 		return fmt.Errorf("target: %w", err)
-	}
-	if err := requireSchema(ctx, s.tgt, migrate.Target); err != nil {
-		return err
 	}
 	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log}); err != nil {
 		return fmt.Errorf("target %s: %w", s.targetDesc, err)

@@ -59,3 +59,14 @@ func FindConsumer(ctx context.Context, conn *pgx.Conn, queue, legacy string) (na
 	}
 	return "", false, fmt.Errorf("queue %s: %w: give --consumer, one of %s", queue, ErrAmbiguous, strings.Join(names, ", "))
 }
+
+// SubscriptionExists reports whether the target records a subscription of queue by consumer.
+func SubscriptionExists(ctx context.Context, conn *pgx.Conn, queue, consumer string) (bool, error) {
+	var found bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2)`,
+		queue, consumer).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("read subscription %s/%s: %w", queue, consumer, err)
+	}
+	return found, nil
+}

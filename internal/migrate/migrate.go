@@ -58,7 +58,7 @@ func open(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*goose.Provider,
 		return nil, nil, err
 	}
 	db := stdlib.OpenDB(*cfg)
-	p, err := provider(ctx, db, fsys, role)
+	p, err := gooseProvider(ctx, db, fsys, role)
 	if err != nil {
 		db.Close()
 		return nil, nil, err
@@ -66,8 +66,8 @@ func open(ctx context.Context, cfg *pgx.ConnConfig, role Role) (*goose.Provider,
 	return p, db, nil
 }
 
-// provider connects, prepares the schema and makes the goose provider of a role on db.
-func provider(ctx context.Context, db *sql.DB, fsys fs.FS, role Role) (*goose.Provider, error) {
+// gooseProvider connects, prepares the schema and makes the goose provider of a role on db.
+func gooseProvider(ctx context.Context, db *sql.DB, fsys fs.FS, role Role) (*goose.Provider, error) {
 	db.SetMaxOpenConns(2)
 	if err := db.PingContext(ctx); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
