@@ -54,24 +54,26 @@ func TestUnsubscribe(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	p, pconn := initProvider(t)
-	tg, tconn := initTargetOn(t, "")
 	execAll(t, pconn, `CREATE TABLE orders (id serial PRIMARY KEY, v text)`)
-	execAll(t, tconn, `CREATE TABLE orders (id serial PRIMARY KEY, v text)`)
 	code, _, stderr := skiff(t, "table", "add", "--db", p, "--queue", "q", "orders")
 	require.Zero(t, code, stderr)
+	// One target each: two subscriptions of a queue may not write one destination.
+	tgs, tconns := map[string]string{}, map[string]*pgx.Conn{}
 	for _, c := range []string{"c1", "c2", "c3"} {
-		code, _, stderr = skiff(t, "subscribe", "--provider", p, "--target", tg, "--queue", "q", "--no-copy", "--consumer", c)
+		tgs[c], tconns[c] = initTargetOn(t, "")
+		execAll(t, tconns[c], `CREATE TABLE orders (id serial PRIMARY KEY, v text)`)
+		code, _, stderr = skiff(t, "subscribe", "--provider", p, "--target", tgs[c], "--queue", "q", "--no-copy", "--consumer", c)
 		require.Zero(t, code, stderr)
 	}
 	require.Equal(t, []string{"q/c1", "q/c2", "q/c3"}, consumers(t, pconn))
 
 	// A worker holds c1.
-	wconn, err := pg.Connect(ctx, tg, "skiff worker q")
+	wconn, err := pg.Connect(ctx, tgs["c1"], "skiff worker q")
 	require.NoError(t, err)
 	defer wconn.Close(ctx)
 	worker, err := apply.Open(ctx, wconn, apply.Config{Queue: "q", Consumer: "c1"})
 	require.NoError(t, err)
-	unsub := []string{"unsubscribe", "--provider", p, "--target", tg, "--queue", "q", "--consumer", "c1"}
+	unsub := []string{"unsubscribe", "--provider", p, "--target", tgs["c1"], "--queue", "q", "--consumer", "c1"}
 	code, _, stderr = skiff(t, unsub...)
 	oneLineError(t, code, stderr, "another worker holds the subscription")
 	require.Contains(t, stderr, "--force")
@@ -83,16 +85,20 @@ func TestUnsubscribe(t *testing.T) {
 	require.Contains(t, stdout, "consumer c1 unregistered from queue q on the provider")
 	require.Contains(t, stdout, "subscription of consumer c1 to queue q removed from the target (1 table)")
 	require.Equal(t, []string{"q/c2", "q/c3"}, consumers(t, pconn))
-	require.Zero(t, count(t, tconn, `SELECT count(*) FROM skiff.subscription WHERE consumer = 'c1'`))
-	require.Equal(t, 2, count(t, tconn, `SELECT count(*) FROM skiff.table_state`), "the other subscriptions' tables stay")
+	require.Zero(t, count(t, tconns["c1"], `SELECT count(*) FROM skiff.subscription WHERE consumer = 'c1'`))
+	require.Zero(t, count(t, tconns["c1"], `SELECT count(*) FROM skiff.table_state`), "its table states are gone")
+	require.Equal(t, 1, count(t, tconns["c2"], `SELECT count(*) FROM skiff.table_state`), "the other subscriptions' tables stay")
 	code, _, stderr = skiff(t, unsub...)
 	oneLineError(t, code, stderr, "consumer c1 is not registered on queue q of the provider and has no subscription on the target")
 
 	// --force takes the subscription from under a worker (which then stops).
-	worker, err = apply.Open(ctx, wconn, apply.Config{Queue: "q", Consumer: "c2"})
+	w2, err := pg.Connect(ctx, tgs["c2"], "skiff worker q")
+	require.NoError(t, err)
+	defer w2.Close(ctx)
+	worker, err = apply.Open(ctx, w2, apply.Config{Queue: "q", Consumer: "c2"})
 	require.NoError(t, err)
 	defer func() { _ = worker.Close(ctx) }()
-	code, stdout, stderr = skiff(t, "unsubscribe", "--provider", p, "--target", tg, "--queue", "q", "--consumer", "c2", "--force")
+	code, stdout, stderr = skiff(t, "unsubscribe", "--provider", p, "--target", tgs["c2"], "--queue", "q", "--consumer", "c2", "--force")
 	require.Zero(t, code, stderr)
 	require.Contains(t, stderr, "a worker holds the subscription")
 	require.Contains(t, stdout, "subscription of consumer c2 to queue q removed from the target")
@@ -102,7 +108,7 @@ func TestUnsubscribe(t *testing.T) {
 	require.Zero(t, code, stderr)
 	require.Contains(t, stdout, "consumer c3 unregistered from queue q on the provider")
 	require.Empty(t, consumers(t, pconn))
-	require.Equal(t, 1, count(t, tconn, `SELECT count(*) FROM skiff.subscription WHERE consumer = 'c3'`), "no --target: the target is not touched")
+	require.Equal(t, 1, count(t, tconns["c3"], `SELECT count(*) FROM skiff.subscription WHERE consumer = 'c3'`), "no --target: the target is not touched")
 
 	code, _, stderr = skiff(t, "unsubscribe", "--provider", p, "--queue", "q")
 	oneLineError(t, code, stderr, "--consumer")
