@@ -24,27 +24,9 @@ func TestSecurityCopyAndCompare(t *testing.T) {
 	t.Parallel()
 	ddl := `CREATE TABLE public.acct (id int PRIMARY KEY, amount numeric, note text)`
 	p := newPair(t, "", "", ddl)
-	admin := connect(t, p.prov)
-	role := fmt.Sprintf("mallory_e2e%d_%d", hostileRoles.Add(1), admin.PgConn().PID())
-	r := pgx.Identifier{role}.Sanitize()
-	exec1(t, admin, `CREATE ROLE `+r+` LOGIN`)
-	exec1(t, admin, `GRANT CREATE ON SCHEMA public TO `+r)
-	exec1(t, admin, `CREATE TABLE public.ran (who text)`)
-	exec1(t, admin, `GRANT INSERT ON public.ran TO PUBLIC`)
-	t.Cleanup(func() {
-		c := connect(t, p.prov)
-		_, _ = c.Exec(context.Background(), `DROP OWNED BY `+r+` CASCADE`)
-		_, _ = c.Exec(context.Background(), `DROP ROLE `+r)
-	})
-	m := connect(t, strings.Replace(p.prov, "postgres://postgres@", "postgres://"+role+"@", 1))
-	exec1(t, m, `CREATE FUNCTION public.gt_ni(numeric, integer) RETURNS boolean LANGUAGE plpgsql AS $f$
-		BEGIN
-		    BEGIN EXECUTE 'ALTER ROLE `+strings.ReplaceAll(r, `'`, `''`)+` SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
-		    INSERT INTO public.ran VALUES (current_user);
-		    RETURN $1 OPERATOR(pg_catalog.>) $2;
-		END $f$`)
-	exec1(t, m, `CREATE OPERATOR public.> (LEFTARG = numeric, RIGHTARG = integer, PROCEDURE = public.gt_ni)`)
-	exec1(t, admin, `INSERT INTO public.acct SELECT i, i % 3 - 1, 'n' || i FROM generate_series(1, 300) i`)
+	h := newHostileRole(t, p.prov)
+	h.shadowOperator(t, ">", "numeric", "integer", "$1 OPERATOR(pg_catalog.>) $2")
+	exec1(t, h.admin, `INSERT INTO public.acct SELECT i, i % 3 - 1, 'n' || i FROM generate_series(1, 300) i`)
 
 	out, err := skiff(t, "table", "add", "--db", p.prov, "--queue", "q", "--where", "amount > 0", "public.acct")
 	require.NoError(t, err, out)
@@ -53,12 +35,7 @@ func TestSecurityCopyAndCompare(t *testing.T) {
 	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "q")
 	require.NoError(t, err, out)
 
-	var super bool
-	require.NoError(t, admin.QueryRow(context.Background(), `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, role).Scan(&super))
-	require.False(t, super, "the hostile role became superuser")
-	var ran int
-	require.NoError(t, admin.QueryRow(context.Background(), `SELECT count(*) FROM public.ran WHERE who <> $1`, role).Scan(&ran))
-	require.Zero(t, ran, "the hostile operator ran with another role's rights")
+	h.requireHarmless(t)
 	var rows int
 	require.NoError(t, connect(t, p.tgt).QueryRow(context.Background(), `SELECT count(*) FROM public.acct WHERE amount > 0 AND note LIKE 'n%'`).Scan(&rows))
 	require.Equal(t, 100, rows, "the copy holds exactly the filtered rows")
@@ -75,26 +52,8 @@ func TestSecurityWorkerOnTarget(t *testing.T) {
 	ddl := `CREATE TYPE public.mood AS ENUM ('sad', 'ok');
 		CREATE TABLE public.acct (id int, mood public.mood, note text, PRIMARY KEY (id, mood))`
 	p := newPair(t, "", "", ddl)
-	admin := connect(t, p.tgt)
-	role := fmt.Sprintf("mallory_tgt%d_%d", hostileRoles.Add(1), admin.PgConn().PID())
-	r := pgx.Identifier{role}.Sanitize()
-	exec1(t, admin, `CREATE ROLE `+r+` LOGIN`)
-	exec1(t, admin, `GRANT CREATE ON SCHEMA public TO `+r)
-	exec1(t, admin, `CREATE TABLE public.ran (who text)`)
-	exec1(t, admin, `GRANT INSERT ON public.ran TO PUBLIC`)
-	t.Cleanup(func() {
-		c := connect(t, p.tgt)
-		_, _ = c.Exec(context.Background(), `DROP OWNED BY `+r+` CASCADE`)
-		_, _ = c.Exec(context.Background(), `DROP ROLE `+r)
-	})
-	m := connect(t, strings.Replace(p.tgt, "postgres://postgres@", "postgres://"+role+"@", 1))
-	exec1(t, m, `CREATE FUNCTION public.eq_mood(public.mood, public.mood) RETURNS boolean LANGUAGE plpgsql AS $f$
-		BEGIN
-		    BEGIN EXECUTE 'ALTER ROLE `+strings.ReplaceAll(r, `'`, `''`)+` SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
-		    INSERT INTO public.ran VALUES (current_user);
-		    RETURN $1::text OPERATOR(pg_catalog.=) $2::text;
-		END $f$`)
-	exec1(t, m, `CREATE OPERATOR public.= (LEFTARG = public.mood, RIGHTARG = public.mood, PROCEDURE = public.eq_mood)`)
+	h := newHostileRole(t, p.tgt)
+	h.shadowOperator(t, "=", "public.mood", "public.mood", "$1::text OPERATOR(pg_catalog.=) $2::text")
 
 	p.capture(t, "q", "public.acct")
 	p.subscribe(t, "q")
@@ -112,10 +71,55 @@ func TestSecurityWorkerOnTarget(t *testing.T) {
 	wg.Wait()
 	p.compare(t, "public.acct")
 
+	h.requireHarmless(t)
+}
+
+// hostileRole is a login role with CREATE on public in the database at url, whose operator
+// functions (made by shadowOperator) try to make it superuser and log who they ran as.
+type hostileRole struct {
+	name  string
+	admin *pgx.Conn // a superuser, as skiff's operator
+	conn  *pgx.Conn // the role's own session
+}
+
+func newHostileRole(t *testing.T, url string) *hostileRole {
+	t.Helper()
+	h := &hostileRole{admin: connect(t, url)}
+	h.name = fmt.Sprintf("mallory_e2e%d_%d", hostileRoles.Add(1), h.admin.PgConn().PID())
+	r := pgx.Identifier{h.name}.Sanitize()
+	exec1(t, h.admin, `CREATE ROLE `+r+` LOGIN`)
+	exec1(t, h.admin, `GRANT CREATE ON SCHEMA public TO `+r)
+	exec1(t, h.admin, `CREATE TABLE public.ran (who text)`)
+	exec1(t, h.admin, `GRANT INSERT ON public.ran TO PUBLIC`)
+	t.Cleanup(func() {
+		c := connect(t, url)
+		_, _ = c.Exec(context.Background(), `DROP OWNED BY `+r+` CASCADE`)
+		_, _ = c.Exec(context.Background(), `DROP ROLE `+r)
+	})
+	h.conn = connect(t, strings.Replace(url, "postgres://postgres@", "postgres://"+h.name+"@", 1))
+	return h
+}
+
+// shadowOperator creates public.<op>(left, right) whose function tries ALTER ROLE ...
+// SUPERUSER, logs current_user, and returns ret.
+func (h *hostileRole) shadowOperator(t *testing.T, op, left, right, ret string) {
+	t.Helper()
+	exec1(t, h.conn, `CREATE FUNCTION public.shadow(`+left+`, `+right+`) RETURNS boolean LANGUAGE plpgsql AS $f$
+		BEGIN
+		    BEGIN EXECUTE 'ALTER ROLE `+strings.ReplaceAll(pgx.Identifier{h.name}.Sanitize(), `'`, `''`)+` SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+		    INSERT INTO public.ran VALUES (current_user);
+		    RETURN `+ret+`;
+		END $f$`)
+	exec1(t, h.conn, `CREATE OPERATOR public.`+op+` (LEFTARG = `+left+`, RIGHTARG = `+right+`, PROCEDURE = public.shadow)`)
+}
+
+// requireHarmless checks the role is not superuser and none of its code ran as another role.
+func (h *hostileRole) requireHarmless(t *testing.T) {
+	t.Helper()
 	var super bool
-	require.NoError(t, admin.QueryRow(context.Background(), `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, role).Scan(&super))
+	require.NoError(t, h.admin.QueryRow(context.Background(), `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, h.name).Scan(&super))
 	require.False(t, super, "the hostile role became superuser")
 	var ran int
-	require.NoError(t, admin.QueryRow(context.Background(), `SELECT count(*) FROM public.ran WHERE who <> $1`, role).Scan(&ran))
-	require.Zero(t, ran, "the hostile operator ran with the worker's rights")
+	require.NoError(t, h.admin.QueryRow(context.Background(), `SELECT count(*) FROM public.ran WHERE who <> $1`, h.name).Scan(&ran))
+	require.Zero(t, ran, "the hostile operator ran with another role's rights")
 }
