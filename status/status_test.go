@@ -173,15 +173,16 @@ func TestWorkerInBackoffIsAlive(t *testing.T) {
 	_, err = queue.ForceTick(ctx, prov, "main") // the consumer is now behind
 	require.NoError(t, err)
 	tconn := pgtest.Connect(t, tcfg.ConnString())
-	cfg := status.Config{Provider: pcfg, Target: tcfg, StallAfter: 500 * time.Millisecond, LongTransaction: time.Hour}
+	// StallAfter leaves room for a loaded machine between the heartbeat and the report.
+	cfg := status.Config{Provider: pcfg, Target: tcfg, StallAfter: 5 * time.Second, LongTransaction: time.Hour}
 	var r *status.Report
-	pgtest.Eventually(t, 30*time.Second, "the provider has not seen the consumer for longer than StallAfter", func() bool {
+	pgtest.Eventually(t, time.Minute, "the provider has not seen the consumer for longer than StallAfter", func() bool {
 		_, err = tconn.Exec(ctx, `UPDATE skiff.subscription SET last_error = 'table "Odd Table": boom', last_error_at = now(),
 			heartbeat = now(), worker = 'host:42'`)
 		require.NoError(t, err)
 		r, err = status.Collect(ctx, cfg)
 		require.NoError(t, err)
-		return r.Queues[0].Consumers[0].LastSeenSeconds > 1
+		return r.Queues[0].Consumers[0].LastSeenSeconds > 6
 	})
 	c := r.Queues[0].Consumers[0]
 	require.Contains(t, c.Stall, "failing: table \"Odd Table\": boom")
