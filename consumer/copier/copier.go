@@ -362,7 +362,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		if !replica && errors.As(err, &pgErr) && pgErr.Code == "23503" {
 			err = fmt.Errorf("%w (the copy checks the destination's foreign keys because role %s may not SET session_replication_role: "+
 				"connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO %s)",
-				err, tgt.Config().User, tgt.Config().User)
+				err, change.QuoteIdent(tgt.Config().User), change.QuoteIdent(tgt.Config().User))
 		}
 		res.Err = err
 		return
