@@ -273,6 +273,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res
 		res.Err = fmt.Errorf("target: %w", &ReferencedError{Table: p.dest, Keys: refs, Role: tgt.Config().User})
 		return
 	}
+	p.replica = replica
 	if !replica {
 		log.Warn("the target role may not SET session_replication_role: the destination's triggers and foreign keys fire during the copy; connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this")
 	}

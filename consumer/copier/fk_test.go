@@ -2,6 +2,7 @@ package copier_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/skiffdb/skiff/compare"
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -209,4 +211,45 @@ func TestBarrierCommitFails(t *testing.T) {
 	var n int
 	require.NoError(t, tgt.QueryRow(ctx, `SELECT count(*) FROM t`).Scan(&n))
 	require.Zero(t, n, "the copy rolled back")
+}
+
+// TestCopyRoutesIntoReferencedTable: a handler without an SQL form sends the even rows to
+// another table, which a foreign key with rows of its own references. The copy empties that
+// table as it does a destination (TRUNCATE would be refused), and the referencing rows stay.
+func TestCopyRoutesIntoReferencedTable(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE src (id int PRIMARY KEY, v text);
+		INSERT INTO src SELECT g, 'v' || g FROM generate_series(1, 100) g`)
+	require.NoError(t, err)
+	tconn := pgtest.Connect(t, tg)
+	_, err = tconn.Exec(ctx, `CREATE TABLE odd (id int PRIMARY KEY, v text); CREATE TABLE even (id int PRIMARY KEY, v text);
+		CREATE TABLE note (id int PRIMARY KEY, even_id int REFERENCES even ON DELETE CASCADE);
+		INSERT INTO even VALUES (2, 'old'), (1000, 'gone after the copy'); INSERT INTO note VALUES (1, 2), (2, 1000)`)
+	require.NoError(t, err)
+	even := change.Table{Schema: "public", Name: "even"}
+	reg := handlers.NewRegistry()
+	require.NoError(t, reg.Register("split", func(change.Table, json.RawMessage) (handlers.Handler, error) {
+		return handlers.Func(func(ev *change.Event) (bool, error) {
+			if id := ev.Values[0]; id.Valid && id.Text != "" && (id.Text[len(id.Text)-1]-'0')%2 == 0 {
+				ev.Table = even
+			}
+			return true, nil
+		}), nil
+	}))
+	pc, tc := configs(t, p, tg)
+	src := change.Table{Schema: "public", Name: "src"}
+	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, Registry: reg},
+		[]copier.Table{{Source: src, Dest: change.Table{Schema: "public", Name: "odd"}, Handler: "split"}})
+	require.NoError(t, err)
+	require.EqualValues(t, 100, res[0].Rows)
+	var odd, evens, notes int
+	require.NoError(t, tconn.QueryRow(ctx, `SELECT (SELECT count(*) FROM odd), (SELECT count(*) FROM even WHERE v LIKE 'v%'),
+		(SELECT count(*) FROM note)`).Scan(&odd, &evens, &notes))
+	require.Equal(t, 50, odd)
+	require.Equal(t, 50, evens, "even holds the copied rows only")
+	require.Equal(t, 2, notes, "the referencing rows stay")
 }

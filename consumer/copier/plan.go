@@ -40,6 +40,9 @@ type plan struct {
 	dest change.Table
 	// cols are the columns written (SQL path); the destination's writable columns (Go path).
 	cols []string
+	// replica: the copy's target transaction runs as session_replication_role = replica, so
+	// a table other tables' foreign keys reference can be emptied with DELETE.
+	replica bool
 }
 
 // newPlan reads the source table and the capture, builds the table's handlers and decides
@@ -195,7 +198,8 @@ func quoteList(names []string) string {
 // transform copies a table whose handlers have no SQL form (internal/rowcopy): every row the
 // capture queues, in its text form, is handed to the handlers as an Insert event and what
 // they keep is written with COPY FROM STDIN into the table they send it to. A table other
-// than dest met on the way is truncated first, in the copy's transaction.
+// than dest met on the way is emptied first, in the copy's transaction (TRUNCATE, or DELETE
+// when other tables' foreign keys reference it).
 func (p *plan) transform(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, tgt *pgx.Conn, st *tableProgress) error {
 	_, err := rowcopy.Run(ctx, rowcopy.Config{
 		Provider: prov, Source: p.t.Source, Columns: p.names(), Key: p.key, Where: p.where, Handler: p.h,
@@ -208,8 +212,22 @@ func (p *plan) transform(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, tgt *p
 			if err != nil {
 				return t, nil, fmt.Errorf("target: the handlers send rows of %s to %s: %w", p.t.Source, t, err)
 			}
-			if _, err := pg.Exec(ctx, ttx.Conn().PgConn(), "TRUNCATE "+t.String()); err != nil {
-				return t, nil, fmt.Errorf("target: truncate %s: %w", t, err)
+			// Emptied as the destination is (without its barrier and lock timeout: no batch
+			// waits for this one): TRUNCATE, or DELETE as replica when foreign keys reference it.
+			refs, err := referencedBy(ctx, tgt, t)
+			if err != nil {
+				return t, nil, fmt.Errorf("target: %w", err)
+			}
+			stmt := "TRUNCATE " + t.String()
+			if len(refs) > 0 {
+				if !p.replica {
+					return t, nil, fmt.Errorf("target: the handlers send rows of %s to %s: %w", p.t.Source, t,
+						&ReferencedError{Table: t, Keys: refs, Role: tgt.Config().User})
+				}
+				stmt = "DELETE FROM " + t.String()
+			}
+			if _, err := pg.Exec(ctx, ttx.Conn().PgConn(), stmt); err != nil {
+				return t, nil, fmt.Errorf("target: %s: %w", stmt, err)
 			}
 			return t, cols, nil
 		},
