@@ -56,8 +56,8 @@ step "skiff init provider / init target"
 "$skiff" init provider --db "$P"
 "$skiff" init target --db "$T"
 
-step "skiff table add: capture both tables (and the sequences) into queue 'main'"
-"$skiff" table add --db "$P" --queue main public.customers public.orders public.customers_id_seq public.orders_id_seq
+step "skiff table add: capture both tables (their sequences come with them) into queue 'main'"
+"$skiff" table add --db "$P" --queue main public.customers public.orders
 
 step "skiff subscribe: register the target and copy the tables"
 "$skiff" subscribe --provider "$P" --target "$T" --queue main
@@ -80,7 +80,7 @@ SQL
 "$bindir/pgbench" -n -c 4 -T "$seconds" -f "$work/workload.sql" "$P" 2>&1 | grep -E "number of transactions actually processed|tps|error" || true
 
 step "skiff status"
-"$skiff" status --provider "$P" --target "$T"
+"$skiff" status --provider "$P" --target "$T" || true # exits 1 while it lists a problem
 
 step "Waiting for the worker to catch up"
 for i in $(seq 1 120); do
@@ -93,4 +93,4 @@ step "skiff compare (exit 0 = equal)"
 echo "compare: provider and target are equal"
 
 step "skiff status after catch-up"
-"$skiff" status --provider "$P" --target "$T"
+"$skiff" status --provider "$P" --target "$T" || true # exits 1 while it lists a problem
