@@ -32,6 +32,7 @@ test-short: pg ## Run the fast tests only.
 FUZZ_TIME ?= 10s
 fuzz: ## Run each fuzz test for FUZZ_TIME (quoting of names, --where rewriter, event decoder, password redaction).
 	$(GO) test ./change/ -run '^$$' -fuzz '^FuzzQuoteIdent$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./change/ -run '^$$' -fuzz '^FuzzParseTableName$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./queue/ -run '^$$' -fuzz '^FuzzQualifyColumns$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./queue/ -run '^$$' -fuzz '^FuzzParseRecord$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./internal/pg/ -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZ_TIME)
