@@ -89,6 +89,12 @@ type Event struct {
 	Values  []Value
 	Key     []string // primary-key column names; shared, do not modify
 	OldKey  []Value
+	// Err is set by a source that could not decode the event's row (for instance a row
+	// written between a DDL and the refresh of its table's capture, whose columns cannot be
+	// told): only ID, TxID, Op and Table are set. A consumer that would apply the event must
+	// fail with Err; one that drops it anyway (table not subscribed, row held by an initial
+	// copy, set aside by an operator) need not.
+	Err error
 }
 
 // Value returns the value of the named column and whether the event has that column.

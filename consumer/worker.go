@@ -327,6 +327,11 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 					dropped++
 					continue
 				}
+				if ev.Err != nil {
+					// Not decoded, and needed: the batch stops here until the cause is fixed or
+					// an operator sets the event aside. Nothing is skipped by the worker itself.
+					return ev.Err
+				}
 				if rt.h != nil {
 					keep, err := rt.h.Handle(&ev)
 					if err != nil {

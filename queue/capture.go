@@ -73,6 +73,10 @@ type AddResult struct {
 	Sequences []change.Table
 	// OtherQueues names the other queues that capture the table too (AlsoInOtherQueue).
 	OtherQueues []string
+	// RenamedFrom is the name the capture knew when the table was renamed (or moved to
+	// another schema) since: events written before the refresh carry that name, later ones
+	// the new name, which subscriptions must route (skiff subscribe --table NEW:DEST).
+	RenamedFrom change.Table
 }
 
 // Conn is what AddTable and RemoveTable need: a connection that can open a transaction.
@@ -188,9 +192,10 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		where    *string
 		key      []string
 		keyGiven bool
+		table    change.Table
 	}
-	err = tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given FROM skiff.captured_table
-		WHERE queue_id = $1 AND table_oid = $2`, qid, rel.oid).Scan(&prev.where, &prev.key, &prev.keyGiven)
+	err = tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given, table_schema, table_name FROM skiff.captured_table
+		WHERE queue_id = $1 AND table_oid = $2`, qid, rel.oid).Scan(&prev.where, &prev.key, &prev.keyGiven, &prev.table.Schema, &prev.table.Name)
 	switch {
 	case err == nil:
 		prev.found = true
@@ -233,6 +238,9 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	where, key, keyGiven := spec.Where, spec.Key, len(spec.Key) > 0
 	if prev.found {
 		res.Refreshed = true
+		if prev.table != rel.table() {
+			res.RenamedFrom = prev.table
+		}
 		if where == "" && prev.where != nil {
 			where = *prev.where
 		}
@@ -285,8 +293,15 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		names[i], types[i] = c.name, c.typ
 	}
 	var layout int32
-	err = tx.QueryRow(ctx, `INSERT INTO skiff.table_layout (queue_id, table_oid, table_schema, table_name, columns, key_columns, column_types)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING layout_id`, qid, rel.oid, rel.schema, rel.name, names, key, types).Scan(&layout)
+	// The attribute numbers and relnatts are read under the table's lock, as cols was: they
+	// describe the same columns (queue/plan.go decodes rows written after later DDL with them).
+	err = tx.QueryRow(ctx, `INSERT INTO skiff.table_layout (queue_id, table_oid, table_schema, table_name, columns, key_columns, column_types,
+			column_attnums, natts, created_xmin)
+		VALUES ($1, $2, $3, $4, $5, $6, $7,
+			ARRAY(SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = $2 AND attnum > 0 AND NOT attisdropped ORDER BY attnum),
+			(SELECT relnatts FROM pg_catalog.pg_class WHERE oid = $2),
+			pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()))
+		RETURNING layout_id`, qid, rel.oid, rel.schema, rel.name, names, key, types).Scan(&layout)
 	if err != nil {
 		return nil, fmt.Errorf("record layout of %s: %w", rel.table(), err)
 	}

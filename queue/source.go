@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/skiffdb/skiff/change"
@@ -41,6 +41,7 @@ type Source struct {
 	log       *slog.Logger
 	queueID   int32
 	layouts   map[int32]*layout
+	last      map[uint32]*layout // the newest layout of each table
 	maxLayout int32
 	listening bool
 }
@@ -52,9 +53,14 @@ type layout struct {
 	oid     uint32
 	columns []string
 	key     []string
-	keyIdx  []int
-	current bool  // the table's capture uses this layout now
-	drift   error // set per batch when the catalog no longer matches a current layout
+	// attnums are the columns' numbers and natts the table's relnatts when the layout was
+	// made, createdXmin a lower bound of later DDL's txids; nil and 0 for layouts made before
+	// provider schema version 3.
+	attnums     []int16
+	natts       int16
+	createdXmin int64
+	next        *layout // the table's next layout in this queue, nil for the newest
+	plan        *plan   // how its rows decode in the batch being read
 }
 
 // NewSource returns a Source reading through conn, which must have been opened with
@@ -73,7 +79,7 @@ func NewSource(ctx context.Context, conn *pgx.Conn, cfg SourceConfig) (*Source, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{conn: conn, cfg: cfg, log: log, layouts: map[int32]*layout{}}
+	s := &Source{conn: conn, cfg: cfg, log: log, layouts: map[int32]*layout{}, last: map[uint32]*layout{}}
 	if err := conn.QueryRow(ctx, `SELECT skiff.queue_id($1)`, cfg.Queue).Scan(&s.queueID); err != nil {
 		return nil, wrap(err, "queue "+cfg.Queue, ErrNoQueue)
 	}
@@ -136,21 +142,9 @@ func (s *Source) Finish(ctx context.Context, b change.Batch) error {
 	return err
 }
 
-// DriftError reports that a captured table's columns changed on the provider since its
-// capture trigger was made: its events cannot be decoded safely.
-type DriftError struct {
-	Table   change.Table
-	Layout  int32
-	EventID int64
-	Detail  string
-}
-
-func (e *DriftError) Error() string {
-	return fmt.Sprintf("DDL drift on %s (event %d, layout %d): %s; run `skiff table add --refresh` for this table",
-		e.Table, e.EventID, e.Layout, e.Detail)
-}
-
-// DecodeError reports an event whose data does not fit its layout.
+// DecodeError reports an event whose row cannot be decoded: its data does not fit its
+// layout, or it was written between a DDL and the table's refresh in a way that leaves more
+// than one choice of columns. The error says what to do.
 type DecodeError struct {
 	Table   change.Table
 	Layout  int32
@@ -159,85 +153,157 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("decode event %d of %s (layout %d): %v", e.EventID, e.Table, e.Layout, e.Err)
+	return fmt.Sprintf("decode event %d of %s (layout %d): %v; %s", e.EventID, e.Table, e.Layout, e.Err, remedy(e.Table, e.EventID))
 }
 
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// loadLayouts reads layouts made since the last call and marks which are current, then
-// checks every current layout against the catalog (once per batch).
-func (s *Source) loadLayouts(ctx context.Context) error {
-	rows, err := s.conn.Query(ctx, `SELECT layout_id, table_oid, table_schema, table_name, columns, key_columns
+// FailedEvent names the event, for skiff event show.
+func (e *DecodeError) FailedEvent() int64 { return e.EventID }
+
+// remedy says what an operator can do about an event that cannot be decoded.
+func remedy(t change.Table, id int64) string {
+	return fmt.Sprintf("to go on, refresh the table's capture (`skiff table add --refresh %s`) and copy it again (`skiff table resync %s`): "+
+		"the new copy holds this row and the event is dropped; or set the event aside (`skiff event skip --event %d --reason ...`)", t, t, id)
+}
+
+// loadLayouts reads the layouts made since the last call, then the catalog of every table
+// the queue has layouts of, and works out how each layout's rows decode in batch b.
+func (s *Source) loadLayouts(ctx context.Context, b change.Batch) error {
+	rows, err := s.conn.Query(ctx, `SELECT layout_id, table_oid, table_schema, table_name, columns, key_columns,
+			column_attnums, coalesce(natts, 0), coalesce(created_xmin, 0)
 		FROM skiff.table_layout WHERE queue_id = $1 AND layout_id > $2 ORDER BY layout_id`, s.queueID, s.maxLayout)
 	if err != nil {
-		return fmt.Errorf("load layouts: %w", err)
+		return schemaError(fmt.Errorf("load layouts: %w", err))
 	}
 	for rows.Next() {
 		l := &layout{}
-		if err := rows.Scan(&l.id, &l.oid, &l.table.Schema, &l.table.Name, &l.columns, &l.key); err != nil {
+		if err := rows.Scan(&l.id, &l.oid, &l.table.Schema, &l.table.Name, &l.columns, &l.key, &l.attnums, &l.natts, &l.createdXmin); err != nil {
 			rows.Close()
 			return fmt.Errorf("load layouts: %w", err)
 		}
-		for _, k := range l.key {
-			l.keyIdx = append(l.keyIdx, slices.Index(l.columns, k))
+		if l.attnums != nil && len(l.attnums) != len(l.columns) {
+			l.attnums = nil // not a layout this code wrote: decode it as an old one
 		}
+		if prev := s.last[l.oid]; prev != nil {
+			prev.next = l
+		}
+		s.last[l.oid] = l
 		s.layouts[l.id] = l
 		s.maxLayout = max(s.maxLayout, l.id)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("load layouts: %w", err)
 	}
-	// Current layouts and the live columns of their tables, in one query.
-	rows, err = s.conn.Query(ctx, `SELECT c.layout_id, coalesce(n.nspname::text, ''), coalesce(r.relname::text, ''),
-		(SELECT array_agg(a.attname::text) FROM (SELECT attname FROM pg_catalog.pg_attribute
-		  WHERE attrelid = c.table_oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) a)
-		FROM skiff.captured_table c
-		LEFT JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
-		LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
-		WHERE c.queue_id = $1`, s.queueID)
+	cats, err := s.loadCatalog(ctx)
 	if err != nil {
-		return fmt.Errorf("check layouts against the catalog: %w", err)
+		return err
 	}
+	var ticks []change.Snapshot
 	for _, l := range s.layouts {
-		l.current, l.drift = false, nil
-	}
-	for rows.Next() {
-		var id int32
-		var live []string
-		var now change.Table
-		if err := rows.Scan(&id, &now.Schema, &now.Name, &live); err != nil {
-			rows.Close()
-			return fmt.Errorf("check layouts against the catalog: %w", err)
-		}
-		l := s.layouts[id]
-		if l == nil {
-			continue
-		}
-		l.current = true
-		switch {
-		case now.Name == "":
-			l.drift = errors.New("the table no longer exists; run `skiff table remove` for it")
-		case now != l.table:
-			l.drift = fmt.Errorf("the table was renamed to %s", now)
-		case !slices.Equal(live, l.columns):
-			l.drift = fmt.Errorf("layout columns %v, table now has %v", l.columns, live)
+		l.plan = newPlan(l, cats[l.oid], l.plan)
+		if ticks == nil && l.plan.needsTicks() {
+			if ticks, err = s.batchTicks(ctx, b); err != nil {
+				return err
+			}
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("check layouts against the catalog: %w", err)
+	if ticks != nil {
+		for _, l := range s.layouts {
+			l.plan.placeOps(ticks)
+			l.plan.ticks = ticks
+		}
 	}
 	return nil
 }
 
+// loadCatalog reads the columns (dropped ones included) of every table the queue has
+// layouts of and that still exists.
+func (s *Source) loadCatalog(ctx context.Context) (map[uint32]*relCatalog, error) {
+	rows, err := s.conn.Query(ctx, `SELECT a.attrelid, n.nspname::text, c.relname::text, c.relnatts,
+			a.attnum, a.attname::text, a.attisdropped, a.xmin::text::bigint, x.xmax
+		FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		CROSS JOIN (SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax) x
+		WHERE a.attrelid IN (SELECT DISTINCT table_oid FROM skiff.table_layout WHERE queue_id = $1) AND a.attnum > 0
+		ORDER BY a.attrelid, a.attnum`, s.queueID)
+	if err != nil {
+		return nil, fmt.Errorf("read the catalog of captured tables: %w", err)
+	}
+	defer rows.Close()
+	cats := map[uint32]*relCatalog{}
+	for rows.Next() {
+		var oid uint32
+		var t change.Table
+		var natts, num int16
+		var att catAtt
+		var xmax int64
+		if err := rows.Scan(&oid, &t.Schema, &t.Name, &natts, &num, &att.name, &att.dropped, &att.xmin, &xmax); err != nil {
+			return nil, fmt.Errorf("read the catalog of captured tables: %w", err)
+		}
+		c := cats[oid]
+		if c == nil {
+			c = &relCatalog{table: t, natts: natts, snapXmax: xmax, atts: map[int16]catAtt{}}
+			cats[oid] = c
+		}
+		c.atts[num] = att
+		if !att.dropped {
+			c.live = append(c.live, num)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the catalog of captured tables: %w", err)
+	}
+	return cats, nil
+}
+
+// batchTicks returns the snapshots of the batch's ticks, its previous tick's first.
+func (s *Source) batchTicks(ctx context.Context, b change.Batch) ([]change.Snapshot, error) {
+	rows, err := s.conn.Query(ctx, `SELECT tick_snapshot::text FROM skiff.tick
+		WHERE queue_id = $1 AND tick_id >= $2 AND tick_id <= $3 ORDER BY tick_id`, s.queueID, b.Prev.Tick, b.End.Tick)
+	if err != nil {
+		return nil, fmt.Errorf("read the ticks of batch %d: %w", b.ID, err)
+	}
+	texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the ticks of batch %d: %w", b.ID, err)
+	}
+	out := make([]change.Snapshot, 0, len(texts))
+	for _, t := range texts {
+		snap, err := change.ParseSnapshot(t)
+		if err != nil {
+			return nil, fmt.Errorf("ticks of batch %d: %w", b.ID, err)
+		}
+		out = append(out, snap)
+	}
+	if len(out) < 2 {
+		return nil, nil // not the ticks of an open batch: changes cannot be placed
+	}
+	return out, nil
+}
+
+// schemaError adds a hint when a query fails because the provider's schema is older than
+// this skiff.
+func schemaError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" {
+		return fmt.Errorf("%w (the provider's skiff schema is older than this skiff: run `skiff init provider`)", err)
+	}
+	return err
+}
+
 // Events streams the batch's events in ev_id order to fn, ChunkSize at a time. Rows are read
 // from the socket as they are decoded: memory stays bounded whatever the batch size. The chunk
-// slice is reused after fn returns; the events' Values are not.
+// slice is reused after fn returns; the events' Values are not. An event whose row cannot be
+// decoded comes with Err set (a *DecodeError) and no columns: the consumer decides whether it
+// needs it.
 func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
 	query, err := BatchEventSQL(ctx, s.conn, b.ID)
 	if err != nil {
 		return err
 	}
-	if err := s.loadLayouts(ctx); err != nil {
+	if err := s.loadLayouts(ctx, b); err != nil {
 		return fmt.Errorf("batch %d: %w", b.ID, err)
 	}
 	// The query text is new for every batch (it holds the ticks' snapshots): run it as an
@@ -260,7 +326,7 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 		if err := rows.Scan(&id, &evTime, &txid, &op, &layoutID, &data, &extra, &retry); err != nil {
 			return fmt.Errorf("read batch %d: %w", b.ID, err)
 		}
-		ev, err := s.decode(id, txid, op, layoutID, data, extra)
+		ev, err := s.decode(id, txid, op, layoutID, data, extra, retry.Valid)
 		if err != nil {
 			return fmt.Errorf("batch %d: %w", b.ID, err)
 		}
@@ -282,47 +348,68 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 	return nil
 }
 
-func (s *Source) decode(id, txid int64, op string, layoutID int32, data, extra pgtype.Text) (change.Event, error) {
+// decode turns an event row into a change.Event. Only an unknown layout is an error (the
+// event's table is unknown); a row that does not decode gives an event with Err set.
+func (s *Source) decode(id, txid int64, op string, layoutID int32, data, extra pgtype.Text, retried bool) (change.Event, error) {
 	l := s.layouts[layoutID]
 	if l == nil {
 		return change.Event{}, fmt.Errorf("event %d: unknown layout %d", id, layoutID)
 	}
-	if l.drift != nil {
-		return change.Event{}, &DriftError{Table: l.table, Layout: l.id, EventID: id, Detail: l.drift.Error()}
+	ev := change.Event{ID: id, TxID: txid, Table: l.table}
+	fail := func(err error) (change.Event, error) {
+		ev.Err = &DecodeError{Table: l.table, Layout: l.id, EventID: id, Err: err}
+		return ev, nil
 	}
 	if len(op) != 1 {
-		return change.Event{}, &DecodeError{Table: l.table, Layout: l.id, EventID: id, Err: fmt.Errorf("bad operation %q", op)}
+		return fail(fmt.Errorf("bad operation %q", op))
 	}
-	ev := change.Event{ID: id, TxID: txid, Op: change.Op(op[0]), Table: l.table}
+	ev.Op = change.Op(op[0])
 	switch ev.Op {
 	case change.Truncate:
 		return ev, nil
 	case change.Insert, change.Update, change.Delete:
 	default:
-		return change.Event{}, &DecodeError{Table: l.table, Layout: l.id, EventID: id, Err: fmt.Errorf("bad operation %q", op)}
+		return fail(fmt.Errorf("bad operation %q", op))
 	}
 	if !data.Valid {
-		return change.Event{}, &DecodeError{Table: l.table, Layout: l.id, EventID: id, Err: errors.New("no row data")}
+		return fail(errors.New("no row data"))
 	}
+	p := l.plan
 	vals, err := parseRecord(data.String, make([]change.Value, 0, len(l.columns)))
 	if err != nil {
-		return change.Event{}, &DecodeError{Table: l.table, Layout: l.id, EventID: id, Err: err}
+		return fail(err)
 	}
-	if len(vals) != len(l.columns) {
-		return change.Event{}, &DecodeError{Table: l.table, Layout: l.id, EventID: id,
-			Err: fmt.Errorf("row has %d fields, layout has %d columns (DDL without `skiff table add --refresh`?)", len(vals), len(l.columns))}
+	sh := p.base
+	if sh == nil || len(vals) != sh.width {
+		// A retried event carries the retry's txid, not the writer's: its order against DDL
+		// is unknown.
+		posT := -1
+		if p.ticks != nil && !retried {
+			if posT = tickPos(p.ticks, txid); posT == 0 || posT >= len(p.ticks) {
+				posT = -1
+			}
+		}
+		if sh, err = p.resolve(len(vals), posT); err != nil {
+			return fail(err)
+		}
 	}
-	ev.Columns, ev.Values, ev.Key = l.columns, vals, l.key
+	if sh.keep != nil {
+		for i, j := range sh.keep {
+			vals[i] = vals[j]
+		}
+		clear(vals[len(sh.keep):])
+		vals = vals[:len(sh.keep)]
+	}
 	if ev.Op == change.Update && extra.Valid {
 		old, err := parseRecord(extra.String, make([]change.Value, 0, len(l.key)))
 		if err != nil {
-			return change.Event{}, &DecodeError{Table: l.table, Layout: l.id, EventID: id, Err: fmt.Errorf("old key: %w", err)}
+			return fail(fmt.Errorf("old key: %w", err))
 		}
 		if len(old) != len(l.key) {
-			return change.Event{}, &DecodeError{Table: l.table, Layout: l.id, EventID: id,
-				Err: fmt.Errorf("old key has %d fields, layout key has %d", len(old), len(l.key))}
+			return fail(fmt.Errorf("old key has %d fields, layout key has %d", len(old), len(l.key)))
 		}
 		ev.OldKey = old
 	}
+	ev.Columns, ev.Values, ev.Key = sh.columns, vals, sh.key
 	return ev, nil
 }

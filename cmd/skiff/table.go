@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
@@ -82,6 +83,11 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 			fmt.Fprintf(out, "sequence %s: captured by queue %s\n", res.Table, c.Queue)
 		case res.Refreshed:
 			fmt.Fprintf(out, "table %s: trigger regenerated in queue %s (layout %d)\n", res.Table, c.Queue, res.Layout)
+			if res.RenamedFrom != (change.Table{}) {
+				fmt.Fprintf(out, "table %s was renamed from %s: its events carry the new name from now on; "+
+					"subscriptions route it with skiff subscribe --table %s:DEST --no-copy (events of a table not subscribed are ignored)\n",
+					res.Table, res.RenamedFrom, res.Table)
+			}
 		default:
 			fmt.Fprintf(out, "table %s: captured by queue %s (layout %d%s)\n", res.Table, c.Queue, res.Layout, also)
 		}

@@ -111,6 +111,9 @@ func (w *writer) add(ctx context.Context, evs []change.Event) error {
 }
 
 func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
+	if ev.Err != nil {
+		return ev.Err // a row the source could not decode is never written
+	}
 	w.events++
 	t, err := w.a.table(ctx, w.tx, ev.Table)
 	if err != nil {
