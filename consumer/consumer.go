@@ -88,3 +88,14 @@ type Backlogger interface {
 	// while fn runs), then deletes it; it returns how many events it read.
 	DrainBacklog(ctx context.Context, src change.Table, fn func([]change.Event) error) (int, error)
 }
+
+// DeadLetterer is an optional ability of an Applier: leave out of a batch the events an
+// operator set aside (skiff event skip), and record that they were, exactly once. Both are
+// called inside Apply's stream, in the batch's transaction. Without it nothing is ever left
+// out: an event that cannot be applied stops its batch until its cause is fixed.
+type DeadLetterer interface {
+	// SetAside returns the ids of batch b's events an operator set aside.
+	SetAside(ctx context.Context, b change.Batch) ([]int64, error)
+	// MarkSetAside records that these events of batch b were left out.
+	MarkSetAside(ctx context.Context, b change.Batch, ids []int64) error
+}

@@ -51,7 +51,7 @@ type Config struct {
 
 // Worker replays the batches of one subscription: NextBatch, check the target's position,
 // handlers, Apply, Finish, again. A failed batch is rolled back and retried with exponential
-// backoff; nothing is skipped.
+// backoff; nothing is skipped, except the events an operator set aside (DeadLetterer).
 type Worker struct {
 	cfg    Config
 	log    *slog.Logger
@@ -219,7 +219,33 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 				return err
 			}
 		}
-		return w.pipe(ctx, b, byTable, bl, emit, &events, &skipped)
+		dl, _ := w.cfg.Applier.(DeadLetterer)
+		var aside setAside
+		if dl != nil {
+			ids, err := dl.SetAside(ctx, b)
+			if err != nil {
+				return err
+			}
+			aside.want = make(map[int64]bool, len(ids))
+			for _, id := range ids {
+				aside.want[id] = true
+			}
+		}
+		if err := w.pipe(ctx, b, byTable, bl, &aside, emit, &events, &skipped); err != nil {
+			return err
+		}
+		if len(aside.met) == 0 {
+			return nil
+		}
+		for _, ev := range aside.met {
+			w.log.Warn("event set aside by an operator, not applied", "worker", w.cfg.Name, "batch_id", b.ID,
+				"event_id", ev.ID, "table", ev.Table.String(), "op", ev.Op.String())
+		}
+		ids := make([]int64, len(aside.met))
+		for i, ev := range aside.met {
+			ids[i] = ev.ID
+		}
+		return dl.MarkSetAside(ctx, b, ids)
 	})
 	if err != nil {
 		return err
@@ -290,7 +316,7 @@ const (
 // Events of a table being copied (tableRoute.backlog) go to the table's backlog instead
 // (bl.AppendBacklog), from this goroutine too: the batch's transaction is used by one
 // goroutine only.
-func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, bl Backlogger, emit func([]change.Event) error, events, skipped *int) error {
+func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, bl Backlogger, aside *setAside, emit func([]change.Event) error, events, skipped *int) error {
 	ch := make(chan piece, pipeDepth)
 	inFlight := semaphore.NewWeighted(pipeBytes)
 	sizes := make(chan int64, pipeDepth+2)
@@ -310,6 +336,11 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 			var held []heldEvent
 			for i := range chunk {
 				ev := chunk[i]
+				if aside.want[ev.ID] {
+					aside.met = append(aside.met, change.Event{ID: ev.ID, Op: ev.Op, Table: ev.Table})
+					dropped++
+					continue
+				}
 				rt, ok := byTable[ev.Table]
 				if !ok {
 					if !w.warned[ev.Table] {
@@ -401,6 +432,13 @@ func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Ta
 		return emitErr
 	}
 	return readErr
+}
+
+// setAside is what an operator set aside for the batch (DeadLetterer.SetAside) and which of
+// those events the batch held (written by the reading goroutine, read after it ends).
+type setAside struct {
+	want map[int64]bool
+	met  []change.Event // id, op and table of each
 }
 
 // piece is one filtered chunk on its way from the reading to the applying side: the events

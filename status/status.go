@@ -111,9 +111,16 @@ type Subscription struct {
 	// LastError is the error of the last failed attempt, "" once a batch applied since.
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// LastErrorEvent is the provider event the last error names (skiff event show), 0 when none.
+	LastErrorEvent int64 `json:"last_error_event,omitempty"`
 	// Heartbeat is when a worker last showed it was alive; Worker names it (host and pid).
 	Heartbeat *time.Time `json:"heartbeat,omitempty"`
 	Worker    string     `json:"worker,omitempty"`
+	// DeadLetters counts the events an operator set aside (skiff event skip) that the worker
+	// left out of their batch; DeadLettersPending those set aside whose batch it has not
+	// applied yet.
+	DeadLetters        int64 `json:"dead_letters"`
+	DeadLettersPending int64 `json:"dead_letters_pending,omitempty"`
 	// Tables lists the subscribed tables, by source name.
 	Tables []Table `json:"tables"`
 }
@@ -425,9 +432,20 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 	if err != nil {
 		return nil, err
 	}
+	hasDeadLetter, err := hasColumn(ctx, conn, "dead_letter", "set_aside_at")
+	if err != nil {
+		return nil, err
+	}
+	deadLetter := "0::bigint, 0::bigint, 0::bigint" // target schema before version 6
+	if hasDeadLetter {
+		deadLetter = `coalesce(s.last_error_event, 0),
+			(SELECT count(*) FROM skiff.dead_letter d WHERE d.sub_id = s.sub_id AND d.set_aside_at IS NOT NULL),
+			(SELECT count(*) FROM skiff.dead_letter d WHERE d.sub_id = s.sub_id AND d.set_aside_at IS NULL)`
+	}
 	rows, err := conn.Query(ctx, `SELECT sub_id, queue, consumer, coalesce(tick, 0), coalesce(last_batch_id, 0),
-		batches_applied, events_applied, applied_at, coalesce(last_error, ''), last_error_at, heartbeat, coalesce(worker, '')
-		FROM skiff.subscription ORDER BY queue, consumer`)
+		batches_applied, events_applied, applied_at, coalesce(last_error, ''), last_error_at, heartbeat, coalesce(worker, ''),
+		`+deadLetter+`
+		FROM skiff.subscription s ORDER BY queue, consumer`)
 	if err != nil {
 		return nil, fmt.Errorf("read subscriptions: %w", err)
 	}
@@ -438,7 +456,8 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscri
 		var k subKey
 		s := &Subscription{Tables: []Table{}}
 		if err := rows.Scan(&id, &k.queue, &k.consumer, &s.Tick, &s.LastBatch, &s.BatchesApplied, &s.EventsApplied,
-			&s.AppliedAt, &s.LastError, &s.LastErrorAt, &s.Heartbeat, &s.Worker); err != nil {
+			&s.AppliedAt, &s.LastError, &s.LastErrorAt, &s.Heartbeat, &s.Worker,
+			&s.LastErrorEvent, &s.DeadLetters, &s.DeadLettersPending); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read subscriptions: %w", err)
 		}

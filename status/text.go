@@ -59,6 +59,16 @@ func Text(w io.Writer, r *Report) error {
 					at = " at " + s.LastErrorAt.UTC().Format(time.RFC3339)
 				}
 				p("    last error%s: %s\n", at, oneLine(s.LastError, 600))
+				if s.LastErrorEvent != 0 {
+					p("    (skiff event show describes event %d; skiff event skip sets it aside)\n", s.LastErrorEvent)
+				}
+			}
+			if s.DeadLetters > 0 || s.DeadLettersPending > 0 {
+				p("    %d events set aside by an operator (skiff.dead_letter)", s.DeadLetters)
+				if s.DeadLettersPending > 0 {
+					p(", %d more requested in the batch being applied", s.DeadLettersPending)
+				}
+				p("\n")
 			}
 			for _, t := range s.Tables {
 				name := t.Source

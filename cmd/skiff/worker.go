@@ -158,6 +158,7 @@ var (
 	_ consumer.ErrorRecorder = (*session)(nil)
 	_ consumer.Heartbeater   = (*session)(nil)
 	_ consumer.Backlogger    = (*session)(nil)
+	_ consumer.DeadLetterer  = (*session)(nil)
 	_ consumer.Source        = (*queue.Source)(nil)
 	_ consumer.Applier       = (*apply.Applier)(nil)
 	_ consumer.Backlogger    = (*apply.Applier)(nil)
@@ -282,4 +283,12 @@ func (s *session) RecordError(ctx context.Context, err error) error {
 		return errors.New("not connected to the target")
 	}
 	return s.app.RecordError(ctx, err)
+}
+
+func (s *session) SetAside(ctx context.Context, b change.Batch) ([]int64, error) {
+	return s.app.SetAside(ctx, b)
+}
+
+func (s *session) MarkSetAside(ctx context.Context, b change.Batch, ids []int64) error {
+	return s.app.MarkSetAside(ctx, b, ids)
 }

@@ -63,6 +63,9 @@ type Applier struct {
 	replica bool // SET LOCAL session_replication_role = replica is allowed
 	// byteaEscape: the target reads bytea only in escape format (before 9.0).
 	byteaEscape bool
+	// deadLetter: the target schema has skiff.dead_letter and subscription.last_error_event
+	// (version 6).
+	deadLetter bool
 
 	tables  map[change.Table]*table
 	runs    map[*table]*run // pending changes per table, reused from batch to batch
@@ -142,6 +145,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// FailedEvent names the event, for skiff event show.
+func (e *Error) FailedEvent() int64 { return e.EventID }
+
 // Open finds the subscription of cfg.Queue and cfg.Consumer on the target conn points at and
 // takes its advisory lock; it fails with ErrLocked when another worker holds it. The caller
 // owns conn and closes it after Close.
@@ -178,6 +184,9 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
 		return nil, fmt.Errorf("subscription %s/%s: %w (%s)", cfg.Queue, cfg.Consumer, ErrLocked, a.holder(ctx))
 	}
 	if err := a.checkReplicaRole(ctx); err != nil {
+		return nil, err
+	}
+	if a.deadLetter, err = hasDeadLetter(ctx, conn); err != nil {
 		return nil, err
 	}
 	if _, err := conn.Exec(ctx, `UPDATE skiff.subscription SET worker = $2, heartbeat = now() WHERE sub_id = $1`, a.subID, cfg.Worker); err != nil {
@@ -318,10 +327,22 @@ func (a *Applier) Heartbeat(ctx context.Context) error {
 	return nil
 }
 
-// RecordError keeps err as the subscription's last error (shown by skiff status).
+// RecordError keeps err as the subscription's last error (shown by skiff status), and the
+// event it names, if any (skiff event show).
 func (a *Applier) RecordError(ctx context.Context, err error) error {
-	_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now() WHERE sub_id = $1`,
-		a.subID, err.Error())
+	if !a.deadLetter {
+		_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now() WHERE sub_id = $1`,
+			a.subID, err.Error())
+		return e
+	}
+	var event *int64
+	var fe interface{ FailedEvent() int64 }
+	if errors.As(err, &fe) {
+		id := fe.FailedEvent()
+		event = &id
+	}
+	_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now(), last_error_event = $3
+		WHERE sub_id = $1`, a.subID, err.Error(), event)
 	return e
 }
 
@@ -389,10 +410,14 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	if err := w.flushAll(ctx); err != nil {
 		return fmt.Errorf("apply batch %d: %w", b.ID, err)
 	}
+	clearEvent := ""
+	if a.deadLetter {
+		clearEvent = ", last_error_event = NULL"
+	}
 	tag, err := tx.Exec(ctx, `UPDATE skiff.subscription
 		SET tick = $2, lsn = $3, last_batch_id = $4, batches_applied = batches_applied + 1,
 		    events_applied = events_applied + $5, applied_at = now(), heartbeat = now(),
-		    last_error = NULL, last_error_at = NULL
+		    last_error = NULL, last_error_at = NULL`+clearEvent+`
 		WHERE sub_id = $1 AND ((tick IS NULL AND lsn IS NULL) OR (tick IS NOT DISTINCT FROM $6 AND lsn IS NOT DISTINCT FROM $7))`,
 		a.subID, nullable(b.End.Tick), nullable(int64(b.End.LSN)), b.ID, w.events, nullable(b.Prev.Tick), nullable(int64(b.Prev.LSN)))
 	if err != nil {
