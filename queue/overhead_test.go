@@ -261,3 +261,39 @@ func TestTriggerCostBreakdown(t *testing.T) {
 	step("  and no ev_txid index")
 	t.Log(out.String())
 }
+
+// TestSourceBatchOverhead measures what reading one small batch costs on a queue of many
+// captured tables (layouts, the catalog of their columns, the batch's query):
+//
+//	SKIFF_BENCH=1 go test ./queue/ -run TestSourceBatchOverhead -v -count=1
+func TestSourceBatchOverhead(t *testing.T) {
+	if os.Getenv("SKIFF_BENCH") == "" {
+		t.Skip("a measurement, not a test: set SKIFF_BENCH=1")
+	}
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	const tables, batches = 200, 200
+	for i := range tables {
+		exec(t, c, fmt.Sprintf(`CREATE TABLE t%d (id int PRIMARY KEY, a text, b int, c timestamptz, d numeric, e text, f int, g text, h bool, i text)`, i))
+		_, err := AddTable(ctx, c, "q", TableSpec{Name: fmt.Sprintf("t%d", i)})
+		require.NoError(t, err)
+	}
+	_, err := RegisterConsumer(ctx, c, "q", "c")
+	require.NoError(t, err)
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	var total time.Duration
+	for i := range batches {
+		exec(t, c, fmt.Sprintf(`INSERT INTO t%d (id) VALUES (%d)`, i%tables, i))
+		_, err := ForceTick(ctx, c, "q")
+		require.NoError(t, err)
+		b, err := src.NextBatch(ctx)
+		require.NoError(t, err)
+		start := time.Now()
+		require.NoError(t, src.Events(ctx, b, func([]change.Event) error { return nil }))
+		total += time.Since(start)
+		require.NoError(t, src.Finish(ctx, b))
+	}
+	t.Logf("%d tables of 10 columns: Events of a one-event batch takes %s on average", tables, (total / batches).Round(time.Microsecond))
+}

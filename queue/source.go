@@ -44,6 +44,8 @@ type Source struct {
 	last      map[uint32]*layout // the newest layout of each table
 	maxLayout int32
 	listening bool
+	// catalogSum fingerprints the pg_attribute rows the layouts' plans were made from.
+	catalogSum string
 }
 
 // layout is one table_layout row, shared by every event of it.
@@ -167,8 +169,9 @@ func remedy(t change.Table, id int64) string {
 		"the new copy holds this row and the event is dropped; or set the event aside (`skiff event skip --event %d --reason ...`)", t, t, id)
 }
 
-// loadLayouts reads the layouts made since the last call, then the catalog of every table
-// the queue has layouts of, and works out how each layout's rows decode in batch b.
+// loadLayouts reads the layouts made since the last call and, when they or the catalog of
+// the tables the queue has layouts of changed, works out again how each layout's rows decode;
+// then it places the column changes of the plans that have some among batch b's ticks.
 func (s *Source) loadLayouts(ctx context.Context, b change.Batch) error {
 	rows, err := s.conn.Query(ctx, `SELECT layout_id, table_oid, table_schema, table_name, columns, key_columns,
 			column_attnums, coalesce(natts, 0), coalesce(created_xmin, 0)
@@ -176,7 +179,9 @@ func (s *Source) loadLayouts(ctx context.Context, b change.Batch) error {
 	if err != nil {
 		return schemaError(fmt.Errorf("load layouts: %w", err))
 	}
+	added := 0
 	for rows.Next() {
+		added++
 		l := &layout{}
 		if err := rows.Scan(&l.id, &l.oid, &l.table.Schema, &l.table.Name, &l.columns, &l.key, &l.attnums, &l.natts, &l.createdXmin); err != nil {
 			rows.Close()
@@ -195,24 +200,43 @@ func (s *Source) loadLayouts(ctx context.Context, b change.Batch) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("load layouts: %w", err)
 	}
-	cats, err := s.loadCatalog(ctx)
-	if err != nil {
-		return err
+	// Any change to a column (ADD, DROP, RENAME, ALTER TYPE, ...) writes a pg_attribute row,
+	// whose xmin changes: the fingerprint of (table, attnum, xmin) of every column tells
+	// whether the plans still hold (a query one row long, about the cost of the catalog check
+	// it replaces). Taken before the catalog is read and after the batch's end tick: every
+	// change a row of the batch was written after is in it.
+	var sum string
+	if err := s.conn.QueryRow(ctx, `SELECT pg_catalog.md5(pg_catalog.array_to_string(ARRAY(
+			SELECT a.attrelid::text || ':' || a.attnum::text || ':' || a.xmin::text FROM pg_catalog.pg_attribute a
+			WHERE a.attrelid IN (SELECT DISTINCT table_oid FROM skiff.table_layout WHERE queue_id = $1) AND a.attnum > 0
+			ORDER BY a.attrelid, a.attnum), ','))`, s.queueID).Scan(&sum); err != nil {
+		return fmt.Errorf("read the catalog of captured tables: %w", err)
 	}
+	if added > 0 || sum != s.catalogSum {
+		cats, err := s.loadCatalog(ctx)
+		if err != nil {
+			return err
+		}
+		for _, l := range s.layouts {
+			l.plan = newPlan(l, cats[l.oid], l.plan)
+		}
+		s.catalogSum = sum
+	}
+	// Where columns were added or dropped, rows are placed against the changes by tick.
 	var ticks []change.Snapshot
 	for _, l := range s.layouts {
-		l.plan = newPlan(l, cats[l.oid], l.plan)
-		if ticks == nil && l.plan.needsTicks() {
+		p := l.plan
+		if !p.needsTicks() {
+			continue
+		}
+		if ticks == nil {
 			if ticks, err = s.batchTicks(ctx, b); err != nil {
 				return err
 			}
 		}
-	}
-	if ticks != nil {
-		for _, l := range s.layouts {
-			l.plan.placeOps(ticks)
-			l.plan.ticks = ticks
-		}
+		p.placeOps(ticks)
+		p.ticks = ticks
+		clear(p.cache)
 	}
 	return nil
 }
@@ -220,12 +244,16 @@ func (s *Source) loadLayouts(ctx context.Context, b change.Batch) error {
 // loadCatalog reads the columns (dropped ones included) of every table the queue has
 // layouts of and that still exists.
 func (s *Source) loadCatalog(ctx context.Context) (map[uint32]*relCatalog, error) {
+	// Every transaction whose catalog changes the next query shows has a txid below xmax.
+	var xmax int64
+	if err := s.conn.QueryRow(ctx, `SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot())`).Scan(&xmax); err != nil {
+		return nil, fmt.Errorf("read the catalog of captured tables: %w", err)
+	}
 	rows, err := s.conn.Query(ctx, `SELECT a.attrelid, n.nspname::text, c.relname::text, c.relnatts,
-			a.attnum, a.attname::text, a.attisdropped, a.xmin::text::bigint, x.xmax
+			a.attnum, a.attname::text, a.attisdropped, a.xmin::text::bigint
 		FROM pg_catalog.pg_attribute a
 		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		CROSS JOIN (SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax) x
 		WHERE a.attrelid IN (SELECT DISTINCT table_oid FROM skiff.table_layout WHERE queue_id = $1) AND a.attnum > 0
 		ORDER BY a.attrelid, a.attnum`, s.queueID)
 	if err != nil {
@@ -238,8 +266,7 @@ func (s *Source) loadCatalog(ctx context.Context) (map[uint32]*relCatalog, error
 		var t change.Table
 		var natts, num int16
 		var att catAtt
-		var xmax int64
-		if err := rows.Scan(&oid, &t.Schema, &t.Name, &natts, &num, &att.name, &att.dropped, &att.xmin, &xmax); err != nil {
+		if err := rows.Scan(&oid, &t.Schema, &t.Name, &natts, &num, &att.name, &att.dropped, &att.xmin); err != nil {
 			return nil, fmt.Errorf("read the catalog of captured tables: %w", err)
 		}
 		c := cats[oid]

@@ -386,3 +386,27 @@ func TestEventSkip(t *testing.T) {
 	require.Error(t, err, out)
 	require.Contains(t, out, "no open batch")
 }
+
+// TestResyncClearsUndecodableEvents: an event whose row cannot be decoded (here its data was
+// damaged by hand) no longer stops the queue once its table is resynced: the new copy holds
+// the row, so the worker drops the event instead of needing it.
+func TestResyncClearsUndecodableEvents(t *testing.T) {
+	t.Parallel()
+	d := newDDLCase(t, "", "")
+	exec1(t, d.prov, `INSERT INTO t SELECT g, 'a' || g, g, 'c' || g FROM generate_series(1, 3) g`)
+	exec1(t, d.prov, `UPDATE skiff.event_1_0 SET ev_data = '(2,"unterminated' WHERE ev_data LIKE '(2,%'`)
+	d.tick(t)
+	d.workerProc(t)
+	tgt := d.tgt
+	pgtest.Eventually(t, 30*time.Second, "the worker fails on the damaged event", func() bool {
+		var msg *string
+		require.NoError(t, tgt.QueryRow(context.Background(), `SELECT last_error FROM skiff.subscription`).Scan(&msg))
+		return msg != nil && strings.Contains(*msg, "malformed record literal")
+	})
+	out, err := skiff(t, "table", "resync", "--provider", d.pair.prov, "--target", d.pair.tgt, "--queue", "q", "--consumer", "c1", "public.t")
+	require.NoError(t, err, out)
+	d.inSync(t, time.Minute, "q")
+	exec1(t, d.prov, `INSERT INTO t VALUES (4, 'a4', 4, 'c4')`)
+	d.caughtUp(t, 30*time.Second)
+	d.compare(t, "public.t")
+}
