@@ -432,7 +432,11 @@ func (p *plan) shapeOf(atts []int16, prev *plan) (*shape, error) {
 	}
 	key := make([]string, len(p.l.key))
 	for i, k := range p.l.key {
-		a := p.s0[slices.Index(p.l.columns, k)]
+		j := slices.Index(p.l.columns, k)
+		if j < 0 {
+			return nil, fmt.Errorf("key column %s is not a column of layout %d", change.QuoteIdent(k), p.l.id)
+		}
+		a := p.s0[j]
 		name, ok := p.names[a]
 		if !ok || !slices.Contains(atts, a) {
 			return nil, fmt.Errorf("key column %s of layout %d is no longer in the table: refresh its capture with the new key (`skiff table add --refresh --key ...`)",
