@@ -123,7 +123,7 @@ func newPlan(l *layout, cat *relCatalog, prev *plan) *plan {
 	if s0 == nil || (s1 == nil && (l.next != nil || cat != nil)) {
 		// An old layout (no column numbers) whose history cannot be told: rows of its own
 		// width decode under its own columns only if nothing changed.
-		p.why = fmt.Sprintf("layout %d was made before skiff recorded column numbers (provider schema version 3) and the columns of %s changed since in a way it cannot follow", l.id, l.table)
+		p.why = fmt.Sprintf("layout %d was made before skiff recorded column numbers (provider schema version 4) and the columns of %s changed since in a way it cannot follow", l.id, l.table)
 		if cat != nil && slices.Equal(liveNames(cat), l.columns) || cat == nil && l.next == nil {
 			p.base = p.newShape(len(l.columns), nil, l.columns, l.key, prev)
 		}

@@ -57,7 +57,7 @@ type layout struct {
 	key     []string
 	// attnums are the columns' numbers and natts the table's relnatts when the layout was
 	// made, createdXmin a lower bound of later DDL's txids; nil and 0 for layouts made before
-	// provider schema version 3.
+	// provider schema version 4.
 	attnums     []int16
 	natts       int16
 	createdXmin int64
