@@ -11,8 +11,9 @@ import (
 
 // Decoding rows written between a DDL and the next `skiff table add --refresh`.
 //
-// A capture trigger writes NEW::text (the row's live columns, in attnum order, as the table
-// has them when the row is written) under the layout id baked in when the trigger was made.
+// A capture trigger writes the row as record_out(NEW): its live columns, in attnum order, as
+// the table has them when the row is written, under the layout id baked in when the trigger
+// was made.
 // After an ALTER TABLE that adds or drops columns and before the refresh, rows carry the old
 // layout id with another set of fields. Attribute numbers name columns for good: a column
 // keeps its number through RENAME and ALTER TYPE, a dropped column's number is never reused
@@ -74,15 +75,23 @@ type colOp struct {
 
 // plan is how the rows of one layout decode during one batch.
 type plan struct {
-	l             *layout
-	s0            []int16           // the layout's columns' numbers; nil when unknown (old layout)
-	base          *shape            // rows of the layout's own columns, when no column was added or dropped since
-	drops, births []colOp           // columns of s0 dropped since; columns added since, in number order
-	names         map[int16]string  // current name of each column; absent: dropped (its value is left out)
-	why           string            // why only base rows decode (unknown history), "" otherwise
-	ticks         []change.Snapshot // the batch's tick snapshots, when some change can be placed among them
-	cache         map[[2]int]resolved
-	shapes        map[string]*shape
+	l *layout
+	// s0 is the layout's columns' numbers; nil when unknown (an old layout).
+	s0 []int16
+	// base decodes rows of the layout's own columns, when no column was added or dropped since.
+	base *shape
+	// drops are the columns of s0 dropped since the layout was made, births the columns added
+	// since, in number order.
+	drops, births []colOp
+	// names is the current name of each column; a column absent was dropped (its value is
+	// left out of events).
+	names map[int16]string
+	// why says why only base rows decode (unknown history), "" otherwise.
+	why string
+	// ticks are the batch's tick snapshots, when some change can be placed among them.
+	ticks  []change.Snapshot
+	cache  map[[2]int]resolved // by row width and tick position
+	shapes map[string]*shape   // by column numbers
 }
 
 type resolved struct {
