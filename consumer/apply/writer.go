@@ -162,6 +162,13 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	if !w.setBased {
 		return w.applyRow(ctx, s, ev)
 	}
+	if s.rowOnly {
+		// Written now, in order: what is pending goes first.
+		if err := w.flushAll(ctx); err != nil {
+			return err
+		}
+		return w.applyRow(ctx, s, ev)
+	}
 
 	r := w.runs[t]
 	if r == nil {
@@ -432,7 +439,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
 				}
 			}
-			args[j] = col
+			args[j] = arrayArg(r.t.cols[s.key[j]], col)
 		}
 		tag, err := w.tx.Exec(ctx, s.delSQL, args...)
 		if err != nil {
@@ -456,7 +463,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
 				}
 			}
-			args[m] = col
+			args[m] = arrayArg(r.t.cols[s.cols[i]], col)
 		}
 		tag, err := w.tx.Exec(ctx, s.updSQL, args...)
 		if err != nil {
@@ -490,6 +497,37 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		}
 	}
 	return nil
+}
+
+// arrayArg is the argument of a set-based statement for the values of one column: the
+// values as text[] (cast to the column's type on the server), or for a typed column
+// (targetCol.typed) the text of an array literal of them, which pgx sends as text for the
+// parameter the statement types as an array of the column's base type.
+func arrayArg(tc targetCol, vals []pgtype.Text) any {
+	if !tc.typed {
+		return vals
+	}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range vals {
+		if i > 0 {
+			b.WriteByte(tc.delim)
+		}
+		if !v.Valid {
+			b.WriteString("NULL")
+			continue
+		}
+		b.WriteByte('"')
+		for j := 0; j < len(v.String); j++ {
+			if c := v.String[j]; c == '"' || c == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(v.String[j])
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 // appendCopyText appends a value in COPY's text format: \N for NULL; backslash, newline,
