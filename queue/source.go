@@ -352,12 +352,12 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 		return err
 	}
 	var query string
-	if long == nil {
+	if s.noLongTx {
 		query, err = BatchEventSQL(ctx, s.conn, b.ID)
 	} else {
-		except := make([]int64, len(long))
-		for i, l := range long {
-			except[i] = l.TxID
+		except := make([]int64, 0, len(long))
+		for _, l := range long {
+			except = append(except, l.TxID)
 		}
 		query, err = BatchEventSQLExcept(ctx, s.conn, b.ID, except)
 	}
@@ -386,7 +386,7 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 // longTxs returns the batch's long transactions to be read by themselves, ordered by their
 // last event; nil when there are none (or the provider's schema is older than version 6).
 func (s *Source) longTxs(ctx context.Context, b change.Batch) ([]LongTx, error) {
-	if s.cfg.LongTxEvents < 0 || s.noLongTx {
+	if s.noLongTx {
 		return nil, nil
 	}
 	all, err := BatchLongTxs(ctx, s.conn, b.ID)
@@ -400,7 +400,7 @@ func (s *Source) longTxs(ctx context.Context, b change.Batch) ([]LongTx, error) 
 	}
 	var long []LongTx
 	for _, l := range all {
-		if l.Span() >= s.cfg.LongTxEvents {
+		if s.cfg.LongTxEvents > 0 && l.Span() >= s.cfg.LongTxEvents {
 			long = append(long, l)
 		}
 	}

@@ -132,8 +132,13 @@ $$;
 
 -- +goose StatementBegin
 -- batch_event_sql(batch, except) is batch_event_sql(batch) without the events of the
--- transactions in i_except (read by themselves, see batch_long_txids): the txid range is cut
--- around them, so that the ev_txid index never visits their rows.
+-- transactions in i_except (read by themselves, see batch_long_txids), and with tighter
+-- bounds for the ev_txid index (PgQ's batch_event_sql does the same): a batch's transactions
+-- are those running at the start tick (xip1) that the end tick sees, and those from the start
+-- tick's xmax up to the end tick's xmax that were not running at the end tick (xip2). The
+-- first are looked up one by one, the range is cut around the second and around i_except, so
+-- that the index never visits the rows of a transaction still running — a long one is
+-- otherwise read (and its rows checked) by every batch cut while it runs.
 CREATE FUNCTION skiff.batch_event_sql(i_batch_id bigint, i_except bigint[]) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -154,9 +159,21 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'skiff: batch % is not open', i_batch_id USING ERRCODE = 'P0002';
     END IF;
-    lo := txid_snapshot_xmin(s.snap1);
+    FOR x IN SELECT u FROM txid_snapshot_xip(s.snap1) u
+              WHERE txid_visible_in_snapshot(u, s.snap2)
+                AND NOT (u = ANY (coalesce(i_except, '{}'::bigint[])))
+              ORDER BY u LOOP
+        IF ranges <> '' THEN
+            ranges := ranges || ' OR ';
+        END IF;
+        ranges := ranges || 'ev_txid = ' || x;
+    END LOOP;
+    lo := txid_snapshot_xmax(s.snap1);
     hi := txid_snapshot_xmax(s.snap2);
-    FOR x IN SELECT u FROM (SELECT unnest(i_except) AS u) e WHERE u IS NOT NULL ORDER BY u LOOP
+    FOR x IN SELECT DISTINCT u FROM (
+                 SELECT unnest(i_except) AS u
+                 UNION ALL SELECT txid_snapshot_xip(s.snap2)) e
+              WHERE u IS NOT NULL ORDER BY u LOOP
         IF x >= lo AND x < hi THEN
             IF x > lo THEN
                 IF ranges <> '' THEN
