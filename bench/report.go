@@ -353,7 +353,7 @@ var summaryPeers = []string{"londiste", "builtin", "pglogical", "pgq", "plpgsql"
 func (b *bench) summary(w *strings.Builder) {
 	fmt.Fprintf(w, "## Summary: skiff ÷ peer\n\n")
 	fmt.Fprintf(w, "Ratio of medians; in brackets the min–max of the per-repetition ratios (each repetition pairs "+
-		"runs made back to back). Above 1 means skiff is faster, except for lag, where below 1 means skiff lags less. "+
+		"runs made back to back). Above 1 means skiff is faster, except for lag and the large transaction's seconds and MB, where below 1 means skiff lags less, is faster or uses less. "+
 		"For capture overhead the ratio compares the with÷without ratios.\n\n")
 	var cols []string
 	for _, p := range summaryPeers {
