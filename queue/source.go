@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // SourceConfig configures a Source.
@@ -427,7 +428,8 @@ func (s *Source) eventsWithLong(ctx context.Context, b change.Batch, query strin
 	if _, err := tx.Exec(ctx, `SET LOCAL enable_sort = off`); err != nil {
 		return fmt.Errorf("read batch %d: %w", b.ID, err)
 	}
-	if _, err := tx.Exec(ctx, `DECLARE skiff_batch NO SCROLL CURSOR FOR `+query); err != nil {
+	// One statement per call (extended protocol), as every SQL text made at run time.
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `DECLARE skiff_batch NO SCROLL CURSOR FOR `+query); err != nil {
 		return fmt.Errorf("read batch %d: %w", b.ID, err)
 	}
 	fetch := fmt.Sprintf(`FETCH FORWARD %d FROM `, s.cfg.ChunkSize)
@@ -476,7 +478,7 @@ func (s *Source) readLong(ctx context.Context, tx pgx.Tx, b change.Batch, l Long
 	slices.SortFunc(tables, func(x, y LongTxTable) int { return cmp.Compare(x.First, y.First) })
 	fetch := fmt.Sprintf(`FETCH FORWARD %d FROM skiff_long`, s.cfg.ChunkSize)
 	for _, t := range tables {
-		if _, err := tx.Exec(ctx, `DECLARE skiff_long NO SCROLL CURSOR FOR `+longTxQuery(l, t)); err != nil {
+		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `DECLARE skiff_long NO SCROLL CURSOR FOR `+longTxQuery(l, t)); err != nil {
 			return fmt.Errorf("read batch %d, transaction %d: %w", b.ID, l.TxID, err)
 		}
 		for {
