@@ -60,6 +60,7 @@ type writer struct {
 	order   []*run // runs with pending rows, in first-appearance order
 	rows    int
 	bytes   int
+	limit   int      // pending rows that make the next flush: grows to MaxPendingRows
 	truncs  []*table // consecutive TRUNCATE events not yet executed
 	truncEv int64
 	events  int64
@@ -98,7 +99,8 @@ func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
 	if a.runs == nil {
 		a.runs = map[*table]*run{}
 	}
-	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: a.runs}
+	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: a.runs,
+		limit: min(firstRunRows, a.cfg.MaxPendingRows)}
 }
 
 func (w *writer) add(ctx context.Context, evs []change.Event) error {
@@ -211,11 +213,18 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	for _, v := range ev.Values {
 		w.bytes += len(v.Text)
 	}
-	if w.rows >= w.a.cfg.MaxPendingRows || w.bytes >= w.a.cfg.MaxPendingBytes {
+	if w.rows >= w.limit || w.bytes >= w.a.cfg.MaxPendingBytes {
+		// Slow start: a large batch writes its first rows early (they show on the target's
+		// relation size, and the target works while the source reads on), then in runs
+		// growing to MaxPendingRows.
+		w.limit = min(2*w.limit, w.a.cfg.MaxPendingRows)
 		return w.flushAll(ctx)
 	}
 	return nil
 }
+
+// firstRunRows is the size of a batch's first run (slow start, see addOne).
+const firstRunRows = 2000
 
 // enqueue starts a run.
 func (w *writer) enqueue(r *run, s *shape, firstEv int64) {
