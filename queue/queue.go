@@ -223,7 +223,7 @@ func (l LongTx) LastID() int64 {
 }
 
 // BatchLongTxs lists the transactions of an open batch that were running at its start tick
-// (skiff.batch_long_txids, provider schema 6), ordered by txid.
+// (skiff.batch_long_txids, provider schema 5), ordered by txid.
 func BatchLongTxs(ctx context.Context, db DB, batchID int64) ([]LongTx, error) {
 	rows, err := db.Query(ctx, `SELECT o_txid, o_table, o_first, o_last, o_sub FROM skiff.batch_long_txids($1) ORDER BY o_txid, o_first`, batchID)
 	if err != nil {
@@ -252,7 +252,7 @@ func BatchLongTxs(ctx context.Context, db DB, batchID int64) ([]LongTx, error) {
 }
 
 // BatchEventSQLExcept is BatchEventSQL without the events of the transactions in except
-// (provider schema 6).
+// (provider schema 5).
 func BatchEventSQLExcept(ctx context.Context, db DB, batchID int64, except []int64) (string, error) {
 	var s string
 	if err := db.QueryRow(ctx, `SELECT skiff.batch_event_sql($1, $2::bigint[])`, batchID, except).Scan(&s); err != nil {

@@ -56,7 +56,7 @@ type Source struct {
 	listening bool
 	// catalogSum fingerprints the pg_attribute rows the layouts' plans were made from.
 	catalogSum string
-	// noLongTx: the provider's schema predates batch_long_txids (version 6).
+	// noLongTx: the provider's schema predates batch_long_txids (version 5).
 	noLongTx bool
 }
 
@@ -346,7 +346,7 @@ func schemaError(err error) error {
 // writes of its table) keep their provider order. When T wrote a row before a long transaction
 // L did, T had committed before L's write (the row lock is held to commit), so T's events all
 // precede L's last one; when L wrote it first, T's write came after L's commit, after L's last
-// event. The same holds between two long transactions. (sql/provider/00006_large_transactions.sql)
+// event. The same holds between two long transactions. (sql/provider/00005_large_transactions.sql)
 func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
 	long, err := s.longTxs(ctx, b)
 	if err != nil {
@@ -385,7 +385,7 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 }
 
 // longTxs returns the batch's long transactions to be read by themselves, ordered by their
-// last event; nil when there are none (or the provider's schema is older than version 6).
+// last event; nil when there are none (or the provider's schema is older than version 5).
 func (s *Source) longTxs(ctx context.Context, b change.Batch) ([]LongTx, error) {
 	if s.noLongTx {
 		return nil, nil
@@ -393,7 +393,7 @@ func (s *Source) longTxs(ctx context.Context, b change.Batch) ([]LongTx, error) 
 	all, err := BatchLongTxs(ctx, s.conn, b.ID)
 	if errors.Is(err, ErrNotInstalled) {
 		s.noLongTx = true
-		s.log.Debug("the provider has no skiff.batch_long_txids (schema before version 6): batches are read sorted")
+		s.log.Debug("the provider has no skiff.batch_long_txids (schema before version 5): batches are read sorted")
 		return nil, nil
 	}
 	if err != nil {

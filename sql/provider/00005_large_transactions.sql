@@ -1,5 +1,5 @@
 -- +goose Up
--- Large transactions (schema version 6): a batch's read streams without sorting a large
+-- Large transactions (schema version 5): a batch's read streams without sorting a large
 -- transaction's events.
 --
 -- Why. batch_event_sql(batch) returns one query ordered by ev_id over the three event tables,
