@@ -467,7 +467,7 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, src, dst change.Table, col
 		return []string{fmt.Sprintf("table %s: %v", dst, err)}
 	}
 	if len(have) == 0 {
-		return []string{fmt.Sprintf("table %s (for provider table %s) does not exist on the target", dst, src)}
+		return []string{fmt.Sprintf("table %s (for provider table %s) does not exist on the target (--create-tables creates it from the provider's definition)", dst, src)}
 	}
 	var out []string
 	for _, c := range cols {
