@@ -50,7 +50,6 @@ CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL, amount 
 INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 1000) g;
 INSERT INTO orders (customer_id, amount, note) SELECT 1 + g % 1000, g * 1.25, 'initial order ' || g FROM generate_series(1, 20000) g;
 SQL
-"$bindir/pg_dump" -s "$P" | "$bindir/psql" -qX "$T" >/dev/null
 
 step "skiff init provider / init target"
 "$skiff" init provider --db "$P"
@@ -59,8 +58,8 @@ step "skiff init provider / init target"
 step "skiff table add: capture both tables (their sequences come with them) into queue 'main'"
 "$skiff" table add --db "$P" --queue main public.customers public.orders
 
-step "skiff subscribe: register the target and copy the tables"
-"$skiff" subscribe --provider "$P" --target "$T" --queue main
+step "skiff subscribe --create-tables: create the tables on the empty target, register it, copy the tables"
+"$skiff" subscribe --provider "$P" --target "$T" --queue main --create-tables
 
 step "skiff ticker and skiff worker in the background"
 "$skiff" ticker --db "$P" --log-format text --log-level warn & pids+=($!)

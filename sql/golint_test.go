@@ -20,6 +20,7 @@ import (
 var goSQLPackages = []string{
 	"../queue", "../consumer", "../consumer/copier", "../consumer/apply", "../compare", "../status",
 	"../ticker", "../cmd/skiff", "../internal/migrate", "../internal/pg", "../handlers", "../internal/rowcopy",
+	"../internal/tabledef",
 }
 
 // newer lists what SQL strings in Go code may use only behind a server_version_num branch,

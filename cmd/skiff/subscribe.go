@@ -14,8 +14,10 @@ import (
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer/apply"
 	"github.com/skiffdb/skiff/consumer/copier"
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/tabledef"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -32,6 +34,7 @@ type SubscribeCmd struct {
 	Consumer        string            `help:"Consumer name on the provider (default: the one of the queue's subscription on the target if there is one, else skiff@<target database>/<target id>, the same however the target's URL is spelt)."`
 	CopyParallel    int               `help:"Tables copied at once by the initial copy." default:"2"`
 	CopyLockTimeout time.Duration     `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
+	CreateTables    bool              `help:"Create the target tables that do not exist, from the provider's definition, in one target transaction before the copy: columns (types, NOT NULL, collations, defaults), the primary key, the sequences the tables' columns draw from and the queue's other captured sequences, missing schemas, and the enum types and domains the columns use (any other type the target lacks is an error naming table, column and type). A table is created in the shape its handlers give the rows: renamed by --table SRC:DEST, with the columns handler's renames and exclusions. The other indexes are created after the copy. Foreign keys, CHECK constraints, triggers and grants are not created. Tables that exist are left alone."`
 }
 
 // legacyConsumer is the consumer name skiff derived from the target's connection string
@@ -112,6 +115,7 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	}
 	reg := newRegistry()
 	var problems []string
+	var create []tabledef.Spec
 	for i := range routes {
 		r := &routes[i]
 		cols, key, err := providerColumns(ctx, prov, r.Source)
@@ -128,10 +132,30 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		if _, err := h.Handle(&ev); err != nil {
 			return fmt.Errorf("table %s: %w", r.Source, err)
 		}
+		if c.CreateTables {
+			_, exists, err := pg.ResolveTable(ctx, tgt, ev.Table)
+			if err != nil {
+				return fmt.Errorf("target: %w", err)
+			}
+			if !exists {
+				spec, err := createSpec(h, r.Source, cols, key)
+				if err != nil {
+					return err
+				}
+				create = append(create, spec)
+				continue
+			}
+		}
 		problems = append(problems, checkTarget(ctx, tgt, r.Source, ev.Table, ev.Columns)...)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("the target is not ready for queue %s:\n  %s", c.Queue, strings.Join(problems, "\n  "))
+	}
+	var plan *tabledef.Plan
+	if c.CreateTables {
+		if plan, err = c.createTables(ctx, rt, prov, tgt, routes, create); err != nil {
+			return err
+		}
 	}
 
 	if !registered {
@@ -179,9 +203,110 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		}
 	}
 	if len(toCopy) > 0 {
-		return c.copy(ctx, rt, name, toCopy)
+		err = c.copy(ctx, rt, name, toCopy)
 	}
-	return nil
+	if plan != nil {
+		// Indexes after the copy (faster than maintaining them row by row); also when a
+		// table's copy failed: the worker copies it again, into a table with its indexes.
+		for _, ix := range plan.Indexes {
+			fmt.Fprintf(rt.Out, "create index: %s\n", ix.SQL)
+		}
+		err = errors.Join(err, plan.CreateIndexes(ctx, tgt))
+	}
+	return err
+}
+
+// createTables creates, in one target transaction, the destination tables of create and the
+// sequences of the subscribed tables (and, without --table, every sequence the queue
+// captures) that the target lacks.
+func (c *SubscribeCmd) createTables(ctx context.Context, rt *Runtime, prov, tgt *pgx.Conn, routes []change.Route, create []tabledef.Spec) (*tabledef.Plan, error) {
+	var seqs []change.Table
+	if len(c.Table) == 0 {
+		all, err := queue.Sequences(ctx, prov, c.Queue)
+		if err != nil {
+			return nil, fmt.Errorf("provider: %w", err)
+		}
+		seqs = append(seqs, all...)
+	}
+	for _, r := range routes {
+		ts, err := queue.TableSequences(ctx, prov, r.Source)
+		if err != nil {
+			return nil, fmt.Errorf("provider: %w", err)
+		}
+		for _, s := range ts {
+			if !slices.Contains(seqs, s) {
+				seqs = append(seqs, s)
+			}
+		}
+	}
+	plan, err := tabledef.NewPlan(ctx, prov, tgt, create, seqs)
+	if err != nil {
+		return nil, err
+	}
+	if err := plan.Create(ctx, tgt); err != nil {
+		return nil, err
+	}
+	for _, s := range plan.Schemas {
+		fmt.Fprintf(rt.Out, "created schema %s\n", change.QuoteIdent(s))
+	}
+	for _, t := range plan.Types {
+		fmt.Fprintf(rt.Out, "created type %s\n", t)
+	}
+	for _, s := range plan.Sequences {
+		fmt.Fprintf(rt.Out, "created sequence %s\n", s)
+	}
+	for _, t := range plan.Tables {
+		fmt.Fprintf(rt.Out, "created table %s\n", t)
+	}
+	for _, w := range plan.Warnings {
+		rt.Log.Warn(w)
+	}
+	return plan, nil
+}
+
+// createSpec is the shape a table's handlers h give the rows of provider table src (columns
+// cols, key): the destination and each of its columns with the source column it receives.
+// Handlers with an SQL form say it; any other is run over a row whose values name their
+// columns.
+func createSpec(h handlers.Handler, src change.Table, cols, key []string) (tabledef.Spec, error) {
+	scols := make([]handlers.SourceColumn, len(cols))
+	for i, c := range cols {
+		scols[i] = handlers.SourceColumn{Name: c}
+	}
+	sel, ok, err := handlers.SelectOf(h, handlers.NewSelect(src, scols, key))
+	if err != nil {
+		return tabledef.Spec{}, fmt.Errorf("table %s: %w", src, err)
+	}
+	if ok {
+		spec := tabledef.Spec{Source: src, Dest: sel.Table}
+		for _, c := range sel.Columns {
+			spec.Columns = append(spec.Columns, tabledef.Mapped{Name: c.Name, Source: c.Source})
+		}
+		return spec, nil
+	}
+	const marker = "skiff --create-tables: the value of column "
+	ev := change.Event{Op: change.Insert, Table: src, Columns: cols, Key: key, Values: make([]change.Value, len(cols))}
+	for i, c := range cols {
+		ev.Values[i] = change.Text(marker + c)
+	}
+	keep, err := h.Handle(&ev)
+	if err != nil {
+		return tabledef.Spec{}, fmt.Errorf("table %s: %w", src, err)
+	}
+	if !keep {
+		return tabledef.Spec{}, fmt.Errorf("table %s: its handler drops a sample row, so --create-tables cannot tell the shape of its destination: create the table on the target", src)
+	}
+	spec := tabledef.Spec{Source: src, Dest: ev.Table}
+	for i, c := range ev.Columns {
+		m := tabledef.Mapped{Name: c}
+		if i < len(ev.Values) {
+			if s, ok := strings.CutPrefix(ev.Values[i].Text, marker); ok && slices.Contains(cols, s) {
+				m.Source = s
+			}
+		}
+		spec.Columns = append(spec.Columns, m)
+	}
+	return spec, nil
 }
 
 // copy runs the initial copy of the routes (state copying on the target), with a progress
@@ -342,7 +467,7 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, src, dst change.Table, col
 		return []string{fmt.Sprintf("table %s: %v", dst, err)}
 	}
 	if len(have) == 0 {
-		return []string{fmt.Sprintf("table %s (for provider table %s) does not exist on the target", dst, src)}
+		return []string{fmt.Sprintf("table %s (for provider table %s) does not exist on the target (--create-tables creates it from the provider's definition)", dst, src)}
 	}
 	var out []string
 	for _, c := range cols {
