@@ -177,7 +177,8 @@ func testCopyThroughColumnsHandler(t *testing.T, provVersion, tgtVersion string)
 
 // TestCopyThroughFilterHandler is issue 11's second reproduction: a consumer-side row filter
 // (filter handler, region in a list). The initial copy under writes holds only the rows the
-// filter keeps, the worker catches up, skiff compare says equal; a row the filter excludes
+// filter keeps, the worker catches up (updates move rows into and out of the filter, some
+// changing their key), skiff compare says equal; a row the filter excludes
 // present on the target makes it say DIFFERENT; skiff table resync copies the table again
 // through the filter, and compare says equal again.
 func TestCopyThroughFilterHandler(t *testing.T) {
@@ -201,17 +202,25 @@ func testCopyThroughFilterHandler(t *testing.T, provVersion, tgtVersion string) 
 	var next atomic.Int64
 	next.Store(int64(n) + 1)
 	regions := []any{"eu", "us", nil, "EU"}
-	// writers runs two writers until the returned function is called. They do not move rows
-	// across the filter: a consumer-side filter sees only an update's new row.
+	// writers runs two writers until the returned function is called. Their updates move rows
+	// across the filter (into it, out of it), with and without a key change: a consumer-side
+	// filter sees only an update's new row, so it cannot know whether the target holds it.
 	writers := func() func() {
 		wctx, wstop := context.WithCancel(ctx)
 		var wwg sync.WaitGroup
 		for i := range 2 {
 			stmtWriter(t, wctx, &wwg, p.prov, uint64(i)+uint64(txs.Load()), &txs, func(rng *rand.Rand) (string, []any) {
-				switch r := rng.IntN(10); {
-				case r < 5:
+				switch r := rng.IntN(14); {
+				case r < 3:
 					return `UPDATE customer SET v = $2 WHERE id = $1`, []any{1 + rng.IntN(n), randText(rng)}
+				case r < 5:
+					return `UPDATE customer SET region = $2 WHERE id = $1`, []any{1 + rng.IntN(n), regions[rng.IntN(len(regions))]}
+				case r < 6:
+					return `UPDATE customer SET id = $2, region = $3 WHERE id = $1`, []any{1 + rng.IntN(n), next.Add(1), regions[rng.IntN(len(regions))]}
 				case r < 7:
+					// The region toggled: into the filter or out of it.
+					return `UPDATE customer SET region = CASE WHEN region = 'eu' THEN 'us' ELSE 'eu' END WHERE id = $1`, []any{1 + rng.IntN(n)}
+				case r < 9:
 					return `DELETE FROM customer WHERE id = $1`, []any{1 + rng.IntN(n)}
 				default:
 					return `INSERT INTO customer VALUES ($1, $2, $3)`, []any{next.Add(1), regions[rng.IntN(len(regions))], randText(rng)}

@@ -56,7 +56,7 @@ type shape struct {
 	// over a scan of the whole table.
 	indexed bool
 
-	copySQL, delSQL, updSQL, insRowSQL, updRowSQL, delRowSQL string
+	copySQL, delSQL, updSQL, upsSQL, insRowSQL, updRowSQL, delRowSQL string
 }
 
 type querier interface {
@@ -280,6 +280,41 @@ func (s *shape) build() {
 		}
 		s.updSQL = b.String()
 	}
+
+	// INSERT … SELECT (unnest of the rows) WHERE NOT EXISTS: the upserts the UPDATE did not
+	// find (change.Upsert). The values are cast to the column's type without modifier, and
+	// assigned to the column, which checks the modifier as COPY does.
+	b.Reset()
+	b.WriteString("INSERT INTO " + s.t.sql + " (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(s.cols[i]))
+	}
+	b.WriteString(") SELECT ")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "s.v%d::%s", i, s.types[i])
+	}
+	b.WriteString(" FROM (SELECT ")
+	for m, i := range s.write {
+		if m > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "unnest($%d::text[]) AS v%d", m+1, i)
+	}
+	b.WriteString(") AS s WHERE NOT EXISTS (SELECT 1 FROM " + s.t.sql + " AS t WHERE ")
+	for j, k := range s.key {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(&b, "t.%s = s.v%d::%s", q(k), s.keyIdx[j], s.keyType(j))
+	}
+	b.WriteString(")")
+	s.upsSQL = b.String()
 
 	// Row by row.
 	b.Reset()
