@@ -183,16 +183,38 @@ func testCopyThroughColumnsHandler(t *testing.T, provVersion, tgtVersion string)
 // through the filter, and compare says equal again.
 func TestCopyThroughFilterHandler(t *testing.T) {
 	t.Parallel()
-	forEachPair(t, testCopyThroughFilterHandler)
+	forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) {
+		testCopyThroughFilter(t, provVersion, tgtVersion, false)
+	})
 }
 
-func testCopyThroughFilterHandler(t *testing.T, provVersion, tgtVersion string) {
+// TestCopyThroughWhereFilter is TestCopyThroughFilterHandler with the filter on the provider
+// (table add --where): the capture trigger turns an update that moves a row into the filter
+// into an insert, one that moves it out into a delete (with a key change too).
+func TestCopyThroughWhereFilter(t *testing.T) {
+	t.Parallel()
+	forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) {
+		testCopyThroughFilter(t, provVersion, tgtVersion, true)
+	})
+}
+
+// testCopyThroughFilter replicates customer rows of region 'eu' only: filtered on the
+// provider by --where (where) or on the consumer by the filter handler.
+func testCopyThroughFilter(t *testing.T, provVersion, tgtVersion string, where bool) {
 	n := copyRows(t) / 10
 	ddl := `CREATE TABLE customer (id int PRIMARY KEY, region text, v text)`
 	p := newPair(t, provVersion, tgtVersion, ddl)
 	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
 	exec1(t, prov, fmt.Sprintf(`INSERT INTO customer SELECT g, (ARRAY['eu', 'us', NULL, 'EU', 'eu '])[1 + g %% 5], 'v' || g FROM generate_series(1, %d) g`, n))
-	p.capture(t, "qf", "public.customer")
+	spec := queue.TableSpec{Name: "public.customer"}
+	var handler []string
+	if where {
+		spec.Where = `region = 'eu'`
+	} else {
+		handler = []string{"--handler", "public.customer=filter", "--handler-config", `public.customer={"column":"region","in":["eu"]}`}
+	}
+	_, err := queue.AddTable(context.Background(), prov, "qf", spec)
+	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -231,8 +253,8 @@ func testCopyThroughFilterHandler(t *testing.T, provVersion, tgtVersion string) 
 	}
 	stop := writers()
 	defer stop()
-	out, err := skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "qf", "--consumer", "c1",
-		"--handler", "public.customer=filter", "--handler-config", `public.customer={"column":"region","in":["eu"]}`)
+	out, err := skiff(t, append([]string{"subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "qf", "--consumer", "c1"},
+		handler...)...)
 	require.NoError(t, err, out)
 	var others int
 	require.NoError(t, tgt.QueryRow(ctx, `SELECT count(*) FROM customer WHERE region IS DISTINCT FROM 'eu'`).Scan(&others))
