@@ -19,6 +19,19 @@ const (
 	Truncate Op = 'T'
 )
 
+// The operations a handler makes of an Update when it cannot know whether the target holds the
+// row before it: a consumer-side filter sees only an update's new row, so a row may move into
+// the filter (the target lacks it) or out of it (the target holds it) unseen. No source emits
+// them.
+const (
+	// Upsert writes the new row whether or not the target holds it: the row its key finds
+	// (OldKey, or the row's own key) is overwritten, else the row is inserted.
+	Upsert Op = 'S'
+	// Remove deletes the row its key finds (as a Delete does), if the target holds one: a
+	// missing row is expected, not a warning.
+	Remove Op = 'R'
+)
+
 // String returns the SQL verb of the operation.
 func (o Op) String() string {
 	switch o {
@@ -30,6 +43,10 @@ func (o Op) String() string {
 		return "DELETE"
 	case Truncate:
 		return "TRUNCATE"
+	case Upsert:
+		return "UPSERT"
+	case Remove:
+		return "REMOVE"
 	}
 	return "UNKNOWN(" + string(rune(o)) + ")"
 }
@@ -76,10 +93,11 @@ var Null = Value{}
 
 // Event is one row change, in the order the provider committed it.
 //
-// For Insert and Update, Columns and Values describe the new row; for Delete, the old row (at
-// least its key columns). Key names the primary-key columns, each of which appears in
-// Columns. OldKey is set only for an Update that changed the key: the key's values before the
-// update, in the order of Key. Truncate events carry only Table.
+// For Insert, Update and Upsert, Columns and Values describe the new row; for Delete, the old
+// row (at least its key columns); for Remove, a row holding its key (an Update's new row).
+// Key names the primary-key columns, each of which appears in Columns. OldKey is set only for
+// an Update (or the Upsert or Remove a handler made of one) that changed the key: the key's
+// values before the update, in the order of Key. Truncate events carry only Table.
 type Event struct {
 	ID      int64 // provider event id (trigger queue) or a running number (logical decoding)
 	TxID    int64 // provider transaction id, 0 when unknown

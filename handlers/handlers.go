@@ -138,22 +138,41 @@ func (c *Columns) name(col string) string {
 }
 
 // Filter keeps only the rows whose column Column has one of the values In (compared as text;
-// a NULL never matches). Deletes are filtered by their old row, updates by their new row.
+// a NULL never matches). Inserts are filtered by their new row, deletes by their old row. An
+// update carries only its new row, so the filter cannot tell whether the row was kept before:
+// it may have moved into the filter (the target lacks it) or out of it (the target holds it).
+// An update whose new row is kept becomes an Upsert (written whether or not the target holds
+// the row), one whose new row is not a Remove (deleted if the target holds it). A delete
+// without the column (logical decoding sends only the key by default) is a Remove too.
 type Filter struct {
 	Column string   `json:"column"`
 	In     []string `json:"in"`
 }
 
-// Handle drops the rows Filter does not keep.
+// Handle drops the rows Filter does not keep and turns updates into upserts and removals.
 func (f Filter) Handle(ev *change.Event) (bool, error) {
-	if ev.Op == change.Truncate {
+	if ev.Op == change.Truncate || ev.Op == change.Remove {
 		return true, nil
 	}
 	v, ok := ev.Value(f.Column)
 	if !ok {
+		if ev.Op == change.Delete {
+			ev.Op = change.Remove
+			return true, nil
+		}
 		return false, fmt.Errorf("filter: table %s has no column %s", ev.Table, change.QuoteIdent(f.Column))
 	}
-	return v.Valid && slices.Contains(f.In, v.Text), nil
+	keep := v.Valid && slices.Contains(f.In, v.Text)
+	switch ev.Op {
+	case change.Update, change.Upsert:
+		if keep {
+			ev.Op = change.Upsert
+		} else {
+			ev.Op = change.Remove
+		}
+		return true, nil
+	}
+	return keep, nil
 }
 
 // Factory builds a handler for one table from its configuration (JSON; empty when none).

@@ -66,6 +66,64 @@ func TestFilter(t *testing.T) {
 	require.True(t, keep)
 }
 
+// TestFilterUpdatesAcrossTheFilter: an update carries only its new row, so the filter cannot
+// know whether the target holds the row: one whose new row is kept is an Upsert (it may have
+// moved in), one whose new row is not a Remove (it may have moved out) — with the old key of
+// a key change. Inserts and deletes are kept or dropped; a delete without the column (key
+// only) is a Remove.
+func TestFilterUpdatesAcrossTheFilter(t *testing.T) {
+	t.Parallel()
+	h, err := NewRegistry().New("filter", change.Table{Name: "t"}, `{"column": "v", "in": ["eu"]}`)
+	require.NoError(t, err)
+	handle := func(op change.Op, v change.Value, oldKey []change.Value) (bool, change.Event) {
+		t.Helper()
+		ev := event()
+		ev.Op, ev.Values[2], ev.OldKey = op, v, oldKey
+		keep, err := h.Handle(&ev)
+		require.NoError(t, err)
+		return keep, ev
+	}
+	for _, c := range []struct {
+		op   change.Op
+		v    change.Value
+		keep bool
+		want change.Op
+	}{
+		{change.Insert, change.Text("eu"), true, change.Insert},
+		{change.Insert, change.Text("us"), false, change.Insert},
+		{change.Delete, change.Text("eu"), true, change.Delete},
+		{change.Delete, change.Null, false, change.Delete},
+		{change.Update, change.Text("eu"), true, change.Upsert}, // us → eu, or eu → eu
+		{change.Update, change.Text("us"), true, change.Remove}, // eu → us, or us → us
+		{change.Update, change.Null, true, change.Remove},       // NULL never matches
+		{change.Upsert, change.Text("us"), true, change.Remove}, // an earlier handler's upsert
+		{change.Remove, change.Text("us"), true, change.Remove}, // stays a removal
+		{change.Truncate, change.Text("us"), true, change.Truncate},
+	} {
+		keep, ev := handle(c.op, c.v, nil)
+		require.Equal(t, c.keep, keep, "%s %v", c.op, c.v)
+		require.Equal(t, c.want, ev.Op, "%s %v", c.op, c.v)
+	}
+	old := []change.Value{change.Text("7")}
+	_, ev := handle(change.Update, change.Text("us"), old)
+	require.Equal(t, change.Remove, ev.Op)
+	require.Equal(t, old, ev.KeyValues(), "a key change removes the old key")
+	_, ev = handle(change.Update, change.Text("eu"), old)
+	require.Equal(t, change.Upsert, ev.Op)
+	require.Equal(t, old, ev.OldKey)
+
+	del := change.Event{Op: change.Delete, Table: change.Table{Name: "t"}, Columns: []string{"id"}, Key: []string{"id"},
+		Values: []change.Value{change.Text("1")}}
+	keep, err := h.Handle(&del)
+	require.NoError(t, err)
+	require.True(t, keep)
+	require.Equal(t, change.Remove, del.Op)
+	upd := change.Event{Op: change.Update, Table: change.Table{Name: "t"}, Columns: []string{"id"}, Key: []string{"id"},
+		Values: []change.Value{change.Text("1")}}
+	_, err = h.Handle(&upd)
+	require.ErrorContains(t, err, `no column "v"`)
+}
+
 func TestRegistryCustomHandler(t *testing.T) {
 	t.Parallel()
 	r := NewRegistry()

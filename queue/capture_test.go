@@ -112,6 +112,14 @@ func TestWhereFilter(t *testing.T) {
 	exec(t, c, `UPDATE acct SET status = 'closed' WHERE id = 1`) // moves out: D
 	exec(t, c, `UPDATE acct SET status = 'x' WHERE id = 3`)      // stays out: nothing
 	exec(t, c, `DELETE FROM acct WHERE id IN (2, 3)`)            // 2 in: D, 3 out: nothing
+	// Key changes across the filter.
+	exec(t, c, `INSERT INTO acct VALUES (5, 'active', 'eu')`)                           // I
+	exec(t, c, `UPDATE acct SET id = 50 WHERE id = 5`)                                  // stays in: U, old key 5
+	exec(t, c, `UPDATE acct SET id = 10, status = 'active' WHERE id = 1`)               // moves in: I of the new key
+	exec(t, c, `UPDATE acct SET id = 60, status = 'closed' WHERE id = 50`)              // moves out: D of the old key
+	exec(t, c, `UPDATE acct SET id = 40, "Region" = NULL WHERE id = 4`)                 // stays out (NULL is false): nothing
+	exec(t, c, `UPDATE acct SET id = 41, "Region" = 'eu' WHERE id = 40`)                // moves in: I
+	exec(t, c, `UPDATE acct SET id = 42, status = NULL, "Region" = 'eu' WHERE id = 41`) // moves out: D 41
 	_, err = ForceTick(ctx, c, "q")
 	require.NoError(t, err)
 	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
@@ -119,9 +127,14 @@ func TestWhereFilter(t *testing.T) {
 	_, evs := readBatch(t, src)
 	var got []string
 	for _, e := range evs {
-		got = append(got, fmt.Sprintf("%s %s %s", e.Op, e.Values[0].Text, e.Values[1].Text))
+		ev := fmt.Sprintf("%s %s %s", e.Op, e.Values[0].Text, e.Values[1].Text)
+		if e.OldKey != nil {
+			ev += " old " + e.OldKey[0].Text
+		}
+		got = append(got, ev)
 	}
-	require.Equal(t, []string{"INSERT 1 active", "UPDATE 1 active", "INSERT 2 active", "DELETE 1 active", "DELETE 2 active"}, got)
+	require.Equal(t, []string{"INSERT 1 active", "UPDATE 1 active", "INSERT 2 active", "DELETE 1 active", "DELETE 2 active",
+		"INSERT 5 active", "UPDATE 50 active old 5", "INSERT 10 active", "DELETE 50 active", "INSERT 41 active", "DELETE 41 active"}, got)
 }
 
 // TestQuotedNamesAndKey: odd schema, table and column names, --key on a table without a

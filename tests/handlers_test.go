@@ -177,21 +177,44 @@ func testCopyThroughColumnsHandler(t *testing.T, provVersion, tgtVersion string)
 
 // TestCopyThroughFilterHandler is issue 11's second reproduction: a consumer-side row filter
 // (filter handler, region in a list). The initial copy under writes holds only the rows the
-// filter keeps, the worker catches up, skiff compare says equal; a row the filter excludes
+// filter keeps, the worker catches up (updates move rows into and out of the filter, some
+// changing their key), skiff compare says equal; a row the filter excludes
 // present on the target makes it say DIFFERENT; skiff table resync copies the table again
 // through the filter, and compare says equal again.
 func TestCopyThroughFilterHandler(t *testing.T) {
 	t.Parallel()
-	forEachPair(t, testCopyThroughFilterHandler)
+	forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) {
+		testCopyThroughFilter(t, provVersion, tgtVersion, false)
+	})
 }
 
-func testCopyThroughFilterHandler(t *testing.T, provVersion, tgtVersion string) {
+// TestCopyThroughWhereFilter is TestCopyThroughFilterHandler with the filter on the provider
+// (table add --where): the capture trigger turns an update that moves a row into the filter
+// into an insert, one that moves it out into a delete (with a key change too).
+func TestCopyThroughWhereFilter(t *testing.T) {
+	t.Parallel()
+	forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) {
+		testCopyThroughFilter(t, provVersion, tgtVersion, true)
+	})
+}
+
+// testCopyThroughFilter replicates customer rows of region 'eu' only: filtered on the
+// provider by --where (where) or on the consumer by the filter handler.
+func testCopyThroughFilter(t *testing.T, provVersion, tgtVersion string, where bool) {
 	n := copyRows(t) / 10
 	ddl := `CREATE TABLE customer (id int PRIMARY KEY, region text, v text)`
 	p := newPair(t, provVersion, tgtVersion, ddl)
 	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
 	exec1(t, prov, fmt.Sprintf(`INSERT INTO customer SELECT g, (ARRAY['eu', 'us', NULL, 'EU', 'eu '])[1 + g %% 5], 'v' || g FROM generate_series(1, %d) g`, n))
-	p.capture(t, "qf", "public.customer")
+	spec := queue.TableSpec{Name: "public.customer"}
+	var handler []string
+	if where {
+		spec.Where = `region = 'eu'`
+	} else {
+		handler = []string{"--handler", "public.customer=filter", "--handler-config", `public.customer={"column":"region","in":["eu"]}`}
+	}
+	_, err := queue.AddTable(context.Background(), prov, "qf", spec)
+	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -201,17 +224,25 @@ func testCopyThroughFilterHandler(t *testing.T, provVersion, tgtVersion string) 
 	var next atomic.Int64
 	next.Store(int64(n) + 1)
 	regions := []any{"eu", "us", nil, "EU"}
-	// writers runs two writers until the returned function is called. They do not move rows
-	// across the filter: a consumer-side filter sees only an update's new row.
+	// writers runs two writers until the returned function is called. Their updates move rows
+	// across the filter (into it, out of it), with and without a key change: a consumer-side
+	// filter sees only an update's new row, so it cannot know whether the target holds it.
 	writers := func() func() {
 		wctx, wstop := context.WithCancel(ctx)
 		var wwg sync.WaitGroup
 		for i := range 2 {
 			stmtWriter(t, wctx, &wwg, p.prov, uint64(i)+uint64(txs.Load()), &txs, func(rng *rand.Rand) (string, []any) {
-				switch r := rng.IntN(10); {
-				case r < 5:
+				switch r := rng.IntN(14); {
+				case r < 3:
 					return `UPDATE customer SET v = $2 WHERE id = $1`, []any{1 + rng.IntN(n), randText(rng)}
+				case r < 5:
+					return `UPDATE customer SET region = $2 WHERE id = $1`, []any{1 + rng.IntN(n), regions[rng.IntN(len(regions))]}
+				case r < 6:
+					return `UPDATE customer SET id = $2, region = $3 WHERE id = $1`, []any{1 + rng.IntN(n), next.Add(1), regions[rng.IntN(len(regions))]}
 				case r < 7:
+					// The region toggled: into the filter or out of it.
+					return `UPDATE customer SET region = CASE WHEN region = 'eu' THEN 'us' ELSE 'eu' END WHERE id = $1`, []any{1 + rng.IntN(n)}
+				case r < 9:
 					return `DELETE FROM customer WHERE id = $1`, []any{1 + rng.IntN(n)}
 				default:
 					return `INSERT INTO customer VALUES ($1, $2, $3)`, []any{next.Add(1), regions[rng.IntN(len(regions))], randText(rng)}
@@ -222,8 +253,8 @@ func testCopyThroughFilterHandler(t *testing.T, provVersion, tgtVersion string) 
 	}
 	stop := writers()
 	defer stop()
-	out, err := skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "qf", "--consumer", "c1",
-		"--handler", "public.customer=filter", "--handler-config", `public.customer={"column":"region","in":["eu"]}`)
+	out, err := skiff(t, append([]string{"subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "qf", "--consumer", "c1"},
+		handler...)...)
 	require.NoError(t, err, out)
 	var others int
 	require.NoError(t, tgt.QueryRow(ctx, `SELECT count(*) FROM customer WHERE region IS DISTINCT FROM 'eu'`).Scan(&others))

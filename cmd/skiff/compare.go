@@ -23,10 +23,14 @@ type CompareCmd struct {
 	Provider string   `help:"Provider database: libpq connection string or URI." required:"" env:"SKIFF_PROVIDER"`
 	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`
 	Queue    string   `help:"Queue whose tables to compare." required:"" env:"SKIFF_QUEUE"`
+	Consumer string   `help:"Consumer of the subscription whose tables to compare, when the target holds several of the queue (default: the target's own, as the worker finds it)."`
 	Table    []string `help:"Compare only this table (TABLE, or TABLE:DEST when no subscription records the mapping; names as SQL writes them, a name without schema follows the search_path of the provider for TABLE, of the target for DEST); repeatable." sep:"none"`
 	Rows     bool     `help:"List the keys of differing rows (streams every row's key and hash: for small tables)."`
 	MaxRows  int      `help:"List at most this many differing keys per table." default:"100"`
 	Parallel int      `help:"Tables compared at once." default:"2"`
+
+	// subscribed: the tables come from a subscription the target records (pairs).
+	subscribed bool
 }
 
 // Run compares the tables and prints one line per table.
@@ -147,12 +151,15 @@ func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs
 // pairs lists the tables to compare: --table when given, else the tables the target's
 // subscription to the queue records (with their destination names and handlers: the target
 // is compared with what the handlers make of the provider's rows), else every table the
-// queue captures under its own name.
+// queue captures under its own name. The subscription is one: --consumer's, else the one
+// the worker would replay (consumerFor); other subscriptions of the queue — other consumers
+// into this target — have tables of their own.
 func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig) ([]compare.Pair, error) {
-	routes, err := subscribedTables(ctx, tcfg, c.Queue)
+	routes, found, err := c.subscribedTables(ctx, tcfg)
 	if err != nil {
 		return nil, err
 	}
+	c.subscribed = found && len(routes) > 0
 	reg := newRegistry()
 	recorded := make([]compare.Pair, len(routes))
 	for i, r := range routes {
@@ -231,8 +238,9 @@ type sequenceResult struct {
 
 // sequences compares the sequences of the compared tables (owned by their serial or identity
 // columns, or called by their defaults) and, without --table, every sequence the queue
-// captures: a sequence of a compared table the queue does not capture, and a target sequence
-// behind the provider's, are differences.
+// captures — of a subscription, only those of its tables and those of no table of the queue:
+// another target's tables' sequences are not this target's. A sequence of a compared table
+// the queue does not capture, and a target sequence behind the provider's, are differences.
 func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, pairs []compare.Pair) ([]sequenceResult, error) {
 	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
 	if err != nil {
@@ -253,7 +261,17 @@ func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, 
 	}
 	check := map[change.Table]compare.SequenceValue{}
 	if len(c.Table) == 0 {
-		maps.Copy(check, captured)
+		if c.subscribed {
+			// The subscription's tables bring their sequences (below); a sequence the queue
+			// captures that no table of it draws from stands alone and goes to every target.
+			alone, err := c.standaloneSequences(ctx, conn, captured)
+			if err != nil {
+				return nil, err
+			}
+			maps.Copy(check, alone)
+		} else {
+			maps.Copy(check, captured)
+		}
 	}
 	var out []sequenceResult
 	missing := map[change.Table]bool{}
@@ -311,30 +329,67 @@ func shellWord(s string) string {
 	return s
 }
 
+// standaloneSequences returns the captured sequences that no table of the queue draws from.
+func (c *CompareCmd) standaloneSequences(ctx context.Context, conn *pgx.Conn, captured map[change.Table]compare.SequenceValue) (map[change.Table]compare.SequenceValue, error) {
+	tables, err := queue.Tables(ctx, conn, c.Queue)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	out := maps.Clone(captured)
+	for _, t := range tables {
+		used, err := queue.TableSequences(ctx, conn, t.Table)
+		if err != nil {
+			return nil, fmt.Errorf("provider: %w", err)
+		}
+		for _, sq := range used {
+			delete(out, sq)
+		}
+	}
+	return out, nil
+}
+
 // subscribedTables reads the routes (source → destination, handler and its configuration)
-// the target records for a queue's subscription; none when the target has no skiff schema or
-// no such subscription yet.
-func subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig, queue string) ([]change.Route, error) {
+// the target records for the queue's subscription — --consumer's, else the target's own
+// (consumerFor: by queue, however the target's URL is spelt) — and whether there is one;
+// none when the target has no skiff schema or no such subscription yet. An explicit
+// --consumer the target does not know is an error.
+func (c *CompareCmd) subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig) ([]change.Route, bool, error) {
 	conn, err := pg.ConnectConfig(ctx, tcfg.Copy())
 	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
+		return nil, false, fmt.Errorf("target: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = 'skiff' AND c.relname = 'table_state')`).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("target: %w", err)
+		return nil, false, fmt.Errorf("target: %w", err)
 	}
 	if !exists {
-		return nil, nil
+		if c.Consumer != "" {
+			return nil, false, fmt.Errorf("the target %s has no skiff schema, hence no subscription of consumer %s", pg.Describe(tcfg), c.Consumer)
+		}
+		return nil, false, nil
 	}
-	rows, err := conn.Query(ctx, `SELECT DISTINCT t.source_schema, t.source_name, t.dest_schema, t.dest_name,
+	if err := migrate.Require(ctx, conn, migrate.Target, pg.Describe(tcfg), identityVersion); err != nil {
+		return nil, false, err
+	}
+	name, found, err := consumerFor(ctx, conn, c.Consumer, c.Queue, c.Target)
+	if err != nil {
+		return nil, false, err
+	}
+	if !found {
+		if c.Consumer != "" {
+			return nil, false, fmt.Errorf("the target %s has no subscription of queue %s for consumer %s", pg.Describe(tcfg), c.Queue, c.Consumer)
+		}
+		return nil, false, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT t.source_schema, t.source_name, t.dest_schema, t.dest_name,
 			coalesce(t.handler, ''), coalesce(t.handler_config, '')
 		FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
-		WHERE s.queue = $1 ORDER BY 1, 2`, queue)
+		WHERE s.queue = $1 AND s.consumer = $2 ORDER BY 1, 2`, c.Queue, name)
 	if err != nil {
-		return nil, fmt.Errorf("target: read subscribed tables: %w", err)
+		return nil, false, fmt.Errorf("target: read the tables of subscription %s/%s: %w", c.Queue, name, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (change.Route, error) {
 		var rt change.Route
@@ -342,7 +397,7 @@ func subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig, queue string) (
 		return rt, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("target: read subscribed tables: %w", err)
+		return nil, false, fmt.Errorf("target: read the tables of subscription %s/%s: %w", c.Queue, name, err)
 	}
-	return out, nil
+	return out, true, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -96,4 +97,64 @@ func TestCompareQueueTables(t *testing.T) {
 	out.Reset()
 	require.Equal(t, 0, run([]string{"compare", "--provider", p, "--target", tg, "--queue", "q"}, &out, &errOut), errOut.String())
 	require.Contains(t, out.String(), "in order (provider 50, target 60)")
+}
+
+// TestCompareOneSubscription: compare looks at one subscription of the queue — the target's
+// (or --consumer's) — not at every subscription of it. Queue q captures a, b and c; target A
+// subscribes a (its default consumer) and, as consumer c2, c; target B subscribes b. Both
+// targets hold all three tables (a schema dump), copied only where subscribed. Each compare
+// names only its subscription's tables and sequences and finds them equal, row by row.
+func TestCompareOneSubscription(t *testing.T) {
+	t.Parallel()
+	p, pconn := initProvider(t)
+	ta, aconn := initTargetOn(t, "")
+	tb, bconn := initTargetOn(t, "")
+	ddl := []string{`CREATE TABLE a (id serial PRIMARY KEY, v text)`, `CREATE TABLE b (id serial PRIMARY KEY, v text)`,
+		`CREATE TABLE c (id serial PRIMARY KEY, v text)`}
+	execAll(t, pconn, ddl...)
+	execAll(t, aconn, ddl...)
+	execAll(t, bconn, ddl...)
+	execAll(t, pconn, `INSERT INTO a (v) SELECT 'a' || g FROM generate_series(1, 30) g`,
+		`INSERT INTO b (v) SELECT 'b' || g FROM generate_series(1, 20) g`,
+		`INSERT INTO c (v) SELECT 'c' || g FROM generate_series(1, 10) g`)
+	code, _, stderr := skiff(t, "table", "add", "--db", p, "--queue", "q", "a", "b", "c")
+	require.Zero(t, code, stderr)
+	for _, sub := range [][]string{{ta, "--table", "a"}, {tb, "--table", "b"}, {ta, "--table", "c", "--consumer", "c2"}} {
+		code, _, stderr = skiff(t, append([]string{"subscribe", "--provider", p, "--queue", "q", "--target"}, sub...)...)
+		require.Zero(t, code, stderr)
+	}
+	// The worker's table manager moves the sequences of the copied tables forward; as it would:
+	execAll(t, aconn, `SELECT setval('a_id_seq', 30)`, `SELECT setval('c_id_seq', 10)`)
+	execAll(t, bconn, `SELECT setval('b_id_seq', 20)`)
+
+	cmp := func(target string, extra ...string) (int, string) {
+		t.Helper()
+		code, stdout, stderr := skiff(t, append([]string{"compare", "--provider", p, "--target", target, "--queue", "q",
+			"--rows", "--log-format", "json"}, extra...)...)
+		return code, stdout + stderr
+	}
+	only := func(out string, table string, rows int) {
+		t.Helper()
+		require.Regexp(t, `"public"."`+table+`" +equal \(`+strconv.Itoa(rows)+` rows\)`, out)
+		require.Regexp(t, `sequence "public"."`+table+`_id_seq" +in order`, out)
+		for _, other := range []string{"a", "b", "c"} {
+			if other != table {
+				require.NotContains(t, out, `"public"."`+other+`"`, "table %s is another subscription's", other)
+				require.NotContains(t, out, other+"_id_seq", "sequence of table %s is another subscription's", other)
+			}
+		}
+	}
+	code, out := cmp(ta)
+	require.Zero(t, code, out)
+	only(out, "a", 30)
+	code, out = cmp(ta, "--consumer", "c2")
+	require.Zero(t, code, out)
+	only(out, "c", 10)
+	code, out = cmp(tb)
+	require.Zero(t, code, out)
+	only(out, "b", 20)
+
+	code, out = cmp(tb, "--consumer", "nobody")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "nobody")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/consumer/copier"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/metrics"
 	"github.com/skiffdb/skiff/internal/migrate"
@@ -26,7 +27,7 @@ import (
 type WorkerCmd struct {
 	Provider    string        `help:"Provider database: libpq connection string or URI." required:""`
 	Target      string        `help:"Target database: libpq connection string or URI." required:""`
-	Queue       []string      `help:"Queue to replay; repeat for several (each runs in its own goroutine with its own connections)." required:"" sep:"none"`
+	Queue       []string      `help:"Queue to replay; repeat for several (each runs in its own goroutine with its own connections). All start or none: a queue that cannot start (no subscription, another worker holding it, a database refusing) stops the worker before any queue replays a batch, naming the queue and the cause." required:"" sep:"none"`
 	Consumer    string        `help:"Consumer name on the provider (default: the one of the queue's subscription on the target)."`
 	MaxEvents   int64         `help:"Merge ticks into batches of about this many events when behind." default:"20000"`
 	MinBackoff  time.Duration `help:"First wait before a failed batch is retried; doubles at each failure." default:"1s"`
@@ -71,8 +72,24 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 	}
 	reg := metrics.NewRegistry()
 	m := consumer.NewMetrics(reg)
-	g, ctx := errgroup.WithContext(rt.Ctx)
-	g.Go(func() error { return metrics.Serve(ctx, c.MetricsAddr, reg, rt.Log) })
+	// All queues start or none: each queue's connections, subscription lock and parts are
+	// set up before any of them replays a batch. A queue that cannot start (no
+	// subscription, another worker holding it, a database refusing) stops the command,
+	// naming the queue, with the queues set up so far closed, not left running beside it.
+	type part struct {
+		queue string
+		s     *session
+		w     *consumer.Worker
+		mgr   *copier.Manager
+		log   *slog.Logger
+	}
+	parts := make([]part, 0, len(c.Queue))
+	fail := func(q string, err error) error {
+		for _, p := range parts {
+			p.s.close()
+		}
+		return fmt.Errorf("queue %s: %w (no queue started)", q, err)
+	}
 	for _, q := range c.Queue {
 		name := names[q]
 		// Every message of the queue's parts carries queue and consumer once: the parts
@@ -83,7 +100,7 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 		// later reconnections are retried by the worker loop.
 		if err := s.connect(rt.Ctx); err != nil {
 			s.close()
-			return err
+			return fail(q, err)
 		}
 		w, err := consumer.NewWorker(consumer.Config{
 			Name: q, Source: s, Applier: s, Registry: newRegistry(), Log: log,
@@ -91,24 +108,28 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 		})
 		if err != nil {
 			s.close()
-			return err
+			return fail(q, err)
 		}
 		ccfg, err := copyConfig(c.Provider, c.Target, "skiff worker copy "+q, c.CopyParallel, log, nil)
 		if err != nil {
 			s.close()
-			return err
+			return fail(q, err)
 		}
 		ccfg.LockTimeout = c.CopyLockTimeout
-		mgr := tableManager(ccfg, q, name, log)
-		g.Go(func() error { return mgr.Run(ctx) })
+		parts = append(parts, part{queue: q, s: s, w: w, mgr: tableManager(ccfg, q, name, log), log: log})
+	}
+	g, ctx := errgroup.WithContext(rt.Ctx)
+	g.Go(func() error { return metrics.Serve(ctx, c.MetricsAddr, reg, rt.Log) })
+	for _, p := range parts {
+		g.Go(func() error { return p.mgr.Run(ctx) })
 		g.Go(func() error {
-			defer s.close()
-			log.Info("worker started", "target", s.targetDesc)
-			err := w.Run(ctx, rt.Hard)
+			defer p.s.close()
+			p.log.Info("worker started", "target", p.s.targetDesc)
+			err := p.w.Run(ctx, rt.Hard)
 			if err != nil {
-				return fmt.Errorf("queue %s: %w", q, err)
+				return fmt.Errorf("queue %s: %w", p.queue, err)
 			}
-			log.Info("worker stopped")
+			p.log.Info("worker stopped")
 			return nil
 		})
 	}

@@ -72,7 +72,7 @@ type shape struct {
 	// layout are written row by row.
 	rowOnly bool
 
-	copySQL, delSQL, updSQL, insRowSQL, updRowSQL, delRowSQL string
+	copySQL, delSQL, updSQL, upsSQL, insRowSQL, updRowSQL, delRowSQL string
 }
 
 type querier interface {
@@ -373,6 +373,42 @@ func (s *shape) build() {
 		}
 		s.updSQL = b.String()
 	}
+
+	// INSERT … SELECT (unnest of the rows) WHERE NOT EXISTS: the upserts the UPDATE did not
+	// find (change.Upsert). The values become the column's type without modifier (a cast of
+	// text for pg_catalog's types, the input function otherwise: unnest, value), and are
+	// assigned to the column, which checks the modifier as COPY does.
+	b.Reset()
+	b.WriteString("INSERT INTO " + s.t.sql + " (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(s.cols[i]))
+	}
+	b.WriteString(") SELECT ")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.value(s.cols[i], "s.v"+strconv.Itoa(i)))
+	}
+	b.WriteString(" FROM (SELECT ")
+	for m, i := range s.write {
+		if m > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.unnest(m+1, s.cols[i], "v"+strconv.Itoa(i)))
+	}
+	b.WriteString(") AS s WHERE NOT EXISTS (SELECT 1 FROM " + s.t.sql + " AS t WHERE ")
+	for j, k := range s.key {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.v"+strconv.Itoa(s.keyIdx[j])))
+	}
+	b.WriteString(")")
+	s.upsSQL = b.String()
 
 	// Row by row.
 	b.Reset()

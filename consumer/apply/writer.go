@@ -21,6 +21,7 @@ const (
 	opUpdate               // the row existed: overwrite it
 	opDelete               // the row existed: delete it
 	opReplace              // deleted then inserted again: delete, then insert the new row
+	opUpsert               // the row may exist (change.Upsert): overwrite it, else insert it
 )
 
 // entry is one key of a run. row and key are offsets into the run's arena.
@@ -29,6 +30,9 @@ type entry struct {
 	row int32 // the row's values (len(shape.cols)), -1 when none
 	key int32 // the key's values (len(shape.key)) the target row is found by, -1 when none
 	ev  int64 // the last event that touched the key
+	// quiet: the row to delete (opDelete, opReplace) may be missing on the target, as a
+	// change.Remove's may, or one an Upsert may have made: no warning when it is.
+	quiet bool
 }
 
 // run is the pending, merged changes of one table since its last flush, in the order keys
@@ -147,7 +151,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		}
 	}
 	switch ev.Op {
-	case change.Insert, change.Update, change.Delete:
+	case change.Insert, change.Update, change.Delete, change.Upsert, change.Remove:
 	default:
 		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("unknown operation %q", byte(ev.Op))}
 	}
@@ -156,7 +160,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("table %s has no key: cannot apply %s", ev.Table, ev.Op)}
 		}
 		for j, i := range s.keyIdx {
-			if i < 0 && (ev.OldKey == nil || ev.Op == change.Update) {
+			if i < 0 && (ev.OldKey == nil || ev.Op == change.Update || ev.Op == change.Upsert) {
 				return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event lacks key column %s", change.QuoteIdent(s.key[j]))}
 			}
 		}
@@ -184,7 +188,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	}
 	if r.shape != nil && r.shape != s {
 		switch {
-		case sameSlice(r.shape.key, s.key) && ev.Op == change.Delete:
+		case sameSlice(r.shape.key, s.key) && (ev.Op == change.Delete || ev.Op == change.Remove):
 			// A delete needs only the key: one carrying only the key columns (logical
 			// decoding's default replica identity) joins a run of full rows.
 		case sameSlice(r.shape.key, s.key) && !r.hasRows:
@@ -273,19 +277,24 @@ func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
 	switch ev.Op {
 	case change.Insert:
 		return r.insert(w, newKey(), ev)
-	case change.Delete:
+	case change.Delete, change.Remove:
 		k := ev.OldKey
 		if k == nil {
 			k = newKey()
 		}
-		return r.delete(w, k, ev.ID)
+		return r.delete(w, k, ev.ID, ev.Op == change.Remove)
+	case change.Upsert:
+		if ev.OldKey != nil && !r.delete(w, ev.OldKey, ev.ID, true) {
+			return false
+		}
+		return r.upsert(w, newKey(), ev)
 	case change.Update:
 		if ev.OldKey != nil {
 			// A key change is the old key's delete and the new key's insert.
 			if i, ok := r.idx[w.keyString(newKey())]; ok && r.entries[i].op != opDelete {
 				return false
 			}
-			if !r.delete(w, ev.OldKey, ev.ID) {
+			if !r.delete(w, ev.OldKey, ev.ID, false) {
 				return false
 			}
 			return r.insert(w, newKey(), ev)
@@ -295,7 +304,7 @@ func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
 		if i, ok := r.idx[ks]; ok {
 			e := &r.entries[i]
 			switch e.op {
-			case opInsert, opUpdate, opReplace:
+			case opInsert, opUpdate, opReplace, opUpsert:
 				e.row, e.ev = r.putRow(ev.Values), ev.ID
 				return true
 			}
@@ -306,6 +315,23 @@ func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
 		return true
 	}
 	return false
+}
+
+// upsert folds in a row the target may or may not hold (change.Upsert): what the run did to
+// the key before decides, else the flush updates it or inserts it.
+func (r *run) upsert(w *writer, k []change.Value, ev *change.Event) bool {
+	ks := w.keyString(k)
+	if i, ok := r.idx[ks]; ok {
+		e := &r.entries[i]
+		if e.op == opDelete {
+			e.op = opReplace // quiet stays: the delete may find no row
+		}
+		e.row, e.ev = r.putRow(ev.Values), ev.ID
+		return true
+	}
+	r.idx[ks] = int32(len(r.entries))
+	r.entries = append(r.entries, entry{op: opUpsert, row: r.putRow(ev.Values), key: r.put(k), ev: ev.ID})
+	return true
 }
 
 func (r *run) insert(w *writer, k []change.Value, ev *change.Event) bool {
@@ -323,7 +349,9 @@ func (r *run) insert(w *writer, k []change.Value, ev *change.Event) bool {
 	return true
 }
 
-func (r *run) delete(w *writer, k []change.Value, id int64) bool {
+// delete folds in the deletion of a key; quiet when the target may not hold the row
+// (change.Remove).
+func (r *run) delete(w *writer, k []change.Value, id int64, quiet bool) bool {
 	ks := w.keyString(k)
 	if i, ok := r.idx[ks]; ok {
 		e := &r.entries[i]
@@ -334,12 +362,17 @@ func (r *run) delete(w *writer, k []change.Value, id int64) bool {
 			return true
 		case opUpdate, opReplace:
 			e.op, e.row, e.ev = opDelete, -1, id
+			e.quiet = e.quiet || quiet
+			return true
+		case opUpsert:
+			// The row exists now; before the run it may not have.
+			e.op, e.row, e.ev, e.quiet = opDelete, -1, id, true
 			return true
 		}
 		return false
 	}
 	r.idx[ks] = int32(len(r.entries))
-	r.entries = append(r.entries, entry{op: opDelete, row: -1, key: r.put(k), ev: id})
+	r.entries = append(r.entries, entry{op: opDelete, row: -1, key: r.put(k), ev: id, quiet: quiet})
 	return true
 }
 
@@ -420,9 +453,15 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 	fail := func(op change.Op, sql string, err error) error {
 		return &Error{Table: r.t.name, EventID: r.firstEv, Op: op, SQL: sql, Err: err, setBased: true}
 	}
-	var ndel, nupd, nins int
+	// ndel and nupd count every row deleted and updated; mustDel and mustUpd those the target
+	// must hold (not quiet deletes, not upserts): fewer found is worth a warning.
+	var ndel, mustDel, nupd, mustUpd, nups, nins int
 	for i := range r.entries {
-		switch r.entries[i].op {
+		e := &r.entries[i]
+		if (e.op == opDelete || e.op == opReplace) && !e.quiet {
+			mustDel++
+		}
+		switch e.op {
 		case opDelete:
 			ndel++
 		case opReplace:
@@ -430,6 +469,10 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			nins++
 		case opUpdate:
 			nupd++
+			mustUpd++
+		case opUpsert:
+			nupd++
+			nups++
 		case opInsert:
 			nins++
 		}
@@ -454,32 +497,46 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		if err != nil {
 			return fail(change.Delete, s.delSQL, err)
 		}
-		if n := tag.RowsAffected(); n < int64(ndel) {
-			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(ndel)-n, "deleted", n)
+		if n := tag.RowsAffected(); n < int64(mustDel) {
+			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
 		}
 	}
-	if nupd > 0 && s.updSQL != "" {
-		if err := w.planJoins(ctx, s, nupd); err != nil {
-			return err
-		}
+	// rowArgs returns the rows of the entries ops selects as one text array per written column.
+	rowArgs := func(n int, ops ...uint8) []any {
 		args := make([]any, len(s.write))
 		for m, i := range s.write {
-			col := make([]pgtype.Text, 0, nupd)
+			col := make([]pgtype.Text, 0, n)
 			for k := range r.entries {
 				e := &r.entries[k]
-				if e.op == opUpdate {
+				if e.op == ops[0] || len(ops) > 1 && e.op == ops[1] {
 					v := r.arena[int(e.row)+i]
 					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
 				}
 			}
 			args[m] = arrayArg(r.t.cols[s.cols[i]], col)
 		}
-		tag, err := w.tx.Exec(ctx, s.updSQL, args...)
+		return args
+	}
+	if nupd > 0 && s.updSQL != "" {
+		if err := w.planJoins(ctx, s, nupd); err != nil {
+			return err
+		}
+		// Updates and upserts: an upsert's row that is found is overwritten here.
+		tag, err := w.tx.Exec(ctx, s.updSQL, rowArgs(nupd, opUpdate, opUpsert)...)
 		if err != nil {
 			return fail(change.Update, s.updSQL, err)
 		}
-		if n := tag.RowsAffected(); n < int64(nupd) {
-			w.a.log.Warn("rows to update were missing on the target", "table", r.t.name.String(), "missing", int64(nupd)-n, "updated", n)
+		if n := tag.RowsAffected(); n < int64(mustUpd) {
+			w.a.log.Warn("rows to update were missing on the target", "table", r.t.name.String(), "missing", int64(mustUpd)-n, "updated", n)
+		}
+	}
+	if nups > 0 {
+		// An upsert's row that was not found: inserted.
+		if err := w.planJoins(ctx, s, nups); err != nil {
+			return err
+		}
+		if _, err := w.tx.Exec(ctx, s.upsSQL, rowArgs(nups, opUpsert)...); err != nil {
+			return fail(change.Upsert, s.upsSQL, err)
 		}
 	}
 	if nins > 0 {
@@ -592,23 +649,30 @@ func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error
 		return out
 	}
 	switch ev.Op {
-	case change.Insert, change.Update:
+	case change.Insert, change.Update, change.Upsert:
 		for _, i := range s.write {
 			args = append(args, textArg(ev.Values[i]))
 		}
 		sql = s.insRowSQL
-		if ev.Op == change.Update {
+		if ev.Op != change.Insert {
 			sql = s.updRowSQL
 			args = append(args, keyArgs()...)
 		}
-	case change.Delete:
+	case change.Delete, change.Remove:
 		sql, args = s.delRowSQL, keyArgs()
 	}
 	tag, err := w.tx.Exec(ctx, sql, args...)
 	if err != nil {
 		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, SQL: sql, Err: err}
 	}
-	if ev.Op != change.Insert && tag.RowsAffected() == 0 {
+	switch {
+	case ev.Op == change.Upsert && tag.RowsAffected() == 0:
+		// Not on the target (it moved into a consumer-side filter): inserted.
+		sql, args = s.insRowSQL, args[:len(s.write)]
+		if _, err := w.tx.Exec(ctx, sql, args...); err != nil {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, SQL: sql, Err: err}
+		}
+	case (ev.Op == change.Update || ev.Op == change.Delete) && tag.RowsAffected() == 0:
 		w.a.log.Warn("row to "+strings.ToLower(ev.Op.String())+" was missing on the target", "table", ev.Table.String(), "event_id", ev.ID)
 	}
 	return nil
