@@ -54,7 +54,8 @@ func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription,
 
 // captureOf returns how a queue captures a table for the copier: its --where and key, read
 // from the provider (in the copy's own snapshot too), so that the copy holds the rows the
-// capture queues and its handlers see the key events carry.
+// capture queues and its handlers see the key events carry; and whether the capture covers
+// the table's inheritance children, whose rows are then copied with it (else ONLY).
 func captureOf(queueName string) func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
 	return func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
 		tables, err := queue.Tables(ctx, prov, queueName)
@@ -63,7 +64,7 @@ func captureOf(queueName string) func(ctx context.Context, prov *pgx.Conn, t cop
 		}
 		for _, ct := range tables {
 			if ct.Table == t.Source {
-				return copier.Captured{Where: ct.Where, Key: ct.Key}, nil
+				return copier.Captured{Where: ct.Where, Key: ct.Key, Only: !ct.WithChildren}, nil
 			}
 		}
 		return copier.Captured{}, nil
