@@ -555,6 +555,9 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 		for i, c := range cols {
 			tg.columns[i] = c.name
 		}
+		if tg.aligned, err = alignedMembers(ctx, tx, rel.oid, tg.columns); err != nil {
+			return trigger{}, fmt.Errorf("children of %s: %w", rel.table(), err)
+		}
 	}
 	if where != "" {
 		tg.whereNew, tg.whereOld, err = compileWhere(ctx, tx, rel, cols, where)
@@ -1194,16 +1197,21 @@ type trigger struct {
 
 	// withChildren: the capture of a partitioned table or inheritance parent. The function
 	// also serves the triggers of its partitions or children (one function, one layout: the
-	// parent's), so it builds each row in the parent's column order by name,
-	// ROW(NEW."a", NEW."b", ...), since a child's row type may order its columns otherwise (a
-	// table attached as a partition, a parent with a dropped column, a child with columns of
-	// its own). A BEFORE TRUNCATE trigger (guardTrig) on each child, and on an inheritance
-	// parent, turns a TRUNCATE that empties part of the table (a partition, a child, the
-	// parent ONLY) into one delete per row; the AFTER TRUNCATE trigger writes the TRUNCATE
-	// event only when the whole table is emptied.
+	// parent's). A row of the parent, or of a child whose live columns carry the parent's
+	// names in the parent's order (aligned: a partition made with PARTITION OF, a child made
+	// with INHERITS and no column of its own — DDL on the parent keeps them so), is written as
+	// record_out(NEW), as a plain table's: rows written between a DDL on the parent and the
+	// refresh follow the new columns and decode like a plain table's (queue/plan.go). Any
+	// other child's row (a table attached with another column order, a child with columns of
+	// its own, or a child the function does not list yet) is built in the parent's column
+	// order by name, ROW(NEW."a", NEW."b", ...). A BEFORE TRUNCATE trigger (guardTrig) on
+	// each child, and on an inheritance parent, turns a TRUNCATE that empties part of the
+	// table (a partition, a child, the parent ONLY) into one delete per row; the AFTER
+	// TRUNCATE trigger writes the TRUNCATE event only when the whole table is emptied.
 	withChildren  bool
 	parentOID     uint32
 	columns       []string // the parent's live columns (withChildren)
+	aligned       []uint32 // the parent and its aligned descendants (withChildren)
 	whereRow      string   // the --where over the guard's loop record r (withChildren)
 	guardTrig     string
 	rowOnParent   bool // the row trigger goes on the table itself (not on a partitioned one before 11)
@@ -1262,9 +1270,20 @@ func (t trigger) childDDL(child change.Table, row, guard bool) []string {
 	return stmts
 }
 
+// alignedTest is the condition that the trigger fires on the parent or an aligned child:
+// its rows are record_out of the record itself.
+func (t trigger) alignedTest() string {
+	ids := make([]string, len(t.aligned))
+	for i, o := range t.aligned {
+		ids[i] = strconv.FormatUint(uint64(o), 10)
+	}
+	return "TG_RELID = ANY ('{" + strings.Join(ids, ",") + "}'::pg_catalog.oid[])"
+}
+
 // rowOf returns the row of a record variable as the layout orders it: the variable itself
 // for a plain table, ROW(v."a", v."b", ...) in the parent's column order for a capture with
-// children (a child's row type may order its columns otherwise).
+// children, for the rows of a child that is not aligned (its row type orders its columns
+// otherwise, or has more).
 func (t trigger) rowOf(v string) string {
 	if !t.withChildren {
 		return v
@@ -1331,9 +1350,21 @@ func (t trigger) function() string {
 
 	b.WriteString("DECLARE\n    id bigint;\n    okey text;\n")
 	if t.withChildren {
-		b.WriteString("    r record;\n")
+		b.WriteString("    r record;\n    nrow text;\n    orow text;\n")
 	}
 	b.WriteString("BEGIN\n")
+	if t.withChildren {
+		// NEW and OLD by the trigger's table: record_out of an aligned one; another is read by
+		// column name, in a statement of its own (a name is looked up when its statement
+		// runs first). NEW is unassigned in a DELETE, OLD in an INSERT.
+		fmt.Fprintf(&b, "    IF TG_LEVEL = 'ROW' THEN\n        IF %s THEN\n", t.alignedTest())
+		fmt.Fprintf(&b, "            IF TG_OP <> 'DELETE' THEN\n                nrow := %s;\n            END IF;\n", recordText("NEW"))
+		fmt.Fprintf(&b, "            IF TG_OP <> 'INSERT' THEN\n                orow := %s;\n            END IF;\n", recordText("OLD"))
+		b.WriteString("        ELSE\n")
+		fmt.Fprintf(&b, "            IF TG_OP <> 'DELETE' THEN\n                nrow := %s;\n            END IF;\n", recordText(t.rowOf("NEW")))
+		fmt.Fprintf(&b, "            IF TG_OP <> 'INSERT' THEN\n                orow := %s;\n            END IF;\n", recordText(t.rowOf("OLD")))
+		b.WriteString("        END IF;\n    END IF;\n")
+	}
 
 	newKey := make([]string, len(t.key))
 	oldKey := make([]string, len(t.key))
@@ -1369,15 +1400,18 @@ func (t trigger) function() string {
 		in := strings.Repeat("    ", depth)
 		fmt.Fprintf(&b, "%sIF NOT %s THEN\n%s    RETURN NULL;\n%sEND IF;\n", in, test(expr), in, in)
 	}
+	newRow, oldRow := recordText("NEW"), recordText("OLD")
+	if t.withChildren {
+		newRow, oldRow = "nrow", "orow"
+	}
 	// update emits an UPDATE event: ev_extra holds the old key when the update changed it.
 	update := func(depth int) {
 		in := strings.Repeat("    ", depth)
 		fmt.Fprintf(&b, "%sokey := %s;\n", in, recordText("ROW("+strings.Join(oldKey, ", ")+")"))
 		fmt.Fprintf(&b, "%sIF okey = %s THEN\n%s    okey := NULL;\n%sEND IF;\n", in,
 			recordText("ROW("+strings.Join(newKey, ", ")+")"), in, in)
-		emit(depth, "U", recordText(t.rowOf("NEW")), "okey")
+		emit(depth, "U", newRow, "okey")
 	}
-	newRow, oldRow := recordText(t.rowOf("NEW")), recordText(t.rowOf("OLD"))
 
 	b.WriteString("    IF TG_OP = 'INSERT' THEN\n")
 	if t.whereNew != "" {
@@ -1413,7 +1447,9 @@ func (t trigger) function() string {
 		if t.whereRow != "" {
 			fmt.Fprintf(&b, "            IF NOT %s THEN\n                CONTINUE;\n            END IF;\n", test(t.whereRow))
 		}
-		emit(3, "D", recordText(t.rowOf("r")), "NULL")
+		fmt.Fprintf(&b, "            IF %s THEN\n                orow := %s;\n            ELSE\n                orow := %s;\n            END IF;\n",
+			t.alignedTest(), recordText("r"), recordText(t.rowOf("r")))
+		emit(3, "D", "orow", "NULL")
 		b.WriteString("        END LOOP;\n")
 		// AFTER TRUNCATE of the table itself: one event when it emptied the whole table.
 		b.WriteString("    ELSE\n")

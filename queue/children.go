@@ -115,6 +115,7 @@ type capture struct {
 	where    string
 	funcName string
 	rowTrig  string
+	key      []string
 }
 
 // trigger returns the generator of the capture's triggers (enough of it for childDDL).
@@ -125,14 +126,14 @@ func (c capture) trigger(version int) trigger {
 }
 
 const captureColumns = `q.queue_name, c.queue_id, c.table_oid, n.nspname, r.relname, r.relkind::text,
-	c.layout_id, coalesce(c.where_sql, ''), c.func_name, c.row_trigger
+	c.layout_id, coalesce(c.where_sql, ''), c.func_name, c.row_trigger, c.key_columns
 	FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
 	JOIN pg_catalog.pg_class r ON r.oid = c.table_oid JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace`
 
 func scanCapture(row pgx.CollectableRow) (capture, error) {
 	var c capture
 	err := row.Scan(&c.queue, &c.qid, &c.parent.oid, &c.parent.schema, &c.parent.name, &c.parent.kind,
-		&c.layout, &c.where, &c.funcName, &c.rowTrig)
+		&c.layout, &c.where, &c.funcName, &c.rowTrig, &c.key)
 	return c, err
 }
 
@@ -357,6 +358,7 @@ func AdoptChildren(ctx context.Context, conn Conn) ([]Adopted, error) {
 		if err != nil {
 			return out, err
 		}
+		adopted := false
 		for _, m := range ms {
 			if row, guard := c.needs(m, version); !row && !guard {
 				continue
@@ -372,6 +374,15 @@ func AdoptChildren(ctx context.Context, conn Conn) ([]Adopted, error) {
 			}
 			if a.Child != (change.Table{}) {
 				out = append(out, a)
+				adopted = adopted || a.Err == nil
+			}
+		}
+		if adopted {
+			// The function lists the aligned children, whose rows follow DDL on the parent
+			// (trigger.withChildren): the new ones join it.
+			if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return relistChildren(ctx, tx, c) }); err != nil {
+				out = append(out, Adopted{Queue: c.queue, Parent: c.parent.table(), Child: c.parent.table(),
+					Err: fmt.Errorf("list new children in the capture function (their rows are read by column name meanwhile): %w", err)})
 			}
 		}
 		gone, err := c.leftovers(ctx, conn)
@@ -490,4 +501,55 @@ func uncovered(ctx context.Context, db DB) ([]Adopted, error) {
 		return nil, fmt.Errorf("children of tables captured without them: %w", err)
 	}
 	return out, nil
+}
+
+// alignedMembers lists the table and those of its descendants whose live columns carry the
+// table's column names (cols), in the same order: their rows are the table's rows as
+// record_out writes them (see trigger.withChildren).
+func alignedMembers(ctx context.Context, db DB, oid uint32, cols []string) ([]uint32, error) {
+	rows, err := db.Query(ctx, `WITH RECURSIVE down(rel) AS (
+			SELECT $1::oid
+			UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i, down WHERE i.inhparent = down.rel)
+		SELECT down.rel FROM down
+		WHERE ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+			WHERE a.attrelid = down.rel AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) = $2::text[]
+		ORDER BY 1`, oid, cols)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uint32])
+}
+
+// relistChildren regenerates the capture function of a table captured with its children, with
+// its layout, key and --where, so that it lists the children aligned now. The table's columns
+// must still be the layout's (else `skiff table add --refresh` is due, and does it).
+func relistChildren(ctx context.Context, tx pgx.Tx, c capture) error {
+	// Keeps the parent's columns still (ALTER TABLE locks the parent before its children).
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `LOCK TABLE ONLY `+c.parent.table().String()+` IN ACCESS SHARE MODE`); err != nil {
+		return fmt.Errorf("lock table %s: %w", c.parent.table(), err)
+	}
+	c, err := loadCapture(ctx, tx, c.qid, c.parent.oid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // no longer captured
+	}
+	if err != nil {
+		return err
+	}
+	var layoutCols []string
+	if err := tx.QueryRow(ctx, `SELECT columns FROM skiff.table_layout WHERE layout_id = $1`, c.layout).Scan(&layoutCols); err != nil {
+		return fmt.Errorf("layout %d: %w", c.layout, err)
+	}
+	cols, err := tableColumns(ctx, tx, c.parent.oid)
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", c.parent.table(), err)
+	}
+	names := make([]string, len(cols))
+	for i, col := range cols {
+		names[i] = col.name
+	}
+	if !slices.Equal(names, layoutCols) {
+		return fmt.Errorf("layout columns %v, %s now has %v: run `skiff table add --refresh %s`", layoutCols, c.parent.table(), names, c.parent.table())
+	}
+	_, err = installTrigger(ctx, tx, c.qid, c.layout, c.parent, cols, c.key, c.where, true)
+	return err
 }

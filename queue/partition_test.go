@@ -383,7 +383,7 @@ func TestPartitionCaptureCost(t *testing.T) {
 func TestPartitionTriggerSQL(t *testing.T) {
 	t.Parallel()
 	tg := newTrigger(7, 9, relation{oid: 4242, schema: "s", name: "t", kind: "r"}, true, 80400)
-	tg.key, tg.columns = []string{"id"}, []string{"id", `Odd "Col`}
+	tg.key, tg.columns, tg.aligned = []string{"id"}, []string{"id", `Odd "Col`}, []uint32{4242, 5000}
 	tg.whereNew, tg.whereOld, tg.whereRow = `NEW."id" > 0`, `OLD."id" > 0`, `r."id" > 0`
 	stmts := tg.ddl()
 	require.Contains(t, stmts, `CREATE TRIGGER "skiff_guard_q7" BEFORE TRUNCATE ON "s"."t" FOR EACH STATEMENT EXECUTE PROCEDURE skiff."capture_q7_t4242"()`)
@@ -399,6 +399,9 @@ func TestPartitionTriggerSQL(t *testing.T) {
 	require.NotContains(t, rowPath, "pg_catalog.pg_", "no catalog access per row")
 	require.NotContains(t, rowPath, "EXECUTE", "no dynamic SQL per row")
 	require.Contains(t, rowPath, `pg_catalog.record_out(ROW(NEW."id", NEW."Odd ""Col"))`)
+	// The parent and aligned children write record_out(NEW), which follows DDL on the parent.
+	require.Contains(t, rowPath, `IF TG_RELID = ANY ('{4242,5000}'::pg_catalog.oid[]) THEN`)
+	require.Contains(t, rowPath, `nrow := pg_catalog.textin(pg_catalog.record_out(NEW));`)
 	require.Contains(t, fn, `FOR r IN EXECUTE 'SELECT * FROM ONLY ' || pg_catalog.quote_ident(TG_TABLE_SCHEMA) || '.' || pg_catalog.quote_ident(TG_TABLE_NAME) LOOP`)
 	require.Contains(t, fn, `pg_catalog.record_out(ROW(r."id", r."Odd ""Col"))`)
 	require.Contains(t, fn, `l.relation = '4242'`)
