@@ -387,8 +387,8 @@ func TestDDLOnCapturedParent(t *testing.T) {
 	t.Parallel()
 	type family struct {
 		name, ddl, tgt, table string
-		spec               queue.TableSpec
-		aligned, other     []string // tables written into: aligned with the parent, or not
+		spec                  queue.TableSpec
+		aligned, other        []string // tables written into: aligned with the parent, or not
 	}
 	var cases []struct {
 		v string
