@@ -553,3 +553,47 @@ func relistChildren(ctx context.Context, tx pgx.Tx, c capture) error {
 	_, err = installTrigger(ctx, tx, c.qid, c.layout, c.parent, cols, c.key, c.where, true)
 	return err
 }
+
+// ErrChildNotCaptured: a partition or inheritance child of a table captured with its
+// children lacks a capture trigger it needs (it was created or attached after the ticker's
+// last `children` step): its changes are not all queued yet.
+var ErrChildNotCaptured = errors.New("has no capture trigger yet")
+
+// CheckChildren returns ErrChildNotCaptured (wrapped, naming the children) when a partition
+// or inheritance child of table, which queueName captures with its children, lacks a capture
+// trigger it needs; nil when none does or the table is captured otherwise. It reads the
+// catalog in the caller's snapshot and locks nothing (a READ ONLY transaction may call it):
+// an initial copy calls it under its own snapshot, whose rows of such a child could be
+// changed later without an event (a delete, a TRUNCATE) and stay on the target for good.
+func CheckChildren(ctx context.Context, db DB, queueName string, table change.Table) error {
+	rows, err := db.Query(ctx, `SELECT `+captureColumns+`
+		WHERE q.queue_name = $1 AND n.nspname = $2 AND r.relname = $3 AND c.with_children`, queueName, table.Schema, table.Name)
+	if err != nil {
+		return wrap(err, "captures with children", ErrNotInstalled)
+	}
+	caps, err := pgx.CollectRows(rows, scanCapture)
+	if err != nil || len(caps) == 0 {
+		return err
+	}
+	var version int
+	if err := db.QueryRow(ctx, `SELECT pg_catalog.current_setting('server_version_num')::integer`).Scan(&version); err != nil {
+		return fmt.Errorf("server version: %w", err)
+	}
+	c := caps[0]
+	ms, err := c.members(ctx, db)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, m := range ms {
+		if row, guard := c.needs(m, version); row || guard {
+			missing = append(missing, m.rel.table().String())
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s %s of %s %w (the ticker's maintenance gives %s theirs, or `skiff table add --refresh %s`)",
+		family{}.childWord(c.parent.kind), strings.Join(missing, ", "), c.parent.table(), ErrChildNotCaptured,
+		map[bool]string{true: "it", false: "them"}[len(missing) == 1], c.parent.table())
+}

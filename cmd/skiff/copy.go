@@ -63,9 +63,17 @@ func captureOf(queueName string) func(ctx context.Context, prov *pgx.Conn, t cop
 			return copier.Captured{}, err
 		}
 		for _, ct := range tables {
-			if ct.Table == t.Source {
-				return copier.Captured{Where: ct.Where, Key: ct.Key, Only: !ct.WithChildren}, nil
+			if ct.Table != t.Source {
+				continue
 			}
+			if ct.WithChildren {
+				// A child without its triggers in this snapshot: the copy would hold rows
+				// whose later delete or TRUNCATE queues no event. Fail; the copy is retried.
+				if err := queue.CheckChildren(ctx, prov, queueName, ct.Table); err != nil {
+					return copier.Captured{}, fmt.Errorf("copy of %s must wait: %w", ct.Table, err)
+				}
+			}
+			return copier.Captured{Where: ct.Where, Key: ct.Key, Only: !ct.WithChildren}, nil
 		}
 		return copier.Captured{}, nil
 	}
