@@ -262,6 +262,9 @@ func TestCaptureChildAndParentRefused(t *testing.T) {
 	ctx := context.Background()
 	p := newProvider(t, "")
 	c := p.conn(t)
+	if pg.ServerVersion(c) < 110000 {
+		t.Skip("a partitioned table with a primary key needs PostgreSQL 11 (the default server is older)")
+	}
 	exec(t, c, `CREATE TABLE m (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)`)
 	exec(t, c, `CREATE TABLE m1 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')`)
 	_, err := AddTable(ctx, c, "q1", TableSpec{Name: "m1"})
