@@ -441,17 +441,26 @@ func TestDDLOnCapturedParent(t *testing.T) {
 			require.True(t, res.WithChildren)
 			p.subscribe(t, "q")
 			d.worker(t)
+			// A child made after table add gets its triggers from the ticker's children
+			// step, which lists it in the capture function as aligned.
+			newChild := `CREATE TABLE h_c () INHERITS (h)`
+			if f.name == "partitioned" {
+				newChild = `CREATE TABLE h_c PARTITION OF h FOR VALUES FROM (200) TO (300)`
+			}
+			exec1(t, d.prov, newChild)
+			adopted, err := queue.AdoptChildren(context.Background(), d.prov)
+			require.NoError(t, err)
+			require.Len(t, adopted, 1)
+			require.NoError(t, adopted[0].Err)
+			f.aligned = append(f.aligned, "h_c")
 
 			id := 0
 			// write inserts a row into each table named (its at in that table's range, for a
 			// partitioned one), with the columns given, and updates one row of each.
 			write := func(tables []string, cols, vals string) {
-				for i, tb := range tables {
+				for _, tb := range tables {
 					id++
-					at := i * 100
-					if tb == "h_b" {
-						at = 150
-					}
+					at := map[string]int{"h_a": 50, "h_b": 150, "h_c": 250}[tb]
 					q := fmt.Sprintf(`INSERT INTO %s (id, %s) VALUES (%d, %s)`, tb, cols, id, vals)
 					if f.name == "partitioned" {
 						q = fmt.Sprintf(`INSERT INTO %s (id, at, %s) VALUES (%d, %d, %s)`, tb, cols, id, at, vals)
