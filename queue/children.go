@@ -593,7 +593,6 @@ func CheckChildren(ctx context.Context, db DB, queueName string, table change.Ta
 	if len(missing) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s %s of %s %w (the ticker's maintenance gives %s theirs, or `skiff table add --refresh %s`)",
-		family{}.childWord(c.parent.kind), strings.Join(missing, ", "), c.parent.table(), ErrChildNotCaptured,
-		map[bool]string{true: "it", false: "them"}[len(missing) == 1], c.parent.table())
+	return fmt.Errorf("%s %s of %s %w (the ticker's next maintenance run, or `skiff table add --refresh %s`, gives it its triggers)",
+		family{}.childWord(c.parent.kind), strings.Join(missing, ", "), c.parent.table(), ErrChildNotCaptured, c.parent.table())
 }
