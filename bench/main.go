@@ -41,13 +41,14 @@ type size struct {
 	CopyMB         float64 // size of the initial-copy table
 	LagRate        int     // provider transactions per second while measuring lag
 	LagTime        time.Duration
+	BigTxRows      int // rows inserted, then updated, in the one provider transaction of "bigtx"
 }
 
 var sizes = map[string]size{
 	"quick": {Name: "quick", Reps: 3, PgbenchScale: 5, PgbenchTime: 8 * time.Second, PgbenchClients: 8,
-		BulkRows: 100_000, ApplyRows: 100_000, TxnRows: 200, CopyMB: 200, LagRate: 200, LagTime: 10 * time.Second},
+		BulkRows: 100_000, ApplyRows: 100_000, TxnRows: 200, CopyMB: 200, LagRate: 200, LagTime: 10 * time.Second, BigTxRows: 200_000},
 	"full": {Name: "full", Reps: 5, PgbenchScale: 20, PgbenchTime: 30 * time.Second, PgbenchClients: 8,
-		BulkRows: 1_000_000, ApplyRows: 1_000_000, TxnRows: 200, CopyMB: 2000, LagRate: 500, LagTime: 60 * time.Second},
+		BulkRows: 1_000_000, ApplyRows: 1_000_000, TxnRows: 200, CopyMB: 2000, LagRate: 500, LagTime: 60 * time.Second, BigTxRows: 1_000_000},
 }
 
 // config is the command line.
@@ -62,7 +63,7 @@ type config struct {
 	Note     string // printed at the top of the report
 }
 
-var allSections = []string{"capture", "apply", "parallel", "copy", "lag"}
+var allSections = []string{"capture", "apply", "parallel", "copy", "lag", "bigtx"}
 
 func main() {
 	sizeName := flag.String("size", "full", "benchmark size: quick (a few minutes) or full")
@@ -153,6 +154,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	if cfg.Sections["lag"] {
 		b.lagUnderLoad(ctx)
+	}
+	if cfg.Sections["bigtx"] {
+		b.largeTransaction(ctx)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)

@@ -188,6 +188,79 @@ func BatchEventSQL(ctx context.Context, db DB, batchID int64) (string, error) {
 	return s, nil
 }
 
+// LongTx is a transaction of an open batch that was running when the batch's start tick was
+// taken: it may have written many events over many ticks. Tables holds, per event table with
+// some of its events, the table's name and the first and last ev_id there.
+type LongTx struct {
+	TxID   int64
+	Tables []LongTxTable
+	// Sub is the batch's subscription: retry events of other subscriptions are not its.
+	Sub int32
+}
+
+// LongTxTable is where a LongTx's events are in one event table.
+type LongTxTable struct {
+	Table       string // qualified and quoted, as skiff.event_table_name gives it
+	First, Last int64
+}
+
+// Span is how many event ids its events span: at least their number.
+func (l LongTx) Span() int64 {
+	var n int64
+	for _, t := range l.Tables {
+		n += t.Last - t.First + 1
+	}
+	return n
+}
+
+// LastID is the id of its last event.
+func (l LongTx) LastID() int64 {
+	var m int64
+	for _, t := range l.Tables {
+		m = max(m, t.Last)
+	}
+	return m
+}
+
+// BatchLongTxs lists the transactions of an open batch that were running at its start tick
+// (skiff.batch_long_txids, provider schema 5), ordered by txid.
+func BatchLongTxs(ctx context.Context, db DB, batchID int64) ([]LongTx, error) {
+	rows, err := db.Query(ctx, `SELECT o_txid, o_table, o_first, o_last, o_sub FROM skiff.batch_long_txids($1) ORDER BY o_txid, o_first`, batchID)
+	if err != nil {
+		return nil, wrap(err, fmt.Sprintf("batch %d long transactions", batchID), nil)
+	}
+	defer rows.Close()
+	var out []LongTx
+	for rows.Next() {
+		var (
+			txid int64
+			t    LongTxTable
+			sub  int32
+		)
+		if err := rows.Scan(&txid, &t.Table, &t.First, &t.Last, &sub); err != nil {
+			return nil, fmt.Errorf("batch %d long transactions: %w", batchID, err)
+		}
+		if n := len(out); n == 0 || out[n-1].TxID != txid {
+			out = append(out, LongTx{TxID: txid, Sub: sub})
+		}
+		out[len(out)-1].Tables = append(out[len(out)-1].Tables, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap(err, fmt.Sprintf("batch %d long transactions", batchID), nil)
+	}
+	return out, nil
+}
+
+// BatchEventSQLExcept is BatchEventSQL without the events of the transactions in except
+// (provider schema 5).
+func BatchEventSQLExcept(ctx context.Context, db DB, batchID int64, except []int64) (string, error) {
+	var s string
+	if err := db.QueryRow(ctx, `SELECT skiff.batch_event_sql($1, $2::bigint[])`, batchID, except).Scan(&s); err != nil {
+		return "", wrap(err, fmt.Sprintf("batch %d query", batchID), nil)
+	}
+	return s, nil
+}
+
 // FinishBatch closes a batch: the consumer's position moves to its end tick. It reports
 // false when the batch was not open (already finished).
 func FinishBatch(ctx context.Context, db DB, batchID int64) (bool, error) {

@@ -1,10 +1,13 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // SourceConfig configures a Source.
@@ -27,6 +31,12 @@ type SourceConfig struct {
 	// PollInterval is how often NextBatch asks for a batch while none is ready; a tick's
 	// NOTIFY wakes it earlier. Default 100ms.
 	PollInterval time.Duration
+	// LongTxEvents: a transaction of the batch that was already running at the batch's start
+	// tick and whose events span at least this many ids is read by itself, in index order
+	// (no sort on the provider, rows flow at once), and replayed whole at the place of its
+	// last event; the batch's other events are read as one query ordered by ev_id. 0 means the
+	// default, 10000; a negative value, never (one sorted query a batch).
+	LongTxEvents int64
 	// Log receives debug messages, which carry no queue or consumer attribute: the caller
 	// scopes it (Log.With("queue", …)). Nil discards them.
 	Log *slog.Logger
@@ -46,6 +56,8 @@ type Source struct {
 	listening bool
 	// catalogSum fingerprints the pg_attribute rows the layouts' plans were made from.
 	catalogSum string
+	// noLongTx: the provider's schema predates batch_long_txids (version 5).
+	noLongTx bool
 }
 
 // layout is one table_layout row, shared by every event of it.
@@ -76,6 +88,9 @@ func NewSource(ctx context.Context, conn *pgx.Conn, cfg SourceConfig) (*Source, 
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 100 * time.Millisecond
+	}
+	if cfg.LongTxEvents == 0 {
+		cfg.LongTxEvents = 10000
 	}
 	log := cfg.Log
 	if log == nil {
@@ -320,27 +335,194 @@ func schemaError(err error) error {
 	return err
 }
 
-// Events streams the batch's events in ev_id order to fn, ChunkSize at a time. Rows are read
-// from the socket as they are decoded: memory stays bounded whatever the batch size. The chunk
-// slice is reused after fn returns; the events' Values are not. An event whose row cannot be
-// decoded comes with Err set (a *DecodeError) and no columns: the consumer decides whether it
-// needs it.
+// Events streams the batch's events to fn, ChunkSize at a time: in ev_id order, except that a
+// long transaction (see SourceConfig.LongTxEvents) comes whole at the place of its last event.
+// Rows are read from the socket as they are decoded: memory stays bounded whatever the batch
+// size. The chunk slice is reused after fn returns; the events' Values are not. An event whose
+// row cannot be decoded comes with Err set (a *DecodeError) and no columns: the consumer
+// decides whether it needs it.
+//
+// Why that order is a valid replay: every two writes of one row (and a TRUNCATE and the
+// writes of its table) keep their provider order. When T wrote a row before a long transaction
+// L did, T had committed before L's write (the row lock is held to commit), so T's events all
+// precede L's last one; when L wrote it first, T's write came after L's commit, after L's last
+// event. The same holds between two long transactions. (sql/provider/00005_large_transactions.sql)
 func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
-	query, err := BatchEventSQL(ctx, s.conn, b.ID)
+	long, err := s.longTxs(ctx, b)
+	if err != nil {
+		return err
+	}
+	var query string
+	if s.noLongTx {
+		query, err = BatchEventSQL(ctx, s.conn, b.ID)
+	} else {
+		except := make([]int64, 0, len(long))
+		for _, l := range long {
+			except = append(except, l.TxID)
+		}
+		query, err = BatchEventSQLExcept(ctx, s.conn, b.ID, except)
+	}
 	if err != nil {
 		return err
 	}
 	if err := s.loadLayouts(ctx, b); err != nil {
 		return fmt.Errorf("batch %d: %w", b.ID, err)
 	}
-	// The query text is new for every batch (it holds the ticks' snapshots): run it as an
-	// unnamed statement rather than filling pgx's statement cache.
-	rows, err := s.conn.Query(ctx, query, pgx.QueryExecModeDescribeExec)
+	out := &chunker{s: s, b: b, fn: fn, chunk: make([]change.Event, 0, s.cfg.ChunkSize)}
+	if long == nil {
+		// The query text is new for every batch (it holds the ticks' snapshots): run it as an
+		// unnamed statement rather than filling pgx's statement cache.
+		rows, err := s.conn.Query(ctx, query, pgx.QueryExecModeDescribeExec)
+		if err != nil {
+			return fmt.Errorf("read batch %d: %w", b.ID, err)
+		}
+		if err := out.read(rows, nil); err != nil {
+			return err
+		}
+		return out.flush()
+	}
+	return s.eventsWithLong(ctx, b, query, long, out)
+}
+
+// longTxs returns the batch's long transactions to be read by themselves, ordered by their
+// last event; nil when there are none (or the provider's schema is older than version 5).
+func (s *Source) longTxs(ctx context.Context, b change.Batch) ([]LongTx, error) {
+	if s.noLongTx {
+		return nil, nil
+	}
+	all, err := BatchLongTxs(ctx, s.conn, b.ID)
+	if errors.Is(err, ErrNotInstalled) {
+		s.noLongTx = true
+		s.log.Debug("the provider has no skiff.batch_long_txids (schema before version 5): batches are read sorted")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var long []LongTx
+	for _, l := range all {
+		if s.cfg.LongTxEvents > 0 && l.Span() >= s.cfg.LongTxEvents {
+			long = append(long, l)
+		}
+	}
+	slices.SortFunc(long, func(x, y LongTx) int { return cmp.Compare(x.LastID(), y.LastID()) })
+	return long, nil
+}
+
+// eventsWithLong reads a batch that has long transactions, in one read-only transaction: the
+// other events through a cursor over query (sorted, by ev_id), each long transaction through a
+// cursor per event table over the (ev_txid, ev_id) index, emitted before the first other event
+// that follows its last one.
+func (s *Source) eventsWithLong(ctx context.Context, b change.Batch, query string, long []LongTx, out *chunker) (err error) {
+	tx, err := s.conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("read batch %d: %w", b.ID, err)
 	}
+	defer func() {
+		if rerr := tx.Rollback(context.WithoutCancel(ctx)); rerr != nil && err == nil && !errors.Is(rerr, pgx.ErrTxClosed) {
+			err = fmt.Errorf("read batch %d: end transaction: %w", b.ID, rerr)
+		}
+	}()
+	// A long transaction's rows are read in index order: with statistics that say the event
+	// table holds little else, a sequential scan and a sort could look cheaper.
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_sort = off`); err != nil {
+		return fmt.Errorf("read batch %d: %w", b.ID, err)
+	}
+	// One statement per call (extended protocol), as every SQL text made at run time.
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `DECLARE skiff_batch NO SCROLL CURSOR FOR `+query); err != nil {
+		return fmt.Errorf("read batch %d: %w", b.ID, err)
+	}
+	fetch := fmt.Sprintf(`FETCH FORWARD %d FROM `, s.cfg.ChunkSize)
+	for {
+		rows, err := tx.Query(ctx, fetch+`skiff_batch`, pgx.QueryExecModeDescribeExec)
+		if err != nil {
+			return fmt.Errorf("read batch %d: %w", b.ID, err)
+		}
+		// The page is decoded and held (ChunkSize events) before a long transaction's cursor
+		// can run on the connection.
+		out.page = out.page[:0]
+		if err := out.read(rows, &out.page); err != nil {
+			return err
+		}
+		if len(out.page) == 0 {
+			break
+		}
+		for i := range out.page {
+			for len(long) > 0 && long[0].LastID() < out.page[i].ID {
+				if err := s.readLong(ctx, tx, b, long[0], out); err != nil {
+					return err
+				}
+				long = long[1:]
+			}
+			if err := out.add(out.page[i]); err != nil {
+				return err
+			}
+		}
+		clear(out.page)
+	}
+	for _, l := range long {
+		if err := s.readLong(ctx, tx, b, l, out); err != nil {
+			return err
+		}
+	}
+	if err := out.flush(); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// readLong streams one long transaction's events, table by table in the order of their ids
+// (a transaction's events in one event table all precede those in the next epoch's).
+func (s *Source) readLong(ctx context.Context, tx pgx.Tx, b change.Batch, l LongTx, out *chunker) error {
+	tables := slices.Clone(l.Tables)
+	slices.SortFunc(tables, func(x, y LongTxTable) int { return cmp.Compare(x.First, y.First) })
+	fetch := fmt.Sprintf(`FETCH FORWARD %d FROM skiff_long`, s.cfg.ChunkSize)
+	for _, t := range tables {
+		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `DECLARE skiff_long NO SCROLL CURSOR FOR `+longTxQuery(l, t)); err != nil {
+			return fmt.Errorf("read batch %d, transaction %d: %w", b.ID, l.TxID, err)
+		}
+		for {
+			rows, err := tx.Query(ctx, fetch, pgx.QueryExecModeDescribeExec)
+			if err != nil {
+				return fmt.Errorf("read batch %d, transaction %d: %w", b.ID, l.TxID, err)
+			}
+			n := out.n
+			if err := out.read(rows, nil); err != nil {
+				return err
+			}
+			if out.n == n {
+				break
+			}
+		}
+		if _, err := tx.Exec(ctx, `CLOSE skiff_long`); err != nil {
+			return fmt.Errorf("read batch %d, transaction %d: %w", b.ID, l.TxID, err)
+		}
+	}
+	s.log.Debug("long transaction read", "batch_id", b.ID, "txid", l.TxID, "tables", len(tables))
+	return nil
+}
+
+// longTxQuery reads a long transaction's events in one event table in ev_id order, along the
+// table's (ev_txid, ev_id) index.
+func longTxQuery(l LongTx, t LongTxTable) string {
+	return `SELECT ev_id, ev_time, ev_txid, ev_op::text, ev_layout, ev_data, ev_extra, ev_retry FROM ` +
+		t.Table + ` WHERE ev_txid = ` + strconv.FormatInt(l.TxID, 10) +
+		` AND (ev_owner IS NULL OR ev_owner = ` + strconv.FormatInt(int64(l.Sub), 10) + `) ORDER BY ev_txid, ev_id`
+}
+
+// chunker decodes event rows and hands them to fn ChunkSize at a time.
+type chunker struct {
+	s     *Source
+	b     change.Batch
+	fn    func([]change.Event) error
+	chunk []change.Event
+	page  []change.Event // a page of the sorted cursor, when long transactions interleave
+	n     int64          // rows read
+}
+
+// read decodes rows into *into when into is set, else hands them on; it closes rows.
+func (c *chunker) read(rows pgx.Rows, into *[]change.Event) error {
 	defer rows.Close()
-	chunk := make([]change.Event, 0, s.cfg.ChunkSize)
 	var (
 		id, txid    int64
 		evTime      time.Time
@@ -351,28 +533,48 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 	)
 	for rows.Next() {
 		if err := rows.Scan(&id, &evTime, &txid, &op, &layoutID, &data, &extra, &retry); err != nil {
-			return fmt.Errorf("read batch %d: %w", b.ID, err)
+			return fmt.Errorf("read batch %d: %w", c.b.ID, err)
 		}
-		ev, err := s.decode(id, txid, op, layoutID, data, extra, retry.Valid)
+		ev, err := c.s.decode(id, txid, op, layoutID, data, extra, retry.Valid)
 		if err != nil {
-			return fmt.Errorf("batch %d: %w", b.ID, err)
+			return fmt.Errorf("batch %d: %w", c.b.ID, err)
 		}
-		chunk = append(chunk, ev)
-		if len(chunk) == cap(chunk) {
-			if err := fn(chunk); err != nil {
-				return err
-			}
-			clear(chunk)
-			chunk = chunk[:0]
+		c.n++
+		if into != nil {
+			*into = append(*into, ev)
+			continue
+		}
+		if err := c.add(ev); err != nil {
+			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read batch %d: %w", b.ID, err)
-	}
-	if len(chunk) > 0 {
-		return fn(chunk)
+		return fmt.Errorf("read batch %d: %w", c.b.ID, err)
 	}
 	return nil
+}
+
+func (c *chunker) add(ev change.Event) error {
+	c.chunk = append(c.chunk, ev)
+	if len(c.chunk) < cap(c.chunk) {
+		return nil
+	}
+	if err := c.fn(c.chunk); err != nil {
+		return err
+	}
+	clear(c.chunk)
+	c.chunk = c.chunk[:0]
+	return nil
+}
+
+func (c *chunker) flush() error {
+	if len(c.chunk) == 0 {
+		return nil
+	}
+	err := c.fn(c.chunk)
+	clear(c.chunk)
+	c.chunk = c.chunk[:0]
+	return err
 }
 
 // decode turns an event row into a change.Event. Only an unknown layout is an error (the

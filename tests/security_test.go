@@ -74,6 +74,55 @@ func TestSecurityWorkerOnTarget(t *testing.T) {
 	h.requireHarmless(t)
 }
 
+// TestSecurityCastOnTarget: the owner of a column's type may CREATE CAST (text AS type)
+// WITH FUNCTION; a worker that turned text into the column's type with a cast would run that
+// function with its own rights (a superuser's here). Values reach the type's input function as
+// typed parameters or COPY instead: the role's casts never run, on the set-based statements
+// (enum key, enum column) as on the row-by-row ones (an array of the enum, a domain over it).
+func TestSecurityCastOnTarget(t *testing.T) {
+	t.Parallel()
+	ddl := `CREATE TYPE public.mood AS ENUM ('sad', 'ok');
+		CREATE DOMAIN public.feeling AS public.mood;
+		CREATE TABLE public.acct (id int, mood public.mood, moods public.mood[], felt public.feeling, note text,
+		                          PRIMARY KEY (id, mood))`
+	p := newPair(t, "", "", ddl)
+	h := newHostileRole(t, p.tgt)
+	r := pgx.Identifier{h.name}.Sanitize()
+	exec1(t, h.admin, `ALTER TYPE public.mood OWNER TO `+r)
+	exec1(t, h.admin, `ALTER DOMAIN public.feeling OWNER TO `+r)
+	for _, typ := range []string{"public.mood", "public.mood[]"} {
+		fn := "public.evil_" + strings.Trim(strings.TrimPrefix(typ, "public."), "[]")
+		if strings.HasSuffix(typ, "[]") {
+			fn += "s"
+		}
+		exec1(t, h.conn, `CREATE FUNCTION `+fn+`(text) RETURNS `+typ+` LANGUAGE plpgsql AS $f$
+			BEGIN
+			    BEGIN EXECUTE 'ALTER ROLE `+strings.ReplaceAll(r, `'`, `''`)+` SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+			    INSERT INTO public.ran VALUES (current_user);
+			    RETURN NULL;
+			END $f$`)
+		exec1(t, h.conn, `CREATE CAST (text AS `+typ+`) WITH FUNCTION `+fn+`(text)`)
+	}
+
+	p.capture(t, "q", "public.acct")
+	p.subscribe(t, "q")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	p.runWorker(t, ctx, &wg, "q")
+	prov := connect(t, p.prov)
+	exec1(t, prov, `INSERT INTO public.acct SELECT i, 'ok', ARRAY['ok', 'sad']::public.mood[], 'sad', 'n' || i FROM generate_series(1, 50) i`)
+	p.caughtUp(t, time.Minute, "q")
+	exec1(t, prov, `UPDATE public.acct SET note = 'changed', felt = 'ok' WHERE id % 2 = 0`)
+	exec1(t, prov, `UPDATE public.acct SET mood = 'sad', moods = '{sad}' WHERE id % 5 = 0`)
+	exec1(t, prov, `DELETE FROM public.acct WHERE id % 7 = 0`)
+	p.caughtUp(t, time.Minute, "q")
+	cancel()
+	wg.Wait()
+	p.compare(t, "public.acct")
+
+	h.requireHarmless(t)
+}
+
 // hostileRole is a login role with CREATE on public in the database at url, whose operator
 // functions (made by shadowOperator) try to make it superuser and log who they ran as.
 type hostileRole struct {
@@ -87,6 +136,16 @@ func newHostileRole(t *testing.T, url string) *hostileRole {
 	h := &hostileRole{admin: connect(t, url)}
 	h.name = fmt.Sprintf("mallory_e2e%d_%d", hostileRoles.Add(1), h.admin.PgConn().PID())
 	r := pgx.Identifier{h.name}.Sanitize()
+	var version int
+	require.NoError(t, h.admin.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int`).Scan(&version))
+	if version < 90000 {
+		// 8.4 databases have no PL/pgSQL unless a database or template installed it.
+		var has bool
+		require.NoError(t, h.admin.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_language WHERE lanname = 'plpgsql')`).Scan(&has))
+		if !has {
+			exec1(t, h.admin, `CREATE LANGUAGE plpgsql`)
+		}
+	}
 	exec1(t, h.admin, `CREATE ROLE `+r+` LOGIN`)
 	exec1(t, h.admin, `GRANT CREATE ON SCHEMA public TO `+r)
 	exec1(t, h.admin, `CREATE TABLE public.ran (who text)`)

@@ -40,6 +40,11 @@ type WorkerCmd struct {
 	CopyLockTimeout time.Duration `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
 }
 
+// workerMemoryLimit is the Go heap's soft limit (debug.SetMemoryLimit) per queue a worker
+// replays, unless GOMEMLIMIT is set: what a batch holds live is bounded (runs of 50k rows or
+// 64 MiB, a few chunks in flight), the rest is garbage GOGC 400 lets pile up.
+const workerMemoryLimit = 160 << 20
+
 // newRegistry returns the handlers a worker can use: the built-in ones and the custom
 // handlers compiled into this binary (register yours here).
 func newRegistry() *handlers.Registry {
@@ -57,6 +62,12 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 		// Decoding and applying allocate per row; a batch's memory is bounded (chunks and runs),
 		// so collect less often: measured, GC was half of the worker's CPU at the default 100.
 		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// GOGC 400 lets the heap grow to five times what is live: a large batch (50k pending
+		// rows a run, four chunks in the pipe) then took the RSS near 500 MB. A soft limit
+		// per queue makes the collector run more often as the heap nears it, and only then.
+		debug.SetMemoryLimit(int64(len(c.Queue)) * workerMemoryLimit)
 	}
 	reg := metrics.NewRegistry()
 	m := consumer.NewMetrics(reg)

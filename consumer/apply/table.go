@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -37,6 +38,17 @@ type targetCol struct {
 	// escape format (before 9.0): values in hex format ("\x…", what 9.0+ providers capture)
 	// are converted before they are written.
 	escape bool
+	// typed: the column's type (under its domains) is not one of pg_catalog's, so its owner
+	// may have made a cast from text with a function of its own (CREATE CAST needs only the
+	// type's ownership), which a "::type" of a text value would run with the worker's
+	// rights. Such values never meet a cast: they travel as parameters typed as the column's
+	// type (array) and are read by the type's input function (docs/security.md).
+	typed bool
+	// arrayOf: the parameter type of an array of the column's values, for a typed column
+	// (its base type with "[]"), empty when the base type is itself an array: a batch of
+	// such values has no array parameter, so the layout is applied row by row.
+	arrayOf string
+	delim   byte // the base type's array delimiter
 }
 
 // shape is one event layout (column list and key) of a table, with the statements that write
@@ -55,6 +67,10 @@ type shape struct {
 	// UPDATE and DELETE find their rows by index lookups (nested loop), never by a hash join
 	// over a scan of the whole table.
 	indexed bool
+
+	// rowOnly: a typed column has no array parameter (targetCol.arrayOf): events of this
+	// layout are written row by row.
+	rowOnly bool
 
 	copySQL, delSQL, updSQL, insRowSQL, updRowSQL, delRowSQL string
 }
@@ -76,7 +92,7 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 	if schema == "" {
 		schema = "public"
 	}
-	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, -1), `+genCol+`,
+	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, -1), a.atttypid, `+genCol+`,
 		       EXISTS (SELECT 1 FROM pg_catalog.pg_type ty WHERE ty.oid = a.atttypid
 		               AND 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid IN (ty.oid, ty.typbasetype))
 		FROM pg_catalog.pg_attribute a
@@ -89,20 +105,38 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
 	t := &table{name: name, sql: name.String(), cols: map[string]targetCol{}, shapes: map[string]*shape{}}
+	oids := map[string]uint32{}
 	for rows.Next() {
 		var col, typ string
+		var oid uint32
 		var gen, bytea bool
-		if err := rows.Scan(&col, &typ, &gen, &bytea); err != nil {
+		if err := rows.Scan(&col, &typ, &oid, &gen, &bytea); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read columns of %s: %w", name, err)
 		}
 		t.cols[col] = targetCol{typ: typ, generated: gen, escape: bytea && a.byteaEscape}
+		oids[col] = oid
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
 	if len(t.cols) == 0 {
 		return nil, fmt.Errorf("table %s does not exist on the target", name)
+	}
+	for col, oid := range oids {
+		bt, err := baseType(ctx, q, oid)
+		if err != nil {
+			return nil, fmt.Errorf("read the type of column %s of %s: %w", change.QuoteIdent(col), name, err)
+		}
+		if bt.catalog {
+			continue
+		}
+		tc := t.cols[col]
+		tc.typed, tc.delim = true, bt.delim
+		if !bt.array {
+			tc.arrayOf = bt.name + "[]"
+		}
+		t.cols[col] = tc
 	}
 	rows, err = q.Query(ctx, `SELECT DISTINCT a.attname
 		FROM pg_catalog.pg_index i
@@ -127,6 +161,39 @@ func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*tab
 	}
 	a.tables[name] = t
 	return t, nil
+}
+
+// base is what the applier needs of a column's type under its domains.
+type base struct {
+	name    string // format_type's spelling (qualified outside pg_catalog)
+	catalog bool   // a type of schema pg_catalog (created by the bootstrap superuser)
+	array   bool
+	delim   byte
+}
+
+// baseType follows a type's domains down to its base type. (A cast to a domain is the cast to
+// its base type: PostgreSQL ignores casts created for domains.)
+func baseType(ctx context.Context, q querier, oid uint32) (base, error) {
+	for depth := 0; ; depth++ {
+		var b base
+		var typtype, delim string
+		var basetype uint32
+		err := q.QueryRow(ctx, `SELECT pg_catalog.format_type(t.oid, -1), t.typtype::text, t.typbasetype,
+			       n.nspname = 'pg_catalog', t.typelem <> 0 AND t.typlen = -1, t.typdelim::text
+			FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+			WHERE t.oid = $1`, oid).Scan(&b.name, &typtype, &basetype, &b.catalog, &b.array, &delim)
+		if err != nil {
+			return base{}, fmt.Errorf("type %d: %w", oid, err)
+		}
+		if typtype != "d" || depth > 32 {
+			b.delim = ','
+			if len(delim) == 1 {
+				b.delim = delim[0]
+			}
+			return b, nil
+		}
+		oid = basetype
+	}
 }
 
 func sameSlice(a, b []string) bool {
@@ -204,15 +271,41 @@ func (t *table) newShape(cols, key []string) (*shape, error) {
 			s.indexed = true
 		}
 	}
+	for i, c := range cols {
+		if tc := t.cols[c]; tc.typed && tc.arrayOf == "" && (s.types[i] != "" || slices.Contains(key, c)) {
+			s.rowOnly = true
+		}
+	}
 	s.build()
 	return s, nil
 }
 
 func (s *shape) keyType(j int) string { return s.t.cols[s.key[j]].typ }
 
-// build writes the statements of the layout. Values travel as text and are cast to the target
-// column's type on the server: arrays of text unnested for the set-based statements, one text
-// parameter per value for the row-by-row ones, COPY's text format for inserts.
+// unnest is the SELECT item of a set-based statement that makes rows of the n-th array
+// parameter for column c: an array of text cast to the column's type afterwards (setValue),
+// or for a typed column an array of its base type, read by the type's input function.
+func (s *shape) unnest(n int, c string, alias string) string {
+	if tc := s.t.cols[c]; tc.typed {
+		return fmt.Sprintf("unnest($%d::%s) AS %s", n, tc.arrayOf, alias)
+	}
+	return fmt.Sprintf("unnest($%d::text[]) AS %s", n, alias)
+}
+
+// value is the expression of an unnested column c as the column's type.
+func (s *shape) value(c, alias string) string {
+	if tc := s.t.cols[c]; !tc.typed {
+		return alias + "::" + tc.typ
+	}
+	return alias
+}
+
+// build writes the statements of the layout. Values travel in text form and are read by the
+// target column type's input function: one parameter typed as the column's type per value for
+// the row-by-row statements, COPY's text format for inserts, and for the set-based updates and
+// deletes arrays unnested on the server — of text cast to the column's type where the type is
+// one of pg_catalog's (no role but a superuser can add a cast to it), of the column's base type
+// otherwise (targetCol.typed).
 func (s *shape) build() {
 	q := change.QuoteIdent
 	var b strings.Builder
@@ -234,14 +327,14 @@ func (s *shape) build() {
 		if j > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "unnest($%d::text[]) AS k%d", j+1, j)
+		b.WriteString(s.unnest(j+1, s.key[j], "k"+strconv.Itoa(j)))
 	}
 	b.WriteString(") AS s WHERE ")
 	for j, k := range s.key {
 		if j > 0 {
 			b.WriteString(" AND ")
 		}
-		fmt.Fprintf(&b, "t.%s = s.k%d::%s", q(k), j, s.keyType(j))
+		fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.k"+strconv.Itoa(j)))
 	}
 	s.delSQL = b.String()
 
@@ -260,7 +353,7 @@ func (s *shape) build() {
 		if n > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s = s.v%d::%s", q(s.cols[i]), i, s.types[i])
+		fmt.Fprintf(&b, "%s = %s", q(s.cols[i]), s.value(s.cols[i], "s.v"+strconv.Itoa(i)))
 		n++
 	}
 	if n > 0 {
@@ -269,14 +362,14 @@ func (s *shape) build() {
 			if m > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "unnest($%d::text[]) AS v%d", m+1, i)
+			b.WriteString(s.unnest(m+1, s.cols[i], "v"+strconv.Itoa(i)))
 		}
 		b.WriteString(") AS s WHERE ")
 		for j, k := range s.key {
 			if j > 0 {
 				b.WriteString(" AND ")
 			}
-			fmt.Fprintf(&b, "t.%s = s.v%d::%s", q(k), s.keyIdx[j], s.keyType(j))
+			fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.v"+strconv.Itoa(s.keyIdx[j])))
 		}
 		s.updSQL = b.String()
 	}
@@ -295,7 +388,7 @@ func (s *shape) build() {
 		if n > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "$%d::text::%s", n+1, s.types[i])
+		fmt.Fprintf(&b, "$%d::%s", n+1, s.types[i])
 	}
 	b.WriteString(")")
 	s.insRowSQL = b.String()
@@ -306,7 +399,7 @@ func (s *shape) build() {
 		if n > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s = $%d::text::%s", q(s.cols[i]), n+1, s.types[i])
+		fmt.Fprintf(&b, "%s = $%d::%s", q(s.cols[i]), n+1, s.types[i])
 	}
 	b.WriteString(" WHERE " + s.keyWhere(len(s.write)+1))
 	s.updRowSQL = b.String()
@@ -320,7 +413,7 @@ func (s *shape) keyWhere(first int) string {
 		if j > 0 {
 			b.WriteString(" AND ")
 		}
-		b.WriteString(change.QuoteIdent(k) + " = $" + strconv.Itoa(first+j) + "::text::" + s.keyType(j))
+		b.WriteString(change.QuoteIdent(k) + " = $" + strconv.Itoa(first+j) + "::" + s.keyType(j))
 	}
 	return b.String()
 }

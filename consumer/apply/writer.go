@@ -60,6 +60,7 @@ type writer struct {
 	order   []*run // runs with pending rows, in first-appearance order
 	rows    int
 	bytes   int
+	limit   int      // pending rows that make the next flush: grows to MaxPendingRows
 	truncs  []*table // consecutive TRUNCATE events not yet executed
 	truncEv int64
 	events  int64
@@ -98,7 +99,8 @@ func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
 	if a.runs == nil {
 		a.runs = map[*table]*run{}
 	}
-	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: a.runs}
+	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: a.runs,
+		limit: min(firstRunRows, a.cfg.MaxPendingRows)}
 }
 
 func (w *writer) add(ctx context.Context, evs []change.Event) error {
@@ -162,6 +164,13 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	if !w.setBased {
 		return w.applyRow(ctx, s, ev)
 	}
+	if s.rowOnly {
+		// Written now, in order: what is pending goes first.
+		if err := w.flushAll(ctx); err != nil {
+			return err
+		}
+		return w.applyRow(ctx, s, ev)
+	}
 
 	r := w.runs[t]
 	if r == nil {
@@ -204,11 +213,18 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	for _, v := range ev.Values {
 		w.bytes += len(v.Text)
 	}
-	if w.rows >= w.a.cfg.MaxPendingRows || w.bytes >= w.a.cfg.MaxPendingBytes {
+	if w.rows >= w.limit || w.bytes >= w.a.cfg.MaxPendingBytes {
+		// Slow start: a large batch writes its first rows early (they show on the target's
+		// relation size, and the target works while the source reads on), then in runs
+		// growing to MaxPendingRows.
+		w.limit = min(2*w.limit, w.a.cfg.MaxPendingRows)
 		return w.flushAll(ctx)
 	}
 	return nil
 }
+
+// firstRunRows is the size of a batch's first run (slow start, see addOne).
+const firstRunRows = 2000
 
 // enqueue starts a run.
 func (w *writer) enqueue(r *run, s *shape, firstEv int64) {
@@ -432,7 +448,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
 				}
 			}
-			args[j] = col
+			args[j] = arrayArg(r.t.cols[s.key[j]], col)
 		}
 		tag, err := w.tx.Exec(ctx, s.delSQL, args...)
 		if err != nil {
@@ -456,7 +472,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
 				}
 			}
-			args[m] = col
+			args[m] = arrayArg(r.t.cols[s.cols[i]], col)
 		}
 		tag, err := w.tx.Exec(ctx, s.updSQL, args...)
 		if err != nil {
@@ -490,6 +506,37 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		}
 	}
 	return nil
+}
+
+// arrayArg is the argument of a set-based statement for the values of one column: the
+// values as text[] (cast to the column's type on the server), or for a typed column
+// (targetCol.typed) the text of an array literal of them, which pgx sends as text for the
+// parameter the statement types as an array of the column's base type.
+func arrayArg(tc targetCol, vals []pgtype.Text) any {
+	if !tc.typed {
+		return vals
+	}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range vals {
+		if i > 0 {
+			b.WriteByte(tc.delim)
+		}
+		if !v.Valid {
+			b.WriteString("NULL")
+			continue
+		}
+		b.WriteByte('"')
+		for j := 0; j < len(v.String); j++ {
+			if c := v.String[j]; c == '"' || c == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(v.String[j])
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 // appendCopyText appends a value in COPY's text format: \N for NULL; backslash, newline,
