@@ -1,5 +1,5 @@
 -- +goose Up
--- Partitioned tables and inheritance parents (schema version 5): a table is captured whole,
+-- Partitioned tables and inheritance parents (schema version 6): a table is captured whole,
 -- its partitions or inheritance children with it, under the parent's name and layout.
 --
 -- with_children: the capture covers the table's children, present and future. Captures made
