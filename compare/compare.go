@@ -40,6 +40,11 @@ type Pair struct {
 	// Key, when set, lists the key columns events carry (the capture's --key); empty means
 	// the provider table's primary key.
 	Key []string
+	// SourceOnly reads the provider table without its inheritance children (ONLY): its capture
+	// covers its own rows only (a capture made before skiff captured children, whose children
+	// may be captured, and compared, on their own). A partitioned table, or one captured with
+	// its children, is compared whole: each row once.
+	SourceOnly bool
 	// Handler, when set, is the table's handler chain as the worker runs it
 	// (handlers.Registry.ForRoute: the rename to Dest included): the target is compared with
 	// what it makes of the provider's rows, in the table it sends them to. With an SQL form
@@ -254,6 +259,9 @@ func (s *sides) compare(ctx context.Context, cfg Config, pair Pair) Result {
 	from := "(" + sel.SQL() + ") AS skiff_rows"
 	if sel.Plain() && slices.Equal(sel.ColumnNames(), sel.SourceColumns()) {
 		from = pair.Source.String()
+		if sel.Only {
+			from = "ONLY " + from
+		}
 	}
 	s.compareSides(ctx, cfg, &res, pv, ti, from, start)
 	return res
@@ -271,6 +279,7 @@ func (p Pair) selectOf(pi TableInfo) (handlers.Select, bool, error) {
 		h = handlers.Rename{Schema: dest.Schema, Name: dest.Name}
 	}
 	sel := handlers.NewSelect(p.Source, sourceColumns(pi), p.key(pi))
+	sel.Only = p.SourceOnly
 	if p.Where != "" {
 		sel.Where = append(sel.Where, p.Where)
 	}

@@ -100,7 +100,7 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 		return keep, err
 	})
 	st, err := rowcopy.Run(ctx, rowcopy.Config{
-		Provider: s.p, Source: pair.Source, Columns: names, Key: key, Where: pair.Where, Handler: watch, Target: tx,
+		Provider: s.p, Source: pair.Source, Only: pair.SourceOnly, Columns: names, Key: key, Where: pair.Where, Handler: watch, Target: tx,
 		Dest: func(_ context.Context, t change.Table) (change.Table, []string, error) {
 			if t != dest {
 				return t, nil, fmt.Errorf("the handler sends rows to %s and to %s: compare checks one destination per table", dest, t)

@@ -28,6 +28,10 @@ type Select struct {
 	// Where holds boolean SQL conditions over Source's columns, all of which a row must
 	// meet; a NULL result counts as false.
 	Where []string
+	// Only reads Source without its inheritance children (FROM ONLY): a table whose capture
+	// covers its own rows only. A partitioned table, or one captured with its children, is
+	// read whole.
+	Only bool
 }
 
 // SelectColumn is one column of a Select.
@@ -151,7 +155,11 @@ func (s *Select) SQL() string {
 		}
 		b.WriteString(c.Expr + " AS " + change.QuoteIdent(c.Name))
 	}
-	b.WriteString(" FROM " + s.Source.String())
+	b.WriteString(" FROM ")
+	if s.Only {
+		b.WriteString("ONLY ")
+	}
+	b.WriteString(s.Source.String())
 	if w := s.Condition(); w != "" {
 		b.WriteString(" WHERE " + w)
 	}

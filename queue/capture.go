@@ -29,8 +29,14 @@ var (
 	// write twice (TableSpec.AlsoInOtherQueue allows it).
 	ErrInOtherQueue = errors.New("table is captured by another queue")
 	// ErrKeyNotUnique: the --key columns are not kept unique by a non-deferrable unique
-	// index over NOT NULL columns (TableSpec.KeyNotUnique takes the responsibility).
+	// index over NOT NULL columns, or the table has inheritance children (or is partitioned,
+	// before PostgreSQL 11), so that no index can keep its key unique across them
+	// (TableSpec.KeyNotUnique takes the responsibility).
 	ErrKeyNotUnique = errors.New("is not kept unique")
+	// ErrCapturedWithParent: the table is a partition or child of a table the queue captures
+	// with its children, or the parent of a table the queue captures on its own: its rows
+	// would be captured twice.
+	ErrCapturedWithParent = errors.New("its rows would be captured twice")
 )
 
 // TableSpec says how to capture one table or sequence.
@@ -55,7 +61,10 @@ type TableSpec struct {
 	// then gets its own event for every write); without it that is ErrInOtherQueue.
 	AlsoInOtherQueue bool
 	// KeyNotUnique accepts Key columns that no unique index keeps unique (the user takes
-	// responsibility for their uniqueness); without it that is ErrKeyNotUnique.
+	// responsibility for their uniqueness); without it that is ErrKeyNotUnique. A table with
+	// inheritance children (or a partitioned one, before PostgreSQL 11) needs it whatever its
+	// key: no index keeps a key unique across children (an inheritance parent's indexes cover
+	// its own rows only); it is remembered for refreshes.
 	KeyNotUnique bool
 }
 
@@ -77,6 +86,12 @@ type AddResult struct {
 	// another schema) since: events written before the refresh carry that name, later ones
 	// the new name, which subscriptions must route (skiff subscribe --table NEW:DEST).
 	RenamedFrom change.Table
+	// WithChildren: the table is partitioned or has inheritance children, and is captured
+	// with them (present and future), under its own name.
+	WithChildren bool
+	// Children lists the partitions or children given capture triggers (with a refresh, those
+	// that had none: their rows were queued too).
+	Children []Adopted
 }
 
 // Conn is what AddTable and RemoveTable need: a connection that can open a transaction.
@@ -176,26 +191,28 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		added, err := addSequence(ctx, tx, qid, rel)
 		res.Unchanged = !added
 		return res, err
-	case "r":
-	case "p":
-		return nil, fmt.Errorf("%s is a partitioned table: add its partitions instead", rel.table())
+	case "r", "p":
 	default:
 		return nil, fmt.Errorf("%s is not a table or a sequence (relkind %q)", rel.table(), rel.kind)
 	}
+	version := pg.ServerVersionOf(tx.Conn().PgConn())
 
 	// The table's lock keeps its columns still while the trigger is made.
 	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `LOCK TABLE `+rel.table().String()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return nil, fmt.Errorf("lock table %s: %w", rel.table(), err)
 	}
 	var prev struct {
-		found    bool
-		where    *string
-		key      []string
-		keyGiven bool
-		table    change.Table
+		found        bool
+		where        *string
+		key          []string
+		keyGiven     bool
+		withChildren bool
+		keyAssumed   bool
+		table        change.Table
 	}
-	err = tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given, table_schema, table_name FROM skiff.captured_table
-		WHERE queue_id = $1 AND table_oid = $2`, qid, rel.oid).Scan(&prev.where, &prev.key, &prev.keyGiven, &prev.table.Schema, &prev.table.Name)
+	err = tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given, with_children, key_assumed, table_schema, table_name
+		FROM skiff.captured_table WHERE queue_id = $1 AND table_oid = $2`, qid, rel.oid).Scan(&prev.where, &prev.key, &prev.keyGiven,
+		&prev.withChildren, &prev.keyAssumed, &prev.table.Schema, &prev.table.Name)
 	switch {
 	case err == nil:
 		prev.found = true
@@ -236,6 +253,7 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		return res, nil
 	}
 	where, key, keyGiven := spec.Where, spec.Key, len(spec.Key) > 0
+	assumed := spec.KeyNotUnique
 	if prev.found {
 		res.Refreshed = true
 		if prev.table != rel.table() {
@@ -247,7 +265,36 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		if !keyGiven && prev.keyGiven {
 			key, keyGiven = prev.key, true
 		}
+		assumed = assumed || prev.keyAssumed
 	}
+
+	// A table is captured whole, its partitions or inheritance children with it; a table whose
+	// rows a capture of this queue already covers (through a parent, or on its own below this
+	// one) is refused: its rows would be queued twice.
+	fam, err := readFamily(ctx, tx, qid, rel.oid)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", rel.table(), err)
+	}
+	if fam.parent != nil && !prev.found {
+		return nil, fmt.Errorf("%s is %s of %s, which queue %s captures with its %s: %w",
+			rel.table(), fam.parentWord(), fam.parent.table, queue, fam.parent.childrenWord(), ErrCapturedWithParent)
+	}
+	withChildren := rel.kind == "p" || fam.hasChildren
+	if len(fam.capturedBelow) > 0 {
+		if !prev.found {
+			below := fam.capturedBelow[0]
+			return nil, fmt.Errorf("table %s: %s %s is captured by queue %s on its own; remove that capture first (skiff table remove), "+
+				"then add %s: its %s are captured with it (%w)", rel.table(), fam.childWord(rel.kind), below, queue, rel.table(),
+				childrenWord(rel.kind), ErrCapturedWithParent)
+		}
+		// A capture made before skiff captured children, beside captures of the children
+		// themselves: it goes on covering the parent's own rows.
+		withChildren = prev.withChildren
+	}
+	if prev.found && prev.withChildren {
+		withChildren = true
+	}
+	res.WithChildren = withChildren
 
 	cols, err := tableColumns(ctx, tx, rel.oid)
 	if err != nil {
@@ -263,7 +310,7 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 			}
 		}
 		// A key given now is checked; one kept from an earlier add was checked (or accepted
-		// with KeyNotUnique) then.
+		// with KeyNotUnique) then. Across children no index can tell (below).
 		if len(spec.Key) > 0 && !spec.KeyNotUnique {
 			if err := checkKeyUnique(ctx, tx, rel, key); err != nil {
 				return nil, err
@@ -275,7 +322,11 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 			return nil, fmt.Errorf("primary key of %s: %w", rel.table(), err)
 		}
 		if len(key) == 0 {
-			return nil, fmt.Errorf("table %s: %w; give its identifying columns with --key col,col", rel.table(), ErrNoPrimaryKey)
+			hint := ""
+			if rel.kind == "p" && version < 110000 {
+				hint = " (a partitioned table has none before PostgreSQL 11)"
+			}
+			return nil, fmt.Errorf("table %s: %w%s; give its identifying columns with --key col,col", rel.table(), ErrNoPrimaryKey, hint)
 		}
 		var deferrable bool
 		if err := tx.QueryRow(ctx, `SELECT condeferrable FROM pg_catalog.pg_constraint
@@ -286,6 +337,20 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 			return nil, fmt.Errorf("table %s: %w: a transaction can swap keys through a transient duplicate, "+
 				"which cannot be replayed by key; recreate the key NOT DEFERRABLE, or give --key columns "+
 				"that a non-deferrable unique index keeps unique", rel.table(), ErrDeferrableKey)
+		}
+	}
+	if withChildren && !assumed {
+		// An index of an inheritance parent covers the parent's own rows only, and a
+		// partitioned table has no index at all before PostgreSQL 11.
+		switch {
+		case rel.kind == "r" && fam.hasChildren:
+			return nil, fmt.Errorf("table %s has inheritance children: its key (%s) %w across them by any index "+
+				"(an inheritance parent's indexes cover its own rows only); give --key-not-unique if you guarantee "+
+				"that no two rows of the parent and its children ever share a key", rel.table(), strings.Join(key, ","), ErrKeyNotUnique)
+		case rel.kind == "p" && version < 110000:
+			return nil, fmt.Errorf("table %s is partitioned: its key (%s) %w across its partitions by any index "+
+				"(a partitioned table has none before PostgreSQL 11); give --key-not-unique if you guarantee "+
+				"that no two rows of its partitions ever share a key", rel.table(), strings.Join(key, ","), ErrKeyNotUnique)
 		}
 	}
 	names, types := make([]string, len(cols)), make([]string, len(cols))
@@ -306,7 +371,7 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		return nil, fmt.Errorf("record layout of %s: %w", rel.table(), err)
 	}
 	res.Layout = layout
-	tg, err := installTrigger(ctx, tx, qid, layout, rel, cols, key, where)
+	tg, err := installTrigger(ctx, tx, qid, layout, rel, cols, key, where, withChildren)
 	if err != nil {
 		return nil, err
 	}
@@ -317,17 +382,31 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	if prev.found {
 		_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET table_schema = $3, table_name = $4, where_sql = $5,
 			key_columns = $6, key_given = $7, layout_id = $8, func_name = $9, row_trigger = $10, trunc_trigger = $11,
-			capture_version = $12
+			capture_version = $12, with_children = $13, key_assumed = $14
 			WHERE queue_id = $1 AND table_oid = $2`,
-			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion)
+			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion,
+			withChildren, assumed && withChildren)
 	} else {
 		_, err = tx.Exec(ctx, `INSERT INTO skiff.captured_table (queue_id, table_oid, table_schema, table_name, where_sql,
-			key_columns, key_given, layout_id, func_name, row_trigger, trunc_trigger, capture_version)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion)
+			key_columns, key_given, layout_id, func_name, row_trigger, trunc_trigger, capture_version, with_children, key_assumed)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion,
+			withChildren, assumed && withChildren)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("record capture of %s: %w", rel.table(), err)
+	}
+	if withChildren {
+		// The children there now get their triggers in this transaction. Their rows are the
+		// table's: a first add leaves them to the copy, a refresh queues the rows of children
+		// that had no trigger (created while no ticker ran).
+		cp, err := loadCapture(ctx, tx, qid, rel.oid)
+		if err != nil {
+			return nil, err
+		}
+		if res.Children, err = adoptAll(ctx, tx, cp, prev.found); err != nil {
+			return nil, err
+		}
 	}
 	if !spec.NoSequences {
 		if res.Sequences, err = addTableSequences(ctx, tx, qid, rel); err != nil {
@@ -349,10 +428,17 @@ func describeCapture(where string, key []string, keyGiven bool) string {
 	return w + ", keyed by its primary key"
 }
 
-// otherQueues names the queues other than qid that capture a table.
+// otherQueues names the queues other than qid that capture a table's rows: the table, one of
+// its partitions or inheritance children (which a capture of the table with its children
+// covers), or a parent of it captured with its children.
 func otherQueues(ctx context.Context, tx pgx.Tx, qid int32, oid uint32) ([]string, error) {
-	rows, err := tx.Query(ctx, `SELECT q.queue_name FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
-		WHERE c.table_oid = $1 AND c.queue_id <> $2 ORDER BY 1`, oid, qid)
+	rows, err := tx.Query(ctx, `WITH RECURSIVE
+			up(rel) AS (SELECT $1::oid UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i, up WHERE i.inhrelid = up.rel),
+			down(rel) AS (SELECT $1::oid UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i, down WHERE i.inhparent = down.rel)
+		SELECT DISTINCT q.queue_name FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
+		WHERE c.queue_id <> $2
+		  AND (c.table_oid IN (SELECT rel FROM down) OR c.with_children AND c.table_oid IN (SELECT rel FROM up))
+		ORDER BY 1`, oid, qid)
 	if err != nil {
 		return nil, err
 	}
@@ -453,27 +539,39 @@ const captureVersion = 2
 
 // installTrigger (re)creates the capture function and triggers of a table for a layout: the
 // settings its column types need pinned, the --where compiled and checked, every statement
-// sent on its own. The caller holds the table's lock.
-func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []column, key []string, where string) (trigger, error) {
+// sent on its own. The caller holds the table's lock. withChildren makes the capture of a
+// partitioned table or inheritance parent (see trigger.withChildren); the children's own
+// triggers are the caller's (adoptAll).
+func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []column, key []string, where string, withChildren bool) (trigger, error) {
 	version := pg.ServerVersionOf(tx.Conn().PgConn())
 	pins, err := settingPins(ctx, tx, cols, version)
 	if err != nil {
 		return trigger{}, fmt.Errorf("column types of %s: %w", rel.table(), err)
 	}
-	tg := trigger{
-		queueID:   qid,
-		layout:    layout,
-		table:     rel.table(),
-		funcName:  fmt.Sprintf("capture_q%d_t%d", qid, rel.oid),
-		rowTrig:   fmt.Sprintf("skiff_capture_q%d", qid),
-		truncTrig: fmt.Sprintf("skiff_truncate_q%d", qid),
-		key:       key,
-		pins:      pins,
+	tg := newTrigger(qid, layout, rel, withChildren, version)
+	tg.key, tg.pins = key, pins
+	if withChildren {
+		tg.columns = make([]string, len(cols))
+		for i, c := range cols {
+			tg.columns[i] = c.name
+		}
+		if tg.aligned, err = alignedMembers(ctx, tx, rel.oid, tg.columns); err != nil {
+			return trigger{}, fmt.Errorf("children of %s: %w", rel.table(), err)
+		}
 	}
 	if where != "" {
 		tg.whereNew, tg.whereOld, err = compileWhere(ctx, tx, rel, cols, where)
 		if err != nil {
 			return trigger{}, err
+		}
+		if withChildren {
+			names := make(map[string]bool, len(cols))
+			for _, c := range cols {
+				names[c.name] = true
+			}
+			if tg.whereRow, err = qualifyColumns(where, names, "r"); err != nil {
+				return trigger{}, fmt.Errorf("table %s: --where %q: %w", rel.table(), where, err)
+			}
 		}
 		tg.pins = append(tg.pins, wherePins(where, version)...)
 	}
@@ -488,21 +586,51 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 	return tg, nil
 }
 
-// triggersInPlace reports whether the table already has both capture triggers of the queue,
-// enabled as created, calling the capture function. A refresh (table add --refresh, or
-// UpgradeCaptures at init provider) then only replaces the function's body: dropping a trigger
-// needs the table's ownership, which the role running skiff need not have (docs/roles.md),
-// while creating one needs only the TRIGGER privilege. tgtype 29 is a row trigger AFTER
-// INSERT OR DELETE OR UPDATE, 32 a statement trigger AFTER TRUNCATE.
+// triggersInPlace reports whether the table already has every capture trigger of the queue
+// it should have, enabled as created, calling the capture function. A refresh (table add
+// --refresh, or UpgradeCaptures at init provider) then only replaces the function's body:
+// dropping a trigger needs the table's ownership, which the role running skiff need not have
+// (docs/roles.md), while creating one needs only the TRIGGER privilege. tgtype 29 is a row
+// trigger AFTER INSERT OR DELETE OR UPDATE, 32 a statement trigger AFTER TRUNCATE, 34 one
+// BEFORE TRUNCATE (the guard of an inheritance parent). A partitioned table before 11 has no
+// row trigger.
 func triggersInPlace(ctx context.Context, db DB, tg trigger, tableOID uint32) (bool, error) {
+	want := 1
+	row, guard := "", ""
+	if tg.rowOnParent {
+		want, row = want+1, tg.rowTrig
+	}
+	if tg.guardOnParent {
+		want, guard = want+1, tg.guardTrig
+	}
 	var n int
 	err := db.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_trigger t
 		JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgenabled = 'O'
-		  AND ((t.tgname = $3 AND t.tgtype = 29) OR (t.tgname = $4 AND t.tgtype = 32))`,
-		tableOID, tg.funcName, tg.rowTrig, tg.truncTrig).Scan(&n)
-	return n == 2, err
+		  AND ((t.tgname = $3 AND t.tgtype = 29) OR (t.tgname = $4 AND t.tgtype = 32) OR (t.tgname = $5 AND t.tgtype = 34))`,
+		tableOID, tg.funcName, row, tg.truncTrig, guard).Scan(&n)
+	return n == want, err
+}
+
+// newTrigger names the function and triggers of a capture and says where its triggers go.
+func newTrigger(qid, layout int32, rel relation, withChildren bool, version int) trigger {
+	return trigger{
+		queueID:      qid,
+		layout:       layout,
+		table:        rel.table(),
+		funcName:     fmt.Sprintf("capture_q%d_t%d", qid, rel.oid),
+		rowTrig:      fmt.Sprintf("skiff_capture_q%d", qid),
+		truncTrig:    fmt.Sprintf("skiff_truncate_q%d", qid),
+		guardTrig:    fmt.Sprintf("skiff_guard_q%d", qid),
+		withChildren: withChildren,
+		parentOID:    rel.oid,
+		// A partitioned table holds no rows: before 11 it cannot have a row trigger at all;
+		// from 11 its row trigger is cloned onto every partition, present and future.
+		rowOnParent: rel.kind != "p" || version >= 110000,
+		// An inheritance parent has rows of its own, which TRUNCATE ONLY removes.
+		guardOnParent: withChildren && rel.kind == "r",
+	}
 }
 
 // Upgraded is a capture UpgradeCaptures regenerated, or could not.
@@ -521,8 +649,8 @@ type Upgraded struct {
 func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 	// The table's name now (it may have been renamed since it was added); a dropped table
 	// has no trigger to regenerate.
-	rows, err := conn.Query(ctx, `SELECT q.queue_name, c.queue_id, c.table_oid, n.nspname, r.relname,
-			coalesce(c.where_sql, ''), c.key_columns, c.layout_id
+	rows, err := conn.Query(ctx, `SELECT q.queue_name, c.queue_id, c.table_oid, n.nspname, r.relname, r.relkind::text,
+			coalesce(c.where_sql, ''), c.key_columns, c.layout_id, c.with_children
 		FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
 		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
 		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
@@ -532,16 +660,17 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 		return nil, fmt.Errorf("list captures to upgrade: %w", err)
 	}
 	type capture struct {
-		queue  string
-		qid    int32
-		rel    relation
-		where  string
-		key    []string
-		layout int32
+		queue        string
+		qid          int32
+		rel          relation
+		where        string
+		key          []string
+		layout       int32
+		withChildren bool
 	}
 	todo, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (capture, error) {
 		var c capture
-		err := r.Scan(&c.queue, &c.qid, &c.rel.oid, &c.rel.schema, &c.rel.name, &c.where, &c.key, &c.layout)
+		err := r.Scan(&c.queue, &c.qid, &c.rel.oid, &c.rel.schema, &c.rel.name, &c.rel.kind, &c.where, &c.key, &c.layout, &c.withChildren)
 		return c, err
 	})
 	if err != nil {
@@ -557,7 +686,7 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 			if err != nil {
 				return fmt.Errorf("columns of %s: %w", c.rel.table(), err)
 			}
-			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where); err != nil {
+			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where, c.withChildren); err != nil {
 				return err
 			}
 			_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET capture_version = $3 WHERE queue_id = $1 AND table_oid = $2`,
@@ -683,23 +812,30 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			return nil
 		}
 		var fn, rowTrig, truncTrig string
+		var withChildren bool
 		err = tx.QueryRow(ctx, `DELETE FROM skiff.captured_table WHERE queue_id = $1 AND table_oid = $2
-			RETURNING func_name, row_trigger, trunc_trigger`, qid, rel.oid).Scan(&fn, &rowTrig, &truncTrig)
+			RETURNING func_name, row_trigger, trunc_trigger, with_children`, qid, rel.oid).Scan(&fn, &rowTrig, &truncTrig, &withChildren)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("table %s in queue %s: %w", t, queue, ErrNotCaptured)
 		}
 		if err != nil {
 			return fmt.Errorf("remove table %s: %w", t, err)
 		}
-		return dropCapture(ctx, tx, t, rel.kind != "dropped", fn, rowTrig, truncTrig)
+		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig)
 	})
 	return t, err
 }
 
 // dropCapture drops the capture triggers of a table (by its current name; none when the
-// table is gone) and its capture function, each statement on its own.
-func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present bool, fn, rowTrig, truncTrig string) error {
-	stmts := []string{`DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`}
+// table is gone) and its capture function, each statement on its own. The triggers a capture
+// with children gave the table's partitions or children call the function too: they go with
+// it (CASCADE).
+func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig string) error {
+	drop := `DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`
+	if withChildren {
+		drop += ` CASCADE`
+	}
+	stmts := []string{drop}
 	if present {
 		stmts = append([]string{
 			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
@@ -755,11 +891,11 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 		}
 		type capture struct {
 			t                      change.Table
-			present                bool
+			present, withChildren  bool
 			fn, rowTrig, truncTrig string
 		}
 		rows, err = tx.Query(ctx, `SELECT coalesce(n.nspname, c.table_schema), coalesce(r.relname, c.table_name), r.oid IS NOT NULL,
-				c.func_name, c.row_trigger, c.trunc_trigger
+				c.with_children, c.func_name, c.row_trigger, c.trunc_trigger
 			FROM skiff.captured_table c
 			LEFT JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
 			LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
@@ -769,14 +905,14 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 		}
 		captures, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (capture, error) {
 			var c capture
-			err := r.Scan(&c.t.Schema, &c.t.Name, &c.present, &c.fn, &c.rowTrig, &c.truncTrig)
+			err := r.Scan(&c.t.Schema, &c.t.Name, &c.present, &c.withChildren, &c.fn, &c.rowTrig, &c.truncTrig)
 			return c, err
 		})
 		if err != nil {
 			return fmt.Errorf("tables of queue %s: %w", queue, err)
 		}
 		for _, c := range captures {
-			if err := dropCapture(ctx, tx, c.t, c.present, c.fn, c.rowTrig, c.truncTrig); err != nil {
+			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig); err != nil {
 				return err
 			}
 			d.Tables = append(d.Tables, c.t)
@@ -841,18 +977,22 @@ type CapturedTable struct {
 	Where  string // "" when unfiltered
 	Key    []string
 	Layout int32 // current layout
+	// WithChildren: the capture covers the table's partitions or inheritance children, whose
+	// rows are the table's; without it (a plain table, or a capture made before skiff captured
+	// children) only the table's own rows are captured, and readers must use ONLY.
+	WithChildren bool
 }
 
 // Tables lists the tables a queue captures, by schema and name.
 func Tables(ctx context.Context, db DB, queue string) ([]CapturedTable, error) {
-	rows, err := db.Query(ctx, `SELECT table_schema, table_name, coalesce(where_sql, ''), key_columns, layout_id
+	rows, err := db.Query(ctx, `SELECT table_schema, table_name, coalesce(where_sql, ''), key_columns, layout_id, with_children
 		FROM skiff.captured_table WHERE queue_id = skiff.queue_id($1) ORDER BY 1, 2`, queue)
 	if err != nil {
 		return nil, wrap(err, "tables of queue "+queue, ErrNoQueue)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CapturedTable, error) {
 		var t CapturedTable
-		err := r.Scan(&t.Table.Schema, &t.Table.Name, &t.Where, &t.Key, &t.Layout)
+		err := r.Scan(&t.Table.Schema, &t.Table.Name, &t.Where, &t.Key, &t.Layout, &t.WithChildren)
 		return t, err
 	})
 	if err != nil {
@@ -1054,13 +1194,37 @@ type trigger struct {
 	key                []string
 	whereNew, whereOld string
 	pins               []pin
-	// keepTriggers: both triggers exist and call the function (triggersInPlace); only the
-	// function is replaced.
+
+	// withChildren: the capture of a partitioned table or inheritance parent. The function
+	// also serves the triggers of its partitions or children (one function, one layout: the
+	// parent's). A row of the parent, or of a child whose live columns carry the parent's
+	// names in the parent's order (aligned: a partition made with PARTITION OF, a child made
+	// with INHERITS and no column of its own — DDL on the parent keeps them so), is written as
+	// record_out(NEW), as a plain table's: rows written between a DDL on the parent and the
+	// refresh follow the new columns and decode like a plain table's (queue/plan.go). Any
+	// other child's row (a table attached with another column order, a child with columns of
+	// its own, or a child the function does not list yet) is built in the parent's column
+	// order by name, ROW(NEW."a", NEW."b", ...). A BEFORE TRUNCATE trigger (guardTrig) on
+	// each child, and on an inheritance parent, turns a TRUNCATE that empties part of the
+	// table (a partition, a child, the parent ONLY) into one delete per row; the AFTER
+	// TRUNCATE trigger writes the TRUNCATE event only when the whole table is emptied.
+	withChildren  bool
+	parentOID     uint32
+	columns       []string // the parent's live columns (withChildren)
+	aligned       []uint32 // the parent and its aligned descendants (withChildren)
+	whereRow      string   // the --where over the guard's loop record r (withChildren)
+	guardTrig     string
+	rowOnParent   bool // the row trigger goes on the table itself (not on a partitioned one before 11)
+	guardOnParent bool // the table has rows of its own and children: a guard on it too
+
+	// keepTriggers: the table's triggers exist and call the function (triggersInPlace); only
+	// the function is replaced.
 	keepTriggers bool
 }
 
-// ddl returns the statements that (re)create the function and the triggers, one statement
-// each (they are sent with pg.Exec, which refuses more).
+// ddl returns the statements that (re)create the function and the table's own triggers,
+// one statement each (they are sent with pg.Exec, which refuses more). The triggers of a
+// capture's children are childDDL's.
 func (t trigger) ddl() []string {
 	fn := "skiff." + change.QuoteIdent(t.funcName)
 	stmts := []string{
@@ -1070,14 +1234,91 @@ func (t trigger) ddl() []string {
 	if t.keepTriggers {
 		return stmts
 	}
-	return append(stmts,
+	stmts = append(stmts,
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.rowTrig)+` ON `+t.table.String(),
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.truncTrig)+` ON `+t.table.String(),
-		`CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER INSERT OR UPDATE OR DELETE ON `+t.table.String()+
-			` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`,
-		`CREATE TRIGGER `+change.QuoteIdent(t.truncTrig)+` AFTER TRUNCATE ON `+t.table.String()+
-			` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`,
 	)
+	if t.withChildren {
+		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.guardTrig)+` ON `+t.table.String())
+	}
+	if t.rowOnParent {
+		stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER INSERT OR UPDATE OR DELETE ON `+t.table.String()+
+			` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`)
+	}
+	stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.truncTrig)+` AFTER TRUNCATE ON `+t.table.String()+
+		` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`)
+	if t.guardOnParent {
+		stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.guardTrig)+` BEFORE TRUNCATE ON `+t.table.String()+
+			` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`)
+	}
+	return stmts
+}
+
+// childDDL returns the statements that give a partition or child of the table the capture's
+// row trigger (row) and its truncate guard (guard).
+func (t trigger) childDDL(child change.Table, row, guard bool) []string {
+	fn := "skiff." + change.QuoteIdent(t.funcName)
+	var stmts []string
+	if row {
+		stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER INSERT OR UPDATE OR DELETE ON `+child.String()+
+			` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`)
+	}
+	if guard {
+		stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.guardTrig)+` BEFORE TRUNCATE ON `+child.String()+
+			` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`)
+	}
+	return stmts
+}
+
+// alignedTest is the condition that the trigger fires on the parent or an aligned child:
+// its rows are record_out of the record itself.
+func (t trigger) alignedTest() string {
+	ids := make([]string, len(t.aligned))
+	for i, o := range t.aligned {
+		ids[i] = strconv.FormatUint(uint64(o), 10)
+	}
+	return "TG_RELID = ANY ('{" + strings.Join(ids, ",") + "}'::pg_catalog.oid[])"
+}
+
+// rowOf returns the row of a record variable as the layout orders it: the variable itself
+// for a plain table, ROW(v."a", v."b", ...) in the parent's column order for a capture with
+// children, for the rows of a child that is not aligned (its row type orders its columns
+// otherwise, or has more).
+func (t trigger) rowOf(v string) string {
+	if !t.withChildren {
+		return v
+	}
+	fields := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		fields[i] = v + "." + change.QuoteIdent(c)
+	}
+	return "ROW(" + strings.Join(fields, ", ") + ")"
+}
+
+// lockedByUs is the condition that this backend holds an ACCESS EXCLUSIVE lock on the
+// relation rel (an SQL expression of type oid), as TRUNCATE takes on every table it empties.
+func lockedByUs(rel string) string {
+	return "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.locktype = 'relation' AND l.relation = " + rel +
+		" AND l.pid = pg_catalog.pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted)"
+}
+
+// wholeTruncate is the condition, inside a TRUNCATE trigger, that the statement empties the
+// whole captured table: the table and each of its direct children are locked by this backend
+// (TRUNCATE of the parent locks all of them first; TRUNCATE of one child, or ONLY of the
+// parent, leaves some unlocked). A child truncated in a transaction that had already locked
+// the parent and all its siblings in ACCESS EXCLUSIVE mode would pass for the whole.
+func (t trigger) wholeTruncate() string {
+	p := "'" + strconv.FormatUint(uint64(t.parentOID), 10) + "'"
+	return "(" + lockedByUs(p) + "\n            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = " + p +
+		" AND NOT " + lockedByUs("i.inhrelid") + "))"
+}
+
+// underParent is the condition that the trigger's table is the captured table or one of its
+// descendants still: a guard left on a table detached since does nothing.
+func (t trigger) underParent() string {
+	p := "'" + strconv.FormatUint(uint64(t.parentOID), 10) + "'"
+	return "(EXISTS (WITH RECURSIVE up(rel) AS (SELECT TG_RELID UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i, up WHERE i.inhrelid = up.rel)" +
+		"\n            SELECT 1 FROM up WHERE up.rel = " + p + "))"
 }
 
 // recordText is the text form of a composite value, as the capture function writes it: the
@@ -1107,7 +1348,23 @@ func (t trigger) function() string {
 	seq := "skiff.event_" + q + "_id_seq"
 	lay := strconv.Itoa(int(t.layout))
 
-	b.WriteString("DECLARE\n    id bigint;\n    okey text;\nBEGIN\n")
+	b.WriteString("DECLARE\n    id bigint;\n    okey text;\n")
+	if t.withChildren {
+		b.WriteString("    r record;\n    nrow text;\n    orow text;\n")
+	}
+	b.WriteString("BEGIN\n")
+	if t.withChildren {
+		// NEW and OLD by the trigger's table: record_out of an aligned one; another is read by
+		// column name, in a statement of its own (a name is looked up when its statement
+		// runs first). NEW is unassigned in a DELETE, OLD in an INSERT.
+		fmt.Fprintf(&b, "    IF TG_LEVEL = 'ROW' THEN\n        IF %s THEN\n", t.alignedTest())
+		fmt.Fprintf(&b, "            IF TG_OP <> 'DELETE' THEN\n                nrow := %s;\n            END IF;\n", recordText("NEW"))
+		fmt.Fprintf(&b, "            IF TG_OP <> 'INSERT' THEN\n                orow := %s;\n            END IF;\n", recordText("OLD"))
+		b.WriteString("        ELSE\n")
+		fmt.Fprintf(&b, "            IF TG_OP <> 'DELETE' THEN\n                nrow := %s;\n            END IF;\n", recordText(t.rowOf("NEW")))
+		fmt.Fprintf(&b, "            IF TG_OP <> 'INSERT' THEN\n                orow := %s;\n            END IF;\n", recordText(t.rowOf("OLD")))
+		b.WriteString("        END IF;\n    END IF;\n")
+	}
 
 	newKey := make([]string, len(t.key))
 	oldKey := make([]string, len(t.key))
@@ -1143,30 +1400,34 @@ func (t trigger) function() string {
 		in := strings.Repeat("    ", depth)
 		fmt.Fprintf(&b, "%sIF NOT %s THEN\n%s    RETURN NULL;\n%sEND IF;\n", in, test(expr), in, in)
 	}
+	newRow, oldRow := recordText("NEW"), recordText("OLD")
+	if t.withChildren {
+		newRow, oldRow = "nrow", "orow"
+	}
 	// update emits an UPDATE event: ev_extra holds the old key when the update changed it.
 	update := func(depth int) {
 		in := strings.Repeat("    ", depth)
 		fmt.Fprintf(&b, "%sokey := %s;\n", in, recordText("ROW("+strings.Join(oldKey, ", ")+")"))
 		fmt.Fprintf(&b, "%sIF okey = %s THEN\n%s    okey := NULL;\n%sEND IF;\n", in,
 			recordText("ROW("+strings.Join(newKey, ", ")+")"), in, in)
-		emit(depth, "U", recordText("NEW"), "okey")
+		emit(depth, "U", newRow, "okey")
 	}
 
 	b.WriteString("    IF TG_OP = 'INSERT' THEN\n")
 	if t.whereNew != "" {
 		filter(2, t.whereNew)
 	}
-	emit(2, "I", recordText("NEW"), "NULL")
+	emit(2, "I", newRow, "NULL")
 	b.WriteString("    ELSIF TG_OP = 'UPDATE' THEN\n")
 	if t.whereNew != "" {
 		fmt.Fprintf(&b, "        IF %s THEN\n", test(t.whereNew))
 		fmt.Fprintf(&b, "            IF %s THEN\n", test(t.whereOld))
 		update(4)
 		b.WriteString("            ELSE\n")
-		emit(4, "I", recordText("NEW"), "NULL") // moved into the filter
+		emit(4, "I", newRow, "NULL") // moved into the filter
 		b.WriteString("            END IF;\n")
 		fmt.Fprintf(&b, "        ELSIF %s THEN\n", test(t.whereOld))
-		emit(3, "D", recordText("OLD"), "NULL") // moved out of the filter
+		emit(3, "D", oldRow, "NULL") // moved out of the filter
 		b.WriteString("        END IF;\n")
 	} else {
 		update(2)
@@ -1175,8 +1436,27 @@ func (t trigger) function() string {
 	if t.whereOld != "" {
 		filter(2, t.whereOld)
 	}
-	emit(2, "D", recordText("OLD"), "NULL")
-	b.WriteString("    ELSE\n")
+	emit(2, "D", oldRow, "NULL")
+	if t.withChildren {
+		// BEFORE TRUNCATE (the guard) of a child, or of an inheritance parent: when the
+		// statement empties only part of the table, each row it removes is a delete. The
+		// table is named by the trigger's variables, quoted: no name in the body.
+		b.WriteString("    ELSIF TG_WHEN = 'BEFORE' THEN\n")
+		fmt.Fprintf(&b, "        IF NOT %s\n            OR %s THEN\n            RETURN NULL;\n        END IF;\n", t.underParent(), t.wholeTruncate())
+		b.WriteString("        FOR r IN EXECUTE 'SELECT * FROM ONLY ' || pg_catalog.quote_ident(TG_TABLE_SCHEMA) || '.' || pg_catalog.quote_ident(TG_TABLE_NAME) LOOP\n")
+		if t.whereRow != "" {
+			fmt.Fprintf(&b, "            IF NOT %s THEN\n                CONTINUE;\n            END IF;\n", test(t.whereRow))
+		}
+		fmt.Fprintf(&b, "            IF %s THEN\n                orow := %s;\n            ELSE\n                orow := %s;\n            END IF;\n",
+			t.alignedTest(), recordText("r"), recordText(t.rowOf("r")))
+		emit(3, "D", "orow", "NULL")
+		b.WriteString("        END LOOP;\n")
+		// AFTER TRUNCATE of the table itself: one event when it emptied the whole table.
+		b.WriteString("    ELSE\n")
+		fmt.Fprintf(&b, "        IF NOT %s THEN\n            RETURN NULL;\n        END IF;\n", t.wholeTruncate())
+	} else {
+		b.WriteString("    ELSE\n")
+	}
 	emit(2, "T", "NULL", "NULL")
 	b.WriteString("    END IF;\n    RETURN NULL;\nEND;\n")
 	body := b.String()

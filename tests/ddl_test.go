@@ -72,8 +72,12 @@ func (d *ddlCase) worker(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	stop := func() { cancel(); wg.Wait() }
+	t.Cleanup(stop) // should runWorker stop half way
 	d.runWorker(t, ctx, &wg, "q")
+	// Cleanups run last in, first out: the worker stops before runWorker's connections are
+	// closed under it (pgx panics on a connection closed while in use).
+	t.Cleanup(stop)
 }
 
 // caughtUp ticks and waits until the target has applied that tick; on timeout it reports the

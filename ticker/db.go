@@ -320,6 +320,7 @@ func (d *database) jobs() jobs {
 	}
 	add("retry", cfg.RetrySchedule, d.retry)
 	add("rotate", cfg.MaintSchedule, d.rotateAndVacuum)
+	add("children", cfg.MaintSchedule, d.adoptChildren)
 	add("cleanup", cfg.CleanupSchedule, d.cleanup)
 	return js
 }
@@ -420,6 +421,46 @@ func (d *database) vacuum() error {
 	}
 	d.ok("vacuum")
 	d.t.m.maintenance.WithLabelValues(d.name, "vacuum").Inc()
+	return nil
+}
+
+// adoptChildren gives new partitions and inheritance children of captured tables their
+// capture triggers (and queues the rows they got before), and takes them back from tables
+// that left; each is logged.
+func (d *database) adoptChildren() error {
+	// A child adopted with many rows queues them all: bounded as a VACUUM is.
+	sctx, cancel := d.t.stepCtx(max(d.t.cfg.QueryTimeout, d.t.cfg.VacuumTimeout))
+	done, err := d.p.AdoptChildren(sctx)
+	cancel()
+	var failed error
+	for _, a := range done {
+		attrs := []any{"queue", a.Queue, "table", a.Parent.String(), "child", a.Child.String(), "triggers", a.Triggers}
+		switch {
+		case a.Err != nil:
+			if failed == nil {
+				failed = fmt.Errorf("capture child %s of %s: %w", a.Child, a.Parent, a.Err)
+			}
+		case a.Released:
+			d.log.Info("table no longer a child of a captured table: its capture triggers dropped", attrs...)
+		case a.Uncovered:
+			if failed == nil {
+				failed = fmt.Errorf("queue %s captures %s without its inheritance children, and the rows of its child %s are not replicated: "+
+					"run `skiff table add --refresh --key-not-unique %s` (once you know the key is unique across the children) to capture them", a.Queue, a.Parent, a.Child, a.Parent)
+			}
+		default:
+			d.log.Info("new child of a captured table: capture triggers created", append(attrs, "rows_queued", a.Rows)...)
+		}
+	}
+	if err == nil {
+		err = failed
+	}
+	if err != nil {
+		err = fmt.Errorf("capture new children: %w", err)
+		d.fail("children", err)
+		return err
+	}
+	d.ok("children")
+	d.t.m.maintenance.WithLabelValues(d.name, "children").Inc()
 	return nil
 }
 

@@ -3,6 +3,8 @@ package ticker
 import (
 	"context"
 	"time"
+
+	"github.com/skiffdb/skiff/queue"
 )
 
 // provider is what the ticker asks of one provider database, over the one connection of its
@@ -26,6 +28,10 @@ type provider interface {
 	TablesToVacuum(ctx context.Context) ([]string, error)
 	// Vacuum runs VACUUM on one table named by TablesToVacuum (outside any transaction).
 	Vacuum(ctx context.Context, table string) error
+	// AdoptChildren gives the partitions and inheritance children of tables captured with
+	// their children the capture triggers they lack, and takes them back from tables that left
+	// (queue.AdoptChildren): one entry per table it acted on.
+	AdoptChildren(ctx context.Context) ([]queue.Adopted, error)
 }
 
 // queueInfo is one queue as the ticker sees it.

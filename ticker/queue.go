@@ -76,3 +76,7 @@ func (p queueProvider) Vacuum(ctx context.Context, table string) error {
 	}
 	return nil
 }
+
+func (p queueProvider) AdoptChildren(ctx context.Context) ([]queue.Adopted, error) {
+	return queue.AdoptChildren(ctx, p.conn)
+}

@@ -17,7 +17,7 @@ func (e Every) Next(t time.Time) time.Time { return t.Add(time.Duration(e)) }
 
 // job is one maintenance step of one database on its schedule.
 type job struct {
-	name  string // "rotate", "retry", "cleanup", "vacuum": the step label of logs and metrics
+	name  string // "rotate", "children", "retry", "cleanup", "vacuum": the step label of logs and metrics
 	sched Schedule
 	run   func() error
 	next  time.Time

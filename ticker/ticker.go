@@ -46,7 +46,9 @@ type Config struct {
 	// read again, and the pending-events gauges refreshed (default 30s).
 	Rescan time.Duration
 	// MaintSchedule runs event-table rotation for every queue, then VACUUM of the tables
-	// skiff.maint_tables_to_vacuum() names. Nil disables it.
+	// skiff.maint_tables_to_vacuum() names; and, as a step of its own, gives new partitions
+	// and inheritance children of tables captured with their children their capture triggers
+	// (queue.AdoptChildren). Nil disables both.
 	MaintSchedule Schedule
 	// RetrySchedule moves due retry events back into their queues. Nil disables it.
 	RetrySchedule Schedule

@@ -124,7 +124,9 @@ func providerInstalled(ctx context.Context, pcfg *pgx.ConnConfig) error {
 }
 
 // addFilters sets each pair's Where and Key to its table's capture filter (--where) and key:
-// the target holds only the provider rows the filter keeps, and handlers see that key.
+// the target holds only the provider rows the filter keeps, and handlers see that key; and
+// SourceOnly when the capture does not cover the table's inheritance children (they are not
+// its rows on the target, and may be compared on their own).
 func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs []compare.Pair) error {
 	conn, err := pg.ConnectConfig(ctx, pcfg.Copy())
 	if err != nil {
@@ -141,7 +143,7 @@ func (c *CompareCmd) addFilters(ctx context.Context, pcfg *pgx.ConnConfig, pairs
 	for i := range pairs {
 		for _, t := range captured {
 			if t.Table == pairs[i].Source {
-				pairs[i].Where, pairs[i].Key = t.Where, t.Key
+				pairs[i].Where, pairs[i].Key, pairs[i].SourceOnly = t.Where, t.Key, !t.WithChildren
 			}
 		}
 	}

@@ -158,3 +158,35 @@ func TestCompareOneSubscription(t *testing.T) {
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "nobody")
 }
+
+// TestCompareInheritanceRowsOnce: each captured table is read once. A table captured on its
+// own (without its inheritance children, which came later and are captured on their own) is
+// compared with ONLY: its children's rows are not counted again under it. A table captured
+// with its children is compared whole, against a target that holds them all in one table.
+func TestCompareInheritanceRowsOnce(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{"init", "provider", "--db", p}, &out, &errOut), errOut.String())
+	_, err := pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE alone (id int PRIMARY KEY, v text)`)
+	require.NoError(t, err)
+	require.Equal(t, 0, run([]string{"table", "add", "--db", p, "--queue", "q", "alone"}, &out, &errOut), errOut.String())
+	_, err = pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE alone_kid (PRIMARY KEY (id)) INHERITS (alone);
+		INSERT INTO alone VALUES (1, 'a'), (2, 'b'); INSERT INTO alone_kid VALUES (10, 'k'), (11, 'k');
+		CREATE TABLE whole (id int PRIMARY KEY, v text); CREATE TABLE whole_kid (extra int) INHERITS (whole);
+		INSERT INTO whole VALUES (1, 'a'); INSERT INTO whole_kid VALUES (10, 'k', 7)`)
+	require.NoError(t, err)
+	require.Equal(t, 0, run([]string{"table", "add", "--db", p, "--queue", "q", "alone_kid"}, &out, &errOut), errOut.String())
+	require.Equal(t, 0, run([]string{"table", "add", "--db", p, "--queue", "q", "--key-not-unique", "whole"}, &out, &errOut), errOut.String())
+	_, err = pgtest.Connect(t, tg).Exec(ctx, `CREATE TABLE alone (id int PRIMARY KEY, v text); CREATE TABLE alone_kid (id int PRIMARY KEY, v text);
+		INSERT INTO alone VALUES (1, 'a'), (2, 'b'); INSERT INTO alone_kid VALUES (10, 'k'), (11, 'k');
+		CREATE TABLE whole (id int PRIMARY KEY, v text); INSERT INTO whole VALUES (1, 'a'), (10, 'k')`)
+	require.NoError(t, err)
+	out.Reset()
+	require.Equal(t, 0, run([]string{"compare", "--provider", p, "--target", tg, "--queue", "q"}, &out, &errOut), out.String()+errOut.String())
+	require.Regexp(t, `"public"."alone"\s+equal \(2 rows\)`, out.String())
+	require.Regexp(t, `"public"."alone_kid"\s+equal \(2 rows\)`, out.String())
+	require.Regexp(t, `"public"."whole"\s+equal \(2 rows\)`, out.String())
+}

@@ -54,7 +54,8 @@ func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription,
 
 // captureOf returns how a queue captures a table for the copier: its --where and key, read
 // from the provider (in the copy's own snapshot too), so that the copy holds the rows the
-// capture queues and its handlers see the key events carry.
+// capture queues and its handlers see the key events carry; and whether the capture covers
+// the table's inheritance children, whose rows are then copied with it (else ONLY).
 func captureOf(queueName string) func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
 	return func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
 		tables, err := queue.Tables(ctx, prov, queueName)
@@ -62,9 +63,17 @@ func captureOf(queueName string) func(ctx context.Context, prov *pgx.Conn, t cop
 			return copier.Captured{}, err
 		}
 		for _, ct := range tables {
-			if ct.Table == t.Source {
-				return copier.Captured{Where: ct.Where, Key: ct.Key}, nil
+			if ct.Table != t.Source {
+				continue
 			}
+			if ct.WithChildren {
+				// A child without its triggers in this snapshot: the copy would hold rows
+				// whose later delete or TRUNCATE queues no event. Fail; the copy is retried.
+				if err := queue.CheckChildren(ctx, prov, queueName, ct.Table); err != nil {
+					return copier.Captured{}, fmt.Errorf("copy of %s must wait: %w", ct.Table, err)
+				}
+			}
+			return copier.Captured{Where: ct.Where, Key: ct.Key, Only: !ct.WithChildren}, nil
 		}
 		return copier.Captured{}, nil
 	}

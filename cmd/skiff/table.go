@@ -26,7 +26,7 @@ type TableAddCmd struct {
 	Queue            string   `help:"Queue (table group) to capture into; created when missing (and said so)." required:""`
 	Where            string   `help:"Capture only rows for which this SQL condition over the table's columns is true."`
 	Key              []string `help:"Columns identifying a row, for a table without a primary key (comma-separated); a non-deferrable unique index over NOT NULL columns must keep them unique." sep:","`
-	KeyNotUnique     bool     `help:"Accept --key columns no unique index keeps unique: you guarantee no two rows ever share a key (else replay updates or deletes the wrong rows)."`
+	KeyNotUnique     bool     `help:"Accept a key no unique index keeps unique: --key columns without such an index, or the key (primary key or --key) of a table with inheritance children (or of a partitioned table before PostgreSQL 11), which no index can keep unique across them. You guarantee no two rows ever share a key (else replay updates or deletes the wrong rows)."`
 	Refresh          bool     `help:"Regenerate the trigger and layout of tables already captured (after ALTER TABLE), or change their --where/--key."`
 	NoSequences      bool     `help:"Do not capture the sequences the tables' inserts draw from (serial and identity columns, DEFAULT nextval(...)); captured by default so that the target's stand where the provider's do at cut-over."`
 	AlsoInOtherQueue bool     `help:"Capture a table even when another queue captures it already (each queue then gets every write)."`
@@ -71,8 +71,11 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 			fmt.Fprintf(out, "created queue %s\n", c.Queue)
 		}
 		also := ""
+		if res.WithChildren {
+			also = ", with its partitions or children"
+		}
 		if len(res.OtherQueues) > 0 {
-			also = "; also captured by queue " + strings.Join(res.OtherQueues, ", ")
+			also += "; also captured by queue " + strings.Join(res.OtherQueues, ", ")
 		}
 		switch {
 		case res.Unchanged && res.Sequence:
@@ -82,7 +85,7 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 		case res.Sequence:
 			fmt.Fprintf(out, "sequence %s: captured by queue %s\n", res.Table, c.Queue)
 		case res.Refreshed:
-			fmt.Fprintf(out, "table %s: trigger regenerated in queue %s (layout %d)\n", res.Table, c.Queue, res.Layout)
+			fmt.Fprintf(out, "table %s: trigger regenerated in queue %s (layout %d%s)\n", res.Table, c.Queue, res.Layout, also)
 			if res.RenamedFrom != (change.Table{}) {
 				fmt.Fprintf(out, "table %s was renamed from %s: its events carry the new name from now on; "+
 					"subscriptions route it with skiff subscribe --table %s:DEST --no-copy (events of a table not subscribed are ignored)\n",
@@ -90,6 +93,12 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 			}
 		default:
 			fmt.Fprintf(out, "table %s: captured by queue %s (layout %d%s)\n", res.Table, c.Queue, res.Layout, also)
+		}
+		for _, a := range res.Children {
+			if a.Rows > 0 {
+				fmt.Fprintf(out, "table %s: %d rows written while it had no capture trigger queued (%s captures it with its children)\n",
+					a.Child, a.Rows, res.Table)
+			}
 		}
 		for _, s := range res.Sequences {
 			fmt.Fprintf(out, "sequence %s: captured by queue %s (used by table %s)\n", s, c.Queue, res.Table)

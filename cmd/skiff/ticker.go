@@ -20,7 +20,7 @@ type TickerCmd struct {
 	MetricsAddr     string        `help:"Serve Prometheus metrics on this address (e.g. :9187); empty disables." default:""`
 	Poll            time.Duration `help:"How often each queue is offered a tick; its thresholds in the database decide whether it ticks." default:"100ms"`
 	Rescan          time.Duration `help:"How often the queue list (and with --all-databases the database list) is read again." default:"30s"`
-	MaintSchedule   string        `help:"When to rotate event tables and VACUUM skiff's hot tables: a cron expression (5 or 6 fields) or @every DURATION; 'off' disables. Every maintenance step also runs once at start." default:"@every 30s"`
+	MaintSchedule   string        `help:"When to rotate event tables, VACUUM skiff's hot tables and give new partitions or inheritance children of captured tables their capture triggers: a cron expression (5 or 6 fields) or @every DURATION; 'off' disables. Every maintenance step also runs once at start." default:"@every 30s"`
 	RetrySchedule   string        `help:"When to move due retry events back into their queues (cron or @every; 'off' disables)." default:"@every 30s"`
 	CleanupSchedule string        `help:"When to delete ticks no consumer needs (cron or @every; 'off' disables)." default:"@every 1m"`
 	QueryTimeout    time.Duration `help:"Timeout of every statement but VACUUM." default:"10s"`

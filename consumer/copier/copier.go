@@ -133,6 +133,12 @@ type Captured struct {
 	// Key lists the key columns events carry (--key, else the primary key); empty means the
 	// primary key.
 	Key []string
+	// Only: the capture covers the table's own rows, not its inheritance children's (a
+	// capture made before skiff captured children, or a table added before it had any): it is
+	// copied without them (ONLY), as its trigger captures it. Otherwise a table is copied
+	// whole: a partitioned table, or one captured with its children, with each of their rows
+	// once.
+	Only bool
 }
 
 // Result is the outcome of one table's copy.
@@ -416,14 +422,16 @@ func reportProgress(ctx context.Context, cfg Config, t Table, st *tableProgress,
 func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, st *tableProgress) error {
 	out := "COPY (" + p.sel.SQL() + ") TO STDOUT"
 	// A plain table whose columns go unchanged is read by COPY directly (a heap scan, no
-	// executor: faster); a partitioned one (or anything else) through a query.
+	// executor: faster; COPY reads the table without its inheritance children); a
+	// partitioned one, one copied with its children (or anything else) through a query.
 	var relkind string
-	if err := prov.QueryRow(ctx, `SELECT c.relkind::text FROM pg_catalog.pg_class c
+	var children bool
+	if err := prov.QueryRow(ctx, `SELECT c.relkind::text, c.relhassubclass FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
-		schemaOf(p.sel.Source), p.sel.Source.Name).Scan(&relkind); err != nil {
+		schemaOf(p.sel.Source), p.sel.Source.Name).Scan(&relkind, &children); err != nil {
 		return fmt.Errorf("provider: relation kind of %s: %w", p.sel.Source, err)
 	}
-	if relkind == "r" && p.sel.Plain() {
+	if relkind == "r" && p.sel.Plain() && (p.sel.Only || !children) {
 		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
 	}
 	in := "COPY " + p.dest.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"

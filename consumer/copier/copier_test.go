@@ -356,3 +356,48 @@ func TestCopyErrors(t *testing.T) {
 	require.NoError(t, pgtest.Connect(t, tg).QueryRow(ctx, `SELECT count(*) FROM t WHERE id = -1`).Scan(&n))
 	require.Equal(t, 1, n)
 }
+
+// TestCopyInheritanceParent: an inheritance parent whose capture covers its children is copied
+// with their rows (once each, in the parent's columns); one captured alone (Captured.Only) is
+// copied without them, filtered or not; a partitioned table is
+// copied whole.
+func TestCopyInheritanceParent(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	_, err := pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE h (id int PRIMARY KEY, v text);
+		CREATE TABLE h_a (extra int) INHERITS (h);
+		INSERT INTO h VALUES (1, 'parent'), (2, 'parent'); INSERT INTO h_a VALUES (10, 'child', 7), (11, 'child', 8);
+		CREATE TABLE m (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+		CREATE TABLE m1 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+		INSERT INTO m VALUES (1, '2024-01-02'), (2, '2024-01-03')`)
+	require.NoError(t, err)
+	_, err = pgtest.Connect(t, tg).Exec(ctx, `CREATE TABLE whole (id int PRIMARY KEY, v text);
+		CREATE TABLE alone (id int PRIMARY KEY, v text); CREATE TABLE filtered (id int PRIMARY KEY, v text);
+		CREATE TABLE m (id int, d date, PRIMARY KEY (id, d))`)
+	require.NoError(t, err)
+	pc, tc := configs(t, p, tg)
+	tb := func(n string) change.Table { return change.Table{Schema: "public", Name: n} }
+	cfg := copier.Config{Provider: pc, Target: tc,
+		Capture: func(_ context.Context, _ *pgx.Conn, t copier.Table) (copier.Captured, error) {
+			switch t.Dest {
+			case tb("alone"):
+				return copier.Captured{Only: true}, nil
+			case tb("filtered"):
+				return copier.Captured{Only: true, Where: "id > 1"}, nil
+			}
+			return copier.Captured{}, nil
+		},
+	}
+	res, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tb("h"), Dest: tb("whole")}, {Source: tb("h"), Dest: tb("alone")},
+		{Source: tb("h"), Dest: tb("filtered")}, {Source: tb("m"), Dest: tb("m")}})
+	require.NoError(t, err)
+	require.EqualValues(t, []int64{4, 2, 1, 2}, []int64{res[0].Rows, res[1].Rows, res[2].Rows, res[3].Rows})
+	rows, err := pgtest.Connect(t, tg).Query(ctx, `SELECT 'whole ' || id FROM whole UNION ALL SELECT 'alone ' || id FROM alone
+		UNION ALL SELECT 'filtered ' || id FROM filtered ORDER BY 1`)
+	require.NoError(t, err)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"alone 1", "alone 2", "filtered 2", "whole 1", "whole 10", "whole 11", "whole 2"}, got)
+}

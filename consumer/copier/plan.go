@@ -82,6 +82,7 @@ func (p *plan) capture(ctx context.Context, cfg Config, prov, tgt *pgx.Conn) err
 		p.key = p.pkey
 	}
 	sel := handlers.NewSelect(p.t.Source, p.src, p.key)
+	sel.Only = c.Only
 	if p.where != "" {
 		sel.Where = append(sel.Where, p.where)
 	}
@@ -202,7 +203,7 @@ func quoteList(names []string) string {
 // when other tables' foreign keys reference it).
 func (p *plan) transform(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, tgt *pgx.Conn, st *tableProgress) error {
 	_, err := rowcopy.Run(ctx, rowcopy.Config{
-		Provider: prov, Source: p.t.Source, Columns: p.names(), Key: p.key, Where: p.where, Handler: p.h,
+		Provider: prov, Source: p.t.Source, Only: p.sel.Only, Columns: p.names(), Key: p.key, Where: p.where, Handler: p.h,
 		Target: ttx,
 		Dest: func(ctx context.Context, t change.Table) (change.Table, []string, error) {
 			if t == p.dest {

@@ -34,6 +34,9 @@ type Config struct {
 	// Where is a boolean SQL condition over the table's columns (a NULL counts as false), ""
 	// for every row: the capture's --where.
 	Where string
+	// Only reads Source without its inheritance children (FROM ONLY): its capture covers the
+	// table's own rows only.
+	Only bool
 	// Handler is the table's handler chain (handlers.Registry.ForRoute).
 	Handler handlers.Handler
 	// Target is the transaction the rows are written in.
@@ -62,7 +65,11 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	for i, n := range cfg.Columns {
 		quoted[i] = change.QuoteIdent(n)
 	}
-	q := "SELECT " + strings.Join(quoted, ", ") + " FROM " + cfg.Source.String()
+	from := cfg.Source.String()
+	if cfg.Only {
+		from = "ONLY " + from
+	}
+	q := "SELECT " + strings.Join(quoted, ", ") + " FROM " + from
 	if cfg.Where != "" {
 		q += " WHERE coalesce((" + cfg.Where + "), false)"
 	}
