@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,8 +99,11 @@ func tableManager(cfg copier.Config, queueName, consumerName string, log *slog.L
 	}
 }
 
-// sequences reads the queue's sequences and their last values on the provider.
-func (t *tickSnapshots) sequences(ctx context.Context) ([]copier.SequenceValue, error) {
+// sequences reads, on the provider, the sequences the queue captures that belong on a target
+// whose subscription replicates sources — those the sources draw from and those no table of
+// the queue draws from — with their last values. Which sequences the queue's tables draw from
+// is looked up again at most once a minute (it changes with DDL only).
+func (t *tickSnapshots) sequences(ctx context.Context, sources []change.Table) ([]copier.SequenceValue, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.ensure(ctx); err != nil {
@@ -109,9 +113,31 @@ func (t *tickSnapshots) sequences(ctx context.Context) ([]copier.SequenceValue, 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]copier.SequenceValue, len(seqs))
-	for i, s := range seqs {
-		out[i] = copier.SequenceValue{Sequence: change.Table{Schema: s.Schema, Name: s.Name}, LastValue: s.LastValue}
+	if t.usedBy == nil || time.Since(t.usedAt) > time.Minute {
+		tables, err := queue.Tables(ctx, t.conn, t.queue)
+		if err != nil {
+			return nil, err
+		}
+		used := map[change.Table][]change.Table{}
+		for _, ct := range tables {
+			seqs, err := queue.TableSequences(ctx, t.conn, ct.Table)
+			if err != nil {
+				return nil, err
+			}
+			for _, sq := range seqs {
+				used[sq] = append(used[sq], ct.Table)
+			}
+		}
+		t.usedBy, t.usedAt = used, time.Now()
+	}
+	var out []copier.SequenceValue
+	for _, s := range seqs {
+		sq := change.Table{Schema: s.Schema, Name: s.Name}
+		users, used := t.usedBy[sq]
+		if used && !slices.ContainsFunc(users, func(u change.Table) bool { return slices.Contains(sources, u) }) {
+			continue // another subscription's table's sequence
+		}
+		out = append(out, copier.SequenceValue{Sequence: sq, LastValue: s.LastValue})
 	}
 	return out, nil
 }
@@ -123,6 +149,9 @@ type tickSnapshots struct {
 	queue string
 	mu    sync.Mutex
 	conn  *pgx.Conn
+	// usedBy: the queue's tables that draw from each sequence, read at usedAt.
+	usedBy map[change.Table][]change.Table
+	usedAt time.Time
 }
 
 func (t *tickSnapshots) get(ctx context.Context, tick int64) (string, bool, error) {

@@ -26,11 +26,13 @@ type Manager struct {
 	// TickSnapshot returns the txid snapshot of a tick of the subscription's queue on the
 	// provider (queue.TickSnapshot); ok false when the tick is gone.
 	TickSnapshot func(ctx context.Context, tick int64) (snap string, ok bool, err error)
-	// Sequences, when set, returns the provider's sequences the queue carries with their last
-	// values (queue.GetSequences); the manager moves each target sequence of the same name
-	// forward to at least that value, so that after catch-up the target's sequences are not
-	// behind the provider's.
-	Sequences func(ctx context.Context) ([]SequenceValue, error)
+	// Sequences, when set, returns the provider's sequences the queue carries that belong on
+	// this target, with their last values (queue.GetSequences): those the subscription's
+	// source tables draw from, given, and those no table of the queue draws from (another
+	// target's tables' sequences are not this target's). The manager moves each target
+	// sequence of the same name forward to at least that value, so that after catch-up the
+	// target's sequences are not behind the provider's.
+	Sequences func(ctx context.Context, sources []change.Table) ([]SequenceValue, error)
 	// Interval is how often the target is looked at; 0 means 2 s.
 	Interval time.Duration
 	// Log receives the manager's messages; nil discards them.
@@ -197,7 +199,11 @@ type SequenceValue struct {
 // syncSequences moves every target sequence forward to the provider's last value. It never
 // moves one back: values the target handed out stay unique.
 func (m *Manager) syncSequences(ctx context.Context, conn *pgx.Conn) error {
-	seqs, err := m.Sequences(ctx)
+	sources, err := m.Sub.Sources(ctx, conn)
+	if err != nil {
+		return err
+	}
+	seqs, err := m.Sequences(ctx, sources)
 	if err != nil {
 		return err
 	}

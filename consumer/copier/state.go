@@ -118,6 +118,24 @@ func (s Subscription) Resync(ctx context.Context, conn db, t change.Table) (bool
 	return tag.RowsAffected() > 0, nil
 }
 
+// Sources lists the provider tables the subscription replicates, whatever their state.
+func (s Subscription) Sources(ctx context.Context, conn db) ([]change.Table, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT source_schema, source_name FROM skiff.table_state ts
+		WHERE `+subWhere+` ORDER BY 1, 2`, s.Queue, s.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("subscribed tables: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (change.Table, error) {
+		var t change.Table
+		err := r.Scan(&t.Schema, &t.Name)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribed tables: %w", err)
+	}
+	return out, nil
+}
+
 // ToCopy lists the subscription's tables in state copying, with their handlers.
 func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
 	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name,
