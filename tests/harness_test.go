@@ -222,6 +222,33 @@ func (p *pair) caughtUp(t testing.TB, timeout time.Duration, queues ...string) {
 	}
 }
 
+// sequencesSynced waits until every sequence queue q captures that the target has is at
+// least at the provider's value: a running `skiff worker`'s table manager moves them forward
+// every 2 s, after the batches, so a compare right after caughtUp may still see one BEHIND.
+// (The provider's writers must have stopped.)
+func (p *pair) sequencesSynced(t testing.TB, timeout time.Duration, q string) {
+	t.Helper()
+	ctx := context.Background()
+	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
+	seqs, err := queue.GetSequences(ctx, prov, q)
+	require.NoError(t, err)
+	for _, s := range seqs {
+		name := pgx.Identifier{s.Schema, s.Name}.Sanitize()
+		var exists bool
+		require.NoError(t, tgt.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'S')`, s.Schema, s.Name).Scan(&exists))
+		if !exists || !s.Called {
+			continue
+		}
+		pgtest.Eventually(t, timeout, "target sequence "+name+" reaches the provider's value", func() bool {
+			var last int64
+			require.NoError(t, tgt.QueryRow(ctx, `SELECT last_value FROM `+name).Scan(&last))
+			return last >= s.LastValue
+		})
+	}
+}
+
 // inSync waits until every subscribed table is in sync. Promotion needs an applied tick whose
 // snapshot shows every transaction the copy could hold as finished; on an idle queue the next
 // tick may be ticker_idle_period (60 s) away, so it forces one now and then while it waits.

@@ -113,6 +113,7 @@ func (r familyRun) run(t *testing.T, provVersion, tgtVersion string) {
 	t.Logf("%d writer transactions", txs.Load())
 	p.inSync(t, 2*time.Minute, r.queue)
 	p.caughtUp(t, 2*time.Minute, r.queue)
+	p.sequencesSynced(t, time.Minute, r.queue)
 
 	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", r.queue)
 	require.NoError(t, err, out)
@@ -364,6 +365,7 @@ func testPagilaPayment(t *testing.T, schema, data, provVersion, tgtVersion strin
 	t.Logf("%d writer transactions", txs.Load())
 	p.inSync(t, 2*time.Minute, "pay")
 	p.caughtUp(t, 2*time.Minute, "pay")
+	p.sequencesSynced(t, time.Minute, "pay")
 
 	var inAugust int
 	require.NoError(t, tgt.QueryRow(context.Background(), `SELECT count(*) FROM payment_rest`).Scan(&inAugust))
@@ -546,6 +548,7 @@ func TestCopyWaitsForNewChild(t *testing.T) {
 			exec1(t, prov, `INSERT INTO h_new VALUES (31, 'after')`)
 			p.inSync(t, 2*time.Minute, "q")
 			p.caughtUp(t, time.Minute, "q")
+			p.sequencesSynced(t, time.Minute, "q")
 			out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "q")
 			require.NoError(t, err, out)
 			p.compare(t, "public.h")
