@@ -91,3 +91,49 @@ func TestNextBatchWokenByTick(t *testing.T) {
 		})
 	}
 }
+
+// TestTickerCountsLateEvents: the events of a transaction that was running when the last tick
+// was taken are pending once it commits, though their ids are not above the tick's: the queue
+// ticks at ticker_max_lag, not at ticker_idle_period (which would leave the tail of a burst of
+// writes waiting a minute), and the batch holds them. Then nothing is due any more.
+func TestTickerCountsLateEvents(t *testing.T) {
+	t.Parallel()
+	for _, v := range pgtest.Majors() {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			p := setupQueue(t, v, "c1")
+			c := p.conn(t)
+			require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxLag, "0"))
+			require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerIdlePeriod, "1 hour"))
+			require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxEvents, "1000000"))
+
+			w := p.conn(t)
+			tx, err := w.Begin(ctx)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1, 'in flight at the tick')`)
+			require.NoError(t, err)
+			_, ok, err := Tick(ctx, c, "q")
+			require.NoError(t, err)
+			require.True(t, ok, "an event pending")
+			require.NoError(t, tx.Commit(ctx))
+
+			src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c1"})
+			require.NoError(t, err)
+			_, evs := readBatch(t, src)
+			require.Empty(t, evs, "the transaction had not committed at the tick")
+
+			late, ok, err := Tick(ctx, c, "q")
+			require.NoError(t, err)
+			require.True(t, ok, "the committed transaction's event is pending at ticker_max_lag")
+			b, evs := readBatch(t, src)
+			require.Equal(t, late, b.End.Tick)
+			require.Equal(t, []string{"1"}, ids(evs))
+
+			_, ok, err = Tick(ctx, c, "q")
+			require.NoError(t, err)
+			require.False(t, ok, "nothing pending after the late tick")
+		})
+	}
+}
