@@ -24,9 +24,10 @@ UPDATE skiff.queue SET queue_ticker_max_lag = '100 milliseconds'
 -- tick) waited for ticker_idle_period (a minute) when no event came after it. A transaction
 -- running at the tick is in its snapshot's xip or at or above its xmax (the latest completed
 -- txid + 1: a writer's txid can be above it); its events are visible now if it has committed.
--- Such an event is in no batch yet. The event tables are probed (their (ev_txid, ev_id)
--- index) only when some such transaction has finished: the heuristic skips the ticker's own
--- tick transaction, so an idle database costs no probe.
+-- Such an event is in no batch yet. The three event tables are probed (their (ev_txid, ev_id)
+-- index, one statement) only when some such transaction has finished; the ticker's own tick
+-- transaction is skipped, so a cluster with no other writes costs no probe. With writes
+-- elsewhere in the cluster, an idle queue's poll probes: ≈ 0.2 ms more a call, measured.
 CREATE FUNCTION skiff.tick_has_late_events(i_queue_id integer, i_snap txid_snapshot) RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -35,6 +36,7 @@ DECLARE
     lo    bigint := txid_snapshot_xmax(i_snap);
     hi    bigint := txid_snapshot_xmax(txid_current_snapshot());
     n     integer;
+    q_sql text;
     hit   boolean;
 BEGIN
     cands := ARRAY(SELECT x FROM txid_snapshot_xip(i_snap) x WHERE txid_visible_in_snapshot(x, cur));
@@ -45,14 +47,17 @@ BEGIN
         cands := '{}';
     END IF;
     FOR n IN 0..2 LOOP
-        EXECUTE 'SELECT EXISTS (SELECT 1 FROM ' || skiff.event_table_name(i_queue_id, n)
-             || ' WHERE ev_txid = ANY ($1) OR (ev_txid >= $2 AND ev_txid < $3'
-             || ' AND txid_visible_in_snapshot(ev_txid, $4)))' INTO hit USING cands, lo, hi, cur;
-        IF hit THEN
-            RETURN true;
+        IF q_sql IS NULL THEN
+            q_sql := 'SELECT ';
+        ELSE
+            q_sql := q_sql || ' OR ';
         END IF;
+        q_sql := q_sql || 'EXISTS (SELECT 1 FROM ' || skiff.event_table_name(i_queue_id, n)
+            || ' WHERE ev_txid = ANY ($1) OR (ev_txid >= $2 AND ev_txid < $3'
+            || ' AND txid_visible_in_snapshot(ev_txid, $4)))';
     END LOOP;
-    RETURN false;
+    EXECUTE q_sql INTO hit USING cands, lo, hi, cur;
+    RETURN hit;
 END;
 $$;
 -- +goose StatementEnd
