@@ -39,16 +39,16 @@ type size struct {
 	ApplyRows      int     // changes in the apply backlog
 	TxnRows        int     // rows per provider transaction when building a backlog
 	CopyMB         float64 // size of the initial-copy table
-	LagRate        int     // provider transactions per second while measuring lag
+	LagRates       []int   // provider transactions per second while measuring lag, one measurement each
 	LagTime        time.Duration
 	BigTxRows      int // rows inserted, then updated, in the one provider transaction of "bigtx"
 }
 
 var sizes = map[string]size{
 	"quick": {Name: "quick", Reps: 3, PgbenchScale: 5, PgbenchTime: 8 * time.Second, PgbenchClients: 8,
-		BulkRows: 100_000, ApplyRows: 100_000, TxnRows: 200, CopyMB: 200, LagRate: 200, LagTime: 10 * time.Second, BigTxRows: 200_000},
+		BulkRows: 100_000, ApplyRows: 100_000, TxnRows: 200, CopyMB: 200, LagRates: []int{200, 2000}, LagTime: 10 * time.Second, BigTxRows: 200_000},
 	"full": {Name: "full", Reps: 5, PgbenchScale: 20, PgbenchTime: 30 * time.Second, PgbenchClients: 8,
-		BulkRows: 1_000_000, ApplyRows: 1_000_000, TxnRows: 200, CopyMB: 2000, LagRate: 500, LagTime: 60 * time.Second, BigTxRows: 1_000_000},
+		BulkRows: 1_000_000, ApplyRows: 1_000_000, TxnRows: 200, CopyMB: 2000, LagRates: []int{200, 2000}, LagTime: 60 * time.Second, BigTxRows: 1_000_000},
 }
 
 // config is the command line.

@@ -112,7 +112,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 		}
 		s.listening = true
 	}
-	for {
+	for waited := false; ; waited = true {
 		id, ok, err := NextBatch(ctx, s.conn, s.cfg.Queue, s.cfg.Consumer, s.cfg.MaxEvents)
 		if err != nil {
 			return change.Batch{}, err
@@ -132,13 +132,19 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 				EndTime: info.TickTime,
 			}, nil
 		}
+		if !waited {
+			s.log.Debug("no batch ready: waiting for a tick")
+		}
 		if err := s.wait(ctx); err != nil {
 			return change.Batch{}, err
 		}
 	}
 }
 
-// wait returns after a tick's notification or the poll interval, whichever comes first.
+// wait returns after a tick's notification or the poll interval, whichever comes first. The
+// notification is what keeps lag low: the ticker's NOTIFY skiff_tick is delivered when the
+// tick commits (or is already buffered, if it came during a query), so the batch is asked for
+// at once; the poll interval only bounds the wait when a notification is lost.
 func (s *Source) wait(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.PollInterval)
 	defer cancel()

@@ -174,7 +174,15 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 		case <-ctx.Done():
 			return true, nil
 		case <-poll.C:
-			err = d.poll()
+			var ticked bool
+			ticked, err = d.poll()
+			if ticked {
+				// The next polls fall whole Polls after this tick was cut, never just before:
+				// a queue whose ticker_max_lag is a multiple of Poll (100 ms both, by default)
+				// ticks again at the first poll its threshold allows, about max_lag after
+				// this one, not a Poll later than that.
+				poll.Reset(cfg.Poll)
+			}
 			if err == nil {
 				healthy = true
 				if atStart {
@@ -267,8 +275,8 @@ func (d *database) refresh() error {
 	return nil
 }
 
-// poll offers every queue a tick.
-func (d *database) poll() error {
+// poll offers every queue a tick; ticked says some queue got one.
+func (d *database) poll() (ticked bool, err error) {
 	now := d.t.now()
 	if len(d.names) > 0 {
 		sctx, cancel := d.t.stepCtx(d.t.cfg.QueryTimeout)
@@ -282,13 +290,14 @@ func (d *database) poll() error {
 				before := len(d.queues)
 				if d.refresh() == nil && len(d.queues) < before {
 					d.log.Debug("a queue was dropped during the poll", "error", err)
-					return nil
+					return false, nil
 				}
 			}
 			d.fail("tick", err)
-			return err
+			return false, err
 		}
 		d.ok("tick")
+		ticked = len(ticks) > 0
 		for _, tk := range ticks {
 			if qs, ok := d.queues[tk.Queue]; ok {
 				qs.lastTick = now
@@ -298,7 +307,7 @@ func (d *database) poll() error {
 		}
 	}
 	d.updateSinceTick(now)
-	return nil
+	return ticked, nil
 }
 
 func (d *database) updateSinceTick(now time.Time) {

@@ -40,7 +40,10 @@ type Config struct {
 	// schema) later are picked up at the next rescan.
 	AllDatabases bool
 	// Poll is how often each database's queues are offered a tick (default 100ms). A queue
-	// ticks only when its thresholds say so; Poll bounds the lag the ticker adds.
+	// ticks only when its thresholds say so; Poll bounds the lag the ticker adds. A poll that
+	// ticks re-phases the next ones to start from it, so that a queue whose ticker_max_lag is
+	// a multiple of Poll (100ms both, by default) ticks every max_lag plus a round trip while
+	// events keep coming, not every max_lag + Poll.
 	Poll time.Duration
 	// Rescan is how often the list of queues (and with AllDatabases the list of databases) is
 	// read again, and the pending-events gauges refreshed (default 30s).

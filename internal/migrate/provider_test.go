@@ -71,3 +71,63 @@ func TestProviderUpgradeAndDowngrade(t *testing.T) {
 		})
 	}
 }
+
+// TestProviderTickerMaxLagDefault: version 7 makes 100 ms the default ticker_max_lag of new
+// queues and moves queues still at the old default (500 ms) to it; a queue set to another
+// value keeps it. Going down restores 500 ms by the same rule.
+func TestProviderTickerMaxLagDefault(t *testing.T) {
+	t.Parallel()
+	for _, v := range pgtest.Majors() {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := pgtest.Shared(t, v).NewDB(t)
+			cfg, err := pg.ParseConfig(url, "skiff-test")
+			require.NoError(t, err)
+			conn, err := pg.Connect(ctx, url, "skiff-test")
+			require.NoError(t, err)
+			defer conn.Close(ctx)
+			exec := func(sql string) {
+				t.Helper()
+				_, err := conn.Exec(ctx, sql)
+				require.NoError(t, err, sql)
+			}
+			maxLag := func() map[string]float64 {
+				t.Helper()
+				rows, err := conn.Query(ctx, `SELECT queue_name, extract(epoch FROM queue_ticker_max_lag)::float8 FROM skiff.queue`)
+				require.NoError(t, err)
+				m := map[string]float64{}
+				for rows.Next() {
+					var q string
+					var s float64
+					require.NoError(t, rows.Scan(&q, &s))
+					m[q] = s
+				}
+				require.NoError(t, rows.Err())
+				return m
+			}
+
+			_, err = upTo(ctx, cfg, Provider, 5)
+			require.NoError(t, err)
+			exec(`SELECT skiff.create_queue('old_default')`)
+			exec(`SELECT skiff.create_queue('custom')`)
+			exec(`SELECT skiff.set_queue_config('custom', 'ticker_max_lag', '300 milliseconds')`)
+			require.Equal(t, map[string]float64{"old_default": 0.5, "custom": 0.3}, maxLag())
+
+			_, err = Up(ctx, cfg, Provider)
+			require.NoError(t, err)
+			exec(`SELECT skiff.create_queue('new')`)
+			require.Equal(t, map[string]float64{"old_default": 0.1, "custom": 0.3, "new": 0.1}, maxLag(),
+				"new queues and queues at the old default get 100 ms; a setting of one's own stays")
+
+			p, db, err := open(ctx, cfg, Provider)
+			require.NoError(t, err)
+			defer db.Close()
+			_, err = p.DownTo(ctx, 5)
+			require.NoError(t, err)
+			require.Equal(t, map[string]float64{"old_default": 0.5, "custom": 0.3, "new": 0.5}, maxLag())
+			exec(`SELECT skiff.create_queue('after_down')`)
+			require.Equal(t, 0.5, maxLag()["after_down"])
+		})
+	}
+}
