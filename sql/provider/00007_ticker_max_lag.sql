@@ -87,7 +87,14 @@ DECLARE
 BEGIN
     LOOP
         IF locked THEN
-            SELECT * INTO q FROM skiff.queue WHERE queue_name = i_queue FOR UPDATE;
+            -- NOWAIT: drop_queue holds the row while it drops the event sequence this
+            -- transaction has already read; waiting here would deadlock with it. The next
+            -- poll tries again.
+            BEGIN
+                SELECT * INTO q FROM skiff.queue WHERE queue_name = i_queue FOR UPDATE NOWAIT;
+            EXCEPTION WHEN lock_not_available THEN
+                RETURN NULL;
+            END;
         ELSE
             SELECT * INTO q FROM skiff.queue WHERE queue_name = i_queue;
         END IF;
