@@ -141,8 +141,9 @@ func TestAllDatabases(t *testing.T) {
 	require.True(t, served(dbName(t, first)))
 }
 
-// TestQueryTimeout blocks the ticker's tick on a row lock: the statement times out, the
-// ticker reconnects, and ticks resume once the lock is gone.
+// TestQueryTimeout blocks the ticker's tick on a lock of the tick table: the statement times
+// out, the ticker reconnects, and ticks resume once the lock is gone. (A lock on the queue's
+// row no longer blocks it: skiff.ticker skips a queue whose row another session holds.)
 func TestQueryTimeout(t *testing.T) {
 	t.Parallel()
 	url := providerDB(t, pgtest.Shared(t, ""))
@@ -157,7 +158,7 @@ func TestQueryTimeout(t *testing.T) {
 	ctx := context.Background()
 	blocker, err := pgtest.Connect(t, url).Begin(ctx)
 	require.NoError(t, err)
-	_, err = blocker.Exec(ctx, "SELECT * FROM skiff.queue FOR UPDATE")
+	_, err = blocker.Exec(ctx, "LOCK TABLE skiff.tick IN ACCESS EXCLUSIVE MODE")
 	require.NoError(t, err)
 	pgtest.Eventually(t, 10*time.Second, "tick times out", func() bool { return metricValue(tk.m.errors, db, "tick") >= 1 })
 	require.NoError(t, blocker.Rollback(ctx))
