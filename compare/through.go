@@ -78,7 +78,8 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 		return
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), "CREATE TEMPORARY TABLE "+rowsTable.String()+" AS SELECT * FROM "+dest.String()+" LIMIT 0"); err != nil {
+	// CREATE TABLE pg_temp.x makes a temporary table; 8.4 refuses TEMPORARY with a schema name.
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), "CREATE TABLE "+rowsTable.String()+" AS SELECT * FROM "+dest.String()+" LIMIT 0"); err != nil {
 		res.Err = sideErr("target", fmt.Errorf("temporary table for the handler's rows: %w", err))
 		return
 	}
