@@ -31,8 +31,8 @@ test-short: pg ## Run the fast tests only.
 
 FUZZ_TIME ?= 10s
 fuzz: ## Run each fuzz test for FUZZ_TIME (quoting of names, --where rewriter, event decoder, password redaction).
-	$(GO) test ./change/ -run '^$$' -fuzz '^FuzzQuoteIdent$$' -fuzztime $(FUZZ_TIME)
-	$(GO) test ./change/ -run '^$$' -fuzz '^FuzzParseTableName$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./consumer/change/ -run '^$$' -fuzz '^FuzzQuoteIdent$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./consumer/change/ -run '^$$' -fuzz '^FuzzParseTableName$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./queue/ -run '^$$' -fuzz '^FuzzQualifyColumns$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./queue/ -run '^$$' -fuzz '^FuzzParseRecord$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./internal/pg/ -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(FUZZ_TIME)
@@ -50,7 +50,7 @@ demo: pg build ## Start a throwaway provider and target, replicate a live worklo
 	@scripts/demo.sh $(BIN)
 
 bench: pg build ## Benchmark skiff against Londiste3/PgQ, pglogical and built-in replication; writes docs/benchmarks.md.
-	@scripts/bench-peers.sh && BENCH_COMMAND="make bench$(if $(BENCH_SIZE), BENCH_SIZE=$(BENCH_SIZE))" $(GO) run ./bench -size "$(or $(BENCH_SIZE),full)" -skiff $(BIN) -out docs/benchmarks.md $(BENCH_FLAGS)
+	@scripts/bench-peers.sh && BENCH_COMMAND="make bench$(if $(BENCH_SIZE), BENCH_SIZE=$(BENCH_SIZE))" $(GO) run ./scripts/bench -size "$(or $(BENCH_SIZE),full)" -skiff $(BIN) -out docs/benchmarks.md $(BENCH_FLAGS)
 
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

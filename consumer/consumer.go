@@ -1,14 +1,14 @@
 // Package consumer replays batches of provider changes on a target: a Source yields batches,
 // Handlers transform or route each table's events, an Applier writes a batch on the target in
 // one transaction together with the batch's position. The package defines those contracts and
-// the worker loop; it imports no implementation of them (cmd/skiff wires queue.Source and
-// apply.Applier in).
+// the worker loop; it imports no implementation of them (the worker service wires
+// queue.Source, the PostgreSQL applier and the handler registry in).
 package consumer
 
 import (
 	"context"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 // Source yields batches of whole provider transactions, in commit order.
@@ -53,7 +53,7 @@ type Applier interface {
 	Routes(ctx context.Context) ([]change.Route, error)
 	// Apply is atomic and records the batch position in the same transaction: it begins a
 	// target transaction, checks that the recorded position is b.Prev (else an error wrapping
-	// ErrPositionLost), writes every event stream hands to emit, in order, records b.End and
+	// change.ErrPositionLost), writes every event stream hands to emit, in order, records b.End and
 	// commits. On error nothing of the batch stays on the target. stream may be called more
 	// than once (the applier may replay a batch row by row to name the event that fails).
 	// emit must not keep the slice it is given after it returns (the caller reuses it); the

@@ -9,13 +9,8 @@ import (
 
 	"golang.org/x/sync/semaphore"
 
-	"github.com/skiffdb/skiff/change"
-	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/consumer/change"
 )
-
-// ErrPositionLost is returned by the worker when the target's recorded position is neither
-// the start nor the end of the batch the source hands out.
-var ErrPositionLost = errors.New("position lost")
 
 // Defaults of Config.
 const (
@@ -32,9 +27,10 @@ type Config struct {
 	// Source yields the batches; Applier writes them.
 	Source  Source
 	Applier Applier
-	// Registry builds each subscribed table's handlers (rename, custom); nil means
-	// handlers.NewRegistry().
-	Registry *handlers.Registry
+	// Handlers builds the handler of each subscribed table (rename, filter, custom) from its
+	// route; required. The handler is built once per route and reused while the route holds.
+	// cmd wires handlers.Registry.ForRoute in.
+	Handlers func(change.Route) (Handler, error)
 	// Log receives the worker's messages; nil discards them.
 	Log *slog.Logger
 	// MinBackoff and MaxBackoff bound the wait before a failed batch is retried; the wait
@@ -61,11 +57,8 @@ type Worker struct {
 
 // NewWorker checks cfg and returns a worker.
 func NewWorker(cfg Config) (*Worker, error) {
-	if cfg.Source == nil || cfg.Applier == nil {
-		return nil, errors.New("worker: Source and Applier are required")
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = handlers.NewRegistry()
+	if cfg.Source == nil || cfg.Applier == nil || cfg.Handlers == nil {
+		return nil, errors.New("worker: Source, Applier and Handlers are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -110,7 +103,7 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			w.record(hard, err)
 			return err
 		}
-		if errors.Is(err, ErrCopyPending) {
+		if errors.Is(err, change.ErrCopyPending) {
 			// Not a failure: a table's copy is about to publish its snapshot. Wait the
 			// shortest backoff, without recording an error.
 			w.log.Info("waiting for an initial copy's snapshot", "worker", w.cfg.Name, "batch_id", b.ID, "reason", err.Error())
@@ -123,7 +116,7 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 		if !w.wait(ctx, hard, backoff) {
 			return nil
 		}
-		if !errors.Is(err, ErrCopyPending) {
+		if !errors.Is(err, change.ErrCopyPending) {
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
 		}
 	}
@@ -175,13 +168,8 @@ func (w *Worker) record(ctx context.Context, err error) {
 	}
 }
 
-func isPositionLost(err error) bool {
-	if errors.Is(err, ErrPositionLost) {
-		return true
-	}
-	var pl interface{ PositionLost() bool }
-	return errors.As(err, &pl) && pl.PositionLost()
-}
+// isPositionLost says whether err stops the worker instead of being retried.
+func isPositionLost(err error) bool { return errors.Is(err, change.ErrPositionLost) }
 
 // batch applies one batch exactly once.
 func (w *Worker) batch(ctx context.Context, b change.Batch) error {
@@ -197,7 +185,7 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		return w.cfg.Source.Finish(ctx, b)
 	case pos == b.Prev || pos == (change.Position{}):
 	default:
-		return fmt.Errorf("%w: the target is at %+v, batch %d goes from %+v to %+v", ErrPositionLost, pos, b.ID, b.Prev, b.End)
+		return fmt.Errorf("%w: the target is at %+v, batch %d goes from %+v to %+v", change.ErrPositionLost, pos, b.ID, b.Prev, b.End)
 	}
 	var events, skipped int
 	err = w.cfg.Applier.Apply(ctx, b, func(emit func([]change.Event) error) error {
@@ -482,12 +470,6 @@ type tableRoute struct {
 	backlog bool
 }
 
-// ErrCopyPending is returned, when the applier keeps no backlog, for an event of a table
-// whose copy has not published its snapshot yet: whether the copy will hold the event is
-// unknown, so the batch is rolled back and retried (the copy publishes its snapshot right
-// after taking it).
-var ErrCopyPending = errors.New("initial copy has not published its snapshot yet")
-
 // wants says whether the worker applies an event of the table in its current state.
 //
 // While a table is copying, its copy holds the destination's lock from before its snapshot
@@ -500,7 +482,7 @@ var ErrCopyPending = errors.New("initial copy has not published its snapshot yet
 // Before the snapshot is known (a copy about to publish it, or one that failed and waits for
 // its next attempt) events go to the backlog as they come: the drain filters the backlog by
 // the snapshot the copy finally publishes, and a copy that starts over deletes it. Without a
-// backlog the batch must wait (ErrCopyPending), and with it every other table of the
+// backlog the batch must wait (change.ErrCopyPending), and with it every other table of the
 // subscription.
 func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 	switch r.state {
@@ -513,7 +495,7 @@ func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 		if r.backlog {
 			return true, nil
 		}
-		return false, fmt.Errorf("table %s, event %d: %w", ev.Table, ev.ID, ErrCopyPending)
+		return false, fmt.Errorf("table %s, event %d: %w", ev.Table, ev.ID, change.ErrCopyPending)
 	}
 	return !inCopy(r.snap, ev), nil
 }
@@ -530,7 +512,7 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 		h, ok := w.routes[r]
 		if !ok {
 			var err error
-			if h, err = w.cfg.Registry.ForRoute(r); err != nil {
+			if h, err = w.cfg.Handlers(r); err != nil {
 				return nil, err
 			}
 			w.routes[r] = h

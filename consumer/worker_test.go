@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer"
-	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -141,7 +141,7 @@ func newFixture(t *testing.T, ddl string, routes ...change.Route) *fixture {
 // run starts the worker; stop ends it softly and returns Run's error.
 func (f *fixture) run(t *testing.T, reg *handlers.Registry) (stop func() error) {
 	t.Helper()
-	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Registry: reg, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Handlers: func(r change.Route) (consumer.Handler, error) { return reg.ForRoute(r) }, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -207,7 +207,7 @@ func TestWorkerStopsOnPositionLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = w.Run(ctx, ctx)
-	require.ErrorIs(t, err, consumer.ErrPositionLost)
+	require.ErrorIs(t, err, change.ErrPositionLost)
 	require.Empty(t, f.src.done())
 	require.Empty(t, f.rows(t, "t"))
 }

@@ -21,7 +21,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 // Handler transforms or routes one table's events: the contract of consumer.Handler.

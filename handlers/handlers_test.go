@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 func event() change.Event {

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 // Select is what a table's handlers make of its rows, as one query over the provider table:

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 // ErrEventNotInBatch is returned (wrapped) by FindEvent when the batch does not hold the event.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 // recordLiteral writes values as record_out does: a field is quoted when it is empty or holds

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"

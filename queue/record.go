@@ -4,7 +4,7 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 var errMalformed = errors.New("malformed record literal")

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 

@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
-	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/queue"
 )
 

@@ -21,10 +21,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer"
-	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -193,7 +193,7 @@ func (p *pair) runWorkerWith(t testing.TB, ctx context.Context, wg *sync.WaitGro
 	maxEvents, _ := strconv.ParseInt(os.Getenv("SKIFF_MAX_EVENTS"), 10, 64) // 0: the default
 	src, err := queue.NewSource(ctx, prov, queue.SourceConfig{Queue: q, Consumer: "c1", MaxEvents: maxEvents})
 	require.NoError(t, err)
-	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, Registry: reg, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
+	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, Handlers: func(r change.Route) (consumer.Handler, error) { return reg.ForRoute(r) }, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
 	require.NoError(t, err)
 	wg.Add(1)
 	go func() {

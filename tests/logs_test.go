@@ -13,9 +13,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
 	"github.com/skiffdb/skiff/consumer"
-	"github.com/skiffdb/skiff/consumer/apply"
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/pgtest"
 	"github.com/skiffdb/skiff/queue"
 )

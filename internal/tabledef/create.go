@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 

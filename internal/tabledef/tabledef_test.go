@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/skiffdb/skiff/change"
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )

@@ -1,0 +1,451 @@
+// Package apply writes batches of change events on a PostgreSQL target, one target transaction
+// per batch, together with the subscription's new position (exactly-once). It is set-based:
+// within a run of one table's events it merges changes per key (the last write wins, an insert
+// followed by a delete cancels), then deletes and updates with one statement per run (arrays
+// of keys and values unnested on the server) and inserts with COPY. Per-row statements are the
+// fallback that names the failing event when a set-based statement fails.
+//
+// It knows the target schema skiff (sql/target) and nothing of the source; it never imports
+// package consumer, whose Applier contract it fulfils.
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// LockClass is the first key of the session advisory lock a worker holds on the target while
+// it replays a subscription: pg_try_advisory_lock(LockClass, sub_id). 'skif' in ASCII.
+const LockClass = 0x736b6966
+
+// Defaults of Config.
+const (
+	DefaultMaxPendingRows  = 50000
+	DefaultMaxPendingBytes = 64 << 20
+)
+
+// Config is what an Applier needs besides its connection.
+type Config struct {
+	// Queue and Consumer name the subscription (skiff.subscription) to apply.
+	Queue    string
+	Consumer string
+	// Log receives the applier's messages, which carry no queue or consumer attribute: the
+	// caller scopes it (Log.With("queue", …)). Nil discards them.
+	Log *slog.Logger
+	// MaxPendingRows bounds the rows held in memory before they are written (default 50000).
+	MaxPendingRows int
+	// MaxPendingBytes bounds the value bytes held in memory before they are written (default 64 MiB).
+	MaxPendingBytes int
+	// Worker identifies this worker in skiff.subscription.worker (default host:pid).
+	Worker string
+}
+
+// Applier applies batches of one subscription on one target connection. It holds the
+// subscription's advisory lock from Open until Close (or until the connection ends). It is not
+// safe for concurrent use.
+type Applier struct {
+	conn    *pgx.Conn
+	cfg     Config
+	log     *slog.Logger
+	subID   int32
+	version int
+	replica bool // SET LOCAL session_replication_role = replica is allowed
+	// byteaEscape: the target reads bytea only in escape format (before 9.0).
+	byteaEscape bool
+	// deadLetter: the target schema has skiff.dead_letter and subscription.last_error_event
+	// (version 6).
+	deadLetter bool
+
+	tables  map[change.Table]*table
+	runs    map[*table]*run // pending changes per table, reused from batch to batch
+	tx      pgx.Tx          // the batch transaction while Apply runs
+	batches int64           // batches applied by this Applier (pruning of batch_log)
+	copyBuf []byte
+}
+
+// ErrLocked is returned by Open when another worker holds the subscription.
+var ErrLocked = errors.New("another worker holds the subscription")
+
+// PositionError says the target's recorded position is neither the batch's start nor its end:
+// the target and the source disagree and replication must stop until someone looks.
+type PositionError struct {
+	Queue, Consumer string
+	BatchID         int64
+	Recorded        change.Position
+	Prev, End       change.Position
+}
+
+func (e *PositionError) Error() string {
+	return fmt.Sprintf("position lost: subscription %s/%s on the target is at %s, batch %d goes from %s to %s",
+		e.Queue, e.Consumer, fmtPos(e.Recorded), e.BatchID, fmtPos(e.Prev), fmtPos(e.End))
+}
+
+// Unwrap makes the error a change.ErrPositionLost: the worker stops instead of retrying.
+func (e *PositionError) Unwrap() error { return change.ErrPositionLost }
+
+// UnsubscribedError: the subscription was removed from the target while a worker held it
+// (skiff unsubscribe --force): the worker must stop, not retry.
+type UnsubscribedError struct{ Queue, Consumer string }
+
+func (e *UnsubscribedError) Error() string {
+	return fmt.Sprintf("subscription %s/%s was removed from the target (skiff unsubscribe): the worker stops", e.Queue, e.Consumer)
+}
+
+// Unwrap makes the error a change.ErrPositionLost: the worker stops instead of retrying.
+func (e *UnsubscribedError) Unwrap() error { return change.ErrPositionLost }
+
+func fmtPos(p change.Position) string {
+	switch {
+	case p.Tick != 0:
+		return fmt.Sprintf("tick %d", p.Tick)
+	case p.LSN != 0:
+		return fmt.Sprintf("LSN %X/%X", p.LSN>>32, uint32(p.LSN))
+	}
+	return "(nothing applied)"
+}
+
+// Error is a batch that could not be applied: the table, the event and the SQL that failed.
+type Error struct {
+	Table   change.Table
+	EventID int64 // the failing event; for a set-based statement the first event of its run
+	Op      change.Op
+	SQL     string // "" when no statement ran (e.g. the table is missing)
+	Err     error
+
+	setBased bool // a set-based statement failed: a row-by-row replay names the event
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apply %s of event %d on %s", e.Op, e.EventID, e.Table)
+	if e.setBased {
+		b.WriteString(" (set-based run)")
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	if e.SQL != "" {
+		sql := e.SQL
+		if len(sql) > 600 {
+			sql = sql[:600] + "…"
+		}
+		fmt.Fprintf(&b, "; SQL: %s", sql)
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// FailedEvent names the event, for skiff event show.
+func (e *Error) FailedEvent() int64 { return e.EventID }
+
+// Open finds the subscription of cfg.Queue and cfg.Consumer on the target conn points at and
+// takes its advisory lock; it fails with ErrLocked when another worker holds it. The caller
+// owns conn and closes it after Close.
+func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
+	if cfg.MaxPendingRows <= 0 {
+		cfg.MaxPendingRows = DefaultMaxPendingRows
+	}
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if cfg.Worker == "" {
+		host, _ := os.Hostname()
+		cfg.Worker = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Applier{conn: conn, cfg: cfg, log: log, version: pg.ServerVersion(conn), tables: map[change.Table]*table{}}
+	a.byteaEscape = a.version < 90000
+	err := conn.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2`,
+		cfg.Queue, cfg.Consumer).Scan(&a.subID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("no subscription of queue %q for consumer %q on the target: run skiff subscribe first", cfg.Queue, cfg.Consumer)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read subscription %s/%s: %w", cfg.Queue, cfg.Consumer, err)
+	}
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, int32(LockClass), a.subID).Scan(&locked); err != nil {
+		return nil, fmt.Errorf("lock subscription %s/%s: %w", cfg.Queue, cfg.Consumer, err)
+	}
+	if !locked {
+		return nil, fmt.Errorf("subscription %s/%s: %w (%s)", cfg.Queue, cfg.Consumer, ErrLocked, a.holder(ctx))
+	}
+	if err := a.checkReplicaRole(ctx); err != nil {
+		return nil, err
+	}
+	if a.deadLetter, err = hasDeadLetter(ctx, conn); err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `UPDATE skiff.subscription SET worker = $2, heartbeat = now() WHERE sub_id = $1`, a.subID, cfg.Worker); err != nil {
+		return nil, fmt.Errorf("register worker of %s/%s: %w", cfg.Queue, cfg.Consumer, err)
+	}
+	return a, nil
+}
+
+// holder describes the worker holding the subscription's lock, for the error message.
+func (a *Applier) holder(ctx context.Context) string { return lockHolder(ctx, a.conn, a.subID) }
+
+// lockHolder describes the session holding a subscription's worker lock on the target.
+func lockHolder(ctx context.Context, conn *pgx.Conn, subID int32) string {
+	version := pg.ServerVersion(conn)
+	pidCol, appCol := "pid", "a.application_name"
+	if version < 90200 {
+		pidCol = "procpid"
+	}
+	if version < 90000 {
+		appCol = "NULL::text" // application_name is 9.0+
+	}
+	var pid int32
+	var app, worker *string
+	err := conn.QueryRow(ctx, `SELECT l.pid, `+appCol+`, s.worker
+		FROM pg_catalog.pg_locks l
+		LEFT JOIN pg_catalog.pg_stat_activity a ON a.`+pidCol+` = l.pid
+		LEFT JOIN skiff.subscription s ON s.sub_id = $2
+		WHERE l.locktype = 'advisory' AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid AND l.objsubid = 2 AND l.granted
+		  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+		LIMIT 1`, int64(LockClass), int64(subID)).Scan(&pid, &app, &worker)
+	if err != nil {
+		return "holder unknown"
+	}
+	s := fmt.Sprintf("target backend pid %d", pid)
+	if app != nil && *app != "" {
+		s += ", application " + *app
+	}
+	if worker != nil && *worker != "" {
+		s += ", worker " + *worker
+	}
+	return s
+}
+
+func (a *Applier) checkReplicaRole(ctx context.Context) error {
+	q := `SELECT current_setting('is_superuser') = 'on'`
+	if a.version >= 150000 {
+		q = `SELECT current_setting('is_superuser') = 'on' OR has_parameter_privilege('session_replication_role', 'SET')`
+	}
+	if err := a.conn.QueryRow(ctx, q).Scan(&a.replica); err != nil {
+		return fmt.Errorf("check privileges on the target: %w", err)
+	}
+	if !a.replica {
+		a.log.Warn("the target role may not SET session_replication_role: triggers and foreign keys of target tables fire during apply, and events are applied in strict order across tables (slower); connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this")
+	}
+	return nil
+}
+
+// SubscriptionID is the target's id of the subscription (the advisory lock's second key).
+func (a *Applier) SubscriptionID() int32 { return a.subID }
+
+// Close releases the subscription's advisory lock. The connection stays open.
+func (a *Applier) Close(ctx context.Context) error {
+	if a.conn.IsClosed() {
+		return nil
+	}
+	_, err := a.conn.Exec(ctx, `SELECT pg_advisory_unlock($1::int4, $2::int4)`, int32(LockClass), a.subID)
+	return err
+}
+
+// Position returns the recorded position; zero when nothing was applied yet.
+func (a *Applier) Position(ctx context.Context) (change.Position, error) {
+	var tick, lsn *int64
+	if err := a.conn.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1`, a.subID).Scan(&tick, &lsn); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return change.Position{}, &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
+		}
+		return change.Position{}, fmt.Errorf("read position of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
+	}
+	return toPos(tick, lsn), nil
+}
+
+func toPos(tick, lsn *int64) change.Position {
+	var p change.Position
+	if tick != nil {
+		p.Tick = *tick
+	}
+	if lsn != nil {
+		p.LSN = uint64(*lsn)
+	}
+	return p
+}
+
+func nullable(v int64) *int64 {
+	if v == 0 {
+		return nil
+	}
+	return &v
+}
+
+// Routes returns the subscribed tables. Inside Apply's stream it reads them in the batch's
+// transaction.
+func (a *Applier) Routes(ctx context.Context) ([]change.Route, error) {
+	var q interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+	} = a.conn
+	if a.tx != nil {
+		q = a.tx
+	}
+	rows, err := q.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name, state,
+			coalesce(handler, ''), coalesce(handler_config, ''), coalesce(copy_snapshot, '')
+		FROM skiff.table_state WHERE sub_id = $1 ORDER BY source_schema, source_name`, a.subID)
+	if err != nil {
+		return nil, fmt.Errorf("read table states of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
+	}
+	var out []change.Route
+	for rows.Next() {
+		var r change.Route
+		var state string
+		if err := rows.Scan(&r.Source.Schema, &r.Source.Name, &r.Dest.Schema, &r.Dest.Name, &state, &r.Handler, &r.Config, &r.CopySnapshot); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read table states of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
+		}
+		r.State = change.TableState(state)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read table states of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
+	}
+	return out, nil
+}
+
+// Heartbeat records that the worker is alive (skiff.subscription.heartbeat), e.g. while it
+// waits to retry a failed batch.
+func (a *Applier) Heartbeat(ctx context.Context) error {
+	if _, err := a.conn.Exec(ctx, `UPDATE skiff.subscription SET heartbeat = now() WHERE sub_id = $1`, a.subID); err != nil {
+		return fmt.Errorf("heartbeat of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
+	}
+	return nil
+}
+
+// RecordError keeps err as the subscription's last error (shown by skiff status), and the
+// event it names, if any (skiff event show).
+func (a *Applier) RecordError(ctx context.Context, err error) error {
+	if !a.deadLetter {
+		_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now() WHERE sub_id = $1`,
+			a.subID, err.Error())
+		return e
+	}
+	var event *int64
+	var fe interface{ FailedEvent() int64 }
+	if errors.As(err, &fe) {
+		id := fe.FailedEvent()
+		event = &id
+	}
+	_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now(), last_error_event = $3
+		WHERE sub_id = $1`, a.subID, err.Error(), event)
+	return e
+}
+
+// Apply writes the batch and records b.End as the subscription's position in one
+// transaction. When a set-based statement fails, the batch is rolled back and replayed row by
+// row in strict order (stream is called again): the replay either succeeds (e.g. a unique
+// constraint that only a different order of the rows violates) or names the failing event.
+func (a *Applier) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
+	err := a.applyOnce(ctx, b, stream, true)
+	var ae *Error
+	if err == nil || !errors.As(err, &ae) || !ae.setBased || ctx.Err() != nil || a.conn.IsClosed() {
+		return err
+	}
+	a.log.Warn("set-based apply failed, replaying the batch row by row", "batch_id", b.ID, "error", err.Error())
+	if err := a.applyOnce(ctx, b, stream, false); err != nil {
+		return err
+	}
+	a.log.Info("batch applied row by row", "batch_id", b.ID)
+	return nil
+}
+
+func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error, setBased bool) (err error) {
+	tx, err := a.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("apply batch %d: begin: %w", b.ID, err)
+	}
+	defer func() {
+		a.tx = nil
+		if err != nil {
+			// The table cache may be what failed (a table or column fixed since): reload it.
+			a.tables = map[change.Table]*table{}
+			a.runs = nil
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = tx.Rollback(rctx)
+			cancel()
+		}
+	}()
+	if a.replica {
+		if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+			return fmt.Errorf("apply batch %d: %w", b.ID, err)
+		}
+	}
+	// Every name the applier writes is qualified; its operators (the "=" of key matches) and
+	// the type names format_type gives it (tables are loaded in this transaction) resolve as if
+	// nothing but pg_catalog were on the path, so that an operator another role created in
+	// public is never chosen by the worker (docs/security.md).
+	if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
+		return fmt.Errorf("apply batch %d: %w", b.ID, err)
+	}
+	var tick, lsn *int64
+	if err := tx.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1 FOR UPDATE`, a.subID).Scan(&tick, &lsn); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
+		}
+		return fmt.Errorf("apply batch %d: lock subscription: %w", b.ID, err)
+	}
+	if rec := toPos(tick, lsn); rec != b.Prev && rec != (change.Position{}) {
+		return &PositionError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer, BatchID: b.ID, Recorded: rec, Prev: b.Prev, End: b.End}
+	}
+	a.tx = tx
+	w := newWriter(a, tx, setBased)
+	if err := stream(func(evs []change.Event) error { return w.add(ctx, evs) }); err != nil {
+		return fmt.Errorf("apply batch %d: %w", b.ID, err)
+	}
+	if err := w.flushAll(ctx); err != nil {
+		return fmt.Errorf("apply batch %d: %w", b.ID, err)
+	}
+	clearEvent := ""
+	if a.deadLetter {
+		clearEvent = ", last_error_event = NULL"
+	}
+	tag, err := tx.Exec(ctx, `UPDATE skiff.subscription
+		SET tick = $2, lsn = $3, last_batch_id = $4, batches_applied = batches_applied + 1,
+		    events_applied = events_applied + $5, applied_at = now(), heartbeat = now(),
+		    last_error = NULL, last_error_at = NULL`+clearEvent+`
+		WHERE sub_id = $1 AND ((tick IS NULL AND lsn IS NULL) OR (tick IS NOT DISTINCT FROM $6 AND lsn IS NOT DISTINCT FROM $7))`,
+		a.subID, nullable(b.End.Tick), nullable(int64(b.End.LSN)), b.ID, w.events, nullable(b.Prev.Tick), nullable(int64(b.Prev.LSN)))
+	if err != nil {
+		return fmt.Errorf("apply batch %d: record position: %w", b.ID, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return &PositionError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer, BatchID: b.ID, Prev: b.Prev, End: b.End}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO skiff.batch_log (sub_id, batch_id, prev_tick, end_tick, prev_lsn, end_lsn, events)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, a.subID, b.ID, nullable(b.Prev.Tick), nullable(b.End.Tick),
+		nullable(int64(b.Prev.LSN)), nullable(int64(b.End.LSN)), w.events); err != nil {
+		return fmt.Errorf("apply batch %d: log batch: %w", b.ID, err)
+	}
+	if a.batches%1000 == 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM skiff.batch_log WHERE sub_id = $1 AND applied_at < now() - interval '7 days'`, a.subID); err != nil {
+			return fmt.Errorf("apply batch %d: prune batch log: %w", b.ID, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("apply batch %d: commit: %w", b.ID, err)
+	}
+	a.batches++
+	return nil
+}
+
+// isSQLError says whether err came from the server executing a statement (as opposed to a
+// broken connection or a cancelled context).
+func isSQLError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
+}

@@ -1,0 +1,507 @@
+package apply
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/consumer/change"
+)
+
+// table is what the applier knows of one target table: its columns and their types, looked up
+// once per batch attempt, and the statements built for each event layout.
+type table struct {
+	name     change.Table
+	sql      string               // the quoted name
+	cols     map[string]targetCol // target columns by name
+	shapes   map[string]*shape    // by layout signature
+	leading  []string             // columns some valid index of the table starts with
+	triggers bool                 // the table has triggers (foreign keys' too) or rules
+	last     struct {             // the last layout seen, the common case
+		cols, key []string
+		shape     *shape
+	}
+}
+
+type targetCol struct {
+	// typ is the column's type without its modifier, spelled as a cast target: an explicit
+	// cast to varchar(3) or bit(4) would truncate silently, while the assignment to the column
+	// checks the modifier and fails on a value that does not fit, as COPY does.
+	typ       string
+	generated bool // a generated column (12+): never written
+	// escape: a bytea column (or a domain over bytea) of a target that reads only bytea's
+	// escape format (before 9.0): values in hex format ("\x…", what 9.0+ providers capture)
+	// are converted before they are written.
+	escape bool
+	// typed: the column's type (under its domains) is not one of pg_catalog's, so its owner
+	// may have made a cast from text with a function of its own (CREATE CAST needs only the
+	// type's ownership), which a "::type" of a text value would run with the worker's
+	// rights. Such values never meet a cast: they travel as parameters typed as the column's
+	// type (array) and are read by the type's input function (docs/security.md).
+	typed bool
+	// arrayOf: the parameter type of an array of the column's values, for a typed column
+	// (its base type with "[]"), empty when the base type is itself an array: a batch of
+	// such values has no array parameter, so the layout is applied row by row.
+	arrayOf string
+	delim   byte // the base type's array delimiter
+}
+
+// shape is one event layout (column list and key) of a table, with the statements that write
+// rows of that layout.
+type shape struct {
+	t      *table
+	cols   []string // event columns
+	write  []int    // indexes in cols of the columns written
+	types  []string // target type of each event column ("" when not written)
+	key    []string
+	keyIdx []int // index in cols of each key column, -1 when the layout lacks it
+	// escape: indexes in cols, and in key, of the values to convert to bytea's escape format
+	// (targetCol.escape).
+	escape, escapeKey []int
+	// indexed: an index of the target starts with the first key column, so the set-based
+	// UPDATE and DELETE find their rows by index lookups (nested loop), never by a hash join
+	// over a scan of the whole table.
+	indexed bool
+
+	// rowOnly: a typed column has no array parameter (targetCol.arrayOf): events of this
+	// layout are written row by row.
+	rowOnly bool
+
+	copySQL, delSQL, updSQL, upsSQL, insRowSQL, updRowSQL, delRowSQL string
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*table, error) {
+	if t, ok := a.tables[name]; ok {
+		return t, nil
+	}
+	genCol := "false"
+	if a.version >= 120000 {
+		genCol = "a.attgenerated <> ''"
+	}
+	schema := name.Schema
+	if schema == "" {
+		schema = "public"
+	}
+	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, -1), a.atttypid, `+genCol+`,
+		       EXISTS (SELECT 1 FROM pg_catalog.pg_type ty WHERE ty.oid = a.atttypid
+		               AND 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid IN (ty.oid, ty.typbasetype))
+		FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'f')
+		  AND a.attnum > 0 AND NOT a.attisdropped
+		ORDER BY a.attnum`, schema, name.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
+	}
+	t := &table{name: name, sql: name.String(), cols: map[string]targetCol{}, shapes: map[string]*shape{}}
+	oids := map[string]uint32{}
+	for rows.Next() {
+		var col, typ string
+		var oid uint32
+		var gen, bytea bool
+		if err := rows.Scan(&col, &typ, &oid, &gen, &bytea); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read columns of %s: %w", name, err)
+		}
+		t.cols[col] = targetCol{typ: typ, generated: gen, escape: bytea && a.byteaEscape}
+		oids[col] = oid
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
+	}
+	if len(t.cols) == 0 {
+		return nil, fmt.Errorf("table %s does not exist on the target", name)
+	}
+	for col, oid := range oids {
+		bt, err := baseType(ctx, q, oid)
+		if err != nil {
+			return nil, fmt.Errorf("read the type of column %s of %s: %w", change.QuoteIdent(col), name, err)
+		}
+		if bt.catalog {
+			continue
+		}
+		tc := t.cols[col]
+		tc.typed, tc.delim = true, bt.delim
+		if !bt.array {
+			tc.arrayOf = bt.name + "[]"
+		}
+		t.cols[col] = tc
+	}
+	rows, err = q.Query(ctx, `SELECT DISTINCT a.attname
+		FROM pg_catalog.pg_index i
+		JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL`, schema, name.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
+	}
+	leading, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
+	}
+	t.leading = leading
+	// Triggers (foreign keys' included) and rules: what makes the order across tables matter
+	// when the role cannot set session_replication_role.
+	if err := q.QueryRow(ctx, `SELECT c.relhasrules OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid)
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, schema, name.Name).Scan(&t.triggers); err != nil {
+		return nil, fmt.Errorf("read triggers of %s: %w", name, err)
+	}
+	a.tables[name] = t
+	return t, nil
+}
+
+// base is what the applier needs of a column's type under its domains.
+type base struct {
+	name    string // format_type's spelling (qualified outside pg_catalog)
+	catalog bool   // a type of schema pg_catalog (created by the bootstrap superuser)
+	array   bool
+	delim   byte
+}
+
+// baseType follows a type's domains down to its base type. (A cast to a domain is the cast to
+// its base type: PostgreSQL ignores casts created for domains.)
+func baseType(ctx context.Context, q querier, oid uint32) (base, error) {
+	for depth := 0; ; depth++ {
+		var b base
+		var typtype, delim string
+		var basetype uint32
+		err := q.QueryRow(ctx, `SELECT pg_catalog.format_type(t.oid, -1), t.typtype::text, t.typbasetype,
+			       n.nspname = 'pg_catalog', t.typelem <> 0 AND t.typlen = -1, t.typdelim::text
+			FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+			WHERE t.oid = $1`, oid).Scan(&b.name, &typtype, &basetype, &b.catalog, &b.array, &delim)
+		if err != nil {
+			return base{}, fmt.Errorf("type %d: %w", oid, err)
+		}
+		if typtype != "d" || depth > 32 {
+			b.delim = ','
+			if len(delim) == 1 {
+				b.delim = delim[0]
+			}
+			return b, nil
+		}
+		oid = basetype
+	}
+}
+
+func sameSlice(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// shapeOf returns the layout of an event, checking that its columns exist on the target.
+func (t *table) shapeOf(ev *change.Event) (*shape, error) {
+	if l := t.last.shape; l != nil && sameSlice(l.cols, ev.Columns) && sameSlice(l.key, ev.Key) {
+		return l, nil
+	}
+	sig := strings.Join(ev.Columns, "\x00") + "\x01" + strings.Join(ev.Key, "\x00")
+	s, ok := t.shapes[sig]
+	if !ok {
+		var err error
+		if s, err = t.newShape(ev.Columns, ev.Key); err != nil {
+			return nil, err
+		}
+		t.shapes[sig] = s
+	}
+	t.last.cols, t.last.key, t.last.shape = ev.Columns, ev.Key, s
+	return s, nil
+}
+
+func (t *table) newShape(cols, key []string) (*shape, error) {
+	s := &shape{t: t, cols: cols, key: key, types: make([]string, len(cols)), keyIdx: make([]int, len(key))}
+	for i, c := range cols {
+		tc, ok := t.cols[c]
+		if !ok {
+			return nil, fmt.Errorf("column %s of table %s does not exist on the target", change.QuoteIdent(c), t.name)
+		}
+		if tc.generated {
+			continue
+		}
+		s.types[i] = tc.typ
+		s.write = append(s.write, i)
+		if tc.escape {
+			s.escape = append(s.escape, i)
+		}
+	}
+	for j, k := range key {
+		s.keyIdx[j] = -1
+		for i, c := range cols {
+			if c == k {
+				s.keyIdx[j] = i
+			}
+		}
+		tc, ok := t.cols[k]
+		if !ok {
+			return nil, fmt.Errorf("key column %s of table %s does not exist on the target", change.QuoteIdent(k), t.name)
+		}
+		if s.keyIdx[j] >= 0 && s.types[s.keyIdx[j]] == "" {
+			s.types[s.keyIdx[j]] = tc.typ
+			if tc.escape {
+				s.escape = append(s.escape, s.keyIdx[j])
+			}
+		}
+		if tc.escape {
+			s.escapeKey = append(s.escapeKey, j)
+		}
+	}
+	for _, l := range t.leading {
+		if len(key) > 0 && l == key[0] {
+			s.indexed = true
+		}
+	}
+	for i, c := range cols {
+		if tc := t.cols[c]; tc.typed && tc.arrayOf == "" && (s.types[i] != "" || slices.Contains(key, c)) {
+			s.rowOnly = true
+		}
+	}
+	s.build()
+	return s, nil
+}
+
+func (s *shape) keyType(j int) string { return s.t.cols[s.key[j]].typ }
+
+// unnest is the SELECT item of a set-based statement that makes rows of the n-th array
+// parameter for column c: an array of text cast to the column's type afterwards (setValue),
+// or for a typed column an array of its base type, read by the type's input function.
+func (s *shape) unnest(n int, c string, alias string) string {
+	if tc := s.t.cols[c]; tc.typed {
+		return fmt.Sprintf("unnest($%d::%s) AS %s", n, tc.arrayOf, alias)
+	}
+	return fmt.Sprintf("unnest($%d::text[]) AS %s", n, alias)
+}
+
+// value is the expression of an unnested column c as the column's type.
+func (s *shape) value(c, alias string) string {
+	if tc := s.t.cols[c]; !tc.typed {
+		return alias + "::" + tc.typ
+	}
+	return alias
+}
+
+// build writes the statements of the layout. Values travel in text form and are read by the
+// target column type's input function: one parameter typed as the column's type per value for
+// the row-by-row statements, COPY's text format for inserts, and for the set-based updates and
+// deletes arrays unnested on the server — of text cast to the column's type where the type is
+// one of pg_catalog's (no role but a superuser can add a cast to it), of the column's base type
+// otherwise (targetCol.typed).
+func (s *shape) build() {
+	q := change.QuoteIdent
+	var b strings.Builder
+	// COPY
+	b.WriteString("COPY " + s.t.sql + " (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(s.cols[i]))
+	}
+	b.WriteString(") FROM STDIN")
+	s.copySQL = b.String()
+
+	// DELETE … USING (unnest of the keys)
+	b.Reset()
+	b.WriteString("DELETE FROM " + s.t.sql + " AS t USING (SELECT ")
+	for j := range s.key {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.unnest(j+1, s.key[j], "k"+strconv.Itoa(j)))
+	}
+	b.WriteString(") AS s WHERE ")
+	for j, k := range s.key {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.k"+strconv.Itoa(j)))
+	}
+	s.delSQL = b.String()
+
+	// UPDATE … FROM (unnest of the rows), the non-key columns only
+	isKey := map[int]bool{}
+	for _, i := range s.keyIdx {
+		isKey[i] = true
+	}
+	b.Reset()
+	b.WriteString("UPDATE " + s.t.sql + " AS t SET ")
+	n := 0
+	for _, i := range s.write {
+		if isKey[i] {
+			continue
+		}
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = %s", q(s.cols[i]), s.value(s.cols[i], "s.v"+strconv.Itoa(i)))
+		n++
+	}
+	if n > 0 {
+		b.WriteString(" FROM (SELECT ")
+		for m, i := range s.write {
+			if m > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(s.unnest(m+1, s.cols[i], "v"+strconv.Itoa(i)))
+		}
+		b.WriteString(") AS s WHERE ")
+		for j, k := range s.key {
+			if j > 0 {
+				b.WriteString(" AND ")
+			}
+			fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.v"+strconv.Itoa(s.keyIdx[j])))
+		}
+		s.updSQL = b.String()
+	}
+
+	// INSERT … SELECT (unnest of the rows) WHERE NOT EXISTS: the upserts the UPDATE did not
+	// find (change.Upsert). The values become the column's type without modifier (a cast of
+	// text for pg_catalog's types, the input function otherwise: unnest, value), and are
+	// assigned to the column, which checks the modifier as COPY does.
+	b.Reset()
+	b.WriteString("INSERT INTO " + s.t.sql + " (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(s.cols[i]))
+	}
+	b.WriteString(") SELECT ")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.value(s.cols[i], "s.v"+strconv.Itoa(i)))
+	}
+	b.WriteString(" FROM (SELECT ")
+	for m, i := range s.write {
+		if m > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.unnest(m+1, s.cols[i], "v"+strconv.Itoa(i)))
+	}
+	b.WriteString(") AS s WHERE NOT EXISTS (SELECT 1 FROM " + s.t.sql + " AS t WHERE ")
+	for j, k := range s.key {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.v"+strconv.Itoa(s.keyIdx[j])))
+	}
+	b.WriteString(")")
+	s.upsSQL = b.String()
+
+	// Row by row.
+	b.Reset()
+	b.WriteString("INSERT INTO " + s.t.sql + " (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(s.cols[i]))
+	}
+	b.WriteString(") VALUES (")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d::%s", n+1, s.types[i])
+	}
+	b.WriteString(")")
+	s.insRowSQL = b.String()
+
+	b.Reset()
+	b.WriteString("UPDATE " + s.t.sql + " SET ")
+	for n, i := range s.write {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = $%d::%s", q(s.cols[i]), n+1, s.types[i])
+	}
+	b.WriteString(" WHERE " + s.keyWhere(len(s.write)+1))
+	s.updRowSQL = b.String()
+
+	s.delRowSQL = "DELETE FROM " + s.t.sql + " WHERE " + s.keyWhere(1)
+}
+
+func (s *shape) keyWhere(first int) string {
+	var b strings.Builder
+	for j, k := range s.key {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(change.QuoteIdent(k) + " = $" + strconv.Itoa(first+j) + "::" + s.keyType(j))
+	}
+	return b.String()
+}
+
+// escapeBytea rewrites the event's bytea values in hex format into escape format, for a
+// target before 9.0 (shape.escape).
+func (s *shape) escapeBytea(ev *change.Event) error {
+	for _, i := range s.escape {
+		out, err := hexToEscape(ev.Values[i])
+		if err != nil {
+			return fmt.Errorf("column %s: %w", change.QuoteIdent(s.cols[i]), err)
+		}
+		ev.Values[i] = out
+	}
+	if ev.OldKey == nil {
+		return nil
+	}
+	for _, j := range s.escapeKey {
+		if j >= len(ev.OldKey) {
+			continue
+		}
+		out, err := hexToEscape(ev.OldKey[j])
+		if err != nil {
+			return fmt.Errorf("old key column %s: %w", change.QuoteIdent(s.key[j]), err)
+		}
+		ev.OldKey[j] = out
+	}
+	return nil
+}
+
+// hexToEscape converts a bytea value in hex format (\x0a2f…) into escape format, which every
+// version reads: printable ASCII as itself, a backslash doubled, every other byte as \ooo.
+// NULL and values already in escape format pass unchanged.
+func hexToEscape(v change.Value) (change.Value, error) {
+	if !v.Valid || !strings.HasPrefix(v.Text, `\x`) {
+		return v, nil
+	}
+	raw, err := hex.DecodeString(v.Text[2:])
+	if err != nil {
+		return v, fmt.Errorf("bytea value in hex format: %w", err)
+	}
+	var b strings.Builder
+	b.Grow(len(raw) * 2)
+	for _, c := range raw {
+		switch {
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c < 0x20 || c > 0x7e:
+			b.Write([]byte{'\\', '0' + c>>6, '0' + c>>3&7, '0' + c&7})
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return change.Text(b.String()), nil
+}

@@ -1,0 +1,679 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// The merged effect of a run's events on one key.
+const (
+	opNone    uint8 = iota // cancelled (inserted then deleted in the run)
+	opInsert               // the row did not exist: insert it
+	opUpdate               // the row existed: overwrite it
+	opDelete               // the row existed: delete it
+	opReplace              // deleted then inserted again: delete, then insert the new row
+	opUpsert               // the row may exist (change.Upsert): overwrite it, else insert it
+)
+
+// entry is one key of a run. row and key are offsets into the run's arena.
+type entry struct {
+	op  uint8
+	row int32 // the row's values (len(shape.cols)), -1 when none
+	key int32 // the key's values (len(shape.key)) the target row is found by, -1 when none
+	ev  int64 // the last event that touched the key
+	// quiet: the row to delete (opDelete, opReplace) may be missing on the target, as a
+	// change.Remove's may, or one an Upsert may have made: no warning when it is.
+	quiet bool
+}
+
+// run is the pending, merged changes of one table since its last flush, in the order keys
+// first appeared. Every row of a run has the same layout.
+type run struct {
+	t       *table
+	shape   *shape // layout of the rows (and of the keys)
+	idx     map[string]int32
+	entries []entry
+	arena   []change.Value
+	firstEv int64
+	queued  bool // in writer.order
+	hasRows bool // an entry holds a row (insert, update, replace)
+}
+
+// writer applies one batch attempt's events in one transaction.
+type writer struct {
+	a        *Applier
+	tx       pgx.Tx
+	setBased bool
+	// strict: triggers and foreign keys fire (no replica role), so the runs of tables that
+	// have triggers or rules are written in event order relative to the other tables' runs;
+	// tables without any may still be grouped.
+	strict bool
+	// orderTriggers: a pending run's table has triggers or rules.
+	orderTriggers bool
+
+	runs    map[*table]*run
+	order   []*run // runs with pending rows, in first-appearance order
+	rows    int
+	bytes   int
+	limit   int      // pending rows that make the next flush: grows to MaxPendingRows
+	truncs  []*table // consecutive TRUNCATE events not yet executed
+	truncEv int64
+	events  int64
+	keyBuf  []byte
+	kbuf    []change.Value
+	// joinsOff: hash and merge joins are disabled in the transaction (SET LOCAL), which makes
+	// large set-based UPDATEs and DELETEs look their rows up by index.
+	joinsOff bool
+}
+
+// lookupThreshold is the run size from which the planner might prefer a hash join over a
+// scan of the whole table to index lookups of the keys; measured on PostgreSQL 15, index
+// lookups stay about twice as fast at 20k keys in a 200k-row table.
+const lookupThreshold = 500
+
+// planJoins disables hash and merge joins for a large set-based statement on a table whose
+// rows an index finds, and enables them again for a table no index serves.
+func (w *writer) planJoins(ctx context.Context, s *shape, rows int) error {
+	if rows < lookupThreshold || s.indexed == w.joinsOff {
+		return nil
+	}
+	v := "on"
+	if s.indexed {
+		v = "off"
+	}
+	if _, err := w.tx.Exec(ctx, `SELECT set_config('enable_hashjoin', $1, true), set_config('enable_mergejoin', $1, true)`, v); err != nil {
+		return fmt.Errorf("set join methods: %w", err)
+	}
+	w.joinsOff = s.indexed
+	return nil
+}
+
+func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
+	// The runs (their maps and arenas) live as long as the table cache: reused batch after
+	// batch instead of grown again.
+	if a.runs == nil {
+		a.runs = map[*table]*run{}
+	}
+	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: a.runs,
+		limit: min(firstRunRows, a.cfg.MaxPendingRows)}
+}
+
+func (w *writer) add(ctx context.Context, evs []change.Event) error {
+	for i := range evs {
+		if err := w.addOne(ctx, &evs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
+	if ev.Err != nil {
+		return ev.Err // a row the source could not decode is never written
+	}
+	w.events++
+	t, err := w.a.table(ctx, w.tx, ev.Table)
+	if err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
+	}
+	if ev.Op == change.Truncate {
+		if len(w.truncs) == 0 {
+			if err := w.flushAll(ctx); err != nil {
+				return err
+			}
+			w.truncEv = ev.ID
+		}
+		w.truncs = append(w.truncs, t)
+		return nil
+	}
+	if err := w.flushTruncates(ctx); err != nil {
+		return err
+	}
+	s, err := t.shapeOf(ev)
+	if err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
+	}
+	if len(ev.Values) != len(ev.Columns) {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event has %d values for %d columns", len(ev.Values), len(ev.Columns))}
+	}
+	if len(s.escape) > 0 || len(s.escapeKey) > 0 {
+		if err := s.escapeBytea(ev); err != nil {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
+		}
+	}
+	switch ev.Op {
+	case change.Insert, change.Update, change.Delete, change.Upsert, change.Remove:
+	default:
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("unknown operation %q", byte(ev.Op))}
+	}
+	if ev.Op != change.Insert {
+		if len(s.key) == 0 {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("table %s has no key: cannot apply %s", ev.Table, ev.Op)}
+		}
+		for j, i := range s.keyIdx {
+			if i < 0 && (ev.OldKey == nil || ev.Op == change.Update || ev.Op == change.Upsert) {
+				return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event lacks key column %s", change.QuoteIdent(s.key[j]))}
+			}
+		}
+	}
+	if !w.setBased {
+		return w.applyRow(ctx, s, ev)
+	}
+	if s.rowOnly {
+		// Written now, in order: what is pending goes first.
+		if err := w.flushAll(ctx); err != nil {
+			return err
+		}
+		return w.applyRow(ctx, s, ev)
+	}
+
+	r := w.runs[t]
+	if r == nil {
+		r = &run{t: t, idx: map[string]int32{}}
+		w.runs[t] = r
+	}
+	if w.strict && len(w.order) > 0 && w.order[len(w.order)-1] != r && (t.triggers || w.orderTriggers) {
+		if err := w.flushAll(ctx); err != nil {
+			return err
+		}
+	}
+	if r.shape != nil && r.shape != s {
+		switch {
+		case sameSlice(r.shape.key, s.key) && (ev.Op == change.Delete || ev.Op == change.Remove):
+			// A delete needs only the key: one carrying only the key columns (logical
+			// decoding's default replica identity) joins a run of full rows.
+		case sameSlice(r.shape.key, s.key) && !r.hasRows:
+			r.shape = s // the run holds only deletes so far: the rows' layout takes over
+		default:
+			if err := w.flush(ctx, r); err != nil {
+				return err
+			}
+		}
+	}
+	if !r.queued {
+		w.enqueue(r, s, ev.ID)
+	}
+	if !r.merge(w, s, ev) {
+		// A change the merge cannot express (e.g. an insert of a key the run already holds):
+		// write what came before, then start again; the target decides.
+		if err := w.flush(ctx, r); err != nil {
+			return err
+		}
+		w.enqueue(r, s, ev.ID)
+		if !r.merge(w, s, ev) {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("cannot merge event")}
+		}
+	}
+	w.rows++
+	for _, v := range ev.Values {
+		w.bytes += len(v.Text)
+	}
+	if w.rows >= w.limit || w.bytes >= w.a.cfg.MaxPendingBytes {
+		// Slow start: a large batch writes its first rows early (they show on the target's
+		// relation size, and the target works while the source reads on), then in runs
+		// growing to MaxPendingRows.
+		w.limit = min(2*w.limit, w.a.cfg.MaxPendingRows)
+		return w.flushAll(ctx)
+	}
+	return nil
+}
+
+// firstRunRows is the size of a batch's first run (slow start, see addOne).
+const firstRunRows = 2000
+
+// enqueue starts a run.
+func (w *writer) enqueue(r *run, s *shape, firstEv int64) {
+	r.queued, r.shape, r.firstEv = true, s, firstEv
+	w.order = append(w.order, r)
+	if r.t.triggers {
+		w.orderTriggers = true
+	}
+}
+
+// keyString makes a map key of key values.
+func (w *writer) keyString(vals []change.Value) string {
+	if len(vals) == 1 {
+		return vals[0].Text
+	}
+	b := w.keyBuf[:0]
+	for _, v := range vals {
+		if !v.Valid {
+			b = append(b, 'N')
+			continue
+		}
+		b = strconv.AppendInt(b, int64(len(v.Text)), 10)
+		b = append(b, ':')
+		b = append(b, v.Text...)
+	}
+	w.keyBuf = b
+	return string(b)
+}
+
+// merge folds an event into the run; false when it cannot (the caller flushes and retries).
+func (r *run) merge(w *writer, s *shape, ev *change.Event) bool {
+	if len(s.key) == 0 { // no key: inserts only, nothing to merge with
+		r.entries = append(r.entries, entry{op: opInsert, row: r.putRow(ev.Values), key: -1, ev: ev.ID})
+		return true
+	}
+	// newKey gathers the row's key values into a buffer reused from event to event (put
+	// copies what it keeps into the arena).
+	newKey := func() []change.Value {
+		k := w.kbuf[:0]
+		for _, i := range s.keyIdx {
+			k = append(k, ev.Values[i])
+		}
+		w.kbuf = k
+		return k
+	}
+	switch ev.Op {
+	case change.Insert:
+		return r.insert(w, newKey(), ev)
+	case change.Delete, change.Remove:
+		k := ev.OldKey
+		if k == nil {
+			k = newKey()
+		}
+		return r.delete(w, k, ev.ID, ev.Op == change.Remove)
+	case change.Upsert:
+		if ev.OldKey != nil && !r.delete(w, ev.OldKey, ev.ID, true) {
+			return false
+		}
+		return r.upsert(w, newKey(), ev)
+	case change.Update:
+		if ev.OldKey != nil {
+			// A key change is the old key's delete and the new key's insert.
+			if i, ok := r.idx[w.keyString(newKey())]; ok && r.entries[i].op != opDelete {
+				return false
+			}
+			if !r.delete(w, ev.OldKey, ev.ID, false) {
+				return false
+			}
+			return r.insert(w, newKey(), ev)
+		}
+		k := newKey()
+		ks := w.keyString(k)
+		if i, ok := r.idx[ks]; ok {
+			e := &r.entries[i]
+			switch e.op {
+			case opInsert, opUpdate, opReplace, opUpsert:
+				e.row, e.ev = r.putRow(ev.Values), ev.ID
+				return true
+			}
+			return false
+		}
+		r.idx[ks] = int32(len(r.entries))
+		r.entries = append(r.entries, entry{op: opUpdate, row: r.putRow(ev.Values), key: r.put(k), ev: ev.ID})
+		return true
+	}
+	return false
+}
+
+// upsert folds in a row the target may or may not hold (change.Upsert): what the run did to
+// the key before decides, else the flush updates it or inserts it.
+func (r *run) upsert(w *writer, k []change.Value, ev *change.Event) bool {
+	ks := w.keyString(k)
+	if i, ok := r.idx[ks]; ok {
+		e := &r.entries[i]
+		if e.op == opDelete {
+			e.op = opReplace // quiet stays: the delete may find no row
+		}
+		e.row, e.ev = r.putRow(ev.Values), ev.ID
+		return true
+	}
+	r.idx[ks] = int32(len(r.entries))
+	r.entries = append(r.entries, entry{op: opUpsert, row: r.putRow(ev.Values), key: r.put(k), ev: ev.ID})
+	return true
+}
+
+func (r *run) insert(w *writer, k []change.Value, ev *change.Event) bool {
+	ks := w.keyString(k)
+	if i, ok := r.idx[ks]; ok {
+		e := &r.entries[i]
+		if e.op != opDelete {
+			return false
+		}
+		e.op, e.row, e.ev = opReplace, r.putRow(ev.Values), ev.ID
+		return true
+	}
+	r.idx[ks] = int32(len(r.entries))
+	r.entries = append(r.entries, entry{op: opInsert, row: r.putRow(ev.Values), key: r.put(k), ev: ev.ID})
+	return true
+}
+
+// delete folds in the deletion of a key; quiet when the target may not hold the row
+// (change.Remove).
+func (r *run) delete(w *writer, k []change.Value, id int64, quiet bool) bool {
+	ks := w.keyString(k)
+	if i, ok := r.idx[ks]; ok {
+		e := &r.entries[i]
+		switch e.op {
+		case opInsert:
+			e.op, e.ev = opNone, id
+			delete(r.idx, ks)
+			return true
+		case opUpdate, opReplace:
+			e.op, e.row, e.ev = opDelete, -1, id
+			e.quiet = e.quiet || quiet
+			return true
+		case opUpsert:
+			// The row exists now; before the run it may not have.
+			e.op, e.row, e.ev, e.quiet = opDelete, -1, id, true
+			return true
+		}
+		return false
+	}
+	r.idx[ks] = int32(len(r.entries))
+	r.entries = append(r.entries, entry{op: opDelete, row: -1, key: r.put(k), ev: id, quiet: quiet})
+	return true
+}
+
+// putRow stores a row's values in the arena.
+func (r *run) putRow(vals []change.Value) int32 {
+	r.hasRows = true
+	return r.put(vals)
+}
+
+func (r *run) put(vals []change.Value) int32 {
+	off := int32(len(r.arena))
+	r.arena = append(r.arena, vals...)
+	return off
+}
+
+func (r *run) reset() {
+	clear(r.idx)
+	r.entries = r.entries[:0]
+	clear(r.arena) // drop references to the values' strings
+	r.arena = r.arena[:0]
+	r.shape, r.queued, r.hasRows = nil, false, false
+}
+
+func (w *writer) flushAll(ctx context.Context) error {
+	for _, r := range w.order {
+		if err := w.flushRun(ctx, r); err != nil {
+			return err
+		}
+	}
+	w.order = w.order[:0]
+	w.orderTriggers = false
+	w.rows, w.bytes = 0, 0
+	return w.flushTruncates(ctx)
+}
+
+// flush writes one run out of turn (its layout changes, or a merge conflict).
+func (w *writer) flush(ctx context.Context, r *run) error {
+	if w.strict && w.orderTriggers {
+		return w.flushAll(ctx)
+	}
+	if err := w.flushRun(ctx, r); err != nil {
+		return err
+	}
+	for i, o := range w.order {
+		if o == r {
+			w.order = append(w.order[:i], w.order[i+1:]...)
+			break
+		}
+	}
+	return nil
+}
+
+func (w *writer) flushTruncates(ctx context.Context) error {
+	if len(w.truncs) == 0 {
+		return nil
+	}
+	names := make([]string, len(w.truncs))
+	for i, t := range w.truncs {
+		names[i] = t.sql
+	}
+	sql := "TRUNCATE " + strings.Join(names, ", ")
+	t := w.truncs[0]
+	w.truncs = w.truncs[:0]
+	if _, err := pg.Exec(ctx, w.tx.Conn().PgConn(), sql); err != nil {
+		return &Error{Table: t.name, EventID: w.truncEv, Op: change.Truncate, SQL: sql, Err: err}
+	}
+	return nil
+}
+
+// flushRun writes a run set-based: deletes, then updates, then inserts (COPY). Each key
+// appears once in a run, so the three statements touch disjoint rows.
+func (w *writer) flushRun(ctx context.Context, r *run) error {
+	defer r.reset()
+	s := r.shape
+	if s == nil {
+		return nil
+	}
+	fail := func(op change.Op, sql string, err error) error {
+		return &Error{Table: r.t.name, EventID: r.firstEv, Op: op, SQL: sql, Err: err, setBased: true}
+	}
+	// ndel and nupd count every row deleted and updated; mustDel and mustUpd those the target
+	// must hold (not quiet deletes, not upserts): fewer found is worth a warning.
+	var ndel, mustDel, nupd, mustUpd, nups, nins int
+	for i := range r.entries {
+		e := &r.entries[i]
+		if (e.op == opDelete || e.op == opReplace) && !e.quiet {
+			mustDel++
+		}
+		switch e.op {
+		case opDelete:
+			ndel++
+		case opReplace:
+			ndel++
+			nins++
+		case opUpdate:
+			nupd++
+			mustUpd++
+		case opUpsert:
+			nupd++
+			nups++
+		case opInsert:
+			nins++
+		}
+	}
+	if ndel > 0 {
+		if err := w.planJoins(ctx, s, ndel); err != nil {
+			return err
+		}
+		args := make([]any, len(s.key))
+		for j := range s.key {
+			col := make([]pgtype.Text, 0, ndel)
+			for i := range r.entries {
+				e := &r.entries[i]
+				if e.op == opDelete || e.op == opReplace {
+					v := r.arena[int(e.key)+j]
+					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
+				}
+			}
+			args[j] = arrayArg(r.t.cols[s.key[j]], col)
+		}
+		tag, err := w.tx.Exec(ctx, s.delSQL, args...)
+		if err != nil {
+			return fail(change.Delete, s.delSQL, err)
+		}
+		if n := tag.RowsAffected(); n < int64(mustDel) {
+			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
+		}
+	}
+	// rowArgs returns the rows of the entries ops selects as one text array per written column.
+	rowArgs := func(n int, ops ...uint8) []any {
+		args := make([]any, len(s.write))
+		for m, i := range s.write {
+			col := make([]pgtype.Text, 0, n)
+			for k := range r.entries {
+				e := &r.entries[k]
+				if e.op == ops[0] || len(ops) > 1 && e.op == ops[1] {
+					v := r.arena[int(e.row)+i]
+					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
+				}
+			}
+			args[m] = arrayArg(r.t.cols[s.cols[i]], col)
+		}
+		return args
+	}
+	if nupd > 0 && s.updSQL != "" {
+		if err := w.planJoins(ctx, s, nupd); err != nil {
+			return err
+		}
+		// Updates and upserts: an upsert's row that is found is overwritten here.
+		tag, err := w.tx.Exec(ctx, s.updSQL, rowArgs(nupd, opUpdate, opUpsert)...)
+		if err != nil {
+			return fail(change.Update, s.updSQL, err)
+		}
+		if n := tag.RowsAffected(); n < int64(mustUpd) {
+			w.a.log.Warn("rows to update were missing on the target", "table", r.t.name.String(), "missing", int64(mustUpd)-n, "updated", n)
+		}
+	}
+	if nups > 0 {
+		// An upsert's row that was not found: inserted.
+		if err := w.planJoins(ctx, s, nups); err != nil {
+			return err
+		}
+		if _, err := w.tx.Exec(ctx, s.upsSQL, rowArgs(nups, opUpsert)...); err != nil {
+			return fail(change.Upsert, s.upsSQL, err)
+		}
+	}
+	if nins > 0 {
+		buf := w.a.copyBuf[:0]
+		for k := range r.entries {
+			e := &r.entries[k]
+			if e.op != opInsert && e.op != opReplace {
+				continue
+			}
+			for n, i := range s.write {
+				if n > 0 {
+					buf = append(buf, '\t')
+				}
+				buf = appendCopyText(buf, r.arena[int(e.row)+i])
+			}
+			buf = append(buf, '\n')
+		}
+		_, err := w.tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(buf), s.copySQL)
+		if cap(buf) <= 64<<20 {
+			w.a.copyBuf = buf[:0]
+		}
+		if err != nil {
+			return fail(change.Insert, s.copySQL, err)
+		}
+	}
+	return nil
+}
+
+// arrayArg is the argument of a set-based statement for the values of one column: the
+// values as text[] (cast to the column's type on the server), or for a typed column
+// (targetCol.typed) the text of an array literal of them, which pgx sends as text for the
+// parameter the statement types as an array of the column's base type.
+func arrayArg(tc targetCol, vals []pgtype.Text) any {
+	if !tc.typed {
+		return vals
+	}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range vals {
+		if i > 0 {
+			b.WriteByte(tc.delim)
+		}
+		if !v.Valid {
+			b.WriteString("NULL")
+			continue
+		}
+		b.WriteByte('"')
+		for j := 0; j < len(v.String); j++ {
+			if c := v.String[j]; c == '"' || c == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(v.String[j])
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// appendCopyText appends a value in COPY's text format: \N for NULL; backslash, newline,
+// carriage return and tab escaped.
+func appendCopyText(buf []byte, v change.Value) []byte {
+	if !v.Valid {
+		return append(buf, '\\', 'N')
+	}
+	s := v.Text
+	if strings.IndexAny(s, "\\\n\r\t") < 0 {
+		return append(buf, s...)
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			buf = append(buf, '\\', '\\')
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, c)
+		}
+	}
+	return buf
+}
+
+func textArg(v change.Value) any {
+	if !v.Valid {
+		return nil
+	}
+	return v.Text
+}
+
+// applyRow writes one event with one statement: the slow path that names the failing event.
+func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error {
+	var sql string
+	var args []any
+	keyArgs := func() []any {
+		if ev.OldKey != nil {
+			out := make([]any, len(ev.OldKey))
+			for j, v := range ev.OldKey {
+				out[j] = textArg(v)
+			}
+			return out
+		}
+		out := make([]any, len(s.keyIdx))
+		for j, i := range s.keyIdx {
+			out[j] = textArg(ev.Values[i])
+		}
+		return out
+	}
+	switch ev.Op {
+	case change.Insert, change.Update, change.Upsert:
+		for _, i := range s.write {
+			args = append(args, textArg(ev.Values[i]))
+		}
+		sql = s.insRowSQL
+		if ev.Op != change.Insert {
+			sql = s.updRowSQL
+			args = append(args, keyArgs()...)
+		}
+	case change.Delete, change.Remove:
+		sql, args = s.delRowSQL, keyArgs()
+	}
+	tag, err := w.tx.Exec(ctx, sql, args...)
+	if err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, SQL: sql, Err: err}
+	}
+	switch {
+	case ev.Op == change.Upsert && tag.RowsAffected() == 0:
+		// Not on the target (it moved into a consumer-side filter): inserted.
+		sql, args = s.insRowSQL, args[:len(s.write)]
+		if _, err := w.tx.Exec(ctx, sql, args...); err != nil {
+			return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, SQL: sql, Err: err}
+		}
+	case (ev.Op == change.Update || ev.Op == change.Delete) && tag.RowsAffected() == 0:
+		w.a.log.Warn("row to "+strings.ToLower(ev.Op.String())+" was missing on the target", "table", ev.Table.String(), "event_id", ev.ID)
+	}
+	return nil
+}

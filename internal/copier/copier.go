@@ -1,0 +1,678 @@
+// Package copier is skiff's initial copy: it copies provider tables to target tables with COPY
+// streamed straight through (provider COPY TO STDOUT piped into target COPY FROM STDIN, never a
+// whole table in memory), each table under one provider snapshot that it hands back, several
+// tables in parallel, with a progress display. It also keeps the tables' states on the target
+// (Subscription), runs beside a worker to copy tables left in state copying and promote
+// caught-up ones (Manager), and holds the txid snapshot arithmetic (Snapshot) catch-up relies
+// on; the worker's per-table filter itself is consumer.tableRoute.wants.
+//
+// The copy of one table:
+//  1. target: BEGIN (session_replication_role = replica when the role may: the destination's
+//     triggers and foreign keys do not fire); Hooks.Barrier (no worker batch in flight); LOCK
+//     the destination against writers (until the copy commits), waiting at most
+//     Config.LockTimeout; release the barrier; TRUNCATE the destination, or DELETE its rows
+//     when other tables' foreign keys reference it (TRUNCATE refuses such a table; the
+//     DELETE, as replica, leaves the referencing rows alone);
+//  2. provider: BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1), READ ONLY;
+//     the snapshot is txid_current_snapshot(), the one the copy reads under;
+//  3. Hooks.Snapshot publishes it (the caller records it on the target, in its own transaction);
+//  4. COPY (SELECT cols FROM src WHERE …) TO STDOUT → io.Pipe → COPY dest (cols) FROM STDIN,
+//     the query being what the table's handlers make of its rows (handlers.Select); or, when a
+//     handler has no SQL form, every row read and run through the handlers in Go, the rows
+//     they return written with COPY FROM STDIN (see plan);
+//  5. Hooks.Copied runs in the target transaction (the caller moves the table to catching-up),
+//     then the target commits. Any failure rolls the whole table back: it starts over.
+package copier
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// Table is one table to copy.
+type Table struct {
+	Source change.Table
+	Dest   change.Table
+	// Handler and Config name the table's custom handler and its JSON configuration
+	// (change.Route's), "" for none: the copy writes what the worker's handlers make of the
+	// rows (Config.Registry builds them).
+	Handler, Config string
+}
+
+// String names the table for messages.
+func (t Table) String() string {
+	if t.Source == t.Dest {
+		return t.Source.String()
+	}
+	return t.Source.String() + " → " + t.Dest.String()
+}
+
+// Hooks let the caller record a table's progress on the target without the copier knowing the
+// target schema. Both may be nil.
+type Hooks struct {
+	// Barrier is called before the destination is locked and emptied; the copy calls
+	// release right after the lock is granted (or when it gives up). The subscription's
+	// barrier waits for the worker's batch in flight and holds the next ones back until
+	// release, so that no batch that read the table's state before the copy writes to the
+	// destination after it; it also clears a stale snapshot of an earlier, failed copy. An
+	// error of release (the barrier's changes did not commit) fails the copy.
+	Barrier func(ctx context.Context, t Table) (release func() error, err error)
+	// Snapshot is called once the provider snapshot of a table's copy is taken, before any row
+	// is read. It must record it durably (its own target transaction) before returning.
+	Snapshot func(ctx context.Context, t Table, snap Snapshot) error
+	// Copied is called in the target transaction that holds the copied rows, just before it
+	// commits; an error rolls the copy back.
+	Copied func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error
+	// Failed is called when a table's copy fails (not when another process copies it, its
+	// state changed under it, or ctx ended), so that the caller can record the error where
+	// `skiff status` shows it; its own error is logged.
+	Failed func(ctx context.Context, t Table, err error) error
+	// Progress is called every Config.ProgressEvery while a table's rows flow, from a
+	// goroutine of the copy; an error is logged and the copy goes on.
+	Progress func(ctx context.Context, t Table, rows, bytes int64) error
+}
+
+// Config configures a copy run.
+type Config struct {
+	// Provider and Target are the connection settings of both sides (from pg.ParseConfig).
+	Provider, Target *pgx.ConnConfig
+	// Parallel is how many tables are copied at once; 0 means 2.
+	Parallel int
+	// Hooks record each table's snapshot and completion.
+	Hooks Hooks
+	// Log receives start, finish and (without a terminal display) periodic progress lines;
+	// nil discards them.
+	Log *slog.Logger
+	// Display, when set, receives a live progress display (rows, bytes, rate, ETA per table);
+	// meant for a terminal. Without it progress goes to Log every LogEvery.
+	Display io.Writer
+	// LogEvery is the interval of progress log lines; 0 means 10 s.
+	LogEvery time.Duration
+	// ProgressEvery is the interval of Hooks.Progress calls; 0 means 5 s.
+	ProgressEvery time.Duration
+	// LockKey, when set, gives the second key of a session advisory lock (first key
+	// LockClass) the copy of a table holds on the target: a table another process is copying
+	// is left alone (its result is ErrBusy).
+	LockKey func(Table) int32
+	// LockTimeout bounds the wait for the destination's lock before it is emptied, while the
+	// barrier holds the subscription's batches back (so one long reader of a destination
+	// cannot stall every table of the subscription); the copy then fails, naming the lock's
+	// holders, and is tried again later. 0 means DefaultLockTimeout.
+	LockTimeout time.Duration
+	// Capture, when set, returns how the queue captures a table (queue.Tables): its row
+	// filter and key, read on prov, again inside the copy's snapshot. The copy then holds only
+	// the rows the capture trigger would queue, and its handlers see the key events carry.
+	Capture func(ctx context.Context, prov *pgx.Conn, t Table) (Captured, error)
+	// Registry builds each table's handlers (handlers.Registry.ForRoute), as the worker's
+	// does; nil means the built-in ones only.
+	Registry *handlers.Registry
+}
+
+// Captured is how the queue captures a table.
+type Captured struct {
+	// Where is the capture's row filter (a boolean SQL expression over the table's columns,
+	// skiff table add --where), "" for none.
+	Where string
+	// Key lists the key columns events carry (--key, else the primary key); empty means the
+	// primary key.
+	Key []string
+	// Only: the capture covers the table's own rows, not its inheritance children's (a
+	// capture made before skiff captured children, or a table added before it had any): it is
+	// copied without them (ONLY), as its trigger captures it. Otherwise a table is copied
+	// whole: a partitioned table, or one captured with its children, with each of their rows
+	// once.
+	Only bool
+}
+
+// Result is the outcome of one table's copy.
+type Result struct {
+	Table    Table
+	Snapshot Snapshot
+	Rows     int64
+	Bytes    int64
+	Elapsed  time.Duration
+	Err      error
+}
+
+// Copy copies every table and returns one result per table, in order. The returned error
+// joins the tables' errors; tables that succeeded stay copied.
+func Copy(ctx context.Context, cfg Config, tables []Table) ([]Result, error) {
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 2
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogEvery <= 0 {
+		cfg.LogEvery = 10 * time.Second
+	}
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = 5 * time.Second
+	}
+	prog := newProgress(tables)
+	stopDisplay := prog.run(ctx, cfg)
+	results := make([]Result, len(tables))
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(cfg.Parallel, max(len(tables), 1)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				results[i] = copyTable(ctx, cfg, tables[i], prog.tables[i])
+			}
+		}()
+	}
+	for i := range tables {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	stopDisplay()
+	var errs []error
+	for _, r := range results {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("copy %s: %w", r.Table, r.Err))
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res Result) {
+	res.Table = t
+	start := time.Now()
+	log := cfg.Log.With("table", t.String())
+	defer func() {
+		res.Elapsed = time.Since(start)
+		res.Rows, res.Bytes = st.rows.Load(), st.bytes.Load()
+		st.finish(res.Err)
+		if res.Err != nil {
+			if !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, ErrBusy) && !errors.Is(res.Err, ErrNotCopying) && ctx.Err() == nil {
+				log.Error("copy failed", "err", res.Err.Error())
+				if cfg.Hooks.Failed != nil {
+					if err := cfg.Hooks.Failed(ctx, t, res.Err); err != nil {
+						log.Warn("cannot record the copy's error on the target", "error", err.Error())
+					}
+				}
+			}
+			return
+		}
+		secs := res.Elapsed.Seconds()
+		log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
+			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", math.Round(float64(res.Bytes)/secs/1e5)/10,
+			"snapshot", res.Snapshot.String())
+	}()
+
+	prov, err := pg.ConnectConfig(ctx, cfg.Provider.Copy())
+	if err != nil {
+		res.Err = fmt.Errorf("provider: %w", err)
+		return
+	}
+	defer prov.Close(context.WithoutCancel(ctx))
+	tgt, err := pg.ConnectConfig(ctx, cfg.Target.Copy())
+	if err != nil {
+		res.Err = fmt.Errorf("target: %w", err)
+		return
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
+
+	if cfg.LockKey != nil {
+		var locked bool
+		if err := tgt.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, int32(LockClass), cfg.LockKey(t)).Scan(&locked); err != nil {
+			res.Err = fmt.Errorf("target: copy lock: %w", err)
+			return
+		}
+		if !locked {
+			res.Err = ErrBusy
+			return
+		}
+		// Unlock explicitly (after the target transaction's rollback, deferred later): a
+		// closed connection's backend releases its locks only when it has exited, and a copy
+		// that starts right after this one would find the table busy.
+		defer func() {
+			_, _ = tgt.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1::int4, $2::int4)`, int32(LockClass), cfg.LockKey(t))
+		}()
+	}
+	p, err := newPlan(ctx, cfg, prov, tgt, t)
+	if err != nil {
+		res.Err = err
+		return
+	}
+	var estimate float64
+	_ = prov.QueryRow(ctx, `SELECT c.reltuples FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+		schemaOf(t.Source), t.Source.Name).Scan(&estimate)
+	st.estimate.Store(max(int64(estimate), 0)) // -1: never analyzed
+
+	// 1. Target transaction. Emptying the destination takes a lock that holds off writes to
+	// it until commit.
+	// As the worker's applier: no user triggers or foreign-key checks on the copied rows when
+	// the role may (they hold the provider's already-checked rows, in any table order).
+	replica, err := mayReplica(ctx, tgt)
+	if err != nil {
+		res.Err = fmt.Errorf("target: %w", err)
+		return
+	}
+	refs, err := referencedBy(ctx, tgt, p.dest)
+	if err != nil {
+		res.Err = fmt.Errorf("target: %w", err)
+		return
+	}
+	if len(refs) > 0 && !replica {
+		res.Err = fmt.Errorf("target: %w", &ReferencedError{Table: p.dest, Keys: refs, Role: tgt.Config().User})
+		return
+	}
+	p.replica = replica
+	if !replica {
+		log.Warn("the target role may not SET session_replication_role: the destination's triggers and foreign keys fire during the copy; connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this")
+	}
+	ttx, err := tgt.Begin(ctx)
+	if err != nil {
+		res.Err = fmt.Errorf("target: begin: %w", err)
+		return
+	}
+	defer func() { _ = ttx.Rollback(context.WithoutCancel(ctx)) }()
+	if replica {
+		if _, err := ttx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			res.Err = fmt.Errorf("target: %w", err)
+			return
+		}
+	}
+	if res.Err = empty(ctx, cfg, tgt, ttx, t, p.dest, refs); res.Err != nil {
+		return
+	}
+
+	// 2. Provider snapshot.
+	if pg.ServerVersion(prov) < 90100 {
+		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY") // before 9.1 SERIALIZABLE is snapshot isolation
+	} else {
+		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	}
+	if err != nil {
+		res.Err = fmt.Errorf("provider: begin: %w", err)
+		return
+	}
+	defer func() { _, _ = prov.Exec(context.WithoutCancel(ctx), "ROLLBACK") }()
+	// The copy evaluates the capture's --where in this (the operator's) session: resolve it as
+	// the capture function does, among pg_catalog's operators and functions only, so that one
+	// a writer created in public is not run with the operator's rights (docs/security.md).
+	// The handlers' SQL is resolved there too.
+	if _, err := prov.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
+		res.Err = fmt.Errorf("provider: %w", err)
+		return
+	}
+	// Values as the capture trigger's events carry them (it pins its time zone to UTC): the
+	// handlers' SQL compares their text.
+	if _, err := prov.Exec(ctx, "SET LOCAL TimeZone = 'UTC'"); err != nil {
+		res.Err = fmt.Errorf("provider: %w", err)
+		return
+	}
+	if pg.ServerVersion(prov) >= 90000 && pg.ServerVersion(tgt) < 90000 {
+		// A target before 9.0 reads bytea only in escape format.
+		if _, err := prov.Exec(ctx, "SET LOCAL bytea_output = 'escape'"); err != nil {
+			res.Err = fmt.Errorf("provider: %w", err)
+			return
+		}
+	}
+	var snapText string
+	if err := prov.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&snapText); err != nil {
+		res.Err = fmt.Errorf("provider: snapshot: %w", err)
+		return
+	}
+	if res.Snapshot, err = change.ParseSnapshot(snapText); err != nil {
+		res.Err = err
+		return
+	}
+	// 3. Publish it.
+	if cfg.Hooks.Snapshot != nil {
+		if err := cfg.Hooks.Snapshot(ctx, t, res.Snapshot); err != nil {
+			res.Err = fmt.Errorf("record snapshot: %w", err)
+			return
+		}
+	}
+	// The capture's filter and key as of the snapshot.
+	if err := p.capture(ctx, cfg, prov, tgt); err != nil {
+		res.Err = err
+		return
+	}
+	log.Info("copy started", "snapshot", snapText, "dest", p.dest.String(), "columns", len(p.cols),
+		"through_handler", !p.sql, "estimated_rows", st.estimate.Load())
+	st.start()
+
+	// 4. Stream, reporting progress meanwhile.
+	stopProgress := reportProgress(ctx, cfg, t, st, log)
+	if p.sql {
+		err = pipe(ctx, prov, ttx, p, st)
+	} else {
+		err = p.transform(ctx, prov, ttx, tgt, st)
+	}
+	stopProgress()
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if !replica && errors.As(err, &pgErr) && pgErr.Code == "23503" {
+			err = fmt.Errorf("%w (the copy checks the destination's foreign keys because role %s may not SET session_replication_role: "+
+				"connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO %s)",
+				err, change.QuoteIdent(tgt.Config().User), change.QuoteIdent(tgt.Config().User))
+		}
+		res.Err = err
+		return
+	}
+	// 5. Record and commit.
+	if cfg.Hooks.Copied != nil {
+		if err := cfg.Hooks.Copied(ctx, ttx, t, res.Snapshot, st.rows.Load(), st.bytes.Load()); err != nil {
+			res.Err = fmt.Errorf("record copy: %w", err)
+			return
+		}
+	}
+	if err := ttx.Commit(ctx); err != nil {
+		res.Err = fmt.Errorf("target: commit: %w", err)
+	}
+	return
+}
+
+// reportProgress calls Hooks.Progress every cfg.ProgressEvery until the returned function is
+// called.
+func reportProgress(ctx context.Context, cfg Config, t Table, st *tableProgress, log *slog.Logger) func() {
+	if cfg.Hooks.Progress == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(cfg.ProgressEvery)
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				if err := cfg.Hooks.Progress(ctx, t, st.rows.Load(), st.bytes.Load()); err != nil && ctx.Err() == nil {
+					log.Warn("cannot record copy progress", "error", err.Error())
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// pipe streams the provider's COPY TO STDOUT of the plan's Select into the target's COPY FROM
+// STDIN through an io.Pipe, counting rows (one newline per row in COPY's text format, where
+// embedded newlines are escaped) and bytes on the way.
+func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, st *tableProgress) error {
+	out := "COPY (" + p.sel.SQL() + ") TO STDOUT"
+	// A plain table whose columns go unchanged is read by COPY directly (a heap scan, no
+	// executor: faster; COPY reads the table without its inheritance children); a
+	// partitioned one, one copied with its children (or anything else) through a query.
+	var relkind string
+	var children bool
+	if err := prov.QueryRow(ctx, `SELECT c.relkind::text, c.relhassubclass FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+		schemaOf(p.sel.Source), p.sel.Source.Name).Scan(&relkind, &children); err != nil {
+		return fmt.Errorf("provider: relation kind of %s: %w", p.sel.Source, err)
+	}
+	if relkind == "r" && p.sel.Plain() && (p.sel.Only || !children) {
+		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
+	}
+	in := "COPY " + p.dest.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"
+
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() {
+		// pgconn hands CopyTo one row per Write; a pipe write is a goroutine hand-off, so the
+		// rows are gathered into 256 kB writes first.
+		bw := bufio.NewWriterSize(&counter{w: pw, st: st}, 256<<10)
+		_, err := prov.PgConn().CopyTo(ctx, bw, out)
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err != nil {
+			err = fmt.Errorf("provider: %s: %w", out, err)
+		}
+		pw.CloseWithError(err) // nil: EOF for the reader
+		readErr <- err
+	}()
+	_, err := ttx.Conn().PgConn().CopyFrom(ctx, pr, in)
+	if err != nil {
+		err = fmt.Errorf("target: %s: %w", in, err)
+		// Stop the reader: it may be blocked writing into the pipe.
+		pr.CloseWithError(err)
+		cancel()
+	}
+	rerr := <-readErr
+	if rerr != nil && err == nil {
+		return rerr
+	}
+	if err != nil && rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) && !errors.Is(rerr, context.Canceled) &&
+		!strings.Contains(rerr.Error(), err.Error()) {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// counter passes the COPY stream on and counts it.
+type counter struct {
+	w  io.Writer
+	st *tableProgress
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.st.bytes.Add(int64(n))
+	nl := [1]byte{'\n'}
+	c.st.rows.Add(int64(bytes.Count(p[:n], nl[:])))
+	return n, err
+}
+
+// mayReplica reports whether the session may SET session_replication_role (a superuser, or
+// granted the parameter on 15+).
+func mayReplica(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	q := `SELECT current_setting('is_superuser') = 'on'`
+	if pg.ServerVersion(conn) >= 150000 {
+		q = `SELECT current_setting('is_superuser') = 'on' OR has_parameter_privilege('session_replication_role', 'SET')`
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, q).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check privileges: %w", err)
+	}
+	return ok, nil
+}
+
+func schemaOf(t change.Table) string {
+	if t.Schema == "" {
+		return "public"
+	}
+	return t.Schema
+}
+
+func columns(ctx context.Context, conn *pgx.Conn, t change.Table, skipGenerated bool) ([]string, error) {
+	q := `SELECT a.attname FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped`
+	if skipGenerated {
+		q += ` AND a.attgenerated = ''`
+	}
+	rows, err := conn.Query(ctx, q+` ORDER BY a.attnum`, schemaOf(t), t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("table %s does not exist", t)
+	}
+	return names, nil
+}
+
+// tableProgress is one table's live counters, shared with the display.
+type tableProgress struct {
+	name     string
+	rows     atomic.Int64
+	bytes    atomic.Int64
+	estimate atomic.Int64
+	started  atomic.Int64 // unix nanoseconds, 0 until the rows flow
+	mu       sync.Mutex
+	done     bool
+	err      error
+	elapsed  time.Duration
+}
+
+func (p *tableProgress) start() { p.started.Store(time.Now().UnixNano()) }
+
+func (p *tableProgress) finish(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done, p.err = true, err
+	if s := p.started.Load(); s != 0 {
+		p.elapsed = time.Since(time.Unix(0, s))
+	}
+}
+
+// DefaultLockTimeout is how long a copy waits for its destination's lock by default
+// (Config.LockTimeout).
+const DefaultLockTimeout = 5 * time.Second
+
+// ForeignKey is a foreign key of Table (the referencing side).
+type ForeignKey struct {
+	Name  string
+	Table change.Table
+}
+
+// ReferencedError says a destination cannot be emptied for its copy: other tables' foreign
+// keys reference it, and the target role may not SET session_replication_role. TRUNCATE
+// refuses a referenced table whatever that setting says, and a DELETE outside replica role
+// would run the keys' checks and ON DELETE actions (a CASCADE would empty the referencing
+// tables too).
+type ReferencedError struct {
+	Table change.Table
+	Keys  []ForeignKey // the referencing keys, at least one
+	Role  string       // the target role
+}
+
+func (e *ReferencedError) Error() string {
+	k := e.Keys[0]
+	more := ""
+	if len(e.Keys) > 1 {
+		more = fmt.Sprintf(" (and %d more)", len(e.Keys)-1)
+	}
+	return fmt.Sprintf("cannot empty %s for its copy: foreign key %s of table %s references it%s; "+
+		"TRUNCATE refuses such a table and a DELETE would check or cascade into %s, so skiff deletes under session_replication_role = replica, "+
+		"which role %s may not set: connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO %s",
+		e.Table, change.QuoteIdent(k.Name), k.Table, more, k.Table, change.QuoteIdent(e.Role), change.QuoteIdent(e.Role))
+}
+
+// referencedBy lists the foreign keys of other tables that reference table t on conn.
+func referencedBy(ctx context.Context, conn *pgx.Conn, t change.Table) ([]ForeignKey, error) {
+	rows, err := conn.Query(ctx, `SELECT c.conname::text, n.nspname::text, r.relname::text
+		FROM pg_catalog.pg_constraint c
+		JOIN pg_catalog.pg_class r ON r.oid = c.conrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+		WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
+		  AND c.confrelid = (SELECT d.oid FROM pg_catalog.pg_class d JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace
+			WHERE dn.nspname = $1 AND d.relname = $2)
+		ORDER BY 2, 3, 1`, schemaOf(t), t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("foreign keys referencing %s: %w", t, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ForeignKey, error) {
+		var k ForeignKey
+		err := r.Scan(&k.Name, &k.Table.Schema, &k.Table.Name)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("foreign keys referencing %s: %w", t, err)
+	}
+	return out, nil
+}
+
+// empty empties the destination in the copy's target transaction ttx. Inside the barrier it
+// only locks the destination against writers (LOCK TABLE, waiting at most cfg.LockTimeout:
+// the barrier holds the subscription's batches back meanwhile, so one long reader of the
+// destination must not stall every table of the subscription; a timeout names the sessions
+// holding the lock), then releases the barrier: from then on the lock keeps every writer off
+// until the copy commits. Then it runs TRUNCATE, or DELETE when refs (other tables' foreign
+// keys) reference the destination: TRUNCATE refuses a referenced table whatever
+// session_replication_role says; the DELETE runs as replica (the caller checked), so neither
+// the keys' checks nor their ON DELETE actions fire and the referencing rows stay as they are.
+func empty(ctx context.Context, cfg Config, tgt *pgx.Conn, ttx pgx.Tx, t Table, dest change.Table, refs []ForeignKey) error {
+	stmt, mode := "TRUNCATE "+dest.String(), "ACCESS EXCLUSIVE"
+	if len(refs) > 0 {
+		// EXCLUSIVE keeps writers off (the worker's too) and lets readers read the old rows
+		// until the copy commits.
+		stmt, mode = "DELETE FROM "+dest.String(), "EXCLUSIVE"
+	}
+	timeout := cfg.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	setting := "lock_timeout"
+	if pg.ServerVersion(tgt) < 90300 {
+		setting = "statement_timeout" // no lock_timeout before 9.3; LOCK TABLE only waits
+	}
+	if _, err := pg.Exec(ctx, ttx.Conn().PgConn(), fmt.Sprintf("SET LOCAL %s = %d", setting, max(timeout.Milliseconds(), 1))); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	release := func() error { return nil }
+	if cfg.Hooks.Barrier != nil {
+		var err error
+		if release, err = cfg.Hooks.Barrier(ctx, t); err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+	}
+	lock := "LOCK TABLE " + dest.String() + " IN " + mode + " MODE"
+	_, err := pg.Exec(ctx, ttx.Conn().PgConn(), lock)
+	// Locked (or given up): the worker's batches may go on.
+	if rerr := release(); rerr != nil && err == nil {
+		return fmt.Errorf("target: %w", rerr)
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "57014") && ctx.Err() == nil {
+			_ = ttx.Rollback(ctx)
+			held := "a session that has ended since"
+			if hs, herr := pg.RelationLockHolders(ctx, tgt, schemaOf(dest), dest.Name); herr != nil {
+				held = herr.Error()
+			} else if len(hs) > 0 {
+				names := make([]string, len(hs))
+				for i, h := range hs {
+					names[i] = h.String()
+				}
+				held = strings.Join(names, "; ")
+			}
+			return fmt.Errorf("target: %s: not granted within %s (the lock timeout, during which the subscription's batches wait), held by %s: %w",
+				lock, timeout, held, err)
+		}
+		return fmt.Errorf("target: %s: %w", lock, err)
+	}
+	for _, sql := range []string{"SET LOCAL " + setting + " TO DEFAULT", stmt} {
+		if _, err := pg.Exec(ctx, ttx.Conn().PgConn(), sql); err != nil {
+			return fmt.Errorf("target: %s: %w", sql, err)
+		}
+	}
+	return nil
+}

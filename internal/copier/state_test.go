@@ -1,0 +1,184 @@
+package copier_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/apply"
+	"github.com/skiffdb/skiff/internal/copier"
+	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+// TestStates walks a table through copying → catching-up → in-sync → copying (resync) with the
+// subscription's hooks, and checks the copy lock keeps a second copier away.
+func TestStates(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	pc, tc := configs(t, p, tg)
+	migratetest.Install(t, tg, migrate.Target)
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE "T" (id int PRIMARY KEY, v text)`)
+		require.NoError(t, err)
+	}
+	_, err := pgtest.Connect(t, p).Exec(ctx, `INSERT INTO "T" SELECT g, repeat('v', 200) FROM generate_series(1, 100000) g`)
+	require.NoError(t, err)
+	tgt, err := pg.ConnectConfig(ctx, tc.Copy())
+	require.NoError(t, err)
+	defer tgt.Close(ctx)
+	tbl := change.Table{Schema: "public", Name: "T"}
+	_, err = apply.Subscribe(ctx, tgt, apply.Subscription{Queue: "q", Consumer: "c", Provider: "p", Tick: 1},
+		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateCopying}})
+	require.NoError(t, err)
+	sub := copier.Subscription{Queue: "q", Consumer: "c"}
+	toCopy, err := sub.ToCopy(ctx, tgt)
+	require.NoError(t, err)
+	require.Equal(t, []copier.Table{{Source: tbl, Dest: tbl}}, toCopy)
+
+	// Another process holds the table's copy lock: the copy leaves it alone.
+	other := pgtest.Connect(t, tg)
+	_, err = other.Exec(ctx, `SELECT pg_advisory_lock($1::int4, $2::int4)`, int32(copier.LockClass), sub.TableLockKey(tbl))
+	require.NoError(t, err)
+	hooks := sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })
+	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }}
+	cfg.Hooks = hooks
+	res, err := copier.Copy(ctx, cfg, toCopy)
+	require.ErrorIs(t, err, copier.ErrBusy)
+	require.ErrorIs(t, res[0].Err, copier.ErrBusy)
+	_, err = other.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+	require.NoError(t, err)
+
+	var progress atomic.Int64
+	cfg.ProgressEvery = time.Millisecond
+	cfg.Hooks.Progress = func(ctx context.Context, t copier.Table, rows, bytes int64) error {
+		progress.Add(1)
+		return hooks.Progress(ctx, t, rows, bytes)
+	}
+	res, err = copier.Copy(ctx, cfg, toCopy)
+	require.NoError(t, err)
+	require.Positive(t, progress.Load(), "progress recorded while the rows flow")
+	var state, snap string
+	var rows, bytes int64
+	require.NoError(t, tgt.QueryRow(ctx, `SELECT state, copy_snapshot, copy_rows, copy_bytes FROM skiff.table_state`).Scan(&state, &snap, &rows, &bytes))
+	require.Equal(t, "catching-up", state)
+	require.Equal(t, res[0].Snapshot.String(), snap)
+	require.EqualValues(t, 100000, rows)
+	require.Equal(t, res[0].Bytes, bytes)
+
+	// Not caught up at a tick whose xmin is below the copy's xmax; caught up past it.
+	s := res[0].Snapshot
+	promoted, err := sub.Promote(ctx, tgt, copier.Snapshot{Xmin: s.Xmax - 1, Xmax: s.Xmax + 5})
+	require.NoError(t, err)
+	require.Empty(t, promoted)
+	// Caught up, but the worker has not applied the table's copy backlog yet: not in sync.
+	_, err = tgt.Exec(ctx, `INSERT INTO skiff.copy_backlog (sub_id, source_schema, source_name, event_id, txid, op, dest_schema, dest_name)
+		SELECT sub_id, 'public', 'T', 1, 1, 'T', 'public', 'T' FROM skiff.subscription`)
+	require.NoError(t, err)
+	promoted, err = sub.Promote(ctx, tgt, copier.Snapshot{Xmin: s.Xmax, Xmax: s.Xmax + 5})
+	require.NoError(t, err)
+	require.Empty(t, promoted, "a table with a copy backlog is not promoted")
+	_, err = tgt.Exec(ctx, `DELETE FROM skiff.copy_backlog`)
+	require.NoError(t, err)
+	promoted, err = sub.Promote(ctx, tgt, copier.Snapshot{Xmin: s.Xmax, Xmax: s.Xmax + 5})
+	require.NoError(t, err)
+	require.Equal(t, []change.Table{tbl}, promoted)
+
+	ok, err := sub.Resync(ctx, tgt, tbl)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = sub.Resync(ctx, tgt, change.Table{Schema: "public", Name: "nope"})
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.NoError(t, tgt.QueryRow(ctx, `SELECT state || coalesce(copy_snapshot, '-') FROM skiff.table_state`).Scan(&state))
+	require.Equal(t, "copying-", state)
+
+	// A copy whose table changed state under it is rolled back.
+	cfg.Hooks.Snapshot = func(ctx context.Context, t copier.Table, snap copier.Snapshot) error {
+		if err := hooks.Snapshot(ctx, t, snap); err != nil {
+			return err
+		}
+		_, err := sub.Resync(ctx, tgt, t.Source) // e.g. a second resync: the snapshot is cleared
+		return err
+	}
+	_, err = copier.Copy(ctx, cfg, toCopy)
+	require.ErrorIs(t, err, copier.ErrNotCopying)
+}
+
+// TestBarrier: a worker batch that read the table's state before a resync (so it applies the
+// table's events as in sync) must not write into the destination after the new copy. The
+// copy's barrier waits for that batch transaction (it holds the subscription row, as
+// consumer/apply does), so the stale write lands before the TRUNCATE and is copied over.
+func TestBarrier(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pc, tc := configs(t, p, tg)
+	migratetest.Install(t, tg, migrate.Target)
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'new')`)
+		require.NoError(t, err)
+	}
+	tgt := pgtest.Connect(t, tg)
+	tbl := change.Table{Schema: "public", Name: "t"}
+	_, err := apply.Subscribe(ctx, tgt, apply.Subscription{Queue: "q", Consumer: "c", Provider: "p", Tick: 1},
+		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateInSync}})
+	require.NoError(t, err)
+	sub := copier.Subscription{Queue: "q", Consumer: "c"}
+
+	// The worker's batch: locks the subscription row, reads the table as in sync...
+	batch, err := pgtest.Connect(t, tg).Begin(ctx)
+	require.NoError(t, err)
+	_, err = batch.Exec(ctx, `SELECT 1 FROM skiff.subscription FOR UPDATE`)
+	require.NoError(t, err)
+	// ... meanwhile the table is resynced and copied.
+	ok, err := sub.Resync(ctx, tgt, tbl)
+	require.NoError(t, err)
+	require.True(t, ok)
+	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) },
+		Hooks: sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })}
+	done := make(chan error, 1)
+	go func() {
+		_, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tbl, Dest: tbl}})
+		done <- err
+	}()
+	// The copy waits at its barrier for the batch's row lock.
+	watch := pgtest.Connect(t, tg)
+	pid := "pid"
+	if pg.ServerVersion(watch) < 90200 {
+		pid = "procpid"
+	}
+	// A row lock wait is a transactionid lock, which has no database: find the waiters among
+	// this database's backends.
+	waitingSQL := `SELECT count(*) FROM pg_catalog.pg_locks WHERE NOT granted
+		AND pid IN (SELECT ` + pid + ` FROM pg_catalog.pg_stat_activity WHERE datname = current_database())`
+	pgtest.Eventually(t, 30*time.Second, "the copy waits for the batch in flight", func() bool {
+		var waiting int
+		require.NoError(t, watch.QueryRow(ctx, waitingSQL).Scan(&waiting))
+		return waiting > 0
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("the copy finished while a batch that read the old state was in flight: %v", err)
+	default:
+	}
+	// The batch writes its (stale) image and commits; the copy then truncates and copies.
+	_, err = batch.Exec(ctx, `UPDATE t SET v = 'stale' WHERE id = 1`)
+	require.NoError(t, err)
+	require.NoError(t, batch.Commit(ctx))
+	require.NoError(t, <-done)
+	var v string
+	require.NoError(t, tgt.QueryRow(ctx, `SELECT v FROM t WHERE id = 1`).Scan(&v))
+	require.Equal(t, "new", v)
+}
