@@ -141,7 +141,7 @@ func newFixture(t *testing.T, ddl string, routes ...change.Route) *fixture {
 // run starts the worker; stop ends it softly and returns Run's error.
 func (f *fixture) run(t *testing.T, reg *handlers.Registry) (stop func() error) {
 	t.Helper()
-	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Handlers: func(r change.Route) (consumer.Handler, error) { return reg.ForRoute(r) }, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Handlers: handlersOf(reg), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -201,7 +201,7 @@ func TestWorkerFinishesAlreadyAppliedBatch(t *testing.T) {
 func TestWorkerStopsOnPositionLost(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
-	w, err := consumer.NewWorker(consumer.Config{Source: f.src, Applier: f.a})
+	w, err := consumer.NewWorker(consumer.Config{Source: f.src, Applier: f.a, Handlers: builtin})
 	require.NoError(t, err)
 	f.src.add(batch(10, 5, 6), ins(1, "1", "a"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -275,13 +275,13 @@ func TestWorkerRoutesAndHandlers(t *testing.T) {
 func TestWorkerSoftStopFinishesBatchInHand(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
-	w, err := consumer.NewWorker(consumer.Config{Source: f.src, Applier: f.a, OnBatch: func(change.Batch, int) {}})
+	w, err := consumer.NewWorker(consumer.Config{Source: f.src, Applier: f.a, Handlers: builtin, OnBatch: func(change.Batch, int) {}})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	// The source cancels the soft context while the batch is being read: the batch still
 	// commits and finishes, and Run returns nil.
 	src := &cancelling{memSource: f.src, cancel: cancel}
-	w, err = consumer.NewWorker(consumer.Config{Source: src, Applier: f.a})
+	w, err = consumer.NewWorker(consumer.Config{Source: src, Applier: f.a, Handlers: builtin})
 	require.NoError(t, err)
 	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "b"), ins(3, "3", "c"))
 	require.NoError(t, w.Run(ctx, context.Background()))
@@ -291,7 +291,7 @@ func TestWorkerSoftStopFinishesBatchInHand(t *testing.T) {
 	// A hard stop rolls the batch back.
 	hard, hardCancel := context.WithCancel(context.Background())
 	src2 := &cancelling{memSource: f.src, cancel: hardCancel}
-	w, err = consumer.NewWorker(consumer.Config{Source: src2, Applier: f.a})
+	w, err = consumer.NewWorker(consumer.Config{Source: src2, Applier: f.a, Handlers: builtin})
 	require.NoError(t, err)
 	f.src.add(batch(11, 2, 3), ins(4, "4", "d"), ins(5, "5", "e"), ins(6, "6", "f"))
 	err = w.Run(context.Background(), hard)
@@ -325,7 +325,7 @@ func TestWorkerMetrics(t *testing.T) {
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
 	reg := prometheus.NewRegistry()
 	m := consumer.NewMetrics(reg)
-	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Metrics: m.For("q")})
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Handlers: builtin, Metrics: m.For("q")})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -455,7 +455,7 @@ func TestWorkerHeartbeatInBackoff(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
 	ctx := context.Background()
-	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a,
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Handlers: builtin,
 		MinBackoff: time.Hour, MaxBackoff: time.Hour, HeartbeatEvery: 50 * time.Millisecond})
 	require.NoError(t, err)
 	f.src.add(batch(10, 1, 2), ins(1, "1", "not an integer"))
@@ -480,3 +480,11 @@ func TestWorkerHeartbeatInBackoff(t *testing.T) {
 	require.NoError(t, <-errc)
 	require.Empty(t, f.src.done(), "the batch is not applied")
 }
+
+// handlersOf adapts a registry to Config.Handlers, as the worker service does.
+func handlersOf(reg *handlers.Registry) func(change.Route) (consumer.Handler, error) {
+	return func(r change.Route) (consumer.Handler, error) { return reg.ForRoute(r) }
+}
+
+// builtin builds a route's handler from the built-in handlers.
+func builtin(r change.Route) (consumer.Handler, error) { return handlers.NewRegistry().ForRoute(r) }

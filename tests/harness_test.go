@@ -193,6 +193,9 @@ func (p *pair) runWorkerWith(t testing.TB, ctx context.Context, wg *sync.WaitGro
 	maxEvents, _ := strconv.ParseInt(os.Getenv("SKIFF_MAX_EVENTS"), 10, 64) // 0: the default
 	src, err := queue.NewSource(ctx, prov, queue.SourceConfig{Queue: q, Consumer: "c1", MaxEvents: maxEvents})
 	require.NoError(t, err)
+	if reg == nil {
+		reg = handlers.NewRegistry()
+	}
 	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, Handlers: func(r change.Route) (consumer.Handler, error) { return reg.ForRoute(r) }, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
 	require.NoError(t, err)
 	wg.Add(1)
@@ -419,3 +422,6 @@ func writeOne(ctx context.Context, tx pgx.Tx, rng *rand.Rand, group string) erro
 	}
 	return err
 }
+
+// builtin builds a route's handler from the built-in handlers.
+func builtin(r change.Route) (consumer.Handler, error) { return handlers.NewRegistry().ForRoute(r) }

@@ -160,7 +160,7 @@ func TestFinishErrorNamesBatchOnce(t *testing.T) {
 		_, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, int32(pid))
 		require.NoError(t, err)
 	}}
-	w, err := consumer.NewWorker(consumer.Config{Name: "qf", Source: src, Applier: a, MinBackoff: time.Hour})
+	w, err := consumer.NewWorker(consumer.Config{Name: "qf", Source: src, Applier: a, Handlers: builtin, MinBackoff: time.Hour})
 	require.NoError(t, err)
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
