@@ -55,7 +55,7 @@ func TestCopyDoesNotStallOtherTables(t *testing.T) {
 	require.NoError(t, err)
 	tc, err := pg.ParseConfig(p.tgt, "backlog-test")
 	require.NoError(t, err)
-	base := sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })
+	base := sub.Hooks()
 	backlog := func() int64 {
 		var c int64
 		require.NoError(t, tgt.QueryRow(ctx, `SELECT count(*) FROM skiff.copy_backlog WHERE source_name = 'big'`).Scan(&c))

@@ -6,7 +6,10 @@
 // caught-up ones (Manager), and holds the txid snapshot arithmetic (Snapshot) catch-up relies
 // on; the worker's per-table filter itself is consumer.tableRoute.wants.
 //
-// The copy of one table:
+// The copy of one table (tableCopy, one method per step) uses three connections: the provider
+// one that reads the rows, the target one that writes them, and a side connection to the
+// target on which the hooks' barrier, snapshot, progress and failure records commit on their
+// own while the copy's target transaction is open:
 //  1. target: BEGIN (session_replication_role = replica when the role may: the destination's
 //     triggers and foreign keys do not fire); Hooks.Barrier (no worker batch in flight); LOCK
 //     the destination against writers (until the copy commits), waiting at most
@@ -65,7 +68,12 @@ func (t Table) String() string {
 }
 
 // Hooks let the caller record a table's progress on the target without the copier knowing the
-// target schema. Both may be nil.
+// target schema. Any may be nil.
+//
+// Barrier, Snapshot, Progress and Failed get conn, the copy's side connection to the target
+// (Config.Target): one per table copy, opened when a hook first needs it, used by one hook at a
+// time, and closed when the copy ends. Each must leave it outside a transaction when it
+// returns (Barrier's when release returns).
 type Hooks struct {
 	// Barrier is called before the destination is locked and emptied; the copy calls
 	// release right after the lock is granted (or when it gives up). The subscription's
@@ -73,20 +81,20 @@ type Hooks struct {
 	// release, so that no batch that read the table's state before the copy writes to the
 	// destination after it; it also clears a stale snapshot of an earlier, failed copy. An
 	// error of release (the barrier's changes did not commit) fails the copy.
-	Barrier func(ctx context.Context, t Table) (release func() error, err error)
+	Barrier func(ctx context.Context, conn *pgx.Conn, t Table) (release func() error, err error)
 	// Snapshot is called once the provider snapshot of a table's copy is taken, before any row
 	// is read. It must record it durably (its own target transaction) before returning.
-	Snapshot func(ctx context.Context, t Table, snap Snapshot) error
+	Snapshot func(ctx context.Context, conn *pgx.Conn, t Table, snap Snapshot) error
 	// Copied is called in the target transaction that holds the copied rows, just before it
 	// commits; an error rolls the copy back.
 	Copied func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error
 	// Failed is called when a table's copy fails (not when another process copies it, its
 	// state changed under it, or ctx ended), so that the caller can record the error where
 	// `skiff status` shows it; its own error is logged.
-	Failed func(ctx context.Context, t Table, err error) error
+	Failed func(ctx context.Context, conn *pgx.Conn, t Table, err error) error
 	// Progress is called every Config.ProgressEvery while a table's rows flow, from a
 	// goroutine of the copy; an error is logged and the copy goes on.
-	Progress func(ctx context.Context, t Table, rows, bytes int64) error
+	Progress func(ctx context.Context, conn *pgx.Conn, t Table, rows, bytes int64) error
 }
 
 // Config configures a copy run.
@@ -195,217 +203,332 @@ func Copy(ctx context.Context, cfg Config, tables []Table) ([]Result, error) {
 	return results, errors.Join(errs...)
 }
 
-func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) (res Result) {
-	res.Table = t
+// tableCopy is the copy of one table, step by step (the package doc's protocol). It holds
+// three connections: prov reads the rows under the copy's snapshot, tgt writes them in one
+// transaction (ttx), and side, a second target connection, serves what must commit on its own
+// while ttx is open: the hooks' barrier, the snapshot's publication, the progress and the
+// record of a failure, one after another.
+type tableCopy struct {
+	cfg Config
+	t   Table
+	st  *tableProgress
+	log *slog.Logger
+
+	prov, tgt *pgx.Conn
+	side      *pgx.Conn // nil until a hook needs it
+	ttx       pgx.Tx
+	provTx    bool // the provider's snapshot transaction is open
+	locked    bool // the copy's advisory lock is held on tgt
+	plan      *plan
+	refs      []ForeignKey // the foreign keys referencing the destination
+	snap      Snapshot
+	snapText  string
+}
+
+// copyTable copies one table and reports its outcome (log line, Hooks.Failed).
+func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) Result {
+	c := &tableCopy{cfg: cfg, t: t, st: st, log: cfg.Log.With("table", t.String())}
 	start := time.Now()
-	log := cfg.Log.With("table", t.String())
-	defer func() {
-		res.Elapsed = time.Since(start)
-		res.Rows, res.Bytes = st.rows.Load(), st.bytes.Load()
-		st.finish(res.Err)
-		if res.Err != nil {
-			if !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, ErrBusy) && !errors.Is(res.Err, ErrNotCopying) && ctx.Err() == nil {
-				log.Error("copy failed", "err", res.Err.Error())
-				if cfg.Hooks.Failed != nil {
-					if err := cfg.Hooks.Failed(ctx, t, res.Err); err != nil {
-						log.Warn("cannot record the copy's error on the target", "error", err.Error())
-					}
-				}
-			}
-			return
-		}
-		secs := res.Elapsed.Seconds()
-		log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
-			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", math.Round(float64(res.Bytes)/secs/1e5)/10,
-			"snapshot", res.Snapshot.String())
-	}()
+	err := c.run(ctx)
+	c.close(ctx)
+	res := Result{Table: t, Snapshot: c.snap, Err: err, Elapsed: time.Since(start), Rows: st.rows.Load(), Bytes: st.bytes.Load()}
+	st.finish(err)
+	c.report(ctx, res)
+	c.closeSide(ctx)
+	return res
+}
 
-	prov, err := pg.ConnectConfig(ctx, cfg.Provider.Copy())
-	if err != nil {
-		res.Err = fmt.Errorf("provider: %w", err)
-		return
+// run takes the copy's steps in order; close undoes what a failed one leaves.
+func (c *tableCopy) run(ctx context.Context) error {
+	if err := c.connect(ctx); err != nil {
+		return err
 	}
-	defer prov.Close(context.WithoutCancel(ctx))
-	tgt, err := pg.ConnectConfig(ctx, cfg.Target.Copy())
-	if err != nil {
-		res.Err = fmt.Errorf("target: %w", err)
-		return
+	if err := c.lock(ctx); err != nil {
+		return err
 	}
-	defer tgt.Close(context.WithoutCancel(ctx))
+	if err := c.prepare(ctx); err != nil {
+		return err
+	}
+	// 1. Target transaction; the destination locked (under the barrier) and emptied.
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	if err := c.empty(ctx); err != nil {
+		return err
+	}
+	// 2. Provider snapshot; 3. published.
+	if err := c.snapshot(ctx); err != nil {
+		return err
+	}
+	if err := c.publish(ctx); err != nil {
+		return err
+	}
+	// 4. The rows; 5. recorded and committed.
+	if err := c.copyRows(ctx); err != nil {
+		return err
+	}
+	return c.finish(ctx)
+}
 
-	if cfg.LockKey != nil {
-		var locked bool
-		if err := tgt.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, int32(LockClass), cfg.LockKey(t)).Scan(&locked); err != nil {
-			res.Err = fmt.Errorf("target: copy lock: %w", err)
-			return
-		}
-		if !locked {
-			res.Err = ErrBusy
-			return
-		}
-		// Unlock explicitly (after the target transaction's rollback, deferred later): a
-		// closed connection's backend releases its locks only when it has exited, and a copy
-		// that starts right after this one would find the table busy.
-		defer func() {
-			_, _ = tgt.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1::int4, $2::int4)`, int32(LockClass), cfg.LockKey(t))
-		}()
+// connect opens the provider and target connections the rows flow through.
+func (c *tableCopy) connect(ctx context.Context) error {
+	var err error
+	if c.prov, err = pg.ConnectConfig(ctx, c.cfg.Provider.Copy()); err != nil {
+		return fmt.Errorf("provider: %w", err)
 	}
-	p, err := newPlan(ctx, cfg, prov, tgt, t)
+	if c.tgt, err = pg.ConnectConfig(ctx, c.cfg.Target.Copy()); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	return nil
+}
+
+// lock takes the copy's advisory lock on the target (Config.LockKey): ErrBusy when another
+// process is copying the table.
+func (c *tableCopy) lock(ctx context.Context) error {
+	if c.cfg.LockKey == nil {
+		return nil
+	}
+	if err := c.tgt.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, int32(LockClass), c.cfg.LockKey(c.t)).Scan(&c.locked); err != nil {
+		return fmt.Errorf("target: copy lock: %w", err)
+	}
+	if !c.locked {
+		return ErrBusy
+	}
+	return nil
+}
+
+// prepare plans the copy (newPlan), reads the provider's row estimate for the display, and
+// checks how the destination can be emptied: as replica when the role may, and foreign keys
+// of other tables referencing it.
+func (c *tableCopy) prepare(ctx context.Context) error {
+	p, err := newPlan(ctx, c.cfg, c.prov, c.tgt, c.t)
 	if err != nil {
-		res.Err = err
-		return
+		return err
 	}
+	c.plan = p
 	var estimate float64
-	_ = prov.QueryRow(ctx, `SELECT c.reltuples FROM pg_catalog.pg_class c
+	_ = c.prov.QueryRow(ctx, `SELECT c.reltuples FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
-		schemaOf(t.Source), t.Source.Name).Scan(&estimate)
-	st.estimate.Store(max(int64(estimate), 0)) // -1: never analyzed
+		schemaOf(c.t.Source), c.t.Source.Name).Scan(&estimate)
+	c.st.estimate.Store(max(int64(estimate), 0)) // -1: never analyzed
 
-	// 1. Target transaction. Emptying the destination takes a lock that holds off writes to
-	// it until commit.
 	// As the worker's applier: no user triggers or foreign-key checks on the copied rows when
 	// the role may (they hold the provider's already-checked rows, in any table order).
-	replica, err := mayReplica(ctx, tgt)
+	replica, err := mayReplica(ctx, c.tgt)
 	if err != nil {
-		res.Err = fmt.Errorf("target: %w", err)
-		return
+		return fmt.Errorf("target: %w", err)
 	}
-	refs, err := referencedBy(ctx, tgt, p.dest)
-	if err != nil {
-		res.Err = fmt.Errorf("target: %w", err)
-		return
+	if c.refs, err = referencedBy(ctx, c.tgt, p.dest); err != nil {
+		return fmt.Errorf("target: %w", err)
 	}
-	if len(refs) > 0 && !replica {
-		res.Err = fmt.Errorf("target: %w", &ReferencedError{Table: p.dest, Keys: refs, Role: tgt.Config().User})
-		return
+	if len(c.refs) > 0 && !replica {
+		return fmt.Errorf("target: %w", &ReferencedError{Table: p.dest, Keys: c.refs, Role: c.tgt.Config().User})
 	}
 	p.replica = replica
 	if !replica {
-		log.Warn("the target role may not SET session_replication_role: the destination's triggers and foreign keys fire during the copy; connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this")
+		c.log.Warn("the target role may not SET session_replication_role: the destination's triggers and foreign keys fire during the copy; connect as a superuser (or GRANT SET ON PARAMETER session_replication_role on 15+) to avoid this")
 	}
-	ttx, err := tgt.Begin(ctx)
-	if err != nil {
-		res.Err = fmt.Errorf("target: begin: %w", err)
-		return
+	return nil
+}
+
+// begin opens the target transaction the rows are written in, as replica when the role may.
+func (c *tableCopy) begin(ctx context.Context) error {
+	var err error
+	if c.ttx, err = c.tgt.Begin(ctx); err != nil {
+		return fmt.Errorf("target: begin: %w", err)
 	}
-	defer func() { _ = ttx.Rollback(context.WithoutCancel(ctx)) }()
-	if replica {
-		if _, err := ttx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
-			res.Err = fmt.Errorf("target: %w", err)
-			return
+	if c.plan.replica {
+		if _, err := c.ttx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			return fmt.Errorf("target: %w", err)
 		}
 	}
-	if res.Err = empty(ctx, cfg, tgt, ttx, t, p.dest, refs); res.Err != nil {
-		return
-	}
+	return nil
+}
 
-	// 2. Provider snapshot.
-	if pg.ServerVersion(prov) < 90100 {
-		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY") // before 9.1 SERIALIZABLE is snapshot isolation
+// snapshot opens the provider's read-only snapshot transaction and reads its snapshot.
+func (c *tableCopy) snapshot(ctx context.Context) error {
+	var err error
+	if pg.ServerVersion(c.prov) < 90100 {
+		_, err = c.prov.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY") // before 9.1 SERIALIZABLE is snapshot isolation
 	} else {
-		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+		_, err = c.prov.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 	}
 	if err != nil {
-		res.Err = fmt.Errorf("provider: begin: %w", err)
-		return
+		return fmt.Errorf("provider: begin: %w", err)
 	}
-	defer func() { _, _ = prov.Exec(context.WithoutCancel(ctx), "ROLLBACK") }()
+	c.provTx = true
 	// The copy evaluates the capture's --where in this (the operator's) session: resolve it as
 	// the capture function does, among pg_catalog's operators and functions only, so that one
 	// a writer created in public is not run with the operator's rights (docs/security.md).
 	// The handlers' SQL is resolved there too.
-	if _, err := prov.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
-		res.Err = fmt.Errorf("provider: %w", err)
-		return
+	if _, err := c.prov.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
+		return fmt.Errorf("provider: %w", err)
 	}
 	// Values as the capture trigger's events carry them (it pins its time zone to UTC): the
 	// handlers' SQL compares their text.
-	if _, err := prov.Exec(ctx, "SET LOCAL TimeZone = 'UTC'"); err != nil {
-		res.Err = fmt.Errorf("provider: %w", err)
-		return
+	if _, err := c.prov.Exec(ctx, "SET LOCAL TimeZone = 'UTC'"); err != nil {
+		return fmt.Errorf("provider: %w", err)
 	}
-	if pg.ServerVersion(prov) >= 90000 && pg.ServerVersion(tgt) < 90000 {
+	if pg.ServerVersion(c.prov) >= 90000 && pg.ServerVersion(c.tgt) < 90000 {
 		// A target before 9.0 reads bytea only in escape format.
-		if _, err := prov.Exec(ctx, "SET LOCAL bytea_output = 'escape'"); err != nil {
-			res.Err = fmt.Errorf("provider: %w", err)
-			return
+		if _, err := c.prov.Exec(ctx, "SET LOCAL bytea_output = 'escape'"); err != nil {
+			return fmt.Errorf("provider: %w", err)
 		}
 	}
-	var snapText string
-	if err := prov.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&snapText); err != nil {
-		res.Err = fmt.Errorf("provider: snapshot: %w", err)
-		return
+	if err := c.prov.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&c.snapText); err != nil {
+		return fmt.Errorf("provider: snapshot: %w", err)
 	}
-	if res.Snapshot, err = change.ParseSnapshot(snapText); err != nil {
-		res.Err = err
-		return
-	}
-	// 3. Publish it.
-	if cfg.Hooks.Snapshot != nil {
-		if err := cfg.Hooks.Snapshot(ctx, t, res.Snapshot); err != nil {
-			res.Err = fmt.Errorf("record snapshot: %w", err)
-			return
-		}
-	}
-	// The capture's filter and key as of the snapshot.
-	if err := p.capture(ctx, cfg, prov, tgt); err != nil {
-		res.Err = err
-		return
-	}
-	log.Info("copy started", "snapshot", snapText, "dest", p.dest.String(), "columns", len(p.cols),
-		"through_handler", !p.sql, "estimated_rows", st.estimate.Load())
-	st.start()
-
-	// 4. Stream, reporting progress meanwhile.
-	stopProgress := reportProgress(ctx, cfg, t, st, log)
-	if p.sql {
-		err = pipe(ctx, prov, ttx, p, st)
-	} else {
-		err = p.transform(ctx, prov, ttx, tgt, st)
-	}
-	stopProgress()
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if !replica && errors.As(err, &pgErr) && pgErr.Code == "23503" {
-			err = fmt.Errorf("%w (the copy checks the destination's foreign keys because role %s may not SET session_replication_role: "+
-				"connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO %s)",
-				err, change.QuoteIdent(tgt.Config().User), change.QuoteIdent(tgt.Config().User))
-		}
-		res.Err = err
-		return
-	}
-	// 5. Record and commit.
-	if cfg.Hooks.Copied != nil {
-		if err := cfg.Hooks.Copied(ctx, ttx, t, res.Snapshot, st.rows.Load(), st.bytes.Load()); err != nil {
-			res.Err = fmt.Errorf("record copy: %w", err)
-			return
-		}
-	}
-	if err := ttx.Commit(ctx); err != nil {
-		res.Err = fmt.Errorf("target: commit: %w", err)
-	}
-	return
+	c.snap, err = change.ParseSnapshot(c.snapText)
+	return err
 }
 
-// reportProgress calls Hooks.Progress every cfg.ProgressEvery until the returned function is
-// called.
-func reportProgress(ctx context.Context, cfg Config, t Table, st *tableProgress, log *slog.Logger) func() {
-	if cfg.Hooks.Progress == nil {
+// publish hands the snapshot to Hooks.Snapshot (on the side connection), then reads the
+// capture's filter and key as of the snapshot.
+func (c *tableCopy) publish(ctx context.Context) error {
+	if c.cfg.Hooks.Snapshot != nil {
+		side, err := c.sideConn(ctx)
+		if err != nil {
+			return fmt.Errorf("record snapshot: %w", err)
+		}
+		if err := c.cfg.Hooks.Snapshot(ctx, side, c.t, c.snap); err != nil {
+			return fmt.Errorf("record snapshot: %w", err)
+		}
+	}
+	return c.plan.capture(ctx, c.cfg, c.prov, c.tgt)
+}
+
+// copyRows streams the rows (pipe, or through the handlers in Go: transform), reporting
+// progress meanwhile.
+func (c *tableCopy) copyRows(ctx context.Context) error {
+	p := c.plan
+	c.log.Info("copy started", "snapshot", c.snapText, "dest", p.dest.String(), "columns", len(p.cols),
+		"through_handler", !p.sql, "estimated_rows", c.st.estimate.Load())
+	c.st.start()
+	stopProgress := c.reportProgress(ctx)
+	var err error
+	if p.sql {
+		err = pipe(ctx, c.prov, c.ttx, p, c.st)
+	} else {
+		err = p.transform(ctx, c.prov, c.ttx, c.tgt, c.st)
+	}
+	stopProgress()
+	var pgErr *pgconn.PgError
+	if err != nil && !p.replica && errors.As(err, &pgErr) && pgErr.Code == "23503" {
+		err = fmt.Errorf("%w (the copy checks the destination's foreign keys because role %s may not SET session_replication_role: "+
+			"connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO %s)",
+			err, change.QuoteIdent(c.tgt.Config().User), change.QuoteIdent(c.tgt.Config().User))
+	}
+	return err
+}
+
+// finish runs Hooks.Copied in the target transaction and commits it.
+func (c *tableCopy) finish(ctx context.Context) error {
+	if c.cfg.Hooks.Copied != nil {
+		if err := c.cfg.Hooks.Copied(ctx, c.ttx, c.t, c.snap, c.st.rows.Load(), c.st.bytes.Load()); err != nil {
+			return fmt.Errorf("record copy: %w", err)
+		}
+	}
+	if err := c.ttx.Commit(ctx); err != nil {
+		return fmt.Errorf("target: commit: %w", err)
+	}
+	return nil
+}
+
+// close ends what run left open: the provider's snapshot transaction, the target transaction
+// (rolled back unless committed), the advisory lock, and both connections.
+func (c *tableCopy) close(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	if c.provTx {
+		_, _ = c.prov.Exec(ctx, "ROLLBACK")
+	}
+	if c.ttx != nil {
+		_ = c.ttx.Rollback(ctx)
+	}
+	if c.locked {
+		// Unlock explicitly, after the rollback: a closed connection's backend releases its
+		// locks only when it has exited, and a copy that starts right after this one would
+		// find the table busy.
+		_, _ = c.tgt.Exec(ctx, `SELECT pg_advisory_unlock($1::int4, $2::int4)`, int32(LockClass), c.cfg.LockKey(c.t))
+	}
+	if c.tgt != nil {
+		c.tgt.Close(ctx)
+	}
+	if c.prov != nil {
+		c.prov.Close(ctx)
+	}
+}
+
+// sideConn returns the copy's side connection to the target, connecting the first time (or
+// again when a step left it closed or inside a transaction).
+func (c *tableCopy) sideConn(ctx context.Context) (*pgx.Conn, error) {
+	if c.side != nil && !c.side.IsClosed() && c.side.PgConn().TxStatus() == 'I' {
+		return c.side, nil
+	}
+	c.closeSide(ctx)
+	side, err := pg.ConnectConfig(ctx, c.cfg.Target.Copy())
+	if err != nil {
+		return nil, err
+	}
+	c.side = side
+	return side, nil
+}
+
+func (c *tableCopy) closeSide(ctx context.Context) {
+	if c.side != nil {
+		c.side.Close(context.WithoutCancel(ctx))
+		c.side = nil
+	}
+}
+
+// report logs the copy's outcome and records a failure (Hooks.Failed) unless the table was
+// busy or left copying, or ctx ended.
+func (c *tableCopy) report(ctx context.Context, res Result) {
+	if res.Err == nil {
+		secs := res.Elapsed.Seconds()
+		c.log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
+			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", math.Round(float64(res.Bytes)/secs/1e5)/10,
+			"snapshot", res.Snapshot.String())
+		return
+	}
+	if errors.Is(res.Err, context.Canceled) || errors.Is(res.Err, ErrBusy) || errors.Is(res.Err, ErrNotCopying) || ctx.Err() != nil {
+		return
+	}
+	c.log.Error("copy failed", "err", res.Err.Error())
+	if c.cfg.Hooks.Failed == nil {
+		return
+	}
+	side, err := c.sideConn(ctx)
+	if err == nil {
+		err = c.cfg.Hooks.Failed(ctx, side, c.t, res.Err)
+	}
+	if err != nil {
+		c.log.Warn("cannot record the copy's error on the target", "error", err.Error())
+	}
+}
+
+// reportProgress calls Hooks.Progress, on the side connection, every cfg.ProgressEvery until
+// the returned function is called.
+func (c *tableCopy) reportProgress(ctx context.Context) func() {
+	if c.cfg.Hooks.Progress == nil {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tk := time.NewTicker(cfg.ProgressEvery)
+		tk := time.NewTicker(c.cfg.ProgressEvery)
 		defer tk.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tk.C:
-				if err := cfg.Hooks.Progress(ctx, t, st.rows.Load(), st.bytes.Load()); err != nil && ctx.Err() == nil {
-					log.Warn("cannot record copy progress", "error", err.Error())
+				side, err := c.sideConn(ctx)
+				if err == nil {
+					err = c.cfg.Hooks.Progress(ctx, side, c.t, c.st.rows.Load(), c.st.bytes.Load())
+				}
+				if err != nil && ctx.Err() == nil {
+					c.log.Warn("cannot record copy progress", "error", err.Error())
 				}
 			}
 		}
@@ -610,18 +733,20 @@ func referencedBy(ctx context.Context, conn *pgx.Conn, t change.Table) ([]Foreig
 	return out, nil
 }
 
-// empty empties the destination in the copy's target transaction ttx. Inside the barrier it
-// only locks the destination against writers (LOCK TABLE, waiting at most cfg.LockTimeout:
+// empty empties the destination in the copy's target transaction. Inside the barrier (taken on
+// the side connection) it only locks the destination against writers (LOCK TABLE, waiting at
+// most cfg.LockTimeout:
 // the barrier holds the subscription's batches back meanwhile, so one long reader of the
 // destination must not stall every table of the subscription; a timeout names the sessions
 // holding the lock), then releases the barrier: from then on the lock keeps every writer off
-// until the copy commits. Then it runs TRUNCATE, or DELETE when refs (other tables' foreign
-// keys) reference the destination: TRUNCATE refuses a referenced table whatever
+// until the copy commits. Then it runs TRUNCATE, or DELETE when other tables' foreign keys
+// (c.refs) reference the destination: TRUNCATE refuses a referenced table whatever
 // session_replication_role says; the DELETE runs as replica (the caller checked), so neither
 // the keys' checks nor their ON DELETE actions fire and the referencing rows stay as they are.
-func empty(ctx context.Context, cfg Config, tgt *pgx.Conn, ttx pgx.Tx, t Table, dest change.Table, refs []ForeignKey) error {
+func (c *tableCopy) empty(ctx context.Context) error {
+	cfg, tgt, ttx, dest := c.cfg, c.tgt, c.ttx, c.plan.dest
 	stmt, mode := "TRUNCATE "+dest.String(), "ACCESS EXCLUSIVE"
-	if len(refs) > 0 {
+	if len(c.refs) > 0 {
 		// EXCLUSIVE keeps writers off (the worker's too) and lets readers read the old rows
 		// until the copy commits.
 		stmt, mode = "DELETE FROM "+dest.String(), "EXCLUSIVE"
@@ -639,8 +764,11 @@ func empty(ctx context.Context, cfg Config, tgt *pgx.Conn, ttx pgx.Tx, t Table, 
 	}
 	release := func() error { return nil }
 	if cfg.Hooks.Barrier != nil {
-		var err error
-		if release, err = cfg.Hooks.Barrier(ctx, t); err != nil {
+		side, err := c.sideConn(ctx)
+		if err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		if release, err = cfg.Hooks.Barrier(ctx, side, c.t); err != nil {
 			return fmt.Errorf("target: %w", err)
 		}
 	}

@@ -184,7 +184,10 @@ func TestCopyUnderWrites(t *testing.T) {
 	res, err := copier.Copy(ctx, copier.Config{
 		Provider: pc, Target: tc, Parallel: 2, Display: &display,
 		Hooks: copier.Hooks{
-			Snapshot: func(ctx context.Context, _ copier.Table, _ copier.Snapshot) error { snapped.Add(1); return nil },
+			Snapshot: func(ctx context.Context, _ *pgx.Conn, _ copier.Table, _ copier.Snapshot) error {
+				snapped.Add(1)
+				return nil
+			},
 			Copied: func(ctx context.Context, tx pgx.Tx, _ copier.Table, _ copier.Snapshot, rows, _ int64) error {
 				copied.Add(rows)
 				return nil

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
@@ -138,7 +137,7 @@ func TestCopyLockTimeout(t *testing.T) {
 
 	cfg := copier.Config{Provider: pc, Target: tc, LockTimeout: 300 * time.Millisecond,
 		LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) },
-		Hooks:   sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })}
+		Hooks:   sub.Hooks()}
 	start := time.Now()
 	res, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tbl, Dest: tbl}})
 	require.Error(t, err)
@@ -204,7 +203,7 @@ func TestBarrierCommitFails(t *testing.T) {
 	require.NoError(t, err)
 	sub := copier.Subscription{Queue: "q", Consumer: "c"}
 	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc,
-		Hooks: sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })},
+		Hooks: sub.Hooks()},
 		[]copier.Table{{Source: tbl, Dest: tbl}})
 	require.Error(t, err)
 	require.ErrorContains(t, res[0].Err, "barrier commit refused")

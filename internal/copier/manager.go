@@ -118,9 +118,7 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 	cfg := m.Copy
 	cfg.Parallel = 1
 	cfg.LockKey = func(t Table) int32 { return m.Sub.TableLockKey(t.Source) }
-	cfg.Hooks = m.Sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) {
-		return pg.ConnectConfig(ctx, m.Copy.Target.Copy())
-	})
+	cfg.Hooks = m.Sub.Hooks()
 	now := time.Now()
 	r.mu.Lock()
 	for _, t := range tables {

@@ -282,50 +282,23 @@ func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Tabl
 }
 
 // Hooks returns the copier hooks that record a copy of this subscription's tables on the
-// target: the barrier and the snapshot in short connections of their own (connect), the end
-// of the copy in the copy's transaction.
-func (s Subscription) Hooks(connect func(ctx context.Context) (*pgx.Conn, error)) Hooks {
+// target: the barrier, the snapshot, the progress and a failure on the copy's side
+// connection, the end of the copy in the copy's transaction.
+func (s Subscription) Hooks() Hooks {
 	return Hooks{
-		Barrier: func(ctx context.Context, t Table) (func() error, error) {
-			conn, err := connect(ctx)
-			if err != nil {
-				return nil, err
-			}
-			release, err := s.Barrier(ctx, conn, t.Source)
-			if err != nil {
-				conn.Close(context.WithoutCancel(ctx))
-				return nil, err
-			}
-			return func() error {
-				defer conn.Close(context.WithoutCancel(ctx))
-				return release()
-			}, nil
+		Barrier: func(ctx context.Context, conn *pgx.Conn, t Table) (func() error, error) {
+			return s.Barrier(ctx, conn, t.Source)
 		},
-		Snapshot: func(ctx context.Context, t Table, snap Snapshot) error {
-			conn, err := connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.WithoutCancel(ctx))
+		Snapshot: func(ctx context.Context, conn *pgx.Conn, t Table, snap Snapshot) error {
 			return s.RecordSnapshot(ctx, conn, t.Source, snap)
 		},
 		Copied: func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error {
 			return s.MarkCopied(ctx, tx, t.Source, snap, rows, bytes)
 		},
-		Failed: func(ctx context.Context, t Table, err error) error {
-			conn, cerr := connect(ctx)
-			if cerr != nil {
-				return cerr
-			}
-			defer conn.Close(context.WithoutCancel(ctx))
+		Failed: func(ctx context.Context, conn *pgx.Conn, t Table, err error) error {
 			return s.RecordCopyError(ctx, conn, t.Source, err)
 		},
-		Progress: func(ctx context.Context, t Table, rows, bytes int64) error {
-			conn, err := connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.WithoutCancel(ctx))
+		Progress: func(ctx context.Context, conn *pgx.Conn, t Table, rows, bytes int64) error {
 			return s.RecordProgress(ctx, conn, t.Source, rows, bytes)
 		},
 	}

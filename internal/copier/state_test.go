@@ -2,15 +2,18 @@ package copier_test
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/apply"
+	"github.com/skiffdb/skiff/internal/compare"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
@@ -49,7 +52,7 @@ func TestStates(t *testing.T) {
 	other := pgtest.Connect(t, tg)
 	_, err = other.Exec(ctx, `SELECT pg_advisory_lock($1::int4, $2::int4)`, int32(copier.LockClass), sub.TableLockKey(tbl))
 	require.NoError(t, err)
-	hooks := sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })
+	hooks := sub.Hooks()
 	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }}
 	cfg.Hooks = hooks
 	res, err := copier.Copy(ctx, cfg, toCopy)
@@ -60,9 +63,9 @@ func TestStates(t *testing.T) {
 
 	var progress atomic.Int64
 	cfg.ProgressEvery = time.Millisecond
-	cfg.Hooks.Progress = func(ctx context.Context, t copier.Table, rows, bytes int64) error {
+	cfg.Hooks.Progress = func(ctx context.Context, conn *pgx.Conn, t copier.Table, rows, bytes int64) error {
 		progress.Add(1)
-		return hooks.Progress(ctx, t, rows, bytes)
+		return hooks.Progress(ctx, conn, t, rows, bytes)
 	}
 	res, err = copier.Copy(ctx, cfg, toCopy)
 	require.NoError(t, err)
@@ -103,8 +106,8 @@ func TestStates(t *testing.T) {
 	require.Equal(t, "copying-", state)
 
 	// A copy whose table changed state under it is rolled back.
-	cfg.Hooks.Snapshot = func(ctx context.Context, t copier.Table, snap copier.Snapshot) error {
-		if err := hooks.Snapshot(ctx, t, snap); err != nil {
+	cfg.Hooks.Snapshot = func(ctx context.Context, conn *pgx.Conn, t copier.Table, snap copier.Snapshot) error {
+		if err := hooks.Snapshot(ctx, conn, t, snap); err != nil {
 			return err
 		}
 		_, err := sub.Resync(ctx, tgt, t.Source) // e.g. a second resync: the snapshot is cleared
@@ -147,7 +150,7 @@ func TestBarrier(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) },
-		Hooks: sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tc.Copy()) })}
+		Hooks: sub.Hooks()}
 	done := make(chan error, 1)
 	go func() {
 		_, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tbl, Dest: tbl}})
@@ -181,4 +184,72 @@ func TestBarrier(t *testing.T) {
 	var v string
 	require.NoError(t, tgt.QueryRow(ctx, `SELECT v FROM t WHERE id = 1`).Scan(&v))
 	require.Equal(t, "new", v)
+}
+
+// TestSideConnection: a table's copy with the subscription's hooks opens two target
+// connections, the one that writes the rows and one side connection that the barrier, the
+// snapshot and every progress record share, not one per hook call.
+func TestSideConnection(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	pc, tc := configs(t, p, tg)
+	migratetest.Install(t, tg, migrate.Target)
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+		require.NoError(t, err)
+	}
+	_, err := pgtest.Connect(t, p).Exec(ctx, `INSERT INTO t SELECT g, repeat('v', 200) FROM generate_series(1, 100000) g`)
+	require.NoError(t, err)
+	tgt := pgtest.Connect(t, tg)
+	tbl := change.Table{Schema: "public", Name: "t"}
+	_, err = apply.Subscribe(ctx, tgt, apply.Subscription{Queue: "q", Consumer: "c", Provider: "p", Tick: 1},
+		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateCopying}})
+	require.NoError(t, err)
+
+	var connects atomic.Int64
+	counted := tc.Copy()
+	hook := counted.AfterConnect
+	counted.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		connects.Add(1)
+		return hook(ctx, c)
+	}
+	sub := copier.Subscription{Queue: "q", Consumer: "c"}
+	hooks := sub.Hooks()
+	var progress atomic.Int64
+	pids := map[uint32]bool{}
+	var mu sync.Mutex
+	seen := func(c *pgx.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		pids[c.PgConn().PID()] = true
+	}
+	cfg := copier.Config{Provider: pc, Target: counted, ProgressEvery: time.Millisecond, Hooks: hooks}
+	cfg.Hooks.Barrier = func(ctx context.Context, conn *pgx.Conn, t copier.Table) (func() error, error) {
+		seen(conn)
+		return hooks.Barrier(ctx, conn, t)
+	}
+	cfg.Hooks.Snapshot = func(ctx context.Context, conn *pgx.Conn, t copier.Table, snap copier.Snapshot) error {
+		seen(conn)
+		return hooks.Snapshot(ctx, conn, t, snap)
+	}
+	cfg.Hooks.Progress = func(ctx context.Context, conn *pgx.Conn, t copier.Table, rows, bytes int64) error {
+		seen(conn)
+		progress.Add(1)
+		return hooks.Progress(ctx, conn, t, rows, bytes)
+	}
+	res, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tbl, Dest: tbl}})
+	require.NoError(t, err)
+	require.EqualValues(t, 100000, res[0].Rows)
+	require.Positive(t, progress.Load(), "progress recorded while the rows flow")
+	require.Len(t, pids, 1, "the barrier, the snapshot and the progress share one side connection")
+	require.EqualValues(t, 2, connects.Load(), "target connections of one table's copy (after %d progress records)", progress.Load())
+	var state string
+	require.NoError(t, tgt.QueryRow(ctx, `SELECT state FROM skiff.table_state`).Scan(&state))
+	require.Equal(t, "catching-up", state)
+	cres, err := compare.Run(ctx, compare.Config{Provider: pc, Target: tc, Pairs: []compare.Pair{{Source: tbl, Dest: tbl}}})
+	require.NoError(t, err)
+	require.NoError(t, cres[0].Err)
+	require.True(t, cres[0].Equal, "%+v", cres[0])
 }

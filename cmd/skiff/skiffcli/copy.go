@@ -49,8 +49,7 @@ func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription,
 	}
 	cfg.LockKey = func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }
 	cfg.Capture = captureOf(sub.Queue)
-	tcfg := cfg.Target
-	cfg.Hooks = sub.Hooks(func(ctx context.Context) (*pgx.Conn, error) { return pg.ConnectConfig(ctx, tcfg.Copy()) })
+	cfg.Hooks = sub.Hooks()
 	return copier.Copy(ctx, cfg, tables)
 }
 
