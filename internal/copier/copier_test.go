@@ -366,16 +366,24 @@ func TestCopyErrors(t *testing.T) {
 // copied whole.
 func TestCopyInheritanceParent(t *testing.T) {
 	t.Parallel()
-	p := pgtest.Shared(t, "").NewDB(t)
-	tg := pgtest.Shared(t, "").NewDB(t)
+	srv := pgtest.Shared(t, "")
+	p := srv.NewDB(t)
+	tg := srv.NewDB(t)
 	ctx := context.Background()
+	// The partitioned table m needs PARTITION BY (10+); before, the inheritance cases run alone.
+	partitioned := srv.Install.Num >= 100000
 	_, err := pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE h (id int PRIMARY KEY, v text);
 		CREATE TABLE h_a (extra int) INHERITS (h);
-		INSERT INTO h VALUES (1, 'parent'), (2, 'parent'); INSERT INTO h_a VALUES (10, 'child', 7), (11, 'child', 8);
-		CREATE TABLE m (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
-		CREATE TABLE m1 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
-		INSERT INTO m VALUES (1, '2024-01-02'), (2, '2024-01-03')`)
+		INSERT INTO h VALUES (1, 'parent'), (2, 'parent'); INSERT INTO h_a VALUES (10, 'child', 7), (11, 'child', 8)`)
 	require.NoError(t, err)
+	if partitioned {
+		_, err = pgtest.Connect(t, p).Exec(ctx, `CREATE TABLE m (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+			CREATE TABLE m1 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+			INSERT INTO m VALUES (1, '2024-01-02'), (2, '2024-01-03')`)
+		require.NoError(t, err)
+	} else {
+		t.Logf("PostgreSQL %s has no PARTITION BY (10+): the partitioned table's copy is not tested", srv.Install.Major)
+	}
 	_, err = pgtest.Connect(t, tg).Exec(ctx, `CREATE TABLE whole (id int PRIMARY KEY, v text);
 		CREATE TABLE alone (id int PRIMARY KEY, v text); CREATE TABLE filtered (id int PRIMARY KEY, v text);
 		CREATE TABLE m (id int, d date, PRIMARY KEY (id, d))`)
@@ -393,14 +401,22 @@ func TestCopyInheritanceParent(t *testing.T) {
 			return copier.Captured{}, nil
 		},
 	}
-	res, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tb("h"), Dest: tb("whole")}, {Source: tb("h"), Dest: tb("alone")},
-		{Source: tb("h"), Dest: tb("filtered")}, {Source: tb("m"), Dest: tb("m")}})
+	tables := []copier.Table{{Source: tb("h"), Dest: tb("whole")}, {Source: tb("h"), Dest: tb("alone")}, {Source: tb("h"), Dest: tb("filtered")}}
+	want := []int64{4, 2, 1}
+	if partitioned {
+		tables, want = append(tables, copier.Table{Source: tb("m"), Dest: tb("m")}), append(want, 2)
+	}
+	res, err := copier.Copy(ctx, cfg, tables)
 	require.NoError(t, err)
-	require.EqualValues(t, []int64{4, 2, 1, 2}, []int64{res[0].Rows, res[1].Rows, res[2].Rows, res[3].Rows})
+	got := make([]int64, len(res))
+	for i, r := range res {
+		got[i] = r.Rows
+	}
+	require.EqualValues(t, want, got)
 	rows, err := pgtest.Connect(t, tg).Query(ctx, `SELECT 'whole ' || id FROM whole UNION ALL SELECT 'alone ' || id FROM alone
 		UNION ALL SELECT 'filtered ' || id FROM filtered ORDER BY 1`)
 	require.NoError(t, err)
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	copied, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
-	require.Equal(t, []string{"alone 1", "alone 2", "filtered 2", "whole 1", "whole 10", "whole 11", "whole 2"}, got)
+	require.Equal(t, []string{"alone 1", "alone 2", "filtered 2", "whole 1", "whole 10", "whole 11", "whole 2"}, copied)
 }

@@ -151,7 +151,11 @@ func TestCopyLockTimeout(t *testing.T) {
 	// The barrier is released: a batch can lock the subscription row at once.
 	btx, err := tgt.Begin(ctx)
 	require.NoError(t, err)
-	_, err = btx.Exec(ctx, `SET LOCAL lock_timeout = '1s'; SELECT 1 FROM skiff.subscription FOR UPDATE`)
+	setting := "lock_timeout"
+	if pg.ServerVersion(tgt) < 90300 {
+		setting = "statement_timeout" // no lock_timeout before 9.3
+	}
+	_, err = btx.Exec(ctx, `SET LOCAL `+setting+` = '1s'; SELECT 1 FROM skiff.subscription FOR UPDATE`)
 	require.NoError(t, err)
 	require.NoError(t, btx.Rollback(ctx))
 	var state, copyErr string

@@ -50,7 +50,9 @@ func TestResolveTable(t *testing.T) {
 			require.NoError(t, err)
 			require.True(t, found)
 			require.Contains(t, got.Schema, "pg_temp")
-			_, err = conn.Exec(ctx, `SET search_path = nothing_here`)
+			// Before 9.2 SET refuses a schema that does not exist: the path is set while it
+			// does, then it is dropped.
+			_, err = conn.Exec(ctx, `CREATE SCHEMA nothing_here; SET search_path = nothing_here; DROP SCHEMA nothing_here`)
 			require.NoError(t, err)
 			got, found, err = pg.ResolveTable(ctx, conn, change.Table{Name: "nope"})
 			require.NoError(t, err)
