@@ -316,16 +316,25 @@ func LockID(r Role) int64 {
 // prepare creates what goose's store and the migrations assume: schema skiff and, for the
 // provider's functions, PL/pgSQL (not installed in a new database before PostgreSQL 9.0, and
 // only a superuser may create it there: a target, which has no functions, does without).
+// A refusal (42501) says which privilege the role lacks, whatever the server's words
+// (8.4 answers CREATE LANGUAGE with "must be owner of database").
 func prepare(ctx context.Context, db *sql.DB, role Role) error {
 	var hasSchema, hasPLpgSQL bool
+	var user, database string
 	err := db.QueryRowContext(ctx, `SELECT
 		EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'skiff'),
-		EXISTS (SELECT 1 FROM pg_catalog.pg_language WHERE lanname = 'plpgsql')`).Scan(&hasSchema, &hasPLpgSQL)
+		EXISTS (SELECT 1 FROM pg_catalog.pg_language WHERE lanname = 'plpgsql'),
+		current_user::text, pg_catalog.current_database()::text`).Scan(&hasSchema, &hasPLpgSQL, &user, &database)
 	if err != nil {
 		return err
 	}
 	if !hasPLpgSQL && role == Provider {
 		if _, err := db.ExecContext(ctx, "CREATE LANGUAGE plpgsql"); err != nil {
+			if refused(err) {
+				return fmt.Errorf("create language plpgsql: PL/pgSQL is not installed in database %s and role %s may not create it: "+
+					"only the database's owner or a superuser may (run skiff init provider as one of them, or have one run CREATE LANGUAGE plpgsql first): %w",
+					pgx.Identifier{database}.Sanitize(), pgx.Identifier{user}.Sanitize(), err)
+			}
 			return fmt.Errorf("create language plpgsql: %w", err)
 		}
 	}
@@ -333,12 +342,24 @@ func prepare(ctx context.Context, db *sql.DB, role Role) error {
 		if _, err := db.ExecContext(ctx, "CREATE SCHEMA skiff"); err != nil {
 			var pgErr interface{ SQLState() string }
 			// Another installer may have created it meanwhile (42P06 duplicate_schema).
-			if !errors.As(err, &pgErr) || pgErr.SQLState() != "42P06" {
+			switch {
+			case errors.As(err, &pgErr) && pgErr.SQLState() == "42P06":
+			case refused(err):
+				return fmt.Errorf("create schema skiff: role %s lacks the CREATE privilege on database %s "+
+					"(GRANT CREATE ON DATABASE %s TO %s, or run skiff init %s as the database's owner): %w",
+					pgx.Identifier{user}.Sanitize(), pgx.Identifier{database}.Sanitize(), pgx.Identifier{database}.Sanitize(), pgx.Identifier{user}.Sanitize(), role, err)
+			default:
 				return fmt.Errorf("create schema skiff: %w", err)
 			}
 		}
 	}
 	return nil
+}
+
+// refused reports whether err is the server's insufficient_privilege (42501).
+func refused(err error) bool {
+	var pgErr interface{ SQLState() string }
+	return errors.As(err, &pgErr) && pgErr.SQLState() == "42501"
 }
 
 // store is goose's version table, written with what PostgreSQL 8.4 has (a serial key, no
