@@ -171,249 +171,358 @@ func resolve(ctx context.Context, tx pgx.Tx, name string) (relation, error) {
 	return r, sp.Commit(ctx)
 }
 
+// adding is one table's capture being added or refreshed by addTable, in the caller's
+// transaction, one method per step.
+type adding struct {
+	tx      pgx.Tx
+	queue   string
+	qid     int32
+	spec    TableSpec
+	rel     relation
+	version int // server_version_num
+	res     *AddResult
+	prev    priorCapture
+
+	// The capture's settings: the spec's, else (a refresh) the previous capture's.
+	where        string
+	key          []string
+	keyGiven     bool
+	assumed      bool // the key's uniqueness is the user's word (KeyNotUnique)
+	withChildren bool
+	fam          family
+	cols         []column
+}
+
+// priorCapture is the queue's capture of the table before this add, if any.
+type priorCapture struct {
+	found        bool
+	where        *string
+	key          []string
+	keyGiven     bool
+	withChildren bool
+	keyAssumed   bool
+	table        change.Table
+}
+
 func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*AddResult, error) {
-	created, err := CreateQueue(ctx, tx, queue)
-	if err != nil {
+	a := &adding{tx: tx, queue: queue, spec: spec}
+	if err := a.resolve(ctx); err != nil {
 		return nil, err
 	}
-	var qid int32
-	if err := tx.QueryRow(ctx, `SELECT skiff.queue_id($1)`, queue).Scan(&qid); err != nil {
-		return nil, wrap(err, "queue "+queue, ErrNoQueue)
-	}
-	rel, err := resolve(ctx, tx, spec.Name)
-	if err != nil {
-		return nil, err
-	}
-	res := &AddResult{Table: rel.table(), QueueCreated: created}
-	switch rel.kind {
+	switch a.rel.kind {
 	case "S":
-		res.Sequence = true
-		added, err := addSequence(ctx, tx, qid, rel)
-		res.Unchanged = !added
-		return res, err
+		a.res.Sequence = true
+		added, err := addSequence(ctx, tx, a.qid, a.rel)
+		a.res.Unchanged = !added
+		return a.res, err
 	case "r", "p":
 	default:
-		return nil, fmt.Errorf("%s is not a table or a sequence (relkind %q)", rel.table(), rel.kind)
+		return nil, fmt.Errorf("%s is not a table or a sequence (relkind %q)", a.rel.table(), a.rel.kind)
 	}
-	version := pg.ServerVersionOf(tx.Conn().PgConn())
+	a.version = pg.ServerVersionOf(tx.Conn().PgConn())
+	steps := []func(context.Context) error{a.lock, a.readPrior, a.checkOtherQueues}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if a.prev.found && !spec.Refresh {
+		if err := a.same(); err != nil {
+			return nil, err
+		}
+		// The same capture again (a second run of the same command): nothing to change.
+		a.res.Unchanged = true
+		if err := a.sequences(ctx); err != nil {
+			return nil, err
+		}
+		return a.res, nil
+	}
+	a.settings()
+	steps = []func(context.Context) error{a.family, a.columns, a.checkKey, a.install, a.adoptChildren, a.sequences}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return a.res, nil
+}
 
-	// The table's lock keeps its columns still while the trigger is made.
-	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `LOCK TABLE `+rel.table().String()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
-		return nil, fmt.Errorf("lock table %s: %w", rel.table(), err)
+// resolve creates the queue when missing and finds the relation.
+func (a *adding) resolve(ctx context.Context) error {
+	created, err := CreateQueue(ctx, a.tx, a.queue)
+	if err != nil {
+		return err
 	}
-	var prev struct {
-		found        bool
-		where        *string
-		key          []string
-		keyGiven     bool
-		withChildren bool
-		keyAssumed   bool
-		table        change.Table
+	if err := a.tx.QueryRow(ctx, `SELECT skiff.queue_id($1)`, a.queue).Scan(&a.qid); err != nil {
+		return wrap(err, "queue "+a.queue, ErrNoQueue)
 	}
-	err = tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given, with_children, key_assumed, table_schema, table_name
-		FROM skiff.captured_table WHERE queue_id = $1 AND table_oid = $2`, qid, rel.oid).Scan(&prev.where, &prev.key, &prev.keyGiven,
+	if a.rel, err = resolve(ctx, a.tx, a.spec.Name); err != nil {
+		return err
+	}
+	a.res = &AddResult{Table: a.rel.table(), QueueCreated: created}
+	return nil
+}
+
+// lock takes the table's lock, which keeps its columns still while the trigger is made.
+func (a *adding) lock(ctx context.Context) error {
+	if _, err := pg.Exec(ctx, a.tx.Conn().PgConn(), `LOCK TABLE `+a.rel.table().String()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("lock table %s: %w", a.rel.table(), err)
+	}
+	return nil
+}
+
+// readPrior reads the queue's capture of the table, if any.
+func (a *adding) readPrior(ctx context.Context) error {
+	prev := &a.prev
+	err := a.tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given, with_children, key_assumed, table_schema, table_name
+		FROM skiff.captured_table WHERE queue_id = $1 AND table_oid = $2`, a.qid, a.rel.oid).Scan(&prev.where, &prev.key, &prev.keyGiven,
 		&prev.withChildren, &prev.keyAssumed, &prev.table.Schema, &prev.table.Name)
 	switch {
 	case err == nil:
 		prev.found = true
 	case errors.Is(err, pgx.ErrNoRows):
 	default:
-		return nil, fmt.Errorf("table %s: %w", rel.table(), err)
+		return fmt.Errorf("table %s: %w", a.rel.table(), err)
 	}
-	if !prev.found {
-		// Another queue's capture of the same table: every write would be queued twice, the
-		// usual sign of a mistyped --queue.
-		res.OtherQueues, err = otherQueues(ctx, tx, qid, rel.oid)
-		if err != nil {
-			return nil, fmt.Errorf("table %s: %w", rel.table(), err)
-		}
-		if len(res.OtherQueues) > 0 && !spec.AlsoInOtherQueue {
-			return nil, fmt.Errorf("table %s is already captured by queue %s: %w; capturing it in queue %s too would queue every write twice "+
-				"(check --queue, or give --also-in-other-queue if both queues need it)",
-				rel.table(), strings.Join(res.OtherQueues, ", "), ErrInOtherQueue, queue)
-		}
-	}
-	if prev.found && !spec.Refresh {
-		prevWhere := ""
-		if prev.where != nil {
-			prevWhere = *prev.where
-		}
-		sameKey := !prev.keyGiven && len(spec.Key) == 0 || prev.keyGiven && slices.Equal(prev.key, spec.Key)
-		if spec.Where != prevWhere || !sameKey {
-			return nil, fmt.Errorf("table %s in queue %s: %w, with other settings (%s); use --refresh to change them",
-				rel.table(), queue, ErrAlreadyAdded, describeCapture(prevWhere, prev.key, prev.keyGiven))
-		}
-		// The same capture again (a second run of the same command): nothing to change.
-		res.Unchanged = true
-		if !spec.NoSequences {
-			if res.Sequences, err = addTableSequences(ctx, tx, qid, rel); err != nil {
-				return nil, err
-			}
-		}
-		return res, nil
-	}
-	where, key, keyGiven := spec.Where, spec.Key, len(spec.Key) > 0
-	assumed := spec.KeyNotUnique
-	if prev.found {
-		res.Refreshed = true
-		if prev.table != rel.table() {
-			res.RenamedFrom = prev.table
-		}
-		if where == "" && prev.where != nil {
-			where = *prev.where
-		}
-		if !keyGiven && prev.keyGiven {
-			key, keyGiven = prev.key, true
-		}
-		assumed = assumed || prev.keyAssumed
-	}
+	return nil
+}
 
-	// A table is captured whole, its partitions or inheritance children with it; a table whose
-	// rows a capture of this queue already covers (through a parent, or on its own below this
-	// one) is refused: its rows would be queued twice.
-	fam, err := readFamily(ctx, tx, qid, rel.oid)
+// checkOtherQueues refuses a first capture of a table another queue captures, unless
+// AlsoInOtherQueue.
+func (a *adding) checkOtherQueues(ctx context.Context) error {
+	if a.prev.found {
+		return nil
+	}
+	// Another queue's capture of the same table: every write would be queued twice, the
+	// usual sign of a mistyped --queue.
+	var err error
+	a.res.OtherQueues, err = otherQueues(ctx, a.tx, a.qid, a.rel.oid)
 	if err != nil {
-		return nil, fmt.Errorf("table %s: %w", rel.table(), err)
+		return fmt.Errorf("table %s: %w", a.rel.table(), err)
 	}
-	if fam.parent != nil && !prev.found {
-		return nil, fmt.Errorf("%s is %s of %s, which queue %s captures with its %s: %w",
-			rel.table(), fam.parentWord(), fam.parent.table, queue, fam.parent.childrenWord(), ErrCapturedWithParent)
+	if len(a.res.OtherQueues) > 0 && !a.spec.AlsoInOtherQueue {
+		return fmt.Errorf("table %s is already captured by queue %s: %w; capturing it in queue %s too would queue every write twice "+
+			"(check --queue, or give --also-in-other-queue if both queues need it)",
+			a.rel.table(), strings.Join(a.res.OtherQueues, ", "), ErrInOtherQueue, a.queue)
 	}
-	withChildren := rel.kind == "p" || fam.hasChildren
+	return nil
+}
+
+// same checks that an add without Refresh of a captured table asks for the capture it has.
+func (a *adding) same() error {
+	prev, spec := a.prev, a.spec
+	prevWhere := ""
+	if prev.where != nil {
+		prevWhere = *prev.where
+	}
+	sameKey := !prev.keyGiven && len(spec.Key) == 0 || prev.keyGiven && slices.Equal(prev.key, spec.Key)
+	if spec.Where != prevWhere || !sameKey {
+		return fmt.Errorf("table %s in queue %s: %w, with other settings (%s); use --refresh to change them",
+			a.rel.table(), a.queue, ErrAlreadyAdded, describeCapture(prevWhere, prev.key, prev.keyGiven))
+	}
+	return nil
+}
+
+// settings takes the capture's filter and key from the spec, and on a refresh what the spec
+// leaves out from the previous capture.
+func (a *adding) settings() {
+	prev := a.prev
+	a.where, a.key, a.keyGiven = a.spec.Where, a.spec.Key, len(a.spec.Key) > 0
+	a.assumed = a.spec.KeyNotUnique
+	if !prev.found {
+		return
+	}
+	a.res.Refreshed = true
+	if prev.table != a.rel.table() {
+		a.res.RenamedFrom = prev.table
+	}
+	if a.where == "" && prev.where != nil {
+		a.where = *prev.where
+	}
+	if !a.keyGiven && prev.keyGiven {
+		a.key, a.keyGiven = prev.key, true
+	}
+	a.assumed = a.assumed || prev.keyAssumed
+}
+
+// family decides whether the table is captured with its partitions or inheritance children.
+// A table is captured whole, its partitions or inheritance children with it; a table whose
+// rows a capture of this queue already covers (through a parent, or on its own below this
+// one) is refused: its rows would be queued twice.
+func (a *adding) family(ctx context.Context) error {
+	rel := a.rel
+	fam, err := readFamily(ctx, a.tx, a.qid, rel.oid)
+	if err != nil {
+		return fmt.Errorf("table %s: %w", rel.table(), err)
+	}
+	a.fam = fam
+	if fam.parent != nil && !a.prev.found {
+		return fmt.Errorf("%s is %s of %s, which queue %s captures with its %s: %w",
+			rel.table(), fam.parentWord(), fam.parent.table, a.queue, fam.parent.childrenWord(), ErrCapturedWithParent)
+	}
+	a.withChildren = rel.kind == "p" || fam.hasChildren
 	if len(fam.capturedBelow) > 0 {
-		if !prev.found {
+		if !a.prev.found {
 			below := fam.capturedBelow[0]
-			return nil, fmt.Errorf("table %s: %s %s is captured by queue %s on its own; remove that capture first (skiff table remove), "+
-				"then add %s: its %s are captured with it (%w)", rel.table(), fam.childWord(rel.kind), below, queue, rel.table(),
+			return fmt.Errorf("table %s: %s %s is captured by queue %s on its own; remove that capture first (skiff table remove), "+
+				"then add %s: its %s are captured with it (%w)", rel.table(), fam.childWord(rel.kind), below, a.queue, rel.table(),
 				childrenWord(rel.kind), ErrCapturedWithParent)
 		}
 		// A capture made before skiff captured children, beside captures of the children
 		// themselves: it goes on covering the parent's own rows.
-		withChildren = prev.withChildren
+		a.withChildren = a.prev.withChildren
 	}
-	if prev.found && prev.withChildren {
-		withChildren = true
+	if a.prev.found && a.prev.withChildren {
+		a.withChildren = true
 	}
-	res.WithChildren = withChildren
+	a.res.WithChildren = a.withChildren
+	return nil
+}
 
-	cols, err := tableColumns(ctx, tx, rel.oid)
-	if err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", rel.table(), err)
+// columns reads the table's columns (under its lock).
+func (a *adding) columns(ctx context.Context) error {
+	var err error
+	if a.cols, err = tableColumns(ctx, a.tx, a.rel.oid); err != nil {
+		return fmt.Errorf("columns of %s: %w", a.rel.table(), err)
 	}
-	if len(cols) == 0 {
-		return nil, fmt.Errorf("table %s has no columns", rel.table())
+	if len(a.cols) == 0 {
+		return fmt.Errorf("table %s has no columns", a.rel.table())
 	}
-	if keyGiven {
-		for _, k := range key {
-			if indexOf(cols, k) < 0 {
-				return nil, fmt.Errorf("table %s: key column %q does not exist", rel.table(), k)
+	return nil
+}
+
+// checkKey checks the key columns given (they exist, and a unique index keeps them unique),
+// or takes the primary key (not deferrable); a table captured with its children needs
+// KeyNotUnique (or a partitioned one on 11+), as no index covers the whole family.
+func (a *adding) checkKey(ctx context.Context) error {
+	rel, tx := a.rel, a.tx
+	if a.keyGiven {
+		for _, k := range a.key {
+			if indexOf(a.cols, k) < 0 {
+				return fmt.Errorf("table %s: key column %q does not exist", rel.table(), k)
 			}
 		}
 		// A key given now is checked; one kept from an earlier add was checked (or accepted
 		// with KeyNotUnique) then. Across children no index can tell (below).
-		if len(spec.Key) > 0 && !spec.KeyNotUnique {
-			if err := checkKeyUnique(ctx, tx, rel, key); err != nil {
-				return nil, err
+		if len(a.spec.Key) > 0 && !a.spec.KeyNotUnique {
+			if err := checkKeyUnique(ctx, tx, rel, a.key); err != nil {
+				return err
 			}
 		}
 	} else {
-		key, err = primaryKey(ctx, tx, rel.oid)
+		var err error
+		a.key, err = primaryKey(ctx, tx, rel.oid)
 		if err != nil {
-			return nil, fmt.Errorf("primary key of %s: %w", rel.table(), err)
+			return fmt.Errorf("primary key of %s: %w", rel.table(), err)
 		}
-		if len(key) == 0 {
+		if len(a.key) == 0 {
 			hint := ""
-			if rel.kind == "p" && version < 110000 {
+			if rel.kind == "p" && a.version < 110000 {
 				hint = " (a partitioned table has none before PostgreSQL 11)"
 			}
-			return nil, fmt.Errorf("table %s: %w%s; give its identifying columns with --key col,col", rel.table(), ErrNoPrimaryKey, hint)
+			return fmt.Errorf("table %s: %w%s; give its identifying columns with --key col,col", rel.table(), ErrNoPrimaryKey, hint)
 		}
 		var deferrable bool
 		if err := tx.QueryRow(ctx, `SELECT condeferrable FROM pg_catalog.pg_constraint
 			WHERE conrelid = $1 AND contype = 'p'`, rel.oid).Scan(&deferrable); err != nil {
-			return nil, fmt.Errorf("primary key of %s: %w", rel.table(), err)
+			return fmt.Errorf("primary key of %s: %w", rel.table(), err)
 		}
 		if deferrable {
-			return nil, fmt.Errorf("table %s: %w: a transaction can swap keys through a transient duplicate, "+
+			return fmt.Errorf("table %s: %w: a transaction can swap keys through a transient duplicate, "+
 				"which cannot be replayed by key; recreate the key NOT DEFERRABLE, or give --key columns "+
 				"that a non-deferrable unique index keeps unique", rel.table(), ErrDeferrableKey)
 		}
 	}
-	if withChildren && !assumed {
+	if a.withChildren && !a.assumed {
 		// An index of an inheritance parent covers the parent's own rows only, and a
 		// partitioned table has no index at all before PostgreSQL 11.
 		switch {
-		case rel.kind == "r" && fam.hasChildren:
-			return nil, fmt.Errorf("table %s has inheritance children: its key (%s) %w across them by any index "+
+		case rel.kind == "r" && a.fam.hasChildren:
+			return fmt.Errorf("table %s has inheritance children: its key (%s) %w across them by any index "+
 				"(an inheritance parent's indexes cover its own rows only); give --key-not-unique if you guarantee "+
-				"that no two rows of the parent and its children ever share a key", rel.table(), strings.Join(key, ","), ErrKeyNotUnique)
-		case rel.kind == "p" && version < 110000:
-			return nil, fmt.Errorf("table %s is partitioned: its key (%s) %w across its partitions by any index "+
+				"that no two rows of the parent and its children ever share a key", rel.table(), strings.Join(a.key, ","), ErrKeyNotUnique)
+		case rel.kind == "p" && a.version < 110000:
+			return fmt.Errorf("table %s is partitioned: its key (%s) %w across its partitions by any index "+
 				"(a partitioned table has none before PostgreSQL 11); give --key-not-unique if you guarantee "+
-				"that no two rows of its partitions ever share a key", rel.table(), strings.Join(key, ","), ErrKeyNotUnique)
+				"that no two rows of its partitions ever share a key", rel.table(), strings.Join(a.key, ","), ErrKeyNotUnique)
 		}
 	}
-	names, types := make([]string, len(cols)), make([]string, len(cols))
-	for i, c := range cols {
+	return nil
+}
+
+// install records the table's layout, (re)creates its capture function and triggers and
+// records the capture.
+func (a *adding) install(ctx context.Context) error {
+	rel, tx := a.rel, a.tx
+	names, types := make([]string, len(a.cols)), make([]string, len(a.cols))
+	for i, c := range a.cols {
 		names[i], types[i] = c.name, c.typ
 	}
 	var layout int32
 	// The attribute numbers and relnatts are read under the table's lock, as cols was: they
 	// describe the same columns (queue/plan.go decodes rows written after later DDL with them).
-	err = tx.QueryRow(ctx, `INSERT INTO skiff.table_layout (queue_id, table_oid, table_schema, table_name, columns, key_columns, column_types,
+	err := tx.QueryRow(ctx, `INSERT INTO skiff.table_layout (queue_id, table_oid, table_schema, table_name, columns, key_columns, column_types,
 			column_attnums, natts, created_xmin)
 		VALUES ($1, $2, $3, $4, $5, $6, $7,
 			ARRAY(SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = $2 AND attnum > 0 AND NOT attisdropped ORDER BY attnum),
 			(SELECT relnatts FROM pg_catalog.pg_class WHERE oid = $2),
 			pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()))
-		RETURNING layout_id`, qid, rel.oid, rel.schema, rel.name, names, key, types).Scan(&layout)
+		RETURNING layout_id`, a.qid, rel.oid, rel.schema, rel.name, names, a.key, types).Scan(&layout)
 	if err != nil {
-		return nil, fmt.Errorf("record layout of %s: %w", rel.table(), err)
+		return fmt.Errorf("record layout of %s: %w", rel.table(), err)
 	}
-	res.Layout = layout
-	tg, err := installTrigger(ctx, tx, qid, layout, rel, cols, key, where, withChildren)
+	a.res.Layout = layout
+	tg, err := installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var whereArg *string
-	if where != "" {
-		whereArg = &where
+	if a.where != "" {
+		whereArg = &a.where
 	}
-	if prev.found {
+	if a.prev.found {
 		_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET table_schema = $3, table_name = $4, where_sql = $5,
 			key_columns = $6, key_given = $7, layout_id = $8, func_name = $9, row_trigger = $10, trunc_trigger = $11,
 			capture_version = $12, with_children = $13, key_assumed = $14
 			WHERE queue_id = $1 AND table_oid = $2`,
-			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion,
-			withChildren, assumed && withChildren)
+			a.qid, rel.oid, rel.schema, rel.name, whereArg, a.key, a.keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion,
+			a.withChildren, a.assumed && a.withChildren)
 	} else {
 		_, err = tx.Exec(ctx, `INSERT INTO skiff.captured_table (queue_id, table_oid, table_schema, table_name, where_sql,
 			key_columns, key_given, layout_id, func_name, row_trigger, trunc_trigger, capture_version, with_children, key_assumed)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-			qid, rel.oid, rel.schema, rel.name, whereArg, key, keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion,
-			withChildren, assumed && withChildren)
+			a.qid, rel.oid, rel.schema, rel.name, whereArg, a.key, a.keyGiven, layout, tg.funcName, tg.rowTrig, tg.truncTrig, captureVersion,
+			a.withChildren, a.assumed && a.withChildren)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("record capture of %s: %w", rel.table(), err)
+		return fmt.Errorf("record capture of %s: %w", rel.table(), err)
 	}
-	if withChildren {
-		// The children there now get their triggers in this transaction. Their rows are the
-		// table's: a first add leaves them to the copy, a refresh queues the rows of children
-		// that had no trigger (created while no ticker ran).
-		cp, err := loadCapture(ctx, tx, qid, rel.oid)
-		if err != nil {
-			return nil, err
-		}
-		if res.Children, err = adoptAll(ctx, tx, cp, prev.found); err != nil {
-			return nil, err
-		}
+	return nil
+}
+
+// adoptChildren gives the children there now their triggers in this transaction. Their rows
+// are the table's: a first add leaves them to the copy, a refresh queues the rows of children
+// that had no trigger (created while no ticker ran).
+func (a *adding) adoptChildren(ctx context.Context) error {
+	if !a.withChildren {
+		return nil
 	}
-	if !spec.NoSequences {
-		if res.Sequences, err = addTableSequences(ctx, tx, qid, rel); err != nil {
-			return nil, err
-		}
+	cp, err := loadCapture(ctx, a.tx, a.qid, a.rel.oid)
+	if err != nil {
+		return err
 	}
-	return res, nil
+	a.res.Children, err = adoptAll(ctx, a.tx, cp, a.prev.found)
+	return err
+}
+
+// sequences captures the table's sequences too, unless NoSequences.
+func (a *adding) sequences(ctx context.Context) error {
+	if a.spec.NoSequences {
+		return nil
+	}
+	var err error
+	a.res.Sequences, err = addTableSequences(ctx, a.tx, a.qid, a.rel)
+	return err
 }
 
 // describeCapture says how a table is captured, for messages.
@@ -1073,6 +1182,16 @@ type pin struct{ name, value string }
 // one does (a server whose TimeZone is not UTC, extra_float_digits 0 before 12), so the
 // unconditional clauses win.
 func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin, error) {
+	need, err := settingsNeeded(ctx, db, cols, version)
+	if err != nil {
+		return nil, err
+	}
+	return pinsFor(ctx, db, need, version)
+}
+
+// settingsNeeded walks the columns' types and the types they are made of, and returns the
+// settings that change the text form of one of the built-in ones among them.
+func settingsNeeded(ctx context.Context, db DB, cols []column, version int) (map[string]bool, error) {
 	need := map[string]bool{}
 	seen := map[uint32]bool{}
 	todo := make([]uint32, 0, len(cols))
@@ -1086,59 +1205,84 @@ func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin,
 			continue
 		}
 		seen[oid] = true
-		var name, nsp, typtype string
-		var elem, base, rel uint32
-		err := db.QueryRow(ctx, `SELECT t.typname, n.nspname, t.typtype::text, t.typelem, t.typbasetype, t.typrelid
-			FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = $1`, oid).
-			Scan(&name, &nsp, &typtype, &elem, &base, &rel)
+		name, builtin, parts, err := typeParts(ctx, db, oid, version)
 		if err != nil {
-			return nil, fmt.Errorf("type %d: %w", oid, err)
+			return nil, err
 		}
-		if elem != 0 {
-			todo = append(todo, elem)
-		}
-		if base != 0 {
-			todo = append(todo, base)
-		}
-		if rel != 0 && typtype == "c" {
-			rows, err := db.Query(ctx, `SELECT atttypid FROM pg_catalog.pg_attribute
-				WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, rel)
-			if err != nil {
-				return nil, err
-			}
-			sub, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
-			if err != nil {
-				return nil, err
-			}
-			todo = append(todo, sub...)
-		}
-		if typtype == "r" && version >= 90200 {
-			var sub uint32
-			if err := db.QueryRow(ctx, `SELECT rngsubtype FROM pg_catalog.pg_range WHERE rngtypid = $1`, oid).Scan(&sub); err != nil {
-				return nil, fmt.Errorf("range type %s: %w", name, err)
-			}
-			todo = append(todo, sub)
-		}
-		if nsp != "pg_catalog" {
-			continue
-		}
-		switch name {
-		case "date", "time", "timetz", "timestamp", "abstime", "tinterval":
-			need["datestyle"] = true
-		case "timestamptz":
-			need["datestyle"], need["timezone"] = true, true
-		case "interval", "reltime":
-			need["intervalstyle"] = true
-		case "float4", "float8", "point", "lseg", "line", "box", "path", "polygon", "circle":
-			need["extra_float_digits"] = true
-		case "money":
-			need["lc_monetary"] = true
-		case "bytea":
-			if version >= 90000 {
-				need["bytea_output"] = true
+		todo = append(todo, parts...)
+		if builtin {
+			for _, setting := range typeSettings(name, version) {
+				need[setting] = true
 			}
 		}
 	}
+	return need, nil
+}
+
+// typeParts reads a type: its name, whether it is pg_catalog's, and the types its text form
+// is made of (an array's element, a domain's base, a composite's attributes, a range's
+// subtype).
+func typeParts(ctx context.Context, db DB, oid uint32, version int) (name string, builtin bool, parts []uint32, err error) {
+	var nsp, typtype string
+	var elem, base, rel uint32
+	err = db.QueryRow(ctx, `SELECT t.typname, n.nspname, t.typtype::text, t.typelem, t.typbasetype, t.typrelid
+		FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = $1`, oid).
+		Scan(&name, &nsp, &typtype, &elem, &base, &rel)
+	if err != nil {
+		return "", false, nil, fmt.Errorf("type %d: %w", oid, err)
+	}
+	if elem != 0 {
+		parts = append(parts, elem)
+	}
+	if base != 0 {
+		parts = append(parts, base)
+	}
+	if rel != 0 && typtype == "c" {
+		rows, err := db.Query(ctx, `SELECT atttypid FROM pg_catalog.pg_attribute
+			WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, rel)
+		if err != nil {
+			return "", false, nil, err
+		}
+		sub, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+		if err != nil {
+			return "", false, nil, err
+		}
+		parts = append(parts, sub...)
+	}
+	if typtype == "r" && version >= 90200 {
+		var sub uint32
+		if err := db.QueryRow(ctx, `SELECT rngsubtype FROM pg_catalog.pg_range WHERE rngtypid = $1`, oid).Scan(&sub); err != nil {
+			return "", false, nil, fmt.Errorf("range type %s: %w", name, err)
+		}
+		parts = append(parts, sub)
+	}
+	return name, nsp == "pg_catalog", parts, nil
+}
+
+// typeSettings returns the settings that change the text form of the built-in type name.
+func typeSettings(name string, version int) []string {
+	switch name {
+	case "date", "time", "timetz", "timestamp", "abstime", "tinterval":
+		return []string{"datestyle"}
+	case "timestamptz":
+		return []string{"datestyle", "timezone"}
+	case "interval", "reltime":
+		return []string{"intervalstyle"}
+	case "float4", "float8", "point", "lseg", "line", "box", "path", "polygon", "circle":
+		return []string{"extra_float_digits"}
+	case "money":
+		return []string{"lc_monetary"}
+	case "bytea":
+		if version >= 90000 {
+			return []string{"bytea_output"}
+		}
+	}
+	return nil
+}
+
+// pinsFor returns the pins of the settings needed, in a fixed order (the function's text does
+// not depend on the order the types were met).
+func pinsFor(ctx context.Context, db DB, need map[string]bool, version int) ([]pin, error) {
 	var pins []pin
 	if need["datestyle"] {
 		pins = append(pins, pin{"datestyle", "ISO, YMD"})
