@@ -51,7 +51,7 @@ func subscriptions(t *testing.T, p *pair, q string) (onTarget, onProvider int) {
 func TestConsumerNameIndependentOfSpelling(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, "", "", `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g;
-		CREATE TABLE old (id int PRIMARY KEY)`)
+		CREATE TABLE "old" (id int PRIMARY KEY)`) // quoted: 8.4 reads a bare old or new as a rule's OLD/NEW
 	tgt := connect(t, p.tgt)
 	exec1(t, tgt, `TRUNCATE t`)
 	p.capture(t, "qn", "t")
@@ -115,9 +115,9 @@ func TestConsumerNameIndependentOfSpelling(t *testing.T) {
 		[]change.Route{{Source: change.Table{Schema: "public", Name: "old"}, Dest: change.Table{Schema: "public", Name: "old"}, State: change.StateInSync}})
 	require.NoError(t, err)
 	startProc(t, "worker", "--provider", p.prov, "--target", tKV, "--queue", "qold", "--min-backoff", "100ms")
-	exec1(t, prov, `INSERT INTO old SELECT generate_series(1, 10)`)
+	exec1(t, prov, `INSERT INTO "old" SELECT generate_series(1, 10)`)
 	p.caughtUp(t, time.Minute, "qold")
-	p.compare(t, "old")
+	p.compare(t, `"old"`)
 	out, err = skiff(t, "subscribe", "--provider", p.prov, "--target", tLocal, "--queue", "qold", "--no-copy")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "already subscribed")
