@@ -10,21 +10,23 @@
 // one that reads the rows, the target one that writes them, and a side connection to the
 // target on which the hooks' barrier, snapshot, progress and failure records commit on their
 // own while the copy's target transaction is open:
-//  1. target: BEGIN (session_replication_role = replica when the role may: the destination's
-//     triggers and foreign keys do not fire); Hooks.Barrier (no worker batch in flight); LOCK
-//     the destination against writers (until the copy commits), waiting at most
+//  1. target (begin, empty): BEGIN (session_replication_role = replica when the role may: the
+//     destination's triggers and foreign keys do not fire); Hooks.Barrier (no worker batch in
+//     flight); LOCK the destination against writers (until the copy commits), waiting at most
 //     Config.LockTimeout; release the barrier; TRUNCATE the destination, or DELETE its rows
 //     when other tables' foreign keys reference it (TRUNCATE refuses such a table; the
 //     DELETE, as replica, leaves the referencing rows alone);
-//  2. provider: BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1), READ ONLY;
-//     the snapshot is txid_current_snapshot(), the one the copy reads under;
-//  3. Hooks.Snapshot publishes it (the caller records it on the target, in its own transaction);
-//  4. COPY (SELECT cols FROM src WHERE …) TO STDOUT → io.Pipe → COPY dest (cols) FROM STDIN,
-//     the query being what the table's handlers make of its rows (handlers.Select); or, when a
-//     handler has no SQL form, every row read and run through the handlers in Go, the rows
-//     they return written with COPY FROM STDIN (see plan);
-//  5. Hooks.Copied runs in the target transaction (the caller moves the table to catching-up),
-//     then the target commits. Any failure rolls the whole table back: it starts over.
+//  2. provider (snapshot): BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1),
+//     READ ONLY; the snapshot is txid_current_snapshot(), the one the copy reads under;
+//  3. (publish) Hooks.Snapshot publishes it (the caller records it on the target, in its own
+//     transaction);
+//  4. (copyRows) COPY (SELECT cols FROM src WHERE …) TO STDOUT → io.Pipe → COPY dest (cols)
+//     FROM STDIN, the query being what the table's handlers make of its rows
+//     (handlers.Select); or, when a handler has no SQL form, every row read and run through
+//     the handlers in Go, the rows they return written with COPY FROM STDIN (see plan);
+//  5. (finish) Hooks.Copied runs in the target transaction (the caller moves the table to
+//     catching-up), then the target commits. Any failure rolls the whole table back: it
+//     starts over.
 package copier
 
 import (
