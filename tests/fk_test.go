@@ -60,7 +60,8 @@ func TestResyncReferencedTable(t *testing.T) {
 				for _, sql := range []string{
 					`INSERT INTO parent VALUES (10000 + $1, 'new')`,
 					`INSERT INTO child VALUES (10000 + $1, 10000 + $1, 'new')`,
-					`UPDATE child SET note = 'changed ' || $1 WHERE id = 1 + $1 % 5000`,
+					// $1::int: 8.4 types $1 text from the first use, then finds no text % integer.
+					`UPDATE child SET note = 'changed ' || $1::int WHERE id = 1 + $1::int % 5000`,
 				} {
 					if _, err := tx.Exec(wctx, sql, i); err != nil {
 						return err
