@@ -5,8 +5,9 @@
 // of keys and values unnested on the server) and inserts with COPY. Per-row statements are the
 // fallback that names the failing event when a set-based statement fails.
 //
-// It knows the target schema skiff (sql/target) and nothing of the source; it never imports
-// package consumer, whose Applier contract it fulfils.
+// It reads and writes the target schema skiff (sql/target) through package internal/target,
+// which owns its SQL, and knows nothing of the source; it never imports package consumer,
+// whose Applier contract it fulfils.
 package apply
 
 import (
@@ -23,6 +24,7 @@ import (
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/target"
 )
 
 // LockClass is the first key of the session advisory lock a worker holds on the target while
@@ -63,9 +65,8 @@ type Applier struct {
 	replica bool // SET LOCAL session_replication_role = replica is allowed
 	// byteaEscape: the target reads bytea only in escape format (before 9.0).
 	byteaEscape bool
-	// deadLetter: the target schema has skiff.dead_letter and subscription.last_error_event
-	// (version 6).
-	deadLetter bool
+	// schema is the target schema's version (what its tables have).
+	schema target.Version
 
 	tables  map[change.Table]*table
 	runs    map[*table]*run // pending changes per table, reused from batch to batch
@@ -168,8 +169,8 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
 	}
 	a := &Applier{conn: conn, cfg: cfg, log: log, version: pg.ServerVersion(conn), tables: map[change.Table]*table{}}
 	a.byteaEscape = a.version < 90000
-	err := conn.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2`,
-		cfg.Queue, cfg.Consumer).Scan(&a.subID)
+	var err error
+	a.subID, err = target.SubscriptionID(ctx, conn, target.Key{Queue: cfg.Queue, Consumer: cfg.Consumer})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("no subscription of queue %q for consumer %q on the target: run skiff subscribe first", cfg.Queue, cfg.Consumer)
 	}
@@ -186,10 +187,10 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
 	if err := a.checkReplicaRole(ctx); err != nil {
 		return nil, err
 	}
-	if a.deadLetter, err = hasDeadLetter(ctx, conn); err != nil {
+	if a.schema, err = target.ReadVersion(ctx, conn); err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, `UPDATE skiff.subscription SET worker = $2, heartbeat = now() WHERE sub_id = $1`, a.subID, cfg.Worker); err != nil {
+	if err := target.SetWorker(ctx, conn, a.subID, cfg.Worker); err != nil {
 		return nil, fmt.Errorf("register worker of %s/%s: %w", cfg.Queue, cfg.Consumer, err)
 	}
 	return a, nil
@@ -200,34 +201,7 @@ func (a *Applier) holder(ctx context.Context) string { return lockHolder(ctx, a.
 
 // lockHolder describes the session holding a subscription's worker lock on the target.
 func lockHolder(ctx context.Context, conn *pgx.Conn, subID int32) string {
-	version := pg.ServerVersion(conn)
-	pidCol, appCol := "pid", "a.application_name"
-	if version < 90200 {
-		pidCol = "procpid"
-	}
-	if version < 90000 {
-		appCol = "NULL::text" // application_name is 9.0+
-	}
-	var pid int32
-	var app, worker *string
-	err := conn.QueryRow(ctx, `SELECT l.pid, `+appCol+`, s.worker
-		FROM pg_catalog.pg_locks l
-		LEFT JOIN pg_catalog.pg_stat_activity a ON a.`+pidCol+` = l.pid
-		LEFT JOIN skiff.subscription s ON s.sub_id = $2
-		WHERE l.locktype = 'advisory' AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid AND l.objsubid = 2 AND l.granted
-		  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-		LIMIT 1`, int64(LockClass), int64(subID)).Scan(&pid, &app, &worker)
-	if err != nil {
-		return "holder unknown"
-	}
-	s := fmt.Sprintf("target backend pid %d", pid)
-	if app != nil && *app != "" {
-		s += ", application " + *app
-	}
-	if worker != nil && *worker != "" {
-		s += ", worker " + *worker
-	}
-	return s
+	return target.LockHolder(ctx, conn, LockClass, subID)
 }
 
 func (a *Applier) checkReplicaRole(ctx context.Context) error {
@@ -258,61 +232,25 @@ func (a *Applier) Close(ctx context.Context) error {
 
 // Position returns the recorded position; zero when nothing was applied yet.
 func (a *Applier) Position(ctx context.Context) (change.Position, error) {
-	var tick, lsn *int64
-	if err := a.conn.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1`, a.subID).Scan(&tick, &lsn); err != nil {
+	p, err := target.Position(ctx, a.conn, a.subID)
+	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return change.Position{}, &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
 		}
 		return change.Position{}, fmt.Errorf("read position of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
 	}
-	return toPos(tick, lsn), nil
-}
-
-func toPos(tick, lsn *int64) change.Position {
-	var p change.Position
-	if tick != nil {
-		p.Tick = *tick
-	}
-	if lsn != nil {
-		p.LSN = uint64(*lsn)
-	}
-	return p
-}
-
-func nullable(v int64) *int64 {
-	if v == 0 {
-		return nil
-	}
-	return &v
+	return p, nil
 }
 
 // Routes returns the subscribed tables. Inside Apply's stream it reads them in the batch's
 // transaction.
 func (a *Applier) Routes(ctx context.Context) ([]change.Route, error) {
-	var q interface {
-		Query(context.Context, string, ...any) (pgx.Rows, error)
-	} = a.conn
+	var db target.DB = a.conn
 	if a.tx != nil {
-		q = a.tx
+		db = a.tx
 	}
-	rows, err := q.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name, state,
-			coalesce(handler, ''), coalesce(handler_config, ''), coalesce(copy_snapshot, '')
-		FROM skiff.table_state WHERE sub_id = $1 ORDER BY source_schema, source_name`, a.subID)
+	out, err := target.Routes(ctx, db, a.subID)
 	if err != nil {
-		return nil, fmt.Errorf("read table states of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
-	}
-	var out []change.Route
-	for rows.Next() {
-		var r change.Route
-		var state string
-		if err := rows.Scan(&r.Source.Schema, &r.Source.Name, &r.Dest.Schema, &r.Dest.Name, &state, &r.Handler, &r.Config, &r.CopySnapshot); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read table states of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
-		}
-		r.State = change.TableState(state)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read table states of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
 	}
 	return out, nil
@@ -321,7 +259,7 @@ func (a *Applier) Routes(ctx context.Context) ([]change.Route, error) {
 // Heartbeat records that the worker is alive (skiff.subscription.heartbeat), e.g. while it
 // waits to retry a failed batch.
 func (a *Applier) Heartbeat(ctx context.Context) error {
-	if _, err := a.conn.Exec(ctx, `UPDATE skiff.subscription SET heartbeat = now() WHERE sub_id = $1`, a.subID); err != nil {
+	if err := target.Heartbeat(ctx, a.conn, a.subID); err != nil {
 		return fmt.Errorf("heartbeat of %s/%s: %w", a.cfg.Queue, a.cfg.Consumer, err)
 	}
 	return nil
@@ -330,20 +268,13 @@ func (a *Applier) Heartbeat(ctx context.Context) error {
 // RecordError keeps err as the subscription's last error (shown by skiff status), and the
 // event it names, if any (skiff event show).
 func (a *Applier) RecordError(ctx context.Context, err error) error {
-	if !a.deadLetter {
-		_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now() WHERE sub_id = $1`,
-			a.subID, err.Error())
-		return e
-	}
 	var event *int64
 	var fe interface{ FailedEvent() int64 }
 	if errors.As(err, &fe) {
 		id := fe.FailedEvent()
 		event = &id
 	}
-	_, e := a.conn.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now(), last_error_event = $3
-		WHERE sub_id = $1`, a.subID, err.Error(), event)
-	return e
+	return target.RecordError(ctx, a.conn, a.schema, a.subID, err.Error(), event)
 }
 
 // Apply writes the batch and records b.End as the subscription's position in one
@@ -392,14 +323,14 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
 		return fmt.Errorf("apply batch %d: %w", b.ID, err)
 	}
-	var tick, lsn *int64
-	if err := tx.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1 FOR UPDATE`, a.subID).Scan(&tick, &lsn); err != nil {
+	rec, err := target.LockPosition(ctx, tx, a.subID)
+	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
 		}
 		return fmt.Errorf("apply batch %d: lock subscription: %w", b.ID, err)
 	}
-	if rec := toPos(tick, lsn); rec != b.Prev && rec != (change.Position{}) {
+	if rec != b.Prev && rec != (change.Position{}) {
 		return &PositionError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer, BatchID: b.ID, Recorded: rec, Prev: b.Prev, End: b.End}
 	}
 	a.tx = tx
@@ -410,29 +341,19 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	if err := w.flushAll(ctx); err != nil {
 		return fmt.Errorf("apply batch %d: %w", b.ID, err)
 	}
-	clearEvent := ""
-	if a.deadLetter {
-		clearEvent = ", last_error_event = NULL"
-	}
-	tag, err := tx.Exec(ctx, `UPDATE skiff.subscription
-		SET tick = $2, lsn = $3, last_batch_id = $4, batches_applied = batches_applied + 1,
-		    events_applied = events_applied + $5, applied_at = now(), heartbeat = now(),
-		    last_error = NULL, last_error_at = NULL`+clearEvent+`
-		WHERE sub_id = $1 AND ((tick IS NULL AND lsn IS NULL) OR (tick IS NOT DISTINCT FROM $6 AND lsn IS NOT DISTINCT FROM $7))`,
-		a.subID, nullable(b.End.Tick), nullable(int64(b.End.LSN)), b.ID, w.events, nullable(b.Prev.Tick), nullable(int64(b.Prev.LSN)))
+	applied := target.Applied{BatchID: b.ID, Prev: b.Prev, End: b.End, Events: w.events}
+	ok, err := target.RecordBatch(ctx, tx, a.schema, a.subID, applied)
 	if err != nil {
 		return fmt.Errorf("apply batch %d: record position: %w", b.ID, err)
 	}
-	if tag.RowsAffected() != 1 {
+	if !ok {
 		return &PositionError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer, BatchID: b.ID, Prev: b.Prev, End: b.End}
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO skiff.batch_log (sub_id, batch_id, prev_tick, end_tick, prev_lsn, end_lsn, events)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, a.subID, b.ID, nullable(b.Prev.Tick), nullable(b.End.Tick),
-		nullable(int64(b.Prev.LSN)), nullable(int64(b.End.LSN)), w.events); err != nil {
+	if err := target.LogBatch(ctx, tx, a.subID, applied); err != nil {
 		return fmt.Errorf("apply batch %d: log batch: %w", b.ID, err)
 	}
 	if a.batches%1000 == 0 {
-		if _, err := tx.Exec(ctx, `DELETE FROM skiff.batch_log WHERE sub_id = $1 AND applied_at < now() - interval '7 days'`, a.subID); err != nil {
+		if err := target.PruneBatchLog(ctx, tx, a.subID); err != nil {
 			return fmt.Errorf("apply batch %d: prune batch log: %w", b.ID, err)
 		}
 	}

@@ -22,9 +22,9 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// target is a fresh target database with the skiff schema, one subscription and the given
+// testTarget is a fresh target database with the skiff schema, one subscription and the given
 // tables, and an Applier holding it.
-type target struct {
+type testTarget struct {
 	url  string
 	conn *pgx.Conn
 	a    *Applier
@@ -32,7 +32,7 @@ type target struct {
 	id   int64
 }
 
-func newTarget(t testing.TB, version, ddl string) *target {
+func newTarget(t testing.TB, version, ddl string) *testTarget {
 	t.Helper()
 	ctx := context.Background()
 	url := migratetest.NewDB(t, version, migrate.Target)
@@ -45,11 +45,11 @@ func newTarget(t testing.TB, version, ddl string) *target {
 	require.NoError(t, err)
 	a, err := Open(ctx, conn, Config{Queue: "q", Consumer: "c", MaxPendingRows: 1000})
 	require.NoError(t, err)
-	return &target{url: url, conn: conn, a: a}
+	return &testTarget{url: url, conn: conn, a: a}
 }
 
 // apply applies events as the next batch, streamed in chunks of 7.
-func (tg *target) apply(t testing.TB, evs []change.Event) error {
+func (tg *testTarget) apply(t testing.TB, evs []change.Event) error {
 	t.Helper()
 	tg.id++
 	b := change.Batch{ID: tg.id, Queue: "q", Prev: change.Position{Tick: tg.tick}, End: change.Position{Tick: tg.tick + 1}}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/target"
 )
 
 // SetAside returns the events of batch b that an operator set aside (skiff event skip wrote
@@ -18,14 +19,10 @@ func (a *Applier) SetAside(ctx context.Context, b change.Batch) ([]int64, error)
 	if a.tx == nil {
 		return nil, errNoBatch
 	}
-	if !a.deadLetter {
+	if !a.schema.HasDeadLetter() {
 		return nil, nil
 	}
-	rows, err := a.tx.Query(ctx, `SELECT event_id FROM skiff.dead_letter WHERE sub_id = $1 AND batch_id = $2 ORDER BY event_id`, a.subID, b.ID)
-	if err != nil {
-		return nil, fmt.Errorf("read the events set aside for batch %d: %w", b.ID, err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	ids, err := target.SetAside(ctx, a.tx, a.subID, b.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read the events set aside for batch %d: %w", b.ID, err)
 	}
@@ -38,15 +35,14 @@ func (a *Applier) MarkSetAside(ctx context.Context, b change.Batch, ids []int64)
 	if a.tx == nil {
 		return errNoBatch
 	}
-	if !a.deadLetter || len(ids) == 0 {
+	if !a.schema.HasDeadLetter() || len(ids) == 0 {
 		return nil
 	}
-	tag, err := a.tx.Exec(ctx, `UPDATE skiff.dead_letter SET set_aside_at = now()
-		WHERE sub_id = $1 AND batch_id = $2 AND event_id = ANY ($3::bigint[])`, a.subID, b.ID, ids)
+	n, err := target.MarkSetAside(ctx, a.tx, a.subID, b.ID, ids)
 	if err != nil {
 		return fmt.Errorf("record the events set aside in batch %d: %w", b.ID, err)
 	}
-	if int(tag.RowsAffected()) != len(ids) {
+	if int(n) != len(ids) {
 		return errors.New("record the events set aside: some were not requested")
 	}
 	return nil
@@ -54,19 +50,7 @@ func (a *Applier) MarkSetAside(ctx context.Context, b change.Batch, ids []int64)
 
 // DeadLetter is an event an operator sets aside (skiff event skip), as skiff.dead_letter
 // records it.
-type DeadLetter struct {
-	EventID, BatchID, TxID int64
-	Table                  change.Table // the captured table on the provider
-	Op                     change.Op
-	Layout                 int32
-	// KeyColumns and KeyValues are the row's key, when the row could be decoded.
-	KeyColumns []string
-	KeyValues  []change.Value
-	// Data is the row as the provider queued it, OldKey an update's old key; nil when none.
-	Data, OldKey *string
-	Error        string // why the worker could not apply it, "" when unknown
-	Reason       string // the operator's reason, required
-}
+type DeadLetter = target.DeadLetter
 
 // Errors of SetAsideEvent that callers branch on.
 var (
@@ -84,66 +68,51 @@ func SetAsideEvent(ctx context.Context, conn *pgx.Conn, queue, consumer string, 
 	if d.Reason == "" {
 		return errors.New("set aside an event: a reason is required")
 	}
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		has, err := hasDeadLetter(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if !has {
-			return ErrNoDeadLetter
-		}
-		var subID int32
-		var last *int64
-		err = tx.QueryRow(ctx, `SELECT sub_id, last_batch_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2 FOR UPDATE`,
-			queue, consumer).Scan(&subID, &last)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("no subscription of queue %q for consumer %q on the target", queue, consumer)
-		}
-		if err != nil {
-			return err
-		}
-		if last != nil && *last == d.BatchID {
-			return fmt.Errorf("batch %d: %w", d.BatchID, ErrBatchApplied)
-		}
-		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.dead_letter WHERE sub_id = $1 AND event_id = $2)`,
-			subID, d.EventID).Scan(&exists); err != nil {
-			return err
-		}
-		if exists {
-			return fmt.Errorf("event %d: %w", d.EventID, ErrSetAside)
-		}
-		var keyVals []*string
-		if d.KeyValues != nil {
-			keyVals = textArray(d.KeyValues)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO skiff.dead_letter (sub_id, event_id, batch_id, txid, source_schema, source_name, op,
-				layout_id, key_columns, key_values, data, old_key, error, reason)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULLIF($13, ''), $14)`,
-			subID, d.EventID, d.BatchID, d.TxID, d.Table.Schema, d.Table.Name, string(rune(d.Op)), d.Layout,
-			d.KeyColumns, keyVals, d.Data, d.OldKey, d.Error, d.Reason)
-		return err
-	})
+	v, err := target.ReadVersion(ctx, conn)
+	if err == nil && !v.HasDeadLetter() {
+		err = ErrNoDeadLetter
+	}
+	if err == nil {
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			return setAside(ctx, tx, target.Key{Queue: queue, Consumer: consumer}, d)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("set aside event %d of %s/%s on the target: %w", d.EventID, queue, consumer, err)
 	}
 	return nil
 }
 
+// setAside records d in tx, once the subscription row is locked.
+func setAside(ctx context.Context, tx pgx.Tx, k target.Key, d DeadLetter) error {
+	subID, last, err := target.LockLastBatch(ctx, tx, k)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("no subscription of queue %q for consumer %q on the target", k.Queue, k.Consumer)
+	}
+	if err != nil {
+		return err
+	}
+	if last != nil && *last == d.BatchID {
+		return fmt.Errorf("batch %d: %w", d.BatchID, ErrBatchApplied)
+	}
+	exists, err := target.DeadLetterExists(ctx, tx, subID, d.EventID)
+	if err != nil {
+		return err
+	}
+	if exists {
+		return fmt.Errorf("event %d: %w", d.EventID, ErrSetAside)
+	}
+	return target.AddDeadLetter(ctx, tx, subID, d)
+}
+
 // LastError returns the subscription's last error and the event it names (0 when none, or
 // before target schema version 6).
 func LastError(ctx context.Context, conn *pgx.Conn, queue, consumer string) (event int64, msg string, err error) {
-	col := "NULL::bigint"
-	has, err := hasDeadLetter(ctx, conn)
+	v, err := target.ReadVersion(ctx, conn)
 	if err != nil {
 		return 0, "", err
 	}
-	if has {
-		col = "last_error_event"
-	}
-	var ev *int64
-	var m *string
-	err = conn.QueryRow(ctx, `SELECT `+col+`, last_error FROM skiff.subscription WHERE queue = $1 AND consumer = $2`, queue, consumer).Scan(&ev, &m)
+	ev, m, err := target.LastError(ctx, conn, v, target.Key{Queue: queue, Consumer: consumer})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, "", fmt.Errorf("no subscription of queue %q for consumer %q on the target", queue, consumer)
 	}
@@ -157,16 +126,4 @@ func LastError(ctx context.Context, conn *pgx.Conn, queue, consumer string) (eve
 		msg = *m
 	}
 	return event, msg, nil
-}
-
-// hasDeadLetter says whether the target schema has skiff.dead_letter (version 6).
-func hasDeadLetter(ctx context.Context, q querier) (bool, error) {
-	var has bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = 'skiff' AND c.relname = 'dead_letter')`).Scan(&has)
-	if err != nil {
-		return false, fmt.Errorf("read the target schema: %w", err)
-	}
-	return has, nil
 }

@@ -8,14 +8,15 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/internal/target"
 )
 
 // DefaultConsumer is the consumer name a target gives its subscriptions when none is chosen:
 // skiff@<database>/<target id>, the id made once by `skiff init target` (skiff.target). It
 // names the target database whatever the connection string that reached it.
 func DefaultConsumer(ctx context.Context, conn *pgx.Conn) (string, error) {
-	var db, id string
-	err := conn.QueryRow(ctx, `SELECT pg_catalog.current_database(), target_id FROM skiff.target`).Scan(&db, &id)
+	db, id, err := target.Identity(ctx, conn)
 	if err != nil {
 		return "", fmt.Errorf("read the target's identity (skiff.target; skiff init target installs it): %w", err)
 	}
@@ -39,11 +40,7 @@ func FindConsumer(ctx context.Context, conn *pgx.Conn, queue, legacy string) (na
 	if err != nil {
 		return "", false, err
 	}
-	rows, err := conn.Query(ctx, `SELECT consumer FROM skiff.subscription WHERE queue = $1 ORDER BY consumer`, queue)
-	if err != nil {
-		return "", false, fmt.Errorf("read the subscriptions of queue %s: %w", queue, err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	names, err := target.Consumers(ctx, conn, queue)
 	if err != nil {
 		return "", false, fmt.Errorf("read the subscriptions of queue %s: %w", queue, err)
 	}
@@ -62,9 +59,7 @@ func FindConsumer(ctx context.Context, conn *pgx.Conn, queue, legacy string) (na
 
 // SubscriptionExists reports whether the target records a subscription of queue by consumer.
 func SubscriptionExists(ctx context.Context, conn *pgx.Conn, queue, consumer string) (bool, error) {
-	var found bool
-	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2)`,
-		queue, consumer).Scan(&found)
+	found, err := target.SubscriptionExists(ctx, conn, target.Key{Queue: queue, Consumer: consumer})
 	if err != nil {
 		return false, fmt.Errorf("read subscription %s/%s: %w", queue, consumer, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/target"
 )
 
 // Subscription is a subscription as `skiff subscribe` records it on the target.
@@ -50,13 +51,11 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 	var res Subscribed
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		res = Subscribed{}
-		var id int32
-		err := tx.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2 FOR UPDATE`,
-			sub.Queue, sub.Consumer).Scan(&id)
+		key := target.Key{Queue: sub.Queue, Consumer: sub.Consumer}
+		id, err := target.LockSubscription(ctx, tx, key)
 		if errors.Is(err, pgx.ErrNoRows) {
 			res.Created = true
-			err = tx.QueryRow(ctx, `INSERT INTO skiff.subscription (queue, consumer, provider, tick) VALUES ($1, $2, $3, $4) RETURNING sub_id`,
-				sub.Queue, sub.Consumer, sub.Provider, nullable(sub.Tick)).Scan(&id)
+			id, err = target.CreateSubscription(ctx, tx, key, sub.Provider, sub.Tick)
 		}
 		if err != nil {
 			return err
@@ -75,11 +74,7 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 				res.Kept = append(res.Kept, r.Source)
 				continue
 			}
-			var other, src string
-			err := tx.QueryRow(ctx, `SELECT s.consumer, quote_ident(t.source_schema) || '.' || quote_ident(t.source_name)
-				FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
-				WHERE s.queue = $1 AND t.sub_id <> $2 AND t.dest_schema = $3 AND t.dest_name = $4 LIMIT 1`,
-				sub.Queue, id, r.Dest.Schema, r.Dest.Name).Scan(&other, &src)
+			other, src, err := target.DestWriter(ctx, tx, sub.Queue, id, r.Dest)
 			switch {
 			case err == nil:
 				return fmt.Errorf("table %s: %w (consumer %s replicates %s into it)", r.Dest, ErrDestTaken, other, src)
@@ -88,14 +83,10 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 			}
 			// A copy backlog of the table's earlier state goes with it: a new copy holds its
 			// events, and --no-copy says the destination already does.
-			if _, err := tx.Exec(ctx, `DELETE FROM skiff.copy_backlog WHERE sub_id = $1 AND source_schema = $2 AND source_name = $3`,
-				id, r.Source.Schema, r.Source.Name); err != nil {
+			if err := target.DeleteBacklog(ctx, tx, id, r.Source); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO skiff.table_state
-				(sub_id, source_schema, source_name, dest_schema, dest_name, state, handler, handler_config, copy_snapshot)
-				VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), NULLIF($8, ''), NULLIF($9, ''))`,
-				id, r.Source.Schema, r.Source.Name, r.Dest.Schema, r.Dest.Name, string(r.State), r.Handler, r.Config, r.CopySnapshot); err != nil {
+			if err := target.AddTable(ctx, tx, id, r); err != nil {
 				return err
 			}
 			res.Routes = append(res.Routes, r)
@@ -110,24 +101,15 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 
 // subscribedRoutes reads a subscription's tables, by source.
 func subscribedRoutes(ctx context.Context, tx pgx.Tx, id int32) (map[change.Table]change.Route, error) {
-	rows, err := tx.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name, state,
-		coalesce(handler, ''), coalesce(handler_config, ''), coalesce(copy_snapshot, '')
-		FROM skiff.table_state WHERE sub_id = $1`, id)
+	routes, err := target.Routes(ctx, tx, id)
 	if err != nil {
 		return nil, err
 	}
 	out := map[change.Table]change.Route{}
-	for rows.Next() {
-		var r change.Route
-		var state string
-		if err := rows.Scan(&r.Source.Schema, &r.Source.Name, &r.Dest.Schema, &r.Dest.Name, &state, &r.Handler, &r.Config, &r.CopySnapshot); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		r.State = change.TableState(state)
+	for _, r := range routes {
 		out[r.Source] = r
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Unsubscribed says what Unsubscribe found and removed on the target.
@@ -151,8 +133,7 @@ type Unsubscribed struct {
 func Unsubscribe(ctx context.Context, conn *pgx.Conn, queue, consumer string, force bool, before func(ctx context.Context) error) (*Unsubscribed, error) {
 	what := fmt.Sprintf("subscription %s/%s", queue, consumer)
 	res := &Unsubscribed{}
-	var id int32
-	err := conn.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2`, queue, consumer).Scan(&id)
+	id, err := target.SubscriptionID(ctx, conn, target.Key{Queue: queue, Consumer: consumer})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		if before != nil {
@@ -184,11 +165,11 @@ func Unsubscribe(ctx context.Context, conn *pgx.Conn, queue, consumer string, fo
 		}
 	}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM skiff.table_state WHERE sub_id = $1`, id).Scan(&res.Tables); err != nil {
+		var err error
+		if res.Tables, err = target.CountTables(ctx, tx, id); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM skiff.subscription WHERE sub_id = $1`, id)
-		return err
+		return target.DeleteSubscription(ctx, tx, id)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("remove %s from the target: %w", what, err)

@@ -10,7 +10,6 @@ package status
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/target"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -385,17 +385,15 @@ func addTarget(ctx context.Context, cfg Config, r *Report) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var installed bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = 'skiff' AND c.relname = 'subscription')`).Scan(&installed); err != nil {
+	v, err := target.ReadVersion(ctx, conn)
+	if err != nil {
 		return err
 	}
-	if !installed {
+	if !v.Installed() {
 		r.Problems = append(r.Problems, (&migrate.NotInstalledError{Role: migrate.Target, DB: r.Target}).Error())
 		return nil
 	}
-	subs, err := readSubscriptions(ctx, conn)
+	subs, err := readSubscriptions(ctx, conn, v)
 	if err != nil {
 		return err
 	}
@@ -419,95 +417,30 @@ func addTarget(ctx context.Context, cfg Config, r *Report) error {
 
 type subKey struct{ queue, consumer string }
 
-func readSubscriptions(ctx context.Context, conn *pgx.Conn) (map[subKey]*Subscription, error) {
-	hasProgress, err := hasColumn(ctx, conn, "table_state", "copy_rows")
-	if err != nil {
-		return nil, err
-	}
-	hasBacklog, err := hasColumn(ctx, conn, "copy_backlog", "seq")
-	if err != nil {
-		return nil, err
-	}
-	hasCopyError, err := hasColumn(ctx, conn, "table_state", "copy_error")
-	if err != nil {
-		return nil, err
-	}
-	hasDeadLetter, err := hasColumn(ctx, conn, "dead_letter", "set_aside_at")
-	if err != nil {
-		return nil, err
-	}
-	deadLetter := "0::bigint, 0::bigint, 0::bigint" // target schema before version 6
-	if hasDeadLetter {
-		deadLetter = `coalesce(s.last_error_event, 0),
-			(SELECT count(*) FROM skiff.dead_letter d WHERE d.sub_id = s.sub_id AND d.set_aside_at IS NOT NULL),
-			(SELECT count(*) FROM skiff.dead_letter d WHERE d.sub_id = s.sub_id AND d.set_aside_at IS NULL)`
-	}
-	rows, err := conn.Query(ctx, `SELECT sub_id, queue, consumer, coalesce(tick, 0), coalesce(last_batch_id, 0),
-		batches_applied, events_applied, applied_at, coalesce(last_error, ''), last_error_at, heartbeat, coalesce(worker, ''),
-		`+deadLetter+`
-		FROM skiff.subscription s ORDER BY queue, consumer`)
+// readSubscriptions reads the target's subscriptions and their table states (those columns
+// that target schema version v has).
+func readSubscriptions(ctx context.Context, conn *pgx.Conn, v target.Version) (map[subKey]*Subscription, error) {
+	subs, err := target.SubscriptionStates(ctx, conn, v)
 	if err != nil {
 		return nil, fmt.Errorf("read subscriptions: %w", err)
 	}
 	out := map[subKey]*Subscription{}
 	byID := map[int32]*Subscription{}
-	for rows.Next() {
-		var id int32
-		var k subKey
-		s := &Subscription{Tables: []Table{}}
-		if err := rows.Scan(&id, &k.queue, &k.consumer, &s.Tick, &s.LastBatch, &s.BatchesApplied, &s.EventsApplied,
-			&s.AppliedAt, &s.LastError, &s.LastErrorAt, &s.Heartbeat, &s.Worker,
-			&s.LastErrorEvent, &s.DeadLetters, &s.DeadLettersPending); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read subscriptions: %w", err)
-		}
-		out[k], byID[id] = s, s
+	for _, ts := range subs {
+		s := &Subscription{Tick: ts.Tick, LastBatch: ts.LastBatch, BatchesApplied: ts.BatchesApplied, EventsApplied: ts.EventsApplied,
+			AppliedAt: ts.AppliedAt, LastError: ts.LastError, LastErrorAt: ts.LastErrorAt, Heartbeat: ts.Heartbeat, Worker: ts.Worker,
+			LastErrorEvent: ts.LastErrorEvent, DeadLetters: ts.DeadLetters, DeadLettersPending: ts.DeadLettersPending, Tables: []Table{}}
+		out[subKey{ts.Queue, ts.Consumer}], byID[ts.ID] = s, s
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read subscriptions: %w", err)
-	}
-	progress := "0::bigint, 0::bigint"
-	if hasProgress {
-		progress = "coalesce(copy_rows, 0), coalesce(copy_bytes, 0)"
-	}
-	backlog := "0::bigint" // target schema before version 3
-	if hasBacklog {
-		backlog = `(SELECT count(*) FROM skiff.copy_backlog b
-			WHERE b.sub_id = ts.sub_id AND b.source_schema = ts.source_schema AND b.source_name = ts.source_name)`
-	}
-	copyError := "'', NULL::timestamptz" // target schema before version 4
-	if hasCopyError {
-		copyError = "coalesce(copy_error, ''), copy_error_at"
-	}
-	rows, err = conn.Query(ctx, `SELECT sub_id, quote_ident(source_schema) || '.' || quote_ident(source_name),
-		quote_ident(dest_schema) || '.' || quote_ident(dest_name), state, state_changed_at, coalesce(copy_snapshot, ''), `+progress+`, `+backlog+`,
-		`+copyError+`
-		FROM skiff.table_state ts ORDER BY sub_id, source_schema, source_name`)
+	tables, err := target.TableStates(ctx, conn, v)
 	if err != nil {
 		return nil, fmt.Errorf("read table states: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int32
-		var t Table
-		if err := rows.Scan(&id, &t.Source, &t.Dest, &t.State, &t.Since, &t.CopySnapshot, &t.CopyRows, &t.CopyBytes, &t.CopyBacklog,
-			&t.CopyError, &t.CopyErrorAt); err != nil {
-			return nil, fmt.Errorf("read table states: %w", err)
+	for _, ts := range tables {
+		if s := byID[ts.SubID]; s != nil {
+			s.Tables = append(s.Tables, Table{Source: ts.Source, Dest: ts.Dest, State: ts.State, Since: ts.Since, CopySnapshot: ts.CopySnapshot,
+				CopyRows: ts.CopyRows, CopyBytes: ts.CopyBytes, CopyBacklog: ts.CopyBacklog, CopyError: ts.CopyError, CopyErrorAt: ts.CopyErrorAt})
 		}
-		if s := byID[id]; s != nil {
-			s.Tables = append(s.Tables, t)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, errors.Join(errors.New("read table states"), err)
 	}
 	return out, nil
-}
-
-func hasColumn(ctx context.Context, conn *pgx.Conn, table, column string) (bool, error) {
-	var ok bool
-	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = 'skiff' AND c.relname = $1 AND a.attname = $2 AND NOT a.attisdropped)`, table, column).Scan(&ok)
-	return ok, err
 }

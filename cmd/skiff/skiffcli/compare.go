@@ -15,6 +15,7 @@ import (
 	"github.com/skiffdb/skiff/internal/compare"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/target"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -386,18 +387,7 @@ func (c *CompareCmd) subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig)
 		}
 		return nil, false, nil
 	}
-	rows, err := conn.Query(ctx, `SELECT t.source_schema, t.source_name, t.dest_schema, t.dest_name,
-			coalesce(t.handler, ''), coalesce(t.handler_config, '')
-		FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
-		WHERE s.queue = $1 AND s.consumer = $2 ORDER BY 1, 2`, c.Queue, name)
-	if err != nil {
-		return nil, false, fmt.Errorf("target: read the tables of subscription %s/%s: %w", c.Queue, name, err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (change.Route, error) {
-		var rt change.Route
-		err := r.Scan(&rt.Source.Schema, &rt.Source.Name, &rt.Dest.Schema, &rt.Dest.Name, &rt.Handler, &rt.Config)
-		return rt, err
-	})
+	out, err := target.RoutesOf(ctx, conn, target.Key{Queue: c.Queue, Consumer: name})
 	if err != nil {
 		return nil, false, fmt.Errorf("target: read the tables of subscription %s/%s: %w", c.Queue, name, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/target"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -233,16 +234,7 @@ func (c *UninstallRoleCmd) dropQueues(rt *Runtime, conn *pgx.Conn) error {
 // it says which consumers stay registered on their providers (they hold back rotation there
 // until unregistered).
 func (c *UninstallRoleCmd) checkSubscriptions(rt *Runtime, conn *pgx.Conn) error {
-	rows, err := conn.Query(rt.Ctx, `SELECT queue, consumer, provider FROM skiff.subscription ORDER BY 1, 2`)
-	if err != nil {
-		return fmt.Errorf("read subscriptions: %w", err)
-	}
-	type sub struct{ queue, consumer, provider string }
-	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sub, error) {
-		var s sub
-		err := r.Scan(&s.queue, &s.consumer, &s.provider)
-		return s, err
-	})
+	subs, err := target.Subscriptions(rt.Ctx, conn)
 	if err != nil {
 		return fmt.Errorf("read subscriptions: %w", err)
 	}
@@ -252,15 +244,15 @@ func (c *UninstallRoleCmd) checkSubscriptions(rt *Runtime, conn *pgx.Conn) error
 	if !c.Force {
 		names := make([]string, len(subs))
 		for i, s := range subs {
-			names[i] = s.queue + "/" + s.consumer
+			names[i] = s.Queue + "/" + s.Consumer
 		}
 		return fmt.Errorf("the target has subscriptions: %s; end them first (skiff unsubscribe --provider URL --target URL --queue Q), or give --force",
 			strings.Join(names, ", "))
 	}
 	for _, s := range subs {
 		rt.Log.Warn(fmt.Sprintf("consumer %s stays registered on the provider of queue %s and holds back its event table rotation: "+
-			"skiff unsubscribe --provider URL --queue %s --consumer %s", s.consumer, s.queue, s.queue, shellWord(s.consumer)),
-			"provider", s.provider)
+			"skiff unsubscribe --provider URL --queue %s --consumer %s", s.Consumer, s.Queue, s.Queue, shellWord(s.Consumer)),
+			"provider", s.Provider)
 	}
 	return nil
 }
