@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // SetAside returns the events of batch b that an operator set aside (skiff event skip wrote
@@ -160,7 +161,7 @@ func LastError(ctx context.Context, conn *pgx.Conn, queue, consumer string) (eve
 }
 
 // hasDeadLetter says whether the target schema has skiff.dead_letter (version 6).
-func hasDeadLetter(ctx context.Context, q querier) (bool, error) {
+func hasDeadLetter(ctx context.Context, q pg.DB) (bool, error) {
 	var has bool
 	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

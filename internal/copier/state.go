@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // LockClass is the first key of the session advisory lock a copy holds on the target while it
@@ -24,13 +24,6 @@ var ErrBusy = errors.New("another process is copying this table")
 // ErrNotCopying is returned when a table's state changed under a copy (e.g. a resync or an
 // unsubscribe): the copy is rolled back.
 var ErrNotCopying = errors.New("table is no longer in state copying")
-
-// db is what the state functions need of a connection or transaction.
-type db interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
 
 // Subscription names a subscription on the target: skiff.subscription (queue, consumer).
 type Subscription struct {
@@ -51,7 +44,7 @@ const subWhere = `ts.sub_id = (SELECT sub_id FROM skiff.subscription WHERE queue
 
 // RecordSnapshot stores the copy snapshot of a table in state copying (its own statement, so
 // that the worker sees it at once). It fails with ErrNotCopying when the table is not copying.
-func (s Subscription) RecordSnapshot(ctx context.Context, conn db, t change.Table, snap Snapshot) error {
+func (s Subscription) RecordSnapshot(ctx context.Context, conn pg.DB, t change.Table, snap Snapshot) error {
 	tag, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET copy_snapshot = $5, copy_rows = 0, copy_bytes = 0, copy_progress_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		s.Queue, s.Consumer, t.Schema, t.Name, snap.String())
@@ -65,7 +58,7 @@ func (s Subscription) RecordSnapshot(ctx context.Context, conn db, t change.Tabl
 }
 
 // RecordProgress stores how far a table's copy has come (its own statement).
-func (s Subscription) RecordProgress(ctx context.Context, conn db, t change.Table, rows, bytes int64) error {
+func (s Subscription) RecordProgress(ctx context.Context, conn pg.DB, t change.Table, rows, bytes int64) error {
 	_, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET copy_rows = $5, copy_bytes = $6, copy_progress_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		s.Queue, s.Consumer, t.Schema, t.Name, rows, bytes)
@@ -78,7 +71,7 @@ func (s Subscription) RecordProgress(ctx context.Context, conn db, t change.Tabl
 // RecordCopyError keeps the error of a table's failed copy (its own statement), where `skiff
 // status` shows it as a problem until a copy of the table succeeds or it is resynced. The
 // table stays in state copying; the worker's table manager tries again later.
-func (s Subscription) RecordCopyError(ctx context.Context, conn db, t change.Table, copyErr error) error {
+func (s Subscription) RecordCopyError(ctx context.Context, conn pg.DB, t change.Table, copyErr error) error {
 	_, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET copy_error = $5, copy_error_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		s.Queue, s.Consumer, t.Schema, t.Name, copyErr.Error())
@@ -90,7 +83,7 @@ func (s Subscription) RecordCopyError(ctx context.Context, conn db, t change.Tab
 
 // MarkCopied moves a table from copying (under snap) to catching-up and records the rows
 // copied. Run it in the copy's target transaction.
-func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, snap Snapshot, rows, bytes int64) error {
+func (s Subscription) MarkCopied(ctx context.Context, tx pg.DB, t change.Table, snap Snapshot, rows, bytes int64) error {
 	tag, err := tx.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'catching-up', state_changed_at = now(),
 			copy_rows = $6, copy_bytes = $7, copy_progress_at = now(), copy_error = NULL, copy_error_at = NULL
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying' AND ts.copy_snapshot = $5`,
@@ -107,7 +100,7 @@ func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, sna
 // Resync puts a subscribed table back to copying (no snapshot yet): the worker stops applying
 // its events until a copy publishes its snapshot, and copies it again. It reports whether the
 // subscription has the table.
-func (s Subscription) Resync(ctx context.Context, conn db, t change.Table) (bool, error) {
+func (s Subscription) Resync(ctx context.Context, conn pg.DB, t change.Table) (bool, error) {
 	tag, err := conn.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'copying', copy_snapshot = NULL, state_changed_at = now(),
 			copy_error = NULL, copy_error_at = NULL
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4`,
@@ -119,7 +112,7 @@ func (s Subscription) Resync(ctx context.Context, conn db, t change.Table) (bool
 }
 
 // Sources lists the provider tables the subscription replicates, whatever their state.
-func (s Subscription) Sources(ctx context.Context, conn db) ([]change.Table, error) {
+func (s Subscription) Sources(ctx context.Context, conn pg.DB) ([]change.Table, error) {
 	rows, err := conn.Query(ctx, `SELECT DISTINCT source_schema, source_name FROM skiff.table_state ts
 		WHERE `+subWhere+` ORDER BY 1, 2`, s.Queue, s.Consumer)
 	if err != nil {
@@ -137,7 +130,7 @@ func (s Subscription) Sources(ctx context.Context, conn db) ([]change.Table, err
 }
 
 // ToCopy lists the subscription's tables in state copying, with their handlers.
-func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
+func (s Subscription) ToCopy(ctx context.Context, conn pg.DB) ([]Table, error) {
 	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name,
 			coalesce(handler, ''), coalesce(handler_config, '') FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'copying' ORDER BY 1, 2`, s.Queue, s.Consumer)
@@ -156,7 +149,7 @@ func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
 }
 
 // copyingSince returns when each table in state copying entered it (state_changed_at).
-func (s Subscription) copyingSince(ctx context.Context, conn db) (map[change.Table]time.Time, error) {
+func (s Subscription) copyingSince(ctx context.Context, conn pg.DB) (map[change.Table]time.Time, error) {
 	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, state_changed_at FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'copying'`, s.Queue, s.Consumer)
 	if err != nil {
@@ -179,7 +172,7 @@ func (s Subscription) copyingSince(ctx context.Context, conn db) (map[change.Tab
 }
 
 // Position returns the tick the target has applied for the subscription (0 when none).
-func (s Subscription) Position(ctx context.Context, conn db) (int64, error) {
+func (s Subscription) Position(ctx context.Context, conn pg.DB) (int64, error) {
 	var tick *int64
 	err := conn.QueryRow(ctx, `SELECT tick FROM skiff.subscription WHERE queue = $1 AND consumer = $2`, s.Queue, s.Consumer).Scan(&tick)
 	if err != nil {
@@ -194,7 +187,7 @@ func (s Subscription) Position(ctx context.Context, conn db) (int64, error) {
 // Promote moves every catching-up table whose copy the applied position has passed, and whose
 // copy backlog the worker has applied, to in-sync: applied is the snapshot of the tick the
 // target has applied up to. It returns the tables promoted.
-func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([]change.Table, error) {
+func (s Subscription) Promote(ctx context.Context, conn pg.DB, applied Snapshot) ([]change.Table, error) {
 	rows, err := conn.Query(ctx, `SELECT source_schema, source_name, coalesce(copy_snapshot, '') FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'catching-up'`, s.Queue, s.Consumer)
 	if err != nil {
