@@ -755,6 +755,35 @@ func TableSequences(ctx context.Context, db pg.DB, t change.Table) ([]change.Tab
 	return out, nil
 }
 
+// SequenceUsers maps each sequence that tables of a queue draw from (TableSequences) to those
+// tables. With SequenceBelongs it says which of the queue's sequences go to which target.
+func SequenceUsers(ctx context.Context, db pg.DB, queue string) (map[change.Table][]change.Table, error) {
+	tables, err := Tables(ctx, db, queue)
+	if err != nil {
+		return nil, err
+	}
+	used := map[change.Table][]change.Table{}
+	for _, ct := range tables {
+		seqs, err := TableSequences(ctx, db, ct.Table)
+		if err != nil {
+			return nil, err
+		}
+		for _, sq := range seqs {
+			used[sq] = append(used[sq], ct.Table)
+		}
+	}
+	return used, nil
+}
+
+// SequenceBelongs reports whether a sequence the queue captures belongs on a target whose
+// subscription replicates sources, given users, the queue's tables that draw from it (its
+// entry of SequenceUsers): a sequence no table of the queue draws from stands alone and goes
+// to every target; one that tables draw from goes where one of them goes, and is another
+// subscription's otherwise.
+func SequenceBelongs(users, sources []change.Table) bool {
+	return len(users) == 0 || slices.ContainsFunc(users, func(u change.Table) bool { return slices.Contains(sources, u) })
+}
+
 // RemoveTable drops the capture of a table (its triggers and function) or of a sequence
 // from a queue. Layouts stay: events already queued still decode.
 func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Table, error) {
