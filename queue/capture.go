@@ -705,39 +705,23 @@ func addTableSequences(ctx context.Context, tx pgx.Tx, qid int32, rel relation) 
 	return out, nil
 }
 
-// tableSequences returns the sequences a table's inserts draw from: those it owns (serial
-// columns, and identity columns from PostgreSQL 10: pg_depend 'a' and 'i' entries of the
-// sequence on the table) and those its column defaults call (DEFAULT nextval('s'): a normal
-// dependency of the default on the sequence), by schema and name.
+// tableSequences returns the sequences a table's inserts draw from (catalog.Sequences).
 func tableSequences(ctx context.Context, db pg.DB, oid uint32) ([]relation, error) {
-	rows, err := db.Query(ctx, `SELECT s.oid, n.nspname, s.relname
-		FROM pg_catalog.pg_class s JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
-		WHERE s.relkind = 'S' AND s.oid IN (
-			SELECT d.objid FROM pg_catalog.pg_depend d
-			 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-			   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-			   AND d.refobjid = $1 AND d.deptype IN ('a', 'i')
-			UNION ALL
-			SELECT d.refobjid FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d
-			    ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
-			 WHERE ad.adrelid = $1 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)
-		ORDER BY 2, 3`, oid)
+	seqs, err := catalog.Sequences(ctx, db, oid)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (relation, error) {
-		x := relation{kind: "S"}
-		err := r.Scan(&x.oid, &x.schema, &x.name)
-		return x, err
-	})
+	out := make([]relation, len(seqs))
+	for i, sq := range seqs {
+		out[i] = relation{oid: sq.OID, schema: sq.Name.Schema, name: sq.Name.Name, kind: "S"}
+	}
+	return out, nil
 }
 
 // TableSequences returns the sequences a table's inserts draw from (owned by its serial or
 // identity columns, or called by its column defaults); none when the table does not exist.
 func TableSequences(ctx context.Context, db pg.DB, t change.Table) ([]change.Table, error) {
-	var oid uint32
-	err := db.QueryRow(ctx, `SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid)
+	oid, err := catalog.Lookup(ctx, db, t, "")
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

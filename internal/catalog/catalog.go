@@ -1,8 +1,8 @@
 // Package catalog is the one place skiff reads PostgreSQL's system catalogs: a table's
 // columns (types as formatted, NOT NULL, defaults, generated and identity columns, the base
 // type under their domains, the primary key), its indexes, whether it has triggers or rules,
-// the foreign keys that reference it, and whether the session may SET
-// session_replication_role. Every query runs on PostgreSQL 8.4 and branches on
+// the foreign keys that reference it, the sequences it draws from, and whether the session
+// may SET session_replication_role. Every query runs on PostgreSQL 8.4 and branches on
 // server_version_num where a newer catalog differs.
 //
 // It reads the catalogs of whatever server it is given, a provider or a target. The SQL of
@@ -248,6 +248,39 @@ func ReferencedBy(ctx context.Context, db pg.DB, oid uint32) ([]ForeignKey, erro
 		var k ForeignKey
 		err := r.Scan(&k.Name, &k.Table.Schema, &k.Table.Name)
 		return k, err
+	})
+}
+
+// Sequence is a sequence a table draws from.
+type Sequence struct {
+	OID  uint32
+	Name change.Table
+}
+
+// Sequences returns the sequences the inserts of relation oid draw from, by schema and name:
+// those it owns (serial columns, and identity columns from PostgreSQL 10: pg_depend 'a' and
+// 'i' entries of the sequence on the table) and those its column defaults call (DEFAULT
+// nextval('s'): a normal dependency of the default on the sequence).
+func Sequences(ctx context.Context, db pg.DB, oid uint32) ([]Sequence, error) {
+	rows, err := db.Query(ctx, `SELECT s.oid, n.nspname, s.relname
+		FROM pg_catalog.pg_class s JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+		WHERE s.relkind = 'S' AND s.oid IN (
+			SELECT d.objid FROM pg_catalog.pg_depend d
+			 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+			   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+			   AND d.refobjid = $1 AND d.deptype IN ('a', 'i')
+			UNION ALL
+			SELECT d.refobjid FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d
+			    ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+			 WHERE ad.adrelid = $1 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)
+		ORDER BY 2, 3`, oid)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Sequence, error) {
+		var x Sequence
+		err := r.Scan(&x.OID, &x.Name.Schema, &x.Name.Name)
+		return x, err
 	})
 }
 

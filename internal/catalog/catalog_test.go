@@ -311,3 +311,42 @@ func TestMayReplica(t *testing.T) {
 		})
 	}
 }
+
+// TestSequences finds, on every installed version, the sequences a table draws from: owned by
+// a serial column or (10+) an identity column, or called by a default; not a sequence it does
+// not use.
+func TestSequences(t *testing.T) {
+	t.Parallel()
+	for _, v := range pgtest.Majors() {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			conn := connect(t, pgtest.Shared(t, v).NewDB(t))
+			schema := change.QuoteIdent(odd.Schema)
+			exec(t, conn, `CREATE SCHEMA `+schema)
+			exec(t, conn, `CREATE SEQUENCE `+schema+`."Seq 1"`)
+			exec(t, conn, `CREATE SEQUENCE unused`)
+			ident := ""
+			if pg.ServerVersion(conn) >= 100000 {
+				ident = `, z int GENERATED ALWAYS AS IDENTITY`
+			}
+			exec(t, conn, `CREATE TABLE `+odd.String()+` (id serial, n bigint DEFAULT nextval('`+
+				strings.ReplaceAll(schema, "'", "''")+`."Seq 1"')`+ident+`)`)
+			oid, err := catalog.Lookup(ctx, conn, odd, "r")
+			require.NoError(t, err)
+			seqs, err := catalog.Sequences(ctx, conn, oid)
+			require.NoError(t, err)
+			var names []change.Table
+			for _, s := range seqs {
+				require.NotZero(t, s.OID)
+				names = append(names, s.Name)
+			}
+			want := []change.Table{{Schema: odd.Schema, Name: "Odd Table_id_seq"}}
+			if pg.ServerVersion(conn) >= 100000 {
+				want = append(want, change.Table{Schema: odd.Schema, Name: "Odd Table_z_seq"})
+			}
+			want = append(want, change.Table{Schema: odd.Schema, Name: "Seq 1"})
+			require.Equal(t, want, names)
+		})
+	}
+}
