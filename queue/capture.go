@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -96,7 +97,7 @@ type AddResult struct {
 
 // Conn is what AddTable and RemoveTable need: a connection that can open a transaction.
 type Conn interface {
-	DB
+	pg.DB
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
@@ -190,7 +191,7 @@ type adding struct {
 	assumed      bool // the key's uniqueness is the user's word (KeyNotUnique)
 	withChildren bool
 	fam          family
-	cols         []column
+	cols         []catalog.Column
 }
 
 // priorCapture is the queue's capture of the table before this add, if any.
@@ -382,7 +383,7 @@ func (a *adding) family(ctx context.Context) error {
 // columns reads the table's columns (under its lock).
 func (a *adding) columns(ctx context.Context) error {
 	var err error
-	if a.cols, err = tableColumns(ctx, a.tx, a.rel.oid); err != nil {
+	if a.cols, err = catalog.Columns(ctx, a.tx, a.rel.oid); err != nil {
 		return fmt.Errorf("columns of %s: %w", a.rel.table(), err)
 	}
 	if len(a.cols) == 0 {
@@ -410,11 +411,7 @@ func (a *adding) checkKey(ctx context.Context) error {
 			}
 		}
 	} else {
-		var err error
-		a.key, err = primaryKey(ctx, tx, rel.oid)
-		if err != nil {
-			return fmt.Errorf("primary key of %s: %w", rel.table(), err)
-		}
+		a.key = catalog.PrimaryKey(a.cols)
 		if len(a.key) == 0 {
 			hint := ""
 			if rel.kind == "p" && a.version < 110000 {
@@ -456,7 +453,7 @@ func (a *adding) install(ctx context.Context) error {
 	rel, tx := a.rel, a.tx
 	names, types := make([]string, len(a.cols)), make([]string, len(a.cols))
 	for i, c := range a.cols {
-		names[i], types[i] = c.name, c.typ
+		names[i], types[i] = c.Name, c.Type
 	}
 	var layout int32
 	// The attribute numbers and relnatts are read under the table's lock, as cols was: they
@@ -560,58 +557,35 @@ func otherQueues(ctx context.Context, tx pgx.Tx, qid int32, oid uint32) ([]strin
 // whose key columns are all among the given ones, and key columns that are NOT NULL (a NULL
 // never equals anything, so the row could not be found by its key).
 func checkKeyUnique(ctx context.Context, tx pgx.Tx, rel relation, key []string) error {
-	version := pg.ServerVersionOf(tx.Conn().PgConn())
 	fail := func(why string) error {
 		return fmt.Errorf("table %s: --key (%s) %w: %s (a row replayed by its key must find that row alone; "+
 			"give --key-not-unique if you guarantee that no two rows ever share a key)",
 			rel.table(), strings.Join(key, ","), ErrKeyNotUnique, why)
 	}
-	// Unique constraints may be DEFERRABLE from 9.0 (pg_index.indimmediate); INCLUDE columns
-	// (11) are not part of what is unique.
-	immediate, nkey := "true", "i.indnatts"
-	if version >= 90000 {
-		immediate = "i.indimmediate"
-	}
-	if version >= 110000 {
-		nkey = "i.indnkeyatts"
-	}
-	rows, err := tx.Query(ctx, `SELECT c.relname, `+immediate+`, i.indpred IS NOT NULL, i.indisvalid, `+nkey+`,
-			ARRAY(SELECT a.attname FROM generate_series(0, `+nkey+` - 1) k
-			      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k] ORDER BY k)
-		FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-		WHERE i.indrelid = $1 AND i.indisunique ORDER BY c.relname`, rel.oid)
-	if err != nil {
-		return fmt.Errorf("unique indexes of %s: %w", rel.table(), err)
-	}
-	type index struct {
-		name                      string
-		immediate, partial, valid bool
-		nkey                      int
-		cols                      []string
-	}
-	idxs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (index, error) {
-		var x index
-		err := r.Scan(&x.name, &x.immediate, &x.partial, &x.valid, &x.nkey, &x.cols)
-		return x, err
-	})
+	// Unique constraints may be DEFERRABLE from 9.0 (Index.Immediate); INCLUDE columns (11)
+	// are not part of what is unique.
+	idxs, err := catalog.Indexes(ctx, tx, rel.oid)
 	if err != nil {
 		return fmt.Errorf("unique indexes of %s: %w", rel.table(), err)
 	}
 	var why []string
 	unique := false
 	for _, x := range idxs {
-		covered := len(x.cols) == x.nkey // an expression column has no attribute
-		for _, c := range x.cols {
-			covered = covered && slices.Contains(key, c)
+		if !x.Unique {
+			continue
+		}
+		covered := true
+		for _, c := range x.Columns[:x.NKey] {
+			covered = covered && c != "" && slices.Contains(key, c) // an expression ("") is no column
 		}
 		switch {
 		case !covered:
-		case !x.valid:
-			why = append(why, "index "+x.name+" is not valid")
-		case x.partial:
-			why = append(why, "index "+x.name+" is partial")
-		case !x.immediate:
-			why = append(why, "index "+x.name+" is DEFERRABLE")
+		case !x.Valid:
+			why = append(why, "index "+x.Name+" is not valid")
+		case x.Partial:
+			why = append(why, "index "+x.Name+" is partial")
+		case !x.Immediate:
+			why = append(why, "index "+x.Name+" is DEFERRABLE")
 		default:
 			unique = true
 		}
@@ -623,14 +597,15 @@ func checkKeyUnique(ctx context.Context, tx pgx.Tx, rel relation, key []string) 
 	default:
 		return fail(strings.Join(why, ", "))
 	}
-	rows, err = tx.Query(ctx, `SELECT attname FROM pg_catalog.pg_attribute
-		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND NOT attnotnull ORDER BY attnum`, rel.oid)
+	cols, err := catalog.Columns(ctx, tx, rel.oid)
 	if err != nil {
 		return fmt.Errorf("columns of %s: %w", rel.table(), err)
 	}
-	nullable, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("columns of %s: %w", rel.table(), err)
+	var nullable []string
+	for _, c := range cols {
+		if !c.NotNull {
+			nullable = append(nullable, c.Name)
+		}
 	}
 	for _, k := range key {
 		if slices.Contains(nullable, k) {
@@ -651,7 +626,7 @@ const captureVersion = 2
 // sent on its own. The caller holds the table's lock. withChildren makes the capture of a
 // partitioned table or inheritance parent (see trigger.withChildren); the children's own
 // triggers are the caller's (adoptAll).
-func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []column, key []string, where string, withChildren bool) (trigger, error) {
+func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []catalog.Column, key []string, where string, withChildren bool) (trigger, error) {
 	version := pg.ServerVersionOf(tx.Conn().PgConn())
 	pins, err := settingPins(ctx, tx, cols, version)
 	if err != nil {
@@ -662,7 +637,7 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 	if withChildren {
 		tg.columns = make([]string, len(cols))
 		for i, c := range cols {
-			tg.columns[i] = c.name
+			tg.columns[i] = c.Name
 		}
 		if tg.aligned, err = alignedMembers(ctx, tx, rel.oid, tg.columns); err != nil {
 			return trigger{}, fmt.Errorf("children of %s: %w", rel.table(), err)
@@ -676,7 +651,7 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 		if withChildren {
 			names := make(map[string]bool, len(cols))
 			for _, c := range cols {
-				names[c.name] = true
+				names[c.Name] = true
 			}
 			if tg.whereRow, err = qualifyColumns(where, names, "r"); err != nil {
 				return trigger{}, fmt.Errorf("table %s: --where %q: %w", rel.table(), where, err)
@@ -703,7 +678,7 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 // trigger AFTER INSERT OR DELETE OR UPDATE, 32 a statement trigger AFTER TRUNCATE, 34 one
 // BEFORE TRUNCATE (the guard of an inheritance parent). A partitioned table before 11 has no
 // row trigger.
-func triggersInPlace(ctx context.Context, db DB, tg trigger, tableOID uint32) (bool, error) {
+func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32) (bool, error) {
 	want := 1
 	row, guard := "", ""
 	if tg.rowOnParent {
@@ -791,7 +766,7 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 			if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `LOCK TABLE `+c.rel.table().String()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 				return fmt.Errorf("lock table %s: %w", c.rel.table(), err)
 			}
-			cols, err := tableColumns(ctx, tx, c.rel.oid)
+			cols, err := catalog.Columns(ctx, tx, c.rel.oid)
 			if err != nil {
 				return fmt.Errorf("columns of %s: %w", c.rel.table(), err)
 			}
@@ -838,39 +813,23 @@ func addTableSequences(ctx context.Context, tx pgx.Tx, qid int32, rel relation) 
 	return out, nil
 }
 
-// tableSequences returns the sequences a table's inserts draw from: those it owns (serial
-// columns, and identity columns from PostgreSQL 10: pg_depend 'a' and 'i' entries of the
-// sequence on the table) and those its column defaults call (DEFAULT nextval('s'): a normal
-// dependency of the default on the sequence), by schema and name.
-func tableSequences(ctx context.Context, db DB, oid uint32) ([]relation, error) {
-	rows, err := db.Query(ctx, `SELECT s.oid, n.nspname, s.relname
-		FROM pg_catalog.pg_class s JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
-		WHERE s.relkind = 'S' AND s.oid IN (
-			SELECT d.objid FROM pg_catalog.pg_depend d
-			 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-			   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-			   AND d.refobjid = $1 AND d.deptype IN ('a', 'i')
-			UNION ALL
-			SELECT d.refobjid FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d
-			    ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
-			 WHERE ad.adrelid = $1 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass)
-		ORDER BY 2, 3`, oid)
+// tableSequences returns the sequences a table's inserts draw from (catalog.Sequences).
+func tableSequences(ctx context.Context, db pg.DB, oid uint32) ([]relation, error) {
+	seqs, err := catalog.Sequences(ctx, db, oid)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (relation, error) {
-		x := relation{kind: "S"}
-		err := r.Scan(&x.oid, &x.schema, &x.name)
-		return x, err
-	})
+	out := make([]relation, len(seqs))
+	for i, sq := range seqs {
+		out[i] = relation{oid: sq.OID, schema: sq.Name.Schema, name: sq.Name.Name, kind: "S"}
+	}
+	return out, nil
 }
 
 // TableSequences returns the sequences a table's inserts draw from (owned by its serial or
 // identity columns, or called by its column defaults); none when the table does not exist.
-func TableSequences(ctx context.Context, db DB, t change.Table) ([]change.Table, error) {
-	var oid uint32
-	err := db.QueryRow(ctx, `SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid)
+func TableSequences(ctx context.Context, db pg.DB, t change.Table) ([]change.Table, error) {
+	oid, err := catalog.Lookup(ctx, db, t, "")
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -886,6 +845,35 @@ func TableSequences(ctx context.Context, db DB, t change.Table) ([]change.Table,
 		out[i] = s.table()
 	}
 	return out, nil
+}
+
+// SequenceUsers maps each sequence that tables of a queue draw from (TableSequences) to those
+// tables. With SequenceBelongs it says which of the queue's sequences go to which target.
+func SequenceUsers(ctx context.Context, db pg.DB, queue string) (map[change.Table][]change.Table, error) {
+	tables, err := Tables(ctx, db, queue)
+	if err != nil {
+		return nil, err
+	}
+	used := map[change.Table][]change.Table{}
+	for _, ct := range tables {
+		seqs, err := TableSequences(ctx, db, ct.Table)
+		if err != nil {
+			return nil, err
+		}
+		for _, sq := range seqs {
+			used[sq] = append(used[sq], ct.Table)
+		}
+	}
+	return used, nil
+}
+
+// SequenceBelongs reports whether a sequence the queue captures belongs on a target whose
+// subscription replicates sources, given users, the queue's tables that draw from it (its
+// entry of SequenceUsers): a sequence no table of the queue draws from stands alone and goes
+// to every target; one that tables draw from goes where one of them goes, and is another
+// subscription's otherwise.
+func SequenceBelongs(users, sources []change.Table) bool {
+	return len(users) == 0 || slices.ContainsFunc(users, func(u change.Table) bool { return slices.Contains(sources, u) })
 }
 
 // RemoveTable drops the capture of a table (its triggers and function) or of a sequence
@@ -1093,7 +1081,7 @@ type CapturedTable struct {
 }
 
 // Tables lists the tables a queue captures, by schema and name.
-func Tables(ctx context.Context, db DB, queue string) ([]CapturedTable, error) {
+func Tables(ctx context.Context, db pg.DB, queue string) ([]CapturedTable, error) {
 	rows, err := db.Query(ctx, `SELECT table_schema, table_name, coalesce(where_sql, ''), key_columns, layout_id, with_children
 		FROM skiff.captured_table WHERE queue_id = skiff.queue_id($1) ORDER BY 1, 2`, queue)
 	if err != nil {
@@ -1111,7 +1099,7 @@ func Tables(ctx context.Context, db DB, queue string) ([]CapturedTable, error) {
 }
 
 // Sequences lists the sequences a queue captures.
-func Sequences(ctx context.Context, db DB, queue string) ([]change.Table, error) {
+func Sequences(ctx context.Context, db pg.DB, queue string) ([]change.Table, error) {
 	rows, err := db.Query(ctx, `SELECT seq_schema, seq_name FROM skiff.captured_sequence
 		WHERE queue_id = skiff.queue_id($1) ORDER BY 1, 2`, queue)
 	if err != nil {
@@ -1128,41 +1116,9 @@ func Sequences(ctx context.Context, db DB, queue string) ([]change.Table, error)
 	return out, nil
 }
 
-type column struct {
-	name    string
-	typ     string // format_type
-	typeOID uint32
-}
-
-func tableColumns(ctx context.Context, db DB, oid uint32) ([]column, error) {
-	rows, err := db.Query(ctx, `SELECT attname, pg_catalog.format_type(atttypid, atttypmod), atttypid
-		FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (column, error) {
-		var c column
-		err := r.Scan(&c.name, &c.typ, &c.typeOID)
-		return c, err
-	})
-}
-
-func primaryKey(ctx context.Context, db DB, oid uint32) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT a.attname
-		FROM pg_catalog.pg_index i
-		CROSS JOIN generate_series(0, 31) k
-		JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k]
-		WHERE i.indrelid = $1 AND i.indisprimary AND k < i.indnatts
-		ORDER BY k`, oid)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
-}
-
-func indexOf(cols []column, name string) int {
+func indexOf(cols []catalog.Column, name string) int {
 	for i, c := range cols {
-		if c.name == name {
+		if c.Name == name {
 			return i
 		}
 	}
@@ -1181,7 +1137,7 @@ type pin struct{ name, value string }
 // calling set_config() only when a setting differs cost 1.7 µs when none differs but 12 µs when
 // one does (a server whose TimeZone is not UTC, extra_float_digits 0 before 12), so the
 // unconditional clauses win.
-func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin, error) {
+func settingPins(ctx context.Context, db pg.DB, cols []catalog.Column, version int) ([]pin, error) {
 	need, err := settingsNeeded(ctx, db, cols, version)
 	if err != nil {
 		return nil, err
@@ -1191,12 +1147,12 @@ func settingPins(ctx context.Context, db DB, cols []column, version int) ([]pin,
 
 // settingsNeeded walks the columns' types and the types they are made of, and returns the
 // settings that change the text form of one of the built-in ones among them.
-func settingsNeeded(ctx context.Context, db DB, cols []column, version int) (map[string]bool, error) {
+func settingsNeeded(ctx context.Context, db pg.DB, cols []catalog.Column, version int) (map[string]bool, error) {
 	need := map[string]bool{}
 	seen := map[uint32]bool{}
 	todo := make([]uint32, 0, len(cols))
 	for _, c := range cols {
-		todo = append(todo, c.typeOID)
+		todo = append(todo, c.TypeOID)
 	}
 	for len(todo) > 0 {
 		oid := todo[len(todo)-1]
@@ -1222,7 +1178,7 @@ func settingsNeeded(ctx context.Context, db DB, cols []column, version int) (map
 // typeParts reads a type: its name, whether it is pg_catalog's, and the types its text form
 // is made of (an array's element, a domain's base, a composite's attributes, a range's
 // subtype).
-func typeParts(ctx context.Context, db DB, oid uint32, version int) (name string, builtin bool, parts []uint32, err error) {
+func typeParts(ctx context.Context, db pg.DB, oid uint32, version int) (name string, builtin bool, parts []uint32, err error) {
 	var nsp, typtype string
 	var elem, base, rel uint32
 	err = db.QueryRow(ctx, `SELECT t.typname, n.nspname, t.typtype::text, t.typelem, t.typbasetype, t.typrelid
@@ -1282,7 +1238,7 @@ func typeSettings(name string, version int) []string {
 
 // pinsFor returns the pins of the settings needed, in a fixed order (the function's text does
 // not depend on the order the types were met).
-func pinsFor(ctx context.Context, db DB, need map[string]bool, version int) ([]pin, error) {
+func pinsFor(ctx context.Context, db pg.DB, need map[string]bool, version int) ([]pin, error) {
 	var pins []pin
 	if need["datestyle"] {
 		pins = append(pins, pin{"datestyle", "ISO, YMD"})

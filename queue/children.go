@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -66,7 +67,7 @@ func childrenWord(kind string) string {
 }
 
 // readFamily finds the table's captured ancestors and descendants in queue qid.
-func readFamily(ctx context.Context, db DB, qid int32, oid uint32) (family, error) {
+func readFamily(ctx context.Context, db pg.DB, qid int32, oid uint32) (family, error) {
 	var f family
 	var a capturedAncestor
 	err := db.QueryRow(ctx, `WITH RECURSIVE up(rel) AS (
@@ -139,7 +140,7 @@ func scanCapture(row pgx.CollectableRow) (capture, error) {
 
 // loadCapture reads the capture with children of one table, locking its row (FOR SHARE) so
 // that it is not removed or refreshed meanwhile.
-func loadCapture(ctx context.Context, db DB, qid int32, oid uint32) (capture, error) {
+func loadCapture(ctx context.Context, db pg.DB, qid int32, oid uint32) (capture, error) {
 	rows, err := db.Query(ctx, `SELECT `+captureColumns+`
 		WHERE c.queue_id = $1 AND c.table_oid = $2 AND c.with_children FOR SHARE OF c`, qid, oid)
 	if err != nil {
@@ -170,7 +171,7 @@ func (c capture) needs(m member, version int) (row, guard bool) {
 }
 
 // members lists the descendants of the capture's table with the capture's triggers they have.
-func (c capture) members(ctx context.Context, db DB) ([]member, error) {
+func (c capture) members(ctx context.Context, db pg.DB) ([]member, error) {
 	rows, err := db.Query(ctx, `WITH RECURSIVE down(rel) AS (
 			SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1
 			UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i, down WHERE i.inhparent = down.rel)
@@ -277,13 +278,13 @@ func queueChildRows(ctx context.Context, tx pgx.Tx, c capture, child relation) (
 	if err := tx.QueryRow(ctx, `SELECT columns FROM skiff.table_layout WHERE layout_id = $1`, c.layout).Scan(&cols); err != nil {
 		return 0, fmt.Errorf("layout %d: %w", c.layout, err)
 	}
-	live, err := tableColumns(ctx, tx, c.parent.oid)
+	live, err := catalog.Columns(ctx, tx, c.parent.oid)
 	if err != nil {
 		return 0, err
 	}
 	names := make([]string, len(live))
 	for i, col := range live {
-		names[i] = col.name
+		names[i] = col.Name
 	}
 	if !slices.Equal(names, cols) {
 		return 0, fmt.Errorf("layout columns %v, %s now has %v: run `skiff table add --refresh %s`", cols, c.parent.table(), names, c.parent.table())
@@ -446,7 +447,7 @@ type leftover struct {
 
 // leftovers lists the tables that left the captured table (DETACH PARTITION, NO INHERIT) with
 // the capture's triggers still on them. Triggers the server cloned go with the detach.
-func (c capture) leftovers(ctx context.Context, db DB) ([]leftover, error) {
+func (c capture) leftovers(ctx context.Context, db pg.DB) ([]leftover, error) {
 	rows, err := db.Query(ctx, `WITH RECURSIVE down(rel) AS (
 			SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = $1
 			UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i, down WHERE i.inhparent = down.rel)
@@ -480,7 +481,7 @@ func (c capture) leftovers(ctx context.Context, db DB) ([]leftover, error) {
 
 // uncovered lists the inheritance children, not captured by the queue, of tables a queue
 // captures without their children.
-func uncovered(ctx context.Context, db DB) ([]Adopted, error) {
+func uncovered(ctx context.Context, db pg.DB) ([]Adopted, error) {
 	rows, err := db.Query(ctx, `SELECT q.queue_name, n.nspname, r.relname, cn.nspname, cr.relname
 		FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
 		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
@@ -506,7 +507,7 @@ func uncovered(ctx context.Context, db DB) ([]Adopted, error) {
 // alignedMembers lists the table and those of its descendants whose live columns carry the
 // table's column names (cols), in the same order: their rows are the table's rows as
 // record_out writes them (see trigger.withChildren).
-func alignedMembers(ctx context.Context, db DB, oid uint32, cols []string) ([]uint32, error) {
+func alignedMembers(ctx context.Context, db pg.DB, oid uint32, cols []string) ([]uint32, error) {
 	rows, err := db.Query(ctx, `WITH RECURSIVE down(rel) AS (
 			SELECT $1::oid
 			UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i, down WHERE i.inhparent = down.rel)
@@ -539,13 +540,13 @@ func relistChildren(ctx context.Context, tx pgx.Tx, c capture) error {
 	if err := tx.QueryRow(ctx, `SELECT columns FROM skiff.table_layout WHERE layout_id = $1`, c.layout).Scan(&layoutCols); err != nil {
 		return fmt.Errorf("layout %d: %w", c.layout, err)
 	}
-	cols, err := tableColumns(ctx, tx, c.parent.oid)
+	cols, err := catalog.Columns(ctx, tx, c.parent.oid)
 	if err != nil {
 		return fmt.Errorf("columns of %s: %w", c.parent.table(), err)
 	}
 	names := make([]string, len(cols))
 	for i, col := range cols {
-		names[i] = col.name
+		names[i] = col.Name
 	}
 	if !slices.Equal(names, layoutCols) {
 		return fmt.Errorf("layout columns %v, %s now has %v: run `skiff table add --refresh %s`", layoutCols, c.parent.table(), names, c.parent.table())
@@ -565,7 +566,7 @@ var ErrChildNotCaptured = errors.New("has no capture trigger yet")
 // catalog in the caller's snapshot and locks nothing (a READ ONLY transaction may call it):
 // an initial copy calls it under its own snapshot, whose rows of such a child could be
 // changed later without an event (a delete, a TRUNCATE) and stay on the target for good.
-func CheckChildren(ctx context.Context, db DB, queueName string, table change.Table) error {
+func CheckChildren(ctx context.Context, db pg.DB, queueName string, table change.Table) error {
 	rows, err := db.Query(ctx, `SELECT `+captureColumns+`
 		WHERE q.queue_name = $1 AND n.nspname = $2 AND r.relname = $3 AND c.with_children`, queueName, table.Schema, table.Name)
 	if err != nil {

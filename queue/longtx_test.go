@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
@@ -187,7 +188,7 @@ func TestLongTransactionReadNeedsNoSort(t *testing.T) {
 	}
 }
 
-func explain(t *testing.T, db DB, sql string) string {
+func explain(t *testing.T, db pg.DB, sql string) string {
 	t.Helper()
 	rows, err := db.Query(context.Background(), `EXPLAIN `+sql)
 	require.NoError(t, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/skiffdb/skiff/consumer/change"
 
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -25,7 +26,7 @@ func TestFloatDigitsPinByVersion(t *testing.T) {
 	exec(t, conn, `CREATE TABLE f (id int PRIMARY KEY, r real)`)
 	var oid uint32
 	require.NoError(t, conn.QueryRow(ctx, `SELECT 'f'::regclass::oid`).Scan(&oid))
-	cols, err := tableColumns(ctx, conn, oid)
+	cols, err := catalog.Columns(ctx, conn, oid)
 	require.NoError(t, err)
 	own := "3"
 	if pg.ServerVersion(conn) < 90000 {
@@ -70,7 +71,7 @@ func TestWhereBackslashPin(t *testing.T) {
 	var oid uint32
 	require.NoError(t, c.QueryRow(ctx, `SELECT queue_id, layout_id, func_name, row_trigger, trunc_trigger, table_oid
 		FROM skiff.captured_table`).Scan(&tg.queueID, &tg.layout, &tg.funcName, &tg.rowTrig, &tg.truncTrig, &oid))
-	cols, err := tableColumns(ctx, c, oid)
+	cols, err := catalog.Columns(ctx, c, oid)
 	require.NoError(t, err)
 	names := map[string]bool{"id": true, "s": true}
 	tg.table, tg.key = change.Table{Schema: "public", Name: "s"}, []string{"id"}

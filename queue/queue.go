@@ -3,7 +3,7 @@
 // capture of tables (AddTable generates the capture triggers), and Source, which reads
 // batches of change events for the worker. It is the only package that knows the queue's SQL.
 //
-// The functions take a DB (a *pgx.Conn, a pgx.Tx or a pool) opened with internal/pg, and work
+// The functions take a pg.DB (a *pgx.Conn, a pgx.Tx or a pool) opened with internal/pg, and work
 // on every server from PostgreSQL 8.4 on: plain SQL, bound parameters.
 package queue
 
@@ -17,15 +17,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
-)
 
-// DB is what the queue functions need of a connection: *pgx.Conn, pgx.Tx and *pgxpool.Pool
-// all have it.
-type DB interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
+	"github.com/skiffdb/skiff/internal/pg"
+)
 
 // ErrNoQueue is returned (wrapped) when a named queue does not exist.
 var ErrNoQueue = errors.New("queue does not exist")
@@ -73,7 +67,7 @@ func isIdentChar(c byte) bool {
 	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
-func intResult(ctx context.Context, db DB, what string, sentinel error, sql string, args ...any) (int, error) {
+func intResult(ctx context.Context, db pg.DB, what string, sentinel error, sql string, args ...any) (int, error) {
 	var n int
 	if err := db.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
 		return 0, wrap(err, what, sentinel)
@@ -83,7 +77,7 @@ func intResult(ctx context.Context, db DB, what string, sentinel error, sql stri
 
 // CreateQueue creates a queue with its event tables; it reports whether it was created
 // (false: it existed).
-func CreateQueue(ctx context.Context, db DB, queue string) (bool, error) {
+func CreateQueue(ctx context.Context, db pg.DB, queue string) (bool, error) {
 	n, err := intResult(ctx, db, "create queue "+queue, nil, `SELECT skiff.create_queue($1)`, queue)
 	return n == 1, err
 }
@@ -98,7 +92,7 @@ const (
 )
 
 // SetQueueConfig changes one setting of a queue (see the Setting* constants).
-func SetQueueConfig(ctx context.Context, db DB, queue, setting, value string) error {
+func SetQueueConfig(ctx context.Context, db pg.DB, queue, setting, value string) error {
 	_, err := intResult(ctx, db, "set "+setting+" of queue "+queue, ErrNoQueue,
 		`SELECT skiff.set_queue_config($1, $2, $3)`, queue, setting, value)
 	return err
@@ -106,14 +100,14 @@ func SetQueueConfig(ctx context.Context, db DB, queue, setting, value string) er
 
 // RegisterConsumer subscribes a consumer to a queue from its latest tick on; it reports
 // whether it was registered now (false: it already was).
-func RegisterConsumer(ctx context.Context, db DB, queue, consumer string) (bool, error) {
+func RegisterConsumer(ctx context.Context, db pg.DB, queue, consumer string) (bool, error) {
 	n, err := intResult(ctx, db, "register consumer "+consumer+" on queue "+queue, ErrNoQueue,
 		`SELECT skiff.register_consumer($1, $2)`, queue, consumer)
 	return n == 1, err
 }
 
 // UnregisterConsumer removes a consumer's subscription; it reports whether there was one.
-func UnregisterConsumer(ctx context.Context, db DB, queue, consumer string) (bool, error) {
+func UnregisterConsumer(ctx context.Context, db pg.DB, queue, consumer string) (bool, error) {
 	n, err := intResult(ctx, db, "unregister consumer "+consumer+" from queue "+queue, ErrNoQueue,
 		`SELECT skiff.unregister_consumer($1, $2)`, queue, consumer)
 	return n == 1, err
@@ -121,7 +115,7 @@ func UnregisterConsumer(ctx context.Context, db DB, queue, consumer string) (boo
 
 // Tick ticks a queue if a tick is due (event count, lag or idle thresholds) and returns the
 // new tick's id; ok is false when no tick was due.
-func Tick(ctx context.Context, db DB, queue string) (id int64, ok bool, err error) {
+func Tick(ctx context.Context, db pg.DB, queue string) (id int64, ok bool, err error) {
 	var v pgtype.Int8
 	if err := db.QueryRow(ctx, `SELECT skiff.ticker($1)`, queue).Scan(&v); err != nil {
 		return 0, false, wrap(err, "tick queue "+queue, ErrNoQueue)
@@ -130,7 +124,7 @@ func Tick(ctx context.Context, db DB, queue string) (id int64, ok bool, err erro
 }
 
 // ForceTick ticks a queue now and returns the tick id.
-func ForceTick(ctx context.Context, db DB, queue string) (int64, error) {
+func ForceTick(ctx context.Context, db pg.DB, queue string) (int64, error) {
 	var id int64
 	if err := db.QueryRow(ctx, `SELECT skiff.force_tick($1)`, queue).Scan(&id); err != nil {
 		return 0, wrap(err, "force tick of queue "+queue, ErrNoQueue)
@@ -141,7 +135,7 @@ func ForceTick(ctx context.Context, db DB, queue string) (int64, error) {
 // NextBatch opens the consumer's next batch and returns its id; ok is false when no tick
 // follows the consumer's position yet. An open batch not finished is returned again.
 // maxEvents merges ticks into one batch up to about that many events (0: one tick a batch).
-func NextBatch(ctx context.Context, db DB, queue, consumer string, maxEvents int64) (id int64, ok bool, err error) {
+func NextBatch(ctx context.Context, db pg.DB, queue, consumer string, maxEvents int64) (id int64, ok bool, err error) {
 	var v pgtype.Int8
 	if err := db.QueryRow(ctx, `SELECT skiff.next_batch($1, $2, $3)`, queue, consumer, maxEvents).Scan(&v); err != nil {
 		return 0, false, wrap(err, "next batch of consumer "+consumer+" on queue "+queue, ErrNotRegistered)
@@ -163,7 +157,7 @@ type BatchInfo struct {
 }
 
 // GetBatchInfo describes an open batch. It fails when the batch is not open.
-func GetBatchInfo(ctx context.Context, db DB, batchID int64) (*BatchInfo, error) {
+func GetBatchInfo(ctx context.Context, db pg.DB, batchID int64) (*BatchInfo, error) {
 	b := BatchInfo{ID: batchID}
 	var lag float64
 	err := db.QueryRow(ctx, `SELECT queue_name, consumer_name, prev_tick_id, tick_id, prev_tick_time, tick_time,
@@ -180,7 +174,7 @@ func GetBatchInfo(ctx context.Context, db DB, batchID int64) (*BatchInfo, error)
 }
 
 // BatchEventSQL returns the query that yields an open batch's events in ev_id order.
-func BatchEventSQL(ctx context.Context, db DB, batchID int64) (string, error) {
+func BatchEventSQL(ctx context.Context, db pg.DB, batchID int64) (string, error) {
 	var s string
 	if err := db.QueryRow(ctx, `SELECT skiff.batch_event_sql($1)`, batchID).Scan(&s); err != nil {
 		return "", wrap(err, fmt.Sprintf("batch %d query", batchID), nil)
@@ -224,7 +218,7 @@ func (l LongTx) LastID() int64 {
 
 // BatchLongTxs lists the transactions of an open batch that were running at its start tick
 // (skiff.batch_long_txids, provider schema 5), ordered by txid.
-func BatchLongTxs(ctx context.Context, db DB, batchID int64) ([]LongTx, error) {
+func BatchLongTxs(ctx context.Context, db pg.DB, batchID int64) ([]LongTx, error) {
 	rows, err := db.Query(ctx, `SELECT o_txid, o_table, o_first, o_last, o_sub FROM skiff.batch_long_txids($1) ORDER BY o_txid, o_first`, batchID)
 	if err != nil {
 		return nil, wrap(err, fmt.Sprintf("batch %d long transactions", batchID), nil)
@@ -253,7 +247,7 @@ func BatchLongTxs(ctx context.Context, db DB, batchID int64) ([]LongTx, error) {
 
 // BatchEventSQLExcept is BatchEventSQL without the events of the transactions in except
 // (provider schema 5).
-func BatchEventSQLExcept(ctx context.Context, db DB, batchID int64, except []int64) (string, error) {
+func BatchEventSQLExcept(ctx context.Context, db pg.DB, batchID int64, except []int64) (string, error) {
 	var s string
 	if err := db.QueryRow(ctx, `SELECT skiff.batch_event_sql($1, $2::bigint[])`, batchID, except).Scan(&s); err != nil {
 		return "", wrap(err, fmt.Sprintf("batch %d query", batchID), nil)
@@ -263,14 +257,14 @@ func BatchEventSQLExcept(ctx context.Context, db DB, batchID int64, except []int
 
 // FinishBatch closes a batch: the consumer's position moves to its end tick. It reports
 // false when the batch was not open (already finished).
-func FinishBatch(ctx context.Context, db DB, batchID int64) (bool, error) {
+func FinishBatch(ctx context.Context, db pg.DB, batchID int64) (bool, error) {
 	n, err := intResult(ctx, db, fmt.Sprintf("finish batch %d", batchID), nil, `SELECT skiff.finish_batch($1)`, batchID)
 	return n == 1, err
 }
 
 // EventRetry sets an event of an open batch aside: it comes back to the same consumer, in a
 // later batch, after delay (once maintenance ran). It reports whether the batch held it.
-func EventRetry(ctx context.Context, db DB, batchID, eventID int64, delay time.Duration) (bool, error) {
+func EventRetry(ctx context.Context, db pg.DB, batchID, eventID int64, delay time.Duration) (bool, error) {
 	n, err := intResult(ctx, db, fmt.Sprintf("retry event %d of batch %d", eventID, batchID), nil,
 		`SELECT skiff.event_retry($1, $2, $3)`, batchID, eventID, int32(delay/time.Second))
 	return n == 1, err
@@ -300,17 +294,17 @@ func RotateTables(ctx context.Context, conn *pgx.Conn, queue string) (bool, erro
 }
 
 // RetryEvents puts due retry events back into their queues and returns how many.
-func RetryEvents(ctx context.Context, db DB) (int, error) {
+func RetryEvents(ctx context.Context, db pg.DB) (int, error) {
 	return intResult(ctx, db, "retry events", nil, `SELECT skiff.maint_retry_events()`)
 }
 
 // CleanupTicks deletes the ticks of a queue that no consumer needs and returns how many.
-func CleanupTicks(ctx context.Context, db DB, queue string) (int, error) {
+func CleanupTicks(ctx context.Context, db pg.DB, queue string) (int, error) {
 	return intResult(ctx, db, "clean up ticks of queue "+queue, ErrNoQueue, `SELECT skiff.maint_cleanup_ticks($1)`, queue)
 }
 
 // TablesToVacuum names the skiff tables maintenance should VACUUM (quoted, schema-qualified).
-func TablesToVacuum(ctx context.Context, db DB) ([]string, error) {
+func TablesToVacuum(ctx context.Context, db pg.DB) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT skiff.maint_tables_to_vacuum()`)
 	if err != nil {
 		return nil, fmt.Errorf("tables to vacuum: %w", err)
@@ -340,7 +334,7 @@ type QueueInfo struct {
 }
 
 // GetQueueInfo describes every queue, by name.
-func GetQueueInfo(ctx context.Context, db DB) ([]QueueInfo, error) {
+func GetQueueInfo(ctx context.Context, db pg.DB) ([]QueueInfo, error) {
 	rows, err := db.Query(ctx, `SELECT queue_name, queue_id, ticker_max_events,
 		extract(epoch FROM ticker_max_lag)::float8, extract(epoch FROM ticker_idle_period)::float8,
 		ticker_paused, extract(epoch FROM rotation_period)::float8, epoch, switch_time,
@@ -379,7 +373,7 @@ type ConsumerInfo struct {
 }
 
 // GetConsumerInfo describes every subscription, by queue and consumer.
-func GetConsumerInfo(ctx context.Context, db DB) ([]ConsumerInfo, error) {
+func GetConsumerInfo(ctx context.Context, db pg.DB) ([]ConsumerInfo, error) {
 	rows, err := db.Query(ctx, `SELECT queue_name, consumer_name, coalesce(extract(epoch FROM lag)::float8, 0),
 		extract(epoch FROM last_seen)::float8, last_tick, coalesce(current_batch, 0), coalesce(next_tick, 0),
 		coalesce(pending_events, 0)
@@ -404,7 +398,7 @@ func GetConsumerInfo(ctx context.Context, db DB) ([]ConsumerInfo, error) {
 // rotating now: the rotation is due (rotation_period has passed) and the consumer's last
 // finished tick does not yet show every writer of the table to be reused as finished — the
 // check of skiff.maint_rotate_tables. Until they move on, the queue's events pile up.
-func HoldingRotation(ctx context.Context, db DB) (map[string][]string, error) {
+func HoldingRotation(ctx context.Context, db pg.DB) (map[string][]string, error) {
 	rows, err := db.Query(ctx, `SELECT q.queue_name, s.sub_consumer
 		FROM skiff.queue q
 		JOIN skiff.consumer s ON s.queue_id = q.queue_id
@@ -442,7 +436,7 @@ type SequenceValue struct {
 
 // GetSequences returns the last value of every sequence captured by a queue, by its current
 // schema and name (a sequence dropped since is left out).
-func GetSequences(ctx context.Context, db DB, queue string) ([]SequenceValue, error) {
+func GetSequences(ctx context.Context, db pg.DB, queue string) ([]SequenceValue, error) {
 	rows, err := db.Query(ctx, `SELECT n.nspname, c.relname FROM skiff.captured_sequence s
 		JOIN pg_catalog.pg_class c ON c.oid = s.seq_oid AND c.relkind = 'S'
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // Ticked is a tick a queue got from TickQueues.
@@ -18,7 +20,7 @@ type Ticked struct {
 // queues, one transaction per poll instead of one per queue. A queue that does not exist
 // fails the whole statement (ErrNoQueue, wrapped); no queue ticks then. (OFFSET 0 keeps the
 // planner from evaluating skiff.ticker twice, in the select list and in the filter.)
-func TickQueues(ctx context.Context, db DB, queues []string) ([]Ticked, error) {
+func TickQueues(ctx context.Context, db pg.DB, queues []string) ([]Ticked, error) {
 	if len(queues) == 0 {
 		return nil, nil
 	}

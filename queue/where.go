@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -23,10 +24,10 @@ import (
 // resolved as the function resolves it (search_path pg_catalog, pg_temp), to call no volatile
 // function and nothing — function, operator, relation — that a role other than a superuser or
 // the role running table add owns, since such a role could change what it does (checkWhereDeps).
-func compileWhere(ctx context.Context, tx pgx.Tx, rel relation, cols []column, where string) (string, string, error) {
+func compileWhere(ctx context.Context, tx pgx.Tx, rel relation, cols []catalog.Column, where string) (string, string, error) {
 	names := make(map[string]bool, len(cols))
 	for _, c := range cols {
-		names[c.name] = true
+		names[c.Name] = true
 	}
 	probe, err := qualifyColumns(where, names, "skiff_row")
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/target"
 )
@@ -205,11 +206,8 @@ func lockHolder(ctx context.Context, conn *pgx.Conn, subID int32) string {
 }
 
 func (a *Applier) checkReplicaRole(ctx context.Context) error {
-	q := `SELECT current_setting('is_superuser') = 'on'`
-	if a.version >= 150000 {
-		q = `SELECT current_setting('is_superuser') = 'on' OR has_parameter_privilege('session_replication_role', 'SET')`
-	}
-	if err := a.conn.QueryRow(ctx, q).Scan(&a.replica); err != nil {
+	var err error
+	if a.replica, err = catalog.MayReplica(ctx, a.conn); err != nil {
 		return fmt.Errorf("check privileges on the target: %w", err)
 	}
 	if !a.replica {
@@ -245,7 +243,7 @@ func (a *Applier) Position(ctx context.Context) (change.Position, error) {
 // Routes returns the subscribed tables. Inside Apply's stream it reads them in the batch's
 // transaction.
 func (a *Applier) Routes(ctx context.Context) ([]change.Route, error) {
-	var db target.DB = a.conn
+	var db pg.DB = a.conn
 	if a.tx != nil {
 		db = a.tx
 	}

@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // table is what the applier knows of one target table: its columns and their types, looked up
@@ -75,126 +78,61 @@ type shape struct {
 	copySQL, delSQL, updSQL, upsSQL, insRowSQL, updRowSQL, delRowSQL string
 }
 
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-func (a *Applier) table(ctx context.Context, q querier, name change.Table) (*table, error) {
+func (a *Applier) table(ctx context.Context, q pg.DB, name change.Table) (*table, error) {
 	if t, ok := a.tables[name]; ok {
 		return t, nil
-	}
-	genCol := "false"
-	if a.version >= 120000 {
-		genCol = "a.attgenerated <> ''"
 	}
 	schema := name.Schema
 	if schema == "" {
 		schema = "public"
 	}
-	rows, err := q.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, -1), a.atttypid, `+genCol+`,
-		       EXISTS (SELECT 1 FROM pg_catalog.pg_type ty WHERE ty.oid = a.atttypid
-		               AND 'pg_catalog.bytea'::pg_catalog.regtype::pg_catalog.oid IN (ty.oid, ty.typbasetype))
-		FROM pg_catalog.pg_attribute a
-		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'f')
-		  AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attnum`, schema, name.Name)
-	if err != nil {
-		return nil, fmt.Errorf("read columns of %s: %w", name, err)
-	}
-	t := &table{name: name, sql: name.String(), cols: map[string]targetCol{}, shapes: map[string]*shape{}}
-	oids := map[string]uint32{}
-	for rows.Next() {
-		var col, typ string
-		var oid uint32
-		var gen, bytea bool
-		if err := rows.Scan(&col, &typ, &oid, &gen, &bytea); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read columns of %s: %w", name, err)
-		}
-		t.cols[col] = targetCol{typ: typ, generated: gen, escape: bytea && a.byteaEscape}
-		oids[col] = oid
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read columns of %s: %w", name, err)
-	}
-	if len(t.cols) == 0 {
+	oid, err := catalog.Lookup(ctx, q, change.Table{Schema: schema, Name: name.Name}, "rpf")
+	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("table %s does not exist on the target", name)
 	}
-	for col, oid := range oids {
-		bt, err := baseType(ctx, q, oid)
-		if err != nil {
-			return nil, fmt.Errorf("read the type of column %s of %s: %w", change.QuoteIdent(col), name, err)
-		}
-		if bt.catalog {
-			continue
-		}
-		tc := t.cols[col]
-		tc.typed, tc.delim = true, bt.delim
-		if !bt.array {
-			tc.arrayOf = bt.name + "[]"
-		}
-		t.cols[col] = tc
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
-	rows, err = q.Query(ctx, `SELECT DISTINCT a.attname
-		FROM pg_catalog.pg_index i
-		JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-		WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL`, schema, name.Name)
+	cols, err := catalog.Columns(ctx, q, oid)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("table %s does not exist on the target", name)
+	}
+	t := &table{name: name, sql: name.String(), cols: map[string]targetCol{}, shapes: map[string]*shape{}}
+	for _, c := range cols {
+		// A cast to a domain is the cast to its base type: PostgreSQL ignores casts created
+		// for domains, so what matters is the base type's schema.
+		tc := targetCol{typ: c.BareType, generated: c.Generated != 0, escape: c.Base.OID == byteaOID && a.byteaEscape}
+		if c.Base.Schema != "pg_catalog" {
+			tc.typed, tc.delim = true, c.Base.Delim
+			if !c.Base.Array {
+				tc.arrayOf = c.Base.Format + "[]"
+			}
+		}
+		t.cols[c.Name] = tc
+	}
+	idxs, err := catalog.Indexes(ctx, q, oid)
 	if err != nil {
 		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
 	}
-	leading, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("read indexes of %s: %w", name, err)
+	for _, x := range idxs {
+		if x.Valid && !x.Partial && x.Columns[0] != "" && !slices.Contains(t.leading, x.Columns[0]) {
+			t.leading = append(t.leading, x.Columns[0])
+		}
 	}
-	t.leading = leading
 	// Triggers (foreign keys' included) and rules: what makes the order across tables matter
 	// when the role cannot set session_replication_role.
-	if err := q.QueryRow(ctx, `SELECT c.relhasrules OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid)
-		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, schema, name.Name).Scan(&t.triggers); err != nil {
+	if t.triggers, err = catalog.HasTriggers(ctx, q, oid); err != nil {
 		return nil, fmt.Errorf("read triggers of %s: %w", name, err)
 	}
 	a.tables[name] = t
 	return t, nil
 }
 
-// base is what the applier needs of a column's type under its domains.
-type base struct {
-	name    string // format_type's spelling (qualified outside pg_catalog)
-	catalog bool   // a type of schema pg_catalog (created by the bootstrap superuser)
-	array   bool
-	delim   byte
-}
-
-// baseType follows a type's domains down to its base type. (A cast to a domain is the cast to
-// its base type: PostgreSQL ignores casts created for domains.)
-func baseType(ctx context.Context, q querier, oid uint32) (base, error) {
-	for depth := 0; ; depth++ {
-		var b base
-		var typtype, delim string
-		var basetype uint32
-		err := q.QueryRow(ctx, `SELECT pg_catalog.format_type(t.oid, -1), t.typtype::text, t.typbasetype,
-			       n.nspname = 'pg_catalog', t.typelem <> 0 AND t.typlen = -1, t.typdelim::text
-			FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-			WHERE t.oid = $1`, oid).Scan(&b.name, &typtype, &basetype, &b.catalog, &b.array, &delim)
-		if err != nil {
-			return base{}, fmt.Errorf("type %d: %w", oid, err)
-		}
-		if typtype != "d" || depth > 32 {
-			b.delim = ','
-			if len(delim) == 1 {
-				b.delim = delim[0]
-			}
-			return b, nil
-		}
-		oid = basetype
-	}
-}
+// byteaOID is the oid of pg_catalog.bytea (fixed since PostgreSQL's bootstrap catalog).
+const byteaOID = 17
 
 func sameSlice(a, b []string) bool {
 	if len(a) != len(b) {

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
-	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/catalog"
 )
 
 // Column is one live column of a table as the catalog describes it.
@@ -41,62 +40,22 @@ func Describe(ctx context.Context, conn *pgx.Conn, t change.Table) (TableInfo, e
 	if schema == "" {
 		schema = "public"
 	}
-	var relid uint32
-	err := conn.QueryRow(ctx, `SELECT c.oid FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, t.Name).Scan(&relid)
+	relid, err := catalog.Lookup(ctx, conn, change.Table{Schema: schema, Name: t.Name}, "rp")
 	if errors.Is(err, pgx.ErrNoRows) {
 		return info, fmt.Errorf("%s: %w", t, ErrNoTable)
 	}
 	if err != nil {
 		return info, fmt.Errorf("look up table %s: %w", t, err)
 	}
-	// A domain is hashed as its base type (a domain over float8 prints like a float8).
-	generated := "false"
-	if pg.ServerVersion(conn) >= 120000 {
-		generated = "a.attgenerated <> ''"
-	}
-	rows, err := conn.Query(ctx, `SELECT a.attnum, a.attname, coalesce(bt.typname, t.typname), fn.nspname, f.proname, `+generated+`
-		FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-		LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
-		JOIN pg_catalog.pg_proc f ON f.oid = t.typoutput
-		JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attnum`, relid)
+	cols, err := catalog.Columns(ctx, conn, relid)
 	if err != nil {
 		return info, fmt.Errorf("read columns of %s: %w", t, err)
 	}
-	byNum := map[int16]string{}
-	for rows.Next() {
-		var num int16
-		var c Column
-		var fnSchema, fn string
-		if err := rows.Scan(&num, &c.Name, &c.Type, &fnSchema, &fn, &c.Generated); err != nil {
-			rows.Close()
-			return info, fmt.Errorf("read columns of %s: %w", t, err)
-		}
-		c.Output = change.QuoteIdent(fnSchema) + "." + change.QuoteIdent(fn)
-		byNum[num] = c.Name
-		info.Columns = append(info.Columns, c)
+	// A domain is hashed as its base type (a domain over float8 prints like a float8).
+	for _, c := range cols {
+		info.Columns = append(info.Columns, Column{Name: c.Name, Type: c.Base.Name, Output: c.Output, Generated: c.Generated != 0})
 	}
-	if err := rows.Err(); err != nil {
-		return info, fmt.Errorf("read columns of %s: %w", t, err)
-	}
-	var indkey string
-	err = conn.QueryRow(ctx, `SELECT indkey::text FROM pg_catalog.pg_index
-		WHERE indrelid = $1 AND indisprimary`, relid).Scan(&indkey)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return info, fmt.Errorf("read primary key of %s: %w", t, err)
-	}
-	for _, f := range strings.Fields(indkey) {
-		n, err := strconv.Atoi(f)
-		if err != nil {
-			return info, fmt.Errorf("primary key of %s: bad indkey %q", t, indkey)
-		}
-		if name, ok := byNum[int16(n)]; ok {
-			info.Key = append(info.Key, name)
-		}
-	}
+	info.Key = catalog.PrimaryKey(cols)
 	return info, nil
 }
 

@@ -389,12 +389,7 @@ func sumQuery(from string, cols []Column) string {
 		FROM (SELECT `+rowExpr(cols)+` AS h FROM `+from, "%", "%%") + ` %s) s`
 }
 
-// querier is a connection or a transaction.
-type querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-func sumOf(ctx context.Context, conn querier, query string, where []any) (Sum, error) {
+func sumOf(ctx context.Context, conn pg.DB, query string, where []any) (Sum, error) {
 	var sum Sum
 	var h1, h2 string
 	q := fmt.Sprintf(query, "")

@@ -48,6 +48,7 @@ import (
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -316,9 +317,9 @@ func (c *tableCopy) prepare(ctx context.Context) error {
 
 	// As the worker's applier: no user triggers or foreign-key checks on the copied rows when
 	// the role may (they hold the provider's already-checked rows, in any table order).
-	replica, err := mayReplica(ctx, c.tgt)
+	replica, err := catalog.MayReplica(ctx, c.tgt)
 	if err != nil {
-		return fmt.Errorf("target: %w", err)
+		return fmt.Errorf("target: check privileges: %w", err)
 	}
 	if c.refs, err = referencedBy(ctx, c.tgt, p.dest); err != nil {
 		return fmt.Errorf("target: %w", err)
@@ -611,20 +612,6 @@ func (c *counter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// mayReplica reports whether the session may SET session_replication_role (a superuser, or
-// granted the parameter on 15+).
-func mayReplica(ctx context.Context, conn *pgx.Conn) (bool, error) {
-	q := `SELECT current_setting('is_superuser') = 'on'`
-	if pg.ServerVersion(conn) >= 150000 {
-		q = `SELECT current_setting('is_superuser') = 'on' OR has_parameter_privilege('session_replication_role', 'SET')`
-	}
-	var ok bool
-	if err := conn.QueryRow(ctx, q).Scan(&ok); err != nil {
-		return false, fmt.Errorf("check privileges: %w", err)
-	}
-	return ok, nil
-}
-
 func schemaOf(t change.Table) string {
 	if t.Schema == "" {
 		return "public"
@@ -632,21 +619,25 @@ func schemaOf(t change.Table) string {
 	return t.Schema
 }
 
+// columns reads the names of a table's live columns in attnum order, leaving out its
+// generated ones when skipGenerated.
 func columns(ctx context.Context, conn *pgx.Conn, t change.Table, skipGenerated bool) ([]string, error) {
-	q := `SELECT a.attname FROM pg_catalog.pg_attribute a
-		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped`
-	if skipGenerated {
-		q += ` AND a.attgenerated = ''`
+	oid, err := catalog.Lookup(ctx, conn, change.Table{Schema: schemaOf(t), Name: t.Name}, "")
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("table %s does not exist", t)
 	}
-	rows, err := conn.Query(ctx, q+` ORDER BY a.attnum`, schemaOf(t), t.Name)
 	if err != nil {
 		return nil, fmt.Errorf("columns of %s: %w", t, err)
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	cols, err := catalog.Columns(ctx, conn, oid)
 	if err != nil {
 		return nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	var names []string
+	for _, c := range cols {
+		if !skipGenerated || c.Generated == 0 {
+			names = append(names, c.Name)
+		}
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("table %s does not exist", t)
@@ -683,10 +674,7 @@ func (p *tableProgress) finish(err error) {
 const DefaultLockTimeout = 5 * time.Second
 
 // ForeignKey is a foreign key of Table (the referencing side).
-type ForeignKey struct {
-	Name  string
-	Table change.Table
-}
+type ForeignKey = catalog.ForeignKey
 
 // ReferencedError says a destination cannot be emptied for its copy: other tables' foreign
 // keys reference it, and the target role may not SET session_replication_role. TRUNCATE
@@ -711,28 +699,21 @@ func (e *ReferencedError) Error() string {
 		e.Table, change.QuoteIdent(k.Name), k.Table, more, k.Table, change.QuoteIdent(e.Role), change.QuoteIdent(e.Role))
 }
 
-// referencedBy lists the foreign keys of other tables that reference table t on conn.
+// referencedBy lists the foreign keys of other tables that reference table t on conn (none
+// when t does not exist).
 func referencedBy(ctx context.Context, conn *pgx.Conn, t change.Table) ([]ForeignKey, error) {
-	rows, err := conn.Query(ctx, `SELECT c.conname::text, n.nspname::text, r.relname::text
-		FROM pg_catalog.pg_constraint c
-		JOIN pg_catalog.pg_class r ON r.oid = c.conrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
-		WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
-		  AND c.confrelid = (SELECT d.oid FROM pg_catalog.pg_class d JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace
-			WHERE dn.nspname = $1 AND d.relname = $2)
-		ORDER BY 2, 3, 1`, schemaOf(t), t.Name)
+	oid, err := catalog.Lookup(ctx, conn, change.Table{Schema: schemaOf(t), Name: t.Name}, "")
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("foreign keys referencing %s: %w", t, err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ForeignKey, error) {
-		var k ForeignKey
-		err := r.Scan(&k.Name, &k.Table.Schema, &k.Table.Name)
-		return k, err
-	})
+	refs, err := catalog.ReferencedBy(ctx, conn, oid)
 	if err != nil {
 		return nil, fmt.Errorf("foreign keys referencing %s: %w", t, err)
 	}
-	return out, nil
+	return refs, nil
 }
 
 // empty empties the destination in the copy's target transaction. Inside the barrier (taken on

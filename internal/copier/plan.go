@@ -2,6 +2,7 @@ package copier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/rowcopy"
 )
@@ -148,38 +150,24 @@ func (p *plan) destColumns(ctx context.Context, tgt *pgx.Conn) error {
 // sourceColumns reads a provider table's live columns (attnum order) with their types and
 // output functions, and its primary key.
 func sourceColumns(ctx context.Context, conn *pgx.Conn, t change.Table) ([]handlers.SourceColumn, []string, error) {
-	rows, err := conn.Query(ctx, `SELECT a.attname, coalesce(bt.typname, ty.typname), fn.nspname, f.proname,
-			EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY (i.indkey))
-		FROM pg_catalog.pg_attribute a
-		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
-		LEFT JOIN pg_catalog.pg_type bt ON ty.typtype = 'd' AND bt.oid = ty.typbasetype
-		JOIN pg_catalog.pg_proc f ON f.oid = ty.typoutput
-		JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attnum`, schemaOf(t), t.Name)
+	oid, err := catalog.Lookup(ctx, conn, change.Table{Schema: schemaOf(t), Name: t.Name}, "")
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, fmt.Errorf("table %s does not exist", t)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	live, err := catalog.Columns(ctx, conn, oid)
 	if err != nil {
 		return nil, nil, fmt.Errorf("columns of %s: %w", t, err)
 	}
 	var cols []handlers.SourceColumn
 	var key []string
-	for rows.Next() {
-		var c handlers.SourceColumn
-		var fnSchema, fn string
-		var isKey bool
-		if err := rows.Scan(&c.Name, &c.Type, &fnSchema, &fn, &isKey); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("columns of %s: %w", t, err)
-		}
-		c.Output = change.QuoteIdent(fnSchema) + "." + change.QuoteIdent(fn)
-		cols = append(cols, c)
-		if isKey {
+	for _, c := range live {
+		cols = append(cols, handlers.SourceColumn{Name: c.Name, Type: c.Base.Name, Output: c.Output})
+		if c.Key > 0 {
 			key = append(key, c.Name)
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("columns of %s: %w", t, err)
 	}
 	if len(cols) == 0 {
 		return nil, nil, fmt.Errorf("table %s does not exist", t)

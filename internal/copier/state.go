@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/target"
 )
 
@@ -24,9 +25,6 @@ var ErrBusy = errors.New("another process is copying this table")
 // ErrNotCopying is returned when a table's state changed under a copy (e.g. a resync or an
 // unsubscribe): the copy is rolled back.
 var ErrNotCopying = errors.New("table is no longer in state copying")
-
-// db is what the state functions need of a connection or transaction.
-type db = target.DB
 
 // Subscription names a subscription on the target: skiff.subscription (queue, consumer).
 type Subscription struct {
@@ -48,7 +46,7 @@ func (s Subscription) key() target.Key { return target.Key{Queue: s.Queue, Consu
 
 // RecordSnapshot stores the copy snapshot of a table in state copying (its own statement, so
 // that the worker sees it at once). It fails with ErrNotCopying when the table is not copying.
-func (s Subscription) RecordSnapshot(ctx context.Context, conn db, t change.Table, snap Snapshot) error {
+func (s Subscription) RecordSnapshot(ctx context.Context, conn pg.DB, t change.Table, snap Snapshot) error {
 	n, err := target.RecordSnapshot(ctx, conn, s.key(), t, snap.String())
 	if err != nil {
 		return fmt.Errorf("record copy snapshot of %s: %w", t, err)
@@ -60,7 +58,7 @@ func (s Subscription) RecordSnapshot(ctx context.Context, conn db, t change.Tabl
 }
 
 // RecordProgress stores how far a table's copy has come (its own statement).
-func (s Subscription) RecordProgress(ctx context.Context, conn db, t change.Table, rows, bytes int64) error {
+func (s Subscription) RecordProgress(ctx context.Context, conn pg.DB, t change.Table, rows, bytes int64) error {
 	if err := target.RecordProgress(ctx, conn, s.key(), t, rows, bytes); err != nil {
 		return fmt.Errorf("record copy progress of %s: %w", t, err)
 	}
@@ -70,7 +68,7 @@ func (s Subscription) RecordProgress(ctx context.Context, conn db, t change.Tabl
 // RecordCopyError keeps the error of a table's failed copy (its own statement), where `skiff
 // status` shows it as a problem until a copy of the table succeeds or it is resynced. The
 // table stays in state copying; the worker's table manager tries again later.
-func (s Subscription) RecordCopyError(ctx context.Context, conn db, t change.Table, copyErr error) error {
+func (s Subscription) RecordCopyError(ctx context.Context, conn pg.DB, t change.Table, copyErr error) error {
 	if err := target.RecordCopyError(ctx, conn, s.key(), t, copyErr.Error()); err != nil {
 		return fmt.Errorf("record copy error of %s: %w", t, err)
 	}
@@ -79,7 +77,7 @@ func (s Subscription) RecordCopyError(ctx context.Context, conn db, t change.Tab
 
 // MarkCopied moves a table from copying (under snap) to catching-up and records the rows
 // copied. Run it in the copy's target transaction.
-func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, snap Snapshot, rows, bytes int64) error {
+func (s Subscription) MarkCopied(ctx context.Context, tx pg.DB, t change.Table, snap Snapshot, rows, bytes int64) error {
 	n, err := target.MarkCopied(ctx, tx, s.key(), t, snap.String(), rows, bytes)
 	if err != nil {
 		return fmt.Errorf("mark %s copied: %w", t, err)
@@ -93,7 +91,7 @@ func (s Subscription) MarkCopied(ctx context.Context, tx db, t change.Table, sna
 // Resync puts a subscribed table back to copying (no snapshot yet): the worker stops applying
 // its events until a copy publishes its snapshot, and copies it again. It reports whether the
 // subscription has the table.
-func (s Subscription) Resync(ctx context.Context, conn db, t change.Table) (bool, error) {
+func (s Subscription) Resync(ctx context.Context, conn pg.DB, t change.Table) (bool, error) {
 	n, err := target.Resync(ctx, conn, s.key(), t)
 	if err != nil {
 		return false, fmt.Errorf("resync %s: %w", t, err)
@@ -102,7 +100,7 @@ func (s Subscription) Resync(ctx context.Context, conn db, t change.Table) (bool
 }
 
 // Sources lists the provider tables the subscription replicates, whatever their state.
-func (s Subscription) Sources(ctx context.Context, conn db) ([]change.Table, error) {
+func (s Subscription) Sources(ctx context.Context, conn pg.DB) ([]change.Table, error) {
 	out, err := target.Sources(ctx, conn, s.key())
 	if err != nil {
 		return nil, fmt.Errorf("subscribed tables: %w", err)
@@ -111,7 +109,7 @@ func (s Subscription) Sources(ctx context.Context, conn db) ([]change.Table, err
 }
 
 // ToCopy lists the subscription's tables in state copying, with their handlers.
-func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
+func (s Subscription) ToCopy(ctx context.Context, conn pg.DB) ([]Table, error) {
 	routes, err := target.ToCopy(ctx, conn, s.key())
 	if err != nil {
 		return nil, fmt.Errorf("tables to copy: %w", err)
@@ -124,7 +122,7 @@ func (s Subscription) ToCopy(ctx context.Context, conn db) ([]Table, error) {
 }
 
 // copyingSince returns when each table in state copying entered it (state_changed_at).
-func (s Subscription) copyingSince(ctx context.Context, conn db) (map[change.Table]time.Time, error) {
+func (s Subscription) copyingSince(ctx context.Context, conn pg.DB) (map[change.Table]time.Time, error) {
 	out, err := target.CopyingSince(ctx, conn, s.key())
 	if err != nil {
 		return nil, fmt.Errorf("tables to copy: %w", err)
@@ -133,7 +131,7 @@ func (s Subscription) copyingSince(ctx context.Context, conn db) (map[change.Tab
 }
 
 // Position returns the tick the target has applied for the subscription (0 when none).
-func (s Subscription) Position(ctx context.Context, conn db) (int64, error) {
+func (s Subscription) Position(ctx context.Context, conn pg.DB) (int64, error) {
 	tick, err := target.Tick(ctx, conn, s.key())
 	if err != nil {
 		return 0, fmt.Errorf("subscription %s/%s: %w", s.Queue, s.Consumer, err)
@@ -144,7 +142,7 @@ func (s Subscription) Position(ctx context.Context, conn db) (int64, error) {
 // Promote moves every catching-up table whose copy the applied position has passed, and whose
 // copy backlog the worker has applied, to in-sync: applied is the snapshot of the tick the
 // target has applied up to. It returns the tables promoted.
-func (s Subscription) Promote(ctx context.Context, conn db, applied Snapshot) ([]change.Table, error) {
+func (s Subscription) Promote(ctx context.Context, conn pg.DB, applied Snapshot) ([]change.Table, error) {
 	list, err := target.CatchingUp(ctx, conn, s.key())
 	if err != nil {
 		return nil, fmt.Errorf("catching-up tables: %w", err)

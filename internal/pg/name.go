@@ -4,15 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/skiffdb/skiff/consumer/change"
 )
-
-// Querier is what ResolveTable needs of a connection or transaction.
-type Querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
 
 // ResolveTable gives a table name the schema the server would: a name without one (as
 // change.ParseTableName returns it) gets the first schema of the session's search_path —
@@ -22,7 +15,7 @@ type Querier interface {
 // CREATE TABLE would put it), or stays unqualified when the path names no existing schema.
 // Written for every server from 8.4 on (no to_regclass, which is 9.4+; no LATERAL): a name
 // that does not resolve is an answer, not an error that would abort a transaction.
-func ResolveTable(ctx context.Context, q Querier, t change.Table) (resolved change.Table, found bool, err error) {
+func ResolveTable(ctx context.Context, q DB, t change.Table) (resolved change.Table, found bool, err error) {
 	if t.Schema != "" {
 		err = q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
 			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)`,

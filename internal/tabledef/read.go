@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -125,56 +126,24 @@ func ReadTable(ctx context.Context, conn *pgx.Conn, t change.Table) (*Def, error
 }
 
 func readTable(ctx context.Context, tx pgx.Tx, version int, t change.Table) (*Def, error) {
-	var oid uint32
-	err := tx.QueryRow(ctx, `SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid)
+	oid, err := catalog.Lookup(ctx, tx, t, "")
 	if err != nil {
 		return nil, fmt.Errorf("look up: %w", err)
 	}
-	identity, generated, collation := "''", "''", "''"
-	if version >= 90100 {
-		collation = `coalesce((SELECT pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname)
-			FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
-			WHERE co.oid = a.attcollation AND a.attcollation <> (SELECT ty.typcollation FROM pg_catalog.pg_type ty WHERE ty.oid = a.atttypid)), '')`
-	}
-	if version >= 100000 {
-		identity = "a.attidentity::text"
-	}
-	if version >= 120000 {
-		generated = "a.attgenerated::text"
-	}
-	rows, err := tx.Query(ctx, `SELECT a.attnum, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull,
-			coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), ''), `+identity+`, `+generated+`, `+collation+`
-		FROM pg_catalog.pg_attribute a
-		LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attnum`, oid)
+	cols, err := catalog.Columns(ctx, tx, oid)
 	if err != nil {
 		return nil, fmt.Errorf("columns: %w", err)
 	}
 	d := &Def{Table: t}
 	names := map[int16]string{}
-	for rows.Next() {
-		var c Column
-		var num int16
-		var ident, gen string
-		if err := rows.Scan(&num, &c.Name, &c.Type, &c.TypeOID, &c.NotNull, &c.Default, &ident, &gen, &c.Collation); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("columns: %w", err)
-		}
-		if ident != "" {
-			c.Identity = ident[0]
-		}
-		c.Generated = gen == "s"
-		names[num] = c.Name
-		d.Columns = append(d.Columns, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("columns: %w", err)
+	for _, c := range cols {
+		d.Columns = append(d.Columns, Column{Name: c.Name, Type: c.Type, TypeOID: c.TypeOID, NotNull: c.NotNull, Default: c.Default,
+			Identity: c.Identity, Generated: c.Generated == 's', Collation: c.Collation})
+		names[c.Num] = c.Name
 	}
 
 	// Functions outside pg_catalog that defaults call: the target may lack them.
-	rows, err = tx.Query(ctx, `SELECT ad.adnum, n.nspname, p.proname
+	rows, err := tx.Query(ctx, `SELECT ad.adnum, n.nspname, p.proname
 		FROM pg_catalog.pg_attrdef ad
 		JOIN pg_catalog.pg_depend dep ON dep.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND dep.objid = ad.oid
 			AND dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass

@@ -7,12 +7,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // AppendBacklog appends events of source table src to subscription id's copy backlog
 // (skiff.copy_backlog, version 3) with COPY, in order: as given (after handlers, ev.Table is
 // the table they are written to).
-func AppendBacklog(ctx context.Context, db DB, id int32, src change.Table, evs []change.Event) error {
+func AppendBacklog(ctx context.Context, db pg.DB, id int32, src change.Table, evs []change.Event) error {
 	rows := make([][]any, len(evs))
 	for i := range evs {
 		ev := &evs[i]
@@ -26,7 +27,7 @@ func AppendBacklog(ctx context.Context, db DB, id int32, src change.Table, evs [
 }
 
 // Backlogged lists the source tables of subscription id that have a copy backlog.
-func Backlogged(ctx context.Context, db DB, id int32) ([]change.Table, error) {
+func Backlogged(ctx context.Context, db pg.DB, id int32) ([]change.Table, error) {
 	rows, err := db.Query(ctx, `SELECT ts.source_schema, ts.source_name FROM skiff.table_state ts
 		WHERE ts.sub_id = $1 AND EXISTS (SELECT 1 FROM skiff.copy_backlog b
 			WHERE b.sub_id = ts.sub_id AND b.source_schema = ts.source_schema AND b.source_name = ts.source_name)
@@ -55,7 +56,7 @@ func (e *BadOpError) Error() string { return fmt.Sprintf("event %d: bad op %q", 
 // subscription id, in order, those after seq after (-1 for the first). The events' Columns
 // and Key are slices of their own (a caller sharing them by layout interns them). A row whose
 // op is not one character is a *BadOpError.
-func ReadBacklog(ctx context.Context, db DB, id int32, src change.Table, after int64, limit int) ([]BacklogEntry, error) {
+func ReadBacklog(ctx context.Context, db pg.DB, id int32, src change.Table, after int64, limit int) ([]BacklogEntry, error) {
 	rows, err := db.Query(ctx, `SELECT seq, event_id, txid, op, dest_schema, dest_name, columns, vals, key_columns, old_key
 			FROM skiff.copy_backlog WHERE sub_id = $1 AND source_schema = $2 AND source_name = $3 AND seq > $4
 			ORDER BY seq LIMIT `+fmt.Sprint(limit), id, src.Schema, src.Name, after)
@@ -86,14 +87,14 @@ func ReadBacklog(ctx context.Context, db DB, id int32, src change.Table, after i
 }
 
 // DeleteBacklog deletes the copy backlog of source table src of subscription id.
-func DeleteBacklog(ctx context.Context, db DB, id int32, src change.Table) error {
+func DeleteBacklog(ctx context.Context, db pg.DB, id int32, src change.Table) error {
 	_, err := db.Exec(ctx, `DELETE FROM skiff.copy_backlog WHERE sub_id = $1 AND source_schema = $2 AND source_name = $3`,
 		id, src.Schema, src.Name)
 	return err
 }
 
 // DeleteBacklogOf deletes the copy backlog of source table src of subscription k.
-func DeleteBacklogOf(ctx context.Context, db DB, k Key, src change.Table) error {
+func DeleteBacklogOf(ctx context.Context, db pg.DB, k Key, src change.Table) error {
 	_, err := db.Exec(ctx, `DELETE FROM skiff.copy_backlog b
 		WHERE b.sub_id = (SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2)
 		  AND b.source_schema = $3 AND b.source_name = $4`, k.Queue, k.Consumer, src.Schema, src.Name)

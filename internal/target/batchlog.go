@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // Applied is a batch a worker applied: what its transaction records in skiff.subscription
@@ -18,7 +19,7 @@ type Applied struct {
 // b.End, counts the batch and its events, and clears the last error (and, from version 6, the
 // event it named). Run it in the batch's transaction, after LockPosition. It reports false when
 // the recorded position was neither: the row was not changed.
-func RecordBatch(ctx context.Context, tx DB, v Version, id int32, b Applied) (bool, error) {
+func RecordBatch(ctx context.Context, tx pg.DB, v Version, id int32, b Applied) (bool, error) {
 	clearEvent := ""
 	if v.HasDeadLetter() {
 		clearEvent = ", last_error_event = NULL"
@@ -36,7 +37,7 @@ func RecordBatch(ctx context.Context, tx DB, v Version, id int32, b Applied) (bo
 }
 
 // LogBatch adds the batch to skiff.batch_log. Run it in the batch's transaction.
-func LogBatch(ctx context.Context, tx DB, id int32, b Applied) error {
+func LogBatch(ctx context.Context, tx pg.DB, id int32, b Applied) error {
 	_, err := tx.Exec(ctx, `INSERT INTO skiff.batch_log (sub_id, batch_id, prev_tick, end_tick, prev_lsn, end_lsn, events)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, b.BatchID, nullable(b.Prev.Tick), nullable(b.End.Tick),
 		nullable(int64(b.Prev.LSN)), nullable(int64(b.End.LSN)), b.Events)
@@ -44,7 +45,7 @@ func LogBatch(ctx context.Context, tx DB, id int32, b Applied) error {
 }
 
 // PruneBatchLog deletes the subscription's batch log entries older than 7 days.
-func PruneBatchLog(ctx context.Context, tx DB, id int32) error {
+func PruneBatchLog(ctx context.Context, tx pg.DB, id int32) error {
 	_, err := tx.Exec(ctx, `DELETE FROM skiff.batch_log WHERE sub_id = $1 AND applied_at < now() - interval '7 days'`, id)
 	return err
 }

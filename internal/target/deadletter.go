@@ -6,6 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // DeadLetter is an event an operator sets aside (skiff event skip), as skiff.dead_letter
@@ -26,7 +27,7 @@ type DeadLetter struct {
 
 // AddDeadLetter records d, set aside for subscription id (set_aside_at stays NULL until the
 // batch that leaves it out commits).
-func AddDeadLetter(ctx context.Context, db DB, id int32, d DeadLetter) error {
+func AddDeadLetter(ctx context.Context, db pg.DB, id int32, d DeadLetter) error {
 	var keyVals []*string
 	if d.KeyValues != nil {
 		keyVals = textArray(d.KeyValues)
@@ -40,7 +41,7 @@ func AddDeadLetter(ctx context.Context, db DB, id int32, d DeadLetter) error {
 }
 
 // DeadLetterExists reports whether event eventID is set aside for subscription id.
-func DeadLetterExists(ctx context.Context, db DB, id int32, eventID int64) (bool, error) {
+func DeadLetterExists(ctx context.Context, db pg.DB, id int32, eventID int64) (bool, error) {
 	var exists bool
 	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.dead_letter WHERE sub_id = $1 AND event_id = $2)`,
 		id, eventID).Scan(&exists)
@@ -49,7 +50,7 @@ func DeadLetterExists(ctx context.Context, db DB, id int32, eventID int64) (bool
 
 // SetAside returns the events set aside for subscription id in the provider's batch
 // batchID, by event id.
-func SetAside(ctx context.Context, db DB, id int32, batchID int64) ([]int64, error) {
+func SetAside(ctx context.Context, db pg.DB, id int32, batchID int64) ([]int64, error) {
 	rows, err := db.Query(ctx, `SELECT event_id FROM skiff.dead_letter WHERE sub_id = $1 AND batch_id = $2 ORDER BY event_id`, id, batchID)
 	if err != nil {
 		return nil, err
@@ -60,7 +61,7 @@ func SetAside(ctx context.Context, db DB, id int32, batchID int64) ([]int64, err
 // MarkSetAside records that batch batchID left events ids of subscription id out
 // (set_aside_at = now()). It returns the rows changed: fewer than ids when some were not
 // set aside for that batch.
-func MarkSetAside(ctx context.Context, db DB, id int32, batchID int64, ids []int64) (int64, error) {
+func MarkSetAside(ctx context.Context, db pg.DB, id int32, batchID int64, ids []int64) (int64, error) {
 	tag, err := db.Exec(ctx, `UPDATE skiff.dead_letter SET set_aside_at = now()
 		WHERE sub_id = $1 AND batch_id = $2 AND event_id = ANY ($3::bigint[])`, id, batchID, ids)
 	return tag.RowsAffected(), err

@@ -35,7 +35,7 @@ type Subscription struct {
 }
 
 // Subscriptions lists the target's subscriptions (Key and Provider), by queue and consumer.
-func Subscriptions(ctx context.Context, db DB) ([]Subscription, error) {
+func Subscriptions(ctx context.Context, db pg.DB) ([]Subscription, error) {
 	rows, err := db.Query(ctx, `SELECT queue, consumer, provider FROM skiff.subscription ORDER BY 1, 2`)
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func Subscriptions(ctx context.Context, db DB) ([]Subscription, error) {
 
 // SubscriptionStates lists the target's subscriptions with every field but Provider (what
 // skiff status shows), by queue and consumer. v says which columns the schema has.
-func SubscriptionStates(ctx context.Context, db DB, v Version) ([]Subscription, error) {
+func SubscriptionStates(ctx context.Context, db pg.DB, v Version) ([]Subscription, error) {
 	deadLetter := "0::bigint, 0::bigint, 0::bigint" // target schema before version 6
 	if v.HasDeadLetter() {
 		deadLetter = `coalesce(s.last_error_event, 0),
@@ -73,7 +73,7 @@ func SubscriptionStates(ctx context.Context, db DB, v Version) ([]Subscription, 
 }
 
 // SubscriptionID returns the id of the subscription k; pgx.ErrNoRows when there is none.
-func SubscriptionID(ctx context.Context, db DB, k Key) (int32, error) {
+func SubscriptionID(ctx context.Context, db pg.DB, k Key) (int32, error) {
 	var id int32
 	err := db.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2`,
 		k.Queue, k.Consumer).Scan(&id)
@@ -81,7 +81,7 @@ func SubscriptionID(ctx context.Context, db DB, k Key) (int32, error) {
 }
 
 // SubscriptionExists reports whether the target records the subscription k.
-func SubscriptionExists(ctx context.Context, db DB, k Key) (bool, error) {
+func SubscriptionExists(ctx context.Context, db pg.DB, k Key) (bool, error) {
 	var found bool
 	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2)`,
 		k.Queue, k.Consumer).Scan(&found)
@@ -89,7 +89,7 @@ func SubscriptionExists(ctx context.Context, db DB, k Key) (bool, error) {
 }
 
 // Consumers lists the consumers of the target's subscriptions to queue, by name.
-func Consumers(ctx context.Context, db DB, queue string) ([]string, error) {
+func Consumers(ctx context.Context, db pg.DB, queue string) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT consumer FROM skiff.subscription WHERE queue = $1 ORDER BY consumer`, queue)
 	if err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ func Consumers(ctx context.Context, db DB, queue string) ([]string, error) {
 
 // LockSubscription locks the row of subscription k (FOR UPDATE: until the caller's
 // transaction ends) and returns its id; pgx.ErrNoRows when there is none.
-func LockSubscription(ctx context.Context, db DB, k Key) (int32, error) {
+func LockSubscription(ctx context.Context, db pg.DB, k Key) (int32, error) {
 	var id int32
 	err := db.QueryRow(ctx, `SELECT sub_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2 FOR UPDATE`,
 		k.Queue, k.Consumer).Scan(&id)
@@ -108,7 +108,7 @@ func LockSubscription(ctx context.Context, db DB, k Key) (int32, error) {
 
 // CreateSubscription records a new subscription and returns its id. tick is the consumer's
 // registration tick on the provider (the Prev of its first batch), 0 when unknown.
-func CreateSubscription(ctx context.Context, db DB, k Key, provider string, tick int64) (int32, error) {
+func CreateSubscription(ctx context.Context, db pg.DB, k Key, provider string, tick int64) (int32, error) {
 	var id int32
 	err := db.QueryRow(ctx, `INSERT INTO skiff.subscription (queue, consumer, provider, tick) VALUES ($1, $2, $3, $4) RETURNING sub_id`,
 		k.Queue, k.Consumer, provider, nullable(tick)).Scan(&id)
@@ -117,26 +117,26 @@ func CreateSubscription(ctx context.Context, db DB, k Key, provider string, tick
 
 // DeleteSubscription deletes a subscription; its table states, copy backlog, batch log and
 // dead letters go with it (ON DELETE CASCADE).
-func DeleteSubscription(ctx context.Context, db DB, id int32) error {
+func DeleteSubscription(ctx context.Context, db pg.DB, id int32) error {
 	_, err := db.Exec(ctx, `DELETE FROM skiff.subscription WHERE sub_id = $1`, id)
 	return err
 }
 
 // SetWorker records the worker that took the subscription (host:pid) and its first heartbeat.
-func SetWorker(ctx context.Context, db DB, id int32, worker string) error {
+func SetWorker(ctx context.Context, db pg.DB, id int32, worker string) error {
 	_, err := db.Exec(ctx, `UPDATE skiff.subscription SET worker = $2, heartbeat = now() WHERE sub_id = $1`, id, worker)
 	return err
 }
 
 // Heartbeat records that the subscription's worker is alive (skiff.subscription.heartbeat).
-func Heartbeat(ctx context.Context, db DB, id int32) error {
+func Heartbeat(ctx context.Context, db pg.DB, id int32) error {
 	_, err := db.Exec(ctx, `UPDATE skiff.subscription SET heartbeat = now() WHERE sub_id = $1`, id)
 	return err
 }
 
 // RecordError keeps msg as the subscription's last error, with the provider event it names
 // (nil for none; not kept before version 6), and counts as a heartbeat.
-func RecordError(ctx context.Context, db DB, v Version, id int32, msg string, event *int64) error {
+func RecordError(ctx context.Context, db pg.DB, v Version, id int32, msg string, event *int64) error {
 	if !v.HasDeadLetter() {
 		_, err := db.Exec(ctx, `UPDATE skiff.subscription SET last_error = $2, last_error_at = now(), heartbeat = now() WHERE sub_id = $1`,
 			id, msg)
@@ -149,7 +149,7 @@ func RecordError(ctx context.Context, db DB, v Version, id int32, msg string, ev
 
 // LastError returns the last error of subscription k (nil when none) and the event it names
 // (nil when none, or before version 6); pgx.ErrNoRows when there is no such subscription.
-func LastError(ctx context.Context, db DB, v Version, k Key) (event *int64, msg *string, err error) {
+func LastError(ctx context.Context, db pg.DB, v Version, k Key) (event *int64, msg *string, err error) {
 	col := "NULL::bigint"
 	if v.HasDeadLetter() {
 		col = "last_error_event"
@@ -161,7 +161,7 @@ func LastError(ctx context.Context, db DB, v Version, k Key) (event *int64, msg 
 
 // Position returns the position the subscription has applied up to (zero when nothing was
 // applied); pgx.ErrNoRows when it is gone.
-func Position(ctx context.Context, db DB, id int32) (change.Position, error) {
+func Position(ctx context.Context, db pg.DB, id int32) (change.Position, error) {
 	var tick, lsn *int64
 	if err := db.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1`, id).Scan(&tick, &lsn); err != nil {
 		return change.Position{}, err
@@ -171,7 +171,7 @@ func Position(ctx context.Context, db DB, id int32) (change.Position, error) {
 
 // Tick returns the tick the subscription k has applied up to (0 when none); pgx.ErrNoRows
 // when there is no such subscription.
-func Tick(ctx context.Context, db DB, k Key) (int64, error) {
+func Tick(ctx context.Context, db pg.DB, k Key) (int64, error) {
 	var tick *int64
 	err := db.QueryRow(ctx, `SELECT tick FROM skiff.subscription WHERE queue = $1 AND consumer = $2`, k.Queue, k.Consumer).Scan(&tick)
 	if err != nil || tick == nil {
@@ -183,7 +183,7 @@ func Tick(ctx context.Context, db DB, k Key) (int64, error) {
 // LockPosition locks the subscription's row (FOR UPDATE: the first statement of a batch's
 // transaction, which waits for any other writer of the subscription) and returns its
 // position; pgx.ErrNoRows when the subscription is gone.
-func LockPosition(ctx context.Context, tx DB, id int32) (change.Position, error) {
+func LockPosition(ctx context.Context, tx pg.DB, id int32) (change.Position, error) {
 	var tick, lsn *int64
 	if err := tx.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1 FOR UPDATE`, id).Scan(&tick, &lsn); err != nil {
 		return change.Position{}, err
@@ -194,7 +194,7 @@ func LockPosition(ctx context.Context, tx DB, id int32) (change.Position, error)
 // LockLastBatch locks the row of subscription k (FOR UPDATE, as a batch's transaction does)
 // and returns its id and the provider's id of its last applied batch (nil when none);
 // pgx.ErrNoRows when there is no such subscription.
-func LockLastBatch(ctx context.Context, tx DB, k Key) (id int32, lastBatch *int64, err error) {
+func LockLastBatch(ctx context.Context, tx pg.DB, k Key) (id int32, lastBatch *int64, err error) {
 	err = tx.QueryRow(ctx, `SELECT sub_id, last_batch_id FROM skiff.subscription WHERE queue = $1 AND consumer = $2 FOR UPDATE`,
 		k.Queue, k.Consumer).Scan(&id, &lastBatch)
 	return id, lastBatch, err
@@ -203,7 +203,7 @@ func LockLastBatch(ctx context.Context, tx DB, k Key) (id int32, lastBatch *int6
 // LockForCopy locks the row of subscription k (FOR UPDATE, as a batch's transaction does
 // first) in the caller's transaction: a copy's barrier, which waits for the batch in flight and
 // holds the next ones back until it ends. No row is no error.
-func LockForCopy(ctx context.Context, tx DB, k Key) error {
+func LockForCopy(ctx context.Context, tx pg.DB, k Key) error {
 	_, err := tx.Exec(ctx, `SELECT 1 FROM skiff.subscription WHERE queue = $1 AND consumer = $2 FOR UPDATE`, k.Queue, k.Consumer)
 	return err
 }
@@ -244,7 +244,7 @@ func LockHolder(ctx context.Context, conn *pgx.Conn, lockClass int64, subID int3
 
 // Identity returns the target database's name and its target_id (skiff.target, version 4),
 // made once by skiff init target.
-func Identity(ctx context.Context, db DB) (database, id string, err error) {
+func Identity(ctx context.Context, db pg.DB) (database, id string, err error) {
 	err = db.QueryRow(ctx, `SELECT pg_catalog.current_database(), target_id FROM skiff.target`).Scan(&database, &id)
 	return database, id, err
 }

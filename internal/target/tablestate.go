@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // TableState is a row of skiff.table_state as skiff status shows it.
@@ -33,7 +34,7 @@ const subWhere = `ts.sub_id = (SELECT sub_id FROM skiff.subscription WHERE queue
 
 // TableStates lists the table states of every subscription, by subscription id and source
 // table. v says which columns the schema has.
-func TableStates(ctx context.Context, db DB, v Version) ([]TableState, error) {
+func TableStates(ctx context.Context, db pg.DB, v Version) ([]TableState, error) {
 	progress := "0::bigint, 0::bigint"
 	if v.HasCopyProgress() {
 		progress = "coalesce(copy_rows, 0), coalesce(copy_bytes, 0)"
@@ -63,7 +64,7 @@ func TableStates(ctx context.Context, db DB, v Version) ([]TableState, error) {
 }
 
 // Routes returns the tables of subscription id, by source table: every field of change.Route.
-func Routes(ctx context.Context, db DB, id int32) ([]change.Route, error) {
+func Routes(ctx context.Context, db pg.DB, id int32) ([]change.Route, error) {
 	rows, err := db.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name, state,
 			coalesce(handler, ''), coalesce(handler_config, ''), coalesce(copy_snapshot, '')
 		FROM skiff.table_state WHERE sub_id = $1 ORDER BY source_schema, source_name`, id)
@@ -86,7 +87,7 @@ func Routes(ctx context.Context, db DB, id int32) ([]change.Route, error) {
 
 // RoutesOf returns the tables of subscription k, by source table: Source, Dest, Handler and
 // Config of each.
-func RoutesOf(ctx context.Context, db DB, k Key) ([]change.Route, error) {
+func RoutesOf(ctx context.Context, db pg.DB, k Key) ([]change.Route, error) {
 	rows, err := db.Query(ctx, `SELECT t.source_schema, t.source_name, t.dest_schema, t.dest_name,
 			coalesce(t.handler, ''), coalesce(t.handler_config, '')
 		FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
@@ -103,7 +104,7 @@ func RoutesOf(ctx context.Context, db DB, k Key) ([]change.Route, error) {
 
 // DestWriter finds another subscription of queue than id that writes table dest: its
 // consumer and the source table (quoted) it replicates into dest; pgx.ErrNoRows when none.
-func DestWriter(ctx context.Context, db DB, queue string, id int32, dest change.Table) (consumer, source string, err error) {
+func DestWriter(ctx context.Context, db pg.DB, queue string, id int32, dest change.Table) (consumer, source string, err error) {
 	err = db.QueryRow(ctx, `SELECT s.consumer, quote_ident(t.source_schema) || '.' || quote_ident(t.source_name)
 		FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
 		WHERE s.queue = $1 AND t.sub_id <> $2 AND t.dest_schema = $3 AND t.dest_name = $4 LIMIT 1`,
@@ -113,7 +114,7 @@ func DestWriter(ctx context.Context, db DB, queue string, id int32, dest change.
 
 // AddTable records a table of subscription id with its route (destination, state, handler
 // and its configuration, copy snapshot).
-func AddTable(ctx context.Context, db DB, id int32, r change.Route) error {
+func AddTable(ctx context.Context, db pg.DB, id int32, r change.Route) error {
 	_, err := db.Exec(ctx, `INSERT INTO skiff.table_state
 		(sub_id, source_schema, source_name, dest_schema, dest_name, state, handler, handler_config, copy_snapshot)
 		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), NULLIF($8, ''), NULLIF($9, ''))`,
@@ -122,14 +123,14 @@ func AddTable(ctx context.Context, db DB, id int32, r change.Route) error {
 }
 
 // CountTables returns how many tables subscription id has.
-func CountTables(ctx context.Context, db DB, id int32) (int, error) {
+func CountTables(ctx context.Context, db pg.DB, id int32) (int, error) {
 	var n int
 	err := db.QueryRow(ctx, `SELECT count(*) FROM skiff.table_state WHERE sub_id = $1`, id).Scan(&n)
 	return n, err
 }
 
 // Sources lists the source tables of subscription k, whatever their state.
-func Sources(ctx context.Context, db DB, k Key) ([]change.Table, error) {
+func Sources(ctx context.Context, db pg.DB, k Key) ([]change.Table, error) {
 	rows, err := db.Query(ctx, `SELECT DISTINCT source_schema, source_name FROM skiff.table_state ts
 		WHERE `+subWhere+` ORDER BY 1, 2`, k.Queue, k.Consumer)
 	if err != nil {
@@ -140,7 +141,7 @@ func Sources(ctx context.Context, db DB, k Key) ([]change.Table, error) {
 
 // ToCopy lists the tables of subscription k in state copying, by source table: Source, Dest,
 // Handler and Config of each.
-func ToCopy(ctx context.Context, db DB, k Key) ([]change.Route, error) {
+func ToCopy(ctx context.Context, db pg.DB, k Key) ([]change.Route, error) {
 	rows, err := db.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name,
 			coalesce(handler, ''), coalesce(handler_config, '') FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'copying' ORDER BY 1, 2`, k.Queue, k.Consumer)
@@ -155,7 +156,7 @@ func ToCopy(ctx context.Context, db DB, k Key) ([]change.Route, error) {
 }
 
 // CopyingSince returns when each table of subscription k in state copying entered it.
-func CopyingSince(ctx context.Context, db DB, k Key) (map[change.Table]time.Time, error) {
+func CopyingSince(ctx context.Context, db pg.DB, k Key) (map[change.Table]time.Time, error) {
 	rows, err := db.Query(ctx, `SELECT source_schema, source_name, state_changed_at FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'copying'`, k.Queue, k.Consumer)
 	if err != nil {
@@ -179,7 +180,7 @@ func CopyingSince(ctx context.Context, db DB, k Key) (map[change.Table]time.Time
 
 // CatchingUp lists the tables of subscription k in state catching-up: Source and
 // CopySnapshot of each.
-func CatchingUp(ctx context.Context, db DB, k Key) ([]change.Route, error) {
+func CatchingUp(ctx context.Context, db pg.DB, k Key) ([]change.Route, error) {
 	rows, err := db.Query(ctx, `SELECT source_schema, source_name, coalesce(copy_snapshot, '') FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'catching-up'`, k.Queue, k.Consumer)
 	if err != nil {
@@ -195,7 +196,7 @@ func CatchingUp(ctx context.Context, db DB, k Key) ([]change.Route, error) {
 // Promote moves table t of subscription k from catching-up under copy snapshot snap to
 // in-sync, unless it has a copy backlog left (in-sync means every event is on the
 // destination). It returns the rows changed: 0 or 1.
-func Promote(ctx context.Context, db DB, k Key, t change.Table, snap string) (int64, error) {
+func Promote(ctx context.Context, db pg.DB, k Key, t change.Table, snap string) (int64, error) {
 	tag, err := db.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'in-sync', state_changed_at = now()
 			WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'catching-up' AND ts.copy_snapshot = $5
 			  AND NOT EXISTS (SELECT 1 FROM skiff.copy_backlog b
@@ -206,7 +207,7 @@ func Promote(ctx context.Context, db DB, k Key, t change.Table, snap string) (in
 
 // RecordSnapshot stores the copy snapshot of table t of subscription k, in state copying, and
 // resets its progress. It returns the rows changed: 0 when the table is not copying.
-func RecordSnapshot(ctx context.Context, db DB, k Key, t change.Table, snap string) (int64, error) {
+func RecordSnapshot(ctx context.Context, db pg.DB, k Key, t change.Table, snap string) (int64, error) {
 	tag, err := db.Exec(ctx, `UPDATE skiff.table_state ts SET copy_snapshot = $5, copy_rows = 0, copy_bytes = 0, copy_progress_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		k.Queue, k.Consumer, t.Schema, t.Name, snap)
@@ -215,7 +216,7 @@ func RecordSnapshot(ctx context.Context, db DB, k Key, t change.Table, snap stri
 
 // ClearSnapshot clears the copy snapshot of table t of subscription k, in state copying. It
 // returns the rows changed: 0 when the table is not copying.
-func ClearSnapshot(ctx context.Context, db DB, k Key, t change.Table) (int64, error) {
+func ClearSnapshot(ctx context.Context, db pg.DB, k Key, t change.Table) (int64, error) {
 	tag, err := db.Exec(ctx, `UPDATE skiff.table_state ts SET copy_snapshot = NULL
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		k.Queue, k.Consumer, t.Schema, t.Name)
@@ -223,7 +224,7 @@ func ClearSnapshot(ctx context.Context, db DB, k Key, t change.Table) (int64, er
 }
 
 // RecordProgress stores how far the copy of table t of subscription k has come.
-func RecordProgress(ctx context.Context, db DB, k Key, t change.Table, rows, bytes int64) error {
+func RecordProgress(ctx context.Context, db pg.DB, k Key, t change.Table, rows, bytes int64) error {
 	_, err := db.Exec(ctx, `UPDATE skiff.table_state ts SET copy_rows = $5, copy_bytes = $6, copy_progress_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		k.Queue, k.Consumer, t.Schema, t.Name, rows, bytes)
@@ -232,7 +233,7 @@ func RecordProgress(ctx context.Context, db DB, k Key, t change.Table, rows, byt
 
 // RecordCopyError keeps the error of a failed copy of table t of subscription k (in state
 // copying; version 5).
-func RecordCopyError(ctx context.Context, db DB, k Key, t change.Table, msg string) error {
+func RecordCopyError(ctx context.Context, db pg.DB, k Key, t change.Table, msg string) error {
 	_, err := db.Exec(ctx, `UPDATE skiff.table_state ts SET copy_error = $5, copy_error_at = now()
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying'`,
 		k.Queue, k.Consumer, t.Schema, t.Name, msg)
@@ -242,7 +243,7 @@ func RecordCopyError(ctx context.Context, db DB, k Key, t change.Table, msg stri
 // MarkCopied moves table t of subscription k from copying under copy snapshot snap to
 // catching-up, records the rows and bytes copied and clears its copy error. It returns the
 // rows changed: 0 when the table is no longer copying under snap.
-func MarkCopied(ctx context.Context, db DB, k Key, t change.Table, snap string, rows, bytes int64) (int64, error) {
+func MarkCopied(ctx context.Context, db pg.DB, k Key, t change.Table, snap string, rows, bytes int64) (int64, error) {
 	tag, err := db.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'catching-up', state_changed_at = now(),
 			copy_rows = $6, copy_bytes = $7, copy_progress_at = now(), copy_error = NULL, copy_error_at = NULL
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4 AND ts.state = 'copying' AND ts.copy_snapshot = $5`,
@@ -252,7 +253,7 @@ func MarkCopied(ctx context.Context, db DB, k Key, t change.Table, snap string, 
 
 // Resync puts table t of subscription k back to copying, without snapshot or copy error. It
 // returns the rows changed: 0 when the subscription does not have the table.
-func Resync(ctx context.Context, db DB, k Key, t change.Table) (int64, error) {
+func Resync(ctx context.Context, db pg.DB, k Key, t change.Table) (int64, error) {
 	tag, err := db.Exec(ctx, `UPDATE skiff.table_state ts SET state = 'copying', copy_snapshot = NULL, state_changed_at = now(),
 			copy_error = NULL, copy_error_at = NULL
 		WHERE `+subWhere+` AND ts.source_schema = $3 AND ts.source_name = $4`,

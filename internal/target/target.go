@@ -4,7 +4,7 @@
 // those tables is here, with types for what they hold; other packages (the applier, the
 // copier, status, the CLI) call these functions, as River's packages call riverdriver.
 //
-// The functions take a DB (a *pgx.Conn or a pgx.Tx: transactions are the caller's, so that a
+// The functions take a pg.DB (a *pgx.Conn or a pgx.Tx: transactions are the caller's, so that a
 // statement runs where the caller needs it, e.g. in a batch's transaction) and run one
 // statement each unless their doc says otherwise. They return the driver's errors unwrapped,
 // pgx.ErrNoRows included where one row was expected: the caller says what it was doing. The
@@ -17,22 +17,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/internal/migrate"
-)
-
-// DB is what the functions need of a connection: *pgx.Conn and pgx.Tx have it.
-type DB interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
-}
-
-var (
-	_ DB = (*pgx.Conn)(nil)
-	_ DB = pgx.Tx(nil)
 )
 
 // Key names a subscription: queue and consumer, unique together in skiff.subscription.

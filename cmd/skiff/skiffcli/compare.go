@@ -334,18 +334,14 @@ func shellWord(s string) string {
 
 // standaloneSequences returns the captured sequences that no table of the queue draws from.
 func (c *CompareCmd) standaloneSequences(ctx context.Context, conn *pgx.Conn, captured map[change.Table]compare.SequenceValue) (map[change.Table]compare.SequenceValue, error) {
-	tables, err := queue.Tables(ctx, conn, c.Queue)
+	users, err := queue.SequenceUsers(ctx, conn, c.Queue)
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
-	out := maps.Clone(captured)
-	for _, t := range tables {
-		used, err := queue.TableSequences(ctx, conn, t.Table)
-		if err != nil {
-			return nil, fmt.Errorf("provider: %w", err)
-		}
-		for _, sq := range used {
-			delete(out, sq)
+	out := map[change.Table]compare.SequenceValue{}
+	for sq, v := range captured {
+		if queue.SequenceBelongs(users[sq], nil) {
+			out[sq] = v
 		}
 	}
 	return out, nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -114,27 +113,16 @@ func (t *tickSnapshots) sequences(ctx context.Context, sources []change.Table) (
 		return nil, err
 	}
 	if t.usedBy == nil || time.Since(t.usedAt) > time.Minute {
-		tables, err := queue.Tables(ctx, t.conn, t.queue)
+		used, err := queue.SequenceUsers(ctx, t.conn, t.queue)
 		if err != nil {
 			return nil, err
-		}
-		used := map[change.Table][]change.Table{}
-		for _, ct := range tables {
-			seqs, err := queue.TableSequences(ctx, t.conn, ct.Table)
-			if err != nil {
-				return nil, err
-			}
-			for _, sq := range seqs {
-				used[sq] = append(used[sq], ct.Table)
-			}
 		}
 		t.usedBy, t.usedAt = used, time.Now()
 	}
 	var out []copier.SequenceValue
 	for _, s := range seqs {
 		sq := change.Table{Schema: s.Schema, Name: s.Name}
-		users, used := t.usedBy[sq]
-		if used && !slices.ContainsFunc(users, func(u change.Table) bool { return slices.Contains(sources, u) }) {
+		if !queue.SequenceBelongs(t.usedBy[sq], sources) {
 			continue // another subscription's table's sequence
 		}
 		out = append(out, copier.SequenceValue{Sequence: sq, LastValue: s.LastValue})

@@ -60,7 +60,7 @@ func (ts tableSpec) dest(src change.Table) change.Table {
 
 // resolve completes a table name without schema from the search_path of the server db is
 // connected to (the first schema holding such a relation, else the current schema).
-func resolve(ctx context.Context, db pg.Querier, side string, t change.Table) (change.Table, error) {
+func resolve(ctx context.Context, db pg.DB, side string, t change.Table) (change.Table, error) {
 	if t.Schema != "" {
 		return t, nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/apply"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -422,30 +423,22 @@ func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured
 // providerColumns reads a provider table's live columns (attnum order) and primary key from
 // the catalog.
 func providerColumns(ctx context.Context, conn *pgx.Conn, t change.Table) (cols, key []string, err error) {
-	rows, err := conn.Query(ctx, `SELECT a.attname,
-			EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY (i.indkey))
-		FROM pg_catalog.pg_attribute a
-		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attnum`, t.Schema, t.Name)
+	oid, err := catalog.Lookup(ctx, conn, t, "")
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, fmt.Errorf("provider: table %s does not exist", t)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("provider: columns of %s: %w", t, err)
 	}
-	for rows.Next() {
-		var name string
-		var isKey bool
-		if err := rows.Scan(&name, &isKey); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("provider: columns of %s: %w", t, err)
-		}
-		cols = append(cols, name)
-		if isKey {
-			key = append(key, name)
-		}
-	}
-	if err := rows.Err(); err != nil {
+	live, err := catalog.Columns(ctx, conn, oid)
+	if err != nil {
 		return nil, nil, fmt.Errorf("provider: columns of %s: %w", t, err)
+	}
+	for _, c := range live {
+		cols = append(cols, c.Name)
+		if c.Key > 0 {
+			key = append(key, c.Name)
+		}
 	}
 	if len(cols) == 0 {
 		return nil, nil, fmt.Errorf("provider: table %s does not exist", t)
@@ -455,16 +448,17 @@ func providerColumns(ctx context.Context, conn *pgx.Conn, t change.Table) (cols,
 
 // checkTarget lists what the target lacks to receive a table: the table, or columns.
 func checkTarget(ctx context.Context, conn *pgx.Conn, src, dst change.Table, cols []string) []string {
-	rows, err := conn.Query(ctx, `SELECT a.attname FROM pg_catalog.pg_attribute a
-		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'f') AND a.attnum > 0 AND NOT a.attisdropped`, dst.Schema, dst.Name)
-	if err != nil {
+	var have []string
+	oid, err := catalog.Lookup(ctx, conn, dst, "rpf")
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return []string{fmt.Sprintf("table %s: %v", dst, err)}
 	}
-	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return []string{fmt.Sprintf("table %s: %v", dst, err)}
+	if err == nil {
+		live, err := catalog.Columns(ctx, conn, oid)
+		if err != nil {
+			return []string{fmt.Sprintf("table %s: %v", dst, err)}
+		}
+		have = catalog.Names(live)
 	}
 	if len(have) == 0 {
 		return []string{fmt.Sprintf("table %s (for provider table %s) does not exist on the target (--create-tables creates it from the provider's definition)", dst, src)}
