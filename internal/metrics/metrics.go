@@ -57,8 +57,8 @@ type Server struct {
 	life startstop.Base
 }
 
-// NewServer returns a server of reg on addr (e.g. ":9187"; "" disables the endpoint: Start
-// then serves nothing and the server is stopped at once). log nil discards its messages.
+// NewServer returns a server of reg on addr (e.g. ":9187"; "" disables the endpoint: the
+// server then serves nothing until stopped). log nil discards its messages.
 func NewServer(addr string, reg *prometheus.Registry, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -107,6 +107,7 @@ func (s *Server) Err() error { return s.life.Err() }
 // serve serves until soft ends, then shuts down (closes at once when hard ends).
 func (s *Server) serve(soft, hard context.Context) error {
 	if s.ln == nil {
+		<-soft.Done() // nothing to serve: idle until stopped, like a server that serves
 		return nil
 	}
 	ln := s.ln

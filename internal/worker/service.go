@@ -310,9 +310,7 @@ func (s *Service) run(soft, hard context.Context) error {
 	for _, p := range parts {
 		watch(p.w.Stopped())
 	}
-	if s.cfg.MetricsAddr != "" { // else stopped from the start: nothing to serve
-		watch(s.metrics.Stopped())
-	}
+	watch(s.metrics.Stopped())
 	select {
 	case <-soft.Done():
 	case <-ended:

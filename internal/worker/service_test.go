@@ -150,8 +150,9 @@ func terminate(t *testing.T, c *pgx.Conn, pid uint32) {
 }
 
 // TestReconnect: the worker's provider and target backends are terminated while batches flow
-// (the queue's own connections, which hold the subscription's lock): the service reconnects
-// both, takes the lock again and goes on; every row arrives once.
+// (the queue's own connections, which hold the subscription's lock) — between batches, one side
+// or both, and in the middle of a batch: the service reconnects both, takes the lock again and
+// goes on; every row arrives once.
 func TestReconnect(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -178,6 +179,18 @@ func TestReconnect(t *testing.T) {
 		})
 		f.caughtUp(t)
 	}
+	// In the middle of a batch: its target transaction waits for t's lock when both
+	// backends go; the batch is rolled back and applied again, once, on new connections.
+	release := f.blocked(t, svc)
+	prov, tgt := svc.Backends("q")
+	terminate(t, f.pconn, prov)
+	terminate(t, f.tcon, tgt)
+	release()
+	pgtest.Eventually(t, time.Minute, "reconnected after a batch's backends terminated", func() bool {
+		p, g := svc.Backends("q")
+		return p != 0 && g != 0 && p != prov && g != tgt
+	})
+	f.caughtUp(t)
 	f.equal(t, "t")
 	svc.Stop()
 	require.NoError(t, svc.Err())
