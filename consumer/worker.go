@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/startstop"
 )
 
 // Defaults of Config.
@@ -48,7 +49,11 @@ type Config struct {
 // Worker replays the batches of one subscription: NextBatch, check the target's position,
 // handlers, Apply, Finish, again. A failed batch is rolled back and retried with exponential
 // backoff; nothing is skipped, except the events an operator set aside (DeadLetterer).
+//
+// Its lifecycle is internal/startstop's: Start, Stop (finish the batch in hand),
+// StopAndCancel (roll it back), Stopped, Err.
 type Worker struct {
+	life   startstop.Base
 	cfg    Config
 	log    *slog.Logger
 	routes map[change.Route]Handler // handlers built per route, reused while the route holds
@@ -75,10 +80,34 @@ func NewWorker(cfg Config) (*Worker, error) {
 	return &Worker{cfg: cfg, log: cfg.Log, routes: map[change.Route]Handler{}, warned: map[change.Table]bool{}}, nil
 }
 
-// Run replays batches until ctx ends (the batch in hand is finished first, then Run returns
-// nil) or hard ends (the batch in hand is rolled back, Run returns hard's error). It returns
+// Start starts replaying batches in the background and returns at once. Cancelling ctx stops
+// the worker like Stop. A Worker is started once.
+func (w *Worker) Start(ctx context.Context) error {
+	if err := w.life.Start(ctx, nil, w.run); err != nil {
+		return fmt.Errorf("worker %s: %w", w.cfg.Name, err)
+	}
+	return nil
+}
+
+// Stop asks the worker to finish the batch in hand (apply and finish it) and waits until it
+// has stopped. It is idempotent.
+func (w *Worker) Stop() { w.life.Stop() }
+
+// StopAndCancel stops the worker and rolls the batch in hand back, and waits.
+func (w *Worker) StopAndCancel() { w.life.StopAndCancel() }
+
+// Stopped is closed once the worker has stopped: asked to, or because replication cannot go
+// on by retrying (Err).
+func (w *Worker) Stopped() <-chan struct{} { return w.life.Stopped() }
+
+// Err is why the worker stopped: nil after a requested stop; an error wrapping
+// change.ErrPositionLost when replication cannot go on by retrying.
+func (w *Worker) Err() error { return w.life.Err() }
+
+// run replays batches until ctx ends (the batch in hand is finished first, then run returns
+// nil) or hard ends (the batch in hand is rolled back, run returns hard's error). It returns
 // an error only when replication cannot go on by retrying: the position is lost.
-func (w *Worker) Run(ctx, hard context.Context) error {
+func (w *Worker) run(ctx, hard context.Context) error {
 	backoff := w.cfg.MinBackoff
 	for {
 		if ctx.Err() != nil {
@@ -305,121 +334,186 @@ const (
 // (bl.AppendBacklog), from this goroutine too: the batch's transaction is used by one
 // goroutine only.
 func (w *Worker) pipe(ctx context.Context, b change.Batch, byTable map[change.Table]*tableRoute, bl Backlogger, aside *setAside, emit func([]change.Event) error, events, skipped *int) error {
-	ch := make(chan piece, pipeDepth)
-	inFlight := semaphore.NewWeighted(pipeBytes)
-	sizes := make(chan int64, pipeDepth+2)
-	// Chunk buffers go back and forth instead of being allocated for every chunk.
-	free := make(chan []change.Event, pipeDepth+2)
-	var readErr error
-	var dropped int
-	go func() {
-		defer close(ch)
-		readErr = w.cfg.Source.Events(ctx, b, func(chunk []change.Event) error {
-			var out []change.Event
-			select {
-			case out = <-free:
-			default:
-				out = make([]change.Event, 0, len(chunk))
+	p := &pipeline{
+		w:        w,
+		byTable:  byTable,
+		aside:    aside,
+		ch:       make(chan piece, pipeDepth),
+		inFlight: semaphore.NewWeighted(pipeBytes),
+		sizes:    make(chan int64, pipeDepth+2),
+		free:     make(chan []change.Event, pipeDepth+2),
+	}
+	go p.read(ctx, b)
+	emitErr := p.write(ctx, bl, emit, events)
+	*skipped += p.dropped
+	if emitErr != nil {
+		return emitErr
+	}
+	return p.readErr
+}
+
+// pipeline is one batch's pipe: the reading side (read, chunk, filter, send) and the applying
+// side (write), joined by ch. readErr and dropped are written by the reading side and read
+// once ch is closed.
+type pipeline struct {
+	w       *Worker
+	byTable map[change.Table]*tableRoute
+	aside   *setAside
+
+	ch       chan piece
+	inFlight *semaphore.Weighted // bytes of values in the chunks on their way
+	sizes    chan int64          // each chunk's weight in inFlight, in the order of the chunks
+	// free: chunk buffers go back and forth instead of being allocated for every chunk.
+	free chan []change.Event
+
+	readErr error
+	dropped int
+}
+
+// read streams the batch's events through chunk, then closes ch.
+func (p *pipeline) read(ctx context.Context, b change.Batch) {
+	defer close(p.ch)
+	p.readErr = p.w.cfg.Source.Events(ctx, b, func(chunk []change.Event) error { return p.chunk(ctx, chunk) })
+}
+
+// chunk filters one chunk of the source into a buffer of its own and sends it to the
+// applying side (or recycles the buffer when nothing is left of it).
+func (p *pipeline) chunk(ctx context.Context, chunk []change.Event) error {
+	var out []change.Event
+	select {
+	case out = <-p.free:
+	default:
+		out = make([]change.Event, 0, len(chunk))
+	}
+	out, held, err := p.filter(chunk, out)
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 && len(held) == 0 {
+		select {
+		case p.free <- out[:0]:
+		default:
+		}
+		return nil
+	}
+	return p.send(ctx, out, held)
+}
+
+// filter appends to out the events of chunk the batch applies, after their handlers, and
+// returns those of tables being copied apart (held, for their backlogs). It drops the events
+// set aside, those of tables not subscribed (warned once), those the table's state leaves out
+// and those the handlers drop. An event needed but not decoded stops the batch.
+func (p *pipeline) filter(chunk, out []change.Event) ([]change.Event, []heldEvent, error) {
+	w := p.w
+	var held []heldEvent
+	for i := range chunk {
+		ev := chunk[i]
+		if p.aside.want[ev.ID] {
+			p.aside.met = append(p.aside.met, change.Event{ID: ev.ID, Op: ev.Op, Table: ev.Table})
+			p.dropped++
+			continue
+		}
+		rt, ok := p.byTable[ev.Table]
+		if !ok {
+			if !w.warned[ev.Table] {
+				w.warned[ev.Table] = true
+				w.log.Warn("events of a table not subscribed on the target are ignored", "worker", w.cfg.Name, "table", ev.Table.String(), "event_id", ev.ID)
 			}
-			var held []heldEvent
-			for i := range chunk {
-				ev := chunk[i]
-				if aside.want[ev.ID] {
-					aside.met = append(aside.met, change.Event{ID: ev.ID, Op: ev.Op, Table: ev.Table})
-					dropped++
-					continue
-				}
-				rt, ok := byTable[ev.Table]
-				if !ok {
-					if !w.warned[ev.Table] {
-						w.warned[ev.Table] = true
-						w.log.Warn("events of a table not subscribed on the target are ignored", "worker", w.cfg.Name, "table", ev.Table.String(), "event_id", ev.ID)
-					}
-					dropped++
-					continue
-				}
-				want, err := rt.wants(&ev)
-				if err != nil {
-					return err
-				}
-				if !want {
-					dropped++
-					continue
-				}
-				if ev.Err != nil {
-					// Not decoded, and needed: the batch stops here until the cause is fixed or
-					// an operator sets the event aside. Nothing is skipped by the worker itself.
-					return ev.Err
-				}
-				if rt.h != nil {
-					keep, err := rt.h.Handle(&ev)
-					if err != nil {
-						return fmt.Errorf("handler of table %s, event %d: %w", ev.Table, ev.ID, err)
-					}
-					if !keep {
-						dropped++
-						continue
-					}
-				}
-				if rt.backlog {
-					held = append(held, heldEvent{src: chunk[i].Table, ev: ev})
-					continue
-				}
-				out = append(out, ev)
+			p.dropped++
+			continue
+		}
+		want, err := rt.wants(&ev)
+		if err != nil {
+			return out, nil, err
+		}
+		if !want {
+			p.dropped++
+			continue
+		}
+		if ev.Err != nil {
+			// Not decoded, and needed: the batch stops here until the cause is fixed or
+			// an operator sets the event aside. Nothing is skipped by the worker itself.
+			return out, nil, ev.Err
+		}
+		if rt.h != nil {
+			keep, err := rt.h.Handle(&ev)
+			if err != nil {
+				return out, nil, fmt.Errorf("handler of table %s, event %d: %w", ev.Table, ev.ID, err)
 			}
-			if len(out) == 0 && len(held) == 0 {
-				select {
-				case free <- out[:0]:
-				default:
-				}
-				return nil
+			if !keep {
+				p.dropped++
+				continue
 			}
-			var size int64
-			for i := range out {
-				for _, v := range out[i].Values {
-					size += int64(len(v.Text))
-				}
-			}
-			for i := range held {
-				for _, v := range held[i].ev.Values {
-					size += int64(len(v.Text))
-				}
-			}
-			size = min(size, pipeBytes)
-			if err := inFlight.Acquire(ctx, size); err != nil {
-				return err
-			}
-			sizes <- size // taken by the applying side, in the order of the chunks
-			select {
-			case ch <- piece{out: out, held: held}:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	}()
+		}
+		if rt.backlog {
+			held = append(held, heldEvent{src: chunk[i].Table, ev: ev})
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out, held, nil
+}
+
+// send waits until the bytes of values in flight leave room for the piece (a piece larger
+// than the bound waits for an empty pipe) and hands it to the applying side.
+func (p *pipeline) send(ctx context.Context, out []change.Event, held []heldEvent) error {
+	size := min(valueBytes(out)+heldBytes(held), pipeBytes)
+	if err := p.inFlight.Acquire(ctx, size); err != nil {
+		return err
+	}
+	p.sizes <- size // taken by the applying side, in the order of the chunks
+	select {
+	case p.ch <- piece{out: out, held: held}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// write is the applying side: it emits each piece's events and appends its held events to
+// their backlogs, in order. After a failure it keeps taking pieces (and drops them) until the
+// reading side has read the whole batch. It counts the events it was handed in events.
+func (p *pipeline) write(ctx context.Context, bl Backlogger, emit func([]change.Event) error, events *int) error {
 	var emitErr error
-	for p := range ch {
-		out := p.out
+	for pc := range p.ch {
+		out := pc.out
 		*events += len(out)
 		if emitErr == nil && len(out) > 0 {
 			emitErr = emit(out)
 		}
-		if emitErr == nil && len(p.held) > 0 {
-			emitErr = w.hold(ctx, bl, p.held)
+		if emitErr == nil && len(pc.held) > 0 {
+			emitErr = p.w.hold(ctx, bl, pc.held)
 		}
-		inFlight.Release(<-sizes)
+		p.inFlight.Release(<-p.sizes)
 		clear(out) // drop the rows' references; emit has copied what it keeps
 		select {
-		case free <- out[:0]:
+		case p.free <- out[:0]:
 		default:
 		}
 	}
-	*skipped += dropped
-	if emitErr != nil {
-		return emitErr
+	return emitErr
+}
+
+// valueBytes is the size of the events' values.
+func valueBytes(evs []change.Event) int64 {
+	var size int64
+	for i := range evs {
+		for _, v := range evs[i].Values {
+			size += int64(len(v.Text))
+		}
 	}
-	return readErr
+	return size
+}
+
+// heldBytes is the size of the held events' values.
+func heldBytes(held []heldEvent) int64 {
+	var size int64
+	for i := range held {
+		for _, v := range held[i].ev.Values {
+			size += int64(len(v.Text))
+		}
+	}
+	return size
 }
 
 // setAside is what an operator set aside for the batch (DeadLetterer.SetAside) and which of

@@ -3,7 +3,6 @@ package consumer_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -138,15 +137,14 @@ func newFixture(t *testing.T, ddl string, routes ...change.Route) *fixture {
 	return &fixture{url: url, conn: conn, a: a, src: newMemSource()}
 }
 
-// run starts the worker; stop ends it softly and returns Run's error.
+// run starts the worker; stop ends it softly and returns its Err.
 func (f *fixture) run(t *testing.T, reg *handlers.Registry) (stop func() error) {
 	t.Helper()
 	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Handlers: handlersOf(reg), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- w.Run(ctx, context.Background()) }()
-	return func() error { cancel(); return <-errc }
+	require.NoError(t, w.Start(context.Background()))
+	t.Cleanup(w.Stop)
+	return func() error { w.Stop(); return w.Err() }
 }
 
 func (f *fixture) rows(t *testing.T, table string) []string {
@@ -206,8 +204,9 @@ func TestWorkerStopsOnPositionLost(t *testing.T) {
 	f.src.add(batch(10, 5, 6), ins(1, "1", "a"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = w.Run(ctx, ctx)
-	require.ErrorIs(t, err, change.ErrPositionLost)
+	require.NoError(t, w.Start(ctx))
+	<-w.Stopped() // by itself
+	require.ErrorIs(t, w.Err(), change.ErrPositionLost)
 	require.Empty(t, f.src.done())
 	require.Empty(t, f.rows(t, "t"))
 }
@@ -279,23 +278,29 @@ func TestWorkerSoftStopFinishesBatchInHand(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	// The source cancels the soft context while the batch is being read: the batch still
-	// commits and finishes, and Run returns nil.
+	// commits and finishes, and the worker stops without error.
 	src := &cancelling{memSource: f.src, cancel: cancel}
 	w, err = consumer.NewWorker(consumer.Config{Source: src, Applier: f.a, Handlers: builtin})
 	require.NoError(t, err)
 	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "b"), ins(3, "3", "c"))
-	require.NoError(t, w.Run(ctx, context.Background()))
+	require.NoError(t, w.Start(ctx))
+	<-w.Stopped()
+	require.NoError(t, w.Err())
 	require.Equal(t, []int64{10}, f.src.done())
 	require.Equal(t, []string{"(1,a)", "(2,b)", "(3,c)"}, f.rows(t, "t"))
 
-	// A hard stop rolls the batch back.
-	hard, hardCancel := context.WithCancel(context.Background())
-	src2 := &cancelling{memSource: f.src, cancel: hardCancel}
-	w, err = consumer.NewWorker(consumer.Config{Source: src2, Applier: f.a, Handlers: builtin})
+	// A hard stop (StopAndCancel, which waits: from a goroutine of its own) rolls the batch
+	// back; a requested stop is no error.
+	var hardStopped sync.WaitGroup
+	var w2 *consumer.Worker
+	src2 := &cancelling{memSource: f.src, cancel: func() { hardStopped.Go(w2.StopAndCancel) }}
+	w2, err = consumer.NewWorker(consumer.Config{Source: src2, Applier: f.a, Handlers: builtin})
 	require.NoError(t, err)
 	f.src.add(batch(11, 2, 3), ins(4, "4", "d"), ins(5, "5", "e"), ins(6, "6", "f"))
-	err = w.Run(context.Background(), hard)
-	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
+	require.NoError(t, w2.Start(context.Background()))
+	<-w2.Stopped()
+	hardStopped.Wait()
+	require.NoError(t, w2.Err())
 	require.Equal(t, []int64{10}, f.src.done())
 	require.Len(t, f.rows(t, "t"), 3)
 }
@@ -327,16 +332,14 @@ func TestWorkerMetrics(t *testing.T) {
 	m := consumer.NewMetrics(reg)
 	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: f.src, Applier: f.a, Handlers: builtin, Metrics: m.For("q")})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- w.Run(ctx, context.Background()) }()
+	require.NoError(t, w.Start(context.Background()))
 	f.src.add(batch(10, 1, 2), ins(1, "1", "a"), ins(2, "2", "b"))
 	late := batch(11, 2, 3)
 	late.EndTime = time.Now().Add(-5 * time.Second) // its tick was cut 5 s ago
 	f.src.add(late, ins(3, "3", "c"))
 	f.finished(t, 10, 11)
-	cancel()
-	require.NoError(t, <-errc)
+	w.Stop()
+	require.NoError(t, w.Err())
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	var lag float64
@@ -459,9 +462,7 @@ func TestWorkerHeartbeatInBackoff(t *testing.T) {
 		MinBackoff: time.Hour, MaxBackoff: time.Hour, HeartbeatEvery: 50 * time.Millisecond})
 	require.NoError(t, err)
 	f.src.add(batch(10, 1, 2), ins(1, "1", "not an integer"))
-	rctx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- w.Run(rctx, context.Background()) }()
+	require.NoError(t, w.Start(ctx))
 	var failedAt time.Time
 	pgtest.Eventually(t, 30*time.Second, "the batch fails", func() bool {
 		var at *time.Time
@@ -476,8 +477,8 @@ func TestWorkerHeartbeatInBackoff(t *testing.T) {
 		require.NoError(t, f.conn.QueryRow(ctx, `SELECT heartbeat FROM skiff.subscription`).Scan(&hb))
 		return hb.Sub(failedAt) > 500*time.Millisecond
 	})
-	cancel()
-	require.NoError(t, <-errc)
+	w.Stop()
+	require.NoError(t, w.Err())
 	require.Empty(t, f.src.done(), "the batch is not applied")
 }
 

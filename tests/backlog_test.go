@@ -15,6 +15,7 @@ import (
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/internal/worker"
 )
 
 // TestCopyDoesNotStallOtherTables: big is resynced while writers change big, "Small Table"
@@ -38,7 +39,8 @@ func TestCopyDoesNotStallOtherTables(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ticker(t, ctx, &wg, p.prov, 50*time.Millisecond, "qb")
-	p.runWorker(t, ctx, &wg, "qb")
+	// No table manager: the test runs big's copies itself.
+	p.runWorkerConfig(t, ctx, &wg, "qb", func(c *worker.Config) { c.NoTableManager = true })
 	wctx, wstop := context.WithCancel(ctx)
 	defer wstop()
 	var wwg sync.WaitGroup

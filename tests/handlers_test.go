@@ -446,13 +446,8 @@ func TestCustomHandlersCopyAndCompare(t *testing.T) {
 		},
 		Interval: 200 * time.Millisecond,
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := mgr.Run(ctx); err != nil {
-			t.Errorf("table manager: %v", err)
-		}
-	}()
+	require.NoError(t, mgr.Start(ctx))
+	defer mgr.Stop()
 	p.inSync(t, 2*time.Minute, "qx")
 	wstop()
 	wwg.Wait()

@@ -29,6 +29,7 @@ import (
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/internal/worker"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -175,8 +176,10 @@ func ticker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, i
 	}()
 }
 
-// runWorker runs an in-process worker for a queue until ctx ends, wired as cmd/skiff does.
-// It returns the server pids of the worker's provider and target connections.
+// runWorker runs an in-process worker service for a queue (consumer c1) until ctx ends: the
+// type `skiff worker` runs (internal/worker: reconnection, lock retry, table manager), with
+// short retry backoffs. It returns the server pids of the worker's provider and target
+// connections.
 func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string) (provPID, tgtPID uint32) {
 	t.Helper()
 	return p.runWorkerWith(t, ctx, wg, q, nil)
@@ -185,27 +188,37 @@ func (p *pair) runWorker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, 
 // runWorkerWith is runWorker with a handler registry (nil: the built-in handlers).
 func (p *pair) runWorkerWith(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string, reg *handlers.Registry) (provPID, tgtPID uint32) {
 	t.Helper()
-	prov := connect(t, p.prov)
-	tgt := connect(t, p.tgt)
-	pending, _ := strconv.Atoi(os.Getenv("SKIFF_MAX_PENDING_ROWS")) // 0: the default
-	a, err := apply.Open(ctx, tgt, apply.Config{Queue: q, Consumer: "c1", MaxPendingRows: pending})
-	require.NoError(t, err)
+	return p.runWorkerConfig(t, ctx, wg, q, func(c *worker.Config) { c.Registry = reg })
+}
+
+// runWorkerConfig is runWorker with the service's configuration adjusted by set.
+func (p *pair) runWorkerConfig(t testing.TB, ctx context.Context, wg *sync.WaitGroup, q string, set func(*worker.Config)) (provPID, tgtPID uint32) {
+	t.Helper()
+	pending, _ := strconv.Atoi(os.Getenv("SKIFF_MAX_PENDING_ROWS"))         // 0: the default
 	maxEvents, _ := strconv.ParseInt(os.Getenv("SKIFF_MAX_EVENTS"), 10, 64) // 0: the default
-	src, err := queue.NewSource(ctx, prov, queue.SourceConfig{Queue: q, Consumer: "c1", MaxEvents: maxEvents})
-	require.NoError(t, err)
-	if reg == nil {
-		reg = handlers.NewRegistry()
+	cfg := worker.Config{
+		Provider: p.prov, Target: p.tgt,
+		Queues:         []worker.Queue{{Name: q, Consumer: "c1"}},
+		MaxEvents:      maxEvents,
+		MaxPendingRows: pending,
+		MinBackoff:     50 * time.Millisecond,
+		MaxBackoff:     time.Second,
 	}
-	w, err := consumer.NewWorker(consumer.Config{Name: q, Source: src, Applier: a, Handlers: func(r change.Route) (consumer.Handler, error) { return reg.ForRoute(r) }, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
+	if set != nil {
+		set(&cfg)
+	}
+	svc, err := worker.New(cfg)
 	require.NoError(t, err)
+	require.NoError(t, svc.Start(ctx))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := w.Run(ctx, context.WithoutCancel(ctx)); err != nil {
+		<-svc.Stopped()
+		if err := svc.Err(); err != nil {
 			t.Errorf("worker %s: %v", q, err)
 		}
 	}()
-	return prov.PgConn().PID(), tgt.PgConn().PID()
+	return svc.Backends(q)
 }
 
 // caughtUp ticks the queue once more and waits until the target has applied that tick.

@@ -162,10 +162,8 @@ func TestFinishErrorNamesBatchOnce(t *testing.T) {
 	}}
 	w, err := consumer.NewWorker(consumer.Config{Name: "qf", Source: src, Applier: a, Handlers: builtin, MinBackoff: time.Hour})
 	require.NoError(t, err)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx, ctx) }()
-	defer func() { stop(); <-done }()
+	require.NoError(t, w.Start(ctx))
+	defer w.Stop()
 
 	var lastErr string
 	pgtest.Eventually(t, 30*time.Second, "the failed finish recorded", func() bool {

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/startstop"
 )
 
 // LockKey is the session-level advisory lock (pg_try_advisory_lock(bigint)) a ticker holds on
@@ -93,8 +94,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Ticker is the ticker daemon over a set of provider databases. Start it with Start or Run,
-// stop it with Stop (finish the step in hand) or StopAndCancel (abandon it).
+// Ticker is the ticker daemon over a set of provider databases. Start it with Start, stop it
+// with Stop (finish the step in hand) or StopAndCancel (abandon it): internal/startstop.
 type Ticker struct {
 	cfg  Config
 	log  *slog.Logger
@@ -103,14 +104,11 @@ type Ticker struct {
 	open func(*pgx.Conn) provider
 	now  func() time.Time
 
-	mu       sync.Mutex
-	started  bool
-	active   map[string]bool // databases with a loop running, by pg.Describe name
-	cancel   context.CancelFunc
-	hardStop context.CancelFunc
-	hard     context.Context // cancelled by StopAndCancel: statements in flight are abandoned
-	done     chan struct{}
-	err      error
+	life startstop.Base
+	hard context.Context // cancelled by StopAndCancel: statements in flight are abandoned
+
+	mu     sync.Mutex
+	active map[string]bool // databases with a loop running, by pg.Describe name
 }
 
 // New checks cfg, fills in its defaults and returns a Ticker that registers its metrics with
@@ -147,78 +145,29 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ticker, erro
 // Start starts the ticker in the background and returns at once. Cancelling ctx stops it like
 // Stop. Starting a Ticker twice is an error.
 func (t *Ticker) Start(ctx context.Context) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.started {
-		return errors.New("ticker: already started")
+	err := t.life.Start(ctx, nil, func(soft, hard context.Context) error {
+		t.hard = hard
+		return t.run(soft)
+	})
+	if err != nil {
+		return fmt.Errorf("ticker: %w", err)
 	}
-	t.started = true
-	t.hard, t.hardStop = context.WithCancel(context.WithoutCancel(ctx))
-	ctx, t.cancel = context.WithCancel(ctx)
-	t.done = make(chan struct{})
-	go func() {
-		err := t.run(ctx)
-		t.mu.Lock()
-		t.err = err
-		t.mu.Unlock()
-		t.hardStop()
-		close(t.done)
-	}()
 	return nil
-}
-
-// Run starts the ticker and blocks until ctx is cancelled (or Stop is called) and every
-// database loop has finished its step in hand. It returns nil after a requested stop.
-func (t *Ticker) Run(ctx context.Context) error {
-	if err := t.Start(ctx); err != nil {
-		return err
-	}
-	return t.Wait()
-}
-
-// Wait blocks until a started ticker has stopped and returns its error, nil after a
-// requested stop.
-func (t *Ticker) Wait() error {
-	t.mu.Lock()
-	done := t.done
-	t.mu.Unlock()
-	if done == nil {
-		return nil
-	}
-	<-done
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.err
 }
 
 // Stop asks every database loop to finish its step in hand (a tick, a maintenance statement)
 // and waits until all have. It is idempotent and safe to call on a ticker never started.
-func (t *Ticker) Stop() {
-	t.mu.Lock()
-	cancel := t.cancel
-	t.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	_ = t.Wait()
-}
+func (t *Ticker) Stop() { t.life.Stop() }
 
 // StopAndCancel stops like Stop but also cancels the statements in flight (the server rolls
 // them back). It is idempotent.
-func (t *Ticker) StopAndCancel() {
-	t.mu.Lock()
-	cancel, hard := t.cancel, t.hardStop
-	t.mu.Unlock()
-	// Soft first: a loop that sees its statement cancelled must find the stop requested, or it
-	// would take the cancellation for a failure.
-	if cancel != nil {
-		cancel()
-	}
-	if hard != nil {
-		hard()
-	}
-	_ = t.Wait()
-}
+func (t *Ticker) StopAndCancel() { t.life.StopAndCancel() }
+
+// Stopped is closed once a started ticker has stopped.
+func (t *Ticker) Stopped() <-chan struct{} { return t.life.Stopped() }
+
+// Err is why the ticker stopped: nil after a requested stop.
+func (t *Ticker) Err() error { return t.life.Err() }
 
 // run runs one loop per database (or one discovery loop per server) until ctx ends.
 func (t *Ticker) run(ctx context.Context) error {

@@ -12,11 +12,13 @@ import (
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/startstop"
 )
 
 // Manager runs beside a subscription's worker: it copies the tables the target records in
 // state copying (a resync, a table added to the subscription, a copy cut short by a crash),
 // and moves catching-up tables to in-sync once the applied position has passed their copy.
+// Set its fields, then Start it; its lifecycle is internal/startstop's.
 type Manager struct {
 	// Sub is the subscription on the target.
 	Sub Subscription
@@ -37,13 +39,38 @@ type Manager struct {
 	Interval time.Duration
 	// Log receives the manager's messages; nil discards them.
 	Log *slog.Logger
+
+	life startstop.Base
 }
 
-// Run looks after the subscription's tables until ctx ends. Errors are logged and retried at
-// the next interval (a table whose copy failed waits 10 s, doubling up to 5 min, before it is
-// copied again, unless it is set to copying anew meanwhile: skiff table resync copies it at
-// once); Run returns nil when ctx ends, after the copies in hand were rolled back.
-func (m *Manager) Run(ctx context.Context) error {
+// Start starts looking after the subscription's tables in the background and returns at
+// once. Errors are logged and retried at the next interval (a table whose copy failed waits
+// 10 s, doubling up to 5 min, before it is copied again, unless it is set to copying anew
+// meanwhile: skiff table resync copies it at once). Cancelling ctx stops it like Stop.
+func (m *Manager) Start(ctx context.Context) error {
+	if err := m.life.Start(ctx, nil, func(soft, _ context.Context) error { return m.run(soft) }); err != nil {
+		return fmt.Errorf("table manager: %w", err)
+	}
+	return nil
+}
+
+// Stop stops the manager and waits. The copies in hand are rolled back (a copy may take
+// hours; the next start copies those tables again), as with StopAndCancel: the work in hand
+// that Stop lets finish is the manager's step between two looks at the target.
+func (m *Manager) Stop() { m.life.Stop() }
+
+// StopAndCancel stops the manager like Stop and waits.
+func (m *Manager) StopAndCancel() { m.life.StopAndCancel() }
+
+// Stopped is closed once the manager has stopped.
+func (m *Manager) Stopped() <-chan struct{} { return m.life.Stopped() }
+
+// Err is nil after a requested stop (the manager never stops by itself).
+func (m *Manager) Err() error { return m.life.Err() }
+
+// run looks after the subscription's tables until ctx ends, and returns nil once the copies
+// in hand were rolled back.
+func (m *Manager) run(ctx context.Context) error {
 	if m.Interval <= 0 {
 		m.Interval = 2 * time.Second
 	}
@@ -164,7 +191,7 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 	r.mu.Unlock()
 
 	if m.Sequences != nil {
-		if err := m.syncSequences(ctx, conn); err != nil {
+		if err := m.syncSequences(ctx, conn); err != nil && ctx.Err() == nil {
 			m.Log.Warn("table manager: sequences", "error", err.Error())
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestServeListener(t *testing.T) {
+func TestServerListener(t *testing.T) {
 	t.Parallel()
 	reg := NewRegistry()
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "skiff_test_total", Help: "A test counter."})
@@ -22,9 +22,8 @@ func TestServeListener(t *testing.T) {
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ServeListener(ctx, ln, reg, slog.New(slog.DiscardHandler)) }()
+	srv := NewListenerServer(ln, reg, slog.New(slog.DiscardHandler))
+	require.NoError(t, srv.Start(context.Background()))
 
 	resp, err := http.Get("http://" + ln.Addr().String() + "/metrics")
 	require.NoError(t, err)
@@ -35,19 +34,27 @@ func TestServeListener(t *testing.T) {
 	require.Contains(t, string(body), "skiff_test_total 3")
 	require.True(t, strings.Contains(string(body), "go_goroutines"), "runtime collector missing")
 
-	cancel()
-	require.NoError(t, <-done)
+	srv.Stop()
+	srv.Stop() // idempotent
+	<-srv.Stopped()
+	require.NoError(t, srv.Err())
 	_, err = http.Get("http://" + ln.Addr().String() + "/metrics")
 	require.Error(t, err, "server still answers after shutdown")
 }
 
-func TestServeEmptyAddr(t *testing.T) {
+func TestServerEmptyAddr(t *testing.T) {
 	t.Parallel()
-	require.NoError(t, Serve(context.Background(), "", NewRegistry(), slog.New(slog.DiscardHandler)))
+	srv := NewServer("", NewRegistry(), nil)
+	require.NoError(t, srv.Start(context.Background()))
+	srv.Stop() // nothing served, idle until now
+	require.NoError(t, srv.Err())
 }
 
-func TestServeBadAddr(t *testing.T) {
+func TestServerBadAddr(t *testing.T) {
 	t.Parallel()
-	err := Serve(context.Background(), "127.0.0.1:notaport", NewRegistry(), slog.New(slog.DiscardHandler))
+	srv := NewServer("127.0.0.1:notaport", NewRegistry(), nil)
+	err := srv.Start(context.Background())
 	require.ErrorContains(t, err, "listen")
+	<-srv.Stopped()
+	require.Equal(t, err, srv.Err())
 }

@@ -2,19 +2,14 @@ package skiffcli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"sync"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
-	"github.com/skiffdb/skiff/queue"
+	"github.com/skiffdb/skiff/internal/worker"
 )
 
 // terminal returns w when it is a terminal (for the copy's live progress display), else nil.
@@ -47,124 +42,12 @@ func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription,
 		tables = append(tables, copier.Table{Source: r.Source, Dest: r.Dest, Handler: r.Handler, Config: r.Config})
 	}
 	cfg.LockKey = func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }
-	cfg.Capture = captureOf(sub.Queue)
+	cfg.Capture = worker.Capture(sub.Queue)
 	cfg.Hooks = sub.Hooks()
 	return copier.Copy(ctx, cfg, tables)
 }
 
-// captureOf returns how a queue captures a table for the copier: its --where and key, read
-// from the provider (in the copy's own snapshot too), so that the copy holds the rows the
-// capture queues and its handlers see the key events carry; and whether the capture covers
-// the table's inheritance children, whose rows are then copied with it (else ONLY).
-func captureOf(queueName string) func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
-	return func(ctx context.Context, prov *pgx.Conn, t copier.Table) (copier.Captured, error) {
-		tables, err := queue.Tables(ctx, prov, queueName)
-		if err != nil {
-			return copier.Captured{}, err
-		}
-		for _, ct := range tables {
-			if ct.Table != t.Source {
-				continue
-			}
-			if ct.WithChildren {
-				// A child without its triggers in this snapshot: the copy would hold rows
-				// whose later delete or TRUNCATE queues no event. Fail; the copy is retried.
-				if err := queue.CheckChildren(ctx, prov, queueName, ct.Table); err != nil {
-					return copier.Captured{}, fmt.Errorf("copy of %s must wait: %w", ct.Table, err)
-				}
-			}
-			return copier.Captured{Where: ct.Where, Key: ct.Key, Only: !ct.WithChildren}, nil
-		}
-		return copier.Captured{}, nil
-	}
-}
-
 func withCapture(cfg copier.Config, queueName string) copier.Config {
-	cfg.Capture = captureOf(queueName)
+	cfg.Capture = worker.Capture(queueName)
 	return cfg
-}
-
-// tableManager returns the service that runs beside a queue's worker: it copies the tables
-// left in state copying (resync, added tables, copies cut short) and moves caught-up tables to
-// in-sync.
-func tableManager(cfg copier.Config, queueName, consumerName string, log *slog.Logger) *copier.Manager {
-	snaps := &tickSnapshots{cfg: cfg.Provider, queue: queueName}
-	return &copier.Manager{
-		Sub:          copier.Subscription{Queue: queueName, Consumer: consumerName},
-		Copy:         withCapture(cfg, queueName),
-		TickSnapshot: snaps.get,
-		Sequences:    snaps.sequences,
-		Log:          log,
-	}
-}
-
-// sequences reads, on the provider, the sequences the queue captures that belong on a target
-// whose subscription replicates sources — those the sources draw from and those no table of
-// the queue draws from — with their last values. Which sequences the queue's tables draw from
-// is looked up again at most once a minute (it changes with DDL only).
-func (t *tickSnapshots) sequences(ctx context.Context, sources []change.Table) ([]copier.SequenceValue, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.ensure(ctx); err != nil {
-		return nil, err
-	}
-	seqs, err := queue.GetSequences(ctx, t.conn, t.queue)
-	if err != nil {
-		return nil, err
-	}
-	if t.usedBy == nil || time.Since(t.usedAt) > time.Minute {
-		used, err := queue.SequenceUsers(ctx, t.conn, t.queue)
-		if err != nil {
-			return nil, err
-		}
-		t.usedBy, t.usedAt = used, time.Now()
-	}
-	var out []copier.SequenceValue
-	for _, s := range seqs {
-		sq := change.Table{Schema: s.Schema, Name: s.Name}
-		if !queue.SequenceBelongs(t.usedBy[sq], sources) {
-			continue // another subscription's table's sequence
-		}
-		out = append(out, copier.SequenceValue{Sequence: sq, LastValue: s.LastValue})
-	}
-	return out, nil
-}
-
-// tickSnapshots reads tick snapshots and sequence values from the provider over one
-// connection, reconnecting when it was lost.
-type tickSnapshots struct {
-	cfg   *pgx.ConnConfig
-	queue string
-	mu    sync.Mutex
-	conn  *pgx.Conn
-	// usedBy: the queue's tables that draw from each sequence, read at usedAt.
-	usedBy map[change.Table][]change.Table
-	usedAt time.Time
-}
-
-func (t *tickSnapshots) get(ctx context.Context, tick int64) (string, bool, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.ensure(ctx); err != nil {
-		return "", false, err
-	}
-	return queue.TickSnapshot(ctx, t.conn, t.queue, tick)
-}
-
-// ensure opens the provider connection when there is none (closed when ctx ends).
-func (t *tickSnapshots) ensure(ctx context.Context) error {
-	if t.conn != nil && !t.conn.IsClosed() {
-		return nil
-	}
-	c, err := pg.ConnectConfig(ctx, t.cfg.Copy())
-	if err != nil {
-		return fmt.Errorf("provider: %w", err)
-	}
-	t.conn = c
-	context.AfterFunc(ctx, func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = c.Close(cctx)
-	})
-	return nil
 }

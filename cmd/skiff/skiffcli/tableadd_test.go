@@ -2,7 +2,6 @@ package skiffcli
 
 import (
 	"context"
-	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -235,36 +234,4 @@ func TestTableAddKeyMustBeUnique(t *testing.T) {
 			require.Equal(t, []change.Table{{Schema: "public", Name: "k"}, {Schema: "public", Name: "part"}}, names)
 		})
 	}
-}
-
-// TestTableManagerSequencesOfSubscription: the worker's table manager moves forward only the
-// sequences that belong on its target — those its subscription's tables draw from, and those
-// no table of the queue draws from — not another target's tables' sequences (which it warned
-// about every 2 s where the target lacked them, and moved where it had them).
-func TestTableManagerSequencesOfSubscription(t *testing.T) {
-	t.Parallel()
-	p, pconn := initProvider(t)
-	execAll(t, pconn, `CREATE TABLE a (id serial PRIMARY KEY)`, `CREATE TABLE b (id serial PRIMARY KEY)`,
-		`CREATE SEQUENCE alone`, `INSERT INTO a DEFAULT VALUES`, `INSERT INTO b DEFAULT VALUES`)
-	code, _, stderr := skiff(t, "table", "add", "--db", p, "--queue", "q", "a", "b", "alone")
-	require.Zero(t, code, stderr)
-	cfg, err := pgx.ParseConfig(p)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	snaps := &tickSnapshots{cfg: cfg, queue: "q"}
-	names := func(sources ...change.Table) []string {
-		t.Helper()
-		seqs, err := snaps.sequences(ctx, sources)
-		require.NoError(t, err)
-		var out []string
-		for _, s := range seqs {
-			out = append(out, s.Sequence.String())
-		}
-		slices.Sort(out)
-		return out
-	}
-	require.Equal(t, []string{`"public"."a_id_seq"`, `"public"."alone"`}, names(change.Table{Schema: "public", Name: "a"}))
-	require.Equal(t, []string{`"public"."alone"`, `"public"."b_id_seq"`}, names(change.Table{Schema: "public", Name: "b"}))
-	require.Equal(t, []string{`"public"."alone"`}, names())
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/skiffdb/skiff/internal/metrics"
 	"github.com/skiffdb/skiff/ticker"
@@ -56,22 +55,16 @@ func (c *TickerCmd) Run(rt *Runtime) error {
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(rt.Ctx)
-	g.Go(func() error { return metrics.Serve(gctx, c.MetricsAddr, reg, rt.Log) })
-	g.Go(func() error {
-		if err := t.Start(gctx); err != nil {
-			return err
-		}
-		select {
-		case <-rt.Hard.Done():
-			t.StopAndCancel()
-		case <-gctx.Done():
-		}
-		t.Stop()
-		return nil
-	})
+	srv := metrics.NewServer(c.MetricsAddr, reg, rt.Log)
+	if err := srv.Start(rt.Ctx); err != nil {
+		return err
+	}
+	if err := t.Start(rt.Ctx); err != nil {
+		srv.Stop()
+		return err
+	}
 	rt.Log.Info("ticker started", "databases", len(c.DB), "all_databases", c.AllDatabases, "poll", c.Poll)
-	if err := g.Wait(); err != nil {
+	if err := untilStopped(rt, t, srv); err != nil {
 		return err
 	}
 	rt.Log.Info("ticker stopped")

@@ -4,22 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"runtime/debug"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"golang.org/x/sync/errgroup"
-
-	"github.com/skiffdb/skiff/consumer"
-	"github.com/skiffdb/skiff/consumer/change"
-	"github.com/skiffdb/skiff/internal/apply"
-	"github.com/skiffdb/skiff/internal/copier"
-	"github.com/skiffdb/skiff/internal/metrics"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
-	"github.com/skiffdb/skiff/queue"
+	"github.com/skiffdb/skiff/internal/worker"
 )
 
 // WorkerCmd is `skiff worker`: replay the batches of one or more queues on the target.
@@ -63,70 +54,77 @@ func (c *WorkerCmd) Run(rt *Runtime) error {
 		// per queue makes the collector run more often as the heap nears it, and only then.
 		debug.SetMemoryLimit(int64(len(c.Queue)) * workerMemoryLimit)
 	}
-	reg := metrics.NewRegistry()
-	m := consumer.NewMetrics(reg)
-	// All queues start or none: each queue's connections, subscription lock and parts are
-	// set up before any of them replays a batch. A queue that cannot start (no
-	// subscription, another worker holding it, a database refusing) stops the command,
-	// naming the queue, with the queues set up so far closed, not left running beside it.
-	type part struct {
-		queue string
-		s     *session
-		w     *consumer.Worker
-		mgr   *copier.Manager
-		log   *slog.Logger
-	}
-	parts := make([]part, 0, len(c.Queue))
-	fail := func(q string, err error) error {
-		for _, p := range parts {
-			p.s.close()
-		}
-		return fmt.Errorf("queue %s: %w (no queue started)", q, err)
+	cfg := worker.Config{
+		Provider:        c.Provider,
+		Target:          c.Target,
+		Registry:        rt.Registry,
+		MaxEvents:       c.MaxEvents,
+		MinBackoff:      c.MinBackoff,
+		MaxBackoff:      c.MaxBackoff,
+		CopyParallel:    c.CopyParallel,
+		CopyLockTimeout: c.CopyLockTimeout,
+		MetricsAddr:     c.MetricsAddr,
+		Log:             rt.Log,
 	}
 	for _, q := range c.Queue {
-		name := names[q]
-		// Every message of the queue's parts carries queue and consumer once: the parts
-		// (source, applier, worker, table manager) add none of their own.
-		log := rt.Log.With("queue", q, "consumer", name)
-		s := &session{cmd: c, queue: q, consumer: name, log: log}
-		// The first connection fails fast (e.g. another worker holds the subscription);
-		// later reconnections are retried by the worker loop.
-		if err := s.connect(rt.Ctx); err != nil {
-			s.close()
-			return fail(q, err)
-		}
-		w, err := consumer.NewWorker(consumer.Config{
-			Name: q, Source: s, Applier: s, Handlers: func(r change.Route) (consumer.Handler, error) { return rt.Registry.ForRoute(r) }, Log: log,
-			MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff, Metrics: m.For(q),
-		})
-		if err != nil {
-			s.close()
-			return fail(q, err)
-		}
-		ccfg, err := copyConfig(c.Provider, c.Target, "skiff worker copy "+q, c.CopyParallel, log, nil, rt.Registry)
-		if err != nil {
-			s.close()
-			return fail(q, err)
-		}
-		ccfg.LockTimeout = c.CopyLockTimeout
-		parts = append(parts, part{queue: q, s: s, w: w, mgr: tableManager(ccfg, q, name, log), log: log})
+		cfg.Queues = append(cfg.Queues, worker.Queue{Name: q, Consumer: names[q]})
 	}
-	g, ctx := errgroup.WithContext(rt.Ctx)
-	g.Go(func() error { return metrics.Serve(ctx, c.MetricsAddr, reg, rt.Log) })
-	for _, p := range parts {
-		g.Go(func() error { return p.mgr.Run(ctx) })
-		g.Go(func() error {
-			defer p.s.close()
-			p.log.Info("worker started", "target", p.s.targetDesc)
-			err := p.w.Run(ctx, rt.Hard)
-			if err != nil {
-				return fmt.Errorf("queue %s: %w", p.queue, err)
-			}
-			p.log.Info("worker stopped")
-			return nil
-		})
+	svc, err := worker.New(cfg)
+	if err != nil {
+		return err
 	}
-	return g.Wait()
+	if err := svc.Start(rt.Ctx); err != nil {
+		return err
+	}
+	return untilStopped(rt, svc)
+}
+
+// service is a long-running service's lifecycle (internal/startstop).
+type service interface {
+	Stop()
+	StopAndCancel()
+	Stopped() <-chan struct{}
+	Err() error
+}
+
+// untilStopped waits until the first signal (rt.Ctx, which the services were started with,
+// ends: they finish the work in hand) or until one of them stops by itself, then stops all
+// of them — at once when a second signal comes meanwhile (rt.Hard) — and returns their
+// errors.
+func untilStopped(rt *Runtime, svcs ...service) error {
+	ended := make(chan struct{}, len(svcs))
+	for _, sv := range svcs {
+		go func() {
+			<-sv.Stopped()
+			ended <- struct{}{}
+		}()
+	}
+	select {
+	case <-rt.Ctx.Done():
+	case <-ended:
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, sv := range svcs {
+			sv.Stop()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-rt.Hard.Done():
+		for _, sv := range svcs {
+			sv.StopAndCancel()
+		}
+		<-done
+	}
+	var errs []error
+	for _, sv := range svcs {
+		if err := sv.Err(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // consumers checks that both databases have skiff's schema and names the consumer of each
@@ -162,159 +160,4 @@ func (c *WorkerCmd) consumers(ctx context.Context) (map[string]string, error) {
 		out[q] = name
 	}
 	return out, nil
-}
-
-// session is one queue's connections: a queue.Source on the provider and an apply.Applier on
-// the target. It reconnects both when either connection is lost.
-type session struct {
-	cmd        *WorkerCmd
-	queue      string
-	consumer   string
-	log        *slog.Logger
-	prov, tgt  *pgx.Conn
-	src        *queue.Source
-	app        *apply.Applier
-	targetDesc string
-}
-
-var (
-	_ consumer.Source        = (*session)(nil)
-	_ consumer.Applier       = (*session)(nil)
-	_ consumer.ErrorRecorder = (*session)(nil)
-	_ consumer.Heartbeater   = (*session)(nil)
-	_ consumer.Backlogger    = (*session)(nil)
-	_ consumer.DeadLetterer  = (*session)(nil)
-	_ consumer.Source        = (*queue.Source)(nil)
-	_ consumer.Applier       = (*apply.Applier)(nil)
-	_ consumer.Backlogger    = (*apply.Applier)(nil)
-	_ consumer.Heartbeater   = (*apply.Applier)(nil)
-	_ consumer.ErrorRecorder = (*apply.Applier)(nil)
-)
-
-func (s *session) connect(ctx context.Context) error {
-	s.close()
-	var err error
-	if s.prov, err = pg.Connect(ctx, s.cmd.Provider, "skiff worker "+s.queue); err != nil {
-		return fmt.Errorf("provider: %w", err)
-	}
-	tcfg, err := pg.ParseConfig(s.cmd.Target, "skiff worker "+s.queue)
-	if err != nil {
-		return err
-	}
-	s.targetDesc = pg.Describe(tcfg)
-	if s.tgt, err = pg.ConnectConfig(ctx, tcfg); err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log}); err != nil {
-		return fmt.Errorf("target %s: %w", s.targetDesc, err)
-	}
-	if s.src, err = queue.NewSource(ctx, s.prov, queue.SourceConfig{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cmd.MaxEvents, Log: s.log}); err != nil {
-		return fmt.Errorf("provider: %w", err)
-	}
-	return nil
-}
-
-func (s *session) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if s.app != nil {
-		_ = s.app.Close(ctx)
-	}
-	for _, c := range []*pgx.Conn{s.prov, s.tgt} {
-		if c != nil {
-			_ = c.Close(ctx)
-		}
-	}
-	s.prov, s.tgt, s.src, s.app = nil, nil, nil, nil
-}
-
-// ensure reconnects when a connection was lost.
-func (s *session) ensure(ctx context.Context) error {
-	if s.src != nil && s.app != nil && !s.prov.IsClosed() && !s.tgt.IsClosed() {
-		return nil
-	}
-	s.log.Info("reconnecting")
-	if err := s.connect(ctx); err != nil {
-		s.close()
-		return err
-	}
-	return nil
-}
-
-func (s *session) NextBatch(ctx context.Context) (change.Batch, error) {
-	if err := s.ensure(ctx); err != nil {
-		return change.Batch{}, err
-	}
-	b, err := s.src.NextBatch(ctx)
-	if errors.Is(err, queue.ErrNotRegistered) {
-		// Unsubscribed (or the queue dropped) under the worker: waiting cannot help.
-		return b, unregisteredError{err}
-	}
-	return b, err
-}
-
-// unregisteredError: the consumer is no longer registered on the provider (skiff unsubscribe,
-// skiff queue drop): the worker stops instead of retrying.
-type unregisteredError struct{ err error }
-
-func (e unregisteredError) Error() string {
-	return e.err.Error() + " (removed by skiff unsubscribe or skiff queue drop?): the worker stops"
-}
-
-// Unwrap gives the provider's error and change.ErrPositionLost: the worker stops.
-func (e unregisteredError) Unwrap() []error { return []error{e.err, change.ErrPositionLost} }
-
-func (s *session) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
-	return s.src.Events(ctx, b, fn)
-}
-
-func (s *session) Finish(ctx context.Context, b change.Batch) error { return s.src.Finish(ctx, b) }
-
-func (s *session) Position(ctx context.Context) (change.Position, error) {
-	if err := s.ensure(ctx); err != nil {
-		return change.Position{}, err
-	}
-	return s.app.Position(ctx)
-}
-
-func (s *session) Routes(ctx context.Context) ([]change.Route, error) { return s.app.Routes(ctx) }
-
-func (s *session) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
-	return s.app.Apply(ctx, b, stream)
-}
-
-// The copy backlog (consumer.Backlogger): called inside Apply's stream, where s.app is set.
-
-func (s *session) AppendBacklog(ctx context.Context, src change.Table, evs []change.Event) error {
-	return s.app.AppendBacklog(ctx, src, evs)
-}
-
-func (s *session) Backlogged(ctx context.Context) ([]change.Table, error) {
-	return s.app.Backlogged(ctx)
-}
-
-func (s *session) DrainBacklog(ctx context.Context, src change.Table, fn func([]change.Event) error) (int, error) {
-	return s.app.DrainBacklog(ctx, src, fn)
-}
-
-func (s *session) Heartbeat(ctx context.Context) error {
-	if s.app == nil || s.tgt == nil || s.tgt.IsClosed() {
-		return errors.New("not connected to the target")
-	}
-	return s.app.Heartbeat(ctx)
-}
-
-func (s *session) RecordError(ctx context.Context, err error) error {
-	if s.app == nil || s.tgt == nil || s.tgt.IsClosed() {
-		return errors.New("not connected to the target")
-	}
-	return s.app.RecordError(ctx, err)
-}
-
-func (s *session) SetAside(ctx context.Context, b change.Batch) ([]int64, error) {
-	return s.app.SetAside(ctx, b)
-}
-
-func (s *session) MarkSetAside(ctx context.Context, b change.Batch, ids []int64) error {
-	return s.app.MarkSetAside(ctx, b, ids)
 }

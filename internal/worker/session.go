@@ -1,0 +1,203 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/consumer"
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/apply"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/queue"
+)
+
+// session is one queue's connections: a queue.Source on the provider and an apply.Applier on
+// the target. It reconnects both when either connection is lost: NextBatch and Position
+// check them first, and a failure to reconnect (a database down, another worker holding the
+// subscription) is the batch's failure, retried by the worker loop with its backoff.
+type session struct {
+	cfg       *Config
+	queue     string
+	consumer  string
+	log       *slog.Logger
+	prov, tgt *pgx.Conn
+	src       *queue.Source
+	app       *apply.Applier
+
+	mu       sync.Mutex // guards what Backends and targetDesc read from other goroutines
+	pids     [2]uint32  // provider's and target's backend, 0 when not connected
+	tgtDescr string
+}
+
+var (
+	_ consumer.Source        = (*session)(nil)
+	_ consumer.Applier       = (*session)(nil)
+	_ consumer.ErrorRecorder = (*session)(nil)
+	_ consumer.Heartbeater   = (*session)(nil)
+	_ consumer.Backlogger    = (*session)(nil)
+	_ consumer.DeadLetterer  = (*session)(nil)
+	_ consumer.Source        = (*queue.Source)(nil)
+	_ consumer.Applier       = (*apply.Applier)(nil)
+	_ consumer.Backlogger    = (*apply.Applier)(nil)
+	_ consumer.Heartbeater   = (*apply.Applier)(nil)
+	_ consumer.ErrorRecorder = (*apply.Applier)(nil)
+	_ consumer.DeadLetterer  = (*apply.Applier)(nil)
+)
+
+func (s *session) connect(ctx context.Context) error {
+	s.close()
+	app := "skiff worker " + s.queue
+	var err error
+	if s.prov, err = pg.Connect(ctx, s.cfg.Provider, app); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	tcfg, err := pg.ParseConfig(s.cfg.Target, app)
+	if err != nil {
+		return err
+	}
+	desc := pg.Describe(tcfg)
+	s.mu.Lock()
+	s.tgtDescr = desc
+	s.mu.Unlock()
+	if s.tgt, err = pg.ConnectConfig(ctx, tcfg); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log, MaxPendingRows: s.cfg.MaxPendingRows}); err != nil {
+		return fmt.Errorf("target %s: %w", desc, err)
+	}
+	if s.src, err = queue.NewSource(ctx, s.prov, queue.SourceConfig{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cfg.MaxEvents, Log: s.log}); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	s.mu.Lock()
+	s.pids = [2]uint32{s.prov.PgConn().PID(), s.tgt.PgConn().PID()}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *session) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.app != nil {
+		_ = s.app.Close(ctx)
+	}
+	for _, c := range []*pgx.Conn{s.prov, s.tgt} {
+		if c != nil {
+			_ = c.Close(ctx)
+		}
+	}
+	s.prov, s.tgt, s.src, s.app = nil, nil, nil, nil
+	s.mu.Lock()
+	s.pids = [2]uint32{}
+	s.mu.Unlock()
+}
+
+// backends returns the provider's and the target's backend pids (0 when not connected).
+func (s *session) backends() (provider, target uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pids[0], s.pids[1]
+}
+
+// targetDesc describes the target (no password).
+func (s *session) targetDesc() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tgtDescr
+}
+
+// ensure reconnects when a connection was lost.
+func (s *session) ensure(ctx context.Context) error {
+	if s.src != nil && s.app != nil && !s.prov.IsClosed() && !s.tgt.IsClosed() {
+		return nil
+	}
+	s.log.Info("reconnecting")
+	if err := s.connect(ctx); err != nil {
+		s.close()
+		return err
+	}
+	return nil
+}
+
+func (s *session) NextBatch(ctx context.Context) (change.Batch, error) {
+	if err := s.ensure(ctx); err != nil {
+		return change.Batch{}, err
+	}
+	b, err := s.src.NextBatch(ctx)
+	if errors.Is(err, queue.ErrNotRegistered) {
+		// Unsubscribed (or the queue dropped) under the worker: waiting cannot help.
+		return b, unregisteredError{err}
+	}
+	return b, err
+}
+
+// unregisteredError: the consumer is no longer registered on the provider (skiff unsubscribe,
+// skiff queue drop): the worker stops instead of retrying.
+type unregisteredError struct{ err error }
+
+func (e unregisteredError) Error() string {
+	return e.err.Error() + " (removed by skiff unsubscribe or skiff queue drop?): the worker stops"
+}
+
+// Unwrap gives the provider's error and change.ErrPositionLost: the worker stops.
+func (e unregisteredError) Unwrap() []error { return []error{e.err, change.ErrPositionLost} }
+
+func (s *session) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
+	return s.src.Events(ctx, b, fn)
+}
+
+func (s *session) Finish(ctx context.Context, b change.Batch) error { return s.src.Finish(ctx, b) }
+
+func (s *session) Position(ctx context.Context) (change.Position, error) {
+	if err := s.ensure(ctx); err != nil {
+		return change.Position{}, err
+	}
+	return s.app.Position(ctx)
+}
+
+func (s *session) Routes(ctx context.Context) ([]change.Route, error) { return s.app.Routes(ctx) }
+
+func (s *session) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
+	return s.app.Apply(ctx, b, stream)
+}
+
+// The copy backlog (consumer.Backlogger): called inside Apply's stream, where s.app is set.
+
+func (s *session) AppendBacklog(ctx context.Context, src change.Table, evs []change.Event) error {
+	return s.app.AppendBacklog(ctx, src, evs)
+}
+
+func (s *session) Backlogged(ctx context.Context) ([]change.Table, error) {
+	return s.app.Backlogged(ctx)
+}
+
+func (s *session) DrainBacklog(ctx context.Context, src change.Table, fn func([]change.Event) error) (int, error) {
+	return s.app.DrainBacklog(ctx, src, fn)
+}
+
+func (s *session) Heartbeat(ctx context.Context) error {
+	if s.app == nil || s.tgt == nil || s.tgt.IsClosed() {
+		return errors.New("not connected to the target")
+	}
+	return s.app.Heartbeat(ctx)
+}
+
+func (s *session) RecordError(ctx context.Context, err error) error {
+	if s.app == nil || s.tgt == nil || s.tgt.IsClosed() {
+		return errors.New("not connected to the target")
+	}
+	return s.app.RecordError(ctx, err)
+}
+
+func (s *session) SetAside(ctx context.Context, b change.Batch) ([]int64, error) {
+	return s.app.SetAside(ctx, b)
+}
+
+func (s *session) MarkSetAside(ctx context.Context, b change.Batch, ids []int64) error {
+	return s.app.MarkSetAside(ctx, b, ids)
+}
