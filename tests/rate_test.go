@@ -36,7 +36,7 @@ func TestApplyRate(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set SKIFF_APPLY_BENCH=rows to measure the apply rate")
 	}
-	// As skiff worker runs (cmd/skiff/worker.go).
+	// As skiff worker runs (internal/worker).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	for _, c := range []struct {
 		name    string

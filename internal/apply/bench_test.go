@@ -14,7 +14,7 @@ import (
 // queue's default batch size) applied to a table like the bench's (id bigint PRIMARY KEY,
 // v int, pad text), as rows/s.
 //
-//	go test ./consumer/apply -run '^$' -bench Applier -benchtime 10x
+//	go test ./internal/apply -run '^$' -bench Applier -benchtime 10x
 func BenchmarkApplier(b *testing.B) {
 	const batch = 20000
 	bcols := []string{"id", "v", "pad"}

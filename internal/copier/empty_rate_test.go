@@ -22,7 +22,7 @@ import (
 // tuples until vacuum). It is a measurement, not a timed test: it runs only with
 // SKIFF_EMPTY_BENCH=<rows>, e.g.
 //
-//	SKIFF_EMPTY_BENCH=1000000 go test ./consumer/copier/ -run TestEmptyRate -v -count=1
+//	SKIFF_EMPTY_BENCH=1000000 go test ./internal/copier/ -run TestEmptyRate -v -count=1
 func TestEmptyRate(t *testing.T) {
 	env := os.Getenv("SKIFF_EMPTY_BENCH")
 	if env == "" {

@@ -25,7 +25,7 @@ import (
 // servers, `psql P -c "COPY t TO STDOUT" | psql T -c "COPY t FROM STDIN"`, and logs the ratio.
 // It is a measurement, not a timed test: it runs only with SKIFF_COPY_BENCH=<rows>, e.g.
 //
-//	SKIFF_COPY_BENCH=1000000 go test ./consumer/copier/ -run TestCopyRate -v -count=1
+//	SKIFF_COPY_BENCH=1000000 go test ./internal/copier/ -run TestCopyRate -v -count=1
 //
 // SKIFF_COPY_ROUNDS sets the number of paired rounds (default 5); the medians are compared.
 func TestCopyRate(t *testing.T) {
@@ -103,7 +103,7 @@ func TestCopyRate(t *testing.T) {
 // SQL form: every row through Go). A measurement, not a timed test: it runs only with
 // SKIFF_COPY_BENCH=<rows>, e.g.
 //
-//	SKIFF_COPY_BENCH=1000000 go test ./consumer/copier/ -run TestCopyRateThroughHandlers -v -count=1
+//	SKIFF_COPY_BENCH=1000000 go test ./internal/copier/ -run TestCopyRateThroughHandlers -v -count=1
 func TestCopyRateThroughHandlers(t *testing.T) {
 	env := os.Getenv("SKIFF_COPY_BENCH")
 	if env == "" {

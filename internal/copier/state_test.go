@@ -120,7 +120,7 @@ func TestStates(t *testing.T) {
 // TestBarrier: a worker batch that read the table's state before a resync (so it applies the
 // table's events as in sync) must not write into the destination after the new copy. The
 // copy's barrier waits for that batch transaction (it holds the subscription row, as
-// consumer/apply does), so the stale write lands before the TRUNCATE and is copied over.
+// internal/apply does), so the stale write lands before the TRUNCATE and is copied over.
 func TestBarrier(t *testing.T) {
 	t.Parallel()
 	p := pgtest.Shared(t, "").NewDB(t)

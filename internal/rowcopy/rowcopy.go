@@ -1,6 +1,6 @@
 // Package rowcopy runs a provider table's rows through a handler in Go and writes what it
-// returns into a target transaction with COPY FROM STDIN. The initial copy (consumer/copier)
-// and skiff compare (compare) use it for a table whose handlers have no SQL form
+// returns into a target transaction with COPY FROM STDIN. The initial copy (internal/copier)
+// and skiff compare (internal/compare) use it for a table whose handlers have no SQL form
 // (handlers.SQLHandler): slower than a set-based copy, but the rows written are exactly what
 // replication writes, event by event, for the same rows.
 package rowcopy
