@@ -266,7 +266,8 @@ func TestPagilaPayment(t *testing.T) {
 	t.Parallel()
 	dir := pagilaDir(t)
 	schema, data := filepath.Join(dir, "pagila-schema.sql"), filepath.Join(dir, "pagila-data.sql")
-	versions := [][2]string{{"", ""}}
+	v := pagilaVersion(t)
+	versions := [][2]string{{v, v}}
 	if majors := majorsFrom(12); len(majors) > 1 && majors[len(majors)-1] == "12" {
 		versions = append(versions, [2]string{"12", majors[0]})
 	}
