@@ -246,138 +246,52 @@ func (s *shape) value(c, alias string) string {
 // otherwise (targetCol.typed).
 func (s *shape) build() {
 	q := change.QuoteIdent
-	var b strings.Builder
-	// COPY
-	b.WriteString("COPY " + s.t.sql + " (")
-	for n, i := range s.write {
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(q(s.cols[i]))
-	}
-	b.WriteString(") FROM STDIN")
-	s.copySQL = b.String()
-
-	// DELETE … USING (unnest of the keys)
-	b.Reset()
-	b.WriteString("DELETE FROM " + s.t.sql + " AS t USING (SELECT ")
-	for j := range s.key {
-		if j > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(s.unnest(j+1, s.key[j], "k"+strconv.Itoa(j)))
-	}
-	b.WriteString(") AS s WHERE ")
-	for j, k := range s.key {
-		if j > 0 {
-			b.WriteString(" AND ")
-		}
-		fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.k"+strconv.Itoa(j)))
-	}
-	s.delSQL = b.String()
-
-	// UPDATE … FROM (unnest of the rows), the non-key columns only
 	isKey := map[int]bool{}
 	for _, i := range s.keyIdx {
 		isKey[i] = true
 	}
-	b.Reset()
-	b.WriteString("UPDATE " + s.t.sql + " AS t SET ")
-	n := 0
-	for _, i := range s.write {
-		if isKey[i] {
-			continue
+	// The pieces the statements share.
+	var cols, unnested, values, params, sets, rowSets []string
+	for n, i := range s.write {
+		v := "s.v" + strconv.Itoa(i)
+		cols = append(cols, q(s.cols[i]))
+		unnested = append(unnested, s.unnest(n+1, s.cols[i], "v"+strconv.Itoa(i)))
+		values = append(values, s.value(s.cols[i], v))
+		params = append(params, fmt.Sprintf("$%d::%s", n+1, s.types[i]))
+		rowSets = append(rowSets, fmt.Sprintf("%s = $%d::%s", q(s.cols[i]), n+1, s.types[i]))
+		if !isKey[i] {
+			sets = append(sets, q(s.cols[i])+" = "+s.value(s.cols[i], v))
 		}
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s = %s", q(s.cols[i]), s.value(s.cols[i], "s.v"+strconv.Itoa(i)))
-		n++
 	}
-	if n > 0 {
-		b.WriteString(" FROM (SELECT ")
-		for m, i := range s.write {
-			if m > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(s.unnest(m+1, s.cols[i], "v"+strconv.Itoa(i)))
-		}
-		b.WriteString(") AS s WHERE ")
-		for j, k := range s.key {
-			if j > 0 {
-				b.WriteString(" AND ")
-			}
-			fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.v"+strconv.Itoa(s.keyIdx[j])))
-		}
-		s.updSQL = b.String()
+	var delKeys, delMatch, rowMatch []string
+	for j, k := range s.key {
+		delKeys = append(delKeys, s.unnest(j+1, k, "k"+strconv.Itoa(j)))
+		delMatch = append(delMatch, "t."+q(k)+" = "+s.value(k, "s.k"+strconv.Itoa(j)))
+		rowMatch = append(rowMatch, "t."+q(k)+" = "+s.value(k, "s.v"+strconv.Itoa(s.keyIdx[j])))
+	}
+	list, and := func(x []string) string { return strings.Join(x, ", ") }, func(x []string) string { return strings.Join(x, " AND ") }
+
+	s.copySQL = "COPY " + s.t.sql + " (" + list(cols) + ") FROM STDIN"
+
+	// DELETE … USING (unnest of the keys)
+	s.delSQL = "DELETE FROM " + s.t.sql + " AS t USING (SELECT " + list(delKeys) + ") AS s WHERE " + and(delMatch)
+
+	// UPDATE … FROM (unnest of the rows), the non-key columns only
+	if len(sets) > 0 {
+		s.updSQL = "UPDATE " + s.t.sql + " AS t SET " + list(sets) +
+			" FROM (SELECT " + list(unnested) + ") AS s WHERE " + and(rowMatch)
 	}
 
 	// INSERT … SELECT (unnest of the rows) WHERE NOT EXISTS: the upserts the UPDATE did not
 	// find (change.Upsert). The values become the column's type without modifier (a cast of
 	// text for pg_catalog's types, the input function otherwise: unnest, value), and are
 	// assigned to the column, which checks the modifier as COPY does.
-	b.Reset()
-	b.WriteString("INSERT INTO " + s.t.sql + " (")
-	for n, i := range s.write {
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(q(s.cols[i]))
-	}
-	b.WriteString(") SELECT ")
-	for n, i := range s.write {
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(s.value(s.cols[i], "s.v"+strconv.Itoa(i)))
-	}
-	b.WriteString(" FROM (SELECT ")
-	for m, i := range s.write {
-		if m > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(s.unnest(m+1, s.cols[i], "v"+strconv.Itoa(i)))
-	}
-	b.WriteString(") AS s WHERE NOT EXISTS (SELECT 1 FROM " + s.t.sql + " AS t WHERE ")
-	for j, k := range s.key {
-		if j > 0 {
-			b.WriteString(" AND ")
-		}
-		fmt.Fprintf(&b, "t.%s = %s", q(k), s.value(k, "s.v"+strconv.Itoa(s.keyIdx[j])))
-	}
-	b.WriteString(")")
-	s.upsSQL = b.String()
+	s.upsSQL = "INSERT INTO " + s.t.sql + " (" + list(cols) + ") SELECT " + list(values) +
+		" FROM (SELECT " + list(unnested) + ") AS s WHERE NOT EXISTS (SELECT 1 FROM " + s.t.sql + " AS t WHERE " + and(rowMatch) + ")"
 
 	// Row by row.
-	b.Reset()
-	b.WriteString("INSERT INTO " + s.t.sql + " (")
-	for n, i := range s.write {
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(q(s.cols[i]))
-	}
-	b.WriteString(") VALUES (")
-	for n, i := range s.write {
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "$%d::%s", n+1, s.types[i])
-	}
-	b.WriteString(")")
-	s.insRowSQL = b.String()
-
-	b.Reset()
-	b.WriteString("UPDATE " + s.t.sql + " SET ")
-	for n, i := range s.write {
-		if n > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s = $%d::%s", q(s.cols[i]), n+1, s.types[i])
-	}
-	b.WriteString(" WHERE " + s.keyWhere(len(s.write)+1))
-	s.updRowSQL = b.String()
-
+	s.insRowSQL = "INSERT INTO " + s.t.sql + " (" + list(cols) + ") VALUES (" + list(params) + ")"
+	s.updRowSQL = "UPDATE " + s.t.sql + " SET " + list(rowSets) + " WHERE " + s.keyWhere(len(s.write)+1)
 	s.delRowSQL = "DELETE FROM " + s.t.sql + " WHERE " + s.keyWhere(1)
 }
 
