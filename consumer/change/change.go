@@ -4,6 +4,9 @@
 package change
 
 import (
+	"cmp"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -141,9 +144,40 @@ func (e *Event) KeyValues() []Value {
 // Position is where a source stands: for the trigger queue the tick a batch ends at, for
 // logical decoding the LSN of the last commit applied. The target records it in the same
 // transaction as the batch's changes.
+//
+// A position is of one kind: a tick (LSN 0) or an LSN (Tick 0); the zero Position is "nothing
+// applied yet" and comes before every other. Positions of one source are ordered (Compare);
+// positions of different kinds are not comparable — a subscription reads one source for its
+// whole life, and Compare's answer for two kinds means nothing.
 type Position struct {
 	Tick int64  // trigger queue: id of the tick the batch ends at
 	LSN  uint64 // logical decoding: end LSN of the last transaction in the batch
+}
+
+// IsZero reports whether p is the zero Position: nothing applied yet.
+func (p Position) IsZero() bool { return p == Position{} }
+
+// Compare orders two positions of one source: -1 when p comes before o, 0 when they are
+// equal, +1 when p comes after o. LSNs are compared when either position has one (logical
+// decoding), ticks otherwise (the trigger queue: tick ids grow with time, they come from one
+// provider sequence). The zero Position comes before every other.
+func (p Position) Compare(o Position) int {
+	if p.LSN != 0 || o.LSN != 0 {
+		return cmp.Compare(p.LSN, o.LSN)
+	}
+	return cmp.Compare(p.Tick, o.Tick)
+}
+
+// String returns the position as an operator reads it: "tick 42", "LSN 0/16B3748", or "none"
+// for the zero Position.
+func (p Position) String() string {
+	switch {
+	case p.LSN != 0:
+		return fmt.Sprintf("LSN %X/%X", p.LSN>>32, uint32(p.LSN))
+	case p.Tick != 0:
+		return "tick " + strconv.FormatInt(p.Tick, 10)
+	}
+	return "none"
 }
 
 // Batch is a unit of replay: every change of a set of whole provider transactions, applied on
