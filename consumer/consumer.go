@@ -1,8 +1,8 @@
 // Package consumer replays batches of provider changes on a target: a Source yields batches,
 // Handlers transform or route each table's events, an Applier writes a batch on the target in
 // one transaction together with the batch's position. The package defines those contracts and
-// the worker loop; it imports no implementation of them (the worker service wires
-// queue.Source, the PostgreSQL applier and the handler registry in).
+// the worker loop; it imports no implementation of them (the worker service wires a source of
+// consumer/source, the PostgreSQL applier and the handler registry in).
 package consumer
 
 import (
@@ -12,16 +12,50 @@ import (
 )
 
 // Source yields batches of whole provider transactions, in commit order.
+//
+// A batch is the source's until it is finished: Events may be called more than once for one
+// batch (the applier replays a batch row by row to name the event that fails), and until
+// Finish — or, after a failed batch, until the next NextBatch — the source must be able to
+// hand out the same events again, in the same order. A source that cannot re-read what it
+// streamed (a replication stream) keeps the batch itself; it also implements Resumer.
 type Source interface {
 	// NextBatch blocks until a batch is ready (or ctx ends). After a crash it returns the
-	// unfinished batch again, with the same ID, Prev and End.
+	// unfinished batch again, with the same ID, Prev and End (a Resumer: a batch starting at
+	// the position it was resumed from).
 	NextBatch(ctx context.Context) (change.Batch, error)
 	// Events streams the batch's events in replay order to fn, a chunk at a time; memory stays
-	// bounded whatever the batch size. The chunk slice is reused after fn returns.
+	// bounded whatever the batch size. The chunk slice is reused after fn returns. It may be
+	// called more than once per batch (see above).
 	Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error
 	// Finish tells the source the batch is durably applied; it will not be returned again.
 	// Its error names the batch ("finish batch 96: ..."): the worker reports it as it is.
 	Finish(ctx context.Context, b change.Batch) error
+}
+
+// Resumer is an optional ability of a Source: start from the position the target has applied.
+// The worker calls Resume with Applier.Position before its first NextBatch and again before
+// the NextBatch that follows a failed batch (rolled back on the target, or not read at all).
+// The source then hands out every change after from, and none at or before it: its next
+// batch has Prev == from (a zero from: nothing was applied yet, the source starts where its
+// own bookkeeping says). A stream source (logical decoding) restarts its stream there; a
+// re-readable source (the trigger queue, whose NextBatch returns the unfinished batch again)
+// need not implement it. An error is the batch's failure: retried after the backoff.
+type Resumer interface {
+	Resume(ctx context.Context, from change.Position) error
+}
+
+// CopyPoints is an optional ability of a Source: it reads the copy points of its tables. A
+// table's copy (initial copy, resync, a table added) is taken at a point the source's copy
+// function writes (copier.Config.CopyPoint) and the target records (change.Route.CopyPoint);
+// only the source knows what it means. The worker asks it which events the copy already
+// holds, and drops those of a table copying or catching up. A Source without it cannot have
+// tables copied under a running worker: a batch that meets a table copying or catching up at
+// a copy point fails.
+type CopyPoints interface {
+	// CopyHolds returns a test of whether the copy taken at point already holds an event's
+	// change (the event's transaction is in the copy). An error means the point cannot be
+	// read. The test is called from one goroutine at a time, and must not keep ev.
+	CopyHolds(point string) (func(ev *change.Event) bool, error)
 }
 
 // Handler transforms or routes the events of one source table.

@@ -109,11 +109,21 @@ func (w *Worker) Err() error { return w.life.Err() }
 // an error only when replication cannot go on by retrying: the position is lost.
 func (w *Worker) run(ctx, hard context.Context) error {
 	backoff := w.cfg.MinBackoff
+	resumer, _ := w.cfg.Source.(Resumer)
+	resume := resumer != nil // before the first batch, and after every failed one
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		b, err := w.cfg.Source.NextBatch(ctx)
+		var b change.Batch
+		var err error
+		if resume {
+			err = w.resume(ctx, resumer)
+		}
+		if err == nil {
+			resume = false
+			b, err = w.cfg.Source.NextBatch(ctx)
+		}
 		if err == nil {
 			err = w.batch(hard, b)
 		}
@@ -121,6 +131,7 @@ func (w *Worker) run(ctx, hard context.Context) error {
 			backoff = w.cfg.MinBackoff
 			continue
 		}
+		resume = resumer != nil
 		if hard.Err() != nil {
 			return hard.Err()
 		}
@@ -149,6 +160,18 @@ func (w *Worker) run(ctx, hard context.Context) error {
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
 		}
 	}
+}
+
+// resume tells a Resumer source to start after the position the target has applied.
+func (w *Worker) resume(ctx context.Context, r Resumer) error {
+	pos, err := w.cfg.Applier.Position(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.Resume(ctx, pos); err != nil {
+		return fmt.Errorf("resume the source at %s: %w", pos, err)
+	}
+	return nil
 }
 
 // wait waits d before a retry, keeping the worker's heartbeat on the target (Heartbeater)
@@ -207,14 +230,23 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 	if err != nil {
 		return err
 	}
+	// Exactly-once rests on exact positions, not on their order: the target holds every batch
+	// up to pos and nothing else, so a batch is applied when it starts at pos, finished (not
+	// applied again) when it ends at pos, and anything else stops the worker. The trigger
+	// queue hands out the unfinished batch again with the same Prev and End; a stream source
+	// is resumed at pos (Resumer) and starts its next batch there. Taking "pos at or past
+	// End" as applied would finish, unapplied, the batches of a provider whose positions
+	// started over (a provider schema reinstalled: tick ids restart, while an existing
+	// subscription keeps its position; a provider restored from a backup) — silent loss where
+	// the worker must stop. The order only says which way the position was lost.
 	switch {
-	case pos == b.End && pos != (change.Position{}):
+	case pos == b.End && !pos.IsZero():
 		// Applied before a crash, not yet finished on the source.
 		w.log.Info("batch already applied on the target, finishing it", "worker", w.cfg.Name, "batch_id", b.ID)
 		return w.cfg.Source.Finish(ctx, b)
-	case pos == b.Prev || pos == (change.Position{}):
+	case pos == b.Prev || pos.IsZero():
 	default:
-		return fmt.Errorf("%w: the target is at %+v, batch %d goes from %+v to %+v", change.ErrPositionLost, pos, b.ID, b.Prev, b.End)
+		return fmt.Errorf("%w: the target is at %s, batch %d goes from %s to %s (%s)", change.ErrPositionLost, pos, b.ID, b.Prev, b.End, lostHow(pos, b))
 	}
 	var events, skipped int
 	err = w.cfg.Applier.Apply(ctx, b, func(emit func([]change.Event) error) error {
@@ -278,11 +310,24 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 	return nil
 }
 
+// lostHow says how a target's position pos that is neither b.Prev nor b.End relates to b.
+func lostHow(pos change.Position, b change.Batch) string {
+	switch {
+	case (pos.LSN != 0) != (b.End.LSN != 0):
+		return "the target's position is of another kind of source"
+	case pos.Compare(b.End) > 0:
+		return "the target is past the batch: the source started over or was restored, or did not resume at the target's position"
+	case pos.Compare(b.Prev) < 0:
+		return "the target is behind the batch: the changes in between are not on the target"
+	}
+	return "the target's position is inside the batch"
+}
+
 // drain applies the copy backlog of every table whose copy has committed (no longer in state
 // copying), before any event of the batch: the backlog holds the events of transactions
 // that committed while the copy ran, which come before the batch's. Events the table's copy
-// snapshot sees are dropped (the copy holds them). The backlog is deleted in the batch's
-// transaction.
+// holds (the source's CopyHolds at the route's copy point) are dropped. The backlog is
+// deleted in the batch's transaction.
 func (w *Worker) drain(ctx context.Context, bl Backlogger, byTable map[change.Table]*tableRoute, emit func([]change.Event) error, events *int) error {
 	tables, err := bl.Backlogged(ctx)
 	if err != nil {
@@ -297,7 +342,7 @@ func (w *Worker) drain(ctx context.Context, bl Backlogger, byTable map[change.Ta
 		n, err := bl.DrainBacklog(ctx, t, func(evs []change.Event) error {
 			out := evs[:0]
 			for i := range evs {
-				if rt.snap != nil && inCopy(rt.snap, &evs[i]) {
+				if rt.holds != nil && rt.holds(&evs[i]) {
 					continue
 				}
 				out = append(out, evs[i])
@@ -557,7 +602,9 @@ func (w *Worker) hold(ctx context.Context, bl Backlogger, held []heldEvent) erro
 // tableRoute is a subscribed table as the worker replays it.
 type tableRoute struct {
 	state change.TableState
-	snap  *change.Snapshot // the copy's snapshot, once published (kept after in-sync)
+	// holds says whether the table's copy holds an event (the source's CopyHolds at the
+	// route's copy point), once a copy published its point; kept after in-sync.
+	holds func(*change.Event) bool
 	h     Handler
 	// backlog: the table is copying and the applier keeps a backlog: the events wants keeps
 	// go to the backlog, not to the destination.
@@ -566,16 +613,16 @@ type tableRoute struct {
 
 // wants says whether the worker applies an event of the table in its current state.
 //
-// While a table is copying, its copy holds the destination's lock from before its snapshot
-// until it commits: events of transactions the snapshot sees are in the copy and skipped; the
-// others are kept. Skipping them instead would lose the transactions that commit during a
-// long copy. Kept events go to the table's backlog when the applier keeps one
+// While a table is copying, its copy holds the destination's lock from before its copy point
+// until it commits: events the copy holds (the source says which) are skipped; the others
+// are kept. Skipping them instead would lose the transactions that commit during a long
+// copy. Kept events go to the table's backlog when the applier keeps one
 // (tableRoute.backlog; applied by the first batch after the copy commits), else they are
 // applied and wait on that lock, landing after the copied rows (the whole batch waits).
 //
-// Before the snapshot is known (a copy about to publish it, or one that failed and waits for
-// its next attempt) events go to the backlog as they come: the drain filters the backlog by
-// the snapshot the copy finally publishes, and a copy that starts over deletes it. Without a
+// Before the copy point is known (a copy about to publish it, or one that failed and waits
+// for its next attempt) events go to the backlog as they come: the drain filters the backlog
+// at the point the copy finally publishes, and a copy that starts over deletes it. Without a
 // backlog the batch must wait (change.ErrCopyPending), and with it every other table of the
 // subscription.
 func (r *tableRoute) wants(ev *change.Event) (bool, error) {
@@ -583,24 +630,19 @@ func (r *tableRoute) wants(ev *change.Event) (bool, error) {
 	case change.StateInSync:
 		return true, nil
 	case change.StateCatchingUp:
-		return r.snap == nil || !inCopy(r.snap, ev), nil
+		return r.holds == nil || !r.holds(ev), nil
 	}
-	if r.snap == nil {
+	if r.holds == nil {
 		if r.backlog {
 			return true, nil
 		}
 		return false, fmt.Errorf("table %s, event %d: %w", ev.Table, ev.ID, change.ErrCopyPending)
 	}
-	return !inCopy(r.snap, ev), nil
-}
-
-// inCopy says whether the copy taken under snap already holds the event's change. An event
-// of an unknown transaction (TxID 0) is never taken as copied: it is applied.
-func inCopy(snap *change.Snapshot, ev *change.Event) bool {
-	return ev.TxID != 0 && snap.Visible(ev.TxID)
+	return !r.holds(ev), nil
 }
 
 func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, error) {
+	points, _ := w.cfg.Source.(CopyPoints)
 	out := make(map[change.Table]*tableRoute, len(routes))
 	for _, r := range routes {
 		h, ok := w.routes[r]
@@ -612,12 +654,16 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 			w.routes[r] = h
 		}
 		tr := &tableRoute{state: r.State, h: h}
-		if r.CopySnapshot != "" {
-			s, err := change.ParseSnapshot(r.CopySnapshot)
-			if err != nil {
-				return nil, fmt.Errorf("table %s: copy snapshot: %w", r.Source, err)
+		// An in-sync table needs no copy point (its backlog, if any, is drained with it).
+		if r.CopyPoint != "" && (points != nil || r.State != change.StateInSync) {
+			if points == nil {
+				return nil, fmt.Errorf("table %s is %s at copy point %q, which this source cannot read", r.Source, r.State, r.CopyPoint)
 			}
-			tr.snap = &s
+			holds, err := points.CopyHolds(r.CopyPoint)
+			if err != nil {
+				return nil, fmt.Errorf("table %s: copy point: %w", r.Source, err)
+			}
+			tr.holds = holds
 		}
 		out[r.Source] = tr
 	}

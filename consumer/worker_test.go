@@ -3,6 +3,8 @@ package consumer_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/migrate"
@@ -85,6 +88,11 @@ func (s *memSource) Finish(ctx context.Context, b change.Batch) error {
 		s.next++
 	}
 	return nil
+}
+
+// CopyHolds reads copy points as the trigger queue writes them (txid snapshots).
+func (s *memSource) CopyHolds(point string) (func(*change.Event) bool, error) {
+	return trigger.CopyHolds(point)
 }
 
 func (s *memSource) done() []int64 {
@@ -373,7 +381,7 @@ func TestWorkerBacklogsTableBeingCopied(t *testing.T) {
 	other := change.Table{Schema: "public", Name: "other"}
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE other (id int PRIMARY KEY, v text);
 		INSERT INTO t VALUES (1, 'copied')`,
-		change.Route{Source: src, Dest: src, State: change.StateCopying, CopySnapshot: "100:105:102"},
+		change.Route{Source: src, Dest: src, State: change.StateCopying, CopyPoint: "100:105:102"},
 		change.Route{Source: other, Dest: other, State: change.StateInSync})
 	ctx := context.Background()
 	// A row of an earlier attempt that this copy's snapshot sees: dropped when draining.
@@ -489,3 +497,166 @@ func handlersOf(reg *handlers.Registry) func(change.Route) (consumer.Handler, er
 
 // builtin builds a route's handler from the built-in handlers.
 func builtin(r change.Route) (consumer.Handler, error) { return handlers.NewRegistry().ForRoute(r) }
+
+// pointSource reads copy points of its own making, "holds:<event ids>", where the trigger
+// queue's txid arithmetic would say the opposite: the worker must ask the source.
+type pointSource struct {
+	*memSource
+	mu    sync.Mutex
+	asked []string
+}
+
+func (s *pointSource) CopyHolds(point string) (func(*change.Event) bool, error) {
+	s.mu.Lock()
+	s.asked = append(s.asked, point)
+	s.mu.Unlock()
+	ids, ok := strings.CutPrefix(point, "holds:")
+	if !ok {
+		return nil, fmt.Errorf("not a copy point of this source: %q", point)
+	}
+	held := map[int64]bool{}
+	for _, f := range strings.Split(ids, ",") {
+		var id int64
+		if _, err := fmt.Sscan(f, &id); err != nil {
+			return nil, err
+		}
+		held[id] = true
+	}
+	return func(ev *change.Event) bool { return held[ev.ID] }, nil
+}
+
+// TestWorkerAsksSourceWhatCopyHolds: which events of a copying or catching-up table the copy
+// already holds is the source's answer at the route's opaque copy point — for the events
+// applied, for those held in the backlog, and when the backlog is drained.
+func TestWorkerAsksSourceWhatCopyHolds(t *testing.T) {
+	t.Parallel()
+	other := change.Table{Schema: "public", Name: "other"}
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, v text);
+		CREATE TABLE other (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'copied'); INSERT INTO u VALUES (1, 'copied')`,
+		change.Route{Source: src, Dest: src, State: change.StateCopying, CopyPoint: "holds:7,102"},
+		change.Route{Source: change.Table{Schema: "public", Name: "u"}, Dest: change.Table{Schema: "public", Name: "u"}, State: change.StateCatchingUp, CopyPoint: "holds:5"},
+		change.Route{Source: other, Dest: other, State: change.StateInSync, CopyPoint: "holds:1"})
+	ctx := context.Background()
+	// A backlog row of t the copy holds (event 7): dropped when draining. Its txid (99) is
+	// one a txid snapshot would not call copied either way: only the source knows.
+	_, err := f.conn.Exec(ctx, `INSERT INTO skiff.copy_backlog (sub_id, source_schema, source_name, event_id, txid, op, dest_schema, dest_name, columns, vals, key_columns)
+		SELECT sub_id, 'public', 't', 7, 99, 'I', 'public', 't', '{id,v}', '{7,held}', '{id}' FROM skiff.subscription`)
+	require.NoError(t, err)
+	ps := &pointSource{memSource: f.src}
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: ps, Applier: f.a, Handlers: builtin, MinBackoff: 20 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, w.Start(ctx))
+	t.Cleanup(w.Stop)
+	in := func(tb string, id int64, k, v string) change.Event {
+		ev := ins(id, k, v)
+		ev.Table = change.Table{Schema: "public", Name: tb}
+		ev.TxID = 1 // the same transaction for all: a txid snapshot could not tell them apart
+		return ev
+	}
+	f.src.add(batch(10, 1, 2),
+		in("t", 102, "2", "held by t's copy"), in("t", 103, "3", "to the backlog"),
+		in("u", 5, "5", "held by u's copy"), in("u", 6, "6", "applied"),
+		in("other", 1, "1", "in sync: applied"))
+	f.finished(t, 10)
+	require.Equal(t, []string{"(1,copied)"}, f.rows(t, "t"))
+	require.Equal(t, []string{"(1,copied)", "(6,applied)"}, f.rows(t, "u"))
+	require.Equal(t, []string{`(1,"in sync: applied")`}, f.rows(t, "other"))
+
+	// t's copy commits: its backlog is drained less what the copy holds (event 7).
+	_, err = f.conn.Exec(ctx, `UPDATE skiff.table_state SET state = 'catching-up' WHERE source_name = 't'`)
+	require.NoError(t, err)
+	f.src.add(batch(11, 2, 3), in("t", 104, "4", "applied"))
+	f.finished(t, 10, 11)
+	w.Stop()
+	require.NoError(t, w.Err())
+	require.Equal(t, []string{"(1,copied)", `(3,"to the backlog")`, "(4,applied)"}, f.rows(t, "t"))
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	require.Subset(t, ps.asked, []string{"holds:7,102", "holds:5"}, "the worker asks the source at each route's copy point")
+}
+
+// TestWorkerCopyPointNeedsSource: a source that cannot read copy points fails a batch that
+// meets a table catching up at one (nothing is applied), instead of guessing.
+func TestWorkerCopyPointNeedsSource(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`,
+		change.Route{Source: src, Dest: src, State: change.StateCatchingUp, CopyPoint: "100:105:"})
+	plain := struct{ consumer.Source }{f.src} // NextBatch, Events, Finish only
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: plain, Applier: f.a, Handlers: builtin, MinBackoff: time.Hour})
+	require.NoError(t, err)
+	f.src.add(batch(10, 1, 2), ins(1, "1", "a"))
+	require.NoError(t, w.Start(context.Background()))
+	pgtest.Eventually(t, 30*time.Second, "the batch fails", func() bool {
+		var e *string
+		_ = f.conn.QueryRow(context.Background(), `SELECT last_error FROM skiff.subscription`).Scan(&e)
+		return e != nil && strings.Contains(*e, "cannot read")
+	})
+	w.Stop()
+	require.Empty(t, f.src.done())
+	require.Empty(t, f.rows(t, "t"))
+}
+
+// resuming is a stream-like source: it records Resume and NextBatch calls, and its stream
+// breaks once while batch 11 is read.
+type resuming struct {
+	*memSource
+	mu     sync.Mutex
+	calls  []string
+	broken bool
+}
+
+func (s *resuming) log(c string) {
+	s.mu.Lock()
+	s.calls = append(s.calls, c)
+	s.mu.Unlock()
+}
+
+func (s *resuming) Resume(ctx context.Context, from change.Position) error {
+	s.log("resume " + from.String())
+	return nil
+}
+
+func (s *resuming) NextBatch(ctx context.Context) (change.Batch, error) {
+	b, err := s.memSource.NextBatch(ctx)
+	if err == nil {
+		s.log(fmt.Sprintf("next %d", b.ID))
+	}
+	return b, err
+}
+
+func (s *resuming) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
+	s.mu.Lock()
+	breakNow := b.ID == 11 && !s.broken
+	s.broken = s.broken || breakNow
+	s.mu.Unlock()
+	if breakNow {
+		return errors.New("stream broken")
+	}
+	return s.memSource.Events(ctx, b, fn)
+}
+
+// TestWorkerResumesSourceAtTargetPosition: a Resumer source is told the target's position
+// before the first batch and again after a failed batch, and not between good batches.
+func TestWorkerResumesSourceAtTargetPosition(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	rs := &resuming{memSource: f.src}
+	w, err := consumer.NewWorker(consumer.Config{Name: "q", Source: rs, Applier: f.a, Handlers: builtin, MinBackoff: 20 * time.Millisecond})
+	require.NoError(t, err)
+	f.src.add(batch(10, 1, 2), ins(1, "1", "a"))
+	f.src.add(batch(11, 2, 3), ins(2, "2", "b"))
+	f.src.add(batch(12, 3, 4), ins(3, "3", "c"))
+	require.NoError(t, w.Start(context.Background()))
+	f.finished(t, 10, 11, 12)
+	w.Stop()
+	require.NoError(t, w.Err())
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	require.Equal(t, []string{
+		"resume tick 1", "next 10", // the subscription starts at tick 1
+		"next 11",                  // fails: the stream breaks
+		"resume tick 2", "next 11", // resumed where the target is
+		"next 12",
+	}, rs.calls[:6])
+	require.Equal(t, []string{"(1,a)", "(2,b)", "(3,c)"}, f.rows(t, "t"))
+}

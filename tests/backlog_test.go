@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
@@ -73,7 +74,7 @@ func TestCopyDoesNotStallOtherTables(t *testing.T) {
 	copyHeld := func(fail error) (held, release chan struct{}, done chan copier.Result) {
 		held, release, done = make(chan struct{}), make(chan struct{}), make(chan copier.Result, 1)
 		hooks := base
-		hooks.Copied = func(ctx context.Context, tx pgx.Tx, tb copier.Table, snap copier.Snapshot, rows, bytes int64) error {
+		hooks.Copied = func(ctx context.Context, tx pgx.Tx, tb copier.Table, point string, rows, bytes int64) error {
 			close(held)
 			select {
 			case <-release:
@@ -83,10 +84,10 @@ func TestCopyDoesNotStallOtherTables(t *testing.T) {
 			if fail != nil {
 				return fail
 			}
-			return base.Copied(ctx, tx, tb, snap, rows, bytes)
+			return base.Copied(ctx, tx, tb, point, rows, bytes)
 		}
 		go func() {
-			res, _ := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, Hooks: hooks,
+			res, _ := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, Hooks: hooks, CopyPoint: trigger.CopyPoint,
 				LockKey: func(tb copier.Table) int32 { return sub.TableLockKey(tb.Source) }},
 				[]copier.Table{{Source: big, Dest: big}})
 			done <- res[0]

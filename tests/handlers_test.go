@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/compare"
@@ -440,9 +441,10 @@ func TestCustomHandlersCopyAndCompare(t *testing.T) {
 					}
 				}
 				return copier.Captured{}, err
-			}},
-		TickSnapshot: func(ctx context.Context, tick int64) (string, bool, error) {
-			return queue.TickSnapshot(ctx, snaps, "qx", tick)
+			},
+			CopyPoint: trigger.CopyPoint},
+		Passed: func(ctx context.Context, point string, applied change.Position) (bool, error) {
+			return trigger.Passed(ctx, snaps, "qx", point, applied)
 		},
 		Interval: 200 * time.Millisecond,
 	}

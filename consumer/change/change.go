@@ -200,8 +200,8 @@ type TableState string
 const (
 	// StateCopying: the initial copy runs; the worker skips the table's events.
 	StateCopying TableState = "copying"
-	// StateCatchingUp: the copy is done under Route.CopySnapshot; the worker skips the events
-	// of transactions that snapshot shows as committed (the copy holds them) and applies the rest.
+	// StateCatchingUp: the copy is done at Route.CopyPoint; the worker skips the events the
+	// source says the copy holds (consumer.CopyPoints) and applies the rest.
 	StateCatchingUp TableState = "catching-up"
 	// StateInSync: every event of the table is applied.
 	StateInSync TableState = "in-sync"
@@ -210,10 +210,14 @@ const (
 // Route is one subscribed table as the target records it: where its events go, in which
 // state it is and which custom handler (if any) transforms them.
 type Route struct {
-	Source       Table
-	Dest         Table
-	State        TableState
-	Handler      string // name of a custom handler in the worker's registry, "" for none
-	Config       string // the handler's configuration (JSON), "" for none
-	CopySnapshot string // txid_snapshot text of the initial copy (catching-up), "" otherwise
+	Source  Table
+	Dest    Table
+	State   TableState
+	Handler string // name of a custom handler in the worker's registry, "" for none
+	Config  string // the handler's configuration (JSON), "" for none
+	// CopyPoint is where the table's copy was taken, "" before a copy publishes one: text
+	// the source writes and reads (the trigger queue's is a txid snapshot, "xmin:xmax:xip"),
+	// opaque to everything else (consumer.CopyPoints). The target keeps it in
+	// skiff.table_state.copy_snapshot.
+	CopyPoint string
 }

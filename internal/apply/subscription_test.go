@@ -33,7 +33,7 @@ func TestSubscribeAgainResumes(t *testing.T) {
 	require.False(t, res.Created)
 	require.Equal(t, []change.Table{a}, res.Kept)
 	require.Equal(t, []change.Route{
-		{Source: a, Dest: a, State: change.StateInSync, CopySnapshot: "10:10:"},
+		{Source: a, Dest: a, State: change.StateInSync, CopyPoint: "10:10:"},
 		{Source: b, Dest: b, State: change.StateCopying},
 	}, res.Routes)
 	var tick int64

@@ -1,14 +1,16 @@
 // Package copier is skiff's initial copy: it copies provider tables to target tables with COPY
 // streamed straight through (provider COPY TO STDOUT piped into target COPY FROM STDIN, never a
-// whole table in memory), each table under one provider snapshot that it hands back, several
-// tables in parallel, with a progress display. It also keeps the tables' states on the target
-// (Subscription), runs beside a worker to copy tables left in state copying and promote
-// caught-up ones (Manager), and holds the txid snapshot arithmetic (Snapshot) catch-up relies
-// on; the worker's per-table filter itself is consumer.tableRoute.wants.
+// whole table in memory), each table under one provider snapshot, at a copy point that it
+// hands back, several tables in parallel, with a progress display. It also keeps the tables'
+// states on the target (Subscription) and runs beside a worker to copy tables left in state
+// copying and promote caught-up ones (Manager). What a copy point is belongs to the source
+// (Config.CopyPoint writes it, Manager.Passed and the source's consumer.CopyPoints read it;
+// the trigger queue's is a txid snapshot, consumer/source/trigger); the worker's per-table
+// filter itself is consumer.tableRoute.wants.
 //
 // The copy of one table (tableCopy, one method per step) uses three connections: the provider
 // one that reads the rows, the target one that writes them, and a side connection to the
-// target on which the hooks' barrier, snapshot, progress and failure records commit on their
+// target on which the hooks' barrier, copy point, progress and failure records commit on their
 // own while the copy's target transaction is open:
 //  1. target (begin, empty): BEGIN (session_replication_role = replica when the role may: the
 //     destination's triggers and foreign keys do not fire); Hooks.Barrier (no worker batch in
@@ -17,8 +19,9 @@
 //     when other tables' foreign keys reference it (TRUNCATE refuses such a table; the
 //     DELETE, as replica, leaves the referencing rows alone);
 //  2. provider (snapshot): BEGIN ISOLATION LEVEL REPEATABLE READ (SERIALIZABLE before 9.1),
-//     READ ONLY; the snapshot is txid_current_snapshot(), the one the copy reads under;
-//  3. (publish) Hooks.Snapshot publishes it (the caller records it on the target, in its own
+//     READ ONLY; Config.CopyPoint, before the transaction's first query, gives the copy
+//     point of the snapshot the copy reads under (the trigger queue's: txid_current_snapshot());
+//  3. (publish) Hooks.Point publishes it (the caller records it on the target, in its own
 //     transaction);
 //  4. (copyRows) COPY (SELECT cols FROM src WHERE …) TO STDOUT → io.Pipe → COPY dest (cols)
 //     FROM STDIN, the query being what the table's handlers make of its rows
@@ -73,7 +76,7 @@ func (t Table) String() string {
 // Hooks let the caller record a table's progress on the target without the copier knowing the
 // target schema. Any may be nil.
 //
-// Barrier, Snapshot, Progress and Failed get conn, the copy's side connection to the target
+// Barrier, Point, Progress and Failed get conn, the copy's side connection to the target
 // (Config.Target): one per table copy, opened when a hook first needs it, used by one hook at a
 // time, and closed when the copy ends. Each must leave it outside a transaction when it
 // returns (Barrier's when release returns).
@@ -82,15 +85,16 @@ type Hooks struct {
 	// release right after the lock is granted (or when it gives up). The subscription's
 	// barrier waits for the worker's batch in flight and holds the next ones back until
 	// release, so that no batch that read the table's state before the copy writes to the
-	// destination after it; it also clears a stale snapshot of an earlier, failed copy. An
+	// destination after it; it also clears a stale copy point of an earlier, failed copy. An
 	// error of release (the barrier's changes did not commit) fails the copy.
 	Barrier func(ctx context.Context, conn *pgx.Conn, t Table) (release func() error, err error)
-	// Snapshot is called once the provider snapshot of a table's copy is taken, before any row
-	// is read. It must record it durably (its own target transaction) before returning.
-	Snapshot func(ctx context.Context, conn *pgx.Conn, t Table, snap Snapshot) error
+	// Point is called once the copy point of a table's copy is taken (Config.CopyPoint),
+	// before any row is read. It must record it durably (its own target transaction) before
+	// returning.
+	Point func(ctx context.Context, conn *pgx.Conn, t Table, point string) error
 	// Copied is called in the target transaction that holds the copied rows, just before it
 	// commits; an error rolls the copy back.
-	Copied func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error
+	Copied func(ctx context.Context, tx pgx.Tx, t Table, point string, rows, bytes int64) error
 	// Failed is called when a table's copy fails (not when another process copies it, its
 	// state changed under it, or ctx ended), so that the caller can record the error where
 	// `skiff status` shows it; its own error is logged.
@@ -106,8 +110,17 @@ type Config struct {
 	Provider, Target *pgx.ConnConfig
 	// Parallel is how many tables are copied at once; 0 means 2.
 	Parallel int
-	// Hooks record each table's snapshot and completion.
+	// Hooks record each table's copy point and completion.
 	Hooks Hooks
+	// CopyPoint takes the copy point of a table's copy: it is called on the provider
+	// connection inside the copy's snapshot transaction (REPEATABLE READ, READ ONLY; SET
+	// LOCAL statements may have run, no query yet), and returns the text that tells the
+	// source which changes the copy holds (consumer.CopyPoints) and when its stream has
+	// passed it (Manager.Passed). The source provides it: the trigger queue's is
+	// trigger.CopyPoint (txid_current_snapshot()); a source that exports snapshots may set
+	// the transaction's snapshot here first (SET TRANSACTION SNAPSHOT). Required when Hooks
+	// record the copy (Point or Copied); without it a copy takes no point.
+	CopyPoint func(ctx context.Context, prov pg.DB) (string, error)
 	// Log receives start, finish and (without a terminal display) periodic progress lines;
 	// nil discards them.
 	Log *slog.Logger
@@ -154,12 +167,12 @@ type Captured struct {
 
 // Result is the outcome of one table's copy.
 type Result struct {
-	Table    Table
-	Snapshot Snapshot
-	Rows     int64
-	Bytes    int64
-	Elapsed  time.Duration
-	Err      error
+	Table   Table
+	Point   string // the copy point, "" when the copy took none (Config.CopyPoint unset)
+	Rows    int64
+	Bytes   int64
+	Elapsed time.Duration
+	Err     error
 }
 
 // Copy copies every table and returns one result per table, in order. The returned error
@@ -176,6 +189,9 @@ func Copy(ctx context.Context, cfg Config, tables []Table) ([]Result, error) {
 	}
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = 5 * time.Second
+	}
+	if cfg.CopyPoint == nil && (cfg.Hooks.Point != nil || cfg.Hooks.Copied != nil) {
+		return nil, errors.New("copy: Config.CopyPoint is required when Hooks record the copy")
 	}
 	prog := newProgress(tables)
 	stopDisplay := prog.run(ctx, cfg)
@@ -209,7 +225,7 @@ func Copy(ctx context.Context, cfg Config, tables []Table) ([]Result, error) {
 // tableCopy is the copy of one table, step by step (the package doc's protocol). It holds
 // three connections: prov reads the rows under the copy's snapshot, tgt writes them in one
 // transaction (ttx), and side, a second target connection, serves what must commit on its own
-// while ttx is open: the hooks' barrier, the snapshot's publication, the progress and the
+// while ttx is open: the hooks' barrier, the copy point's publication, the progress and the
 // record of a failure, one after another.
 type tableCopy struct {
 	cfg Config
@@ -224,8 +240,7 @@ type tableCopy struct {
 	locked    bool // the copy's advisory lock is held on tgt
 	plan      *plan
 	refs      []ForeignKey // the foreign keys referencing the destination
-	snap      Snapshot
-	snapText  string
+	point     string       // the copy point (Config.CopyPoint), "" without one
 }
 
 // copyTable copies one table and reports its outcome (log line, Hooks.Failed).
@@ -234,7 +249,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) Resu
 	start := time.Now()
 	err := c.run(ctx)
 	c.close(ctx)
-	res := Result{Table: t, Snapshot: c.snap, Err: err, Elapsed: time.Since(start), Rows: st.rows.Load(), Bytes: st.bytes.Load()}
+	res := Result{Table: t, Point: c.point, Err: err, Elapsed: time.Since(start), Rows: st.rows.Load(), Bytes: st.bytes.Load()}
 	st.finish(err)
 	c.report(ctx, res)
 	c.closeSide(ctx)
@@ -259,7 +274,7 @@ func (c *tableCopy) run(ctx context.Context) error {
 	if err := c.empty(ctx); err != nil {
 		return err
 	}
-	// 2. Provider snapshot; 3. published.
+	// 2. Provider snapshot and copy point; 3. published.
 	if err := c.snapshot(ctx); err != nil {
 		return err
 	}
@@ -348,7 +363,7 @@ func (c *tableCopy) begin(ctx context.Context) error {
 	return nil
 }
 
-// snapshot opens the provider's read-only snapshot transaction and reads its snapshot.
+// snapshot opens the provider's read-only snapshot transaction and takes its copy point.
 func (c *tableCopy) snapshot(ctx context.Context) error {
 	var err error
 	if pg.ServerVersion(c.prov) < 90100 {
@@ -378,23 +393,24 @@ func (c *tableCopy) snapshot(ctx context.Context) error {
 			return fmt.Errorf("provider: %w", err)
 		}
 	}
-	if err := c.prov.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&c.snapText); err != nil {
-		return fmt.Errorf("provider: snapshot: %w", err)
+	if c.cfg.CopyPoint != nil {
+		if c.point, err = c.cfg.CopyPoint(ctx, c.prov); err != nil {
+			return fmt.Errorf("provider: copy point: %w", err)
+		}
 	}
-	c.snap, err = change.ParseSnapshot(c.snapText)
-	return err
+	return nil
 }
 
-// publish hands the snapshot to Hooks.Snapshot (on the side connection), then reads the
+// publish hands the copy point to Hooks.Point (on the side connection), then reads the
 // capture's filter and key as of the snapshot.
 func (c *tableCopy) publish(ctx context.Context) error {
-	if c.cfg.Hooks.Snapshot != nil {
+	if c.cfg.Hooks.Point != nil {
 		side, err := c.sideConn(ctx)
 		if err != nil {
-			return fmt.Errorf("record snapshot: %w", err)
+			return fmt.Errorf("record copy point: %w", err)
 		}
-		if err := c.cfg.Hooks.Snapshot(ctx, side, c.t, c.snap); err != nil {
-			return fmt.Errorf("record snapshot: %w", err)
+		if err := c.cfg.Hooks.Point(ctx, side, c.t, c.point); err != nil {
+			return fmt.Errorf("record copy point: %w", err)
 		}
 	}
 	return c.plan.capture(ctx, c.cfg, c.prov, c.tgt)
@@ -404,7 +420,7 @@ func (c *tableCopy) publish(ctx context.Context) error {
 // progress meanwhile.
 func (c *tableCopy) copyRows(ctx context.Context) error {
 	p := c.plan
-	c.log.Info("copy started", "snapshot", c.snapText, "dest", p.dest.String(), "columns", len(p.cols),
+	c.log.Info("copy started", "copy_point", c.point, "dest", p.dest.String(), "columns", len(p.cols),
 		"through_handler", !p.sql, "estimated_rows", c.st.estimate.Load())
 	c.st.start()
 	stopProgress := c.reportProgress(ctx)
@@ -427,7 +443,7 @@ func (c *tableCopy) copyRows(ctx context.Context) error {
 // finish runs Hooks.Copied in the target transaction and commits it.
 func (c *tableCopy) finish(ctx context.Context) error {
 	if c.cfg.Hooks.Copied != nil {
-		if err := c.cfg.Hooks.Copied(ctx, c.ttx, c.t, c.snap, c.st.rows.Load(), c.st.bytes.Load()); err != nil {
+		if err := c.cfg.Hooks.Copied(ctx, c.ttx, c.t, c.point, c.st.rows.Load(), c.st.bytes.Load()); err != nil {
 			return fmt.Errorf("record copy: %w", err)
 		}
 	}
@@ -490,7 +506,7 @@ func (c *tableCopy) report(ctx context.Context, res Result) {
 		secs := res.Elapsed.Seconds()
 		c.log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
 			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", math.Round(float64(res.Bytes)/secs/1e5)/10,
-			"snapshot", res.Snapshot.String())
+			"copy_point", res.Point)
 		return
 	}
 	if errors.Is(res.Err, context.Canceled) || errors.Is(res.Err, ErrBusy) || errors.Is(res.Err, ErrNotCopying) || ctx.Err() != nil {

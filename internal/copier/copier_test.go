@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/internal/compare"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -37,8 +38,8 @@ func TestSnapshotVisible(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, empty.Visible(6))
 	require.False(t, empty.Visible(7))
-	require.True(t, s.CaughtUp(copier.Snapshot{Xmin: 110, Xmax: 120}))
-	require.False(t, s.CaughtUp(copier.Snapshot{Xmin: 109, Xmax: 120}))
+	require.True(t, s.CaughtUp(change.Snapshot{Xmin: 110, Xmax: 120}))
+	require.False(t, s.CaughtUp(change.Snapshot{Xmin: 109, Xmax: 120}))
 	for _, bad := range []string{"", "1:2", "a:2:", "5:4:", "1:5:7", "1:5:x"} {
 		_, err := change.ParseSnapshot(bad)
 		require.Error(t, err, bad)
@@ -182,13 +183,13 @@ func TestCopyUnderWrites(t *testing.T) {
 	var snapped, copied atomic.Int64
 	var display bytes.Buffer
 	res, err := copier.Copy(ctx, copier.Config{
-		Provider: pc, Target: tc, Parallel: 2, Display: &display,
+		Provider: pc, Target: tc, Parallel: 2, Display: &display, CopyPoint: trigger.CopyPoint,
 		Hooks: copier.Hooks{
-			Snapshot: func(ctx context.Context, _ *pgx.Conn, _ copier.Table, _ copier.Snapshot) error {
+			Point: func(ctx context.Context, _ *pgx.Conn, _ copier.Table, _ string) error {
 				snapped.Add(1)
 				return nil
 			},
-			Copied: func(ctx context.Context, tx pgx.Tx, _ copier.Table, _ copier.Snapshot, rows, _ int64) error {
+			Copied: func(ctx context.Context, tx pgx.Tx, _ copier.Table, _ string, rows, _ int64) error {
 				copied.Add(rows)
 				return nil
 			},
@@ -209,7 +210,8 @@ func TestCopyUnderWrites(t *testing.T) {
 
 	// Catch-up: replay the audit log in order, skipping what the copy's snapshot sees (the
 	// worker's rule for a catching-up table).
-	snap := res[0].Snapshot
+	snap, err := change.ParseSnapshot(res[0].Point)
+	require.NoError(t, err)
 	rows, err := pconn.Query(ctx, `SELECT seq, txid, op, id, v, pad, f FROM audit ORDER BY seq`) // f in binary: exact
 	require.NoError(t, err)
 	type ev struct {
@@ -280,8 +282,8 @@ func TestCopyRollsBack(t *testing.T) {
 	ab := copier.Table{Source: change.Table{Schema: "S p", Name: "A b"}, Dest: change.Table{Schema: "S p", Name: "A b"}}
 	two := copier.Table{Source: change.Table{Schema: "public", Name: "two"}, Dest: change.Table{Schema: "public", Name: "two"}}
 	boom := errors.New("boom")
-	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, Hooks: copier.Hooks{
-		Copied: func(ctx context.Context, tx pgx.Tx, tb copier.Table, _ copier.Snapshot, _, _ int64) error {
+	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, CopyPoint: trigger.CopyPoint, Hooks: copier.Hooks{
+		Copied: func(ctx context.Context, tx pgx.Tx, tb copier.Table, _ string, _, _ int64) error {
 			if tb == ab {
 				return boom
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/compare"
@@ -137,7 +138,7 @@ func TestCopyLockTimeout(t *testing.T) {
 
 	cfg := copier.Config{Provider: pc, Target: tc, LockTimeout: 300 * time.Millisecond,
 		LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) },
-		Hooks:   sub.Hooks()}
+		Hooks:   sub.Hooks(), CopyPoint: trigger.CopyPoint}
 	start := time.Now()
 	res, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tbl, Dest: tbl}})
 	require.Error(t, err)
@@ -192,7 +193,7 @@ func TestBarrierCommitFails(t *testing.T) {
 	pgtest.PLpgSQL(t, tgt)
 	tbl := change.Table{Schema: "public", Name: "t"}
 	_, err = apply.Subscribe(ctx, tgt, apply.Subscription{Queue: "q", Consumer: "c", Provider: "p", Tick: 1},
-		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateCopying, CopySnapshot: "10:10:"}})
+		[]change.Route{{Source: tbl, Dest: tbl, State: change.StateCopying, CopyPoint: "10:10:"}})
 	require.NoError(t, err)
 	// A deferred check that fails the barrier's commit (it clears copy_snapshot).
 	_, err = tgt.Exec(ctx, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -207,7 +208,7 @@ func TestBarrierCommitFails(t *testing.T) {
 	require.NoError(t, err)
 	sub := copier.Subscription{Queue: "q", Consumer: "c"}
 	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc,
-		Hooks: sub.Hooks()},
+		Hooks: sub.Hooks(), CopyPoint: trigger.CopyPoint},
 		[]copier.Table{{Source: tbl, Dest: tbl}})
 	require.Error(t, err)
 	require.ErrorContains(t, res[0].Err, "barrier commit refused")

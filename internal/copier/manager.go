@@ -25,9 +25,12 @@ type Manager struct {
 	// Copy configures the copies (Provider, Target, Parallel, Log, Display); Hooks and
 	// LockKey are set by the manager.
 	Copy Config
-	// TickSnapshot returns the txid snapshot of a tick of the subscription's queue on the
-	// provider (queue.TickSnapshot); ok false when the tick is gone.
-	TickSnapshot func(ctx context.Context, tick int64) (snap string, ok bool, err error)
+	// Passed reports whether the source's stream, applied on the target up to applied, has
+	// passed the copy taken at point: no batch after applied can hold a change the copy
+	// holds, so the table's events need no filtering any more and it may go in-sync. The
+	// source provides it (the trigger queue's: trigger.Passed, tick snapshots); false when it
+	// cannot tell yet. Required.
+	Passed func(ctx context.Context, point string, applied change.Position) (bool, error)
 	// Sequences, when set, returns the provider's sequences the queue carries that belong on
 	// this target, with their last values (queue.GetSequences): those the subscription's
 	// source tables draw from, given, and those no table of the queue draws from (another
@@ -48,7 +51,13 @@ type Manager struct {
 // 10 s, doubling up to 5 min, before it is copied again, unless it is set to copying anew
 // meanwhile: skiff table resync copies it at once). Cancelling ctx stops it like Stop.
 func (m *Manager) Start(ctx context.Context) error {
-	if err := m.life.Start(ctx, nil, func(soft, _ context.Context) error { return m.run(soft) }); err != nil {
+	setup := func(context.Context) error {
+		if m.Passed == nil {
+			return errors.New("Passed is required")
+		}
+		return nil
+	}
+	if err := m.life.Start(ctx, setup, func(soft, _ context.Context) error { return m.run(soft) }); err != nil {
 		return fmt.Errorf("table manager: %w", err)
 	}
 	return nil
@@ -196,21 +205,15 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 		}
 	}
 
-	tick, err := m.Sub.Position(ctx, conn)
-	if err != nil || tick == 0 {
+	applied, err := m.Sub.Position(ctx, conn)
+	if err != nil || applied.IsZero() {
 		return err
 	}
-	snapText, ok, err := m.TickSnapshot(ctx, tick)
-	if err != nil || !ok {
-		return err
-	}
-	snap, err := change.ParseSnapshot(snapText)
-	if err != nil {
-		return fmt.Errorf("tick %d: %w", tick, err)
-	}
-	promoted, err := m.Sub.Promote(ctx, conn, snap)
+	promoted, err := m.Sub.Promote(ctx, conn, func(point string) (bool, error) {
+		return m.Passed(ctx, point, applied)
+	})
 	for _, t := range promoted {
-		m.Log.Info("table in sync", "table", t.String(), "tick", tick)
+		m.Log.Info("table in sync", "table", t.String(), "position", applied.String())
 	}
 	return err
 }

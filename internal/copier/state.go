@@ -44,15 +44,15 @@ func (s Subscription) TableLockKey(t change.Table) int32 {
 // key is the subscription's key in the target schema.
 func (s Subscription) key() target.Key { return target.Key{Queue: s.Queue, Consumer: s.Consumer} }
 
-// RecordSnapshot stores the copy snapshot of a table in state copying (its own statement, so
+// RecordPoint stores the copy point of a table in state copying (its own statement, so
 // that the worker sees it at once). It fails with ErrNotCopying when the table is not copying.
-func (s Subscription) RecordSnapshot(ctx context.Context, conn pg.DB, t change.Table, snap Snapshot) error {
-	n, err := target.RecordSnapshot(ctx, conn, s.key(), t, snap.String())
+func (s Subscription) RecordPoint(ctx context.Context, conn pg.DB, t change.Table, point string) error {
+	n, err := target.RecordSnapshot(ctx, conn, s.key(), t, point)
 	if err != nil {
-		return fmt.Errorf("record copy snapshot of %s: %w", t, err)
+		return fmt.Errorf("record copy point of %s: %w", t, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("record copy snapshot of %s: %w", t, ErrNotCopying)
+		return fmt.Errorf("record copy point of %s: %w", t, ErrNotCopying)
 	}
 	return nil
 }
@@ -75,10 +75,10 @@ func (s Subscription) RecordCopyError(ctx context.Context, conn pg.DB, t change.
 	return nil
 }
 
-// MarkCopied moves a table from copying (under snap) to catching-up and records the rows
-// copied. Run it in the copy's target transaction.
-func (s Subscription) MarkCopied(ctx context.Context, tx pg.DB, t change.Table, snap Snapshot, rows, bytes int64) error {
-	n, err := target.MarkCopied(ctx, tx, s.key(), t, snap.String(), rows, bytes)
+// MarkCopied moves a table from copying (at copy point point) to catching-up and records the
+// rows copied. Run it in the copy's target transaction.
+func (s Subscription) MarkCopied(ctx context.Context, tx pg.DB, t change.Table, point string, rows, bytes int64) error {
+	n, err := target.MarkCopied(ctx, tx, s.key(), t, point, rows, bytes)
 	if err != nil {
 		return fmt.Errorf("mark %s copied: %w", t, err)
 	}
@@ -88,8 +88,8 @@ func (s Subscription) MarkCopied(ctx context.Context, tx pg.DB, t change.Table, 
 	return nil
 }
 
-// Resync puts a subscribed table back to copying (no snapshot yet): the worker stops applying
-// its events until a copy publishes its snapshot, and copies it again. It reports whether the
+// Resync puts a subscribed table back to copying (no copy point yet): the worker holds its
+// events back until a copy publishes its point, and copies it again. It reports whether the
 // subscription has the table.
 func (s Subscription) Resync(ctx context.Context, conn pg.DB, t change.Table) (bool, error) {
 	n, err := target.Resync(ctx, conn, s.key(), t)
@@ -130,35 +130,37 @@ func (s Subscription) copyingSince(ctx context.Context, conn pg.DB) (map[change.
 	return out, nil
 }
 
-// Position returns the tick the target has applied for the subscription (0 when none).
-func (s Subscription) Position(ctx context.Context, conn pg.DB) (int64, error) {
-	tick, err := target.Tick(ctx, conn, s.key())
+// Position returns the position the target has applied for the subscription (zero when
+// none).
+func (s Subscription) Position(ctx context.Context, conn pg.DB) (change.Position, error) {
+	pos, err := target.PositionOf(ctx, conn, s.key())
 	if err != nil {
-		return 0, fmt.Errorf("subscription %s/%s: %w", s.Queue, s.Consumer, err)
+		return change.Position{}, fmt.Errorf("subscription %s/%s: %w", s.Queue, s.Consumer, err)
 	}
-	return tick, nil
+	return pos, nil
 }
 
 // Promote moves every catching-up table whose copy the applied position has passed, and whose
-// copy backlog the worker has applied, to in-sync: applied is the snapshot of the tick the
-// target has applied up to. It returns the tables promoted.
-func (s Subscription) Promote(ctx context.Context, conn pg.DB, applied Snapshot) ([]change.Table, error) {
+// copy backlog the worker has applied, to in-sync: passed tells, for a table's copy point,
+// whether the position the target has applied is past it (Manager.Passed at that position).
+// It returns the tables promoted.
+func (s Subscription) Promote(ctx context.Context, conn pg.DB, passed func(point string) (bool, error)) ([]change.Table, error) {
 	list, err := target.CatchingUp(ctx, conn, s.key())
 	if err != nil {
 		return nil, fmt.Errorf("catching-up tables: %w", err)
 	}
 	var out []change.Table
 	for _, c := range list {
-		snap, err := change.ParseSnapshot(c.CopySnapshot)
+		ok, err := passed(c.CopyPoint)
 		if err != nil {
-			return out, fmt.Errorf("table %s: %w", c.Source, err)
+			return out, fmt.Errorf("table %s: copy point: %w", c.Source, err)
 		}
-		if !snap.CaughtUp(applied) {
+		if !ok {
 			continue
 		}
 		// Not before the worker has applied the table's copy backlog: in-sync means every
 		// event is on the destination.
-		n, err := target.Promote(ctx, conn, s.key(), c.Source, c.CopySnapshot)
+		n, err := target.Promote(ctx, conn, s.key(), c.Source, c.CopyPoint)
 		if err != nil {
 			return out, fmt.Errorf("promote %s to in-sync: %w", c.Source, err)
 		}
@@ -171,9 +173,9 @@ func (s Subscription) Promote(ctx context.Context, conn pg.DB, applied Snapshot)
 
 // Barrier opens a transaction on conn that locks the subscription's row (as the worker's
 // batch transaction does first): it waits for the batch in flight to commit and holds the next
-// batches back until release is called. It also clears the table's copy snapshot (a stale one
-// of a failed copy): once released, batches wait (change.ErrCopyPending) until the new copy
-// publishes its own; and it deletes the table's copy backlog (skiff.copy_backlog) of an
+// batches back until release is called. It also clears the table's copy point (a stale one
+// of a failed copy): once released, the table's events go to its backlog (or, without one,
+// batches wait: change.ErrCopyPending) until the new copy publishes its own; and it deletes the table's copy backlog (skiff.copy_backlog) of an
 // earlier attempt. It fails with ErrNotCopying when the table is not copying.
 func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Table) (release func() error, err error) {
 	tx, err := conn.Begin(ctx)
@@ -195,7 +197,7 @@ func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Tabl
 		return fail(ErrNotCopying)
 	}
 	// The backlog of an earlier attempt: every event in it belongs to a batch applied before
-	// this barrier, so it committed on the provider before the new copy's snapshot is taken;
+	// this barrier, so it committed on the provider before the new copy's point is taken;
 	// the new copy holds it.
 	if err := target.DeleteBacklogOf(ctx, tx, s.key(), t); err != nil {
 		return fail(err)
@@ -209,18 +211,18 @@ func (s Subscription) Barrier(ctx context.Context, conn *pgx.Conn, t change.Tabl
 }
 
 // Hooks returns the copier hooks that record a copy of this subscription's tables on the
-// target: the barrier, the snapshot, the progress and a failure on the copy's side
+// target: the barrier, the copy point, the progress and a failure on the copy's side
 // connection, the end of the copy in the copy's transaction.
 func (s Subscription) Hooks() Hooks {
 	return Hooks{
 		Barrier: func(ctx context.Context, conn *pgx.Conn, t Table) (func() error, error) {
 			return s.Barrier(ctx, conn, t.Source)
 		},
-		Snapshot: func(ctx context.Context, conn *pgx.Conn, t Table, snap Snapshot) error {
-			return s.RecordSnapshot(ctx, conn, t.Source, snap)
+		Point: func(ctx context.Context, conn *pgx.Conn, t Table, point string) error {
+			return s.RecordPoint(ctx, conn, t.Source, point)
 		},
-		Copied: func(ctx context.Context, tx pgx.Tx, t Table, snap Snapshot, rows, bytes int64) error {
-			return s.MarkCopied(ctx, tx, t.Source, snap, rows, bytes)
+		Copied: func(ctx context.Context, tx pgx.Tx, t Table, point string, rows, bytes int64) error {
+			return s.MarkCopied(ctx, tx, t.Source, point, rows, bytes)
 		},
 		Failed: func(ctx context.Context, conn *pgx.Conn, t Table, err error) error {
 			return s.RecordCopyError(ctx, conn, t.Source, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/compare"
 	"github.com/skiffdb/skiff/internal/copier"
@@ -53,7 +54,8 @@ func TestStates(t *testing.T) {
 	_, err = other.Exec(ctx, `SELECT pg_advisory_lock($1::int4, $2::int4)`, int32(copier.LockClass), sub.TableLockKey(tbl))
 	require.NoError(t, err)
 	hooks := sub.Hooks()
-	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }}
+	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) },
+		CopyPoint: trigger.CopyPoint}
 	cfg.Hooks = hooks
 	res, err := copier.Copy(ctx, cfg, toCopy)
 	require.ErrorIs(t, err, copier.ErrBusy)
@@ -74,25 +76,34 @@ func TestStates(t *testing.T) {
 	var rows, bytes int64
 	require.NoError(t, tgt.QueryRow(ctx, `SELECT state, copy_snapshot, copy_rows, copy_bytes FROM skiff.table_state`).Scan(&state, &snap, &rows, &bytes))
 	require.Equal(t, "catching-up", state)
-	require.Equal(t, res[0].Snapshot.String(), snap)
+	require.Equal(t, res[0].Point, snap)
 	require.EqualValues(t, 100000, rows)
 	require.Equal(t, res[0].Bytes, bytes)
 
+	// Promote asks, for the table's copy point, whether the applied position has passed it:
+	// here as the trigger queue answers at a tick of snapshot end.
+	s, err := change.ParseSnapshot(res[0].Point)
+	require.NoError(t, err)
+	passedAt := func(end change.Snapshot) func(string) (bool, error) {
+		return func(point string) (bool, error) {
+			require.Equal(t, res[0].Point, point)
+			return s.CaughtUp(end), nil
+		}
+	}
 	// Not caught up at a tick whose xmin is below the copy's xmax; caught up past it.
-	s := res[0].Snapshot
-	promoted, err := sub.Promote(ctx, tgt, copier.Snapshot{Xmin: s.Xmax - 1, Xmax: s.Xmax + 5})
+	promoted, err := sub.Promote(ctx, tgt, passedAt(change.Snapshot{Xmin: s.Xmax - 1, Xmax: s.Xmax + 5}))
 	require.NoError(t, err)
 	require.Empty(t, promoted)
 	// Caught up, but the worker has not applied the table's copy backlog yet: not in sync.
 	_, err = tgt.Exec(ctx, `INSERT INTO skiff.copy_backlog (sub_id, source_schema, source_name, event_id, txid, op, dest_schema, dest_name)
 		SELECT sub_id, 'public', 'T', 1, 1, 'T', 'public', 'T' FROM skiff.subscription`)
 	require.NoError(t, err)
-	promoted, err = sub.Promote(ctx, tgt, copier.Snapshot{Xmin: s.Xmax, Xmax: s.Xmax + 5})
+	promoted, err = sub.Promote(ctx, tgt, passedAt(change.Snapshot{Xmin: s.Xmax, Xmax: s.Xmax + 5}))
 	require.NoError(t, err)
 	require.Empty(t, promoted, "a table with a copy backlog is not promoted")
 	_, err = tgt.Exec(ctx, `DELETE FROM skiff.copy_backlog`)
 	require.NoError(t, err)
-	promoted, err = sub.Promote(ctx, tgt, copier.Snapshot{Xmin: s.Xmax, Xmax: s.Xmax + 5})
+	promoted, err = sub.Promote(ctx, tgt, passedAt(change.Snapshot{Xmin: s.Xmax, Xmax: s.Xmax + 5}))
 	require.NoError(t, err)
 	require.Equal(t, []change.Table{tbl}, promoted)
 
@@ -106,8 +117,8 @@ func TestStates(t *testing.T) {
 	require.Equal(t, "copying-", state)
 
 	// A copy whose table changed state under it is rolled back.
-	cfg.Hooks.Snapshot = func(ctx context.Context, conn *pgx.Conn, t copier.Table, snap copier.Snapshot) error {
-		if err := hooks.Snapshot(ctx, conn, t, snap); err != nil {
+	cfg.Hooks.Point = func(ctx context.Context, conn *pgx.Conn, t copier.Table, point string) error {
+		if err := hooks.Point(ctx, conn, t, point); err != nil {
 			return err
 		}
 		_, err := sub.Resync(ctx, tgt, t.Source) // e.g. a second resync: the snapshot is cleared
@@ -150,7 +161,7 @@ func TestBarrier(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	cfg := copier.Config{Provider: pc, Target: tc, LockKey: func(t copier.Table) int32 { return sub.TableLockKey(t.Source) },
-		Hooks: sub.Hooks()}
+		Hooks: sub.Hooks(), CopyPoint: trigger.CopyPoint}
 	done := make(chan error, 1)
 	go func() {
 		_, err := copier.Copy(ctx, cfg, []copier.Table{{Source: tbl, Dest: tbl}})
@@ -225,14 +236,14 @@ func TestSideConnection(t *testing.T) {
 		defer mu.Unlock()
 		pids[c.PgConn().PID()] = true
 	}
-	cfg := copier.Config{Provider: pc, Target: counted, ProgressEvery: time.Millisecond, Hooks: hooks}
+	cfg := copier.Config{Provider: pc, Target: counted, ProgressEvery: time.Millisecond, Hooks: hooks, CopyPoint: trigger.CopyPoint}
 	cfg.Hooks.Barrier = func(ctx context.Context, conn *pgx.Conn, t copier.Table) (func() error, error) {
 		seen(conn)
 		return hooks.Barrier(ctx, conn, t)
 	}
-	cfg.Hooks.Snapshot = func(ctx context.Context, conn *pgx.Conn, t copier.Table, snap copier.Snapshot) error {
+	cfg.Hooks.Point = func(ctx context.Context, conn *pgx.Conn, t copier.Table, point string) error {
 		seen(conn)
-		return hooks.Snapshot(ctx, conn, t, snap)
+		return hooks.Point(ctx, conn, t, point)
 	}
 	cfg.Hooks.Progress = func(ctx context.Context, conn *pgx.Conn, t copier.Table, rows, bytes int64) error {
 		seen(conn)

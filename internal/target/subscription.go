@@ -169,15 +169,15 @@ func Position(ctx context.Context, db pg.DB, id int32) (change.Position, error) 
 	return toPos(tick, lsn), nil
 }
 
-// Tick returns the tick the subscription k has applied up to (0 when none); pgx.ErrNoRows
-// when there is no such subscription.
-func Tick(ctx context.Context, db pg.DB, k Key) (int64, error) {
-	var tick *int64
-	err := db.QueryRow(ctx, `SELECT tick FROM skiff.subscription WHERE queue = $1 AND consumer = $2`, k.Queue, k.Consumer).Scan(&tick)
-	if err != nil || tick == nil {
-		return 0, err
+// PositionOf returns the position subscription k has applied up to (zero when none);
+// pgx.ErrNoRows when there is no such subscription.
+func PositionOf(ctx context.Context, db pg.DB, k Key) (change.Position, error) {
+	var tick, lsn *int64
+	err := db.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE queue = $1 AND consumer = $2`, k.Queue, k.Consumer).Scan(&tick, &lsn)
+	if err != nil {
+		return change.Position{}, err
 	}
-	return *tick, nil
+	return toPos(tick, lsn), nil
 }
 
 // LockPosition locks the subscription's row (FOR UPDATE: the first statement of a batch's

@@ -75,7 +75,7 @@ func Routes(ctx context.Context, db pg.DB, id int32) ([]change.Route, error) {
 	for rows.Next() {
 		var r change.Route
 		var state string
-		if err := rows.Scan(&r.Source.Schema, &r.Source.Name, &r.Dest.Schema, &r.Dest.Name, &state, &r.Handler, &r.Config, &r.CopySnapshot); err != nil {
+		if err := rows.Scan(&r.Source.Schema, &r.Source.Name, &r.Dest.Schema, &r.Dest.Name, &state, &r.Handler, &r.Config, &r.CopyPoint); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -118,7 +118,7 @@ func AddTable(ctx context.Context, db pg.DB, id int32, r change.Route) error {
 	_, err := db.Exec(ctx, `INSERT INTO skiff.table_state
 		(sub_id, source_schema, source_name, dest_schema, dest_name, state, handler, handler_config, copy_snapshot)
 		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), NULLIF($8, ''), NULLIF($9, ''))`,
-		id, r.Source.Schema, r.Source.Name, r.Dest.Schema, r.Dest.Name, string(r.State), r.Handler, r.Config, r.CopySnapshot)
+		id, r.Source.Schema, r.Source.Name, r.Dest.Schema, r.Dest.Name, string(r.State), r.Handler, r.Config, r.CopyPoint)
 	return err
 }
 
@@ -179,7 +179,7 @@ func CopyingSince(ctx context.Context, db pg.DB, k Key) (map[change.Table]time.T
 }
 
 // CatchingUp lists the tables of subscription k in state catching-up: Source and
-// CopySnapshot of each.
+// CopyPoint (the copy_snapshot column) of each.
 func CatchingUp(ctx context.Context, db pg.DB, k Key) ([]change.Route, error) {
 	rows, err := db.Query(ctx, `SELECT source_schema, source_name, coalesce(copy_snapshot, '') FROM skiff.table_state ts
 		WHERE `+subWhere+` AND ts.state = 'catching-up'`, k.Queue, k.Consumer)
@@ -188,7 +188,7 @@ func CatchingUp(ctx context.Context, db pg.DB, k Key) ([]change.Route, error) {
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (change.Route, error) {
 		var c change.Route
-		err := r.Scan(&c.Source.Schema, &c.Source.Name, &c.CopySnapshot)
+		err := r.Scan(&c.Source.Schema, &c.Source.Name, &c.CopyPoint)
 		return c, err
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
@@ -39,11 +40,12 @@ func (s *Service) tableManager(q Queue, log *slog.Logger) (*copier.Manager, erro
 			Registry:    s.cfg.Registry,
 			LockTimeout: s.cfg.CopyLockTimeout,
 			Capture:     Capture(q.Name),
+			CopyPoint:   trigger.CopyPoint,
 		},
-		TickSnapshot: snaps.get,
-		Sequences:    snaps.sequences,
-		Interval:     s.cfg.ManagerInterval,
-		Log:          log,
+		Passed:    snaps.passed,
+		Sequences: snaps.sequences,
+		Interval:  s.cfg.ManagerInterval,
+		Log:       log,
 	}, nil
 }
 
@@ -75,8 +77,9 @@ func Capture(queueName string) func(ctx context.Context, prov *pgx.Conn, t copie
 	}
 }
 
-// tickSnapshots reads tick snapshots and sequence values from the provider over one
-// connection, reconnecting when it was lost.
+// tickSnapshots tells whether the queue has passed a copy (trigger.Passed: tick snapshots)
+// and reads sequence values, on the provider over one connection, reconnecting when it was
+// lost.
 type tickSnapshots struct {
 	cfg   *pgx.ConnConfig
 	queue string
@@ -87,13 +90,13 @@ type tickSnapshots struct {
 	usedAt time.Time
 }
 
-func (t *tickSnapshots) get(ctx context.Context, tick int64) (string, bool, error) {
+func (t *tickSnapshots) passed(ctx context.Context, point string, applied change.Position) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.ensure(ctx); err != nil {
-		return "", false, err
+		return false, err
 	}
-	return queue.TickSnapshot(ctx, t.conn, t.queue, tick)
+	return trigger.Passed(ctx, t.conn, t.queue, point, applied)
 }
 
 // sequences reads, on the provider, the sequences the queue captures that belong on a target

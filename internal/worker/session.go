@@ -12,13 +12,14 @@ import (
 
 	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
 )
 
-// session is one queue's connections: a queue.Source on the provider and an apply.Applier on
-// the target. It reconnects both when either connection is lost: NextBatch and Position
+// session is one queue's connections: a source on the provider (trigger.Source) and an
+// apply.Applier on the target. It reconnects both when either connection is lost: NextBatch and Position
 // check them first, and a failure to reconnect (a database down, another worker holding the
 // subscription) is the batch's failure, retried by the worker loop with its backoff.
 type session struct {
@@ -27,7 +28,7 @@ type session struct {
 	consumer  string
 	log       *slog.Logger
 	prov, tgt *pgx.Conn
-	src       *queue.Source
+	src       consumer.Source // with the optional abilities the session forwards
 	app       *apply.Applier
 
 	mu       sync.Mutex // guards what Backends and targetDesc read from other goroutines
@@ -37,12 +38,15 @@ type session struct {
 
 var (
 	_ consumer.Source        = (*session)(nil)
+	_ consumer.Resumer       = (*session)(nil)
+	_ consumer.CopyPoints    = (*session)(nil)
 	_ consumer.Applier       = (*session)(nil)
 	_ consumer.ErrorRecorder = (*session)(nil)
 	_ consumer.Heartbeater   = (*session)(nil)
 	_ consumer.Backlogger    = (*session)(nil)
 	_ consumer.DeadLetterer  = (*session)(nil)
-	_ consumer.Source        = (*queue.Source)(nil)
+	_ consumer.Source        = (*trigger.Source)(nil)
+	_ consumer.CopyPoints    = (*trigger.Source)(nil)
 	_ consumer.Applier       = (*apply.Applier)(nil)
 	_ consumer.Backlogger    = (*apply.Applier)(nil)
 	_ consumer.Heartbeater   = (*apply.Applier)(nil)
@@ -71,9 +75,11 @@ func (s *session) connect(ctx context.Context) error {
 	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log, MaxPendingRows: s.cfg.MaxPendingRows}); err != nil {
 		return fmt.Errorf("target %s: %w", desc, err)
 	}
-	if s.src, err = queue.NewSource(ctx, s.prov, queue.SourceConfig{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cfg.MaxEvents, Log: s.log}); err != nil {
+	src, err := trigger.New(ctx, s.prov, trigger.Config{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cfg.MaxEvents, Log: s.log})
+	if err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
+	s.src = src
 	s.mu.Lock()
 	s.pids = [2]uint32{s.prov.PgConn().PID(), s.tgt.PgConn().PID()}
 	s.mu.Unlock()
@@ -152,6 +158,28 @@ func (s *session) Events(ctx context.Context, b change.Batch, fn func([]change.E
 }
 
 func (s *session) Finish(ctx context.Context, b change.Batch) error { return s.src.Finish(ctx, b) }
+
+// Resume forwards to a source that restarts at the target's position (consumer.Resumer),
+// once the connections are up; a re-readable source (the trigger queue) ignores it.
+func (s *session) Resume(ctx context.Context, from change.Position) error {
+	if err := s.ensure(ctx); err != nil {
+		return err
+	}
+	if r, ok := s.src.(consumer.Resumer); ok {
+		return r.Resume(ctx, from)
+	}
+	return nil
+}
+
+// CopyHolds forwards to the source's consumer.CopyPoints. It is called inside Apply's stream,
+// where s.src is set.
+func (s *session) CopyHolds(point string) (func(*change.Event) bool, error) {
+	p, ok := s.src.(consumer.CopyPoints)
+	if !ok {
+		return nil, errors.New("the queue's source cannot read copy points")
+	}
+	return p.CopyHolds(point)
+}
 
 func (s *session) Position(ctx context.Context) (change.Position, error) {
 	if err := s.ensure(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -34,7 +35,7 @@ func copyConfig(providerURL, targetURL, app string, parallel int, log *slog.Logg
 }
 
 // copyRoutes copies the subscription's tables in routes (state copying on the target) and
-// records each one's snapshot and completion there. Tables another process is already copying
+// records each one's copy point and completion there. Tables another process is already copying
 // are left to it.
 func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription, routes []change.Route) ([]copier.Result, error) {
 	tables := make([]copier.Table, 0, len(routes))
@@ -43,6 +44,7 @@ func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription,
 	}
 	cfg.LockKey = func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }
 	cfg.Capture = worker.Capture(sub.Queue)
+	cfg.CopyPoint = trigger.CopyPoint
 	cfg.Hooks = sub.Hooks()
 	return copier.Copy(ctx, cfg, tables)
 }
