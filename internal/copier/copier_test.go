@@ -26,67 +26,6 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func TestSnapshotVisible(t *testing.T) {
-	t.Parallel()
-	s, err := change.ParseSnapshot("100:110:103,105")
-	require.NoError(t, err)
-	require.Equal(t, "100:110:103,105", s.String())
-	for txid, want := range map[int64]bool{1: true, 99: true, 100: true, 103: false, 104: true, 105: false, 109: true, 110: false, 200: false} {
-		require.Equal(t, want, s.Visible(txid), "txid %d", txid)
-	}
-	empty, err := change.ParseSnapshot("7:7:")
-	require.NoError(t, err)
-	require.True(t, empty.Visible(6))
-	require.False(t, empty.Visible(7))
-	require.True(t, s.CaughtUp(change.Snapshot{Xmin: 110, Xmax: 120}))
-	require.False(t, s.CaughtUp(change.Snapshot{Xmin: 109, Xmax: 120}))
-	for _, bad := range []string{"", "1:2", "a:2:", "5:4:", "1:5:7", "1:5:x"} {
-		_, err := change.ParseSnapshot(bad)
-		require.Error(t, err, bad)
-	}
-}
-
-// TestSnapshotMatchesServer checks the Go visibility test against txid_visible_in_snapshot on
-// a snapshot with transactions in progress.
-func TestSnapshotMatchesServer(t *testing.T) {
-	t.Parallel()
-	url := pgtest.Shared(t, "").NewDB(t)
-	ctx := context.Background()
-	var open []pgx.Tx
-	var running []int64
-	var committed int64
-	for i := 0; i < 3; i++ {
-		c := pgtest.Connect(t, url)
-		tx, err := c.Begin(ctx)
-		require.NoError(t, err)
-		var id int64
-		require.NoError(t, tx.QueryRow(ctx, "SELECT txid_current()").Scan(&id))
-		open = append(open, tx)
-		running = append(running, id)
-		if i == 0 { // a committed transaction between running ones
-			c2 := pgtest.Connect(t, url)
-			require.NoError(t, c2.QueryRow(ctx, "SELECT txid_current()").Scan(&committed))
-		}
-	}
-	conn := pgtest.Connect(t, url)
-	var text string
-	require.NoError(t, conn.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&text))
-	snap, err := change.ParseSnapshot(text)
-	require.NoError(t, err)
-	for _, id := range running {
-		require.False(t, snap.Visible(id), "running %d in %s", id, text)
-	}
-	require.True(t, snap.Visible(committed), "committed %d in %s", committed, text)
-	for txid := snap.Xmin - 2; txid <= snap.Xmax+1; txid++ {
-		var want bool
-		require.NoError(t, conn.QueryRow(ctx, "SELECT txid_visible_in_snapshot($1, $2::text::txid_snapshot)", txid, text).Scan(&want))
-		require.Equal(t, want, snap.Visible(txid), "txid %d in %s", txid, text)
-	}
-	for _, tx := range open {
-		require.NoError(t, tx.Rollback(ctx))
-	}
-}
-
 // auditDDL makes the provider table and a trigger that logs every change with its txid: a
 // stand-in for the queue, so that the copy and the catch-up filter are tested on their own.
 const auditDDL = `
