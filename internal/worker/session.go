@@ -19,9 +19,10 @@ import (
 )
 
 // session is one queue's connections: a source on the provider (trigger.Source) and an
-// apply.Applier on the target. It reconnects both when either connection is lost: NextBatch and Position
-// check them first, and a failure to reconnect (a database down, another worker holding the
-// subscription) is the batch's failure, retried by the worker loop with its backoff.
+// apply.Applier on the target. It reconnects both when either connection is lost: NextBatch,
+// Position and Resume check them first, and a failure to reconnect (a database down, another
+// worker holding the subscription) is the batch's failure, retried by the worker loop with its
+// backoff.
 type session struct {
 	cfg       *Config
 	queue     string
