@@ -508,3 +508,75 @@ func versionText(v int) string {
 	}
 	return strconv.Itoa(v/10000) + "." + strconv.Itoa(v/100%100)
 }
+
+// dropConsumerSlot drops the replication slot recorded for a consumer, if any.
+func dropConsumerSlot(ctx context.Context, db pg.DB, queue, consumer string) error {
+	if ok, err := knowsLogical(ctx, db); err != nil || !ok {
+		return err
+	}
+	s, err := ConsumerSlot(ctx, db, queue, consumer)
+	if errors.Is(err, ErrNotRegistered) {
+		return nil
+	}
+	if err != nil || s.Name == "" {
+		return err
+	}
+	return DropSlot(ctx, db, s.Name)
+}
+
+// ErrSlotLost is returned (wrapped) when the replication slot recorded for a subscription no
+// longer exists: the changes since its last confirmed position are gone, and the subscription
+// must be made again (skiff unsubscribe, then skiff subscribe copies the tables anew).
+var ErrSlotLost = errors.New("replication slot is gone")
+
+// EnsureSlot gives a consumer of a logical queue its replication slot, created now (decoding
+// from this moment on) or the one it has; created says which. A slot recorded but gone is
+// ErrSlotLost: a new one would silently skip what was written in between. Creating a slot
+// waits for the transactions running now to end (the slot's consistent point), and needs the
+// REPLICATION attribute (or superuser).
+func EnsureSlot(ctx context.Context, db pg.DB, queue, consumer string) (slot Slot, created bool, err error) {
+	k, err := QueueKind(ctx, db, queue)
+	if err != nil {
+		return Slot{}, false, err
+	}
+	if !k.Logical() {
+		return Slot{}, false, fmt.Errorf("queue %s is a %s queue: it has no replication slots", queue, k.Source)
+	}
+	if slot, err = ConsumerSlot(ctx, db, queue, consumer); err != nil {
+		return slot, false, err
+	}
+	version, err := pg.VersionOf(ctx, db)
+	if err != nil {
+		return slot, false, err
+	}
+	if slot.Name != "" {
+		var exists bool
+		if version >= 90400 {
+			err = db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)`, slot.Name).Scan(&exists)
+		}
+		if err != nil {
+			return slot, false, fmt.Errorf("replication slot %s: %w", slot.Name, err)
+		}
+		if !exists {
+			return slot, false, fmt.Errorf("consumer %s of queue %s: replication slot %s: %w (dropped by hand, or the provider was restored): "+
+				"changes since its last confirmed position are lost; unsubscribe and subscribe again to copy the tables anew",
+				consumer, queue, slot.Name, ErrSlotLost)
+		}
+		return slot, false, nil
+	}
+	name := SlotName(slot.QueueID, slot.SubID)
+	if version >= 90400 {
+		_, err = db.Exec(ctx, `SELECT pg_catalog.pg_create_logical_replication_slot($1, $2)`, name, k.Plugin)
+	} else {
+		err = errors.New("no logical decoding before PostgreSQL 9.4")
+	}
+	if err != nil {
+		return slot, false, fmt.Errorf("create replication slot %s (plugin %s) for consumer %s: %w", name, k.Plugin, consumer, err)
+	}
+	if err := SetConsumerSlot(ctx, db, queue, consumer, name); err != nil {
+		// The slot would hold WAL for nobody.
+		return slot, false, errors.Join(err, DropSlot(context.WithoutCancel(ctx), db, name))
+	}
+	slot.Name = name
+	return slot, true, nil
+}

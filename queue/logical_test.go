@@ -166,3 +166,65 @@ func mustTables(t *testing.T, c interface {
 	require.NoError(t, err)
 	return tables
 }
+
+// TestConsumerSlot: a subscription to a logical queue gets a slot of its own, once; a slot
+// dropped behind skiff's back is reported as lost, never silently replaced; unregistering the
+// consumer drops its slot, and queue drop drops the slots of the consumers it unregisters.
+func TestConsumerSlot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	if pg.ServerVersion(c) < 90400 {
+		t.Skip("logical decoding needs 9.4+")
+	}
+	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
+	_, err := AddTable(ctx, c, "lq", TableSpec{Name: "t", Source: SourceLogical})
+	require.NoError(t, err)
+	exec(t, c, `CREATE TABLE tt (id int PRIMARY KEY)`)
+	_, err = AddTable(ctx, c, "tq", TableSpec{Name: "tt"})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "tq", "a")
+	require.NoError(t, err)
+	_, _, err = EnsureSlot(ctx, c, "tq", "a")
+	require.ErrorContains(t, err, "queue tq is a trigger queue: it has no replication slots")
+
+	_, _, err = EnsureSlot(ctx, c, "lq", "a")
+	require.ErrorIs(t, err, ErrNotRegistered)
+	_, err = RegisterConsumer(ctx, c, "lq", "a")
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "lq", "b")
+	require.NoError(t, err)
+	slot, created, err := EnsureSlot(ctx, c, "lq", "a")
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, SlotName(slot.QueueID, slot.SubID), slot.Name)
+	again, created, err := EnsureSlot(ctx, c, "lq", "a")
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, slot, again)
+	slots := func() []string {
+		t.Helper()
+		var names []string
+		require.NoError(t, c.QueryRow(ctx, `SELECT coalesce(array_agg(slot_name::text ORDER BY slot_name), '{}') FROM pg_replication_slots`).Scan(&names))
+		return names
+	}
+	require.Equal(t, []string{slot.Name}, slots())
+	b, _, err := EnsureSlot(ctx, c, "lq", "b")
+	require.NoError(t, err)
+	require.Len(t, slots(), 2)
+
+	exec(t, c, `SELECT pg_drop_replication_slot($1)`, slot.Name)
+	_, _, err = EnsureSlot(ctx, c, "lq", "a")
+	require.ErrorIs(t, err, ErrSlotLost)
+	require.ErrorContains(t, err, "unsubscribe and subscribe again")
+
+	ok, err := UnregisterConsumer(ctx, c, "lq", "a")
+	require.NoError(t, err, "a lost slot does not keep the consumer registered")
+	require.True(t, ok)
+	require.Equal(t, []string{b.Name}, slots())
+
+	_, err = DropQueue(ctx, c, "lq", true)
+	require.NoError(t, err)
+	require.Empty(t, slots(), "queue drop --force drops its consumers' slots")
+}
