@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -579,4 +580,108 @@ func EnsureSlot(ctx context.Context, db pg.DB, queue, consumer string) (slot Slo
 	}
 	slot.Name = name
 	return slot, true, nil
+}
+
+// SlotState is a replication slot as the provider reports it.
+type SlotState struct {
+	Name     string
+	Database string
+	Plugin   string
+	Active   bool
+	// ActivePID is the walsender streaming from it, 0 when inactive (9.5+).
+	ActivePID int
+	// ConfirmedLSN is the position its consumer confirmed (9.6+; restart_lsn before).
+	ConfirmedLSN string
+	// RetainedBytes is the WAL the slot keeps on the provider's disk (from its restart_lsn);
+	// LagBytes the WAL written since its confirmed position.
+	RetainedBytes, LagBytes int64
+	// ReplayLag is the walsender's replay lag (10+, while streaming), nil when unknown.
+	ReplayLag *time.Duration
+}
+
+// SlotStates lists the logical replication slots of the provider's database whose name
+// skiff gives (SlotName), by name; none before 9.4.
+func SlotStates(ctx context.Context, db pg.DB) ([]SlotState, error) {
+	version, err := pg.VersionOf(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	var q string
+	switch {
+	case version >= 100000:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, coalesce(s.active_pid, 0),
+			coalesce(coalesce(s.confirmed_flush_lsn, s.restart_lsn)::text, ''),
+			coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), coalesce(s.confirmed_flush_lsn, s.restart_lsn)), 0)::bigint,
+			(SELECT extract(epoch FROM r.replay_lag)::float8 FROM pg_catalog.pg_stat_replication r WHERE r.pid = s.active_pid)
+			FROM pg_catalog.pg_replication_slots s`
+	case version >= 90600:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, coalesce(s.active_pid, 0),
+			coalesce(coalesce(s.confirmed_flush_lsn, s.restart_lsn)::text, ''),
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), coalesce(s.confirmed_flush_lsn, s.restart_lsn)), 0)::bigint,
+			NULL::float8
+			FROM pg_catalog.pg_replication_slots s`
+	case version >= 90500:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, coalesce(s.active_pid, 0),
+			coalesce(s.restart_lsn::text, ''),
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			NULL::float8
+			FROM pg_catalog.pg_replication_slots s`
+	case version >= 90400:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, 0,
+			coalesce(s.restart_lsn::text, ''),
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			NULL::float8
+			FROM pg_catalog.pg_replication_slots s`
+	default:
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, q+` WHERE s.slot_type = 'logical' AND s.database = pg_catalog.current_database()
+		AND s.slot_name LIKE 'skiff\_q%\_s%' ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("replication slots: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SlotState, error) {
+		var s SlotState
+		var lag *float64
+		err := r.Scan(&s.Name, &s.Database, &s.Plugin, &s.Active, &s.ActivePID, &s.ConfirmedLSN, &s.RetainedBytes, &s.LagBytes, &lag)
+		if lag != nil {
+			d := time.Duration(*lag * float64(time.Second))
+			s.ReplayLag = &d
+		}
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replication slots: %w", err)
+	}
+	return out, nil
+}
+
+// ConsumerSlots maps queue and consumer to the slot recorded for it, for the provider's
+// logical queues.
+func ConsumerSlots(ctx context.Context, db pg.DB) (map[[2]string]string, error) {
+	if ok, err := knowsLogical(ctx, db); err != nil || !ok {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, `SELECT q.queue_name, c.sub_consumer, c.sub_slot FROM skiff.consumer c
+		JOIN skiff.queue q ON q.queue_id = c.queue_id WHERE c.sub_slot IS NOT NULL`)
+	if err != nil {
+		return nil, wrap(err, "slots of consumers", nil)
+	}
+	out := map[[2]string]string{}
+	defer rows.Close()
+	for rows.Next() {
+		var q, c, s string
+		if err := rows.Scan(&q, &c, &s); err != nil {
+			return nil, wrap(err, "slots of consumers", nil)
+		}
+		out[[2]string{q, c}] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap(err, "slots of consumers", nil)
+	}
+	return out, nil
 }
