@@ -67,6 +67,13 @@ type TableSpec struct {
 	// key: no index keeps a key unique across children (an inheritance parent's indexes cover
 	// its own rows only); it is remembered for refreshes.
 	KeyNotUnique bool
+	// Source, when set, is the source the queue must have: SourceLogical creates a missing
+	// queue as a logical one (Plugin: PluginPgoutput or PluginTestDecoding; empty: pgoutput
+	// on 10+, test_decoding before). An existing queue keeps the source it was created with;
+	// asking it for another is ErrWrongSource. Empty: the queue's source (trigger for a new
+	// queue).
+	Source string
+	Plugin string
 }
 
 // AddResult says what AddTable did.
@@ -78,6 +85,9 @@ type AddResult struct {
 	Layout    int32 // the new layout id (tables only; 0 when Unchanged)
 	// QueueCreated: the queue did not exist and was created for this table.
 	QueueCreated bool
+	// Kind is how the queue captures the table: a table of a logical queue gets no trigger
+	// (it is decoded from the queue's replication slots).
+	Kind Kind
 	// Sequences are the sequences of the table (TableSequences) captured now; those captured
 	// before are not listed.
 	Sequences []change.Table
@@ -192,6 +202,7 @@ type adding struct {
 	withChildren bool
 	fam          family
 	cols         []catalog.Column
+	kind         Kind // the queue's source
 }
 
 // priorCapture is the queue's capture of the table before this add, if any.
@@ -221,6 +232,10 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		return nil, fmt.Errorf("%s is not a table or a sequence (relkind %q)", a.rel.table(), a.rel.kind)
 	}
 	a.version = pg.ServerVersionOf(tx.Conn().PgConn())
+	if err := a.checkSource(ctx, a.res.QueueCreated); err != nil {
+		return nil, err
+	}
+	a.res.Kind = a.kind
 	steps := []func(context.Context) error{a.lock, a.readPrior, a.checkOtherQueues}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -240,6 +255,9 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	}
 	a.settings()
 	steps = []func(context.Context) error{a.family, a.columns, a.checkKey, a.install, a.adoptChildren, a.sequences}
+	if a.kind.Logical() {
+		steps = []func(context.Context) error{a.logicalChecks, a.columns, a.logicalKey, a.install, a.publish, a.sequences}
+	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return nil, err
@@ -469,9 +487,12 @@ func (a *adding) install(ctx context.Context) error {
 		return fmt.Errorf("record layout of %s: %w", rel.table(), err)
 	}
 	a.res.Layout = layout
-	tg, err := installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren)
-	if err != nil {
-		return err
+	var tg trigger
+	if !a.kind.Logical() {
+		// A logical queue's tables have no trigger: empty names in captured_table.
+		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren); err != nil {
+			return err
+		}
 	}
 	var whereArg *string
 	if a.where != "" {
@@ -738,7 +759,7 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 		FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
 		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
 		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
-		WHERE c.capture_version < $1
+		WHERE c.capture_version < $1 AND c.func_name <> ''
 		ORDER BY 1, 4, 5`, captureVersion)
 	if err != nil {
 		return nil, fmt.Errorf("list captures to upgrade: %w", err)
@@ -918,6 +939,13 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 		if err != nil {
 			return fmt.Errorf("remove table %s: %w", t, err)
 		}
+		if fn == "" {
+			// A logical queue's table: no trigger; it leaves the queue's publication.
+			if rel.kind == "dropped" {
+				return nil
+			}
+			return unpublish(ctx, tx, qid, t, rel.oid)
+		}
 		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig)
 	})
 	return t, err
@@ -1008,7 +1036,16 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 		if err != nil {
 			return fmt.Errorf("tables of queue %s: %w", queue, err)
 		}
+		// A logical queue's publication and its subscriptions' slots go first: a slot in use
+		// (a worker streaming) makes the whole drop fail, nothing dropped.
+		if err := dropLogical(ctx, tx, qid); err != nil {
+			return fmt.Errorf("drop queue %s: %w", queue, err)
+		}
 		for _, c := range captures {
+			if c.fn == "" {
+				d.Tables = append(d.Tables, c.t) // a logical queue's: no trigger
+				continue
+			}
 			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig); err != nil {
 				return err
 			}

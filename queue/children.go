@@ -487,7 +487,7 @@ func uncovered(ctx context.Context, db pg.DB) ([]Adopted, error) {
 		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
 		JOIN pg_catalog.pg_inherits i ON i.inhparent = c.table_oid
 		JOIN pg_catalog.pg_class cr ON cr.oid = i.inhrelid JOIN pg_catalog.pg_namespace cn ON cn.oid = cr.relnamespace
-		WHERE NOT c.with_children
+		WHERE NOT c.with_children AND c.func_name <> ''
 		  AND NOT EXISTS (SELECT 1 FROM skiff.captured_table o WHERE o.queue_id = c.queue_id AND o.table_oid = i.inhrelid)
 		ORDER BY 1, 2, 3, 4, 5`)
 	if err != nil {

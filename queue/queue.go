@@ -107,7 +107,12 @@ func RegisterConsumer(ctx context.Context, db pg.DB, queue, consumer string) (bo
 }
 
 // UnregisterConsumer removes a consumer's subscription; it reports whether there was one.
+// The replication slot of a consumer of a logical queue is dropped first: a slot in use (its
+// worker streaming) is an error, and the consumer stays registered.
 func UnregisterConsumer(ctx context.Context, db pg.DB, queue, consumer string) (bool, error) {
+	if err := dropConsumerSlot(ctx, db, queue, consumer); err != nil {
+		return false, err
+	}
 	n, err := intResult(ctx, db, "unregister consumer "+consumer+" from queue "+queue, ErrNoQueue,
 		`SELECT skiff.unregister_consumer($1, $2)`, queue, consumer)
 	return n == 1, err

@@ -28,8 +28,16 @@ func (p queueProvider) Queues(ctx context.Context) ([]queueInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A logical queue has no ticks: its subscriptions stream from replication slots.
+	logical, err := queue.LogicalQueues(ctx, p.conn)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]queueInfo, 0, len(infos))
 	for _, qi := range infos {
+		if logical[qi.Name] {
+			continue
+		}
 		since := qi.TickerLag
 		if qi.LastTick == 0 {
 			since = -1

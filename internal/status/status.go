@@ -37,6 +37,9 @@ type Config struct {
 	// reported as abandoned, holding back the queue's event table rotation, with the command
 	// that unregisters it; 0 means 1 hour.
 	AbandonedAfter time.Duration
+	// MaxRetainedWAL is how much WAL a logical subscription's replication slot may keep on
+	// the provider's disk before it is reported; 0 means 1 GiB.
+	MaxRetainedWAL int64
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -61,6 +64,12 @@ type Report struct {
 // Queue is one queue of the provider.
 type Queue struct {
 	Name string `json:"name"`
+	// Source is how the queue captures its tables: trigger or logical. A logical queue has
+	// no ticks (its last tick fields stay those of its creation): each consumer streams
+	// from its replication slot (Consumer.Slot).
+	Source string `json:"source"`
+	// Plugin is a logical queue's output plugin (pgoutput or test_decoding).
+	Plugin string `json:"plugin,omitempty"`
 	// LastTick is the id of the queue's newest tick, LastTickTime its time and TickAgeSeconds
 	// its age.
 	LastTick       int64     `json:"last_tick"`
@@ -96,14 +105,38 @@ type Consumer struct {
 	// HoldsRotation is set when the queue's event tables are due to rotate and this consumer
 	// keeps them from it: it has not finished a tick past the writers of the table to reuse.
 	HoldsRotation bool `json:"holds_rotation"`
+	// Slot is the replication slot of a consumer of a logical queue (nil for a trigger
+	// queue's).
+	Slot *Slot `json:"slot,omitempty"`
 	// Stall says what the consumer waits for, "" when it moves.
 	Stall string `json:"stall,omitempty"`
 }
 
+// Slot is a logical replication slot on the provider.
+type Slot struct {
+	Name string `json:"name"`
+	// Missing: recorded for the consumer but gone from the provider (changes lost).
+	Missing bool `json:"missing,omitempty"`
+	// Active: a worker streams from it now.
+	Active bool `json:"active"`
+	// ConfirmedLSN is the position the consumer confirmed (after the target committed it).
+	ConfirmedLSN string `json:"confirmed_lsn,omitempty"`
+	// RetainedWALBytes is the WAL the slot keeps on the provider's disk; LagBytes the WAL
+	// written since its confirmed position.
+	RetainedWALBytes int64 `json:"retained_wal_bytes"`
+	LagBytes         int64 `json:"lag_bytes"`
+	// LagSeconds is the walsender's replay lag (PostgreSQL 10+, while streaming), absent
+	// when unknown.
+	LagSeconds *float64 `json:"lag_seconds,omitempty"`
+}
+
 // Subscription is a consumer as the target records it.
 type Subscription struct {
-	// Tick is the last tick applied on the target.
-	Tick           int64      `json:"tick"`
+	// Tick is the last tick applied on the target (trigger queue).
+	Tick int64 `json:"tick"`
+	// LSN is the end of the last transaction applied on the target (logical queue), "" when
+	// none.
+	LSN            string     `json:"lsn,omitempty"`
 	LastBatch      int64      `json:"last_batch"`
 	BatchesApplied int64      `json:"batches_applied"`
 	EventsApplied  int64      `json:"events_applied"`
@@ -199,15 +232,27 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
+	lg, err := readLogical(ctx, prov)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
 	for _, q := range qs {
-		out := Queue{Name: q.Name, LastTick: q.LastTick, LastTickTime: q.LastTickTime, TickAgeSeconds: q.TickerLag.Seconds(),
+		out := Queue{Name: q.Name, Source: queue.SourceTrigger, LastTick: q.LastTick, LastTickTime: q.LastTickTime, TickAgeSeconds: q.TickerLag.Seconds(),
 			PendingEvents: q.PendingEvents, TickerPaused: q.TickerPaused, Consumers: []Consumer{}}
-		out.Stall = tickerStall(q, cfg.StallAfter)
+		if k, ok := lg.queues[q.Name]; ok {
+			out.Source, out.Plugin = k.Source, k.Plugin
+		} else {
+			out.Stall = tickerStall(q, cfg.StallAfter)
+		}
 		if out.Stall != "" {
 			r.Problems = append(r.Problems, fmt.Sprintf("queue %s: %s", q.Name, out.Stall))
 		}
 		for _, c := range cs {
 			if c.Queue != q.Name {
+				continue
+			}
+			if out.Source == queue.SourceLogical {
+				out.Consumers = append(out.Consumers, lg.consumer(q.Name, c.Consumer))
 				continue
 			}
 			out.Consumers = append(out.Consumers, Consumer{Name: c.Consumer, LagSeconds: c.Lag.Seconds(),
@@ -219,6 +264,10 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 	r.LongTransactions, err = longTransactions(ctx, prov, cfg.LongTransaction)
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
+	}
+	for _, sl := range lg.orphans() {
+		r.Problems = append(r.Problems, fmt.Sprintf("replication slot %s belongs to no subscription (left by a removed one?): it keeps %s of WAL on the provider; "+
+			"drop it if nothing uses it: SELECT pg_drop_replication_slot('%s')", sl.Name, bytesText(sl.RetainedBytes), sl.Name))
 	}
 	for _, t := range r.LongTransactions {
 		r.Problems = append(r.Problems, fmt.Sprintf("provider transaction pid %d (%s@%s) open for %s: holds back event table rotation",
@@ -235,7 +284,11 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 		q := &r.Queues[qi]
 		for ci := range q.Consumers {
 			c := &q.Consumers[ci]
-			c.Stall = consumerStall(*c, q, r.LongTransactions, cfg, now())
+			if c.Slot != nil || q.Source == queue.SourceLogical {
+				c.Stall = slotStall(*c, q, cfg, now())
+			} else {
+				c.Stall = consumerStall(*c, q, r.LongTransactions, cfg, now())
+			}
 			if c.Stall != "" {
 				r.Problems = append(r.Problems, fmt.Sprintf("queue %s, consumer %s: %s", q.Name, c.Name, c.Stall))
 			}
@@ -427,7 +480,7 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn, v target.Version) (m
 	out := map[subKey]*Subscription{}
 	byID := map[int32]*Subscription{}
 	for _, ts := range subs {
-		s := &Subscription{Tick: ts.Tick, LastBatch: ts.LastBatch, BatchesApplied: ts.BatchesApplied, EventsApplied: ts.EventsApplied,
+		s := &Subscription{Tick: ts.Tick, LSN: lsnText(ts.LSN), LastBatch: ts.LastBatch, BatchesApplied: ts.BatchesApplied, EventsApplied: ts.EventsApplied,
 			AppliedAt: ts.AppliedAt, LastError: ts.LastError, LastErrorAt: ts.LastErrorAt, Heartbeat: ts.Heartbeat, Worker: ts.Worker,
 			LastErrorEvent: ts.LastErrorEvent, DeadLetters: ts.DeadLetters, DeadLettersPending: ts.DeadLettersPending, Tables: []Table{}}
 		out[subKey{ts.Queue, ts.Consumer}], byID[ts.ID] = s, s

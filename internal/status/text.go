@@ -27,7 +27,11 @@ func Text(w io.Writer, r *Report) error {
 		p("no queue on the provider (skiff table add creates one)\n")
 	}
 	for _, q := range r.Queues {
-		p("\nqueue %s\tlast tick %d\t%s ago\t%d events pending\n", q.Name, q.LastTick, secs(q.TickAgeSeconds), q.PendingEvents)
+		if q.Source == "logical" {
+			p("\nqueue %s\tlogical (%s)\n", q.Name, q.Plugin)
+		} else {
+			p("\nqueue %s\tlast tick %d\t%s ago\t%d events pending\n", q.Name, q.LastTick, secs(q.TickAgeSeconds), q.PendingEvents)
+		}
 		if q.Stall != "" {
 			p("  ! %s\n", q.Stall)
 		}
@@ -39,8 +43,26 @@ func Text(w io.Writer, r *Report) error {
 			if c.CurrentBatch != 0 {
 				batch = fmt.Sprintf("batch %d → tick %d", c.CurrentBatch, c.BatchEndTick)
 			}
-			p("  consumer %s\tlag %s, %d events\tat tick %d\t%s\tseen %s ago\n", c.Name, secs(c.LagSeconds), c.LagEvents,
-				c.LastTick, batch, secs(c.LastSeenSeconds))
+			switch sl := c.Slot; {
+			case sl != nil && !sl.Missing:
+				lag := "unknown"
+				if sl.LagSeconds != nil {
+					lag = secs(*sl.LagSeconds).String()
+				}
+				active := "inactive"
+				if sl.Active {
+					active = "streaming"
+				}
+				p("  consumer %s\tslot %s %s\tconfirmed %s\tlag %s, %s\tWAL kept %s\n", c.Name, sl.Name, active, sl.ConfirmedLSN,
+					lag, bytesText(sl.LagBytes), bytesText(sl.RetainedWALBytes))
+			case sl != nil:
+				p("  consumer %s\tslot %s missing\n", c.Name, sl.Name)
+			case q.Source == "logical":
+				p("  consumer %s\tno slot\n", c.Name)
+			default:
+				p("  consumer %s\tlag %s, %d events\tat tick %d\t%s\tseen %s ago\n", c.Name, secs(c.LagSeconds), c.LagEvents,
+					c.LastTick, batch, secs(c.LastSeenSeconds))
+			}
 			if c.Stall != "" {
 				p("    ! %s\n", c.Stall)
 			}
@@ -52,7 +74,14 @@ func Text(w io.Writer, r *Report) error {
 			if s.AppliedAt != nil {
 				applied = s.AppliedAt.UTC().Format(time.RFC3339)
 			}
-			p("    target at tick %d\t%d batches, %d events applied\tlast applied %s\n", s.Tick, s.BatchesApplied, s.EventsApplied, applied)
+			at := fmt.Sprintf("tick %d", s.Tick)
+			if q.Source == "logical" {
+				at = "LSN " + s.LSN
+				if s.LSN == "" {
+					at = "no LSN yet"
+				}
+			}
+			p("    target at %s\t%d batches, %d events applied\tlast applied %s\n", at, s.BatchesApplied, s.EventsApplied, applied)
 			if s.LastError != "" {
 				at := ""
 				if s.LastErrorAt != nil {

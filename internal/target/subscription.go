@@ -19,6 +19,8 @@ type Subscription struct {
 	Provider string // user@host:port/db of the provider, never a password
 	// Tick is the tick of the last applied batch (trigger queue), 0 when none.
 	Tick int64
+	// LSN is the end of the last applied transaction (logical queue), 0 when none.
+	LSN uint64
 	// LastBatch is the provider's id of the last applied batch, 0 when none.
 	LastBatch                     int64
 	BatchesApplied, EventsApplied int64
@@ -56,7 +58,7 @@ func SubscriptionStates(ctx context.Context, db pg.DB, v Version) ([]Subscriptio
 			(SELECT count(*) FROM skiff.dead_letter d WHERE d.sub_id = s.sub_id AND d.set_aside_at IS NOT NULL),
 			(SELECT count(*) FROM skiff.dead_letter d WHERE d.sub_id = s.sub_id AND d.set_aside_at IS NULL)`
 	}
-	rows, err := db.Query(ctx, `SELECT sub_id, queue, consumer, coalesce(tick, 0), coalesce(last_batch_id, 0),
+	rows, err := db.Query(ctx, `SELECT sub_id, queue, consumer, coalesce(tick, 0), coalesce(lsn, 0), coalesce(last_batch_id, 0),
 		batches_applied, events_applied, applied_at, coalesce(last_error, ''), last_error_at, heartbeat, coalesce(worker, ''),
 		`+deadLetter+`
 		FROM skiff.subscription s ORDER BY queue, consumer`)
@@ -65,9 +67,11 @@ func SubscriptionStates(ctx context.Context, db pg.DB, v Version) ([]Subscriptio
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Subscription, error) {
 		var s Subscription
-		err := r.Scan(&s.ID, &s.Queue, &s.Consumer, &s.Tick, &s.LastBatch, &s.BatchesApplied, &s.EventsApplied,
+		var lsn int64
+		err := r.Scan(&s.ID, &s.Queue, &s.Consumer, &s.Tick, &lsn, &s.LastBatch, &s.BatchesApplied, &s.EventsApplied,
 			&s.AppliedAt, &s.LastError, &s.LastErrorAt, &s.Heartbeat, &s.Worker,
 			&s.LastErrorEvent, &s.DeadLetters, &s.DeadLettersPending)
+		s.LSN = uint64(lsn)
 		return s, err
 	})
 }

@@ -71,7 +71,7 @@ func main() {
 	skiffBin := flag.String("skiff", "bin/skiff", "the skiff binary to drive")
 	out := flag.String("out", "docs/benchmarks.md", "markdown report to write (empty: print only)")
 	sections := flag.String("only", strings.Join(allSections, ","), "sections to run: "+strings.Join(allSections, ","))
-	systems := flag.String("systems", "skiff,londiste,builtin,pglogical", "systems to measure (capture overhead always has its own variants)")
+	systems := flag.String("systems", "skiff,skiff-logical,londiste,builtin,pglogical", "systems to measure (capture overhead always has its own variants)")
 	note := flag.String("note", "", "a note printed at the top of the report (e.g. the machine was shared)")
 	version := flag.String("pg", "15", "PostgreSQL major version of the clusters")
 	flag.Parse()

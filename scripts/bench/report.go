@@ -125,14 +125,15 @@ var sectionTitles = map[string]string{
 }
 
 var systemLabels = map[string]string{
-	"skiff":     "skiff",
-	"londiste":  "Londiste3 + PgQ",
-	"builtin":   "built-in logical replication",
-	"pglogical": "pglogical",
-	"pgq":       "PgQ C trigger (pgq.logutriga, Londiste's trigger)",
-	"plpgsql":   "bare PL/pgSQL trigger, row_to_json(NEW) into a table",
-	"none":      "no capture",
-	"pipe":      "plain COPY pipe: psql COPY … TO STDOUT piped into psql COPY … FROM STDIN",
+	"skiff":         "skiff",
+	"skiff-logical": "skiff, logical-decoding source (pgoutput)",
+	"londiste":      "Londiste3 + PgQ",
+	"builtin":       "built-in logical replication",
+	"pglogical":     "pglogical",
+	"pgq":           "PgQ C trigger (pgq.logutriga, Londiste's trigger)",
+	"plpgsql":       "bare PL/pgSQL trigger, row_to_json(NEW) into a table",
+	"none":          "no capture",
+	"pipe":          "plain COPY pipe: psql COPY … TO STDOUT piped into psql COPY … FROM STDIN",
 }
 
 func label(system string) string {
@@ -349,7 +350,7 @@ func ratioCell(skiff, peer *metric) string {
 	return fmt.Sprintf("%s× (%s–%s)", num(r), num(lo), num(hi))
 }
 
-var summaryPeers = []string{"londiste", "builtin", "pglogical", "pgq", "plpgsql", "pipe"}
+var summaryPeers = []string{"skiff-logical", "londiste", "builtin", "pglogical", "pgq", "plpgsql", "pipe"}
 
 // summary writes one table: per measurement, skiff's median and its ratio to each peer.
 func (b *bench) summary(w *strings.Builder) {

@@ -13,7 +13,11 @@ import (
 // `table add` per group (one queue per group), `subscribe` (with --no-copy for a backlog),
 // `skiff ticker` running during the load, and one `skiff worker` per queue started when the
 // clock starts.
+//
+// With logical set it is skiff's logical-decoding source: `table add --source logical` (no
+// trigger, no ticker); subscribe creates each queue's replication slot, which close drops.
 type skiffRun struct {
+	logical bool
 	running []*proc
 }
 
@@ -26,6 +30,18 @@ func skiffAvailable(ctx context.Context, b *bench) error {
 		if err != nil {
 			return fmt.Errorf("`skiff %s` is not available: %s", strings.Join(cmd, " "), firstLine(string(out)))
 		}
+	}
+	return nil
+}
+
+// skiffLogicalAvailable checks that the binary has the logical-decoding source.
+func skiffLogicalAvailable(ctx context.Context, b *bench) error {
+	if err := skiffAvailable(ctx, b); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, b.cfg.SkiffBin, "table", "add", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--source") {
+		return fmt.Errorf("this skiff has no logical-decoding source (table add --source)")
 	}
 	return nil
 }
@@ -67,6 +83,9 @@ func (r *skiffRun) setup(ctx context.Context, e *runEnv) error {
 	}
 	for i, g := range e.groups {
 		args := []string{"table", "add", "--db", prov, "--queue", queueName(i)}
+		if r.logical {
+			args = append(args, "--source", "logical")
+		}
 		for _, t := range g {
 			args = append(args, "public."+t)
 		}
@@ -78,6 +97,9 @@ func (r *skiffRun) setup(ctx context.Context, e *runEnv) error {
 				return err
 			}
 		}
+	}
+	if r.logical {
+		return nil // no ticker: each worker streams from its slot
 	}
 	p, err := startProc(e.dir, "skiff-ticker", nil, e.b.cfg.SkiffBin, "--log-format", "json", "ticker", "--db", prov)
 	if err != nil {
@@ -116,4 +138,16 @@ func (r *skiffRun) start(ctx context.Context, e *runEnv) error {
 
 func (r *skiffRun) procs() []*proc { return r.running }
 
-func (r *skiffRun) close(context.Context, *runEnv) { stopAll(r.running) }
+func (r *skiffRun) close(ctx context.Context, e *runEnv) {
+	stopAll(r.running)
+	if !r.logical {
+		return
+	}
+	// The slots hold WAL and keep the provider database from being dropped.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	if err := execSQL(ctx, e.pair.prov, e.pdb, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+		WHERE database = current_database() AND slot_name LIKE 'skiff\_q%'`); err != nil {
+		e.b.log.Warn("drop skiff's replication slots", "err", err)
+	}
+}

@@ -78,6 +78,8 @@ func rotate[T any](xs []T, rep int) []T {
 func (b *bench) systems() []system {
 	all := []system{
 		{name: "skiff", label: "skiff", newRun: func() replicator { return &skiffRun{} }, available: skiffAvailable},
+		{name: "skiff-logical", label: "skiff, logical-decoding source", newRun: func() replicator { return &skiffRun{logical: true} },
+			available: skiffLogicalAvailable},
 		{name: "londiste", label: "Londiste3 + PgQ", newRun: func() replicator { return &londisteRun{} }, available: londisteAvailable},
 		{name: "builtin", label: "built-in logical replication", newRun: func() replicator { return &builtinRun{} },
 			available: func(context.Context, *bench) error { return nil }},

@@ -173,6 +173,28 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 			tick = in.LastTick
 		}
 	}
+	kind, err := queue.QueueKind(ctx, prov, c.Queue)
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	if kind.Logical() {
+		// The slot first: every transaction that commits after its consistent point is
+		// decoded, and the copies below take their snapshots after it (those they see are
+		// skipped by the worker, the others applied).
+		slot, created, err := queue.EnsureSlot(ctx, prov, c.Queue, name)
+		if err != nil {
+			if !registered {
+				if _, uerr := queue.UnregisterConsumer(context.WithoutCancel(ctx), prov, c.Queue, name); uerr != nil {
+					err = errors.Join(err, fmt.Errorf("provider: %w", uerr))
+				}
+			}
+			return fmt.Errorf("provider: %w", err)
+		}
+		if created {
+			fmt.Fprintf(rt.Out, "replication slot %s created (plugin %s)\n", slot.Name, kind.Plugin)
+		}
+		tick = 0 // a logical subscription's position is an LSN, recorded by its first batch
+	}
 	res, err := apply.Subscribe(ctx, tgt, apply.Subscription{
 		Queue: c.Queue, Consumer: name, Provider: pg.Describe(prov.Config()), Tick: tick,
 	}, routes)

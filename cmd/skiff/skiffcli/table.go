@@ -30,6 +30,8 @@ type TableAddCmd struct {
 	Refresh          bool     `help:"Regenerate the trigger and layout of tables already captured (after ALTER TABLE), or change their --where/--key."`
 	NoSequences      bool     `help:"Do not capture the sequences the tables' inserts draw from (serial and identity columns, DEFAULT nextval(...)); captured by default so that the target's stand where the provider's do at cut-over."`
 	AlsoInOtherQueue bool     `help:"Capture a table even when another queue captures it already (each queue then gets every write)."`
+	Source           string   `help:"How a new queue captures its tables: trigger (capture triggers and the ticker; every version from 8.4) or logical (no trigger: each subscription streams from a logical replication slot; 9.4+, wal_level = logical, the worker's provider role needs REPLICATION). Chosen when the queue is created; an existing queue keeps its source. Default: the queue's, trigger for a new queue." enum:",trigger,logical" default:""`
+	Plugin           string   `help:"Output plugin of a new logical queue: pgoutput (10+; the queue's tables go into a publication, which needs the tables' owner) or test_decoding (9.4+). Default: pgoutput on 10+, test_decoding before." enum:",pgoutput,test_decoding" default:""`
 	Tables           []string `arg:"" name:"table" help:"Tables or sequences, as SQL writes them: name, schema.name or quoted (\"My Schema\".\"Odd Table\"); unquoted parts fold to lower case, a name without schema follows the search_path."`
 }
 
@@ -57,7 +59,7 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 	specs := make([]queue.TableSpec, len(c.Tables))
 	for i, t := range c.Tables {
 		specs[i] = queue.TableSpec{Name: t, Where: c.Where, Key: key, Refresh: c.Refresh, NoSequences: c.NoSequences,
-			AlsoInOtherQueue: c.AlsoInOtherQueue, KeyNotUnique: c.KeyNotUnique}
+			AlsoInOtherQueue: c.AlsoInOtherQueue, KeyNotUnique: c.KeyNotUnique, Source: c.Source, Plugin: c.Plugin}
 	}
 	results, err := queue.AddTables(ctx, conn, c.Queue, specs)
 	if err != nil {
@@ -68,7 +70,15 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 	}
 	for _, res := range results {
 		if res.QueueCreated {
-			fmt.Fprintf(out, "created queue %s\n", c.Queue)
+			if res.Kind.Logical() {
+				pub := ""
+				if res.Kind.Publication != "" {
+					pub = ", publication " + res.Kind.Publication
+				}
+				fmt.Fprintf(out, "created logical queue %s (plugin %s%s)\n", c.Queue, res.Kind.Plugin, pub)
+			} else {
+				fmt.Fprintf(out, "created queue %s\n", c.Queue)
+			}
 		}
 		also := ""
 		if res.WithChildren {
@@ -91,6 +101,8 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 					"subscriptions route it with skiff subscribe --table %s:DEST --no-copy (events of a table not subscribed are ignored)\n",
 					res.Table, res.RenamedFrom, res.Table)
 			}
+		case res.Kind.Logical():
+			fmt.Fprintf(out, "table %s: captured by logical queue %s (no trigger; decoded from each subscription's slot)\n", res.Table, c.Queue)
 		default:
 			fmt.Fprintf(out, "table %s: captured by queue %s (layout %d%s)\n", res.Table, c.Queue, res.Layout, also)
 		}

@@ -1,0 +1,687 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// The sources a queue can have (skiff.queue.queue_source), chosen when it is created.
+const (
+	// SourceTrigger: capture triggers write events into the queue's event tables; the
+	// ticker cuts batches.
+	SourceTrigger = "trigger"
+	// SourceLogical: no trigger; each subscription streams the queue's tables from a logical
+	// replication slot of its own (PostgreSQL 9.4+). The ticker leaves the queue alone.
+	SourceLogical = "logical"
+)
+
+// The output plugins a logical queue decodes with.
+const (
+	// PluginPgoutput is PostgreSQL's own (10+): the queue's tables are the members of its
+	// publication.
+	PluginPgoutput = "pgoutput"
+	// PluginTestDecoding is the contrib module shipped with every server from 9.4 (text
+	// output; every table of the database is decoded, skiff keeps the queue's).
+	PluginTestDecoding = "test_decoding"
+)
+
+// logicalVersion is the provider schema version that knows logical queues.
+const logicalVersion = 8
+
+// ErrWrongSource is returned (wrapped) when a command asks a queue for a source other than
+// the one it was created with.
+var ErrWrongSource = errors.New("the queue has another source")
+
+// ErrNoReplicaIdentity is returned (wrapped) when a table added to a logical queue has no
+// replica identity that identifies its rows in decoded updates and deletes.
+var ErrNoReplicaIdentity = errors.New("no replica identity identifies its rows")
+
+// Kind is how a queue captures its tables.
+type Kind struct {
+	Source string // SourceTrigger or SourceLogical
+	// Logical queues only: the output plugin, and the publication (pgoutput) holding the
+	// queue's tables.
+	Plugin      string
+	Publication string
+}
+
+// Logical says whether the queue streams from replication slots.
+func (k Kind) Logical() bool { return k.Source == SourceLogical }
+
+// QueueKind reads how a queue captures its tables. A provider schema older than the one
+// that knows logical queues has trigger queues only.
+func QueueKind(ctx context.Context, db pg.DB, queue string) (Kind, error) {
+	ok, err := knowsLogical(ctx, db)
+	if err != nil {
+		return Kind{}, err
+	}
+	if !ok {
+		if _, err := queueID(ctx, db, queue); err != nil {
+			return Kind{}, err
+		}
+		return Kind{Source: SourceTrigger}, nil
+	}
+	var k Kind
+	var plugin, pub *string
+	err = db.QueryRow(ctx, `SELECT queue_source, queue_plugin, queue_publication FROM skiff.queue WHERE queue_name = $1`, queue).
+		Scan(&k.Source, &plugin, &pub)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Kind{}, fmt.Errorf("queue %s: %w", queue, ErrNoQueue)
+	}
+	if err != nil {
+		return Kind{}, wrap(err, "queue "+queue, ErrNoQueue)
+	}
+	if plugin != nil {
+		k.Plugin = *plugin
+	}
+	if pub != nil {
+		k.Publication = *pub
+	}
+	return k, nil
+}
+
+// LogicalQueues names the logical queues of the provider (none on a provider schema that
+// predates them).
+func LogicalQueues(ctx context.Context, db pg.DB) (map[string]bool, error) {
+	ok, err := knowsLogical(ctx, db)
+	if err != nil || !ok {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, `SELECT queue_name FROM skiff.queue WHERE queue_source = 'logical'`)
+	if err != nil {
+		return nil, wrap(err, "logical queues", nil)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, wrap(err, "logical queues", nil)
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// knowsLogical says whether the provider schema has the columns of logical queues.
+func knowsLogical(ctx context.Context, db pg.DB) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'skiff' AND c.relname = 'queue' AND a.attname = 'queue_source' AND NOT a.attisdropped)`).Scan(&ok)
+	if err != nil {
+		return false, wrap(err, "provider schema", nil)
+	}
+	return ok, nil
+}
+
+func queueID(ctx context.Context, db pg.DB, queue string) (int32, error) {
+	var qid int32
+	if err := db.QueryRow(ctx, `SELECT skiff.queue_id($1)`, queue).Scan(&qid); err != nil {
+		return 0, wrap(err, "queue "+queue, ErrNoQueue)
+	}
+	return qid, nil
+}
+
+// PublicationName is the publication of a pgoutput queue: named by the queue's id, which
+// keeps it a short, plain identifier whatever the queue's name.
+func PublicationName(queueID int32) string { return "skiff_q" + strconv.Itoa(int(queueID)) }
+
+// SlotName is the replication slot of a subscription (consumer sub_id) to a logical queue:
+// slot names allow only lower-case letters, digits and underscores.
+func SlotName(queueID, subID int32) string {
+	return "skiff_q" + strconv.Itoa(int(queueID)) + "_s" + strconv.Itoa(int(subID))
+}
+
+// Slot is a subscription's replication slot as the provider records it.
+type Slot struct {
+	Queue, Consumer string
+	QueueID, SubID  int32
+	Name            string // "" until skiff subscribe created it
+}
+
+// ConsumerSlot reads the slot recorded for a consumer of a logical queue, and the ids its
+// name derives from (SlotName). A consumer not registered is ErrNotRegistered.
+func ConsumerSlot(ctx context.Context, db pg.DB, queue, consumer string) (Slot, error) {
+	s := Slot{Queue: queue, Consumer: consumer}
+	var name *string
+	err := db.QueryRow(ctx, `SELECT c.queue_id, c.sub_id, c.sub_slot FROM skiff.consumer c JOIN skiff.queue q ON q.queue_id = c.queue_id
+		WHERE q.queue_name = $1 AND c.sub_consumer = $2`, queue, consumer).Scan(&s.QueueID, &s.SubID, &name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, fmt.Errorf("consumer %s of queue %s: %w", consumer, queue, ErrNotRegistered)
+	}
+	if err != nil {
+		return s, wrap(err, "slot of consumer "+consumer, nil)
+	}
+	if name != nil {
+		s.Name = *name
+	}
+	return s, nil
+}
+
+// SetConsumerSlot records (or, with "", forgets) a consumer's replication slot.
+func SetConsumerSlot(ctx context.Context, db pg.DB, queue, consumer, slot string) error {
+	var arg *string
+	if slot != "" {
+		arg = &slot
+	}
+	tag, err := db.Exec(ctx, `UPDATE skiff.consumer c SET sub_slot = $3 FROM skiff.queue q
+		WHERE q.queue_id = c.queue_id AND q.queue_name = $1 AND c.sub_consumer = $2`, queue, consumer, arg)
+	if err != nil {
+		return wrap(err, "record the slot of consumer "+consumer, nil)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("consumer %s of queue %s: %w", consumer, queue, ErrNotRegistered)
+	}
+	return nil
+}
+
+// checkLogicalServer says why the provider cannot have a logical queue with this plugin, if
+// it cannot.
+func checkLogicalServer(ctx context.Context, db pg.DB, version int, plugin string) error {
+	if version < 90400 {
+		return fmt.Errorf("a logical queue needs PostgreSQL 9.4 or later (logical decoding); this server is %s: use the trigger source",
+			versionText(version))
+	}
+	if plugin == PluginPgoutput && version < 100000 {
+		return fmt.Errorf("plugin pgoutput needs PostgreSQL 10 or later; this server is %s: use --plugin test_decoding",
+			versionText(version))
+	}
+	var level string
+	if err := db.QueryRow(ctx, `SELECT pg_catalog.current_setting('wal_level')`).Scan(&level); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("a logical queue needs wal_level = logical on the provider (it is %s): set it in postgresql.conf and restart the server", level)
+	}
+	return nil
+}
+
+// makeLogical turns the queue the current add just created into a logical one, creating its
+// publication (pgoutput). An empty plugin is pgoutput on 10+, test_decoding before.
+func (a *adding) makeLogical(ctx context.Context) error {
+	plugin := a.spec.Plugin
+	if plugin == "" {
+		plugin = PluginPgoutput
+		if a.version < 100000 {
+			plugin = PluginTestDecoding
+		}
+	}
+	if plugin != PluginPgoutput && plugin != PluginTestDecoding {
+		return fmt.Errorf("queue %s: unknown plugin %q (pgoutput or test_decoding)", a.queue, plugin)
+	}
+	if err := checkLogicalServer(ctx, a.tx, a.version, plugin); err != nil {
+		return fmt.Errorf("queue %s: %w", a.queue, err)
+	}
+	var pub *string
+	if plugin == PluginPgoutput {
+		name := PublicationName(a.qid)
+		pub = &name
+		// A publication left by a queue of the same id dropped by hand would hold other
+		// tables: refuse rather than adopt it.
+		var exists bool
+		if err := a.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)`, name).Scan(&exists); err != nil {
+			return fmt.Errorf("queue %s: look up publication %s: %w", a.queue, name, err)
+		}
+		if exists {
+			return fmt.Errorf("queue %s: publication %s exists already (left by a queue dropped by hand?): drop it first", a.queue, name)
+		}
+		if _, err := pg.Exec(ctx, a.tx.Conn().PgConn(), `CREATE PUBLICATION `+change.QuoteIdent(name)); err != nil {
+			return fmt.Errorf("queue %s: create publication %s: %w", a.queue, name, err)
+		}
+	}
+	if _, err := a.tx.Exec(ctx, `UPDATE skiff.queue SET queue_source = 'logical', queue_plugin = $2, queue_publication = $3
+		WHERE queue_id = $1`, a.qid, plugin, pub); err != nil {
+		return fmt.Errorf("queue %s: make it logical: %w", a.queue, err)
+	}
+	a.kind = Kind{Source: SourceLogical, Plugin: plugin}
+	if pub != nil {
+		a.kind.Publication = *pub
+	}
+	return nil
+}
+
+// checkSource reads the queue's kind and refuses an add that asks for another source.
+func (a *adding) checkSource(ctx context.Context, created bool) error {
+	want := a.spec.Source
+	if want != "" && want != SourceTrigger && want != SourceLogical {
+		return fmt.Errorf("unknown source %q (trigger or logical)", want)
+	}
+	if created && want == SourceLogical {
+		return a.makeLogical(ctx)
+	}
+	k, err := QueueKind(ctx, a.tx, a.queue)
+	if err != nil {
+		return err
+	}
+	a.kind = k
+	if want != "" && want != k.Source {
+		return fmt.Errorf("queue %s was created with the %s source, not %s (a queue's source is chosen when it is created): %w",
+			a.queue, k.Source, want, ErrWrongSource)
+	}
+	if a.spec.Plugin != "" && a.spec.Plugin != k.Plugin {
+		return fmt.Errorf("queue %s decodes with %s, not %s (chosen when it was created): %w", a.queue, orNone(k.Plugin), a.spec.Plugin, ErrWrongSource)
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no plugin (trigger queue)"
+	}
+	return s
+}
+
+// logicalChecks refuses what a logical queue cannot capture: a --where (no trigger
+// evaluates it: filter on the target, with the filter handler), and a table with
+// partitions or inheritance children (their changes are decoded under each child's name).
+func (a *adding) logicalChecks(ctx context.Context) error {
+	if a.where != "" {
+		return fmt.Errorf("table %s: --where needs the trigger source (a logical queue captures every row); "+
+			"filter rows on the target instead (skiff subscribe --table %s --handler filter)", a.rel.table(), a.rel.table())
+	}
+	if a.rel.kind == "p" {
+		return fmt.Errorf("table %s is partitioned: a logical queue captures its partitions, add them instead", a.rel.table())
+	}
+	fam, err := readFamily(ctx, a.tx, a.qid, a.rel.oid)
+	if err != nil {
+		return fmt.Errorf("table %s: %w", a.rel.table(), err)
+	}
+	if fam.hasChildren {
+		return fmt.Errorf("table %s has inheritance children: a logical queue decodes each child's changes under the child's name; "+
+			"add the children too, or use the trigger source", a.rel.table())
+	}
+	return nil
+}
+
+// logicalKey decides the key of a table of a logical queue from its replica identity, which
+// is what decoded updates and deletes carry of the old row: the primary key (DEFAULT), the
+// columns of the identity index (USING INDEX), or the whole old row (FULL; the key is then the
+// primary key, or the --key columns a unique index keeps unique).
+func (a *adding) logicalKey(ctx context.Context) error {
+	rel := a.rel
+	var ident string
+	if err := a.tx.QueryRow(ctx, `SELECT relreplident::text FROM pg_catalog.pg_class WHERE oid = $1`, rel.oid).Scan(&ident); err != nil {
+		return fmt.Errorf("replica identity of %s: %w", rel.table(), err)
+	}
+	pk := catalog.PrimaryKey(a.cols)
+	hint := "; ALTER TABLE " + rel.table().String() + " REPLICA IDENTITY USING INDEX <unique index> (or REPLICA IDENTITY FULL with --key)"
+	switch ident {
+	case "d":
+		if len(pk) == 0 {
+			return fmt.Errorf("table %s has no primary key: %w%s", rel.table(), ErrNoReplicaIdentity, hint)
+		}
+		if a.keyGiven && !slicesEqual(a.key, pk) {
+			return fmt.Errorf("table %s: decoded updates and deletes carry its primary key (%s), not --key %s: %w%s",
+				rel.table(), strings.Join(pk, ","), strings.Join(a.key, ","), ErrNoReplicaIdentity, hint)
+		}
+		a.key = pk
+	case "i":
+		cols, err := identityIndexColumns(ctx, a.tx, rel.oid)
+		if err != nil {
+			return fmt.Errorf("replica identity index of %s: %w", rel.table(), err)
+		}
+		if a.keyGiven && !slicesEqual(a.key, cols) {
+			return fmt.Errorf("table %s: its replica identity index has columns %s, not --key %s: %w",
+				rel.table(), strings.Join(cols, ","), strings.Join(a.key, ","), ErrNoReplicaIdentity)
+		}
+		a.key = cols
+	case "f":
+		if !a.keyGiven {
+			if len(pk) == 0 {
+				return fmt.Errorf("table %s has REPLICA IDENTITY FULL and no primary key: give the columns that identify a row with --key col,col", rel.table())
+			}
+			a.key = pk
+			break
+		}
+		for _, k := range a.key {
+			if indexOf(a.cols, k) < 0 {
+				return fmt.Errorf("table %s: key column %q does not exist", rel.table(), k)
+			}
+		}
+		if !a.spec.KeyNotUnique {
+			if err := checkKeyUnique(ctx, a.tx, rel, a.key); err != nil {
+				return err
+			}
+		}
+	default: // 'n': NOTHING
+		return fmt.Errorf("table %s has REPLICA IDENTITY NOTHING: its updates and deletes cannot be decoded: %w%s",
+			rel.table(), ErrNoReplicaIdentity, hint)
+	}
+	return nil
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// identityIndexColumns lists the columns of a table's replica identity index, in index order.
+func identityIndexColumns(ctx context.Context, db pg.DB, oid uint32) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT a.attname FROM pg_catalog.pg_index i
+		JOIN pg_catalog.generate_series(0, 31) AS s(n) ON s.n < i.indnatts
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[s.n]
+		WHERE i.indrelid = $1 AND i.indisreplident ORDER BY s.n`, oid)
+	if err != nil {
+		return nil, err
+	}
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) == 0 {
+		return nil, errors.New("the index is gone")
+	}
+	return cols, nil
+}
+
+// publish adds the table to the queue's publication (pgoutput), unless it is there already.
+func (a *adding) publish(ctx context.Context) error {
+	if a.kind.Publication == "" {
+		return nil
+	}
+	var in bool
+	if err := a.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+		WHERE p.pubname = $1 AND pr.prrelid = $2)`, a.kind.Publication, a.rel.oid).Scan(&in); err != nil {
+		return fmt.Errorf("table %s: publication %s: %w", a.rel.table(), a.kind.Publication, err)
+	}
+	if in {
+		return nil
+	}
+	if _, err := pg.Exec(ctx, a.tx.Conn().PgConn(), `ALTER PUBLICATION `+change.QuoteIdent(a.kind.Publication)+` ADD TABLE ONLY `+a.rel.table().String()); err != nil {
+		return fmt.Errorf("table %s: add it to publication %s: %w", a.rel.table(), a.kind.Publication, err)
+	}
+	return nil
+}
+
+// unpublish drops a table from a queue's publication, if the queue has one and holds it.
+func unpublish(ctx context.Context, tx pgx.Tx, qid int32, t change.Table, oid uint32) error {
+	var pub *string
+	if ok, err := knowsLogical(ctx, tx); err != nil || !ok {
+		return err
+	}
+	if err := tx.QueryRow(ctx, `SELECT queue_publication FROM skiff.queue WHERE queue_id = $1`, qid).Scan(&pub); err != nil {
+		return fmt.Errorf("table %s: publication: %w", t, err)
+	}
+	if pub == nil {
+		return nil
+	}
+	var in bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+		WHERE p.pubname = $1 AND pr.prrelid = $2)`, *pub, oid).Scan(&in); err != nil {
+		return fmt.Errorf("table %s: publication %s: %w", t, *pub, err)
+	}
+	if !in {
+		return nil
+	}
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `ALTER PUBLICATION `+change.QuoteIdent(*pub)+` DROP TABLE ONLY `+t.String()); err != nil {
+		return fmt.Errorf("table %s: drop it from publication %s: %w", t, *pub, err)
+	}
+	return nil
+}
+
+// dropLogical drops what a logical queue made on the provider: its publication, and the
+// replication slots of its subscriptions (a slot in use by a running worker cannot be
+// dropped: the error says so, and nothing is dropped).
+func dropLogical(ctx context.Context, tx pgx.Tx, qid int32) error {
+	if ok, err := knowsLogical(ctx, tx); err != nil || !ok {
+		return err
+	}
+	var pub *string
+	if err := tx.QueryRow(ctx, `SELECT queue_publication FROM skiff.queue WHERE queue_id = $1`, qid).Scan(&pub); err != nil {
+		return fmt.Errorf("publication: %w", err)
+	}
+	if pub != nil {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)`, *pub).Scan(&exists); err != nil {
+			return fmt.Errorf("publication %s: %w", *pub, err)
+		}
+		if exists {
+			if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `DROP PUBLICATION `+change.QuoteIdent(*pub)); err != nil {
+				return fmt.Errorf("drop publication %s: %w", *pub, err)
+			}
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT sub_slot FROM skiff.consumer WHERE queue_id = $1 AND sub_slot IS NOT NULL ORDER BY 1`, qid)
+	if err != nil {
+		return fmt.Errorf("slots: %w", err)
+	}
+	slots, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("slots: %w", err)
+	}
+	for _, s := range slots {
+		if err := DropSlot(ctx, tx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DropSlot drops a replication slot if it exists. A slot a worker is streaming from cannot
+// be dropped: stop the worker first.
+func DropSlot(ctx context.Context, db pg.DB, slot string) error {
+	version, err := pg.VersionOf(ctx, db)
+	if err != nil {
+		return fmt.Errorf("replication slot %s: %w", slot, err)
+	}
+	var active *bool
+	if version >= 90400 { // no replication slots before 9.4
+		err = db.QueryRow(ctx, `SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+	} else {
+		err = pgx.ErrNoRows
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("replication slot %s: %w", slot, err)
+	}
+	if active != nil && *active {
+		return fmt.Errorf("replication slot %s is in use (a worker streams from it): stop the worker first", slot)
+	}
+	if _, err := db.Exec(ctx, `SELECT pg_catalog.pg_drop_replication_slot($1)`, slot); err != nil {
+		return fmt.Errorf("drop replication slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// versionText writes a server_version_num as users know it: 90400 is 9.4, 150002 is 15.
+func versionText(v int) string {
+	if v >= 100000 {
+		return strconv.Itoa(v / 10000)
+	}
+	return strconv.Itoa(v/10000) + "." + strconv.Itoa(v/100%100)
+}
+
+// dropConsumerSlot drops the replication slot recorded for a consumer, if any.
+func dropConsumerSlot(ctx context.Context, db pg.DB, queue, consumer string) error {
+	if ok, err := knowsLogical(ctx, db); err != nil || !ok {
+		return err
+	}
+	s, err := ConsumerSlot(ctx, db, queue, consumer)
+	if errors.Is(err, ErrNotRegistered) {
+		return nil
+	}
+	if err != nil || s.Name == "" {
+		return err
+	}
+	return DropSlot(ctx, db, s.Name)
+}
+
+// ErrSlotLost is returned (wrapped) when the replication slot recorded for a subscription no
+// longer exists: the changes since its last confirmed position are gone, and the subscription
+// must be made again (skiff unsubscribe, then skiff subscribe copies the tables anew).
+var ErrSlotLost = errors.New("replication slot is gone")
+
+// EnsureSlot gives a consumer of a logical queue its replication slot, created now (decoding
+// from this moment on) or the one it has; created says which. A slot recorded but gone is
+// ErrSlotLost: a new one would silently skip what was written in between. Creating a slot
+// waits for the transactions running now to end (the slot's consistent point), and needs the
+// REPLICATION attribute (or superuser).
+func EnsureSlot(ctx context.Context, db pg.DB, queue, consumer string) (slot Slot, created bool, err error) {
+	k, err := QueueKind(ctx, db, queue)
+	if err != nil {
+		return Slot{}, false, err
+	}
+	if !k.Logical() {
+		return Slot{}, false, fmt.Errorf("queue %s is a %s queue: it has no replication slots", queue, k.Source)
+	}
+	if slot, err = ConsumerSlot(ctx, db, queue, consumer); err != nil {
+		return slot, false, err
+	}
+	version, err := pg.VersionOf(ctx, db)
+	if err != nil {
+		return slot, false, err
+	}
+	if slot.Name != "" {
+		var exists bool
+		if version >= 90400 {
+			err = db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)`, slot.Name).Scan(&exists)
+		}
+		if err != nil {
+			return slot, false, fmt.Errorf("replication slot %s: %w", slot.Name, err)
+		}
+		if !exists {
+			return slot, false, fmt.Errorf("consumer %s of queue %s: replication slot %s: %w (dropped by hand, or the provider was restored): "+
+				"changes since its last confirmed position are lost; unsubscribe and subscribe again to copy the tables anew",
+				consumer, queue, slot.Name, ErrSlotLost)
+		}
+		return slot, false, nil
+	}
+	name := SlotName(slot.QueueID, slot.SubID)
+	if version >= 90400 {
+		_, err = db.Exec(ctx, `SELECT pg_catalog.pg_create_logical_replication_slot($1, $2)`, name, k.Plugin)
+	} else {
+		err = errors.New("no logical decoding before PostgreSQL 9.4")
+	}
+	if err != nil {
+		return slot, false, fmt.Errorf("create replication slot %s (plugin %s) for consumer %s: %w", name, k.Plugin, consumer, err)
+	}
+	if err := SetConsumerSlot(ctx, db, queue, consumer, name); err != nil {
+		// The slot would hold WAL for nobody.
+		return slot, false, errors.Join(err, DropSlot(context.WithoutCancel(ctx), db, name))
+	}
+	slot.Name = name
+	return slot, true, nil
+}
+
+// SlotState is a replication slot as the provider reports it.
+type SlotState struct {
+	Name     string
+	Database string
+	Plugin   string
+	Active   bool
+	// ActivePID is the walsender streaming from it, 0 when inactive (9.5+).
+	ActivePID int
+	// ConfirmedLSN is the position its consumer confirmed (9.6+; restart_lsn before).
+	ConfirmedLSN string
+	// RetainedBytes is the WAL the slot keeps on the provider's disk (from its restart_lsn);
+	// LagBytes the WAL written since its confirmed position.
+	RetainedBytes, LagBytes int64
+	// ReplayLag is the walsender's replay lag (10+, while streaming), nil when unknown.
+	ReplayLag *time.Duration
+}
+
+// SlotStates lists the logical replication slots of the provider's database whose name
+// skiff gives (SlotName), by name; none before 9.4.
+func SlotStates(ctx context.Context, db pg.DB) ([]SlotState, error) {
+	version, err := pg.VersionOf(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	var q string
+	switch {
+	case version >= 100000:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, coalesce(s.active_pid, 0),
+			coalesce(coalesce(s.confirmed_flush_lsn, s.restart_lsn)::text, ''),
+			coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), coalesce(s.confirmed_flush_lsn, s.restart_lsn)), 0)::bigint,
+			(SELECT extract(epoch FROM r.replay_lag)::float8 FROM pg_catalog.pg_stat_replication r WHERE r.pid = s.active_pid)
+			FROM pg_catalog.pg_replication_slots s`
+	case version >= 90600:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, coalesce(s.active_pid, 0),
+			coalesce(coalesce(s.confirmed_flush_lsn, s.restart_lsn)::text, ''),
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), coalesce(s.confirmed_flush_lsn, s.restart_lsn)), 0)::bigint,
+			NULL::float8
+			FROM pg_catalog.pg_replication_slots s`
+	case version >= 90500:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, coalesce(s.active_pid, 0),
+			coalesce(s.restart_lsn::text, ''),
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			NULL::float8
+			FROM pg_catalog.pg_replication_slots s`
+	case version >= 90400:
+		q = `SELECT s.slot_name::text, s.database::text, s.plugin::text, s.active, 0,
+			coalesce(s.restart_lsn::text, ''),
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			coalesce(pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_location(), s.restart_lsn), 0)::bigint,
+			NULL::float8
+			FROM pg_catalog.pg_replication_slots s`
+	default:
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, q+` WHERE s.slot_type = 'logical' AND s.database = pg_catalog.current_database()
+		AND s.slot_name LIKE 'skiff\_q%\_s%' ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("replication slots: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SlotState, error) {
+		var s SlotState
+		var lag *float64
+		err := r.Scan(&s.Name, &s.Database, &s.Plugin, &s.Active, &s.ActivePID, &s.ConfirmedLSN, &s.RetainedBytes, &s.LagBytes, &lag)
+		if lag != nil {
+			d := time.Duration(*lag * float64(time.Second))
+			s.ReplayLag = &d
+		}
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replication slots: %w", err)
+	}
+	return out, nil
+}
+
+// ConsumerSlots maps queue and consumer to the slot recorded for it, for the provider's
+// logical queues.
+func ConsumerSlots(ctx context.Context, db pg.DB) (map[[2]string]string, error) {
+	if ok, err := knowsLogical(ctx, db); err != nil || !ok {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, `SELECT q.queue_name, c.sub_consumer, c.sub_slot FROM skiff.consumer c
+		JOIN skiff.queue q ON q.queue_id = c.queue_id WHERE c.sub_slot IS NOT NULL`)
+	if err != nil {
+		return nil, wrap(err, "slots of consumers", nil)
+	}
+	out := map[[2]string]string{}
+	defer rows.Close()
+	for rows.Next() {
+		var q, c, s string
+		if err := rows.Scan(&q, &c, &s); err != nil {
+			return nil, wrap(err, "slots of consumers", nil)
+		}
+		out[[2]string{q, c}] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap(err, "slots of consumers", nil)
+	}
+	return out, nil
+}

@@ -1,0 +1,230 @@
+package queue
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/internal/pg"
+)
+
+// TestLogicalQueue: a queue created with the logical source records its tables without a
+// trigger, puts them in its publication (pgoutput), keeps its source for later adds, and
+// gives its publication back when tables are removed and when it is dropped.
+func TestLogicalQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE "Odd ""t"" x" (id int PRIMARY KEY, v text)`)
+	exec(t, c, `CREATE TABLE two (id serial PRIMARY KEY, v text)`)
+	exec(t, c, `CREATE TABLE trig (id int PRIMARY KEY)`)
+	version := pg.ServerVersion(c)
+	if version < 90400 {
+		_, err := AddTable(ctx, c, "lq", TableSpec{Name: `"Odd ""t"" x"`, Source: SourceLogical})
+		require.ErrorContains(t, err, "a logical queue needs PostgreSQL 9.4 or later")
+		_, err = QueueKind(ctx, c, "lq")
+		require.ErrorIs(t, err, ErrNoQueue, "nothing was created")
+		return
+	}
+
+	res, err := AddTable(ctx, c, "lq", TableSpec{Name: `"Odd ""t"" x"`, Source: SourceLogical})
+	require.NoError(t, err)
+	require.True(t, res.QueueCreated)
+	require.True(t, res.Kind.Logical())
+	kind, err := QueueKind(ctx, c, "lq")
+	require.NoError(t, err)
+	require.Equal(t, res.Kind, kind)
+	wantPub := version >= 100000
+	require.Equal(t, wantPub, kind.Publication != "")
+	if wantPub {
+		require.Equal(t, PluginPgoutput, kind.Plugin)
+	} else {
+		require.Equal(t, PluginTestDecoding, kind.Plugin)
+	}
+	var triggers int
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
+	require.Zero(t, triggers, "a logical queue installs no trigger")
+
+	// Later adds follow the queue's source; asking for the other one is refused.
+	res, err = AddTable(ctx, c, "lq", TableSpec{Name: "two"})
+	require.NoError(t, err)
+	require.True(t, res.Kind.Logical())
+	require.Equal(t, []string{"id"}, mustTables(t, c, "lq")[1].Key)
+	_, err = AddTable(ctx, c, "lq", TableSpec{Name: "trig", Source: SourceTrigger})
+	require.ErrorIs(t, err, ErrWrongSource)
+	_, err = AddTable(ctx, c, "tq", TableSpec{Name: "trig"})
+	require.NoError(t, err)
+	_, err = AddTable(ctx, c, "tq", TableSpec{Name: "trig", Source: SourceLogical})
+	require.ErrorIs(t, err, ErrWrongSource)
+	require.ErrorContains(t, err, "queue tq was created with the trigger source, not logical")
+	// The same add again changes nothing.
+	res, err = AddTable(ctx, c, "lq", TableSpec{Name: "two", Source: SourceLogical})
+	require.NoError(t, err)
+	require.True(t, res.Unchanged)
+
+	logical, err := LogicalQueues(ctx, c)
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"lq": true}, logical)
+
+	published := func() []string {
+		t.Helper()
+		if !wantPub {
+			return nil
+		}
+		var names []string
+		require.NoError(t, c.QueryRow(ctx, `SELECT coalesce(array_agg(relname::text ORDER BY relname), '{}')
+			FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid JOIN pg_class r ON r.oid = pr.prrelid
+			WHERE p.pubname = $1`, kind.Publication).Scan(&names))
+		return names
+	}
+	if wantPub {
+		require.Equal(t, []string{`Odd "t" x`, "two"}, published())
+	}
+
+	_, err = RemoveTable(ctx, c, "lq", "two")
+	require.NoError(t, err)
+	if wantPub {
+		require.Equal(t, []string{`Odd "t" x`}, published())
+	}
+	require.Len(t, mustTables(t, c, "lq"), 1)
+
+	_, err = DropQueue(ctx, c, "lq", false)
+	require.NoError(t, err)
+	if wantPub {
+		var n int
+		require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_publication WHERE pubname = $1`, kind.Publication).Scan(&n))
+		require.Zero(t, n, "the queue's publication goes with it")
+	}
+	logical, err = LogicalQueues(ctx, c)
+	require.NoError(t, err)
+	require.Empty(t, logical)
+}
+
+// TestLogicalQueueKeys: a table of a logical queue is keyed by what decoded updates and
+// deletes carry of the old row (its replica identity); one whose rows cannot be identified is
+// refused with the ALTER TABLE that fixes it.
+func TestLogicalQueueKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	if pg.ServerVersion(c) < 90400 {
+		t.Skip("logical decoding needs 9.4+ (TestLogicalQueue checks the refusal)")
+	}
+	exec(t, c, `CREATE TABLE nokey (a int NOT NULL, b text)`)
+	exec(t, c, `CREATE UNIQUE INDEX nokey_a ON nokey (a)`)
+	exec(t, c, `CREATE TABLE full_nokey (a int NOT NULL, b text)`)
+	exec(t, c, `CREATE UNIQUE INDEX full_nokey_a ON full_nokey (a)`)
+	exec(t, c, `ALTER TABLE full_nokey REPLICA IDENTITY FULL`)
+	exec(t, c, `CREATE TABLE byindex (id int PRIMARY KEY, code text NOT NULL, v text)`)
+	exec(t, c, `CREATE UNIQUE INDEX byindex_code ON byindex (code)`)
+	exec(t, c, `ALTER TABLE byindex REPLICA IDENTITY USING INDEX byindex_code`)
+	exec(t, c, `CREATE TABLE nothing (id int PRIMARY KEY)`)
+	exec(t, c, `ALTER TABLE nothing REPLICA IDENTITY NOTHING`)
+	exec(t, c, `CREATE TABLE parted (id int PRIMARY KEY)`)
+	exec(t, c, `CREATE TABLE parted_child () INHERITS (parted)`)
+	spec := func(name string, key ...string) TableSpec {
+		return TableSpec{Name: name, Key: key, Source: SourceLogical, NoSequences: true}
+	}
+
+	_, err := AddTable(ctx, c, "lq", spec("nokey"))
+	require.ErrorIs(t, err, ErrNoReplicaIdentity)
+	require.ErrorContains(t, err, `ALTER TABLE "public"."nokey" REPLICA IDENTITY USING INDEX`)
+	_, err = AddTable(ctx, c, "lq", spec("nokey", "a"))
+	require.ErrorIs(t, err, ErrNoReplicaIdentity, "--key without a replica identity: updates carry no old key")
+	_, err = AddTable(ctx, c, "lq", spec("nothing"))
+	require.ErrorIs(t, err, ErrNoReplicaIdentity)
+	_, err = AddTable(ctx, c, "lq", spec("full_nokey"))
+	require.ErrorContains(t, err, "REPLICA IDENTITY FULL and no primary key: give the columns that identify a row with --key")
+	_, err = AddTable(ctx, c, "lq", TableSpec{Name: "byindex", Where: "id > 0", Source: SourceLogical})
+	require.ErrorContains(t, err, "--where needs the trigger source")
+	_, err = AddTable(ctx, c, "lq", spec("parted"))
+	require.ErrorContains(t, err, "has inheritance children")
+	_, err = QueueKind(ctx, c, "lq")
+	require.ErrorIs(t, err, ErrNoQueue, "the failed adds created no queue")
+
+	_, err = AddTable(ctx, c, "lq", spec("full_nokey", "a"))
+	require.NoError(t, err)
+	_, err = AddTable(ctx, c, "lq", spec("byindex"))
+	require.NoError(t, err)
+	_, err = AddTable(ctx, c, "lq", spec("byindex", "id"))
+	require.ErrorContains(t, err, "already captured")
+	tables := mustTables(t, c, "lq")
+	require.Len(t, tables, 2)
+	require.Equal(t, "byindex", tables[0].Table.Name)
+	require.Equal(t, []string{"code"}, tables[0].Key, "keyed by the replica identity index")
+	require.Equal(t, []string{"a"}, tables[1].Key)
+}
+
+func mustTables(t *testing.T, c interface {
+	pg.DB
+}, q string) []CapturedTable {
+	t.Helper()
+	tables, err := Tables(context.Background(), c, q)
+	require.NoError(t, err)
+	return tables
+}
+
+// TestConsumerSlot: a subscription to a logical queue gets a slot of its own, once; a slot
+// dropped behind skiff's back is reported as lost, never silently replaced; unregistering the
+// consumer drops its slot, and queue drop drops the slots of the consumers it unregisters.
+func TestConsumerSlot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	if pg.ServerVersion(c) < 90400 {
+		t.Skip("logical decoding needs 9.4+")
+	}
+	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
+	_, err := AddTable(ctx, c, "lq", TableSpec{Name: "t", Source: SourceLogical})
+	require.NoError(t, err)
+	exec(t, c, `CREATE TABLE tt (id int PRIMARY KEY)`)
+	_, err = AddTable(ctx, c, "tq", TableSpec{Name: "tt"})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "tq", "a")
+	require.NoError(t, err)
+	_, _, err = EnsureSlot(ctx, c, "tq", "a")
+	require.ErrorContains(t, err, "queue tq is a trigger queue: it has no replication slots")
+
+	_, _, err = EnsureSlot(ctx, c, "lq", "a")
+	require.ErrorIs(t, err, ErrNotRegistered)
+	_, err = RegisterConsumer(ctx, c, "lq", "a")
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "lq", "b")
+	require.NoError(t, err)
+	slot, created, err := EnsureSlot(ctx, c, "lq", "a")
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, SlotName(slot.QueueID, slot.SubID), slot.Name)
+	again, created, err := EnsureSlot(ctx, c, "lq", "a")
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, slot, again)
+	slots := func() []string {
+		t.Helper()
+		var names []string
+		require.NoError(t, c.QueryRow(ctx, `SELECT coalesce(array_agg(slot_name::text ORDER BY slot_name), '{}') FROM pg_replication_slots`).Scan(&names))
+		return names
+	}
+	require.Equal(t, []string{slot.Name}, slots())
+	b, _, err := EnsureSlot(ctx, c, "lq", "b")
+	require.NoError(t, err)
+	require.Len(t, slots(), 2)
+
+	exec(t, c, `SELECT pg_drop_replication_slot($1)`, slot.Name)
+	_, _, err = EnsureSlot(ctx, c, "lq", "a")
+	require.ErrorIs(t, err, ErrSlotLost)
+	require.ErrorContains(t, err, "unsubscribe and subscribe again")
+
+	ok, err := UnregisterConsumer(ctx, c, "lq", "a")
+	require.NoError(t, err, "a lost slot does not keep the consumer registered")
+	require.True(t, ok)
+	require.Equal(t, []string{b.Name}, slots())
+
+	_, err = DropQueue(ctx, c, "lq", true)
+	require.NoError(t, err)
+	require.Empty(t, slots(), "queue drop --force drops its consumers' slots")
+}
