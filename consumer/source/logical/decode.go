@@ -105,18 +105,23 @@ func (r *relation) rowEvent(op change.Op, old, new []field) change.Event {
 	}
 	ev.Columns = r.intern(names)
 	ev.Values = vals
-	if r.fullNoKey && op != change.Insert {
-		// No primary key: the row is found by every non-NULL column of the old row.
+	if r.fullNoKey {
+		// No primary key: the row is found by every non-NULL column of the old row (an
+		// insert's key: those of the new row).
 		var key []string
 		var oldKey []change.Value
-		for _, f := range old {
+		src := old
+		if op == change.Insert {
+			src = new
+		}
+		for _, f := range src {
 			if f.Toast || !f.Value.Valid || r.generated[f.Name] {
 				continue
 			}
 			key = append(key, f.Name)
 			oldKey = append(oldKey, f.Value)
 		}
-		if len(key) == 0 {
+		if len(key) == 0 && op != change.Insert {
 			ev.Err = errNoIdentity(r.table)
 			return ev
 		}
