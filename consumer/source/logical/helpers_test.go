@@ -197,12 +197,16 @@ func replay(t *testing.T, tbl change.Table, evs []change.Event, m memTable) {
 				row[c] = ev.Values[i]
 			}
 			k := key(ev.KeyValues())
-			require.NotContains(t, m, k, "insert of a row that exists: %v", ev)
+			if _, ok := m[k]; ok {
+				require.Fail(t, "insert of a row that exists", "%v", ev)
+			}
 			m[k] = row
 		case change.Update:
 			k := key(ev.KeyValues())
 			row, ok := m[k]
-			require.True(t, ok, "update of a missing row: %v", ev)
+			if !ok {
+				require.Fail(t, "update of a missing row", "%v", ev)
+			}
 			delete(m, k)
 			for i, c := range ev.Columns {
 				row[c] = ev.Values[i]
@@ -214,7 +218,9 @@ func replay(t *testing.T, tbl change.Table, evs []change.Event, m memTable) {
 			m[key(nk)] = row
 		case change.Delete:
 			k := key(ev.KeyValues())
-			require.Contains(t, m, k, "delete of a missing row: %v", ev)
+			if _, ok := m[k]; !ok {
+				require.Fail(t, "delete of a missing row", "%v", ev)
+			}
 			delete(m, k)
 		}
 	}
