@@ -140,13 +140,22 @@ func (st *stream) run(ctx context.Context) error {
 			next = time.Now().Add(st.interval)
 		default:
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		deadline := time.Now().Add(poll)
 		if next.Before(deadline) {
 			deadline = next
 		}
-		rctx, cancel := context.WithDeadline(ctx, deadline)
-		msg, err := st.conn.ReceiveMessage(rctx)
-		cancel()
+		// The wait is bounded by the socket's read deadline, not by a context: pgconn
+		// watches a cancellable context with a goroutine of its own per call, a handoff per
+		// message that made the stream several times slower. Only context.Background()
+		// itself is not watched. A timeout leaves the connection usable (a message read in
+		// part is kept).
+		if err := st.conn.Conn().SetReadDeadline(deadline); err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		msg, err := st.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
