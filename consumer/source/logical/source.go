@@ -309,6 +309,14 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 	if !s.resumed {
 		return change.Batch{}, errNotResumed
 	}
+	if s.st != nil {
+		select {
+		case <-s.st.done: // broke while a batch was pending: start again at once
+			s.cfg.Log.Warn("logical stream ended; starting it again", "slot", s.cfg.Slot, "error", s.st.err)
+			s.stopStream(ctx)
+		default:
+		}
+	}
 	if s.st == nil {
 		s.resetFill()
 		if err := s.start(ctx); err != nil {

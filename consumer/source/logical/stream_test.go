@@ -245,3 +245,68 @@ func TestBusyWorkerKeepsStream(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamRestarts: the walsender is terminated, once with a batch pending and once
+// between batches; NextBatch starts the stream again from the last finished batch (an error
+// at most once, for the worker to retry) and nothing is lost or repeated.
+func TestStreamRestarts(t *testing.T) {
+	t.Parallel()
+	matrix(t, []string{"15"}, func(t *testing.T, v, plugin string) {
+		ctx := context.Background()
+		p := newProvider(t, v, plugin)
+		tbl := change.Table{Schema: "public", Name: "t"}
+		p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+		p.publish(t, tbl)
+		p.createSlot(t)
+		s := p.source(t, func(c *Config) { c.MaxEvents = 1 })
+		require.NoError(t, s.Resume(ctx, change.Position{}))
+		kill := func() {
+			var pid int
+			require.NoError(t, p.conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&pid))
+			p.exec(t, `SELECT pg_terminate_backend($1)`, pid)
+			pgtest.Eventually(t, 30*time.Second, "the walsender is gone", func() bool {
+				var active bool
+				require.NoError(t, p.conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&active))
+				return !active
+			})
+		}
+		p.writeTx(t, `INSERT INTO t VALUES (1)`)
+		b, all := next(t, s)
+		kill() // with a batch pending: it is kept
+		again, err := s.NextBatch(ctx)
+		require.NoError(t, err)
+		require.Equal(t, b, again)
+		finish(t, s, b)
+		p.writeTx(t, `INSERT INTO t VALUES (2)`)
+		b, evs := next(t, s) // the stream starts again from the first batch's end
+		require.Equal(t, change.Text("2"), evs[0].Values[0])
+		all = append(all, evs...)
+		finish(t, s, b)
+		kill() // between batches
+		var last int64
+		for i := 3; i <= 5; i++ {
+			last = p.writeTx(t, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
+		}
+		errs := 0
+		for {
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			b, err := s.NextBatch(cctx)
+			cancel()
+			if err != nil {
+				errs++
+				require.Equal(t, 1, errs, "one error, then the stream is up again: %v", err)
+				continue
+			}
+			var evs []change.Event
+			require.NoError(t, s.Events(ctx, b, func(e []change.Event) error { evs = append(evs, e...); return nil }))
+			finish(t, s, b)
+			all = append(all, evs...)
+			if evs[len(evs)-1].TxID == last {
+				break
+			}
+		}
+		m := memTable{}
+		replay(t, tbl, all, m)
+		require.Equal(t, p.providerRows(t, tbl, []string{"id"}), m.dump([]string{"id"}))
+	})
+}
