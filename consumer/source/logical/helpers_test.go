@@ -15,12 +15,16 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// The Source is a consumer.Source (asserted here: the package itself imports only the types).
+var _ consumer.Source = (*Source)(nil)
 
 // slotCounter makes slot names unique on the shared servers (slots belong to the cluster).
 var slotCounter atomic.Int64
