@@ -68,7 +68,7 @@ func newStream(conn *pgconn.PgConn, fb *feedback, interval time.Duration, buffer
 		fb:       fb,
 		interval: interval,
 		msgs:     make(chan wal, buffer),
-		wake:     make(chan chan struct{}),
+		wake:     make(chan chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
 }
@@ -101,7 +101,10 @@ func (st *stream) status(ctx context.Context) error {
 	return nil
 }
 
-// confirmNow asks the reader to send a status update and waits until it is sent.
+// confirmNow asks the reader to send a status update and waits until it is sent. The
+// request is queued, then the reader's wait on the socket is cut short (a read deadline in
+// the past: net.Conn allows it from another goroutine), so that Finish does not wait for the
+// poll interval.
 func (st *stream) confirmNow(ctx context.Context) error {
 	ack := make(chan struct{})
 	select {
@@ -111,6 +114,7 @@ func (st *stream) confirmNow(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	_ = st.conn.Conn().SetReadDeadline(time.Now())
 	select {
 	case <-ack:
 		return nil
@@ -154,6 +158,9 @@ func (st *stream) run(ctx context.Context) error {
 		// part is kept).
 		if err := st.conn.Conn().SetReadDeadline(deadline); err != nil {
 			return fmt.Errorf("receive: %w", err)
+		}
+		if len(st.wake) > 0 {
+			continue // a request came before the deadline was set, which would undo its interruption
 		}
 		msg, err := st.conn.ReceiveMessage(context.Background())
 		if err != nil {
@@ -215,6 +222,11 @@ func (st *stream) run(ctx context.Context) error {
 // hand passes w to the Source, sending status updates while it waits (the Source may be busy
 // applying a batch for longer than wal_sender_timeout).
 func (st *stream) hand(ctx context.Context, w wal, next *time.Time) error {
+	select {
+	case st.msgs <- w:
+		return nil
+	default:
+	}
 	for {
 		t := time.NewTimer(time.Until(*next))
 		select {

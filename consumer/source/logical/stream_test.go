@@ -72,12 +72,17 @@ func TestResume(t *testing.T) {
 		require.NoError(t, s1.Resume(ctx, change.Position{}))
 		var applied []change.Event
 		var pos change.Position
+		var finishing time.Duration
+		finished := 0
 		for len(applied) < 100 {
 			b, evs := next(t, s1)
 			require.Equal(t, pos, b.Prev, "batches follow each other")
 			require.Greater(t, b.End.LSN, b.Prev.LSN)
 			require.False(t, b.EndTime.IsZero())
+			started := time.Now()
 			finish(t, s1, b)
+			finishing += time.Since(started)
+			finished++
 			pos = b.End
 			applied = append(applied, evs...)
 			// Finish has sent the status update; the server records it as it reads it.
@@ -89,6 +94,7 @@ func TestResume(t *testing.T) {
 				return st.ConfirmedFlush == LSN(b.End.LSN)
 			})
 		}
+		t.Logf("Finish (status update sent) took %s on average", finishing/time.Duration(finished))
 		// A batch read and not finished (the target did not commit it), then a crash.
 		_, lostEvs := next(t, s1)
 		require.NoError(t, s1.Close(ctx))
