@@ -3,6 +3,7 @@ package logical
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -55,9 +56,11 @@ func TestCopyPoint(t *testing.T) {
 		require.Equal(t, []int{1, 2, 3, 4}, copyRows(t, tx))
 		require.NoError(t, tx.Rollback(ctx))
 		require.NoError(t, tmp.Close(ctx))
-		_, ok, err := ReadSlot(ctx, p.conn, p.slot+"_tmp")
-		require.NoError(t, err)
-		require.False(t, ok, "the temporary slot is gone with its connection")
+		pgtest.Eventually(t, 30*time.Second, "the temporary slot is gone with its connection", func() bool {
+			_, ok, err := ReadSlot(ctx, p.conn, p.slot+"_tmp")
+			require.NoError(t, err)
+			return !ok // the server drops it as the walsender exits, after Close returned
+		})
 		txB := p.writeTx(t, `INSERT INTO t VALUES (5)`)
 
 		s := p.source(t, func(c *Config) { c.MaxEvents = 1 })
