@@ -1,0 +1,488 @@
+// Package logical is the logical-decoding Source of the consumer (9.4+): it streams a logical
+// replication slot with the streaming replication protocol — pgoutput with a publication on
+// 10+, test_decoding on 9.4+ — and yields whole committed transactions, in commit order, in
+// batches. It also manages slots (created with an exported snapshot for the initial copy) and
+// publications, and defines the logical copy point (CopyPoint).
+//
+// A slot's changes cannot be read twice: a batch is kept (internal/spool: in memory up to a
+// bound, then in a temporary file) until Finish, so Events may be called any number of times,
+// and NextBatch returns it again until it is finished. Finish confirms the batch's End to the
+// server (standby status write = flush = apply = End): the slot moves only after the target
+// committed. A new Source resumed at the target's position streams from there: nothing is
+// lost, nothing repeated.
+package logical
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/spool"
+)
+
+// Config configures a Source.
+type Config struct {
+	// Conn is the provider's connection string (the database of the slot).
+	Conn string
+	// AppName names the connections in pg_stat_activity ("" for skiff's default).
+	AppName string
+	// Slot is the logical replication slot to stream (made by CreateSlot).
+	Slot string
+	// Plugin is the slot's output plugin: PGOutput (10+) or TestDecoding.
+	Plugin string
+	// Publication is the publication pgoutput decodes (required with PGOutput).
+	Publication string
+	// Queue is the queue name the batches carry.
+	Queue string
+	// MaxEvents cuts a batch at the first commit that brings it to this many events (a
+	// transaction is never split: one larger transaction makes a larger batch). Default 10000.
+	MaxEvents int
+	// MaxWait cuts a batch once this long has passed since its first transaction arrived.
+	// Default 100ms.
+	MaxWait time.Duration
+	// MemoryBytes is how much of a batch is kept in memory; the rest goes to a temporary
+	// file in SpoolDir ("" = the system's). Default 64 MiB.
+	MemoryBytes int
+	SpoolDir    string
+	// StatusInterval is how often a standby status update is sent when nothing else sends
+	// one; keep it well under the server's wal_sender_timeout (60s by default). Default 10s.
+	StatusInterval time.Duration
+	// ChunkSize is the number of events Events hands over at a time. Default 1000.
+	ChunkSize int
+	// Log receives the source's messages (nil: discarded).
+	Log *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if err := CheckSlotName(c.Slot); err != nil {
+		return err
+	}
+	switch c.Plugin {
+	case PGOutput:
+		if c.Publication == "" {
+			return fmt.Errorf("logical source: slot %s: pgoutput needs a publication", c.Slot)
+		}
+	case TestDecoding:
+	default:
+		return fmt.Errorf("logical source: slot %s: unknown plugin %q (%s or %s)", c.Slot, c.Plugin, PGOutput, TestDecoding)
+	}
+	if c.AppName == "" {
+		c.AppName = "skiff worker " + c.Queue
+	}
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = 10000
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 100 * time.Millisecond
+	}
+	if c.MemoryBytes <= 0 {
+		c.MemoryBytes = 64 << 20
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = 10 * time.Second
+	}
+	if c.ChunkSize <= 0 {
+		c.ChunkSize = 1000
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Source streams a logical replication slot as batches of change events. Its methods are
+// called from one goroutine (the worker's); a goroutine of its own reads the stream.
+type Source struct {
+	cfg     Config
+	db      *pgx.Conn // catalog reads and the txid epoch
+	dec     decoder
+	fb      *feedback
+	st      *stream // nil until Resume, and after the stream broke
+	resumed bool
+
+	pos     change.Position // after the last finished batch (or Resume's)
+	pending *change.Batch   // handed out, not finished
+	held    *spool.Spool    // the pending batch's events
+	fill    *spool.Spool    // the next batch's events
+	spare   *spool.Spool
+
+	// The batch being filled: whole transactions, then the one being received.
+	consumed  int64 // messages decoded (see feedback)
+	inTx      bool
+	txID      int64 // the transaction's txid (64 bits)
+	txEvents  int
+	fillTxs   int // transactions with events in fill
+	fillFirst time.Time
+	fillEnd   LSN
+	fillTime  time.Time
+	nextEvID  int64
+	due       bool
+	ref       int64 // a recent txid: the epoch of decoded 32-bit xids (extend)
+}
+
+// New returns a Source for cfg; it connects in Resume.
+func New(cfg Config) (*Source, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	s := &Source{
+		cfg:   cfg,
+		fb:    &feedback{},
+		fill:  spool.New(cfg.SpoolDir, cfg.MemoryBytes),
+		spare: spool.New(cfg.SpoolDir, cfg.MemoryBytes),
+	}
+	return s, nil
+}
+
+// Resume starts streaming from position from (the target's applied position; zero: the
+// slot's confirmed position) and forgets any batch not finished. The server starts at the
+// later of from and the slot's confirmed position: what the target holds is never sent again.
+func (s *Source) Resume(ctx context.Context, from change.Position) error {
+	s.stopStream(ctx)
+	s.pending = nil
+	if s.held != nil {
+		_ = s.held.Reset()
+		s.spare, s.held = s.held, nil
+	}
+	s.resetFill()
+	s.pos = from
+	s.resumed = true
+	return s.start(ctx)
+}
+
+func (s *Source) connectDB(ctx context.Context) error {
+	if s.db != nil && !s.db.IsClosed() {
+		return nil
+	}
+	db, err := pg.Connect(ctx, s.cfg.Conn, s.cfg.AppName)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.dec = s.newDecoder()
+	return nil
+}
+
+func (s *Source) newDecoder() decoder {
+	if s.cfg.Plugin == PGOutput {
+		d := &pgoutputDecoder{identity: func(ctx context.Context, oid uint32) (byte, []string, error) {
+			return catalog.ReplicaIdentity(ctx, s.db, oid)
+		}}
+		d.reset()
+		return d
+	}
+	d := &testDecodingDecoder{lookup: s.tableInfo}
+	d.reset()
+	return d
+}
+
+// tableInfo reads a table's key and columns for test_decoding.
+func (s *Source) tableInfo(ctx context.Context, t change.Table) (tableInfo, error) {
+	oid, err := catalog.Lookup(ctx, s.db, t, "")
+	if errors.Is(err, pgx.ErrNoRows) {
+		return tableInfo{missing: true}, nil
+	}
+	if err != nil {
+		return tableInfo{}, err
+	}
+	ident, key, err := catalog.ReplicaIdentity(ctx, s.db, oid)
+	if err != nil {
+		return tableInfo{}, err
+	}
+	cols, err := catalog.Columns(ctx, s.db, oid)
+	if err != nil {
+		return tableInfo{}, err
+	}
+	info := tableInfo{ident: ident, key: key}
+	for _, c := range cols {
+		info.columns = append(info.columns, c.Name)
+		if c.Generated != 0 {
+			info.generated = append(info.generated, c.Name)
+		}
+	}
+	return info, nil
+}
+
+// pluginArgs are the options of START_REPLICATION. In-progress transactions are not
+// streamed (pgoutput's "streaming", test_decoding's "stream-changes" stay off): the server
+// sends a transaction whole at its commit, however large, and the spool buffers it.
+func (s *Source) pluginArgs() []string {
+	if s.cfg.Plugin == PGOutput {
+		// publication_names is a list of identifiers: quote the name as one, then as a literal.
+		return []string{`"proto_version" '1'`, `"publication_names" ` + change.QuoteLiteral(change.QuoteIdent(s.cfg.Publication))}
+	}
+	return []string{`"include-xids" '1'`, `"include-timestamp" '1'`, `"skip-empty-xacts" '1'`}
+}
+
+// start connects and starts the stream at s.pos.
+func (s *Source) start(ctx context.Context) error {
+	if err := s.connectDB(ctx); err != nil {
+		return fmt.Errorf("logical source %s: %w", s.cfg.Slot, err)
+	}
+	state, ok, err := ReadSlot(ctx, s.db, s.cfg.Slot)
+	if err != nil {
+		return fmt.Errorf("logical source: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("logical source: replication slot %s does not exist: %w", s.cfg.Slot, change.ErrPositionLost)
+	}
+	if state.Plugin != s.cfg.Plugin {
+		return fmt.Errorf("logical source: replication slot %s uses plugin %s, not %s", s.cfg.Slot, state.Plugin, s.cfg.Plugin)
+	}
+	// Never report less than the slot has confirmed: some servers move confirmed_flush back.
+	s.fb.mu.Lock()
+	s.fb.flushed = max(LSN(s.pos.LSN), state.ConfirmedFlush)
+	s.fb.sent, s.fb.settled = 0, 0
+	s.fb.mu.Unlock()
+	s.consumed = 0
+
+	conn, err := ConnectReplication(ctx, s.cfg.Conn, s.cfg.AppName)
+	if err != nil {
+		return fmt.Errorf("logical source %s: %w", s.cfg.Slot, err)
+	}
+	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, LSN(s.pos.LSN), pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication, PluginArgs: s.pluginArgs(),
+	})
+	if err != nil {
+		_ = conn.Close(ctx)
+		return fmt.Errorf("logical source: start replication of slot %s at %s: %w", s.cfg.Slot, LSN(s.pos.LSN), err)
+	}
+	s.dec.reset()
+	s.st = newStream(conn, s.fb, s.cfg.StatusInterval, 1024)
+	s.st.start(context.WithoutCancel(ctx))
+	s.cfg.Log.Debug("logical stream started", "slot", s.cfg.Slot, "from", LSN(s.pos.LSN).String())
+	return nil
+}
+
+func (s *Source) stopStream(ctx context.Context) {
+	if s.st != nil {
+		s.st.stop(ctx)
+		s.st = nil
+	}
+}
+
+// resetFill forgets the batch being filled (the stream restarts from s.pos).
+func (s *Source) resetFill() {
+	_ = s.fill.Reset()
+	s.inTx, s.txEvents, s.fillTxs, s.nextEvID, s.due = false, 0, 0, 0, false
+	s.fillEnd, s.fillTime, s.fillFirst = 0, time.Time{}, time.Time{}
+}
+
+// extend makes a 64-bit txid of a 32-bit xid: the one nearest to a recent txid (ref). The
+// server keeps every xid it decodes within 2^31 of the current one (wraparound protection;
+// the slot's catalog_xmin holds back freezing), so the nearest is the right one.
+func extend(xid uint32, ref int64) int64 {
+	full := ref&^0xffffffff | int64(xid)
+	switch {
+	case full > ref+1<<31:
+		full -= 1 << 32
+	case full < ref-1<<31:
+		full += 1 << 32
+	}
+	return full
+}
+
+func (s *Source) refreshEpoch(ctx context.Context) error {
+	if err := s.db.QueryRow(ctx, `SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot())`).Scan(&s.ref); err != nil {
+		return fmt.Errorf("logical source %s: current txid: %w", s.cfg.Slot, err)
+	}
+	return nil
+}
+
+// NextBatch returns the next batch: whole transactions in commit order, cut at MaxEvents
+// (at a commit) or MaxWait after its first transaction. Until Finish it returns the same
+// batch again. Batch.ID is the End LSN (unique and increasing across restarts), Prev the
+// position after the previous batch (or Resume's), End the end of the last commit, EndTime
+// its commit time. A broken stream is started again from the last finished batch.
+func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
+	if s.pending != nil {
+		return *s.pending, nil
+	}
+	if !s.resumed {
+		return change.Batch{}, errNotResumed
+	}
+	if s.st != nil {
+		select {
+		case <-s.st.done: // broke while a batch was pending: start again at once
+			s.cfg.Log.Warn("logical stream ended; starting it again", "slot", s.cfg.Slot, "error", s.st.err)
+			s.stopStream(ctx)
+		default:
+		}
+	}
+	if s.st == nil {
+		s.resetFill()
+		if err := s.start(ctx); err != nil {
+			return change.Batch{}, err
+		}
+	}
+	if !s.inTx && s.fillTxs == 0 {
+		if err := s.refreshEpoch(ctx); err != nil {
+			return change.Batch{}, err
+		}
+	}
+	var due <-chan time.Time
+	arm := func() {
+		t := time.NewTimer(max(0, s.cfg.MaxWait-time.Since(s.fillFirst)))
+		due = t.C
+	}
+	if s.fillTxs > 0 {
+		arm()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return change.Batch{}, ctx.Err()
+		case <-due:
+			due = nil
+			s.due = true
+			if !s.inTx {
+				return s.cut(), nil
+			}
+		case <-s.st.done:
+			err := s.st.err
+			s.stopStream(ctx)
+			s.resetFill()
+			return change.Batch{}, fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
+		case w := <-s.st.msgs:
+			s.consumed++
+			d, err := s.dec.decode(ctx, w, s.emit)
+			if err != nil {
+				// The stream cannot go on past a message it cannot read: start it again.
+				s.stopStream(ctx)
+				s.resetFill()
+				return change.Batch{}, fmt.Errorf("logical stream of slot %s at %s: %w", s.cfg.Slot, w.start, err)
+			}
+			switch {
+			case d.begin:
+				s.inTx, s.txEvents = true, 0
+				s.txID = extend(d.xid, s.ref)
+			case d.commit:
+				s.inTx = false
+				if s.txEvents == 0 {
+					if s.fillTxs == 0 {
+						// An empty transaction (other tables) with nothing pending: settled.
+						s.fb.settle(s.consumed)
+					} else {
+						s.fillEnd = d.end
+					}
+					continue
+				}
+				s.fillTxs++
+				s.fillEnd, s.fillTime = d.end, d.time
+				if s.fillTxs == 1 {
+					s.fillFirst = time.Now()
+					arm()
+				}
+				if s.fill.Len() >= s.cfg.MaxEvents || s.due {
+					return s.cut(), nil
+				}
+			}
+		}
+	}
+}
+
+// emit adds a decoded event to the batch being filled.
+func (s *Source) emit(ev change.Event) error {
+	if !s.inTx {
+		return fmt.Errorf("%s of %s outside a transaction", ev.Op, ev.Table)
+	}
+	s.nextEvID++
+	ev.ID = s.nextEvID
+	ev.TxID = s.txID
+	s.txEvents++
+	if err := s.fill.Append(ev); err != nil {
+		return fmt.Errorf("keep event: %w", err)
+	}
+	return nil
+}
+
+// cut makes the filled transactions the pending batch.
+func (s *Source) cut() change.Batch {
+	b := change.Batch{
+		ID:      int64(s.fillEnd),
+		Queue:   s.cfg.Queue,
+		Prev:    s.pos,
+		End:     change.Position{LSN: uint64(s.fillEnd)},
+		EndTime: s.fillTime,
+	}
+	s.pending = &b
+	s.held, s.fill, s.spare = s.fill, s.spare, nil
+	s.resetFill()
+	return b
+}
+
+func (s *Source) check(op string, b change.Batch) error {
+	if s.pending == nil || s.pending.ID != b.ID || s.pending.End != b.End || s.pending.Prev != b.Prev {
+		return fmt.Errorf("%s batch %d: not the batch the logical source has open", op, b.ID)
+	}
+	return nil
+}
+
+// Events hands the batch's events to fn in order, ChunkSize at a time; it may be called any
+// number of times until Finish. Event.ID is a running number in the batch; Event.TxID the
+// transaction's xid extended to 64 bits (txid_current()'s form, so that a txid snapshot
+// tells whether a copy holds it).
+func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
+	if err := s.check("events of", b); err != nil {
+		return err
+	}
+	if err := s.held.Read(ctx, s.cfg.ChunkSize, fn); err != nil {
+		return fmt.Errorf("batch %d: %w", b.ID, err)
+	}
+	return nil
+}
+
+// Finish records that b is applied on the target: the slot is confirmed up to b.End (the
+// status update is sent before Finish returns, when the stream is up; else when it starts
+// again) and b's events are dropped.
+func (s *Source) Finish(ctx context.Context, b change.Batch) error {
+	if err := s.check("finish", b); err != nil {
+		return err
+	}
+	s.pos = b.End
+	s.pending = nil
+	if err := s.held.Reset(); err != nil {
+		s.cfg.Log.Warn("logical source: drop spooled batch", "slot", s.cfg.Slot, "error", err)
+	}
+	s.spare, s.held = s.held, nil
+	s.fb.confirm(LSN(b.End.LSN))
+	if !s.inTx && s.fillTxs == 0 {
+		s.fb.settle(s.consumed)
+	}
+	if s.st == nil {
+		return nil
+	}
+	if err := s.st.confirmNow(ctx); err != nil {
+		// The batch is applied; the confirmation goes with the next status update.
+		s.cfg.Log.Warn("logical source: confirm", "slot", s.cfg.Slot, "lsn", LSN(b.End.LSN).String(), "error", err)
+	}
+	return nil
+}
+
+// Slot returns the name of the slot the source streams.
+func (s *Source) Slot() string { return s.cfg.Slot }
+
+// Close stops the stream and closes the connections; the slot stays, confirmed up to the
+// last finished batch.
+func (s *Source) Close(ctx context.Context) error {
+	s.stopStream(ctx)
+	var err error
+	if s.db != nil {
+		err = s.db.Close(ctx)
+		s.db = nil
+	}
+	for _, sp := range []*spool.Spool{s.fill, s.spare, s.held} {
+		if sp != nil {
+			_ = sp.Close()
+		}
+	}
+	return err
+}

@@ -1,0 +1,254 @@
+package logical
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// wal is one XLogData message: the plugin's output for one change, begin or commit.
+type wal struct {
+	start LSN // WALStart: for test_decoding's COMMIT, the end of the commit record
+	data  []byte
+}
+
+// feedback is what the reader reports to the server, shared between the reader goroutine and
+// the Source's (the worker's) goroutine.
+type feedback struct {
+	mu sync.Mutex
+	// flushed is the position reported as written, flushed and applied: the End of the last
+	// batch the target committed, or the server's WAL end when nothing was pending.
+	flushed LSN
+	// sent counts the messages the reader handed to the Source; settled is the count the
+	// Source had consumed when it last had nothing unapplied (no open batch, no transaction
+	// begun or buffered). sent == settled: every message received is applied or empty.
+	sent, settled int64
+}
+
+func (f *feedback) confirm(lsn LSN) {
+	f.mu.Lock()
+	if lsn > f.flushed {
+		f.flushed = lsn
+	}
+	f.mu.Unlock()
+}
+
+func (f *feedback) settle(consumed int64) {
+	f.mu.Lock()
+	f.settled = consumed
+	f.mu.Unlock()
+}
+
+// stream owns a replication connection in copy-both mode: one goroutine reads it, hands
+// XLogData to the Source through msgs, answers keepalives and sends standby status updates
+// (every interval, at once when asked through wake, and when an idle stream moves forward).
+type stream struct {
+	conn     *pgconn.PgConn
+	fb       *feedback
+	interval time.Duration
+	msgs     chan wal
+	wake     chan chan struct{}
+	done     chan struct{}
+	err      error // why the reader ended; read after done is closed
+	cancel   context.CancelFunc
+}
+
+// poll bounds how long the reader waits on the socket before it looks at wake requests.
+const poll = 100 * time.Millisecond
+
+func newStream(conn *pgconn.PgConn, fb *feedback, interval time.Duration, buffer int) *stream {
+	return &stream{
+		conn:     conn,
+		fb:       fb,
+		interval: interval,
+		msgs:     make(chan wal, buffer),
+		wake:     make(chan chan struct{}, 1),
+		done:     make(chan struct{}),
+	}
+}
+
+func (st *stream) start(ctx context.Context) {
+	ctx, st.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(st.done)
+		st.err = st.run(ctx)
+	}()
+}
+
+// stop ends the reader and closes the connection.
+func (st *stream) stop(ctx context.Context) {
+	st.cancel()
+	<-st.done
+	_ = st.conn.Close(ctx)
+}
+
+// status sends the standby status update: write = flush = apply = flushed.
+func (st *stream) status(ctx context.Context) error {
+	st.fb.mu.Lock()
+	f := st.fb.flushed
+	st.fb.mu.Unlock()
+	if err := pglogrepl.SendStandbyStatusUpdate(ctx, st.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: f, WALFlushPosition: f, WALApplyPosition: f,
+	}); err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	return nil
+}
+
+// confirmNow asks the reader to send a status update and waits until it is sent. The
+// request is queued, then the reader's wait on the socket is cut short (a read deadline in
+// the past: net.Conn allows it from another goroutine), so that Finish does not wait for the
+// poll interval.
+func (st *stream) confirmNow(ctx context.Context) error {
+	ack := make(chan struct{})
+	select {
+	case st.wake <- ack:
+	case <-st.done:
+		return st.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	_ = st.conn.Conn().SetReadDeadline(time.Now())
+	select {
+	case <-ack:
+		return nil
+	case <-st.done:
+		return st.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (st *stream) run(ctx context.Context) error {
+	next := time.Now().Add(st.interval)
+	for {
+		if !time.Now().Before(next) {
+			if err := st.status(ctx); err != nil {
+				return err
+			}
+			next = time.Now().Add(st.interval)
+		}
+		select {
+		case ack := <-st.wake:
+			err := st.status(ctx)
+			close(ack)
+			if err != nil {
+				return err
+			}
+			next = time.Now().Add(st.interval)
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(poll)
+		if next.Before(deadline) {
+			deadline = next
+		}
+		// The wait is bounded by the socket's read deadline, not by a context: pgconn
+		// watches a cancellable context with a goroutine of its own per call, a handoff per
+		// message that made the stream several times slower. Only context.Background()
+		// itself is not watched. A timeout leaves the connection usable (a message read in
+		// part is kept).
+		if err := st.conn.Conn().SetReadDeadline(deadline); err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		if len(st.wake) > 0 {
+			continue // a request came before the deadline was set, which would undo its interruption
+		}
+		msg, err := st.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("keepalive: %w", err)
+				}
+				// Idle: every message received is applied (or was an empty transaction), so
+				// nothing before the server's WAL end is owed to the target. Confirming it lets
+				// the server recycle WAL behind a slot whose tables are not written.
+				st.fb.mu.Lock()
+				moved := st.fb.sent == st.fb.settled && pkm.ServerWALEnd > st.fb.flushed
+				if moved {
+					st.fb.flushed = pkm.ServerWALEnd
+				}
+				st.fb.mu.Unlock()
+				if pkm.ReplyRequested || moved {
+					if err := st.status(ctx); err != nil {
+						return err
+					}
+					next = time.Now().Add(st.interval)
+				}
+			case pglogrepl.XLogDataByteID:
+				x, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("xlog data: %w", err)
+				}
+				w := wal{start: x.WALStart, data: append([]byte(nil), x.WALData...)}
+				st.fb.mu.Lock()
+				st.fb.sent++
+				st.fb.mu.Unlock()
+				if err := st.hand(ctx, w, &next); err != nil {
+					return err
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(msg)
+		case *pgproto3.CopyDone:
+			return errors.New("the server ended the replication stream")
+		}
+	}
+}
+
+// hand passes w to the Source, sending status updates while it waits (the Source may be busy
+// applying a batch for longer than wal_sender_timeout).
+func (st *stream) hand(ctx context.Context, w wal, next *time.Time) error {
+	select {
+	case st.msgs <- w:
+		return nil
+	default:
+	}
+	for {
+		t := time.NewTimer(time.Until(*next))
+		select {
+		case st.msgs <- w:
+			t.Stop()
+			return nil
+		case ack := <-st.wake:
+			t.Stop()
+			err := st.status(ctx)
+			close(ack)
+			if err != nil {
+				return err
+			}
+			*next = time.Now().Add(st.interval)
+		case <-t.C:
+			if err := st.status(ctx); err != nil {
+				return err
+			}
+			*next = time.Now().Add(st.interval)
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,318 @@
+package logical
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pgtest"
+)
+
+// writeTx runs statements in one transaction and returns its txid.
+func (p *provider) writeTx(t *testing.T, stmts ...string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := p.conn.Begin(ctx)
+	require.NoError(t, err)
+	var txid int64
+	require.NoError(t, tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&txid))
+	for _, s := range stmts {
+		_, err := tx.Exec(ctx, s)
+		require.NoError(t, err, s)
+	}
+	require.NoError(t, tx.Commit(ctx))
+	return txid
+}
+
+// collectUntil reads and finishes batches until one holds an event of transaction last.
+func collectUntil(t *testing.T, s *Source, last int64) ([]change.Batch, []change.Event) {
+	t.Helper()
+	var bs []change.Batch
+	var all []change.Event
+	for {
+		b, evs := next(t, s)
+		bs = append(bs, b)
+		all = append(all, evs...)
+		finish(t, s, b)
+		if evs[len(evs)-1].TxID >= last {
+			return bs, all
+		}
+	}
+}
+
+// TestResume: Finish confirms the slot up to the batch's end; a batch read but not finished
+// comes again, whole, from a new Source resumed at the last finished position, and nothing
+// finished comes twice; the replay equals the provider's table.
+func TestResume(t *testing.T) {
+	t.Parallel()
+	matrix(t, versions, func(t *testing.T, v, plugin string) {
+		ctx := context.Background()
+		p := newProvider(t, v, plugin)
+		tbl := change.Table{Schema: "public", Name: "t"}
+		p.exec(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
+		p.publish(t, tbl)
+		p.createSlot(t)
+		write := func(from, n int) int64 {
+			var last int64
+			for i := from; i < from+n; i++ {
+				last = p.writeTx(t, fmt.Sprintf(`INSERT INTO t SELECT g, 0 FROM generate_series(%d, %d) g`, i*10, i*10+9),
+					fmt.Sprintf(`UPDATE t SET v = v + 1 WHERE id %% 7 = %d`, i%7),
+					fmt.Sprintf(`DELETE FROM t WHERE id = %d`, i*10-3))
+			}
+			return last
+		}
+		last := write(1, 30)
+
+		s1 := p.source(t, func(c *Config) { c.MaxEvents = 40 })
+		require.NoError(t, s1.Resume(ctx, change.Position{}))
+		var applied []change.Event
+		var pos change.Position
+		var finishing time.Duration
+		finished := 0
+		for len(applied) < 100 {
+			b, evs := next(t, s1)
+			require.Equal(t, pos, b.Prev, "batches follow each other")
+			require.Greater(t, b.End.LSN, b.Prev.LSN)
+			require.False(t, b.EndTime.IsZero())
+			started := time.Now()
+			finish(t, s1, b)
+			finishing += time.Since(started)
+			finished++
+			pos = b.End
+			applied = append(applied, evs...)
+			// Finish has sent the status update; the server records it as it reads it.
+			pgtest.Eventually(t, 10*time.Second, "Finish confirms the slot up to the batch's end", func() bool {
+				st, ok, err := ReadSlot(ctx, p.conn, p.slot)
+				require.NoError(t, err)
+				require.True(t, ok)
+				require.LessOrEqual(t, st.ConfirmedFlush, LSN(b.End.LSN), "never beyond what the target holds")
+				return st.ConfirmedFlush == LSN(b.End.LSN)
+			})
+		}
+		t.Logf("Finish (status update sent) took %s on average", finishing/time.Duration(finished))
+		// A batch read and not finished (the target did not commit it), then a crash.
+		_, lostEvs := next(t, s1)
+		require.NoError(t, s1.Close(ctx))
+		last2 := write(31, 10)
+		require.Greater(t, last2, last)
+
+		s2 := p.source(t, nil)
+		require.NoError(t, s2.Resume(ctx, pos))
+		bs, rest := collectUntil(t, s2, last2)
+		require.Equal(t, pos, bs[0].Prev)
+		require.Equal(t, lostEvs, rest[:len(lostEvs)], "the unfinished batch comes again")
+		seen := map[int64]bool{}
+		for _, ev := range applied {
+			seen[ev.TxID] = true
+		}
+		for _, ev := range rest {
+			require.False(t, seen[ev.TxID], "transaction %d came twice", ev.TxID)
+		}
+		m := memTable{}
+		replay(t, tbl, append(applied, rest...), m)
+		require.Equal(t, p.providerRows(t, tbl, []string{"id", "v"}), m.dump([]string{"id", "v"}))
+	})
+}
+
+// TestLargeTransaction: a transaction of 200,000 rows comes whole in one batch, kept in a
+// spool whose memory stays under its bound (the rest in a file), replayed twice.
+func TestLargeTransaction(t *testing.T) {
+	t.Parallel()
+	matrix(t, []string{"15"}, func(t *testing.T, v, plugin string) {
+		ctx := context.Background()
+		p := newProvider(t, v, plugin)
+		tbl := change.Table{Schema: "public", Name: "big"}
+		p.exec(t, `CREATE TABLE big (id int PRIMARY KEY, pad text, n numeric)`)
+		p.publish(t, tbl)
+		p.createSlot(t)
+		const rows = 200_000
+		const bound = 1 << 20
+		p.writeTx(t, fmt.Sprintf(`INSERT INTO big SELECT g, repeat('p', g %% 100), g * 1.5 FROM generate_series(1, %d) g`, rows))
+		last := p.writeTx(t, `UPDATE big SET pad = 'u' WHERE id % 1000 = 0`)
+
+		s := p.source(t, func(c *Config) { c.MemoryBytes = bound; c.MaxEvents = 1000; c.SpoolDir = t.TempDir() })
+		require.NoError(t, s.Resume(ctx, change.Position{}))
+		start := time.Now()
+		b, err := s.NextBatch(ctx)
+		require.NoError(t, err)
+		took := time.Since(start)
+		require.True(t, s.held.Spilled(), "the batch went to the spool's file")
+		require.LessOrEqual(t, s.held.MemBytes(), bound)
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		t.Logf("%s: %d rows received and spooled in %s (%.0f rows/s); heap in use %d MiB",
+			plugin, rows, took, rows/took.Seconds(), ms.HeapInuse>>20)
+		m := memTable{}
+		for round := 0; round < 2; round++ {
+			n := 0
+			require.NoError(t, s.Events(ctx, b, func(evs []change.Event) error {
+				n += len(evs)
+				if round == 0 {
+					replay(t, tbl, evs, m)
+				}
+				return nil
+			}))
+			require.Equal(t, rows, n, "one transaction, one batch")
+		}
+		finish(t, s, b)
+		_, evs := collectUntil(t, s, last)
+		replay(t, tbl, evs, m)
+		require.Equal(t, p.providerRows(t, tbl, []string{"id", "pad", "n"}), m.dump([]string{"id", "pad", "n"}))
+	})
+}
+
+// TestIdleSlotAdvances: while tables the slot does not replicate are written (another table
+// outside the publication, another database), the slot's confirmed position follows the WAL
+// and its retained WAL is released.
+func TestIdleSlotAdvances(t *testing.T) {
+	t.Parallel()
+	matrix(t, versions, func(t *testing.T, v, plugin string) {
+		ctx := context.Background()
+		p := newProvider(t, v, plugin)
+		tbl := change.Table{Schema: "public", Name: "quiet"}
+		p.exec(t, `CREATE TABLE quiet (id int PRIMARY KEY)`)
+		p.exec(t, `CREATE TABLE busy (id serial PRIMARY KEY, pad text)`)
+		p.publish(t, tbl)
+		start := p.createSlot(t)
+		other := pgtest.Connect(t, p.srv.NewDB(t))
+		_, err := other.Exec(ctx, `CREATE TABLE busy (id serial PRIMARY KEY, pad text)`)
+		require.NoError(t, err)
+
+		s := p.source(t, func(c *Config) { c.StatusInterval = 200 * time.Millisecond })
+		require.NoError(t, s.Resume(ctx, change.Position{}))
+		runCtx, stop := context.WithCancel(ctx)
+		got := make(chan error, 1)
+		go func() {
+			b, err := s.NextBatch(runCtx)
+			if err == nil {
+				err = fmt.Errorf("a batch from an idle slot: %+v", b)
+			}
+			got <- err
+		}()
+		for i := 0; i < 100; i++ {
+			if plugin == PGOutput {
+				p.exec(t, `INSERT INTO busy (pad) SELECT repeat('x', 200) FROM generate_series(1, 100)`)
+			}
+			_, err := other.Exec(ctx, `INSERT INTO busy (pad) SELECT repeat('x', 200) FROM generate_series(1, 100)`)
+			require.NoError(t, err)
+		}
+		var end string
+		require.NoError(t, p.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&end))
+		endLSN, err := ParseLSN(end)
+		require.NoError(t, err)
+		require.Greater(t, endLSN-start, LSN(1<<20), "the other tables wrote WAL")
+		p.exec(t, `CHECKPOINT`) // logs the running transactions: the slot's restart point can move
+		var st SlotState
+		pgtest.Eventually(t, time.Minute, "the idle slot's confirmed position follows the WAL", func() bool {
+			var ok bool
+			st, ok, err = ReadSlot(ctx, p.conn, p.slot)
+			require.NoError(t, err)
+			require.True(t, ok)
+			return st.ConfirmedFlush >= endLSN && st.RestartLSN > start
+		})
+		t.Logf("%s: WAL written %d bytes; slot confirmed %s, retains %d bytes", plugin, endLSN-start, st.ConfirmedFlush, st.RetainedBytes)
+		require.Less(t, st.RetainedBytes, int64(endLSN-start), "the WAL written behind the idle slot is released")
+		stop()
+		require.ErrorIs(t, <-got, context.Canceled)
+	})
+}
+
+// TestBusyWorkerKeepsStream: a worker that holds a batch for several wal_sender_timeouts
+// (a long apply) keeps its stream: the reader answers the server's keepalives meanwhile.
+func TestBusyWorkerKeepsStream(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.New(t, pgtest.Options{Version: "15", Settings: map[string]string{"wal_sender_timeout": "1s"}})
+	for _, plugin := range []string{PGOutput, TestDecoding} {
+		t.Run(plugin, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := srv.NewDB(t)
+			p := &provider{srv: srv, url: url, conn: pgtest.Connect(t, url), plugin: plugin, slot: "busy_" + plugin[:4], pub: "p"}
+			tbl := change.Table{Schema: "public", Name: "t"}
+			p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+			p.publish(t, tbl)
+			p.createSlot(t)
+			s := p.source(t, func(c *Config) { c.StatusInterval = time.Hour })
+			require.NoError(t, s.Resume(ctx, change.Position{}))
+			p.exec(t, `INSERT INTO t VALUES (1)`)
+			b, _ := next(t, s)
+			// The worker is busy applying for 3 s: three times the server's timeout. This
+			// wait is the scenario, not a synchronisation.
+			<-time.After(3 * time.Second)
+			finish(t, s, b)
+			last := p.writeTx(t, `INSERT INTO t VALUES (2)`)
+			_, evs := collectUntil(t, s, last)
+			require.Len(t, evs, 1, "the stream is still up")
+		})
+	}
+}
+
+// TestStreamRestarts: the walsender is terminated, once with a batch pending and once
+// between batches; NextBatch starts the stream again from the last finished batch (an error
+// at most once, for the worker to retry) and nothing is lost or repeated.
+func TestStreamRestarts(t *testing.T) {
+	t.Parallel()
+	matrix(t, []string{"15"}, func(t *testing.T, v, plugin string) {
+		ctx := context.Background()
+		p := newProvider(t, v, plugin)
+		tbl := change.Table{Schema: "public", Name: "t"}
+		p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+		p.publish(t, tbl)
+		p.createSlot(t)
+		s := p.source(t, func(c *Config) { c.MaxEvents = 1 })
+		require.NoError(t, s.Resume(ctx, change.Position{}))
+		kill := func() {
+			var pid int
+			require.NoError(t, p.conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&pid))
+			p.exec(t, `SELECT pg_terminate_backend($1)`, pid)
+			pgtest.Eventually(t, 30*time.Second, "the walsender is gone", func() bool {
+				var active bool
+				require.NoError(t, p.conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&active))
+				return !active
+			})
+		}
+		p.writeTx(t, `INSERT INTO t VALUES (1)`)
+		b, all := next(t, s)
+		kill() // with a batch pending: it is kept
+		again, err := s.NextBatch(ctx)
+		require.NoError(t, err)
+		require.Equal(t, b, again)
+		finish(t, s, b)
+		p.writeTx(t, `INSERT INTO t VALUES (2)`)
+		b, evs := next(t, s) // the stream starts again from the first batch's end
+		require.Equal(t, change.Text("2"), evs[0].Values[0])
+		all = append(all, evs...)
+		finish(t, s, b)
+		kill() // between batches
+		var last int64
+		for i := 3; i <= 5; i++ {
+			last = p.writeTx(t, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
+		}
+		errs := 0
+		for {
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			b, err := s.NextBatch(cctx)
+			cancel()
+			if err != nil {
+				errs++
+				require.Equal(t, 1, errs, "one error, then the stream is up again: %v", err)
+				continue
+			}
+			var evs []change.Event
+			require.NoError(t, s.Events(ctx, b, func(e []change.Event) error { evs = append(evs, e...); return nil }))
+			finish(t, s, b)
+			all = append(all, evs...)
+			if evs[len(evs)-1].TxID == last {
+				break
+			}
+		}
+		m := memTable{}
+		replay(t, tbl, all, m)
+		require.Equal(t, p.providerRows(t, tbl, []string{"id"}), m.dump([]string{"id"}))
+	})
+}

@@ -1,0 +1,345 @@
+// Package spool keeps a sequence of change events for replay, for a source that cannot read a
+// batch twice (logical decoding): the events stay in memory up to a bound and go to a
+// temporary file beyond it, and can be read back, in order, any number of times.
+package spool
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/skiffdb/skiff/consumer/change"
+)
+
+// Spool is an append-only sequence of events, replayable until Reset. Events of one layout
+// (Columns, Key) share their slices when read back from the file, as a source's events do.
+// A Spool is not safe for concurrent use.
+type Spool struct {
+	dir      string
+	memLimit int
+
+	mem      []change.Event
+	memBytes int
+
+	file    *os.File
+	w       *bufio.Writer
+	fileN   int
+	scratch []byte
+
+	layouts  [][]string
+	layoutOf map[string]int
+	tables   []change.Table
+	tableOf  map[change.Table]int
+}
+
+// New returns an empty spool that keeps about memBytes of events in memory and writes the
+// rest to a temporary file in dir ("" = os.TempDir()), made on first need.
+func New(dir string, memBytes int) *Spool {
+	return &Spool{dir: dir, memLimit: memBytes, layoutOf: map[string]int{}, tableOf: map[change.Table]int{}}
+}
+
+// Len is the number of events appended since the last Reset.
+func (s *Spool) Len() int { return len(s.mem) + s.fileN }
+
+// Spilled reports whether some events are in the temporary file.
+func (s *Spool) Spilled() bool { return s.fileN > 0 }
+
+// MemBytes is the estimated size of the events held in memory.
+func (s *Spool) MemBytes() int { return s.memBytes }
+
+// size estimates the memory an event holds.
+func size(ev *change.Event) int {
+	n := 96 + 24*len(ev.Values) + 24*len(ev.OldKey)
+	for _, v := range ev.Values {
+		n += len(v.Text)
+	}
+	for _, v := range ev.OldKey {
+		n += len(v.Text)
+	}
+	return n
+}
+
+// Append adds an event at the end. The spool keeps ev's slices when it keeps the event in
+// memory: the caller must not modify them afterwards.
+func (s *Spool) Append(ev change.Event) error {
+	sz := size(&ev)
+	if s.fileN == 0 && s.memBytes+sz <= s.memLimit {
+		s.mem = append(s.mem, ev)
+		s.memBytes += sz
+		return nil
+	}
+	if s.file == nil {
+		f, err := os.CreateTemp(s.dir, "skiff-spool-*")
+		if err != nil {
+			return fmt.Errorf("spool: create temporary file: %w", err)
+		}
+		// The file is needed only through f: remove its name at once where the system allows.
+		_ = os.Remove(f.Name())
+		s.file = f
+		s.w = bufio.NewWriterSize(f, 256<<10)
+	}
+	s.scratch = s.encode(s.scratch[:0], &ev)
+	if _, err := s.w.Write(s.scratch); err != nil {
+		return fmt.Errorf("spool: write temporary file: %w", err)
+	}
+	s.fileN++
+	return nil
+}
+
+func (s *Spool) layout(cols []string) int {
+	if cols == nil {
+		return 0
+	}
+	k := strings.Join(cols, "\x00") + fmt.Sprint(len(cols))
+	if i, ok := s.layoutOf[k]; ok {
+		return i + 1
+	}
+	s.layouts = append(s.layouts, cols)
+	s.layoutOf[k] = len(s.layouts) - 1
+	return len(s.layouts)
+}
+
+func (s *Spool) table(t change.Table) int {
+	if i, ok := s.tableOf[t]; ok {
+		return i
+	}
+	s.tables = append(s.tables, t)
+	s.tableOf[t] = len(s.tables) - 1
+	return len(s.tables) - 1
+}
+
+func appendValues(b []byte, vs []change.Value) []byte {
+	if vs == nil {
+		return binary.AppendUvarint(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(vs))+1)
+	for _, v := range vs {
+		if !v.Valid {
+			b = append(b, 0)
+			continue
+		}
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, uint64(len(v.Text)))
+		b = append(b, v.Text...)
+	}
+	return b
+}
+
+// encode writes one event as a length-prefixed record.
+func (s *Spool) encode(b []byte, ev *change.Event) []byte {
+	b = append(b, 0, 0, 0, 0) // record length, filled in below
+	b = binary.AppendVarint(b, ev.ID)
+	b = binary.AppendVarint(b, ev.TxID)
+	b = append(b, byte(ev.Op))
+	b = binary.AppendUvarint(b, uint64(s.table(ev.Table)))
+	b = binary.AppendUvarint(b, uint64(s.layout(ev.Columns)))
+	b = binary.AppendUvarint(b, uint64(s.layout(ev.Key)))
+	b = appendValues(b, ev.Values)
+	b = appendValues(b, ev.OldKey)
+	if ev.Err != nil {
+		msg := ev.Err.Error()
+		b = binary.AppendUvarint(b, uint64(len(msg))+1)
+		b = append(b, msg...)
+	} else {
+		b = binary.AppendUvarint(b, 0)
+	}
+	binary.BigEndian.PutUint32(b[:4], uint32(len(b)-4))
+	return b
+}
+
+var errCorrupt = errors.New("spool: temporary file is corrupt")
+
+type decoder struct {
+	b []byte
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		panic(errCorrupt)
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		panic(errCorrupt)
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(n uint64) string {
+	if uint64(len(d.b)) < n {
+		panic(errCorrupt)
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) values() []change.Value {
+	n := d.uvarint()
+	if n == 0 {
+		return nil
+	}
+	vs := make([]change.Value, n-1)
+	for i := range vs {
+		if len(d.b) == 0 {
+			panic(errCorrupt)
+		}
+		valid := d.b[0]
+		d.b = d.b[1:]
+		if valid == 1 {
+			vs[i] = change.Text(d.bytes(d.uvarint()))
+		}
+	}
+	return vs
+}
+
+func (s *Spool) decode(rec []byte) (ev change.Event, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if e, ok := r.(error); ok && errors.Is(e, errCorrupt) {
+				err = e
+				return
+			}
+			panic(r)
+		}
+	}()
+	d := decoder{b: rec}
+	ev.ID = d.varint()
+	ev.TxID = d.varint()
+	if len(d.b) == 0 {
+		return ev, errCorrupt
+	}
+	ev.Op = change.Op(d.b[0])
+	d.b = d.b[1:]
+	ti := d.uvarint()
+	if ti >= uint64(len(s.tables)) {
+		return ev, errCorrupt
+	}
+	ev.Table = s.tables[ti]
+	lay := func() []string {
+		i := d.uvarint()
+		if i == 0 {
+			return nil
+		}
+		if i > uint64(len(s.layouts)) {
+			panic(errCorrupt)
+		}
+		return s.layouts[i-1]
+	}
+	ev.Columns = lay()
+	ev.Key = lay()
+	ev.Values = d.values()
+	ev.OldKey = d.values()
+	if n := d.uvarint(); n > 0 {
+		ev.Err = errors.New(d.bytes(n - 1))
+	}
+	return ev, nil
+}
+
+// Read hands the events to fn in order, up to chunk at a time. The slice is reused after fn
+// returns; the events' Values and OldKey are fresh for each Read (fn may modify them) and
+// their Columns and Key are shared (fn must not modify them). Read may be called any number
+// of times; Append must not be called while it runs.
+func (s *Spool) Read(ctx context.Context, chunk int, fn func([]change.Event) error) error {
+	if chunk <= 0 {
+		chunk = 1000
+	}
+	buf := make([]change.Event, 0, min(chunk, s.Len()))
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := fn(buf)
+		buf = buf[:0]
+		return err
+	}
+	for _, ev := range s.mem {
+		ev.Values = slices.Clone(ev.Values)
+		ev.OldKey = slices.Clone(ev.OldKey)
+		buf = append(buf, ev)
+		if len(buf) == chunk {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if s.fileN > 0 {
+		if err := s.w.Flush(); err != nil {
+			return fmt.Errorf("spool: write temporary file: %w", err)
+		}
+		end, err := s.file.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return fmt.Errorf("spool: temporary file: %w", err)
+		}
+		r := bufio.NewReaderSize(io.NewSectionReader(s.file, 0, end), 256<<10)
+		var hdr [4]byte
+		var rec []byte
+		for i := 0; i < s.fileN; i++ {
+			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+				return fmt.Errorf("spool: read temporary file: %w", err)
+			}
+			n := binary.BigEndian.Uint32(hdr[:])
+			if cap(rec) < int(n) {
+				rec = make([]byte, n)
+			}
+			rec = rec[:n]
+			if _, err := io.ReadFull(r, rec); err != nil {
+				return fmt.Errorf("spool: read temporary file: %w", err)
+			}
+			ev, err := s.decode(rec)
+			if err != nil {
+				return fmt.Errorf("spool: event %d: %w", i+len(s.mem), err)
+			}
+			buf = append(buf, ev)
+			if len(buf) == chunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
+
+// Reset empties the spool (its temporary file is closed and gone).
+func (s *Spool) Reset() error {
+	clear(s.mem)
+	s.mem = s.mem[:0]
+	s.memBytes = 0
+	s.fileN = 0
+	s.layouts = nil
+	clear(s.layoutOf)
+	s.tables = nil
+	clear(s.tableOf)
+	return s.closeFile()
+}
+
+func (s *Spool) closeFile() error {
+	if s.file == nil {
+		return nil
+	}
+	err := s.file.Close()
+	s.file, s.w = nil, nil
+	if err != nil {
+		return fmt.Errorf("spool: close temporary file: %w", err)
+	}
+	return nil
+}
+
+// Close releases the spool's temporary file; the spool is empty afterwards.
+func (s *Spool) Close() error { return s.Reset() }

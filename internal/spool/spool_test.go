@@ -1,0 +1,121 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/consumer/change"
+)
+
+func sampleEvent(i int, cols, key []string) change.Event {
+	ev := change.Event{
+		ID:      int64(i),
+		TxID:    int64(1<<32 + i),
+		Op:      change.Update,
+		Table:   change.Table{Schema: "s.\"x", Name: fmt.Sprintf("t%d", i%3)},
+		Columns: cols,
+		Key:     key,
+		Values:  []change.Value{change.Text(fmt.Sprint(i)), change.Null, change.Text(""), change.Text("é'\x01" + strings.Repeat("x", i%50))},
+	}
+	if i%4 == 0 {
+		ev.OldKey = []change.Value{change.Text(fmt.Sprint(-i))}
+	}
+	if i%7 == 0 {
+		ev.Op = change.Truncate
+		ev.Columns, ev.Key, ev.Values = nil, nil, nil
+	}
+	if i%11 == 0 {
+		ev.Err = errors.New("cannot decode")
+	}
+	return ev
+}
+
+func readAll(t *testing.T, s *Spool, chunk int) []change.Event {
+	t.Helper()
+	var out []change.Event
+	require.NoError(t, s.Read(context.Background(), chunk, func(evs []change.Event) error {
+		require.LessOrEqual(t, len(evs), chunk)
+		for _, ev := range evs {
+			ev.Values = append([]change.Value(nil), ev.Values...)
+			out = append(out, ev)
+		}
+		// A handler may modify values in place: the next Read must not see it.
+		for i := range evs {
+			for j := range evs[i].Values {
+				evs[i].Values[j] = change.Text("modified")
+			}
+		}
+		return nil
+	}))
+	return out
+}
+
+// TestSpoolRoundTrip appends events past the memory bound and reads them back, twice, equal to
+// what was appended, with one layout's Columns shared and memory held under the bound.
+func TestSpoolRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, limit := range []int{0, 10_000, 1 << 30} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			t.Parallel()
+			s := New(t.TempDir(), limit)
+			defer s.Close()
+			cols := []string{"id", "a b", "\"c\"", "é"}
+			key := []string{"id"}
+			var want []change.Event
+			for i := 0; i < 2000; i++ {
+				ev := sampleEvent(i, cols, key)
+				want = append(want, sampleEvent(i, cols, key))
+				require.NoError(t, s.Append(ev))
+				require.LessOrEqual(t, s.MemBytes(), limit)
+			}
+			require.Equal(t, 2000, s.Len())
+			require.Equal(t, limit < 1<<30, s.Spilled())
+			for round := 0; round < 2; round++ {
+				got := readAll(t, s, 64)
+				require.Len(t, got, len(want))
+				for i := range want {
+					w, g := want[i], got[i]
+					if w.Err != nil {
+						require.EqualError(t, g.Err, w.Err.Error())
+						w.Err, g.Err = nil, nil
+					}
+					require.Equal(t, w, g, "event %d, round %d", i, round)
+				}
+				var first []string
+				for i := range got {
+					if got[i].Columns != nil {
+						if first == nil {
+							first = got[i].Columns
+						}
+						require.Same(t, &first[0], &got[i].Columns[0], "layouts share their slice")
+					}
+				}
+			}
+			require.NoError(t, s.Reset())
+			require.Equal(t, 0, s.Len())
+			require.Empty(t, readAll(t, s, 10))
+			require.NoError(t, s.Append(sampleEvent(1, cols, key)))
+			require.Len(t, readAll(t, s, 10), 1)
+		})
+	}
+}
+
+// TestSpoolStopsOnError: fn's error ends Read and is returned as it is.
+func TestSpoolStopsOnError(t *testing.T) {
+	t.Parallel()
+	s := New(t.TempDir(), 0)
+	defer s.Close()
+	for i := 1; i <= 10; i++ {
+		require.NoError(t, s.Append(sampleEvent(i, []string{"a", "b", "c", "d"}, []string{"a"})))
+	}
+	boom := errors.New("boom")
+	calls := 0
+	err := s.Read(context.Background(), 3, func([]change.Event) error { calls++; return boom })
+	require.ErrorIs(t, err, boom)
+	require.Equal(t, 1, calls)
+}
