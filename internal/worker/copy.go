@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/logical"
 	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -40,7 +41,7 @@ func (s *Service) tableManager(q Queue, log *slog.Logger) (*copier.Manager, erro
 			Registry:    s.cfg.Registry,
 			LockTimeout: s.cfg.CopyLockTimeout,
 			Capture:     Capture(q.Name),
-			CopyPoint:   trigger.CopyPoint,
+			CopyPoint:   CopyPoint(q.Name),
 		},
 		Passed:    snaps.passed,
 		Sequences: snaps.sequences,
@@ -88,6 +89,7 @@ type tickSnapshots struct {
 	// usedBy: the queue's tables that draw from each sequence, read at usedAt.
 	usedBy map[change.Table][]change.Table
 	usedAt time.Time
+	kind   *queue.Kind // read once
 }
 
 func (t *tickSnapshots) passed(ctx context.Context, point string, applied change.Position) (bool, error) {
@@ -96,7 +98,33 @@ func (t *tickSnapshots) passed(ctx context.Context, point string, applied change
 	if err := t.ensure(ctx); err != nil {
 		return false, err
 	}
+	if t.kind == nil {
+		k, err := queue.QueueKind(ctx, t.conn, t.queue)
+		if err != nil {
+			return false, err
+		}
+		t.kind = &k // a queue's source never changes
+	}
+	if t.kind.Logical() {
+		return logical.PassedPoint(ctx, point, applied)
+	}
 	return trigger.Passed(ctx, t.conn, t.queue, point, applied)
+}
+
+// CopyPoint returns the copier's copy point function for a queue (copier.Config.CopyPoint):
+// the trigger source's (a txid snapshot) or the logical source's (snapshot and WAL position),
+// by the queue's source. subscribe's copies and the table manager's use it alike.
+func CopyPoint(queueName string) func(ctx context.Context, prov pg.DB) (string, error) {
+	return func(ctx context.Context, prov pg.DB) (string, error) {
+		k, err := queue.QueueKind(ctx, prov, queueName)
+		if err != nil {
+			return "", err
+		}
+		if k.Logical() {
+			return logical.CopyPointNow(ctx, prov)
+		}
+		return trigger.CopyPoint(ctx, prov)
+	}
 }
 
 // sequences reads, on the provider, the sequences the queue captures that belong on a target

@@ -12,6 +12,7 @@ import (
 
 	"github.com/skiffdb/skiff/consumer"
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/consumer/source/logical"
 	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -30,6 +31,7 @@ type session struct {
 	log       *slog.Logger
 	prov, tgt *pgx.Conn
 	src       consumer.Source // with the optional abilities the session forwards
+	logical   *logical.Source // src of a logical queue (closed with the session)
 	app       *apply.Applier
 
 	mu       sync.Mutex // guards what Backends and targetDesc read from other goroutines
@@ -76,15 +78,54 @@ func (s *session) connect(ctx context.Context) error {
 	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log, MaxPendingRows: s.cfg.MaxPendingRows}); err != nil {
 		return fmt.Errorf("target %s: %w", desc, err)
 	}
-	src, err := trigger.New(ctx, s.prov, trigger.Config{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cfg.MaxEvents, Log: s.log})
+	kind, err := queue.QueueKind(ctx, s.prov, s.queue)
 	if err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
-	s.src = src
+	if kind.Logical() {
+		if s.src, err = s.logicalSource(ctx, kind); err != nil {
+			return err
+		}
+	} else {
+		src, err := trigger.New(ctx, s.prov, trigger.Config{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cfg.MaxEvents, Log: s.log})
+		if err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
+		s.src = src
+	}
 	s.mu.Lock()
 	s.pids = [2]uint32{s.prov.PgConn().PID(), s.tgt.PgConn().PID()}
 	s.mu.Unlock()
 	return nil
+}
+
+// logicalSource opens the source of a logical queue: the subscription's replication slot,
+// streamed from the position the target has applied.
+func (s *session) logicalSource(ctx context.Context, kind queue.Kind) (consumer.Source, error) {
+	slot, err := queue.ConsumerSlot(ctx, s.prov, s.queue, s.consumer)
+	if err != nil {
+		if errors.Is(err, queue.ErrNotRegistered) {
+			return nil, unregisteredError{err}
+		}
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	if slot.Name == "" {
+		return nil, fmt.Errorf("provider: consumer %s of logical queue %s has no replication slot yet: run skiff subscribe", s.consumer, s.queue)
+	}
+	src, err := logical.New(logical.Config{Conn: s.cfg.Provider, AppName: "skiff worker " + s.queue, Slot: slot.Name,
+		Plugin: kind.Plugin, Publication: kind.Publication, Queue: s.queue, MaxEvents: int(s.cfg.MaxEvents), Log: s.log})
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	s.logical = src
+	pos, err := s.app.Position(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	if err := src.Resume(ctx, pos); err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	return src, nil
 }
 
 func (s *session) close() {
@@ -92,6 +133,10 @@ func (s *session) close() {
 	defer cancel()
 	if s.app != nil {
 		_ = s.app.Close(ctx)
+	}
+	if s.logical != nil {
+		_ = s.logical.Close(ctx)
+		s.logical = nil
 	}
 	for _, c := range []*pgx.Conn{s.prov, s.tgt} {
 		if c != nil {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 
 	"github.com/skiffdb/skiff/consumer/change"
-	"github.com/skiffdb/skiff/consumer/source/trigger"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -44,7 +43,7 @@ func copyRoutes(ctx context.Context, cfg copier.Config, sub copier.Subscription,
 	}
 	cfg.LockKey = func(t copier.Table) int32 { return sub.TableLockKey(t.Source) }
 	cfg.Capture = worker.Capture(sub.Queue)
-	cfg.CopyPoint = trigger.CopyPoint
+	cfg.CopyPoint = worker.CopyPoint(sub.Queue)
 	cfg.Hooks = sub.Hooks()
 	return copier.Copy(ctx, cfg, tables)
 }
