@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -72,6 +73,9 @@ func skiff(t testing.TB, args ...string) (string, error) {
 // pair is a provider and a target database with skiff's schemas and the same user tables.
 type pair struct {
 	prov, tgt string // URLs
+	// src is how the pair's queues capture: the trigger source (zero) or a logical one
+	// (queues created by capture stream from slots; see forEachSource).
+	src source
 }
 
 func connect(t testing.TB, url string) *pgx.Conn {
@@ -113,7 +117,7 @@ func (p *pair) capture(t testing.TB, q string, tables ...string) {
 	t.Helper()
 	c := connect(t, p.prov)
 	for _, tbl := range tables {
-		_, err := queue.AddTable(context.Background(), c, q, queue.TableSpec{Name: tbl})
+		_, err := queue.AddTable(context.Background(), c, q, queue.TableSpec{Name: tbl, Source: p.src.kind(), Plugin: p.src.plugin})
 		require.NoError(t, err, tbl)
 	}
 }
@@ -148,6 +152,11 @@ func (p *pair) subscribeDirect(t testing.TB, q string) {
 	for _, tb := range tables {
 		routes = append(routes, change.Route{Source: tb.Table, Dest: tb.Table, State: change.StateInSync})
 	}
+	if p.src.logical() {
+		_, _, err = queue.EnsureSlot(ctx, prov, q, "c1")
+		require.NoError(t, err)
+		tick = 0
+	}
 	_, err = apply.Subscribe(ctx, tgt, apply.Subscription{Queue: q, Consumer: "c1", Provider: "test", Tick: tick}, routes)
 	require.NoError(t, err)
 }
@@ -155,6 +164,9 @@ func (p *pair) subscribeDirect(t testing.TB, q string) {
 // ticker force-ticks the queues every interval until ctx ends.
 func ticker(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, interval time.Duration, queues ...string) {
 	c := connect(t, url)
+	logical, err := queue.LogicalQueues(ctx, c)
+	require.NoError(t, err)
+	queues = slices.DeleteFunc(slices.Clone(queues), func(q string) bool { return logical[q] }) // no ticks: slots
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -227,6 +239,10 @@ func (p *pair) caughtUp(t testing.TB, timeout time.Duration, queues ...string) {
 	ctx := context.Background()
 	prov := connect(t, p.prov)
 	tgt := connect(t, p.tgt)
+	if p.src.logical() {
+		p.slotsCaughtUp(t, timeout, queues...)
+		return
+	}
 	for _, q := range queues {
 		tick, err := queue.ForceTick(ctx, prov, q)
 		require.NoError(t, err)
@@ -276,6 +292,9 @@ func (p *pair) inSync(t testing.TB, timeout time.Duration, q string) {
 	pgtest.Eventually(t, timeout, "every table of queue "+q+" in sync", func() bool {
 		if allInSync(t, tgt) {
 			return true
+		}
+		if p.src.logical() {
+			return false // no ticks: the table manager promotes once the slot has passed the copy
 		}
 		if time.Since(last) > 250*time.Millisecond {
 			_, err := queue.ForceTick(ctx, prov, q)

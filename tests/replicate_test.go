@@ -46,11 +46,13 @@ func forEachPair(t *testing.T, test func(t *testing.T, provVersion, tgtVersion s
 }
 
 // TestReplicateConcurrentWriters: two queues, concurrent writers, ticks and workers running
-// at once; when the writers stop and the workers catch up, both sides hold the same rows.
+// at once; when the writers stop and the workers catch up, both sides hold the same rows. For
+// both sources: the trigger queue and logical decoding.
 func TestReplicateConcurrentWriters(t *testing.T) {
 	t.Parallel()
-	forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) {
+	forEachSource(t, func(t *testing.T, provVersion, tgtVersion string, src source) {
 		p := newPair(t, provVersion, tgtVersion, workloadDDL)
+		p.src = src
 		for q, tables := range workloadTables {
 			p.capture(t, q, tables...)
 			p.subscribe(t, q)

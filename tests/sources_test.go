@@ -1,0 +1,186 @@
+package tests
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/queue"
+)
+
+// source is how a test pair's queues capture: the trigger source (the zero value) or the
+// logical-decoding source with an output plugin.
+type source struct {
+	plugin string // "" for the trigger source; queue.PluginPgoutput or queue.PluginTestDecoding
+}
+
+func (s source) logical() bool { return s.plugin != "" }
+
+// kind is the queue source table add asks for.
+func (s source) kind() string {
+	if s.logical() {
+		return queue.SourceLogical
+	}
+	return ""
+}
+
+func (s source) String() string {
+	if s.logical() {
+		return "logical-" + s.plugin
+	}
+	return "trigger"
+}
+
+// logicalVariant is one provider version and plugin the logical source is tested with.
+type logicalVariant struct {
+	prov   string
+	plugin string
+}
+
+// logicalVariants are the providers the logical source's end-to-end tests run on, from the
+// installed versions: 10, 15 and 18 when installed (each plugin at least once: pgoutput on 10
+// and 18, test_decoding on 15), and a 9.4–9.6 server given with SKIFF_PG_BINDIRS with
+// test_decoding (the only plugin before 10). With SKIFF_LOGICAL_ALL=1 every version 9.4+ runs
+// with every plugin it has.
+func logicalVariants() []logicalVariant {
+	var out []logicalVariant
+	all := envOn("SKIFF_LOGICAL_ALL")
+	for _, v := range pgtest.Majors() {
+		num := versionNum(v)
+		switch {
+		case num < 90400:
+		case num < 100000:
+			out = append(out, logicalVariant{v, queue.PluginTestDecoding})
+		case all:
+			out = append(out, logicalVariant{v, queue.PluginPgoutput}, logicalVariant{v, queue.PluginTestDecoding})
+		case v == "10" || v == "18":
+			out = append(out, logicalVariant{v, queue.PluginPgoutput})
+		case v == "15":
+			out = append(out, logicalVariant{v, queue.PluginTestDecoding})
+		}
+	}
+	if len(out) == 0 {
+		// Only one server installed (or none of those versions): the default one.
+		if versionNum(pgtest.DefaultVersion()) >= 100000 {
+			out = append(out, logicalVariant{"", queue.PluginPgoutput})
+		} else if versionNum(pgtest.DefaultVersion()) >= 90400 {
+			out = append(out, logicalVariant{"", queue.PluginTestDecoding})
+		}
+	}
+	return out
+}
+
+func envOn(name string) bool {
+	v, _ := strconv.ParseBool(os.Getenv(name))
+	return v
+}
+
+// versionNum turns a major version ("9.4", "15") into a server_version_num floor (90400,
+// 150000); 0 for "".
+func versionNum(v string) int {
+	if v == "" {
+		return 0
+	}
+	parts := strings.SplitN(v, ".", 2)
+	major, _ := strconv.Atoi(parts[0])
+	if major >= 10 {
+		return major * 10000
+	}
+	minor := 0
+	if len(parts) == 2 {
+		minor, _ = strconv.Atoi(parts[1])
+	}
+	return major*10000 + minor*100
+}
+
+// forEachSource runs test for the trigger source over forEachPair's version pairs, and for the
+// logical source over logicalVariants, each provider replicating to the default target
+// version: the same test code for both kinds of queue. Subtests are named
+// "trigger/10to18", "logical-pgoutput/18to15", ...
+func forEachSource(t *testing.T, test func(t *testing.T, provVersion, tgtVersion string, src source)) {
+	t.Run("trigger", func(t *testing.T) {
+		t.Parallel()
+		forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) { test(t, provVersion, tgtVersion, source{}) })
+	})
+	for _, lv := range logicalVariants() {
+		src := source{plugin: lv.plugin}
+		name := lv.prov
+		if name == "" {
+			name = pgtest.DefaultVersion()
+		}
+		t.Run(src.String()+"/"+name+"to"+pgtest.DefaultVersion(), func(t *testing.T) {
+			t.Parallel()
+			test(t, lv.prov, "", src)
+		})
+	}
+}
+
+// slotsCaughtUp waits until the target has everything the provider committed before the
+// call, for logical queues: the slot of each queue's consumer c1 has confirmed (after the
+// target committed, or, with nothing pending, as the stream went idle) a position at or past
+// the provider's WAL position now.
+func (p *pair) slotsCaughtUp(t testing.TB, timeout time.Duration, queues ...string) {
+	t.Helper()
+	ctx := context.Background()
+	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
+	version := pg.ServerVersion(prov)
+	now := `SELECT pg_catalog.pg_current_wal_lsn()::text`
+	if version < 100000 {
+		now = `SELECT pg_catalog.pg_current_xlog_location()::text`
+	}
+	var target string
+	require.NoError(t, prov.QueryRow(ctx, now).Scan(&target))
+	for _, q := range queues {
+		slot, err := queue.ConsumerSlot(ctx, prov, q, "c1")
+		require.NoError(t, err)
+		pgtest.Eventually(t, timeout, "queue "+q+" applied up to "+target, func() bool {
+			// The slot's confirmed position (9.6+), else the target's.
+			var done bool
+			confirmed := `SELECT coalesce(confirmed_flush_lsn >= $2::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1`
+			if version < 90600 {
+				var lsn *int64
+				require.NoError(t, tgt.QueryRow(ctx, `SELECT lsn FROM skiff.subscription WHERE queue = $1`, q).Scan(&lsn))
+				if lsn == nil {
+					return false
+				}
+				require.NoError(t, prov.QueryRow(ctx, `SELECT pg_catalog.pg_xlog_location_diff($1::text::pg_lsn, $2::pg_lsn) >= 0`,
+					lsnText(uint64(*lsn)), target).Scan(&done))
+				return done
+			}
+			err := prov.QueryRow(ctx, confirmed, slot.Name, target).Scan(&done)
+			if err == pgx.ErrNoRows {
+				t.Fatalf("queue %s: slot %s is gone", q, slot.Name)
+			}
+			require.NoError(t, err)
+			return done
+		})
+	}
+}
+
+func lsnText(lsn uint64) string {
+	return strconv.FormatUint(lsn>>32, 16) + "/" + strconv.FormatUint(lsn&0xffffffff, 16)
+}
+
+// TestLogicalVariants: the variants cover both plugins when the matrix has 10, 15 and 18.
+func TestLogicalVariants(t *testing.T) {
+	t.Parallel()
+	vs := logicalVariants()
+	majors := pgtest.Majors()
+	if !slices.Contains(majors, "10") || !slices.Contains(majors, "15") || !slices.Contains(majors, "18") || envOn("SKIFF_LOGICAL_ALL") {
+		t.Skip("the matrix lacks 10, 15 or 18")
+	}
+	var plugins []string
+	for _, v := range vs {
+		plugins = append(plugins, v.prov+":"+v.plugin)
+	}
+	require.Subset(t, plugins, []string{"10:pgoutput", "15:test_decoding", "18:pgoutput"})
+}
