@@ -33,6 +33,9 @@ type CompareCmd struct {
 
 	// subscribed: the tables come from a subscription the target records (pairs).
 	subscribed bool
+	// schemaMap is the subscription's schema map: a captured sequence of provider schema A is
+	// compared with the target's of the schema A maps to.
+	schemaMap map[string]string
 }
 
 // Run compares the tables and prints one line per table.
@@ -294,6 +297,16 @@ func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, 
 			}
 		}
 	}
+	if len(c.schemaMap) > 0 {
+		mapped := make(map[change.Table]compare.SequenceValue, len(check))
+		for sq, v := range check {
+			if s, ok := c.schemaMap[sq.Schema]; ok {
+				sq.Schema = s
+			}
+			mapped[sq] = v
+		}
+		check = mapped
+	}
 	cmp, err := compare.Sequences(ctx, tcfg, check)
 	if err != nil {
 		return nil, err
@@ -386,6 +399,13 @@ func (c *CompareCmd) subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig)
 	out, err := target.RoutesOf(ctx, conn, target.Key{Queue: c.Queue, Consumer: name})
 	if err != nil {
 		return nil, false, fmt.Errorf("target: read the tables of subscription %s/%s: %w", c.Queue, name, err)
+	}
+	v, err := target.ReadVersion(ctx, conn)
+	if err != nil {
+		return nil, false, fmt.Errorf("target: %w", err)
+	}
+	if c.schemaMap, err = target.SchemaMap(ctx, conn, v, target.Key{Queue: c.Queue, Consumer: name}); err != nil {
+		return nil, false, fmt.Errorf("target: read the schema map of subscription %s/%s: %w", c.Queue, name, err)
 	}
 	return out, true, nil
 }
