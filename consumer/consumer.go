@@ -42,6 +42,13 @@ type Handler interface {
 	Handle(ev *change.Event) (keep bool, err error)
 }
 
+// Skipper is an optional ability of a Handler: SkipsAll reports that it drops every event
+// of its table (handlers.Skip). The worker then leaves the table's events out before it looks
+// at them: not decoded, not held for a copy, not handled.
+type Skipper interface {
+	SkipsAll() bool
+}
+
 // Applier writes batches on the target.
 type Applier interface {
 	// Position returns the position the target has recorded for the subscription; a zero

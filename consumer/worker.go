@@ -422,6 +422,10 @@ func (p *pipeline) filter(chunk, out []change.Event) ([]change.Event, []heldEven
 			p.dropped++
 			continue
 		}
+		if rt.skip {
+			p.dropped++
+			continue
+		}
 		want, err := rt.wants(&ev)
 		if err != nil {
 			return out, nil, err
@@ -562,6 +566,8 @@ type tableRoute struct {
 	// backlog: the table is copying and the applier keeps a backlog: the events wants keeps
 	// go to the backlog, not to the destination.
 	backlog bool
+	// skip: the handler drops every event (Skipper).
+	skip bool
 }
 
 // wants says whether the worker applies an event of the table in its current state.
@@ -612,6 +618,9 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 			w.routes[r] = h
 		}
 		tr := &tableRoute{state: r.State, h: h}
+		if sk, ok := h.(Skipper); ok && sk.SkipsAll() {
+			tr.skip = true
+		}
 		if r.CopySnapshot != "" {
 			s, err := change.ParseSnapshot(r.CopySnapshot)
 			if err != nil {

@@ -175,6 +175,35 @@ func (f Filter) Handle(ev *change.Event) (bool, error) {
 	return keep, nil
 }
 
+// Skip is the handler of a table whose events the target does not want ("skip"): the
+// worker drops them all (even events it could not decode), the initial copy and resync copy
+// nothing and leave the destination alone (it need not exist), and skiff compare leaves the
+// table out. skiff status shows the table as skipped. Find it with Skips.
+type Skip struct{}
+
+// Handle drops the event.
+func (Skip) Handle(*change.Event) (bool, error) { return false, nil }
+
+// SkipsAll says that every event is dropped: the worker leaves the table's events out before
+// it looks at them (consumer.Skipper).
+func (Skip) SkipsAll() bool { return true }
+
+// Skips says whether handler h drops every event of its table: it is Skip, or a Chain holding
+// one.
+func Skips(h Handler) bool {
+	switch h := h.(type) {
+	case Skip, *Skip:
+		return true
+	case Chain:
+		return slices.ContainsFunc(h, Skips)
+	}
+	return false
+}
+
+// SkipName is the name of the Skip handler in a Registry (subscribe --skip T is --handler
+// T=skip).
+const SkipName = "skip"
+
 // Factory builds a handler for one table from its configuration (JSON; empty when none).
 type Factory func(table change.Table, config json.RawMessage) (Handler, error)
 
@@ -185,8 +214,8 @@ type Registry struct {
 }
 
 // NewRegistry returns a registry holding the built-in handlers: "rename" ({"schema": …,
-// "table": …}), "columns" ({"rename": {…}, "exclude": […]}) and "filter" ({"column": …,
-// "in": […]}).
+// "table": …}), "columns" ({"rename": {…}, "exclude": […]}), "filter" ({"column": …,
+// "in": […]}) and "skip" (no configuration).
 func NewRegistry() *Registry {
 	r := &Registry{factories: map[string]Factory{}}
 	r.factories["rename"] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
@@ -206,6 +235,13 @@ func NewRegistry() *Registry {
 			return nil, errors.New(`filter needs {"column": …, "in": […]}`)
 		}
 		return h, nil
+	}
+	r.factories[SkipName] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
+		var none struct{}
+		if err := decode(cfg, &none); err != nil {
+			return nil, fmt.Errorf("skip takes no configuration: %w", err)
+		}
+		return Skip{}, nil
 	}
 	return r
 }
@@ -256,8 +292,12 @@ func (r *Registry) New(name string, table change.Table, config string) (Handler,
 }
 
 // ForRoute builds the handler chain of a subscribed table: the rename to its destination
-// (when it differs from the source), then its configured handler, if any.
+// (when it differs from the source), then its configured handler, if any. A skipped table's
+// handler is Skip alone.
 func (r *Registry) ForRoute(route change.Route) (Handler, error) {
+	if route.Handler == SkipName {
+		return r.New(route.Handler, route.Source, route.Config)
+	}
 	var chain Chain
 	if route.Dest != route.Source && route.Dest != (change.Table{}) {
 		chain = append(chain, Rename{Schema: route.Dest.Schema, Name: route.Dest.Name})

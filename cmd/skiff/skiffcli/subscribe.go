@@ -31,6 +31,7 @@ type SubscribeCmd struct {
 	Queue           string            `help:"Queue (table group) to subscribe to." required:""`
 	Table           []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name, as SQL writes them: unquoted parts fold to lower case, \"Quoted\" parts are exact, a name without schema follows the search_path of the provider for TABLE, of the target for DEST; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
 	SchemaMap       []string          `help:"Send every table of provider schema A to target schema B, as A=B (schema names as SQL writes them). Repeatable. Recorded with the subscription: tables subscribed later (a second subscribe) follow it too. A --table T:DEST names its own destination." placeholder:"A=B" sep:"none"`
+	Skip            []string          `help:"Subscribe TABLE without replicating it: its events are dropped, it is not copied, the target need not have it (the skip handler; skiff status shows it skipped). Repeatable." placeholder:"TABLE" sep:"none"`
 	Handler         map[string]string `help:"Custom handler of a table, as TABLE=NAME (a handler registered in the worker, e.g. columns, filter)." mapsep:"none"`
 	HandlerConfig   map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
 	NoCopy          bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
@@ -117,7 +118,9 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	if !c.NoCopy {
 		// Copied below, after the consumer's position is taken (issue 5).
 		for i := range routes {
-			routes[i].State = change.StateCopying
+			if routes[i].Handler != handlers.SkipName {
+				routes[i].State = change.StateCopying
+			}
 		}
 	}
 	reg := rt.Registry
@@ -125,6 +128,9 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	var create []tabledef.Spec
 	for i := range routes {
 		r := &routes[i]
+		if r.Handler == handlers.SkipName {
+			continue // the target need not have it
+		}
 		cols, key, err := providerColumns(ctx, prov, r.Source)
 		if err != nil {
 			return err
@@ -201,6 +207,8 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	var toCopy []change.Route
 	for _, r := range res.Routes {
 		switch {
+		case r.Handler == handlers.SkipName && r.State != change.StateCopying:
+			fmt.Fprintf(rt.Out, "%s (skipped)\n", r.Source)
 		case slices.Contains(res.Kept, r.Source) && r.State != change.StateCopying:
 			fmt.Fprintf(rt.Out, "%s -> %s (%s: already subscribed)\n", r.Source, r.Dest, r.State)
 		case r.State == change.StateCopying:
@@ -386,6 +394,21 @@ func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured
 	if err != nil {
 		return nil, err
 	}
+	var skipped []change.Table
+	for _, spec := range c.Skip {
+		t, err := change.ParseTableName(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--skip %s: %w", spec, err)
+		}
+		if t, err = source("skip", spec, t); err != nil {
+			return nil, err
+		}
+		if h, ok := handler[t]; ok && h != handlers.SkipName {
+			return nil, fmt.Errorf("--skip %s: table %s has --handler %s", spec, t, h)
+		}
+		handler[t] = handlers.SkipName
+		skipped = append(skipped, t)
+	}
 
 	mapped := func(src change.Table) change.Table {
 		if s, ok := schemaMap[src.Schema]; ok {
@@ -433,6 +456,11 @@ func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured
 		}
 		if err := add(src, dst); err != nil {
 			return nil, err
+		}
+	}
+	for _, t := range skipped {
+		if !slices.ContainsFunc(out, func(r change.Route) bool { return r.Source == t }) {
+			out = append(out, change.Route{Source: t, Dest: mapped(t), State: change.StateInSync, Handler: handlers.SkipName})
 		}
 	}
 	return out, nil
