@@ -368,6 +368,7 @@ type pipeline struct {
 
 	readErr error
 	dropped int
+	many    []change.Event // what a Splitter made of the event in hand (reused)
 }
 
 // read streams the batch's events through chunk, then closes ch.
@@ -438,6 +439,25 @@ func (p *pipeline) filter(chunk, out []change.Event) ([]change.Event, []heldEven
 			// Not decoded, and needed: the batch stops here until the cause is fixed or
 			// an operator sets the event aside. Nothing is skipped by the worker itself.
 			return out, nil, ev.Err
+		}
+		if sp, ok := rt.h.(Splitter); ok {
+			// Several events (or none) of one: each goes where this one would have.
+			many, err := sp.Split(&ev, p.many[:0])
+			if err != nil {
+				return out, nil, fmt.Errorf("handler of table %s, event %d: %w", ev.Table, ev.ID, err)
+			}
+			for _, e := range many {
+				if rt.backlog {
+					held = append(held, heldEvent{src: chunk[i].Table, ev: e})
+				} else {
+					out = append(out, e)
+				}
+			}
+			if len(many) == 0 {
+				p.dropped++
+			}
+			p.many = many[:0]
+			continue
 		}
 		if rt.h != nil {
 			keep, err := rt.h.Handle(&ev)

@@ -35,11 +35,16 @@ type Func func(ev *change.Event) (bool, error)
 // Handle calls f.
 func (f Func) Handle(ev *change.Event) (bool, error) { return f(ev) }
 
-// Chain runs handlers in order; an event dropped by one is not seen by the next.
+// Chain runs handlers in order; an event dropped by one is not seen by the next. A chain
+// holding a Splitter splits (Chain.Split); its Handle then fails with ErrSplit for an event
+// that becomes several.
 type Chain []Handler
 
 // Handle runs the chain.
 func (c Chain) Handle(ev *change.Event) (bool, error) {
+	if c.splits() {
+		return handleOne(c, ev)
+	}
 	for _, h := range c {
 		keep, err := h.Handle(ev)
 		if err != nil || !keep {
@@ -215,7 +220,8 @@ type Registry struct {
 
 // NewRegistry returns a registry holding the built-in handlers: "rename" ({"schema": …,
 // "table": …}), "columns" ({"rename": {…}, "exclude": […]}), "filter" ({"column": …,
-// "in": […]}) and "skip" (no configuration).
+// "in": […]}), "partition" (Partition: {"column": …, "by": "month", "create": true}, or
+// "ranges"/"lists") and "skip" (no configuration).
 func NewRegistry() *Registry {
 	r := &Registry{factories: map[string]Factory{}}
 	r.factories["rename"] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
@@ -235,6 +241,9 @@ func NewRegistry() *Registry {
 			return nil, errors.New(`filter needs {"column": …, "in": […]}`)
 		}
 		return h, nil
+	}
+	r.factories[PartitionName] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
+		return NewPartition(cfg)
 	}
 	r.factories[SkipName] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
 		var none struct{}

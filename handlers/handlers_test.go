@@ -136,7 +136,7 @@ func TestRegistryCustomHandler(t *testing.T) {
 	}))
 	require.ErrorContains(t, r.Register("upper", nil), "already registered")
 	_, err := r.New("nope", change.Table{Name: "t"}, "")
-	require.ErrorContains(t, err, `unknown handler "nope" (registered: columns, filter, rename, skip, upper)`)
+	require.ErrorContains(t, err, `unknown handler "nope" (registered: columns, filter, partition, rename, skip, upper)`)
 	_, err = r.New("rename", change.Table{Name: "t"}, `{"bogus": 1}`)
 	require.ErrorContains(t, err, "bogus")
 

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/rowcopy"
 )
@@ -38,7 +40,7 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 	// destination; the columns and key the handlers give it stand for a table none of whose
 	// rows they keep.
 	probe := change.Event{Op: change.Insert, Table: pair.Source, Columns: names, Key: key, Values: make([]change.Value, len(names))}
-	if _, err := h.Handle(&probe); err != nil || probe.Table == (change.Table{}) {
+	if _, err := handlers.WithoutRouting(h).Handle(&probe); err != nil || probe.Table == (change.Table{}) {
 		probe = change.Event{Table: pair.Dest, Columns: names, Key: key}
 		if probe.Table == (change.Table{}) {
 			probe.Table = pair.Source
@@ -92,20 +94,34 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 	// The layout of the rows the handlers return: the first kept row's.
 	out := probe
 	first := true
-	watch := handlers.Func(func(ev *change.Event) (bool, error) {
-		keep, err := h.Handle(ev)
-		if keep && err == nil && first {
+	watch := splitFunc(func(ev *change.Event, evs []change.Event) ([]change.Event, error) {
+		n := len(evs)
+		evs, err := handlers.Run(h, ev, evs)
+		if err == nil && first && len(evs) > n {
 			first = false
-			out.Columns, out.Key = ev.Columns, ev.Key
+			out.Columns, out.Key = evs[n].Columns, evs[n].Key
 		}
-		return keep, err
+		return evs, err
 	})
+	// Tables besides dest the handler sends rows to (a partition's children): their rows go
+	// to the one temporary table too, and the target side reads them with dest's.
+	var others []change.Table
 	st, err := rowcopy.Run(ctx, rowcopy.Config{
 		Provider: s.p, Source: pair.Source, Only: pair.SourceOnly, Columns: names, Key: key, Where: pair.Where, Handler: watch, Target: tx,
-		Dest: func(_ context.Context, t change.Table) (change.Table, []string, error) {
-			if t != dest {
-				return t, nil, fmt.Errorf("the handler sends rows to %s and to %s: compare checks one destination per table", dest, t)
+		Dest: func(ctx context.Context, t change.Table) (change.Table, []string, error) {
+			if t == dest {
+				return rowsTable, writable, nil
 			}
+			oi, err := Describe(ctx, tx, t)
+			if err != nil {
+				return t, nil, fmt.Errorf("the handler sends rows to %s: %w", t, err)
+			}
+			for _, c := range ti.Columns {
+				if oc, ok := oi.column(c.Name); !ok || oc.Type != c.Type {
+					return t, nil, fmt.Errorf("the handler sends rows to %s and to %s, whose columns differ: compare checks tables of one shape", dest, t)
+				}
+			}
+			others = append(others, t)
 			return rowsTable, writable, nil
 		},
 	})
@@ -138,7 +154,15 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 		res.Err = sideErr("provider (through the handler)", err)
 		return
 	}
-	if res.Target, err = sumOf(ctx, tx, sumQuery(dest.String(), cols), nil); err != nil {
+	target, err := targetRows(ctx, tx, dest, others, cols)
+	if err != nil {
+		res.Err = sideErr("target", err)
+		return
+	}
+	if len(others) > 0 {
+		log.Info("the handler sends rows to several tables: compared together", "tables", len(others)+1)
+	}
+	if res.Target, err = sumOf(ctx, tx, sumQuery(target, cols), nil); err != nil {
 		res.Err = sideErr("target", err)
 		return
 	}
@@ -156,14 +180,14 @@ func (s *sides) compareThrough(ctx context.Context, cfg Config, pi TableInfo, re
 		res.Err = fmt.Errorf("no primary key: cannot list differing rows")
 		return
 	}
-	if err := diffThrough(ctx, cfg, tx, dest, ti, key, cols, res); err != nil {
+	if err := diffThrough(ctx, cfg, tx, dest, target, ti, key, cols, res); err != nil {
 		res.Err = fmt.Errorf("list differing rows: %w", err)
 	}
 }
 
 // diffThrough lists the keys whose rows differ between the handler's rows (the temporary
 // table) and the destination, joined on the target by key text.
-func diffThrough(ctx context.Context, cfg Config, tx pgx.Tx, dest change.Table, ti TableInfo, key []string, cols []Column, res *Result) error {
+func diffThrough(ctx context.Context, cfg Config, tx pgx.Tx, dest change.Table, target string, ti TableInfo, key []string, cols []Column, res *Result) error {
 	kcols := make([]Column, len(key))
 	for i, k := range key {
 		c, ok := ti.column(k)
@@ -176,7 +200,7 @@ func diffThrough(ctx context.Context, cfg Config, tx pgx.Tx, dest change.Table, 
 		return "SELECT " + keyExpr(kcols) + " AS k, " + rowExpr(cols) + " AS h FROM " + from
 	}
 	q := "SELECT coalesce(p.k, t.k), p.k IS NULL, t.k IS NULL FROM (" + side(rowsTable.String()) + ") p FULL JOIN (" +
-		side(dest.String()) + ") t ON p.k = t.k WHERE p.h IS DISTINCT FROM t.h ORDER BY convert_to(coalesce(p.k, t.k), 'UTF8') LIMIT " +
+		side(target) + ") t ON p.k = t.k WHERE p.h IS DISTINCT FROM t.h ORDER BY convert_to(coalesce(p.k, t.k), 'UTF8') LIMIT " +
 		strconv.Itoa(cfg.MaxRowDiffs+1)
 	rows, err := tx.Query(ctx, q)
 	if err != nil {
@@ -203,4 +227,46 @@ func diffThrough(ctx context.Context, cfg Config, tx pgx.Tx, dest change.Table, 
 		res.Diffs = append(res.Diffs, RowDiff{Key: k, Kind: kind})
 	}
 	return rows.Err()
+}
+
+// targetRows is what the target side of a comparison through a handler reads: dest, and the
+// other tables the handler sent rows to that reading dest does not read already (a
+// partitioned dest reads its partitions; a child made LIKE it is a table of its own).
+func targetRows(ctx context.Context, tx pgx.Tx, dest change.Table, others []change.Table, cols []Column) (string, error) {
+	var extra []change.Table
+	for _, t := range others {
+		in, err := catalog.InheritsFrom(ctx, tx, t, dest)
+		if err != nil {
+			return "", err
+		}
+		if !in {
+			extra = append(extra, t)
+		}
+	}
+	if len(extra) == 0 {
+		return dest.String(), nil
+	}
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = change.QuoteIdent(c.Name)
+	}
+	list := strings.Join(names, ", ")
+	q := "(SELECT " + list + " FROM " + dest.String()
+	for _, t := range extra {
+		q += " UNION ALL SELECT " + list + " FROM " + t.String()
+	}
+	return q + ") skiff_rows", nil
+}
+
+// splitFunc is a function used as a handlers.Splitter (and Handler).
+type splitFunc func(ev *change.Event, out []change.Event) ([]change.Event, error)
+
+// Split calls f.
+func (f splitFunc) Split(ev *change.Event, out []change.Event) ([]change.Event, error) {
+	return f(ev, out)
+}
+
+// Handle is never called: rowcopy calls Split.
+func (f splitFunc) Handle(ev *change.Event) (bool, error) {
+	return false, fmt.Errorf("table %s: %w", ev.Table, handlers.ErrSplit)
 }

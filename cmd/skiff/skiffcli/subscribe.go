@@ -141,12 +141,19 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		if err != nil {
 			return err
 		}
+		// A partition handler's children are made on demand (or must exist): the table
+		// checked, or created, is the one it routes from.
+		h = handlers.WithoutRouting(h)
 		ev := change.Event{Op: change.Insert, Table: r.Source, Columns: cols, Key: key, Values: make([]change.Value, len(cols))}
-		if _, err := h.Handle(&ev); err != nil {
+		evs, err := handlers.Run(h, &ev, nil)
+		if err != nil {
 			return fmt.Errorf("table %s: %w", r.Source, err)
 		}
+		if len(evs) == 0 {
+			evs = append(evs, ev) // dropped (a filter on NULL): where it was going
+		}
 		if c.CreateTables {
-			_, exists, err := pg.ResolveTable(ctx, tgt, ev.Table)
+			_, exists, err := pg.ResolveTable(ctx, tgt, evs[0].Table)
 			if err != nil {
 				return fmt.Errorf("target: %w", err)
 			}
@@ -159,7 +166,13 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 				continue
 			}
 		}
-		problems = append(problems, checkTarget(ctx, tgt, r.Source, ev.Table, ev.Columns)...)
+		checked := map[change.Table]bool{}
+		for _, e := range evs {
+			if !checked[e.Table] {
+				checked[e.Table] = true
+				problems = append(problems, checkTarget(ctx, tgt, r.Source, e.Table, e.Columns)...)
+			}
+		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("the target is not ready for queue %s:\n  %s", c.Queue, strings.Join(problems, "\n  "))
@@ -304,11 +317,17 @@ func createSpec(h handlers.Handler, src change.Table, cols, key []string) (table
 	for i, c := range cols {
 		ev.Values[i] = change.Text(marker + c)
 	}
-	keep, err := h.Handle(&ev)
+	evs, err := handlers.Run(h, &ev, nil)
 	if err != nil {
 		return tabledef.Spec{}, fmt.Errorf("table %s: %w", src, err)
 	}
-	if !keep {
+	if len(evs) > 1 {
+		return tabledef.Spec{}, fmt.Errorf("table %s: its handler sends a row to several tables, so --create-tables cannot tell the shape of its destination: create the tables on the target", src)
+	}
+	if len(evs) == 1 {
+		ev = evs[0]
+	}
+	if len(evs) == 0 {
 		return tabledef.Spec{}, fmt.Errorf("table %s: its handler drops a sample row, so --create-tables cannot tell the shape of its destination: create the table on the target", src)
 	}
 	spec := tabledef.Spec{Source: src, Dest: ev.Table}
