@@ -109,7 +109,11 @@ func (p *plan) capture(ctx context.Context, cfg Config, prov, tgt *pgx.Conn) err
 // are not probed: the destination is the table it routes from.
 func (p *plan) probe() change.Table {
 	ev := change.Event{Op: change.Insert, Table: p.t.Source, Columns: p.names(), Key: p.key, Values: make([]change.Value, len(p.src))}
-	if _, err := handlers.WithoutRouting(p.h).Handle(&ev); err != nil || ev.Table == (change.Table{}) {
+	evs, err := handlers.Run(handlers.WithoutRouting(p.h), &ev, nil)
+	if err == nil && len(evs) > 0 {
+		ev = evs[0] // a Splitter's first row; else where the row went, dropped or not
+	}
+	if err != nil || ev.Table == (change.Table{}) {
 		return p.t.Dest
 	}
 	return ev.Table
