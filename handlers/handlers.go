@@ -1,16 +1,19 @@
 // Package handlers holds the built-in per-table transforms of skiff's worker (rename, column
-// map and exclude, row filter) and the Registry through which custom handlers, written in Go,
-// are chosen per table by name in the subscription's configuration.
+// map and exclude, row filter, partition routing, skip) and the Registry through which custom
+// handlers, written in Go, are chosen per table by name in the subscription's configuration.
+// docs/handlers.md is the guide; handlers/handlerstest checks a handler against its rules.
 //
 // A handler satisfies consumer.Handler: Handle(ev) (keep, err), called once per event in
-// replay order. It may change the event in place (Table, Columns, Values, Key) but must not
-// modify the Columns and Key slices it received: they are shared between events; assign new
-// ones.
+// replay order. It may change the event in place (Table, Columns, Values, Key, Op) but must
+// not modify the Columns and Key slices it received: they are shared between events; assign
+// new ones. A handler that makes several events of one (or none) also implements Splitter;
+// Run calls whichever a handler has. One that routes rows to tables the target may lack says
+// how to create them (TableMaker).
 //
 // The initial copy and skiff compare honour the same handlers: a handler that can say what
-// it does to a whole table in SQL implements the optional SQLHandler (the built-in ones do)
-// and the copy and compare read the provider set-based; the rows of a table whose handlers
-// cannot are run through Handle in Go, one Insert event per row.
+// it does to a whole table in SQL implements the optional SQLHandler (rename, columns and
+// filter do) and the copy and compare read the provider set-based; the rows of a table whose
+// handlers cannot are run through them in Go, one Insert event per row.
 package handlers
 
 import (
