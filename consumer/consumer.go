@@ -76,6 +76,21 @@ type Handler interface {
 	Handle(ev *change.Event) (keep bool, err error)
 }
 
+// Splitter is an optional ability of a Handler (handlers.Splitter): Split appends to out
+// the events ev becomes — none, one, or several (a row split in two, an update moving a row
+// from one table to another) — in the order they are applied. The worker calls it instead of
+// Handle. The rules of Handle hold for every event appended.
+type Splitter interface {
+	Split(ev *change.Event, out []change.Event) ([]change.Event, error)
+}
+
+// Skipper is an optional ability of a Handler: SkipsAll reports that it drops every event
+// of its table (handlers.Skip). The worker then leaves the table's events out before it looks
+// at them: not decoded, not held for a copy, not handled.
+type Skipper interface {
+	SkipsAll() bool
+}
+
 // Applier writes batches on the target.
 type Applier interface {
 	// Position returns the position the target has recorded for the subscription; a zero

@@ -413,6 +413,7 @@ type pipeline struct {
 
 	readErr error
 	dropped int
+	many    []change.Event // what a Splitter made of the event in hand (reused)
 }
 
 // read streams the batch's events through chunk, then closes ch.
@@ -467,6 +468,10 @@ func (p *pipeline) filter(chunk, out []change.Event) ([]change.Event, []heldEven
 			p.dropped++
 			continue
 		}
+		if rt.skip {
+			p.dropped++
+			continue
+		}
 		want, err := rt.wants(&ev)
 		if err != nil {
 			return out, nil, err
@@ -479,6 +484,25 @@ func (p *pipeline) filter(chunk, out []change.Event) ([]change.Event, []heldEven
 			// Not decoded, and needed: the batch stops here until the cause is fixed or
 			// an operator sets the event aside. Nothing is skipped by the worker itself.
 			return out, nil, ev.Err
+		}
+		if sp, ok := rt.h.(Splitter); ok {
+			// Several events (or none) of one: each goes where this one would have.
+			many, err := sp.Split(&ev, p.many[:0])
+			if err != nil {
+				return out, nil, fmt.Errorf("handler of table %s, event %d: %w", ev.Table, ev.ID, err)
+			}
+			for _, e := range many {
+				if rt.backlog {
+					held = append(held, heldEvent{src: chunk[i].Table, ev: e})
+				} else {
+					out = append(out, e)
+				}
+			}
+			if len(many) == 0 {
+				p.dropped++
+			}
+			p.many = many[:0]
+			continue
 		}
 		if rt.h != nil {
 			keep, err := rt.h.Handle(&ev)
@@ -609,6 +633,8 @@ type tableRoute struct {
 	// backlog: the table is copying and the applier keeps a backlog: the events wants keeps
 	// go to the backlog, not to the destination.
 	backlog bool
+	// skip: the handler drops every event (Skipper).
+	skip bool
 }
 
 // wants says whether the worker applies an event of the table in its current state.
@@ -654,6 +680,9 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 			w.routes[r] = h
 		}
 		tr := &tableRoute{state: r.State, h: h}
+		if sk, ok := h.(Skipper); ok && sk.SkipsAll() {
+			tr.skip = true
+		}
 		// An in-sync table needs no copy point (its backlog, if any, is drained with it).
 		if r.CopyPoint != "" && (points != nil || r.State != change.StateInSync) {
 			if points == nil {

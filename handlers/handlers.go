@@ -1,16 +1,19 @@
 // Package handlers holds the built-in per-table transforms of skiff's worker (rename, column
-// map and exclude, row filter) and the Registry through which custom handlers, written in Go,
-// are chosen per table by name in the subscription's configuration.
+// map and exclude, row filter, partition routing, skip) and the Registry through which custom
+// handlers, written in Go, are chosen per table by name in the subscription's configuration.
+// docs/handlers.md is the guide; handlers/handlerstest checks a handler against its rules.
 //
 // A handler satisfies consumer.Handler: Handle(ev) (keep, err), called once per event in
-// replay order. It may change the event in place (Table, Columns, Values, Key) but must not
-// modify the Columns and Key slices it received: they are shared between events; assign new
-// ones.
+// replay order. It may change the event in place (Table, Columns, Values, Key, Op) but must
+// not modify the Columns and Key slices it received: they are shared between events; assign
+// new ones. A handler that makes several events of one (or none) also implements Splitter;
+// Run calls whichever a handler has. One that routes rows to tables the target may lack says
+// how to create them (TableMaker).
 //
 // The initial copy and skiff compare honour the same handlers: a handler that can say what
-// it does to a whole table in SQL implements the optional SQLHandler (the built-in ones do)
-// and the copy and compare read the provider set-based; the rows of a table whose handlers
-// cannot are run through Handle in Go, one Insert event per row.
+// it does to a whole table in SQL implements the optional SQLHandler (rename, columns and
+// filter do) and the copy and compare read the provider set-based; the rows of a table whose
+// handlers cannot are run through them in Go, one Insert event per row.
 package handlers
 
 import (
@@ -35,11 +38,16 @@ type Func func(ev *change.Event) (bool, error)
 // Handle calls f.
 func (f Func) Handle(ev *change.Event) (bool, error) { return f(ev) }
 
-// Chain runs handlers in order; an event dropped by one is not seen by the next.
+// Chain runs handlers in order; an event dropped by one is not seen by the next. A chain
+// holding a Splitter splits (Chain.Split); its Handle then fails with ErrSplit for an event
+// that becomes several.
 type Chain []Handler
 
 // Handle runs the chain.
 func (c Chain) Handle(ev *change.Event) (bool, error) {
+	if c.splits() {
+		return handleOne(c, ev)
+	}
 	for _, h := range c {
 		keep, err := h.Handle(ev)
 		if err != nil || !keep {
@@ -175,6 +183,35 @@ func (f Filter) Handle(ev *change.Event) (bool, error) {
 	return keep, nil
 }
 
+// Skip is the handler of a table whose events the target does not want ("skip"): the
+// worker drops them all (even events it could not decode), the initial copy and resync copy
+// nothing and leave the destination alone (it need not exist), and skiff compare leaves the
+// table out. skiff status shows the table as skipped. Find it with Skips.
+type Skip struct{}
+
+// Handle drops the event.
+func (Skip) Handle(*change.Event) (bool, error) { return false, nil }
+
+// SkipsAll says that every event is dropped: the worker leaves the table's events out before
+// it looks at them (consumer.Skipper).
+func (Skip) SkipsAll() bool { return true }
+
+// Skips says whether handler h drops every event of its table: it is Skip, or a Chain holding
+// one.
+func Skips(h Handler) bool {
+	switch h := h.(type) {
+	case Skip, *Skip:
+		return true
+	case Chain:
+		return slices.ContainsFunc(h, Skips)
+	}
+	return false
+}
+
+// SkipName is the name of the Skip handler in a Registry (subscribe --skip T is --handler
+// T=skip).
+const SkipName = "skip"
+
 // Factory builds a handler for one table from its configuration (JSON; empty when none).
 type Factory func(table change.Table, config json.RawMessage) (Handler, error)
 
@@ -185,8 +222,9 @@ type Registry struct {
 }
 
 // NewRegistry returns a registry holding the built-in handlers: "rename" ({"schema": …,
-// "table": …}), "columns" ({"rename": {…}, "exclude": […]}) and "filter" ({"column": …,
-// "in": […]}).
+// "table": …}), "columns" ({"rename": {…}, "exclude": […]}), "filter" ({"column": …,
+// "in": […]}), "partition" (Partition: {"column": …, "by": "month", "create": true}, or
+// "ranges"/"lists") and "skip" (no configuration).
 func NewRegistry() *Registry {
 	r := &Registry{factories: map[string]Factory{}}
 	r.factories["rename"] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
@@ -206,6 +244,16 @@ func NewRegistry() *Registry {
 			return nil, errors.New(`filter needs {"column": …, "in": […]}`)
 		}
 		return h, nil
+	}
+	r.factories[PartitionName] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
+		return NewPartition(cfg)
+	}
+	r.factories[SkipName] = func(_ change.Table, cfg json.RawMessage) (Handler, error) {
+		var none struct{}
+		if err := decode(cfg, &none); err != nil {
+			return nil, fmt.Errorf("skip takes no configuration: %w", err)
+		}
+		return Skip{}, nil
 	}
 	return r
 }
@@ -256,8 +304,12 @@ func (r *Registry) New(name string, table change.Table, config string) (Handler,
 }
 
 // ForRoute builds the handler chain of a subscribed table: the rename to its destination
-// (when it differs from the source), then its configured handler, if any.
+// (when it differs from the source), then its configured handler, if any. A skipped table's
+// handler is Skip alone.
 func (r *Registry) ForRoute(route change.Route) (Handler, error) {
+	if route.Handler == SkipName {
+		return r.New(route.Handler, route.Source, route.Config)
+	}
 	var chain Chain
 	if route.Dest != route.Source && route.Dest != (change.Table{}) {
 		chain = append(chain, Rename{Schema: route.Dest.Schema, Name: route.Dest.Name})

@@ -136,7 +136,7 @@ func TestRegistryCustomHandler(t *testing.T) {
 	}))
 	require.ErrorContains(t, r.Register("upper", nil), "already registered")
 	_, err := r.New("nope", change.Table{Name: "t"}, "")
-	require.ErrorContains(t, err, `unknown handler "nope" (registered: columns, filter, rename, upper)`)
+	require.ErrorContains(t, err, `unknown handler "nope" (registered: columns, filter, partition, rename, skip, upper)`)
 	_, err = r.New("rename", change.Table{Name: "t"}, `{"bogus": 1}`)
 	require.ErrorContains(t, err, "bogus")
 
@@ -146,4 +146,24 @@ func TestRegistryCustomHandler(t *testing.T) {
 	_, err = h.Handle(&ev)
 	require.NoError(t, err)
 	require.Equal(t, change.Table{Schema: "b", Name: "t_routed"}, ev.Table)
+}
+
+// TestSkip: the skip handler drops every event, says so (consumer.Skipper), is found through
+// a chain, and takes no configuration.
+func TestSkip(t *testing.T) {
+	t.Parallel()
+	r := NewRegistry()
+	h, err := r.ForRoute(change.Route{Source: change.Table{Schema: "public", Name: "t"}, Dest: change.Table{Schema: "app", Name: "t"}, Handler: SkipName})
+	require.NoError(t, err)
+	require.Equal(t, Skip{}, h, "a skipped table needs no rename")
+	require.True(t, Skips(h))
+	require.True(t, Skips(Chain{Rename{Schema: "x"}, Skip{}}))
+	require.False(t, Skips(Rename{Schema: "x"}))
+	require.True(t, h.(interface{ SkipsAll() bool }).SkipsAll())
+	ev := event()
+	keep, err := h.Handle(&ev)
+	require.NoError(t, err)
+	require.False(t, keep)
+	_, err = r.New(SkipName, change.Table{Name: "t"}, `{"x": 1}`)
+	require.ErrorContains(t, err, "no configuration")
 }

@@ -1,34 +1,22 @@
-// Command customhandler is skiff with one handler of its own: it is the whole of skiff's
-// command line (skiffcli.Main) with a registry holding the built-in handlers and
-// "legacy_schema", which replays the tables of schema legacy into schema app.
+// Command customhandler is skiff with a handler of its own: the whole of skiff's command
+// line (skiffcli.Main) with the built-in handlers and "legacy" (package legacy), which
+// replays the tables of schema legacy into schema app and can split a column out of a table
+// into a table of its own (one provider row, two target rows).
 //
 //	go build -o skiff ./examples/customhandler
-//	./skiff subscribe ... --handler legacy.orders=legacy_schema
+//	./skiff subscribe ... --handler legacy.users=legacy \
+//	    --handler-config 'legacy.users={"split_column": "email", "split_table": "user_emails"}'
 //
-// The initial copy, skiff table resync and skiff compare run the same handler, so the target
-// gets, and is compared with, exactly what replication writes.
+// The worker, the initial copy, skiff table resync and skiff compare run the same handler, so
+// the target gets, and is compared with, exactly what replication writes. docs/handlers.md
+// describes the handler API.
 package main
 
 import (
-	"encoding/json"
-
 	"github.com/skiffdb/skiff/cmd/skiff/skiffcli"
-	"github.com/skiffdb/skiff/consumer/change"
-	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/examples/customhandler/legacy"
 )
 
 func main() {
-	reg := handlers.NewRegistry() // the built-in handlers: columns, filter, renames
-	err := reg.Register("legacy_schema", func(t change.Table, cfg json.RawMessage) (handlers.Handler, error) {
-		return handlers.Func(func(ev *change.Event) (bool, error) {
-			if ev.Table.Schema == "legacy" {
-				ev.Table.Schema = "app" // new Columns/Values slices if you change those; never edit them in place
-			}
-			return true, nil // false drops the row; an error stops the batch, which is retried
-		}), nil
-	})
-	if err != nil {
-		panic(err)
-	}
-	skiffcli.Main(skiffcli.Options{Registry: reg})
+	skiffcli.Main(skiffcli.WithHandler(legacy.Name, legacy.New))
 }

@@ -52,6 +52,11 @@ type Config struct {
 	MaxPendingBytes int
 	// Worker identifies this worker in skiff.subscription.worker (default host:pid).
 	Worker string
+	// MakeTable, when set, is asked about a table a batch writes that the target lacks (a
+	// handler's child made on demand, handlers.TableMaker): it creates the table through db,
+	// the batch's transaction, and reports whether it did. Without it, or when it does not,
+	// the batch fails naming the event, its key and the table.
+	MakeTable func(ctx context.Context, db pg.DB, t change.Table) (bool, error)
 }
 
 // Applier applies batches of one subscription on one target connection. It holds the

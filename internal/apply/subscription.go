@@ -18,6 +18,10 @@ type Subscription struct {
 	// Tick is the consumer's position on the provider when it registered: the Prev of its
 	// first batch. 0 when unknown: the first batch is then accepted as it comes.
 	Tick int64
+	// SchemaMap (provider schema → target schema, `subscribe --schema-map`) is recorded with
+	// the subscription, added to what it holds (target schema version 7), so that tables
+	// subscribed later follow it. The routes given are already mapped.
+	SchemaMap map[string]string
 }
 
 // Subscribed is what Subscribe recorded.
@@ -59,6 +63,11 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 		}
 		if err != nil {
 			return err
+		}
+		if len(sub.SchemaMap) > 0 {
+			if err := target.SetSchemaMap(ctx, tx, id, sub.SchemaMap); err != nil {
+				return err
+			}
 		}
 		have, err := subscribedRoutes(ctx, tx, id)
 		if err != nil {

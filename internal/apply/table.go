@@ -87,6 +87,16 @@ func (a *Applier) table(ctx context.Context, q pg.DB, name change.Table) (*table
 		schema = "public"
 	}
 	oid, err := catalog.Lookup(ctx, q, change.Table{Schema: schema, Name: name.Name}, "rpf")
+	if errors.Is(err, pgx.ErrNoRows) && a.cfg.MakeTable != nil && name.Schema != "" {
+		made, merr := a.cfg.MakeTable(ctx, q, name)
+		if merr != nil {
+			return nil, merr
+		}
+		if made {
+			a.log.Info("table created on demand", "table", name.String())
+			oid, err = catalog.Lookup(ctx, q, name, "rpf")
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("table %s does not exist on the target", name)
 	}

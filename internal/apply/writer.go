@@ -123,6 +123,9 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	w.events++
 	t, err := w.a.table(ctx, w.tx, ev.Table)
 	if err != nil {
+		if ev.Op != change.Truncate {
+			err = fmt.Errorf("row %s: %w", keyText(ev), err)
+		}
 		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
 	}
 	if ev.Op == change.Truncate {
@@ -676,4 +679,18 @@ func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error
 		w.a.log.Warn("row to "+strings.ToLower(ev.Op.String())+" was missing on the target", "table", ev.Table.String(), "event_id", ev.ID)
 	}
 	return nil
+}
+
+// keyText names an event's row by its key values, for messages: (k1=v1, k2=v2).
+func keyText(ev *change.Event) string {
+	vals := ev.KeyValues()
+	parts := make([]string, len(ev.Key))
+	for i, k := range ev.Key {
+		v := "NULL"
+		if i < len(vals) && vals[i].Valid {
+			v = vals[i].Text
+		}
+		parts[i] = k + "=" + v
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
 }

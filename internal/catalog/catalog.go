@@ -299,3 +299,15 @@ func MayReplica(ctx context.Context, db pg.DB) (bool, error) {
 	err = db.QueryRow(ctx, q).Scan(&ok)
 	return ok, err
 }
+
+// InheritsFrom says whether table child is a direct partition or inheritance child of
+// table parent (pg_inherits): reading parent reads child's rows too.
+func InheritsFrom(ctx context.Context, db pg.DB, child, parent change.Table) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+		JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_catalog.pg_class p ON p.oid = i.inhparent JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND pn.nspname = $3 AND p.relname = $4)`,
+		child.Schema, child.Name, parent.Schema, parent.Name).Scan(&ok)
+	return ok, err
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/catalog"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // Column is one live column of a table as the catalog describes it.
@@ -34,7 +35,7 @@ var ErrNoTable = errors.New("table does not exist")
 
 // Describe reads a table's columns and primary key from the catalog. The queries use only
 // what PostgreSQL 8.4 has.
-func Describe(ctx context.Context, conn *pgx.Conn, t change.Table) (TableInfo, error) {
+func Describe(ctx context.Context, conn pg.DB, t change.Table) (TableInfo, error) {
 	info := TableInfo{Table: t}
 	schema := t.Schema
 	if schema == "" {

@@ -72,8 +72,8 @@ func TestCompareThroughHandlers(t *testing.T) {
 		}, r.Diffs, "%+v", r)
 	}
 
-	// A handler that sends the rows of one table to two cannot be compared; a handler error
-	// names the table.
+	// A handler that sends the rows of one table to a table the target lacks cannot be
+	// compared; a handler error names the table.
 	split := handlers.Func(func(ev *change.Event) (bool, error) {
 		ev.Table.Schema = "arch"
 		if id, _ := ev.Value("id"); id.Text == "7" {
@@ -83,6 +83,35 @@ func TestCompareThroughHandlers(t *testing.T) {
 	})
 	res = run(t, p, tg, false, compare.Pair{Source: src, Dest: src, Handler: split},
 		compare.Pair{Source: src, Dest: src, Handler: handlers.Filter{Column: "nope", In: []string{"x"}}})
-	require.ErrorContains(t, res[0].Err, `the handler sends rows to "arch"."src" and to "arch"."elsewhere": compare checks one destination per table`)
+	require.ErrorContains(t, res[0].Err, `row (id=7) of "public"."src": the handler sends rows to "arch"."elsewhere": "arch"."elsewhere": table does not exist`)
+
+	// With that table, each table is compared with what the handler sends it: the columns
+	// and filter chain, row 6 sent to arch.elsewhere.
+	_, err = tconn.Exec(ctx, `CREATE TABLE arch.elsewhere (LIKE arch.src)`)
+	require.NoError(t, err)
+	_, chained := columnsAndFilter()
+	moved := handlers.Func(func(ev *change.Event) (bool, error) {
+		keep, err := chained.Handle(ev)
+		if id, _ := ev.Value("id"); id.Text == "6" {
+			ev.Table.Name = "elsewhere"
+		}
+		return keep, err
+	})
+	res2 := run(t, p, tg, true, compare.Pair{Source: src, Dest: src, Handler: moved})
+	require.NoError(t, res2[0].Err)
+	require.False(t, res2[0].Equal)
+	require.Equal(t, []compare.RowDiff{
+		{Key: "(1)", Kind: "missing on provider"},
+		{Key: "(6)", Kind: "missing on provider"},
+		{Key: "(9)", Kind: "missing on target"},
+		{Key: `"arch"."elsewhere" (6)`, Kind: "missing on target"},
+	}, res2[0].Diffs)
+	_, err = tconn.Exec(ctx, `DELETE FROM arch.src WHERE id IN (1, 6);
+		INSERT INTO arch.src VALUES (9, 'v9', true, 9 / 7.0);
+		INSERT INTO arch.elsewhere VALUES (6, 'v6', true, 6 / 7.0)`)
+	require.NoError(t, err)
+	res2 = run(t, p, tg, true, compare.Pair{Source: src, Dest: src, Handler: moved})
+	require.NoError(t, res2[0].Err)
+	require.True(t, res2[0].Equal, "%+v", res2[0])
 	require.ErrorContains(t, res[1].Err, `filter: table "public"."src" has no column "nope"`)
 }

@@ -264,6 +264,12 @@ func (c *tableCopy) run(ctx context.Context) error {
 	if err := c.lock(ctx); err != nil {
 		return err
 	}
+	if skip, err := c.skipped(); err != nil || skip {
+		if err != nil {
+			return err
+		}
+		return c.skip(ctx)
+	}
 	if err := c.prepare(ctx); err != nil {
 		return err
 	}
@@ -349,13 +355,49 @@ func (c *tableCopy) prepare(ctx context.Context) error {
 	return nil
 }
 
+// skipped says whether the table's handler skips it (handlers.Skips).
+func (c *tableCopy) skipped() (bool, error) {
+	reg := c.cfg.Registry
+	if reg == nil {
+		reg = handlers.NewRegistry()
+	}
+	h, err := reg.ForRoute(change.Route{Source: c.t.Source, Dest: c.t.Dest, Handler: c.t.Handler, Config: c.t.Config})
+	if err != nil {
+		return false, err
+	}
+	return handlers.Skips(h), nil
+}
+
+// skip "copies" a skipped table: nothing is read and the destination (which need not
+// exist) is left alone, but the protocol's states are kept: a copy point published, the table
+// marked copied at it, so that it goes to in-sync as any other.
+func (c *tableCopy) skip(ctx context.Context) error {
+	c.log.Info("table skipped (handler skip): nothing to copy")
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	if err := c.snapshot(ctx); err != nil {
+		return err
+	}
+	if c.cfg.Hooks.Point != nil {
+		side, err := c.sideConn(ctx)
+		if err != nil {
+			return fmt.Errorf("record copy point: %w", err)
+		}
+		if err := c.cfg.Hooks.Point(ctx, side, c.t, c.point); err != nil {
+			return fmt.Errorf("record copy point: %w", err)
+		}
+	}
+	return c.finish(ctx)
+}
+
 // begin opens the target transaction the rows are written in, as replica when the role may.
 func (c *tableCopy) begin(ctx context.Context) error {
 	var err error
 	if c.ttx, err = c.tgt.Begin(ctx); err != nil {
 		return fmt.Errorf("target: begin: %w", err)
 	}
-	if c.plan.replica {
+	if c.plan != nil && c.plan.replica {
 		if _, err := c.ttx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
 			return fmt.Errorf("target: %w", err)
 		}

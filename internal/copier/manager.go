@@ -235,8 +235,15 @@ func (m *Manager) syncSequences(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
+	schemaMap, err := m.Sub.SchemaMap(ctx, conn)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, sq := range seqs {
+		if s, ok := schemaMap[sq.Sequence.Schema]; ok {
+			sq.Sequence.Schema = s // subscribe --schema-map
+		}
 		var last int64
 		var called bool
 		err := conn.QueryRow(ctx, "SELECT last_value, is_called FROM "+sq.Sequence.String()).Scan(&last, &called)

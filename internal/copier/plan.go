@@ -15,6 +15,7 @@ import (
 	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/rowcopy"
+	"github.com/skiffdb/skiff/internal/tabledef"
 )
 
 // plan is what the copy of one table reads and writes: what the table's handlers (the
@@ -104,10 +105,15 @@ func (p *plan) capture(ctx context.Context, cfg Config, prov, tgt *pgx.Conn) err
 }
 
 // probe returns the table the handlers send a row of NULLs to (as skiff subscribe checks the
-// target), or the route's destination when they fail on it.
+// target), or the route's destination when they fail on it. A partition handler's children
+// are not probed: the destination is the table it routes from.
 func (p *plan) probe() change.Table {
 	ev := change.Event{Op: change.Insert, Table: p.t.Source, Columns: p.names(), Key: p.key, Values: make([]change.Value, len(p.src))}
-	if _, err := p.h.Handle(&ev); err != nil || ev.Table == (change.Table{}) {
+	evs, err := handlers.Run(handlers.WithoutRouting(p.h), &ev, nil)
+	if err == nil && len(evs) > 0 {
+		ev = evs[0] // a Splitter's first row; else where the row went, dropped or not
+	}
+	if err != nil || ev.Table == (change.Table{}) {
 		return p.t.Dest
 	}
 	return ev.Table
@@ -197,7 +203,14 @@ func (p *plan) transform(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, tgt *p
 			if t == p.dest {
 				return t, p.cols, nil
 			}
+			made, err := p.makeTable(ctx, ttx, t)
+			if err != nil {
+				return t, nil, fmt.Errorf("target: the handlers send rows of %s to %s: %w", p.t.Source, t, err)
+			}
 			cols, err := columns(ctx, tgt, t, pg.ServerVersion(tgt) >= 120000)
+			if made {
+				return t, cols, err // new, hence empty
+			}
 			if err != nil {
 				return t, nil, fmt.Errorf("target: the handlers send rows of %s to %s: %w", p.t.Source, t, err)
 			}
@@ -223,4 +236,22 @@ func (p *plan) transform(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, tgt *p
 		Wrap: func(w io.Writer) io.Writer { return &counter{w: w, st: st} },
 	})
 	return err
+}
+
+// makeTable creates table t in the copy's transaction when the target lacks it and the
+// handlers create it on demand (handlers.TableMaker, e.g. a partition's child). It reports
+// whether it did; a missing table they do not create is an error.
+func (p *plan) makeTable(ctx context.Context, ttx pgx.Tx, t change.Table) (bool, error) {
+	if _, err := catalog.Lookup(ctx, ttx, t, "rpf"); !errors.Is(err, pgx.ErrNoRows) {
+		return false, err
+	}
+	m, ok := p.h.(handlers.TableMaker)
+	if !ok {
+		return false, fmt.Errorf("table %s does not exist on the target", t)
+	}
+	nt, ok := m.MakeTable(p.t.Dest, t)
+	if !ok {
+		return false, fmt.Errorf("table %s does not exist on the target (and the handlers do not create it)", t)
+	}
+	return true, tabledef.CreateLike(ctx, ttx, nt.Table, nt.Like, nt.Bound)
 }

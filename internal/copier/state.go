@@ -108,6 +108,20 @@ func (s Subscription) Sources(ctx context.Context, conn pg.DB) ([]change.Table, 
 	return out, nil
 }
 
+// SchemaMap returns the subscription's schema map (provider schema → target schema; empty
+// when it has none): a captured sequence goes to the target schema its schema maps to.
+func (s Subscription) SchemaMap(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
+	v, err := target.ReadVersion(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("target schema version: %w", err)
+	}
+	m, err := target.SchemaMap(ctx, conn, v, s.key())
+	if err != nil {
+		return nil, fmt.Errorf("schema map: %w", err)
+	}
+	return m, nil
+}
+
 // ToCopy lists the subscription's tables in state copying, with their handlers.
 func (s Subscription) ToCopy(ctx context.Context, conn pg.DB) ([]Table, error) {
 	routes, err := target.ToCopy(ctx, conn, s.key())

@@ -55,8 +55,8 @@ type Stats struct {
 }
 
 // Run reads the rows (each value as its type's output function prints it, which is what the
-// capture trigger's events carry), hands each one to the handler as an Insert event and
-// writes the rows it keeps, one COPY per run of rows of one table and column layout (a single
+// capture trigger's events carry), hands each one to the handler as an Insert event (Split
+// when it is a handlers.Splitter: a row may become several) and writes the rows it keeps, one COPY per run of rows of one table and column layout (a single
 // COPY when every row goes to one table with the same columns). A handler error names the row
 // by its key; so does a handler that turns the row into another operation.
 func Run(ctx context.Context, cfg Config) (Stats, error) {
@@ -81,6 +81,7 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 		return st, fmt.Errorf("provider: %s: %w", q, err)
 	}
 	defer rows.Close()
+	var evs []change.Event // what the handler makes of a row (one, none or several)
 	for rows.Next() {
 		st.Read++
 		raw := rows.RawValues()
@@ -91,20 +92,18 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 			}
 		}
 		ev := change.Event{Op: change.Insert, Table: cfg.Source, Columns: cfg.Columns, Key: cfg.Key, Values: vals}
-		keep, err := cfg.Handler.Handle(&ev)
-		if err != nil {
+		if evs, err = handlers.Run(cfg.Handler, &ev, evs[:0]); err != nil {
 			return st, fmt.Errorf("handler of table %s, row %s: %w", cfg.Source, KeyText(cfg.Columns, cfg.Key, vals), err)
 		}
-		if !keep {
-			continue
+		for i := range evs {
+			if evs[i].Op != change.Insert {
+				return st, fmt.Errorf("handler of table %s, row %s: it made a %s of an INSERT, a row was expected", cfg.Source, KeyText(cfg.Columns, cfg.Key, vals), evs[i].Op)
+			}
+			if err := w.write(ctx, &evs[i]); err != nil {
+				return st, fmt.Errorf("row %s of %s: %w", KeyText(cfg.Columns, cfg.Key, vals), cfg.Source, err)
+			}
+			st.Written++
 		}
-		if ev.Op != change.Insert {
-			return st, fmt.Errorf("handler of table %s, row %s: it made a %s of an INSERT, a row was expected", cfg.Source, KeyText(cfg.Columns, cfg.Key, vals), ev.Op)
-		}
-		if err := w.write(ctx, &ev); err != nil {
-			return st, fmt.Errorf("row %s of %s: %w", KeyText(cfg.Columns, cfg.Key, vals), cfg.Source, err)
-		}
-		st.Written++
 	}
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("provider: %s: %w", q, err)

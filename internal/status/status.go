@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/target"
@@ -165,7 +166,8 @@ type Table struct {
 	// State is copying, catching-up or in-sync; Since is when it entered it.
 	State string    `json:"state"`
 	Since time.Time `json:"since"`
-	// CopySnapshot is the txid snapshot of the initial copy ("" before it is taken).
+	// CopySnapshot is the copy point of the initial copy, as its source wrote it (the trigger
+	// queue: a txid snapshot; logical decoding: "LSN snapshot"), "" before it is taken.
 	CopySnapshot string `json:"copy_snapshot,omitempty"`
 	// CopyRows and CopyBytes are the rows and bytes copied so far (state copying) or in all
 	// (after), when the copier records them.
@@ -178,6 +180,10 @@ type Table struct {
 	// table manager copies it again later), "" when none; CopyErrorAt is when it failed.
 	CopyError   string     `json:"copy_error,omitempty"`
 	CopyErrorAt *time.Time `json:"copy_error_at,omitempty"`
+	// Handler names the table's handler ("" for none); Skipped is set when it is "skip": the
+	// target takes none of the table's events.
+	Handler string `json:"handler,omitempty"`
+	Skipped bool   `json:"skipped,omitempty"`
 }
 
 // Transaction is a long-running provider transaction.
@@ -492,7 +498,8 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn, v target.Version) (m
 	for _, ts := range tables {
 		if s := byID[ts.SubID]; s != nil {
 			s.Tables = append(s.Tables, Table{Source: ts.Source, Dest: ts.Dest, State: ts.State, Since: ts.Since, CopySnapshot: ts.CopySnapshot,
-				CopyRows: ts.CopyRows, CopyBytes: ts.CopyBytes, CopyBacklog: ts.CopyBacklog, CopyError: ts.CopyError, CopyErrorAt: ts.CopyErrorAt})
+				CopyRows: ts.CopyRows, CopyBytes: ts.CopyBytes, CopyBacklog: ts.CopyBacklog, CopyError: ts.CopyError, CopyErrorAt: ts.CopyErrorAt,
+				Handler: ts.Handler, Skipped: ts.Handler == handlers.SkipName})
 		}
 	}
 	return out, nil

@@ -114,7 +114,11 @@ func Text(w io.Writer, r *Report) error {
 					}
 					extra += fmt.Sprintf("%d events waiting for the copy", t.CopyBacklog)
 				}
-				p("    %s\t%s since %s\t%s\n", name, t.State, t.Since.UTC().Format(time.RFC3339), extra)
+				state := t.State
+				if t.Skipped {
+					name, state = t.Source, "skipped"
+				}
+				p("    %s\t%s since %s\t%s\n", name, state, t.Since.UTC().Format(time.RFC3339), extra)
 				if t.CopyError != "" {
 					at := ""
 					if t.CopyErrorAt != nil {

@@ -26,6 +26,8 @@ type TableState struct {
 	// CopyError is the error of the table's last failed copy, "" when none (version 5).
 	CopyError   string
 	CopyErrorAt *time.Time
+	// Handler is the table's handler, "" for none ("skip": the table is skipped).
+	Handler string
 }
 
 // subWhere selects the table states of the subscription named by $1 (queue) and $2
@@ -50,7 +52,7 @@ func TableStates(ctx context.Context, db pg.DB, v Version) ([]TableState, error)
 	}
 	rows, err := db.Query(ctx, `SELECT sub_id, quote_ident(source_schema) || '.' || quote_ident(source_name),
 		quote_ident(dest_schema) || '.' || quote_ident(dest_name), state, state_changed_at, coalesce(copy_snapshot, ''), `+progress+`, `+backlog+`,
-		`+copyError+`
+		`+copyError+`, coalesce(handler, '')
 		FROM skiff.table_state ts ORDER BY sub_id, source_schema, source_name`)
 	if err != nil {
 		return nil, err
@@ -58,7 +60,7 @@ func TableStates(ctx context.Context, db pg.DB, v Version) ([]TableState, error)
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TableState, error) {
 		var t TableState
 		err := r.Scan(&t.SubID, &t.Source, &t.Dest, &t.State, &t.Since, &t.CopySnapshot, &t.CopyRows, &t.CopyBytes, &t.CopyBacklog,
-			&t.CopyError, &t.CopyErrorAt)
+			&t.CopyError, &t.CopyErrorAt, &t.Handler)
 		return t, err
 	})
 }
@@ -129,10 +131,12 @@ func CountTables(ctx context.Context, db pg.DB, id int32) (int, error) {
 	return n, err
 }
 
-// Sources lists the source tables of subscription k, whatever their state.
+// Sources lists the source tables of subscription k, whatever their state, but for the
+// skipped ones (handler "skip", handlers.SkipName: the target takes nothing of them, not
+// even the sequences they draw from).
 func Sources(ctx context.Context, db pg.DB, k Key) ([]change.Table, error) {
 	rows, err := db.Query(ctx, `SELECT DISTINCT source_schema, source_name FROM skiff.table_state ts
-		WHERE `+subWhere+` ORDER BY 1, 2`, k.Queue, k.Consumer)
+		WHERE `+subWhere+` AND coalesce(ts.handler, '') <> 'skip' ORDER BY 1, 2`, k.Queue, k.Consumer)
 	if err != nil {
 		return nil, err
 	}

@@ -53,3 +53,6 @@ func (v Version) HasCopyError() bool { return v >= 5 }
 
 // HasDeadLetter says whether skiff.dead_letter and subscription.last_error_event exist (00006).
 func (v Version) HasDeadLetter() bool { return v >= 6 }
+
+// HasSchemaMap says whether skiff.schema_map exists (00007).
+func (v Version) HasSchemaMap() bool { return v >= 7 }

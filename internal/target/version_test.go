@@ -67,6 +67,7 @@ func TestVersionFeatures(t *testing.T) {
 		{"copy error", Version.HasCopyError, `ADD COLUMN copy_error\b`},
 		{"dead letters", Version.HasDeadLetter, `CREATE TABLE skiff\.dead_letter\b`},
 		{"last error event", Version.HasDeadLetter, `ADD COLUMN last_error_event\b`},
+		{"schema map", Version.HasSchemaMap, `CREATE TABLE skiff\.schema_map\b`},
 	} {
 		v := Version(first(c.re))
 		require.False(t, c.has(v-1), "%s before version %d", c.what, v)
@@ -126,6 +127,19 @@ func TestEveryVersion(t *testing.T) {
 		pos, err := Position(ctx, conn, id)
 		require.NoError(t, err)
 		require.Equal(t, change.Position{Tick: tick}, pos)
+		require.NoError(t, func() error {
+			if !v.HasSchemaMap() {
+				return nil
+			}
+			return SetSchemaMap(ctx, conn, id, map[string]string{"legacy": "app"})
+		}(), "version %d", v)
+		sm, err := SchemaMap(ctx, conn, v, k)
+		require.NoError(t, err, "version %d", v)
+		if v.HasSchemaMap() {
+			require.Equal(t, map[string]string{"legacy": "app"}, sm)
+		} else {
+			require.Empty(t, sm)
+		}
 		if v.HasBacklog() {
 			require.NoError(t, AppendBacklog(ctx, conn, id, src, []change.Event{{ID: 1, Op: change.Insert, Table: src}}))
 			n, err := Backlogged(ctx, conn, id)

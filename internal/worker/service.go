@@ -267,7 +267,7 @@ func (s *Service) newPart(ctx context.Context, q Queue) (*part, error) {
 		Name:       q.Name,
 		Source:     ss,
 		Applier:    ss,
-		Handlers:   func(r change.Route) (consumer.Handler, error) { return s.cfg.Registry.ForRoute(r) },
+		Handlers:   ss.handlers,
 		Log:        log,
 		MinBackoff: s.cfg.MinBackoff,
 		MaxBackoff: s.cfg.MaxBackoff,

@@ -14,8 +14,10 @@ import (
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/consumer/source/logical"
 	"github.com/skiffdb/skiff/consumer/source/trigger"
+	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/apply"
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/tabledef"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -37,6 +39,45 @@ type session struct {
 	mu       sync.Mutex // guards what Backends and targetDesc read from other goroutines
 	pids     [2]uint32  // provider's and target's backend, 0 when not connected
 	tgtDescr string
+	// makers are the routes' handlers that create tables on demand, by the route's
+	// destination (guarded by mu).
+	makers map[change.Table]handlers.TableMaker
+}
+
+// handlers builds a route's handlers (the worker's Config.Handlers) and keeps those that
+// create tables on demand for the applier (makeTable).
+func (s *session) handlers(r change.Route) (consumer.Handler, error) {
+	h, err := s.cfg.Registry.ForRoute(r)
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := h.(handlers.TableMaker); ok {
+		s.mu.Lock()
+		if s.makers == nil {
+			s.makers = map[change.Table]handlers.TableMaker{}
+		}
+		s.makers[r.Dest] = m
+		s.mu.Unlock()
+	}
+	return h, nil
+}
+
+// makeTable creates table t in db (the batch's transaction) when a route's handler says how
+// (apply.Config.MakeTable).
+func (s *session) makeTable(ctx context.Context, db pg.DB, t change.Table) (bool, error) {
+	s.mu.Lock()
+	var nt handlers.NewTable
+	var ok bool
+	for dest, m := range s.makers {
+		if nt, ok = m.MakeTable(dest, t); ok {
+			break
+		}
+	}
+	s.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	return true, tabledef.CreateLike(ctx, db, nt.Table, nt.Like, nt.Bound)
 }
 
 var (
@@ -75,7 +116,8 @@ func (s *session) connect(ctx context.Context) error {
 	if s.tgt, err = pg.ConnectConfig(ctx, tcfg); err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
-	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log, MaxPendingRows: s.cfg.MaxPendingRows}); err != nil {
+	if s.app, err = apply.Open(ctx, s.tgt, apply.Config{Queue: s.queue, Consumer: s.consumer, Log: s.log, MaxPendingRows: s.cfg.MaxPendingRows,
+		MakeTable: s.makeTable}); err != nil {
 		return fmt.Errorf("target %s: %w", desc, err)
 	}
 	kind, err := queue.QueueKind(ctx, s.prov, s.queue)

@@ -33,6 +33,11 @@ type CompareCmd struct {
 
 	// subscribed: the tables come from a subscription the target records (pairs).
 	subscribed bool
+	// schemaMap is the subscription's schema map: a captured sequence of provider schema A is
+	// compared with the target's of the schema A maps to.
+	schemaMap map[string]string
+	// skipped lists the subscription's skipped tables (handler skip): not compared.
+	skipped []change.Table
 }
 
 // Run compares the tables and prints one line per table.
@@ -56,7 +61,10 @@ func (c *CompareCmd) Run(rt *Runtime) error {
 	if err != nil {
 		return err
 	}
-	if len(pairs) == 0 {
+	for _, t := range c.skipped {
+		fmt.Fprintf(rt.Out, "%-50s skipped (the target takes none of its rows: not compared)\n", t)
+	}
+	if len(pairs) == 0 && len(c.skipped) == 0 {
 		return fmt.Errorf("queue %q: no table to compare", c.Queue)
 	}
 	if err := c.addFilters(rt.Ctx, pcfg, pairs); err != nil {
@@ -164,16 +172,22 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, reg 
 		return nil, err
 	}
 	c.subscribed = found && len(routes) > 0
-	recorded := make([]compare.Pair, len(routes))
-	for i, r := range routes {
+	recorded := make([]compare.Pair, 0, len(routes))
+	var skipped []change.Table
+	for _, r := range routes {
 		h, err := reg.ForRoute(r)
 		if err != nil {
 			return nil, fmt.Errorf("cannot compare through the handlers: %w", err) // names the table
 		}
-		recorded[i] = compare.Pair{Source: r.Source, Dest: r.Dest, Handler: h}
+		if handlers.Skips(h) {
+			skipped = append(skipped, r.Source) // the target takes nothing of it
+			continue
+		}
+		recorded = append(recorded, compare.Pair{Source: r.Source, Dest: r.Dest, Handler: h})
 	}
+	c.skipped = skipped
 	if len(c.Table) == 0 {
-		if len(recorded) > 0 {
+		if c.subscribed {
 			return recorded, nil
 		}
 		// No subscription yet: every table the queue captures, under its own name.
@@ -203,6 +217,7 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, reg 
 	}
 	defer tgt.Close(context.WithoutCancel(ctx))
 	var out []compare.Pair
+	c.skipped = nil // only those --table names
 	for _, spec := range c.Table {
 		ts, err := parseTableSpec(spec)
 		if err != nil {
@@ -211,6 +226,10 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, reg 
 		p := compare.Pair{}
 		if p.Source, err = resolve(ctx, prov, "provider", ts.Source); err != nil {
 			return nil, fmt.Errorf("--table %s: %w", spec, err)
+		}
+		if slices.Contains(skipped, p.Source) && !ts.HasDest {
+			c.skipped = append(c.skipped, p.Source)
+			continue
 		}
 		p.Dest = ts.dest(p.Source)
 		switch {
@@ -293,6 +312,16 @@ func (c *CompareCmd) sequences(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, 
 				out = append(out, sequenceResult{name: sq, notCaptured: true, usedBy: p.Source})
 			}
 		}
+	}
+	if len(c.schemaMap) > 0 {
+		mapped := make(map[change.Table]compare.SequenceValue, len(check))
+		for sq, v := range check {
+			if s, ok := c.schemaMap[sq.Schema]; ok {
+				sq.Schema = s
+			}
+			mapped[sq] = v
+		}
+		check = mapped
 	}
 	cmp, err := compare.Sequences(ctx, tcfg, check)
 	if err != nil {
@@ -386,6 +415,13 @@ func (c *CompareCmd) subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig)
 	out, err := target.RoutesOf(ctx, conn, target.Key{Queue: c.Queue, Consumer: name})
 	if err != nil {
 		return nil, false, fmt.Errorf("target: read the tables of subscription %s/%s: %w", c.Queue, name, err)
+	}
+	v, err := target.ReadVersion(ctx, conn)
+	if err != nil {
+		return nil, false, fmt.Errorf("target: %w", err)
+	}
+	if c.schemaMap, err = target.SchemaMap(ctx, conn, v, target.Key{Queue: c.Queue, Consumer: name}); err != nil {
+		return nil, false, fmt.Errorf("target: read the schema map of subscription %s/%s: %w", c.Queue, name, err)
 	}
 	return out, true, nil
 }

@@ -1,6 +1,7 @@
 // Package skiffcli is skiff's command line as a library: cmd/skiff is Main with the built-in
-// handlers, and a custom binary is Main with a registry that also holds the user's handlers
-// (see examples/customhandler). skiff replicates PostgreSQL tables from a provider to a target
+// handlers, and a custom binary is Main with the user's handlers added
+// (skiffcli.Main(skiffcli.WithHandler("name", factory)); see examples/customhandler and
+// docs/handlers.md). skiff replicates PostgreSQL tables from a provider to a target
 // through capture triggers and an in-database event queue, on every server from PostgreSQL 8.4
 // on.
 package skiffcli
@@ -77,9 +78,13 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 // Main runs the command line on os.Args and exits the process with its code: 0 done, 1
-// failed (or compare found differences), 2 bad usage.
-func Main(opts Options) {
-	os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr, opts))
+// failed (or compare found differences), 2 bad usage. opts are WithHandler, WithRegistry,
+// WithVersion or an Options value, applied in order:
+//
+//	skiffcli.Main(skiffcli.WithHandler("legacy", legacy.New))
+//	skiffcli.Main(skiffcli.Options{Registry: reg, Version: version})
+func Main(opts ...Option) {
+	os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr, opts...))
 }
 
 // kongExit carries the exit code kong asks for (--help, --version) out of the parser, so
@@ -89,7 +94,7 @@ type kongExit int
 // Run runs the command line on args (without the program name), writing command output to
 // stdout and logs to stderr, and returns the exit code. SIGINT and SIGTERM are handled while
 // it runs: the first finishes the work in hand, the second abandons it.
-func Run(args []string, stdout, stderr io.Writer, opts Options) (code int) {
+func Run(args []string, stdout, stderr io.Writer, options ...Option) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
 			e, ok := r.(kongExit)
@@ -99,6 +104,11 @@ func Run(args []string, stdout, stderr io.Writer, opts Options) (code int) {
 			code = int(e)
 		}
 	}()
+	opts, err := resolveOptions(options)
+	if err != nil {
+		fmt.Fprintln(stderr, "skiff:", err)
+		return 2
+	}
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("skiff"),
@@ -145,11 +155,7 @@ func Run(args []string, stdout, stderr io.Writer, opts Options) (code int) {
 		}
 	}()
 
-	reg := opts.Registry
-	if reg == nil {
-		reg = handlers.NewRegistry()
-	}
-	rt := &Runtime{Ctx: soft, Hard: hard, Log: log, Out: stdout, Registry: reg}
+	rt := &Runtime{Ctx: soft, Hard: hard, Log: log, Out: stdout, Registry: opts.Registry}
 	if err := kctx.Run(rt); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

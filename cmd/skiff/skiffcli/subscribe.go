@@ -19,6 +19,7 @@ import (
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/tabledef"
+	"github.com/skiffdb/skiff/internal/target"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -29,6 +30,8 @@ type SubscribeCmd struct {
 	Target          string            `help:"Target database: libpq connection string or URI." required:""`
 	Queue           string            `help:"Queue (table group) to subscribe to." required:""`
 	Table           []string          `help:"Table to replicate, as TABLE or TABLE:DEST (schema.name or name, as SQL writes them: unquoted parts fold to lower case, \"Quoted\" parts are exact, a name without schema follows the search_path of the provider for TABLE, of the target for DEST; DEST renames the table, or only its schema as 'schema.'). Repeatable; default: every table of the queue under its own name." sep:"none"`
+	SchemaMap       []string          `help:"Send every table of provider schema A to target schema B, as A=B (schema names as SQL writes them). Repeatable. Recorded with the subscription: tables subscribed later (a second subscribe) follow it too. A --table T:DEST names its own destination." placeholder:"A=B" sep:"none"`
+	Skip            []string          `help:"Subscribe TABLE without replicating it: its events are dropped, it is not copied, the target need not have it (the skip handler; skiff status shows it skipped). Repeatable." placeholder:"TABLE" sep:"none"`
 	Handler         map[string]string `help:"Custom handler of a table, as TABLE=NAME (a handler registered in the worker, e.g. columns, filter)." mapsep:"none"`
 	HandlerConfig   map[string]string `help:"Configuration (JSON) of a table's handler, as TABLE=JSON." mapsep:"none"`
 	NoCopy          bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
@@ -100,18 +103,24 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 			pg.Describe(tgt.Config()), c.Queue, name, pg.Describe(prov.Config()), c.Queue)
 	}
 
+	schemaMap, given, err := c.schemaMap(ctx, tgt, target.Key{Queue: c.Queue, Consumer: name})
+	if err != nil {
+		return err
+	}
 	captured, err := queue.Tables(ctx, prov, c.Queue)
 	if err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
-	routes, err := c.routes(ctx, prov, tgt, captured)
+	routes, err := c.routes(ctx, prov, tgt, captured, schemaMap)
 	if err != nil {
 		return err
 	}
 	if !c.NoCopy {
 		// Copied below, after the consumer's position is taken (issue 5).
 		for i := range routes {
-			routes[i].State = change.StateCopying
+			if routes[i].Handler != handlers.SkipName {
+				routes[i].State = change.StateCopying
+			}
 		}
 	}
 	reg := rt.Registry
@@ -119,6 +128,9 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	var create []tabledef.Spec
 	for i := range routes {
 		r := &routes[i]
+		if r.Handler == handlers.SkipName {
+			continue // the target need not have it
+		}
 		cols, key, err := providerColumns(ctx, prov, r.Source)
 		if err != nil {
 			return err
@@ -129,12 +141,19 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		if err != nil {
 			return err
 		}
+		// A partition handler's children are made on demand (or must exist): the table
+		// checked, or created, is the one it routes from.
+		h = handlers.WithoutRouting(h)
 		ev := change.Event{Op: change.Insert, Table: r.Source, Columns: cols, Key: key, Values: make([]change.Value, len(cols))}
-		if _, err := h.Handle(&ev); err != nil {
+		evs, err := handlers.Run(h, &ev, nil)
+		if err != nil {
 			return fmt.Errorf("table %s: %w", r.Source, err)
 		}
+		if len(evs) == 0 {
+			evs = append(evs, ev) // dropped (a filter on NULL): where it was going
+		}
 		if c.CreateTables {
-			_, exists, err := pg.ResolveTable(ctx, tgt, ev.Table)
+			_, exists, err := pg.ResolveTable(ctx, tgt, evs[0].Table)
 			if err != nil {
 				return fmt.Errorf("target: %w", err)
 			}
@@ -147,7 +166,13 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 				continue
 			}
 		}
-		problems = append(problems, checkTarget(ctx, tgt, r.Source, ev.Table, ev.Columns)...)
+		checked := map[change.Table]bool{}
+		for _, e := range evs {
+			if !checked[e.Table] {
+				checked[e.Table] = true
+				problems = append(problems, checkTarget(ctx, tgt, r.Source, e.Table, e.Columns)...)
+			}
+		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("the target is not ready for queue %s:\n  %s", c.Queue, strings.Join(problems, "\n  "))
@@ -196,7 +221,7 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		tick = 0 // a logical subscription's position is an LSN, recorded by its first batch
 	}
 	res, err := apply.Subscribe(ctx, tgt, apply.Subscription{
-		Queue: c.Queue, Consumer: name, Provider: pg.Describe(prov.Config()), Tick: tick,
+		Queue: c.Queue, Consumer: name, Provider: pg.Describe(prov.Config()), Tick: tick, SchemaMap: given,
 	}, routes)
 	if err != nil {
 		if !registered {
@@ -217,6 +242,8 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	var toCopy []change.Route
 	for _, r := range res.Routes {
 		switch {
+		case r.Handler == handlers.SkipName && r.State != change.StateCopying:
+			fmt.Fprintf(rt.Out, "%s (skipped)\n", r.Source)
 		case slices.Contains(res.Kept, r.Source) && r.State != change.StateCopying:
 			fmt.Fprintf(rt.Out, "%s -> %s (%s: already subscribed)\n", r.Source, r.Dest, r.State)
 		case r.State == change.StateCopying:
@@ -312,11 +339,17 @@ func createSpec(h handlers.Handler, src change.Table, cols, key []string) (table
 	for i, c := range cols {
 		ev.Values[i] = change.Text(marker + c)
 	}
-	keep, err := h.Handle(&ev)
+	evs, err := handlers.Run(h, &ev, nil)
 	if err != nil {
 		return tabledef.Spec{}, fmt.Errorf("table %s: %w", src, err)
 	}
-	if !keep {
+	if len(evs) > 1 {
+		return tabledef.Spec{}, fmt.Errorf("table %s: its handler sends a row to several tables, so --create-tables cannot tell the shape of its destination: create the tables on the target", src)
+	}
+	if len(evs) == 1 {
+		ev = evs[0]
+	}
+	if len(evs) == 0 {
 		return tabledef.Spec{}, fmt.Errorf("table %s: its handler drops a sample row, so --create-tables cannot tell the shape of its destination: create the table on the target", src)
 	}
 	spec := tabledef.Spec{Source: src, Dest: ev.Table}
@@ -363,7 +396,10 @@ func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, r
 
 // routes maps the --table flags (or every captured table) to routes. Source names are
 // completed from the provider's search_path, destination names from the target's.
-func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured []queue.CapturedTable) ([]change.Route, error) {
+//
+// schemaMap (provider schema → target schema) sends a table to the target schema its
+// schema maps to, under its own name, unless its --table gives a DEST.
+func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured []queue.CapturedTable, schemaMap map[string]string) ([]change.Route, error) {
 	source := func(flag, spec string, t change.Table) (change.Table, error) {
 		t, err := resolve(ctx, prov, "provider", t)
 		if err != nil {
@@ -399,7 +435,28 @@ func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured
 	if err != nil {
 		return nil, err
 	}
+	var skipped []change.Table
+	for _, spec := range c.Skip {
+		t, err := change.ParseTableName(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--skip %s: %w", spec, err)
+		}
+		if t, err = source("skip", spec, t); err != nil {
+			return nil, err
+		}
+		if h, ok := handler[t]; ok && h != handlers.SkipName {
+			return nil, fmt.Errorf("--skip %s: table %s has --handler %s", spec, t, h)
+		}
+		handler[t] = handlers.SkipName
+		skipped = append(skipped, t)
+	}
 
+	mapped := func(src change.Table) change.Table {
+		if s, ok := schemaMap[src.Schema]; ok {
+			return change.Table{Schema: s, Name: src.Name}
+		}
+		return src
+	}
 	var out []change.Route
 	add := func(src, dst change.Table) error {
 		for _, r := range out {
@@ -412,7 +469,7 @@ func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured
 	}
 	if len(c.Table) == 0 {
 		for _, t := range captured {
-			if err := add(t.Table, t.Table); err != nil {
+			if err := add(t.Table, mapped(t.Table)); err != nil {
 				return nil, err
 			}
 		}
@@ -430,6 +487,9 @@ func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured
 			return nil, err
 		}
 		dst := ts.dest(src)
+		if !ts.HasDest {
+			dst = mapped(src)
+		}
 		if ts.HasDest && !ts.DestSchemaOnly {
 			if dst, err = resolve(ctx, tgt, "target", dst); err != nil {
 				return nil, fmt.Errorf("--table %s: %w", spec, err)
@@ -439,7 +499,51 @@ func (c *SubscribeCmd) routes(ctx context.Context, prov, tgt *pgx.Conn, captured
 			return nil, err
 		}
 	}
+	for _, t := range skipped {
+		if !slices.ContainsFunc(out, func(r change.Route) bool { return r.Source == t }) {
+			out = append(out, change.Route{Source: t, Dest: mapped(t), State: change.StateInSync, Handler: handlers.SkipName})
+		}
+	}
 	return out, nil
+}
+
+// schemaMap returns the schema map of subscription k: the one the target records (none for
+// a new subscription) with the --schema-map flags over it, and the flags alone (given), which
+// Subscribe adds to the record.
+func (c *SubscribeCmd) schemaMap(ctx context.Context, tgt *pgx.Conn, k target.Key) (all, given map[string]string, err error) {
+	given = map[string]string{}
+	for _, spec := range c.SchemaMap {
+		a, b, ok := cutOutsideQuotes(spec, '=')
+		var src, dst change.Table
+		if ok {
+			src, err = change.ParseTableName(strings.TrimSpace(a))
+			if err == nil {
+				dst, err = change.ParseTableName(strings.TrimSpace(b))
+			}
+		}
+		if !ok || err != nil || src.Schema != "" || dst.Schema != "" {
+			return nil, nil, fmt.Errorf("--schema-map %s: write PROVIDER_SCHEMA=TARGET_SCHEMA (e.g. legacy=app)", spec)
+		}
+		if prev, dup := given[src.Name]; dup && prev != dst.Name {
+			return nil, nil, fmt.Errorf("--schema-map %s: schema %s is mapped twice", spec, change.QuoteIdent(src.Name))
+		}
+		given[src.Name] = dst.Name
+	}
+	v, err := target.ReadVersion(ctx, tgt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("target: %w", err)
+	}
+	if len(given) > 0 && !v.HasSchemaMap() {
+		return nil, nil, fmt.Errorf("--schema-map needs the target schema at version 7 (it is at %d): run skiff init target --db ...", v)
+	}
+	all, err = target.SchemaMap(ctx, tgt, v, k)
+	if err != nil {
+		return nil, nil, fmt.Errorf("target: schema map: %w", err)
+	}
+	for a, b := range given {
+		all[a] = b
+	}
+	return all, given, nil
 }
 
 // providerColumns reads a provider table's live columns (attnum order) and primary key from
