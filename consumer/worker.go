@@ -413,6 +413,18 @@ func (p *pipeline) filter(chunk, out []change.Event) ([]change.Event, []heldEven
 			p.dropped++
 			continue
 		}
+		if ev.Op == change.Execute { // skiff execute: SQL run at this point of the stream
+			keep, err := w.executeWanted(&ev, p.byTable)
+			if err != nil {
+				return out, nil, err
+			}
+			if keep {
+				out = append(out, ev)
+			} else {
+				p.dropped++
+			}
+			continue
+		}
 		rt, ok := p.byTable[ev.Table]
 		if !ok {
 			if !w.warned[ev.Table] {
@@ -559,6 +571,7 @@ type tableRoute struct {
 	state change.TableState
 	snap  *change.Snapshot // the copy's snapshot, once published (kept after in-sync)
 	h     Handler
+	route change.Route
 	// backlog: the table is copying and the applier keeps a backlog: the events wants keeps
 	// go to the backlog, not to the destination.
 	backlog bool
@@ -611,7 +624,7 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 			}
 			w.routes[r] = h
 		}
-		tr := &tableRoute{state: r.State, h: h}
+		tr := &tableRoute{state: r.State, h: h, route: r}
 		if r.CopySnapshot != "" {
 			s, err := change.ParseSnapshot(r.CopySnapshot)
 			if err != nil {
