@@ -29,7 +29,7 @@ func (e *ExecuteError) Error() string {
 	}
 	return fmt.Sprintf("execute event %d (%s: %s) changes table %s, which this subscription replicates through %s: "+
 		"it cannot run here as written. Run what it means on the target, then set the event aside: "+
-		"skiff event skip --event %d --reason 'ran by hand'", e.EventID, e.Exec.Name, sql, e.Table, how, e.EventID)
+		"skiff event skip --provider P --target T --queue Q --event %d --reason 'ran by hand'", e.EventID, e.Exec.Name, sql, e.Table, how, e.EventID)
 }
 
 // FailedEvent names the event, for skiff event show.

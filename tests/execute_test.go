@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/internal/worker"
 )
 
 const executeDDL = `
@@ -87,7 +89,8 @@ func testExecuteMidStream(t *testing.T, provVersion, tgtVersion string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	ticker(t, ctx, &wg, p.prov, 50*time.Millisecond, "q")
-	p.runWorker(t, ctx, &wg, "q")
+	logs := &procOut{}
+	p.runWorkerConfig(t, ctx, &wg, "q", func(c *worker.Config) { c.Log = slog.New(slog.NewJSONHandler(logs, nil)) })
 	wctx, stopWrites := context.WithCancel(ctx)
 	var wwg sync.WaitGroup
 	var extra atomic.Bool
@@ -120,6 +123,7 @@ func testExecuteMidStream(t *testing.T, provVersion, tgtVersion string) {
 		(SELECT count(*) FROM pg_class WHERE relname = 'ex_extra' AND relkind = 'i'),
 		(SELECT count(*) FROM ex WHERE extra IS NOT NULL)`).Scan(&idx, &col))
 	require.Equal(t, 1, idx, "the index exists on the target")
+	require.NotContains(t, logs.String(), "batch failed", "no batch failed (the applier sees the new column at once)")
 	require.Positive(t, col)
 	p.compare(t, "public.ex", "public.other")
 	out, err = skiff(t, "compare", "--provider", p.prov, "--target", p.tgt, "--queue", "q")
@@ -179,4 +183,45 @@ func TestExecuteBadInput(t *testing.T) {
 	p.caughtUp(t, time.Minute, "q")
 	require.Equal(t, 2, columns(tgt), "nothing changed on the target")
 	p.compare(t, "public.ex")
+}
+
+// TestExecuteThroughRename: a table the subscription replicates under another name stops the
+// worker on an execute of it, with an error naming the statement and the way on; once the
+// operator has run the equivalent on the target and set the event aside, replication goes on.
+func TestExecuteThroughRename(t *testing.T) {
+	t.Parallel()
+	p := newPair(t, "", "", executeDDL+`CREATE TABLE ex_copy (id bigint PRIMARY KEY, v text); INSERT INTO ex_copy SELECT * FROM ex;`)
+	p.capture(t, "q", "public.ex")
+	p.subscribe(t, "q", "--table", "public.ex:public.ex_copy")
+	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	ticker(t, ctx, &wg, p.prov, 50*time.Millisecond, "q")
+	p.runWorker(t, ctx, &wg, "q")
+
+	out, err := skiff(t, "execute", "--provider", p.prov, "--queue", "q", sqlFile(t, "add.sql", "ALTER TABLE ex ADD COLUMN extra integer DEFAULT 7;"))
+	require.NoError(t, err, out)
+	exec1(t, prov, `INSERT INTO ex VALUES (500, 'after', 8)`)
+	var msg string
+	var event int64
+	pgtest.Eventually(t, time.Minute, "the worker stops on the execute event", func() bool {
+		var m *string
+		var e *int64
+		require.NoError(t, tgt.QueryRow(ctx, `SELECT last_error, last_error_event FROM skiff.subscription WHERE queue = 'q'`).Scan(&m, &e))
+		if m == nil || e == nil {
+			return false
+		}
+		msg, event = *m, *e
+		return true
+	})
+	require.Contains(t, msg, "ALTER TABLE ex ADD COLUMN extra integer DEFAULT 7")
+	require.Contains(t, msg, `changes table "public"."ex", which this subscription replicates through a rename to "public"."ex_copy"`)
+	require.Contains(t, msg, fmt.Sprintf("skiff event skip --provider P --target T --queue Q --event %d", event))
+
+	exec1(t, tgt, `ALTER TABLE ex_copy ADD COLUMN extra integer DEFAULT 7`)
+	out, err = skiff(t, "event", "skip", "--provider", p.prov, "--target", p.tgt, "--queue", "q", "--event", fmt.Sprint(event), "--reason", "ran by hand")
+	require.NoError(t, err, out)
+	p.caughtUp(t, time.Minute, "q")
+	require.Equal(t, dumpTable(t, prov, "ex"), dumpTable(t, tgt, "ex_copy"))
 }
