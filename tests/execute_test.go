@@ -219,6 +219,11 @@ func TestExecuteThroughRename(t *testing.T) {
 	require.Contains(t, msg, `changes table "public"."ex", which this subscription replicates through a rename to "public"."ex_copy"`)
 	require.Contains(t, msg, fmt.Sprintf("skiff event skip --provider P --target T --queue Q --event %d", event))
 
+	out, err = skiff(t, "event", "show", "--provider", p.prov, "--target", p.tgt, "--queue", "q")
+	require.NoError(t, err, out)
+	require.Contains(t, out, fmt.Sprintf("event %d (skiff execute)", event))
+	require.Contains(t, out, `tables changed: "public"."ex"`)
+
 	exec1(t, tgt, `ALTER TABLE ex_copy ADD COLUMN extra integer DEFAULT 7`)
 	out, err = skiff(t, "event", "skip", "--provider", p.prov, "--target", p.tgt, "--queue", "q", "--event", fmt.Sprint(event), "--reason", "ran by hand")
 	require.NoError(t, err, out)
