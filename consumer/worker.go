@@ -459,6 +459,18 @@ func (p *pipeline) filter(chunk, out []change.Event) ([]change.Event, []heldEven
 			p.dropped++
 			continue
 		}
+		if ev.Op == change.Execute { // skiff execute: SQL run at this point of the stream
+			keep, err := w.executeWanted(&ev, p.byTable)
+			if err != nil {
+				return out, nil, err
+			}
+			if keep {
+				out = append(out, ev)
+			} else {
+				p.dropped++
+			}
+			continue
+		}
 		rt, ok := p.byTable[ev.Table]
 		if !ok {
 			if !w.warned[ev.Table] {
@@ -630,6 +642,7 @@ type tableRoute struct {
 	// route's copy point), once a copy published its point; kept after in-sync.
 	holds func(*change.Event) bool
 	h     Handler
+	route change.Route
 	// backlog: the table is copying and the applier keeps a backlog: the events wants keeps
 	// go to the backlog, not to the destination.
 	backlog bool
@@ -679,7 +692,7 @@ func (w *Worker) handlers(routes []change.Route) (map[change.Table]*tableRoute, 
 			}
 			w.routes[r] = h
 		}
-		tr := &tableRoute{state: r.State, h: h}
+		tr := &tableRoute{state: r.State, h: h, route: r}
 		if sk, ok := h.(Skipper); ok && sk.SkipsAll() {
 			tr.skip = true
 		}

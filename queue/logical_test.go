@@ -228,3 +228,23 @@ func TestConsumerSlot(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, slots(), "queue drop --force drops its consumers' slots")
 }
+
+// TestExecuteRefusesLogicalQueue: skiff execute writes its event into the queue's event
+// tables, which a logical queue's subscriptions never read: refused, nothing run.
+func TestExecuteRefusesLogicalQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	if pg.ServerVersion(c) < 90400 {
+		t.Skip("logical decoding needs 9.4+")
+	}
+	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
+	_, err := AddTable(ctx, c, "lq", TableSpec{Name: "t", Source: SourceLogical})
+	require.NoError(t, err)
+	_, err = Execute(ctx, c, "lq", []Script{{Name: "a.sql", SQL: "ALTER TABLE t ADD COLUMN v int"}})
+	require.ErrorIs(t, err, ErrWrongSource)
+	var n int
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'v'`).Scan(&n))
+	require.Zero(t, n, "nothing ran")
+}

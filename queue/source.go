@@ -586,6 +586,9 @@ func (c *chunker) flush() error {
 // decode turns an event row into a change.Event. Only an unknown layout is an error (the
 // event's table is unknown); a row that does not decode gives an event with Err set.
 func (s *Source) decode(id, txid int64, op string, layoutID int32, data, extra pgtype.Text, retried bool) (change.Event, error) {
+	if op == string(change.Execute) {
+		return decodeExecute(id, txid, data.String) // skiff execute: SQL, no row
+	}
 	l := s.layouts[layoutID]
 	if l == nil {
 		return change.Event{}, fmt.Errorf("event %d: unknown layout %d", id, layoutID)

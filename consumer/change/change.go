@@ -35,6 +35,10 @@ const (
 	Remove Op = 'R'
 )
 
+// Execute carries SQL that `skiff execute` ran on the provider (Event.Exec): every target runs
+// it at its place in the stream, after the events before it and before those after it.
+const Execute Op = 'X'
+
 // String returns the SQL verb of the operation.
 func (o Op) String() string {
 	switch o {
@@ -50,6 +54,8 @@ func (o Op) String() string {
 		return "UPSERT"
 	case Remove:
 		return "REMOVE"
+	case Execute:
+		return "EXECUTE"
 	}
 	return "UNKNOWN(" + string(rune(o)) + ")"
 }
@@ -116,6 +122,23 @@ type Event struct {
 	// fail with Err; one that drops it anyway (table not subscribed, row held by an initial
 	// copy, set aside by an operator) need not.
 	Err error
+	// Exec is the SQL of an Execute event (nil for every other operation).
+	Exec *Exec
+}
+
+// Exec is what an Execute event carries: SQL the provider ran in one transaction, and the
+// captured tables of the queue it changed.
+type Exec struct {
+	// Name is where the SQL came from (the file name given to skiff execute).
+	Name string
+	// SQL is the script as given; targets cut it into statements as the provider did.
+	SQL string
+	// SearchPath is the provider session's search_path when the SQL started.
+	SearchPath string
+	// Tables are the captured tables of the queue whose definition the SQL changed (columns,
+	// name, indexes, constraints, triggers), by their names before it; a target whose
+	// subscription routes one of them through a rename or a handler cannot run it as written.
+	Tables []Table
 }
 
 // Value returns the value of the named column and whether the event has that column.

@@ -135,7 +135,10 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "apply %s of event %d on %s", e.Op, e.EventID, e.Table)
+	fmt.Fprintf(&b, "apply %s of event %d", e.Op, e.EventID)
+	if e.Table != (change.Table{}) {
+		fmt.Fprintf(&b, " on %s", e.Table)
+	}
 	if e.setBased {
 		b.WriteString(" (set-based run)")
 	}

@@ -121,6 +121,9 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		return ev.Err // a row the source could not decode is never written
 	}
 	w.events++
+	if ev.Op == change.Execute {
+		return w.execute(ctx, ev)
+	}
 	t, err := w.a.table(ctx, w.tx, ev.Table)
 	if err != nil {
 		if ev.Op != change.Truncate {

@@ -21,6 +21,10 @@ type Column struct {
 	Output string
 	// Generated: a generated column (12+), which replication never writes.
 	Generated bool
+	// Format is the column's declared type without modifier (format_type(atttypid, -1),
+	// qualified outside pg_catalog): what a literal of its value is cast to (a cast to it
+	// never truncates; the column's modifier applies on assignment).
+	Format string
 }
 
 // TableInfo is what compare needs to know of one side's table.
@@ -54,7 +58,8 @@ func Describe(ctx context.Context, conn pg.DB, t change.Table) (TableInfo, error
 	}
 	// A domain is hashed as its base type (a domain over float8 prints like a float8).
 	for _, c := range cols {
-		info.Columns = append(info.Columns, Column{Name: c.Name, Type: c.Base.Name, Output: c.Output, Generated: c.Generated != 0})
+		info.Columns = append(info.Columns, Column{Name: c.Name, Type: c.Base.Name, Output: c.Output, Generated: c.Generated != 0,
+			Format: c.BareType})
 	}
 	info.Key = catalog.PrimaryKey(cols)
 	return info, nil
@@ -111,4 +116,14 @@ func keyExpr(cols []Column) string {
 		parts[i] = valueExpr(c)
 	}
 	return "ROW(" + strings.Join(parts, ", ") + ")::text"
+}
+
+// textExpr is a column's value as text, through its type's output function when known (as
+// the capture trigger writes it), else a cast.
+func textExpr(c Column) string {
+	id := change.QuoteIdent(c.Name)
+	if c.Output == "" {
+		return "(" + id + ")::text"
+	}
+	return "pg_catalog.textin(" + c.Output + "(" + id + "))"
 }

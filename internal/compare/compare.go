@@ -92,6 +92,10 @@ type Sum struct {
 type RowDiff struct {
 	Key  string // the key as a ROW literal, e.g. (42) or ("a b",7)
 	Kind string // "missing on target", "missing on provider" or "different"
+	// Values are the key columns' values as text (the output of their types), of the side
+	// that has the row (the provider's when both have it); nil when the comparison ran
+	// through handlers in Go.
+	Values []string
 }
 
 // Result is the outcome for one pair.
@@ -254,7 +258,11 @@ func (s *sides) compare(ctx context.Context, cfg Config, pair Pair) Result {
 	// each hashed by its source column's type.
 	pv := TableInfo{Table: pair.Source, Key: sel.Key}
 	for _, c := range sel.Columns {
-		pv.Columns = append(pv.Columns, Column{Name: c.Name, Type: c.Type})
+		col := Column{Name: c.Name, Type: c.Type}
+		if src, ok := pi.column(c.Source); ok && c.Source != "" && c.Type == src.Type {
+			col.Output = src.Output
+		}
+		pv.Columns = append(pv.Columns, col)
 	}
 	from := "(" + sel.SQL() + ") AS skiff_rows"
 	if sel.Plain() && slices.Equal(sel.ColumnNames(), sel.SourceColumns()) {

@@ -93,7 +93,7 @@ func TestEqualAndChanged(t *testing.T) {
 	res = run(t, p, tg, true, pair(orderLines), pair(plain))
 	require.False(t, res[0].Equal)
 	require.True(t, res[1].Equal)
-	require.Equal(t, []compare.RowDiff{{Key: "(1)", Kind: "different"}}, res[0].Diffs)
+	require.Equal(t, []compare.RowDiff{{Key: "(1)", Kind: "different", Values: []string{"1"}}}, res[0].Diffs)
 }
 
 func TestRowDiffKinds(t *testing.T) {
@@ -109,14 +109,14 @@ func TestRowDiffKinds(t *testing.T) {
 	res := run(t, p, tg, true, pair(plain), pair(orderLines))
 	require.False(t, res[0].Equal)
 	require.ElementsMatch(t, []compare.RowDiff{
-		{Key: "(\"key 7\")", Kind: "missing on target"},
-		{Key: "(\"key 77b\")", Kind: "missing on provider"},
-		{Key: `("a b ""c""")`, Kind: "missing on provider"},
-		{Key: "(\"key 300\")", Kind: "different"},
+		{Key: "(\"key 7\")", Kind: "missing on target", Values: []string{"key 7"}},
+		{Key: "(\"key 77b\")", Kind: "missing on provider", Values: []string{"key 77b"}},
+		{Key: `("a b ""c""")`, Kind: "missing on provider", Values: []string{`a b "c"`}},
+		{Key: "(\"key 300\")", Kind: "different", Values: []string{"key 300"}},
 	}, res[0].Diffs)
 	// A float that differs in its last bit is seen.
 	require.False(t, res[1].Equal)
-	require.Equal(t, []compare.RowDiff{{Key: "(4)", Kind: "different"}}, res[1].Diffs)
+	require.Equal(t, []compare.RowDiff{{Key: "(4)", Kind: "different", Values: []string{"4"}}}, res[1].Diffs)
 }
 
 // TestAcrossVersions compares a PostgreSQL 10 provider with a 15 target: their float text forms
@@ -166,5 +166,5 @@ func TestSparseKeys(t *testing.T) {
 	require.NoError(t, err)
 	res = run(t, p, tg, true, pair(sparse))
 	require.False(t, res[0].Equal)
-	require.Equal(t, []compare.RowDiff{{Key: "(9223372036854775807)", Kind: "different"}}, res[0].Diffs)
+	require.Equal(t, []compare.RowDiff{{Key: "(9223372036854775807)", Kind: "different", Values: []string{"9223372036854775807"}}}, res[0].Diffs)
 }

@@ -40,5 +40,5 @@ func TestFloatArraysAcrossVersions(t *testing.T) {
 	require.NoError(t, err)
 	res = run(t, p, tg, true, fa)
 	require.NoError(t, res[0].Err)
-	require.ElementsMatch(t, []compare.RowDiff{{Key: "(1)", Kind: "different"}, {Key: "(5)", Kind: "different"}}, res[0].Diffs)
+	require.ElementsMatch(t, []compare.RowDiff{{Key: "(1)", Kind: "different", Values: []string{"1"}}, {Key: "(5)", Kind: "different", Values: []string{"5"}}}, res[0].Diffs)
 }

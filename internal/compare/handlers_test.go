@@ -65,6 +65,9 @@ func TestCompareThroughHandlers(t *testing.T) {
 	for _, r := range res {
 		require.NoError(t, r.Err)
 		require.False(t, r.Equal, "%+v", r)
+		for i := range r.Diffs {
+			r.Diffs[i].Values = nil // the Go path does not give them
+		}
 		require.Equal(t, []compare.RowDiff{
 			{Key: "(1)", Kind: "missing on provider"},
 			{Key: "(6)", Kind: "different"},

@@ -46,6 +46,6 @@ func TestCompareRate(t *testing.T) {
 	start = time.Now()
 	res = run(t, p, tg, true, compare.Pair{Source: accounts, Dest: accounts})
 	el = time.Since(start)
-	require.Equal(t, []compare.RowDiff{{Key: "(7)", Kind: "different"}}, res[0].Diffs)
+	require.Equal(t, []compare.RowDiff{{Key: "(7)", Kind: "different", Values: []string{"7"}}}, res[0].Diffs)
 	t.Logf("checksum then --rows: %d rows in %s: %.0f rows/s", n, el, float64(n)/el.Seconds())
 }

@@ -14,6 +14,7 @@ import (
 // keyHash is one row as the row-by-row compare streams it.
 type keyHash struct {
 	key, hash string
+	vals      []string // the key columns' text (their output functions)
 }
 
 // rowDiff streams (key text, row hash) from both sides ordered by the key text's UTF-8 bytes
@@ -41,38 +42,43 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []s
 	}
 	query := func(from string, keys, cols []Column) string {
 		k := keyExpr(keys)
-		return "SELECT k, h FROM (SELECT " + k + " AS k, " + rowExpr(cols) + " AS h FROM " + from +
-			") s ORDER BY convert_to(k, 'UTF8')"
+		outer, inner := make([]string, len(keys)), make([]string, len(keys))
+		for i, c := range keys {
+			name := change.QuoteIdent(fmt.Sprintf("skiff k%d", i))
+			outer[i], inner[i] = name, textExpr(c)+" AS "+name
+		}
+		return "SELECT k, h, " + strings.Join(outer, ", ") + " FROM (SELECT " + k + " AS k, " + rowExpr(cols) + " AS h, " +
+			strings.Join(inner, ", ") + " FROM " + from + ") s ORDER BY convert_to(k, 'UTF8')"
 	}
 	pch := make(chan keyHash, 256)
 	tch := make(chan keyHash, 256)
 	perr := make(chan error, 1)
 	terr := make(chan error, 1)
-	go func() { perr <- stream(ctx, s.p, query(from.p, pk, pcols), pch) }()
-	go func() { terr <- stream(ctx, s.t, query(from.t, tk, tcols), tch) }()
+	go func() { perr <- stream(ctx, s.p, query(from.p, pk, pcols), len(key), pch) }()
+	go func() { terr <- stream(ctx, s.t, query(from.t, tk, tcols), len(key), tch) }()
 
 	// Past MaxRowDiffs the merge goes on (the connections stay usable for the next table)
 	// but records nothing more.
-	add := func(k, kind string) {
+	add := func(r keyHash, kind string) {
 		if len(res.Diffs) >= cfg.MaxRowDiffs {
 			res.Truncated = true
 			return
 		}
-		res.Diffs = append(res.Diffs, RowDiff{Key: k, Kind: kind})
+		res.Diffs = append(res.Diffs, RowDiff{Key: r.key, Kind: kind, Values: r.vals})
 	}
 	p, pok := <-pch
 	t, tok := <-tch
 	for pok || tok {
 		switch {
 		case !tok || (pok && p.key < t.key):
-			add(p.key, "missing on target")
+			add(p, "missing on target")
 			p, pok = <-pch
 		case !pok || t.key < p.key:
-			add(t.key, "missing on provider")
+			add(t, "missing on provider")
 			t, tok = <-tch
 		default:
 			if p.hash != t.hash {
-				add(p.key, "different")
+				add(p, "different")
 			}
 			p, pok = <-pch
 			t, tok = <-tch
@@ -81,8 +87,9 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []s
 	return errors.Join(sideErr("provider", <-perr), sideErr("target", <-terr))
 }
 
-// stream sends every row of query to ch and closes it.
-func stream(ctx context.Context, conn *pgx.Conn, query string, ch chan<- keyHash) error {
+// stream sends every row of query (key text, hash, then nkey key column texts) to ch and
+// closes it.
+func stream(ctx context.Context, conn *pgx.Conn, query string, nkey int, ch chan<- keyHash) error {
 	defer close(ch)
 	rows, err := conn.Query(ctx, query)
 	if err != nil {
@@ -90,8 +97,13 @@ func stream(ctx context.Context, conn *pgx.Conn, query string, ch chan<- keyHash
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var r keyHash
-		if err := rows.Scan(&r.key, &r.hash); err != nil {
+		r := keyHash{vals: make([]string, nkey)}
+		dest := make([]any, 2+nkey)
+		dest[0], dest[1] = &r.key, &r.hash
+		for i := range r.vals {
+			dest[2+i] = &r.vals[i]
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
 		select {

@@ -154,7 +154,11 @@ func printEvent(w io.Writer, e *queue.BatchEvent, s *eventSession, q string) {
 	p := func(label, format string, args ...any) {
 		fmt.Fprintf(w, "  %-11s "+format+"\n", append([]any{label}, args...)...)
 	}
-	fmt.Fprintf(w, "event %d of %s in batch %d (queue %s, consumer %s)\n", e.ID, e.Table, e.BatchID, q, s.consumer)
+	of := "of " + e.Table.String()
+	if e.Op == change.Execute {
+		of = "(skiff execute)"
+	}
+	fmt.Fprintf(w, "event %d %s in batch %d (queue %s, consumer %s)\n", e.ID, of, e.BatchID, q, s.consumer)
 	p("operation", "%s", e.Op)
 	retried := ""
 	if e.Retried {
@@ -165,7 +169,9 @@ func printEvent(w io.Writer, e *queue.BatchEvent, s *eventSession, q string) {
 	for i, col := range e.Columns {
 		cols[i] = change.QuoteIdent(col)
 	}
-	p("layout", "%d (%s)", e.Layout, strings.Join(cols, ", "))
+	if e.Op != change.Execute {
+		p("layout", "%d (%s)", e.Layout, strings.Join(cols, ", "))
+	}
 	if e.Data != nil {
 		p("data", "%s", *e.Data)
 	}
@@ -175,6 +181,12 @@ func printEvent(w io.Writer, e *queue.BatchEvent, s *eventSession, q string) {
 	switch {
 	case e.Event.Err != nil:
 		p("decoded", "no: %s", oneLine(e.Event.Err))
+	case e.Event.Exec != nil:
+		tables := make([]string, len(e.Event.Exec.Tables))
+		for i, t := range e.Event.Exec.Tables {
+			tables[i] = t.String()
+		}
+		p("script", "%s (search_path %s; tables changed: %s)", e.Event.Exec.Name, e.Event.Exec.SearchPath, strings.Join(tables, ", "))
 	case e.Op != change.Truncate:
 		parts := make([]string, len(e.Event.Columns))
 		for i, col := range e.Event.Columns {

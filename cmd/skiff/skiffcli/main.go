@@ -53,6 +53,8 @@ type CLI struct {
 	Worker    WorkerCmd    `cmd:"" help:"Run the worker: replay batches of one or more queues on the target."`
 	Status    StatusCmd    `cmd:"" help:"Show queues, consumers, lag, table states and stalls."`
 	Compare   CompareCmd   `cmd:"" help:"Compare provider and target tables row by row (exit 0 equal, 1 different)."`
+	Execute   ExecuteCmd   `cmd:"" help:"Run SQL files (DDL) on the provider and, through the queue, on every target at the same point of the stream."`
+	Repair    RepairCmd    `cmd:"" help:"Fix the rows that differ on the target (INSERT/UPDATE/DELETE by key): prints the SQL, runs it with --apply."`
 	Event     EventCmd     `cmd:"" help:"Show an event the worker cannot apply; set events aside into a dead-letter table."`
 
 	Unsubscribe UnsubscribeCmd `cmd:"" help:"End a subscription: unregister the consumer on the provider, remove the subscription and its table states on the target."`
