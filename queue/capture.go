@@ -489,10 +489,13 @@ func (a *adding) install(ctx context.Context) error {
 	a.res.Layout = layout
 	var tg trigger
 	if !a.kind.Logical() {
-		// A logical queue's tables have no trigger: empty names in captured_table.
 		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren); err != nil {
 			return err
 		}
+	} else if tg.truncTrig, err = a.truncateTrigger(ctx); err != nil {
+		// A logical queue's tables have no capture function (empty names in captured_table),
+		// only a TRUNCATE marker trigger before 11.
+		return err
 	}
 	var whereArg *string
 	if a.where != "" {
@@ -940,9 +943,13 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			return fmt.Errorf("remove table %s: %w", t, err)
 		}
 		if fn == "" {
-			// A logical queue's table: no trigger; it leaves the queue's publication.
+			// A logical queue's table: no capture trigger (a TRUNCATE marker trigger before
+			// 11); it leaves the queue's publication.
 			if rel.kind == "dropped" {
 				return nil
+			}
+			if err := dropTruncateTrigger(ctx, tx, t, truncTrig); err != nil {
+				return err
 			}
 			return unpublish(ctx, tx, qid, t, rel.oid)
 		}
@@ -1043,7 +1050,13 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 		}
 		for _, c := range captures {
 			if c.fn == "" {
-				d.Tables = append(d.Tables, c.t) // a logical queue's: no trigger
+				// A logical queue's: no capture trigger, a TRUNCATE marker trigger before 11.
+				if c.present {
+					if err := dropTruncateTrigger(ctx, tx, c.t, c.truncTrig); err != nil {
+						return err
+					}
+				}
+				d.Tables = append(d.Tables, c.t)
 				continue
 			}
 			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig); err != nil {

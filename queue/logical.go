@@ -238,6 +238,12 @@ func (a *adding) makeLogical(ctx context.Context) error {
 		if _, err := pg.Exec(ctx, a.tx.Conn().PgConn(), `CREATE PUBLICATION `+change.QuoteIdent(name)); err != nil {
 			return fmt.Errorf("queue %s: create publication %s: %w", a.queue, name, err)
 		}
+		if a.version < truncateDecoded {
+			// The TRUNCATE markers (truncateTrigger) travel in the publication too.
+			if _, err := pg.Exec(ctx, a.tx.Conn().PgConn(), `ALTER PUBLICATION `+change.QuoteIdent(name)+` ADD TABLE skiff.logical_truncate`); err != nil {
+				return fmt.Errorf("queue %s: add skiff.logical_truncate to publication %s: %w", a.queue, name, err)
+			}
+		}
 	}
 	if _, err := a.tx.Exec(ctx, `UPDATE skiff.queue SET queue_source = 'logical', queue_plugin = $2, queue_publication = $3
 		WHERE queue_id = $1`, a.qid, plugin, pub); err != nil {
@@ -684,4 +690,50 @@ func ConsumerSlots(ctx context.Context, db pg.DB) (map[[2]string]string, error) 
 		return nil, wrap(err, "slots of consumers", nil)
 	}
 	return out, nil
+}
+
+// truncateDecoded is the first server version that decodes TRUNCATE (11); before it a logical
+// queue's tables get a TRUNCATE marker trigger (provider migration 9).
+const truncateDecoded = 110000
+
+// TruncateMarkerTable is the table whose decoded inserts stand for a TRUNCATE of a logical
+// queue's table on servers before 11 (provider migration 9): columns queue_id, table_schema,
+// table_name. The logical source turns them into Truncate events.
+var TruncateMarkerTable = change.Table{Schema: "skiff", Name: "logical_truncate"}
+
+// truncateTriggerName is the marker trigger of a logical queue's table.
+func truncateTriggerName(qid int32) string { return "skiff_truncate_q" + strconv.Itoa(int(qid)) }
+
+// truncateTrigger gives a logical queue's table its TRUNCATE marker trigger on a server that
+// does not decode TRUNCATE (before 11) and returns its name ("" on 11+): an AFTER TRUNCATE
+// statement trigger writing (queue, table) into skiff.logical_truncate, in the truncating
+// transaction.
+func (a *adding) truncateTrigger(ctx context.Context) (string, error) {
+	if a.version >= truncateDecoded {
+		return "", nil
+	}
+	name := truncateTriggerName(a.qid)
+	conn := a.tx.Conn().PgConn()
+	tbl := a.rel.table().String()
+	for _, stmt := range []string{
+		`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(name) + ` ON ` + tbl,
+		`CREATE TRIGGER ` + change.QuoteIdent(name) + ` AFTER TRUNCATE ON ` + tbl +
+			` FOR EACH STATEMENT EXECUTE PROCEDURE skiff.logical_truncate(` + change.QuoteLiteral(strconv.Itoa(int(a.qid))) + `)`,
+	} {
+		if _, err := pg.Exec(ctx, conn, stmt); err != nil {
+			return "", fmt.Errorf("table %s: TRUNCATE marker trigger: %w", a.rel.table(), err)
+		}
+	}
+	return name, nil
+}
+
+// dropTruncateTrigger drops a logical queue's TRUNCATE marker trigger of a table, if it has one.
+func dropTruncateTrigger(ctx context.Context, tx pgx.Tx, t change.Table, name string) error {
+	if name == "" {
+		return nil
+	}
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), `DROP TRIGGER IF EXISTS `+change.QuoteIdent(name)+` ON `+t.String()); err != nil {
+		return fmt.Errorf("remove TRUNCATE marker trigger of %s: %w", t, err)
+	}
+	return nil
 }

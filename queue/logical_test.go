@@ -2,11 +2,13 @@ package queue
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/pg"
+	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
 // TestLogicalQueue: a queue created with the logical source records its tables without a
@@ -247,4 +249,65 @@ func TestExecuteRefusesLogicalQueue(t *testing.T) {
 	var n int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'v'`).Scan(&n))
 	require.Zero(t, n, "nothing ran")
+}
+
+// TestLogicalTruncateMarker: before PostgreSQL 11 (which decodes no TRUNCATE) a logical
+// queue's table gets a TRUNCATE marker trigger, the marker table travels in the queue's
+// publication, and a TRUNCATE writes a marker row of the queue in its transaction (deleted
+// at once: the insert is decoded all the same); table remove drops the trigger. From 11 on
+// no trigger is made.
+func TestLogicalTruncateMarker(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"10", "9.4", "9.6", ""} {
+		if v != "" && !slices.Contains(pgtest.Majors(), v) {
+			continue
+		}
+		t.Run("v"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := newProvider(t, v)
+			c := p.conn(t)
+			version := pg.ServerVersion(c)
+			if version < 90400 {
+				t.Skip("no logical decoding")
+			}
+			exec(t, c, `CREATE TABLE "T r" (id int PRIMARY KEY)`)
+			res, err := AddTable(ctx, c, "lq", TableSpec{Name: `"T r"`, Source: SourceLogical})
+			require.NoError(t, err)
+			triggers := func() []string {
+				var names []string
+				require.NoError(t, c.QueryRow(ctx, `SELECT coalesce(array_agg(tgname::text), '{}') FROM pg_trigger
+					WHERE tgrelid = '"T r"'::regclass`).Scan(&names))
+				return names
+			}
+			if version >= 110000 {
+				require.Empty(t, triggers(), "11+ decodes TRUNCATE itself")
+				return
+			}
+			require.Equal(t, []string{"skiff_truncate_q1"}, triggers())
+			if res.Kind.Publication != "" {
+				var in bool
+				require.NoError(t, c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+					WHERE pubname = $1 AND schemaname = 'skiff' AND tablename = 'logical_truncate')`, res.Kind.Publication).Scan(&in))
+				require.True(t, in, "the markers travel in the publication")
+			}
+			// The marker is written in the TRUNCATE's transaction: seen from inside it,
+			// through the sequence (the row itself is deleted at once).
+			tx, err := c.Begin(ctx)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `TRUNCATE "T r"`)
+			require.NoError(t, err)
+			var id int64
+			require.NoError(t, tx.QueryRow(ctx, `SELECT last_value FROM skiff.logical_truncate_trunc_id_seq`).Scan(&id))
+			require.Equal(t, int64(1), id)
+			require.NoError(t, tx.Commit(ctx))
+			var left int
+			require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM skiff.logical_truncate`).Scan(&left))
+			require.Zero(t, left)
+
+			_, err = RemoveTable(ctx, c, "lq", `"T r"`)
+			require.NoError(t, err)
+			require.Empty(t, triggers(), "table remove drops the marker trigger")
+		})
+	}
 }

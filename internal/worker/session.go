@@ -155,7 +155,8 @@ func (s *session) logicalSource(ctx context.Context, kind queue.Kind) (consumer.
 		return nil, fmt.Errorf("provider: consumer %s of logical queue %s has no replication slot yet: run skiff subscribe", s.consumer, s.queue)
 	}
 	src, err := logical.New(logical.Config{Conn: s.cfg.Provider, AppName: "skiff worker " + s.queue, Slot: slot.Name,
-		Plugin: kind.Plugin, Publication: kind.Publication, Queue: s.queue, MaxEvents: int(s.cfg.MaxEvents), Log: s.log})
+		Plugin: kind.Plugin, Publication: kind.Publication, Queue: s.queue, MaxEvents: int(s.cfg.MaxEvents), Log: s.log,
+		TruncateMarker: queue.TruncateMarkerTable, QueueID: slot.QueueID})
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}

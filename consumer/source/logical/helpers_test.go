@@ -96,7 +96,18 @@ func (p *provider) publish(t *testing.T, tables ...change.Table) {
 	if p.plugin != PGOutput {
 		return
 	}
-	require.NoError(t, CreatePublication(context.Background(), p.conn, p.pub, tables))
+	// Made here as queue.AddTable makes a logical queue's (queue/logical.go owns it).
+	sql := "CREATE PUBLICATION " + change.QuoteIdent(p.pub)
+	for i, tb := range tables {
+		if i == 0 {
+			sql += " FOR TABLE "
+		} else {
+			sql += ", "
+		}
+		sql += "ONLY " + tb.String()
+	}
+	_, err := p.conn.Exec(context.Background(), sql)
+	require.NoError(t, err, sql)
 }
 
 // createSlot creates the slot, closes its snapshot and returns its consistent point.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -159,7 +158,7 @@ func (s *Slot) BeginCopy(ctx context.Context, conn *pgx.Conn) (pgx.Tx, string, e
 		return nil, "", fmt.Errorf("slot %s: begin copy: %w", s.Name, err)
 	}
 	// SET TRANSACTION SNAPSHOT takes no parameter; the name comes from the server.
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+change.QuoteLiteral(s.SnapshotName)); err != nil {
+	if _, err := pg.Exec(ctx, tx.Conn().PgConn(), "SET TRANSACTION SNAPSHOT "+change.QuoteLiteral(s.SnapshotName)); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, "", fmt.Errorf("slot %s: import snapshot %s: %w", s.Name, s.SnapshotName, err)
 	}
@@ -257,79 +256,4 @@ func ReadSlot(ctx context.Context, db pg.DB, name string) (SlotState, bool, erro
 	return st, true, nil
 }
 
-// tableList writes tables as a list of quoted names.
-func tableList(tables []change.Table) string {
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.String()
-	}
-	return strings.Join(names, ", ")
-}
 
-// CreatePublication creates publication name (10+) for tables (none: an empty publication,
-// tables are added later). It publishes every operation the server has (TRUNCATE from 11).
-func CreatePublication(ctx context.Context, db pg.DB, name string, tables []change.Table) error {
-	sql := "CREATE PUBLICATION " + change.QuoteIdent(name)
-	if len(tables) > 0 {
-		sql += " FOR TABLE " + tableList(tables)
-	}
-	if _, err := db.Exec(ctx, sql); err != nil {
-		return fmt.Errorf("create publication %s: %w", change.QuoteIdent(name), err)
-	}
-	return nil
-}
-
-// DropPublication drops publication name when it exists.
-func DropPublication(ctx context.Context, db pg.DB, name string) error {
-	var n int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_publication WHERE pubname = $1`, name).Scan(&n); err != nil {
-		return fmt.Errorf("drop publication %s: %w", change.QuoteIdent(name), err)
-	}
-	if n == 0 {
-		return nil
-	}
-	if _, err := db.Exec(ctx, "DROP PUBLICATION "+change.QuoteIdent(name)); err != nil {
-		return fmt.Errorf("drop publication %s: %w", change.QuoteIdent(name), err)
-	}
-	return nil
-}
-
-// PublicationAdd adds tables to publication name.
-func PublicationAdd(ctx context.Context, db pg.DB, name string, tables ...change.Table) error {
-	if len(tables) == 0 {
-		return nil
-	}
-	if _, err := db.Exec(ctx, "ALTER PUBLICATION "+change.QuoteIdent(name)+" ADD TABLE "+tableList(tables)); err != nil {
-		return fmt.Errorf("add %s to publication %s: %w", tableList(tables), change.QuoteIdent(name), err)
-	}
-	return nil
-}
-
-// PublicationDrop removes tables from publication name.
-func PublicationDrop(ctx context.Context, db pg.DB, name string, tables ...change.Table) error {
-	if len(tables) == 0 {
-		return nil
-	}
-	if _, err := db.Exec(ctx, "ALTER PUBLICATION "+change.QuoteIdent(name)+" DROP TABLE "+tableList(tables)); err != nil {
-		return fmt.Errorf("drop %s from publication %s: %w", tableList(tables), change.QuoteIdent(name), err)
-	}
-	return nil
-}
-
-// PublicationTables lists the tables of publication name.
-func PublicationTables(ctx context.Context, db pg.DB, name string) ([]change.Table, error) {
-	rows, err := db.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables
-		WHERE pubname = $1 ORDER BY 1, 2`, name)
-	if err != nil {
-		return nil, fmt.Errorf("tables of publication %s: %w", change.QuoteIdent(name), err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (change.Table, error) {
-		var t change.Table
-		err := r.Scan(&t.Schema, &t.Name)
-		return t, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tables of publication %s: %w", change.QuoteIdent(name), err)
-	}
-	return out, nil
-}

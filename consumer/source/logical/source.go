@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -59,6 +60,12 @@ type Config struct {
 	ChunkSize int
 	// Log receives the source's messages (nil: discarded).
 	Log *slog.Logger
+	// TruncateMarker, when set, is the provider table whose decoded inserts stand for a
+	// TRUNCATE on servers that decode none (before 11): rows (queue_id, table_schema,
+	// table_name) written by the queue's marker triggers. Those of QueueID become Truncate
+	// events of the named table; the marker's other changes are dropped.
+	TruncateMarker change.Table
+	QueueID        int32
 }
 
 func (c *Config) defaults() error {
@@ -394,6 +401,18 @@ func (s *Source) emit(ev change.Event) error {
 	if !s.inTx {
 		return fmt.Errorf("%s of %s outside a transaction", ev.Op, ev.Table)
 	}
+	switch {
+	case s.cfg.TruncateMarker != (change.Table{}) && ev.Table == s.cfg.TruncateMarker:
+		t, ok := s.truncateMarker(&ev)
+		if !ok {
+			return nil
+		}
+		ev = change.Event{Op: change.Truncate, Table: t}
+	case ev.Table.Schema == "skiff":
+		// skiff's own tables (test_decoding decodes every table of the database: the event
+		// tables of trigger queues beside this one, for instance) are never replicated.
+		return nil
+	}
 	s.nextEvID++
 	ev.ID = s.nextEvID
 	ev.TxID = s.txID
@@ -402,6 +421,21 @@ func (s *Source) emit(ev change.Event) error {
 		return fmt.Errorf("keep event: %w", err)
 	}
 	return nil
+}
+
+// truncateMarker reads a marker row (TruncateMarker): the table truncated, and whether the
+// row is an insert of this queue's.
+func (s *Source) truncateMarker(ev *change.Event) (change.Table, bool) {
+	if ev.Op != change.Insert {
+		return change.Table{}, false
+	}
+	q, _ := ev.Value("queue_id")
+	schema, _ := ev.Value("table_schema")
+	name, _ := ev.Value("table_name")
+	if !q.Valid || q.Text != strconv.Itoa(int(s.cfg.QueueID)) || !schema.Valid || !name.Valid {
+		return change.Table{}, false
+	}
+	return change.Table{Schema: schema.Text, Name: name.Text}, true
 }
 
 // cut makes the filled transactions the pending batch.
