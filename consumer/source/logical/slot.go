@@ -255,5 +255,3 @@ func ReadSlot(ctx context.Context, db pg.DB, name string) (SlotState, bool, erro
 	}
 	return st, true, nil
 }
-
-
