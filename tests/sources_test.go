@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
+	"github.com/skiffdb/skiff/internal/worker"
 	"github.com/skiffdb/skiff/queue"
 )
 
@@ -183,4 +185,52 @@ func TestLogicalVariants(t *testing.T) {
 		plugins = append(plugins, v.prov+":"+v.plugin)
 	}
 	require.Subset(t, plugins, []string{"10:pgoutput", "15:test_decoding", "18:pgoutput"})
+}
+
+// TestLogicalCopyOfIdleTablesGoesInSync: tables copied by skiff subscribe under a logical
+// queue whose tables nobody writes afterwards still go in-sync: the stream's applied position
+// never moves, but the idle slot confirms the server's WAL end, past the copy's point.
+// The slot's WAL kept stays small meanwhile.
+func TestLogicalCopyOfIdleTablesGoesInSync(t *testing.T) {
+	t.Parallel()
+	lv := logicalVariants()
+	if len(lv) == 0 {
+		t.Skip("no server with logical decoding")
+	}
+	if versionNum(lv[len(lv)-1].prov) != 0 && versionNum(lv[len(lv)-1].prov) < 90600 {
+		t.Skip("the slot's confirmed position needs 9.6+")
+	}
+	p := newPair(t, lv[len(lv)-1].prov, "", `CREATE TABLE idle1 (id int PRIMARY KEY, v text);
+		CREATE TABLE idle2 (id int PRIMARY KEY, v text)`)
+	p.src = source{plugin: lv[len(lv)-1].plugin}
+	prov := connect(t, p.prov)
+	exec1(t, prov, `INSERT INTO idle1 SELECT g, 'v' || g FROM generate_series(1, 500) g`)
+	exec1(t, prov, `INSERT INTO idle2 SELECT g, NULL FROM generate_series(1, 10) g`)
+	p.capture(t, "lq", "idle1", "idle2")
+	out, err := skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "lq", "--consumer", "c1")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "replication slot skiff_q")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	p.runWorkerConfig(t, ctx, &wg, "lq", func(c *worker.Config) { c.ManagerInterval = 200 * time.Millisecond })
+	defer func() {
+		if t.Failed() {
+			tgt := connect(t, p.tgt)
+			rows, _ := tgt.Query(context.Background(), `SELECT source_name, state, coalesce(copy_snapshot, '') FROM skiff.table_state`)
+			for rows.Next() {
+				var a, b, c string
+				_ = rows.Scan(&a, &b, &c)
+				t.Logf("table state: %s %s %s", a, b, c)
+			}
+			rows.Close()
+			var conf string
+			_ = prov.QueryRow(context.Background(), `SELECT coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots`).Scan(&conf)
+			t.Logf("slot confirmed %s", conf)
+		}
+	}()
+	p.inSync(t, 40*time.Second, "lq")
+	p.caughtUp(t, time.Minute, "lq")
+	cancel()
+	wg.Wait()
+	p.compare(t, "idle1", "idle2")
 }

@@ -205,8 +205,11 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 		}
 	}
 
+	// A zero applied position (nothing applied yet) is asked about too: a logical queue's
+	// slot may have passed a copy while its tables were not written (Passed says; the
+	// trigger queue's never passes at zero).
 	applied, err := m.Sub.Position(ctx, conn)
-	if err != nil || applied.IsZero() {
+	if err != nil {
 		return err
 	}
 	promoted, err := m.Sub.Promote(ctx, conn, func(point string) (bool, error) {

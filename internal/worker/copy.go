@@ -30,7 +30,7 @@ func (s *Service) tableManager(q Queue, log *slog.Logger) (*copier.Manager, erro
 	if err != nil {
 		return nil, err
 	}
-	snaps := &tickSnapshots{cfg: pcfg, queue: q.Name}
+	snaps := &tickSnapshots{cfg: pcfg, queue: q.Name, consumer: q.Consumer}
 	return &copier.Manager{
 		Sub: copier.Subscription{Queue: q.Name, Consumer: q.Consumer},
 		Copy: copier.Config{
@@ -90,6 +90,28 @@ type tickSnapshots struct {
 	usedBy map[change.Table][]change.Table
 	usedAt time.Time
 	kind   *queue.Kind // read once
+	// consumer names the subscription (its slot, for a logical queue).
+	consumer string
+}
+
+// logicalPassed says whether a logical queue's stream has passed a copy point: applied on the
+// target past it, or confirmed past it by the slot (9.6+). The slot confirms only what the
+// target committed, or, idle, the server's WAL end when nothing is owed to the target: on a
+// queue whose tables are not written after a copy, the applied position never moves, and
+// the table would stay catching-up until the next write.
+func (t *tickSnapshots) logicalPassed(ctx context.Context, point string, applied change.Position) (bool, error) {
+	if ok, err := logical.PassedPoint(ctx, point, applied); err != nil || ok {
+		return ok, err
+	}
+	slot, err := queue.ConsumerSlot(ctx, t.conn, t.queue, t.consumer)
+	if err != nil || slot.Name == "" {
+		return false, err
+	}
+	st, found, err := logical.ReadSlot(ctx, t.conn, slot.Name)
+	if err != nil || !found {
+		return false, err
+	}
+	return logical.PassedPoint(ctx, point, change.Position{LSN: uint64(st.ConfirmedFlush)})
 }
 
 func (t *tickSnapshots) passed(ctx context.Context, point string, applied change.Position) (bool, error) {
@@ -106,7 +128,7 @@ func (t *tickSnapshots) passed(ctx context.Context, point string, applied change
 		t.kind = &k // a queue's source never changes
 	}
 	if t.kind.Logical() {
-		return logical.PassedPoint(ctx, point, applied)
+		return t.logicalPassed(ctx, point, applied)
 	}
 	return trigger.Passed(ctx, t.conn, t.queue, point, applied)
 }

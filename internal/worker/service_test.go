@@ -244,6 +244,8 @@ func TestLockRetry(t *testing.T) {
 		tick := f.write(t, 20)
 		pgtest.Eventually(t, time.Minute, "the first applies", func() bool { return f.applied(t) >= tick })
 	}
+	// OnBatch runs after the batch's Finish, a moment after the target shows its tick.
+	pgtest.Eventually(t, time.Minute, "the first's batches reported", func() bool { return count("first") >= 3 })
 	require.Equal(t, 3, count("first"))
 	require.Zero(t, count("second"), "the standby applied a batch while the first held the subscription")
 	p, g := second.Backends("q")
@@ -255,6 +257,7 @@ func TestLockRetry(t *testing.T) {
 		tick := f.write(t, 20)
 		pgtest.Eventually(t, time.Minute, "the second takes over", func() bool { return f.applied(t) >= tick })
 	}
+	pgtest.Eventually(t, time.Minute, "the second's batches reported", func() bool { return count("second") >= 3 })
 	require.Equal(t, 3, count("second"))
 	f.caughtUp(t)
 	f.equal(t, "t")
