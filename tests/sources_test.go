@@ -228,7 +228,7 @@ func TestLogicalCopyOfIdleTablesGoesInSync(t *testing.T) {
 			t.Logf("slot confirmed %s", conf)
 		}
 	}()
-	p.inSync(t, 40*time.Second, "lq")
+	p.inSync(t, 2*time.Minute, "lq")
 	p.caughtUp(t, time.Minute, "lq")
 	cancel()
 	wg.Wait()
