@@ -501,3 +501,23 @@ func TestDeletesWithKeyOnly(t *testing.T) {
 	}))
 	require.Equal(t, []string{"(1,a,1)", "(3,c3,8)"}, dump(t, tg.conn, "t"))
 }
+
+// TestKeyChangeOfPartialRow: an update that changes the key but lacks a column (logical
+// decoding leaves an unchanged TOASTed value out) keeps that column's value on the target;
+// written as the old key's delete and the new key's insert, it became NULL.
+func TestKeyChangeOfPartialRow(t *testing.T) {
+	t.Parallel()
+	tg := newTarget(t, "", ddl)
+	require.NoError(t, tg.apply(t, []change.Event{
+		ins(1, v("1"), v("big value"), v("1")),
+		ins(2, v("2"), v("other"), v("2")),
+	}))
+	partial := []string{"id", "n"} // v unchanged, not sent
+	require.NoError(t, tg.apply(t, []change.Event{
+		ins(3, v("3"), v("c"), v("3")),
+		{ID: 4, Op: change.Update, Table: tbl, Columns: partial, Key: key, Values: []change.Value{v("10"), v("11")}, OldKey: []change.Value{v("1")}},
+		upd(5, nil, v("2"), v("other2"), v("2")),
+		{ID: 6, Op: change.Update, Table: tbl, Columns: partial, Key: key, Values: []change.Value{v("3"), v("33")}},
+	}))
+	require.Equal(t, []string{"(10,\"big value\",11)", "(2,other2,2)", "(3,c,33)"}, dump(t, tg.conn, "t"))
+}

@@ -74,6 +74,12 @@ type shape struct {
 	// rowOnly: a typed column has no array parameter (targetCol.arrayOf): events of this
 	// layout are written row by row.
 	rowOnly bool
+	// partial: the layout writes only some of the target's columns (logical decoding leaves
+	// an unchanged TOASTed value out of an UPDATE; a handler may drop columns). An update
+	// that changes the key is then written as one UPDATE … WHERE old key, not as the old
+	// key's delete and the new key's insert, which would leave the other columns NULL (or
+	// their defaults).
+	partial bool
 
 	copySQL, delSQL, updSQL, upsSQL, insRowSQL, updRowSQL, delRowSQL string
 }
@@ -224,6 +230,13 @@ func (t *table) newShape(cols, key []string) (*shape, error) {
 			s.rowOnly = true
 		}
 	}
+	writable := 0
+	for _, tc := range t.cols {
+		if !tc.generated {
+			writable++
+		}
+	}
+	s.partial = len(s.write) < writable
 	s.build()
 	return s, nil
 }

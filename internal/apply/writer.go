@@ -174,8 +174,9 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	if !w.setBased {
 		return w.applyRow(ctx, s, ev)
 	}
-	if s.rowOnly {
-		// Written now, in order: what is pending goes first.
+	if s.rowOnly || (s.partial && ev.OldKey != nil && (ev.Op == change.Update || ev.Op == change.Upsert)) {
+		// Written now, in order: what is pending goes first. A key-changing update of a
+		// partial row keeps the columns it lacks (shape.partial).
 		if err := w.flushAll(ctx); err != nil {
 			return err
 		}
