@@ -30,7 +30,7 @@ func (s *Service) tableManager(q Queue, log *slog.Logger) (*copier.Manager, erro
 	if err != nil {
 		return nil, err
 	}
-	snaps := &tickSnapshots{cfg: pcfg, queue: q.Name}
+	snaps := &tickSnapshots{cfg: pcfg, queue: q.Name, consumer: q.Consumer}
 	return &copier.Manager{
 		Sub: copier.Subscription{Queue: q.Name, Consumer: q.Consumer},
 		Copy: copier.Config{
@@ -82,10 +82,11 @@ func Capture(queueName string) func(ctx context.Context, prov *pgx.Conn, t copie
 // and reads sequence values, on the provider over one connection, reconnecting when it was
 // lost.
 type tickSnapshots struct {
-	cfg   *pgx.ConnConfig
-	queue string
-	mu    sync.Mutex
-	conn  *pgx.Conn
+	cfg      *pgx.ConnConfig
+	queue    string
+	consumer string
+	mu       sync.Mutex
+	conn     *pgx.Conn
 	// usedBy: the queue's tables that draw from each sequence, read at usedAt.
 	usedBy map[change.Table][]change.Table
 	usedAt time.Time
@@ -106,9 +107,34 @@ func (t *tickSnapshots) passed(ctx context.Context, point string, applied change
 		t.kind = &k // a queue's source never changes
 	}
 	if t.kind.Logical() {
+		// The target records a position only with a batch of the queue's tables; an idle
+		// stream moves the slot alone (its confirmed position: everything before it is applied
+		// on the target or concerned none of the queue's tables). Past the copy point either
+		// way: no later transaction is in the copy.
+		at, err := t.slotConfirmed(ctx)
+		if err != nil {
+			return false, err
+		}
+		if uint64(at) > applied.LSN {
+			applied = change.Position{LSN: uint64(at)}
+		}
 		return logical.PassedPoint(ctx, point, applied)
 	}
 	return trigger.Passed(ctx, t.conn, t.queue, point, applied)
+}
+
+// slotConfirmed is the position the consumer's slot has confirmed (0 before 9.6, or without
+// a slot).
+func (t *tickSnapshots) slotConfirmed(ctx context.Context) (logical.LSN, error) {
+	slot, err := queue.ConsumerSlot(ctx, t.conn, t.queue, t.consumer)
+	if err != nil || slot.Name == "" {
+		return 0, err
+	}
+	st, ok, err := logical.ReadSlot(ctx, t.conn, slot.Name)
+	if err != nil || !ok {
+		return 0, err
+	}
+	return st.ConfirmedFlush, nil
 }
 
 // CopyPoint returns the copier's copy point function for a queue (copier.Config.CopyPoint):
