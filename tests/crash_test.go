@@ -46,7 +46,12 @@ func TestExactlyOnceUnderSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long test")
 	}
-	p := newPair(t, "", "", workloadDDL)
+	forEachSourceDefault(t, testExactlyOnce)
+}
+
+func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
+	p := newPair(t, provVersion, tgtVersion, workloadDDL)
+	p.src = src
 	for q, tables := range workloadTables {
 		p.capture(t, q, tables...)
 		p.subscribe(t, q)
@@ -118,10 +123,12 @@ func TestExactlyOnceUnderSIGKILL(t *testing.T) {
 	require.Greater(t, kills, 3)
 	p.compare(t, allTables()...)
 
-	// Every batch once, and each starts where the previous one ended.
+	// Every batch once, and each starts where the previous one ended: ticks for the trigger
+	// queue; for a logical queue the batch id is the End LSN and each batch's Prev is the
+	// previous batch's End (the LSN the slot resumes after).
 	ctx = context.Background()
-	rows, err := tgt.Query(ctx, `SELECT s.queue, b.batch_id, b.prev_tick, b.end_tick
-		FROM skiff.batch_log b JOIN skiff.subscription s USING (sub_id) ORDER BY s.queue, b.end_tick`)
+	rows, err := tgt.Query(ctx, `SELECT s.queue, b.batch_id, coalesce(b.prev_tick, b.prev_lsn), coalesce(b.end_tick, b.end_lsn)
+		FROM skiff.batch_log b JOIN skiff.subscription s USING (sub_id) ORDER BY s.queue, coalesce(b.end_tick, b.end_lsn)`)
 	require.NoError(t, err)
 	seen := map[string]map[int64]bool{}
 	last := map[string]int64{}
@@ -154,9 +161,14 @@ func TestExactlyOnceUnderSIGKILL(t *testing.T) {
 // `skiff worker`; it reconnects, takes its lock again and goes on from where the target stands.
 func TestWorkerSurvivesServerRestarts(t *testing.T) {
 	t.Parallel()
-	provSrv := pgtest.New(t, pgtest.Options{})
-	tgtSrv := pgtest.New(t, pgtest.Options{})
+	forEachSourceDefault(t, testServerRestarts)
+}
+
+func testServerRestarts(t *testing.T, provVersion, tgtVersion string, src source) {
+	provSrv := pgtest.New(t, pgtest.Options{Version: provVersion})
+	tgtSrv := pgtest.New(t, pgtest.Options{Version: tgtVersion})
 	p := newPairOn(t, provSrv, tgtSrv, workloadDDL)
+	p.src = src
 	p.capture(t, "qa", workloadTables["qa"]...)
 	p.subscribe(t, "qa")
 	w := p.startWorkerProc(t, "qa")
@@ -172,8 +184,10 @@ func TestWorkerSurvivesServerRestarts(t *testing.T) {
 		prov := connect(t, p.prov)
 		exec1(t, prov, `INSERT INTO a1 SELECT g, 'row', g FROM generate_series($1::int, $1::int + 99) g`, from)
 		exec1(t, prov, `UPDATE a1 SET v = 'updated' WHERE id % 3 = 0`)
-		_, err := queue.ForceTick(ctx, prov, "qa")
-		require.NoError(t, err)
+		if !src.logical() {
+			_, err := queue.ForceTick(ctx, prov, "qa")
+			require.NoError(t, err)
+		}
 		require.NoError(t, prov.Close(ctx))
 	}
 	write(1)

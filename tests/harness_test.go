@@ -370,6 +370,12 @@ func randText(rng *rand.Rand) string {
 // change the key, deletes, rows inserted and deleted in one transaction, large rows, and now
 // and then a TRUNCATE.
 func writer(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, seed uint64, group string, txs *int64) {
+	writerTruncating(t, ctx, wg, url, seed, group, txs, true)
+}
+
+// writerTruncating is writer, with the TRUNCATEs only when truncate is set (a DELETE of one
+// row instead).
+func writerTruncating(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, seed uint64, group string, txs *int64, truncate bool) {
 	c := connect(t, url)
 	wg.Add(1)
 	go func() {
@@ -378,7 +384,7 @@ func writer(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, s
 		for ctx.Err() == nil {
 			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 				for range 1 + rng.IntN(8) {
-					if err := writeOne(ctx, tx, rng, group); err != nil {
+					if err := writeOne(ctx, tx, rng, group, truncate); err != nil {
 						return err
 					}
 				}
@@ -400,7 +406,7 @@ func writer(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string, s
 	}()
 }
 
-func writeOne(ctx context.Context, tx pgx.Tx, rng *rand.Rand, group string) error {
+func writeOne(ctx context.Context, tx pgx.Tx, rng *rand.Rand, group string, truncate bool) error {
 	var err error
 	r := rng.IntN(100)
 	if group == "qa" {
@@ -447,7 +453,7 @@ func writeOne(ctx context.Context, tx pgx.Tx, rng *rand.Rand, group string) erro
 		_, err = tx.Exec(ctx, `INSERT INTO b2 VALUES ($1, ARRAY[$2::int, NULL, 3], $3, $4)`, rng.IntN(1<<30), rng.IntN(100), fmt.Sprint(rng.IntN(1000)), []byte{0, 1, '\\', '\n', byte(rng.IntN(256))})
 	case r < 95:
 		_, err = tx.Exec(ctx, `UPDATE b2 SET note = NULL, arr = arr || 4 WHERE id = (SELECT id FROM b2 ORDER BY random() LIMIT 1)`)
-	case r == 99 && rng.IntN(4) == 0:
+	case r == 99 && rng.IntN(4) == 0 && truncate:
 		_, err = tx.Exec(ctx, `TRUNCATE b2`) // replicated in order with the rows around it
 	default:
 		_, err = tx.Exec(ctx, `DELETE FROM b2 WHERE id = (SELECT id FROM b2 ORDER BY random() LIMIT 1)`)

@@ -35,6 +35,14 @@ func (s source) kind() string {
 	return ""
 }
 
+// addArgs are the options of skiff table add that create a queue of this source.
+func (s source) addArgs() []string {
+	if s.logical() {
+		return []string{"--source", "logical", "--plugin", s.plugin}
+	}
+	return nil
+}
+
 func (s source) String() string {
 	if s.logical() {
 		return "logical-" + s.plugin
@@ -112,6 +120,26 @@ func forEachSource(t *testing.T, test func(t *testing.T, provVersion, tgtVersion
 	t.Run("trigger", func(t *testing.T) {
 		t.Parallel()
 		forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) { test(t, provVersion, tgtVersion, source{}) })
+	})
+	for _, lv := range logicalVariants() {
+		src := source{plugin: lv.plugin}
+		name := lv.prov
+		if name == "" {
+			name = pgtest.DefaultVersion()
+		}
+		t.Run(src.String()+"/"+name+"to"+pgtest.DefaultVersion(), func(t *testing.T) {
+			t.Parallel()
+			test(t, lv.prov, "", src)
+		})
+	}
+}
+
+// forEachSourceDefault is forEachSource with the trigger source on the default version only
+// (for the long tests that ran on one pair before the logical source).
+func forEachSourceDefault(t *testing.T, test func(t *testing.T, provVersion, tgtVersion string, src source)) {
+	t.Run("trigger", func(t *testing.T) {
+		t.Parallel()
+		test(t, "", "", source{})
 	})
 	for _, lv := range logicalVariants() {
 		src := source{plugin: lv.plugin}

@@ -29,7 +29,8 @@ type Manager struct {
 	// passed the copy taken at point: no batch after applied can hold a change the copy
 	// holds, so the table's events need no filtering any more and it may go in-sync. The
 	// source provides it (the trigger queue's: trigger.Passed, tick snapshots); false when it
-	// cannot tell yet. Required.
+	// cannot tell yet. applied is zero while the target has recorded no position (a logical
+	// subscription before its first batch: its slot may still have passed the copy). Required.
 	Passed func(ctx context.Context, point string, applied change.Position) (bool, error)
 	// Sequences, when set, returns the provider's sequences the queue carries that belong on
 	// this target, with their last values (queue.GetSequences): those the subscription's

@@ -82,16 +82,15 @@ func Capture(queueName string) func(ctx context.Context, prov *pgx.Conn, t copie
 // and reads sequence values, on the provider over one connection, reconnecting when it was
 // lost.
 type tickSnapshots struct {
-	cfg   *pgx.ConnConfig
-	queue string
-	mu    sync.Mutex
-	conn  *pgx.Conn
+	cfg      *pgx.ConnConfig
+	queue    string
+	consumer string // names the subscription (its slot, for a logical queue)
+	mu       sync.Mutex
+	conn     *pgx.Conn
 	// usedBy: the queue's tables that draw from each sequence, read at usedAt.
 	usedBy map[change.Table][]change.Table
 	usedAt time.Time
 	kind   *queue.Kind // read once
-	// consumer names the subscription (its slot, for a logical queue).
-	consumer string
 }
 
 // logicalPassed says whether a logical queue's stream has passed a copy point: applied on the
