@@ -22,17 +22,7 @@ import (
 // copy point.
 func TestIdleLogicalQueueRetainsLittleWAL(t *testing.T) {
 	t.Parallel()
-	for _, lv := range logicalVariants() {
-		src := source{plugin: lv.plugin}
-		name := lv.prov
-		if name == "" {
-			name = pgtest.DefaultVersion()
-		}
-		t.Run(src.String()+"/"+name+"to"+pgtest.DefaultVersion(), func(t *testing.T) {
-			t.Parallel()
-			testIdleQueue(t, lv.prov, src)
-		})
-	}
+	forEachLogical(t, func(t *testing.T, provVersion, _ string, src source) { testIdleQueue(t, provVersion, src) })
 }
 
 func testIdleQueue(t *testing.T, provVersion string, src source) {

@@ -121,6 +121,12 @@ func forEachSource(t *testing.T, test func(t *testing.T, provVersion, tgtVersion
 		t.Parallel()
 		forEachPair(t, func(t *testing.T, provVersion, tgtVersion string) { test(t, provVersion, tgtVersion, source{}) })
 	})
+	forEachLogical(t, test)
+}
+
+// forEachLogical runs test as a parallel subtest for each of logicalVariants, each provider
+// replicating to the default target version.
+func forEachLogical(t *testing.T, test func(t *testing.T, provVersion, tgtVersion string, src source)) {
 	for _, lv := range logicalVariants() {
 		src := source{plugin: lv.plugin}
 		name := lv.prov
@@ -141,17 +147,7 @@ func forEachSourceDefault(t *testing.T, test func(t *testing.T, provVersion, tgt
 		t.Parallel()
 		test(t, "", "", source{})
 	})
-	for _, lv := range logicalVariants() {
-		src := source{plugin: lv.plugin}
-		name := lv.prov
-		if name == "" {
-			name = pgtest.DefaultVersion()
-		}
-		t.Run(src.String()+"/"+name+"to"+pgtest.DefaultVersion(), func(t *testing.T) {
-			t.Parallel()
-			test(t, lv.prov, "", src)
-		})
-	}
+	forEachLogical(t, test)
 }
 
 // slotsCaughtUp waits until the target has everything the provider committed before the
