@@ -136,10 +136,12 @@ func queueID(ctx context.Context, db pg.DB, queue string) (int32, error) {
 // keeps it a short, plain identifier whatever the queue's name.
 func PublicationName(queueID int32) string { return "skiff_q" + strconv.Itoa(int(queueID)) }
 
-// SlotName is the replication slot of a subscription (consumer sub_id) to a logical queue:
-// slot names allow only lower-case letters, digits and underscores.
-func SlotName(queueID, subID int32) string {
-	return "skiff_q" + strconv.Itoa(int(queueID)) + "_s" + strconv.Itoa(int(subID))
+// SlotName is the replication slot of a subscription (consumer sub_id) to a logical queue of
+// the database with oid dbOID: slot names allow only lower-case letters, digits and
+// underscores, and are one namespace for the whole server (every database's queue 1 would
+// otherwise name the same slot).
+func SlotName(dbOID uint32, queueID, subID int32) string {
+	return "skiff_d" + strconv.FormatUint(uint64(dbOID), 10) + "_q" + strconv.Itoa(int(queueID)) + "_s" + strconv.Itoa(int(subID))
 }
 
 // Slot is a subscription's replication slot as the provider records it.
@@ -571,7 +573,11 @@ func EnsureSlot(ctx context.Context, db pg.DB, queue, consumer string) (slot Slo
 		}
 		return slot, false, nil
 	}
-	name := SlotName(slot.QueueID, slot.SubID)
+	var dbOID uint32
+	if err := db.QueryRow(ctx, `SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()`).Scan(&dbOID); err != nil {
+		return slot, false, fmt.Errorf("database oid: %w", err)
+	}
+	name := SlotName(dbOID, slot.QueueID, slot.SubID)
 	if version >= 90400 {
 		_, err = db.Exec(ctx, `SELECT pg_catalog.pg_create_logical_replication_slot($1, $2)`, name, k.Plugin)
 	} else {
@@ -646,7 +652,7 @@ func SlotStates(ctx context.Context, db pg.DB) ([]SlotState, error) {
 		return nil, nil
 	}
 	rows, err := db.Query(ctx, q+` WHERE s.slot_type = 'logical' AND s.database = pg_catalog.current_database()
-		AND s.slot_name LIKE 'skiff\_q%\_s%' ORDER BY 1`)
+		AND s.slot_name LIKE 'skiff\_d%\_q%\_s%' ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("replication slots: %w", err)
 	}

@@ -200,7 +200,9 @@ func TestConsumerSlot(t *testing.T) {
 	slot, created, err := EnsureSlot(ctx, c, "lq", "a")
 	require.NoError(t, err)
 	require.True(t, created)
-	require.Equal(t, SlotName(slot.QueueID, slot.SubID), slot.Name)
+	var dbOID uint32
+	require.NoError(t, c.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&dbOID))
+	require.Equal(t, SlotName(dbOID, slot.QueueID, slot.SubID), slot.Name)
 	again, created, err := EnsureSlot(ctx, c, "lq", "a")
 	require.NoError(t, err)
 	require.False(t, created)
@@ -310,4 +312,28 @@ func TestLogicalTruncateMarker(t *testing.T) {
 			require.Empty(t, triggers(), "table remove drops the marker trigger")
 		})
 	}
+}
+
+// TestSlotNamesPerDatabase: slot names are one namespace for the whole server; two databases
+// each with their first logical queue and subscription get slots of their own.
+func TestSlotNamesPerDatabase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var names []string
+	for range 2 {
+		c := newProvider(t, "").conn(t)
+		if pg.ServerVersion(c) < 90400 {
+			t.Skip("logical decoding needs 9.4+")
+		}
+		exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
+		_, err := AddTable(ctx, c, "lq", TableSpec{Name: "t", Source: SourceLogical})
+		require.NoError(t, err)
+		_, err = RegisterConsumer(ctx, c, "lq", "c1")
+		require.NoError(t, err)
+		slot, _, err := EnsureSlot(ctx, c, "lq", "c1")
+		require.NoError(t, err, "the second database's slot must not collide with the first's")
+		names = append(names, slot.Name)
+		t.Cleanup(func() { _, _ = UnregisterConsumer(context.Background(), c, "lq", "c1") })
+	}
+	require.NotEqual(t, names[0], names[1])
 }

@@ -233,7 +233,7 @@ func TestLogicalCopyOfIdleTablesGoesInSync(t *testing.T) {
 	p.capture(t, "lq", "idle1", "idle2")
 	out, err := skiff(t, "subscribe", "--provider", p.prov, "--target", p.tgt, "--queue", "lq", "--consumer", "c1")
 	require.NoError(t, err, out)
-	require.Contains(t, out, "replication slot skiff_q")
+	require.Contains(t, out, "replication slot skiff_d")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	p.runWorkerConfig(t, ctx, &wg, "lq", func(c *worker.Config) { c.ManagerInterval = 200 * time.Millisecond })

@@ -231,6 +231,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.initdb(ctx); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(s.Dir))
 	}
+	if err := s.allowReplication(); err != nil {
+		return nil, errors.Join(err, os.RemoveAll(s.Dir))
+	}
 	if opts.Passwords {
 		if err := s.passwordAuth(); err != nil {
 			return nil, errors.Join(err, os.RemoveAll(s.Dir))
@@ -285,13 +288,30 @@ func (s *Server) initdb(ctx context.Context) error {
 	return nil
 }
 
+// allowReplication lets replication connections in over TCP as initdb lets the others (the
+// logical source's stream): initdb writes those lines from 10 on, commented out before.
+func (s *Server) allowReplication() error {
+	p := filepath.Join(s.DataDir(), "pg_hba.conf")
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	if _, err := f.WriteString("host replication all 127.0.0.1/32 trust\n"); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return f.Close()
+}
+
 // passwordAuth replaces initdb's all-trust pg_hba.conf: postgres (the harness's own role) and
 // local sockets stay trusted, every other role gives its password over TCP (md5: every version
 // has it, and from 10 on it also accepts a SCRAM-stored password).
 func (s *Server) passwordAuth() error {
 	hba := "local all all trust\n" +
 		"host all postgres 127.0.0.1/32 trust\n" +
-		"host all all 127.0.0.1/32 md5\n"
+		"host all all 127.0.0.1/32 md5\n" +
+		"host replication postgres 127.0.0.1/32 trust\n" +
+		"host replication all 127.0.0.1/32 md5\n"
 	p := filepath.Join(s.DataDir(), "pg_hba.conf")
 	if err := os.WriteFile(p, []byte(hba), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", p, err)

@@ -79,7 +79,7 @@ func TestLogicalQueue(t *testing.T) {
 	require.Contains(t, text.String(), "slot "+slot.Name+" inactive")
 
 	// A skiff slot of no subscription; the consumer's own slot dropped by hand.
-	_, err = prov.Exec(ctx, `SELECT pg_create_logical_replication_slot('skiff_q999_s1', 'test_decoding')`)
+	_, err = prov.Exec(ctx, `SELECT pg_create_logical_replication_slot('skiff_d1_q999_s1', 'test_decoding')`)
 	require.NoError(t, err)
 	_, err = prov.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot.Name)
 	require.NoError(t, err)
@@ -89,12 +89,12 @@ func TestLogicalQueue(t *testing.T) {
 	require.Contains(t, c.Stall, "is gone")
 	var orphan string
 	for _, p := range r.Problems {
-		if strings.HasPrefix(p, "replication slot skiff_q999_s1 ") {
+		if strings.HasPrefix(p, "replication slot skiff_d1_q999_s1 ") {
 			orphan = p
 		}
 	}
-	require.Regexp(t, `^replication slot skiff_q999_s1 belongs to no subscription \(left by a removed one\?\): it keeps [0-9.]+ [KMG]?i?B of WAL `+
-		`on the provider; drop it if nothing uses it: SELECT pg_drop_replication_slot\('skiff_q999_s1'\)$`, orphan)
-	_, err = prov.Exec(ctx, `SELECT pg_drop_replication_slot('skiff_q999_s1')`)
+	require.Regexp(t, `^replication slot skiff_d1_q999_s1 belongs to no subscription \(left by a removed one\?\): it keeps [0-9.]+ [KMG]?i?B of WAL `+
+		`on the provider; drop it if nothing uses it: SELECT pg_drop_replication_slot\('skiff_d1_q999_s1'\)$`, orphan)
+	_, err = prov.Exec(ctx, `SELECT pg_drop_replication_slot('skiff_d1_q999_s1')`)
 	require.NoError(t, err)
 }

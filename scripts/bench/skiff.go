@@ -147,7 +147,7 @@ func (r *skiffRun) close(ctx context.Context, e *runEnv) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
 	if err := execSQL(ctx, e.pair.prov, e.pdb, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-		WHERE database = current_database() AND slot_name LIKE 'skiff\_q%'`); err != nil {
+		WHERE database = current_database() AND slot_name LIKE 'skiff\_d%'`); err != nil {
 		e.b.log.Warn("drop skiff's replication slots", "err", err)
 	}
 }
