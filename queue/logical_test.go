@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/pg"
@@ -175,14 +176,8 @@ func mustTables(t *testing.T, c interface {
 func TestConsumerSlot(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	p := newProvider(t, "")
-	c := p.conn(t)
-	if pg.ServerVersion(c) < 90400 {
-		t.Skip("logical decoding needs 9.4+")
-	}
-	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
-	_, err := AddTable(ctx, c, "lq", TableSpec{Name: "t", Source: SourceLogical})
-	require.NoError(t, err)
+	c := logicalQueue(t)
+	var err error
 	exec(t, c, `CREATE TABLE tt (id int PRIMARY KEY)`)
 	_, err = AddTable(ctx, c, "tq", TableSpec{Name: "tt"})
 	require.NoError(t, err)
@@ -210,7 +205,7 @@ func TestConsumerSlot(t *testing.T) {
 	slots := func() []string {
 		t.Helper()
 		var names []string
-		require.NoError(t, c.QueryRow(ctx, `SELECT coalesce(array_agg(slot_name::text ORDER BY slot_name), '{}') FROM pg_replication_slots`).Scan(&names))
+		require.NoError(t, c.QueryRow(ctx, `SELECT coalesce(array_agg(slot_name::text ORDER BY slot_name), '{}') FROM pg_replication_slots WHERE database = current_database()`).Scan(&names))
 		return names
 	}
 	require.Equal(t, []string{slot.Name}, slots())
@@ -238,14 +233,8 @@ func TestConsumerSlot(t *testing.T) {
 func TestExecuteRefusesLogicalQueue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	p := newProvider(t, "")
-	c := p.conn(t)
-	if pg.ServerVersion(c) < 90400 {
-		t.Skip("logical decoding needs 9.4+")
-	}
-	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
-	_, err := AddTable(ctx, c, "lq", TableSpec{Name: "t", Source: SourceLogical})
-	require.NoError(t, err)
+	c := logicalQueue(t)
+	var err error
 	_, err = Execute(ctx, c, "lq", []Script{{Name: "a.sql", SQL: "ALTER TABLE t ADD COLUMN v int"}})
 	require.ErrorIs(t, err, ErrWrongSource)
 	var n int
@@ -321,14 +310,8 @@ func TestSlotNamesPerDatabase(t *testing.T) {
 	ctx := context.Background()
 	var names []string
 	for range 2 {
-		c := newProvider(t, "").conn(t)
-		if pg.ServerVersion(c) < 90400 {
-			t.Skip("logical decoding needs 9.4+")
-		}
-		exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
-		_, err := AddTable(ctx, c, "lq", TableSpec{Name: "t", Source: SourceLogical})
-		require.NoError(t, err)
-		_, err = RegisterConsumer(ctx, c, "lq", "c1")
+		c := logicalQueue(t)
+		_, err := RegisterConsumer(ctx, c, "lq", "c1")
 		require.NoError(t, err)
 		slot, _, err := EnsureSlot(ctx, c, "lq", "c1")
 		require.NoError(t, err, "the second database's slot must not collide with the first's")
@@ -336,4 +319,18 @@ func TestSlotNamesPerDatabase(t *testing.T) {
 		t.Cleanup(func() { _, _ = UnregisterConsumer(context.Background(), c, "lq", "c1") })
 	}
 	require.NotEqual(t, names[0], names[1])
+}
+
+// logicalQueue is a fresh provider (on 9.4+; the test is skipped before) with table t in the
+// logical queue lq.
+func logicalQueue(t *testing.T) *pgx.Conn {
+	t.Helper()
+	c := newProvider(t, "").conn(t)
+	if pg.ServerVersion(c) < 90400 {
+		t.Skip("logical decoding needs 9.4+")
+	}
+	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY)`)
+	_, err := AddTable(context.Background(), c, "lq", TableSpec{Name: "t", Source: SourceLogical})
+	require.NoError(t, err)
+	return c
 }
