@@ -160,7 +160,12 @@ func TestQueryTimeout(t *testing.T) {
 	require.NoError(t, err)
 	_, err = blocker.Exec(ctx, "LOCK TABLE skiff.tick IN ACCESS EXCLUSIVE MODE")
 	require.NoError(t, err)
-	pgtest.Eventually(t, 10*time.Second, "tick times out", func() bool { return metricValue(tk.m.errors, db, "tick") >= 1 })
+	// The poll's tick or the rescan's queue list (it reads the tick table too), whichever
+	// comes first, times out; after a rescan's timeout the reopened connection's first queue
+	// list blocks again, so the poll may never run while the lock is held.
+	pgtest.Eventually(t, 10*time.Second, "tick times out", func() bool {
+		return metricValue(tk.m.errors, db, "tick")+metricValue(tk.m.errors, db, "queues") >= 1
+	})
 	require.NoError(t, blocker.Rollback(ctx))
 
 	from := metricValue(tk.m.ticks, db, "q")
