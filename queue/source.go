@@ -160,9 +160,22 @@ func (s *Source) wait(ctx context.Context) error {
 
 // Finish closes the batch on the provider: it will not be returned again. Finishing a batch
 // already finished is not an error.
+//
+// Its transaction commits without waiting for its WAL to be flushed (synchronous_commit off
+// for that transaction alone): on the lag path it would cost an fsync per batch, and a finish
+// lost in a provider crash costs nothing but the batch handed out again, which the worker
+// finishes without applying it (the target's position, committed durably, says it is
+// applied). Whatever depends on the finish on the provider is durable after it: the next
+// batch (next_batch commits synchronously, flushing the WAL before it), rotation and tick
+// cleanup (their synchronous commits come later in the WAL).
 func (s *Source) Finish(ctx context.Context, b change.Batch) error {
-	_, err := FinishBatch(ctx, s.conn, b.ID)
-	return err
+	var n int
+	err := s.conn.QueryRow(ctx, `SELECT skiff.finish_batch($1) FROM pg_catalog.set_config('synchronous_commit', 'off', true) AS c`,
+		b.ID).Scan(&n)
+	if err != nil {
+		return wrap(err, fmt.Sprintf("finish batch %d", b.ID), nil)
+	}
+	return nil
 }
 
 // DecodeError reports an event whose row cannot be decoded: its data does not fit its
