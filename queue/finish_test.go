@@ -2,6 +2,9 @@ package queue
 
 import (
 	"context"
+	"net"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,4 +84,75 @@ func TestSourceFinishDoesNotWaitForFlush(t *testing.T) {
 	var open *int64
 	require.NoError(t, c.QueryRow(ctx, `SELECT sub_batch FROM skiff.consumer WHERE sub_consumer = 'c1'`).Scan(&open))
 	require.Nil(t, open)
+}
+
+// countingConn counts the writes a client makes: pgx writes each batch of messages it sends
+// before waiting for the server once, so writes are round trips.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestBatchRoundTrips: reading a small batch costs the source a known number of round trips
+// to the provider, each of which waits for a CPU on a loaded machine (the lag path): NextBatch
+// two (next_batch, get_batch_info), Events five (long transactions, the batch's query, new
+// layouts, the catalog fingerprint, the events in one round trip) and Finish one.
+func TestBatchRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE public.t (id int PRIMARY KEY, v text)`)
+	_, err := AddTable(ctx, c, "q", TableSpec{Name: "t"})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "q", "c1")
+	require.NoError(t, err)
+
+	var writes atomic.Int64
+	cfg, err := pg.ParseConfig(p.url, "skiff-test")
+	require.NoError(t, err)
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: nc, writes: &writes}, nil
+	}
+	sc, err := pg.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sc.Close(context.Background()) })
+	src, err := NewSource(ctx, sc, SourceConfig{Queue: "q", Consumer: "c1"})
+	require.NoError(t, err)
+
+	for i := 1; i <= 2; i++ {
+		exec(t, c, `INSERT INTO t VALUES ($1, 'x')`, i)
+		_, err = ForceTick(ctx, c, "q")
+		require.NoError(t, err)
+		before := writes.Load()
+		b, err := src.NextBatch(ctx)
+		require.NoError(t, err)
+		next := writes.Load()
+		var evs []change.Event
+		require.NoError(t, src.Events(ctx, b, func(chunk []change.Event) error {
+			evs = append(evs, chunk...)
+			return nil
+		}))
+		events := writes.Load()
+		require.NoError(t, src.Finish(ctx, b))
+		require.Len(t, evs, 1)
+		require.Equal(t, strconv.Itoa(i), evs[0].Values[0].Text)
+		if i == 1 {
+			continue // the first batch also LISTENs and loads the layouts
+		}
+		require.Equal(t, int64(2), next-before, "NextBatch's round trips")
+		require.Equal(t, int64(5), events-next, "Events' round trips")
+		require.Equal(t, int64(1), writes.Load()-events, "Finish's round trips")
+	}
 }

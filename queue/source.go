@@ -390,8 +390,11 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 	out := &chunker{s: s, b: b, fn: fn, chunk: make([]change.Event, 0, s.cfg.ChunkSize)}
 	if long == nil {
 		// The query text is new for every batch (it holds the ticks' snapshots): run it as an
-		// unnamed statement rather than filling pgx's statement cache.
-		rows, err := s.conn.Query(ctx, query, pgx.QueryExecModeDescribeExec)
+		// unnamed statement rather than filling pgx's statement cache, in one round trip
+		// (parse, bind and execute sent together, no describe first: results come as text,
+		// which read scans; ev_time, the one column whose text form depends on DateStyle, is
+		// not read).
+		rows, err := s.conn.Query(ctx, query, pgx.QueryExecModeExec)
 		if err != nil {
 			return fmt.Errorf("read batch %d: %w", b.ID, err)
 		}
@@ -544,14 +547,14 @@ func (c *chunker) read(rows pgx.Rows, into *[]change.Event) error {
 	defer rows.Close()
 	var (
 		id, txid    int64
-		evTime      time.Time
 		op          string
 		layoutID    int32
 		data, extra pgtype.Text
 		retry       pgtype.Int4
 	)
 	for rows.Next() {
-		if err := rows.Scan(&id, &evTime, &txid, &op, &layoutID, &data, &extra, &retry); err != nil {
+		// ev_time is not used (nil skips it); its text form would depend on DateStyle.
+		if err := rows.Scan(&id, nil, &txid, &op, &layoutID, &data, &extra, &retry); err != nil {
 			return fmt.Errorf("read batch %d: %w", c.b.ID, err)
 		}
 		ev, err := c.s.decode(id, txid, op, layoutID, data, extra, retry.Valid)
