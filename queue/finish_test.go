@@ -100,8 +100,10 @@ func (c countingConn) Write(b []byte) (int, error) {
 
 // TestBatchRoundTrips: reading a small batch costs the source a known number of round trips
 // to the provider, each of which waits for a CPU on a loaded machine (the lag path): NextBatch
-// two (next_batch, get_batch_info), Events five (long transactions, the batch's query, new
-// layouts, the catalog fingerprint, the events in one round trip) and Finish one.
+// two (next_batch; then the batch's description with what Events needs read ahead: its long
+// transactions, its query, new layouts, the catalog's fingerprint), Events one (the events)
+// and Finish one. (The first batch reads them one by one: the provider's schema may predate
+// batch_long_txids.)
 func TestBatchRoundTrips(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -131,7 +133,7 @@ func TestBatchRoundTrips(t *testing.T) {
 	src, err := NewSource(ctx, sc, SourceConfig{Queue: "q", Consumer: "c1"})
 	require.NoError(t, err)
 
-	for i := 1; i <= 2; i++ {
+	for i := 1; i <= 3; i++ {
 		exec(t, c, `INSERT INTO t VALUES ($1, 'x')`, i)
 		_, err = ForceTick(ctx, c, "q")
 		require.NoError(t, err)
@@ -148,11 +150,11 @@ func TestBatchRoundTrips(t *testing.T) {
 		require.NoError(t, src.Finish(ctx, b))
 		require.Len(t, evs, 1)
 		require.Equal(t, strconv.Itoa(i), evs[0].Values[0].Text)
-		if i == 1 {
-			continue // the first batch also LISTENs and loads the layouts
+		if i < 3 {
+			continue // the first batch also LISTENs and loads the layouts; statements are prepared
 		}
 		require.Equal(t, int64(2), next-before, "NextBatch's round trips")
-		require.Equal(t, int64(5), events-next, "Events' round trips")
+		require.Equal(t, int64(1), events-next, "Events' round trips")
 		require.Equal(t, int64(1), writes.Load()-events, "Finish's round trips")
 	}
 }

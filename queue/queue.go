@@ -163,11 +163,18 @@ type BatchInfo struct {
 
 // GetBatchInfo describes an open batch. It fails when the batch is not open.
 func GetBatchInfo(ctx context.Context, db pg.DB, batchID int64) (*BatchInfo, error) {
+	return scanBatchInfo(db.QueryRow(ctx, batchInfoSQL, batchID), batchID)
+}
+
+// batchInfoSQL describes an open batch ($1).
+const batchInfoSQL = `SELECT queue_name, consumer_name, prev_tick_id, tick_id, prev_tick_time, tick_time,
+	extract(epoch FROM lag)::float8, estimated_events FROM skiff.get_batch_info($1)`
+
+// scanBatchInfo reads the row of batchInfoSQL.
+func scanBatchInfo(row pgx.Row, batchID int64) (*BatchInfo, error) {
 	b := BatchInfo{ID: batchID}
 	var lag float64
-	err := db.QueryRow(ctx, `SELECT queue_name, consumer_name, prev_tick_id, tick_id, prev_tick_time, tick_time,
-		extract(epoch FROM lag)::float8, estimated_events FROM skiff.get_batch_info($1)`, batchID).
-		Scan(&b.Queue, &b.Consumer, &b.PrevTick, &b.Tick, &b.PrevTickTime, &b.TickTime, &lag, &b.EstimatedEvents)
+	err := row.Scan(&b.Queue, &b.Consumer, &b.PrevTick, &b.Tick, &b.PrevTickTime, &b.TickTime, &lag, &b.EstimatedEvents)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("batch %d is not open", batchID)
 	}
@@ -224,10 +231,18 @@ func (l LongTx) LastID() int64 {
 // BatchLongTxs lists the transactions of an open batch that were running at its start tick
 // (skiff.batch_long_txids, provider schema 5), ordered by txid.
 func BatchLongTxs(ctx context.Context, db pg.DB, batchID int64) ([]LongTx, error) {
-	rows, err := db.Query(ctx, `SELECT o_txid, o_table, o_first, o_last, o_sub FROM skiff.batch_long_txids($1) ORDER BY o_txid, o_first`, batchID)
+	rows, err := db.Query(ctx, longTxsSQL, batchID)
 	if err != nil {
 		return nil, wrap(err, fmt.Sprintf("batch %d long transactions", batchID), nil)
 	}
+	return scanLongTxs(rows, batchID)
+}
+
+// longTxsSQL lists the transactions of open batch $1 running at its start tick.
+const longTxsSQL = `SELECT o_txid, o_table, o_first, o_last, o_sub FROM skiff.batch_long_txids($1) ORDER BY o_txid, o_first`
+
+// scanLongTxs reads the rows of longTxsSQL and closes them.
+func scanLongTxs(rows pgx.Rows, batchID int64) ([]LongTx, error) {
 	defer rows.Close()
 	var out []LongTx
 	for rows.Next() {

@@ -56,8 +56,22 @@ type Source struct {
 	listening bool
 	// catalogSum fingerprints the pg_attribute rows the layouts' plans were made from.
 	catalogSum string
-	// noLongTx: the provider's schema predates batch_long_txids (version 5).
-	noLongTx bool
+	// noLongTx: the provider's schema predates batch_long_txids (version 5); longTxKnown: a
+	// batch_long_txids call succeeded (so NextBatch may read ahead what Events needs).
+	noLongTx, longTxKnown bool
+	// ahead is what NextBatch read ahead for Events, nil when nothing is.
+	ahead *readAhead
+}
+
+// readAhead is what Events needs before it reads a batch's events, read by NextBatch in the
+// same round trip as the batch's description: on a loaded machine every round trip waits for
+// a CPU, and these are on the lag path. It serves the first Events of its batch only.
+type readAhead struct {
+	batchID int64
+	long    []LongTx // every transaction of batch_long_txids
+	query   string   // batch_event_sql(batch, no exception)
+	layouts []*layout
+	sum     string // fingerprintSQL
 }
 
 // layout is one table_layout row, shared by every event of it.
@@ -118,7 +132,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			return change.Batch{}, err
 		}
 		if ok {
-			info, err := GetBatchInfo(ctx, s.conn, id)
+			info, err := s.batchInfo(ctx, id)
 			if err != nil {
 				return change.Batch{}, err
 			}
@@ -139,6 +153,56 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			return change.Batch{}, err
 		}
 	}
+}
+
+// batchInfo describes open batch id. Once the provider is known to have batch_long_txids, it
+// also reads ahead what Events needs (s.ahead), in the same round trip: the batch's
+// transactions running at its start tick, its query, new layouts and the catalog's
+// fingerprint (taken after the batch's end tick, as planLayouts needs). These reads change
+// nothing; when one fails, Events reads them again itself.
+func (s *Source) batchInfo(ctx context.Context, id int64) (*BatchInfo, error) {
+	s.ahead = nil
+	if !s.longTxKnown {
+		return GetBatchInfo(ctx, s.conn, id)
+	}
+	bt := &pgx.Batch{}
+	bt.Queue(batchInfoSQL, id)
+	bt.Queue(longTxsSQL, id)
+	bt.Queue(`SELECT skiff.batch_event_sql($1, $2::bigint[])`, id, []int64{})
+	bt.Queue(layoutsSQL, s.queueID, s.maxLayout)
+	bt.Queue(fingerprintSQL, s.queueID)
+	br := s.conn.SendBatch(ctx, bt)
+	defer br.Close()
+	info, err := scanBatchInfo(br.QueryRow(), id)
+	if err != nil {
+		return nil, err
+	}
+	ra := &readAhead{batchID: id}
+	rows, err := br.Query()
+	if err == nil {
+		ra.long, err = scanLongTxs(rows, id)
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&ra.query)
+	}
+	if err == nil {
+		rows, err = br.Query()
+		if err == nil {
+			ra.layouts, err = scanLayouts(rows)
+		}
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&ra.sum)
+	}
+	if err != nil {
+		if s.conn.IsClosed() || ctx.Err() != nil {
+			return nil, fmt.Errorf("batch %d: %w", id, err)
+		}
+		s.log.Debug("cannot read ahead for the batch: Events reads it", "batch_id", id, "error", err)
+		return info, nil
+	}
+	s.ahead = ra
+	return info, nil
 }
 
 // wait returns after a tick's notification or the poll interval, whichever comes first. The
@@ -169,6 +233,7 @@ func (s *Source) wait(ctx context.Context) error {
 // batch (next_batch commits synchronously, flushing the WAL before it), rotation and tick
 // cleanup (their synchronous commits come later in the WAL).
 func (s *Source) Finish(ctx context.Context, b change.Batch) error {
+	s.ahead = nil
 	var n int
 	err := s.conn.QueryRow(ctx, `SELECT skiff.finish_batch($1) FROM pg_catalog.set_config('synchronous_commit', 'off', true) AS c`,
 		b.ID).Scan(&n)
@@ -207,46 +272,75 @@ func remedy(t change.Table, id int64) string {
 // the tables the queue has layouts of changed, works out again how each layout's rows decode;
 // then it places the column changes of the plans that have some among batch b's ticks.
 func (s *Source) loadLayouts(ctx context.Context, b change.Batch) error {
-	rows, err := s.conn.Query(ctx, `SELECT layout_id, table_oid, table_schema, table_name, columns, key_columns,
-			column_attnums, coalesce(natts, 0), coalesce(created_xmin, 0)
-		FROM skiff.table_layout WHERE queue_id = $1 AND layout_id > $2 ORDER BY layout_id`, s.queueID, s.maxLayout)
+	rows, err := s.conn.Query(ctx, layoutsSQL, s.queueID, s.maxLayout)
 	if err != nil {
 		return schemaError(fmt.Errorf("load layouts: %w", err))
 	}
-	added := 0
+	added, err := scanLayouts(rows)
+	if err != nil {
+		return err
+	}
+	var sum string
+	if err := s.conn.QueryRow(ctx, fingerprintSQL, s.queueID).Scan(&sum); err != nil {
+		return fmt.Errorf("read the catalog of captured tables: %w", err)
+	}
+	return s.planLayouts(ctx, b, added, sum)
+}
+
+// layoutsSQL reads a queue's layouts made after a layout id.
+const layoutsSQL = `SELECT layout_id, table_oid, table_schema, table_name, columns, key_columns,
+		column_attnums, coalesce(natts, 0), coalesce(created_xmin, 0)
+	FROM skiff.table_layout WHERE queue_id = $1 AND layout_id > $2 ORDER BY layout_id`
+
+// fingerprintSQL: any change to a column (ADD, DROP, RENAME, ALTER TYPE, ...) writes a
+// pg_attribute row, whose xmin changes: the fingerprint of (table, attnum, xmin) of every
+// column of the tables a queue has layouts of tells whether the plans still hold (a query one
+// row long, about the cost of the catalog check it replaces). It must be taken before the
+// catalog is read and after the batch's end tick: every change a row of the batch was written
+// after is in it.
+const fingerprintSQL = `SELECT pg_catalog.md5(pg_catalog.array_to_string(ARRAY(
+		SELECT a.attrelid::text || ':' || a.attnum::text || ':' || a.xmin::text FROM pg_catalog.pg_attribute a
+		WHERE a.attrelid IN (SELECT DISTINCT table_oid FROM skiff.table_layout WHERE queue_id = $1) AND a.attnum > 0
+		ORDER BY a.attrelid, a.attnum), ','))`
+
+// scanLayouts reads the rows of layoutsSQL and closes them.
+func scanLayouts(rows pgx.Rows) ([]*layout, error) {
+	defer rows.Close()
+	var out []*layout
 	for rows.Next() {
-		added++
 		l := &layout{}
 		if err := rows.Scan(&l.id, &l.oid, &l.table.Schema, &l.table.Name, &l.columns, &l.key, &l.attnums, &l.natts, &l.createdXmin); err != nil {
-			rows.Close()
-			return fmt.Errorf("load layouts: %w", err)
+			return nil, fmt.Errorf("load layouts: %w", err)
 		}
 		if l.attnums != nil && len(l.attnums) != len(l.columns) {
 			l.attnums = nil // not a layout this code wrote: decode it as an old one
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, schemaError(fmt.Errorf("load layouts: %w", err))
+	}
+	return out, nil
+}
+
+// planLayouts adds the layouts read since the last batch and, when there are some or the
+// catalog's fingerprint sum (fingerprintSQL, taken after batch b's end tick) changed, works
+// out again how each layout's rows decode; then it places the column changes of the plans that
+// have some among b's ticks.
+func (s *Source) planLayouts(ctx context.Context, b change.Batch, added []*layout, sum string) error {
+	for _, l := range added {
+		if l.id <= s.maxLayout {
+			continue // read twice (a read ahead, then the batch read again): known
 		}
 		if prev := s.last[l.oid]; prev != nil {
 			prev.next = l
 		}
 		s.last[l.oid] = l
 		s.layouts[l.id] = l
-		s.maxLayout = max(s.maxLayout, l.id)
+		s.maxLayout = l.id
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("load layouts: %w", err)
-	}
-	// Any change to a column (ADD, DROP, RENAME, ALTER TYPE, ...) writes a pg_attribute row,
-	// whose xmin changes: the fingerprint of (table, attnum, xmin) of every column tells
-	// whether the plans still hold (a query one row long, about the cost of the catalog check
-	// it replaces). Taken before the catalog is read and after the batch's end tick: every
-	// change a row of the batch was written after is in it.
-	var sum string
-	if err := s.conn.QueryRow(ctx, `SELECT pg_catalog.md5(pg_catalog.array_to_string(ARRAY(
-			SELECT a.attrelid::text || ':' || a.attnum::text || ':' || a.xmin::text FROM pg_catalog.pg_attribute a
-			WHERE a.attrelid IN (SELECT DISTINCT table_oid FROM skiff.table_layout WHERE queue_id = $1) AND a.attnum > 0
-			ORDER BY a.attrelid, a.attnum), ','))`, s.queueID).Scan(&sum); err != nil {
-		return fmt.Errorf("read the catalog of captured tables: %w", err)
-	}
-	if added > 0 || sum != s.catalogSum {
+	var err error
+	if len(added) > 0 || sum != s.catalogSum {
 		cats, err := s.loadCatalog(ctx)
 		if err != nil {
 			return err
@@ -367,14 +461,26 @@ func schemaError(err error) error {
 // precede L's last one; when L wrote it first, T's write came after L's commit, after L's last
 // event. The same holds between two long transactions. (sql/provider/00005_large_transactions.sql)
 func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
-	long, err := s.longTxs(ctx, b)
-	if err != nil {
+	ra := s.ahead
+	s.ahead = nil
+	if ra != nil && ra.batchID != b.ID {
+		ra = nil
+	}
+	var (
+		long  []LongTx
+		query string
+		err   error
+	)
+	if ra != nil {
+		long = s.keepLong(ra.long)
+		query = ra.query
+	} else if long, err = s.longTxs(ctx, b); err != nil {
 		return err
 	}
-	var query string
-	if s.noLongTx {
+	switch {
+	case s.noLongTx:
 		query, err = BatchEventSQL(ctx, s.conn, b.ID)
-	} else {
+	case ra == nil || len(long) > 0:
 		except := make([]int64, 0, len(long))
 		for _, l := range long {
 			except = append(except, l.TxID)
@@ -384,7 +490,12 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 	if err != nil {
 		return err
 	}
-	if err := s.loadLayouts(ctx, b); err != nil {
+	if ra != nil {
+		err = s.planLayouts(ctx, b, ra.layouts, ra.sum)
+	} else {
+		err = s.loadLayouts(ctx, b)
+	}
+	if err != nil {
 		return fmt.Errorf("batch %d: %w", b.ID, err)
 	}
 	out := &chunker{s: s, b: b, fn: fn, chunk: make([]change.Event, 0, s.cfg.ChunkSize)}
@@ -421,6 +532,13 @@ func (s *Source) longTxs(ctx context.Context, b change.Batch) ([]LongTx, error) 
 	if err != nil {
 		return nil, err
 	}
+	s.longTxKnown = true
+	return s.keepLong(all), nil
+}
+
+// keepLong returns the transactions of all (batch_long_txids) to read by themselves, ordered
+// by their last event; nil when there are none.
+func (s *Source) keepLong(all []LongTx) []LongTx {
 	var long []LongTx
 	for _, l := range all {
 		if s.cfg.LongTxEvents > 0 && l.Span() >= s.cfg.LongTxEvents {
@@ -428,7 +546,7 @@ func (s *Source) longTxs(ctx context.Context, b change.Batch) ([]LongTx, error) 
 		}
 	}
 	slices.SortFunc(long, func(x, y LongTx) int { return cmp.Compare(x.LastID(), y.LastID()) })
-	return long, nil
+	return long
 }
 
 // eventsWithLong reads a batch that has long transactions, in one read-only transaction: the
