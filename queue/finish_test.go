@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -157,4 +158,84 @@ func TestBatchRoundTrips(t *testing.T) {
 		require.Equal(t, int64(1), events-next, "Events' round trips")
 		require.Equal(t, int64(1), writes.Load()-events, "Finish's round trips")
 	}
+}
+
+// TestNextBatchIgnoresStaleNotifications: the ticks' notifications received while a source
+// was busy do not wake its later waits for nothing. Ten ticks come while the source reads and
+// finishes one batch (merged, they are one batch); the next NextBatch, which waits for a new
+// tick, asks the provider for a batch only twice (once before waiting, once after the new
+// tick's notification) instead of once per stale notification.
+func TestNextBatchIgnoresStaleNotifications(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE public.t (id int PRIMARY KEY)`)
+	_, err := AddTable(ctx, c, "q", TableSpec{Name: "t"})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "q", "c1")
+	require.NoError(t, err)
+
+	var writes atomic.Int64
+	cfg, err := pg.ParseConfig(p.url, "skiff-test")
+	require.NoError(t, err)
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: nc, writes: &writes}, nil
+	}
+	sc, err := pg.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sc.Close(context.Background()) })
+	h := waitingHandler{Handler: slog.DiscardHandler, waiting: make(chan struct{}, 1)}
+	src, err := NewSource(ctx, sc, SourceConfig{Queue: "q", Consumer: "c1", PollInterval: time.Hour, Log: slog.New(h)})
+	require.NoError(t, err)
+
+	exec(t, c, `INSERT INTO t VALUES (0)`)
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	b, err := src.NextBatch(ctx) // LISTENs
+	require.NoError(t, err)
+	for i := 1; i <= 10; i++ {
+		exec(t, c, `INSERT INTO t VALUES ($1)`, i)
+		_, err = ForceTick(ctx, c, "q")
+		require.NoError(t, err)
+	}
+	require.NoError(t, src.Events(ctx, b, func([]change.Event) error { return nil }))
+	require.NoError(t, src.Finish(ctx, b))
+	_, evs := readBatch(t, src) // the ten ticks, merged
+	require.Len(t, evs, 10)
+	select {
+	case <-h.waiting: // readBatch's NextBatch did not wait
+	default:
+	}
+
+	before := writes.Load()
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.NextBatch(ctx)
+		done <- err
+	}()
+	select {
+	case <-h.waiting:
+	case err := <-done:
+		t.Fatalf("NextBatch returned before the tick: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the source never waited for a tick")
+	}
+	exec(t, c, `INSERT INTO t VALUES (11)`)
+	_, err = ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("NextBatch never returned the new tick's batch")
+	}
+	// next_batch, the wait, next_batch, the batch's description read ahead.
+	require.Equal(t, int64(3), writes.Load()-before, "NextBatch's round trips")
 }

@@ -127,6 +127,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 		s.listening = true
 	}
 	for waited := false; ; waited = true {
+		s.dropNotifications(ctx)
 		id, ok, err := NextBatch(ctx, s.conn, s.cfg.Queue, s.cfg.Consumer, s.cfg.MaxEvents)
 		if err != nil {
 			return change.Batch{}, err
@@ -203,6 +204,24 @@ func (s *Source) batchInfo(ctx context.Context, id int64) (*BatchInfo, error) {
 	}
 	s.ahead = ra
 	return info, nil
+}
+
+// dropNotifications forgets the ticks' notifications pgx has buffered (received during
+// queries): next_batch is about to look anyway. Kept, each would wake a later wait at once
+// for nothing: a worker that merges several ticks into a batch gets one per tick and consumes
+// at most one per wait, so under load they piled up, and every one cost a next_batch call, a
+// provider transaction with a synchronous commit. A notification received after this is kept:
+// no tick is missed.
+func (s *Source) dropNotifications(ctx context.Context) {
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for {
+		// With a done context pgx returns a buffered notification, else an error at once,
+		// without touching the connection.
+		if n, err := s.conn.WaitForNotification(done); err != nil || n == nil {
+			return
+		}
+	}
 }
 
 // wait returns after a tick's notification or the poll interval, whichever comes first. The
