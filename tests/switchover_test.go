@@ -165,7 +165,7 @@ func testSwitchover(t *testing.T, provVersion, tgtVersion string) {
 	actx, stopApp := context.WithCancel(bg)
 	var awg sync.WaitGroup
 	defer func() { stopApp(); awg.Wait() }()
-	application.run(t, actx, &awg, 2)
+	application.run(t, actx, &awg, 4)
 	start := time.Now()
 	application.wrote(t, 200)
 	t.Logf("application: %.0f commits/s", float64(application.commits.Load())/time.Since(start).Seconds())
@@ -202,7 +202,7 @@ func testSwitchover(t *testing.T, provVersion, tgtVersion string) {
 	require.NoError(t, err, out)
 
 	actx, stopApp = context.WithCancel(bg)
-	application.run(t, actx, &awg, 2)
+	application.run(t, actx, &awg, 4)
 	application.wrote(t, 100)
 
 	out, err = skiff(t, "switchover", "--provider", p.prov, "--target", p.tgt, "--queue", "q", "--reverse", "--dry-run")
@@ -214,6 +214,9 @@ func testSwitchover(t *testing.T, provVersion, tgtVersion string) {
 
 	out, err = skiff(t, "switchover", "--provider", p.prov, "--target", p.tgt, "--queue", "q", "--reverse")
 	close(application.moved)
+	if at := application.blockedAt.Load(); at != nil {
+		t.Logf("the application waited %.3f s (first write refused → the switchover command returned)", time.Since(*at).Seconds())
+	}
 	require.NoError(t, err, out)
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "step ") || strings.HasPrefix(l, "NEW ready") {
@@ -256,6 +259,25 @@ func testSwitchover(t *testing.T, provVersion, tgtVersion string) {
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, err, &pgErr)
 	require.Equal(t, "25006", pgErr.Code)
+
+	// Switching back: NEW is blocked, the block on OLD is dropped, and the forward
+	// replication, started again, takes OLD's writes from where it stood.
+	out, err = skiff(t, "switchover", "--provider", p.tgt, "--target", p.prov, "--queue", "q")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "step unblock NEW")
+	m = regexp.MustCompile(`write freeze ([0-9.]+) s`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	t.Logf("switching back: write freeze %s s", m[1])
+	_, err = nw.Exec(bg, `INSERT INTO ex (id, v) VALUES (-2, 'late')`)
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "25006", pgErr.Code)
+	again, stopAgain := context.WithCancel(bg)
+	defer stopAgain() // before the deferred fwg.Wait
+	ticker(t, again, &fwg, p.prov, 50*time.Millisecond, "q")
+	p.runWorker(t, again, &fwg, "q")
+	exec1(t, old, `INSERT INTO ex (id, v, extra) VALUES (-5, 'back on OLD', 1); INSERT INTO seqt (v) VALUES ('back on OLD')`)
+	p.caughtUp(t, time.Minute, "q")
+	p.compare(t, "public.ex", "public.seqt")
 }
 
 // eventTables is a FROM item with every event table of queue q on a provider.

@@ -365,7 +365,12 @@ func (s *switchover) compareCmd() *CompareCmd {
 func (s *switchover) printPlan() {
 	out := s.rt.Out
 	fmt.Fprintln(out, "plan:")
+	prep := "read the tables to compare"
+	if s.c.Reverse {
+		prep += "; install the provider schema on NEW and the target schema on OLD (inert until used)"
+	}
 	steps := []string{
+		prep,
 		fmt.Sprintf("block writes to the %d tables of queue %s on OLD (trigger skiff_block_q<id>: SQLSTATE 25006 \"moved to %s\"); the write freeze starts", len(s.captured), s.c.Queue, newAt(s.tcfg)),
 		"force a tick on OLD and wait until NEW has applied it (at most " + s.c.Wait.String() + ")",
 		"move NEW's sequences forward to at least OLD's values",
@@ -425,9 +430,36 @@ func (s *switchover) rollback(ctx context.Context, cause error) error {
 func (s *switchover) run(ctx context.Context) error {
 	c := s.c
 	q := c.Queue
+	// Before the freeze: what does not change while OLD is blocked.
+	cc := s.compareCmd()
+	var pairs []compare.Pair
+	err := s.step("prepare", func() (string, error) {
+		var err error
+		if pairs, err = cc.pairs(ctx, s.pcfg, s.tcfg, s.rt.Registry); err != nil {
+			return "", err
+		}
+		if err := cc.addFilters(ctx, s.pcfg, pairs); err != nil {
+			return "", err
+		}
+		if !c.Reverse {
+			return fmt.Sprintf("%d tables to compare", len(pairs)), nil
+		}
+		// The schemas the reverse replication needs; inert until it is installed (left in
+		// place if the switchover fails).
+		if _, err := migrate.Up(ctx, s.tcfg, migrate.Provider); err != nil {
+			return "", fmt.Errorf("install the provider schema on NEW: %w", err)
+		}
+		if _, err := migrate.Up(ctx, s.pcfg, migrate.Target); err != nil {
+			return "", fmt.Errorf("install the target schema on OLD: %w", err)
+		}
+		return fmt.Sprintf("%d tables to compare; provider schema on NEW and target schema on OLD installed", len(pairs)), nil
+	})
+	if err != nil {
+		return err // nothing blocked yet
+	}
 	freeze := time.Now()
 	var tables []change.Table
-	err := s.step("block writes on OLD", func() (string, error) {
+	err = s.step("block writes on OLD", func() (string, error) {
 		msg := fmt.Sprintf("this database moved to %s (queue %s, %s UTC): connect there", newAt(s.tcfg), q, time.Now().UTC().Format(time.DateTime))
 		err := pgx.BeginFunc(ctx, s.old, func(tx pgx.Tx) error {
 			setting := "lock_timeout"
@@ -491,16 +523,7 @@ func (s *switchover) run(ctx context.Context) error {
 	if err != nil {
 		return s.rollback(ctx, err)
 	}
-	cc := s.compareCmd()
-	var pairs []compare.Pair
 	err = s.step("move sequences on NEW", func() (string, error) {
-		var err error
-		if pairs, err = cc.pairs(ctx, s.pcfg, s.tcfg, s.rt.Registry); err != nil {
-			return "", err
-		}
-		if err := cc.addFilters(ctx, s.pcfg, pairs); err != nil {
-			return "", err
-		}
 		seqs, err := cc.sequences(ctx, s.pcfg, s.tcfg, pairs)
 		if err != nil {
 			return "", err
@@ -611,12 +634,6 @@ func (s *switchover) run(ctx context.Context) error {
 // there with every table in sync.
 func (s *switchover) installReverse(ctx context.Context) (string, error) {
 	q := s.c.Queue
-	if _, err := migrate.Up(ctx, s.tcfg, migrate.Provider); err != nil {
-		return "", fmt.Errorf("install the provider schema on NEW: %w", err)
-	}
-	if _, err := migrate.Up(ctx, s.pcfg, migrate.Target); err != nil {
-		return "", fmt.Errorf("install the target schema on OLD: %w", err)
-	}
 	name, err := apply.DefaultConsumer(ctx, s.old)
 	if err != nil {
 		return "", fmt.Errorf("OLD: %w", err)
