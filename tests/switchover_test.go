@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -360,6 +362,65 @@ func TestSwitchoverRefuses(t *testing.T) {
 	require.NoError(t, nw.QueryRow(bg, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&n))
 	require.Zero(t, n, "no trigger on NEW")
 	exec1(t, nw, `UPDATE ex SET v = 'v5' WHERE id = 5`)
+	p.caughtUp(t, time.Minute, "q")
+	p.compare(t, "public.ex", "public.seqt")
+}
+
+// TestSwitchoverInterrupted: NEW cannot apply OLD's last writes (a lock on NEW holds the
+// worker's batch back). The wait gives up after --wait, or the command is interrupted
+// (SIGINT) while it waits: either way every step is undone, OLD is writable and the command
+// exits 1.
+func TestSwitchoverInterrupted(t *testing.T) {
+	t.Parallel()
+	bg := context.Background()
+	p := newPair(t, "", "", switchoverDDL)
+	p.capture(t, "q", "public.ex", "public.seqt")
+	p.subscribe(t, "q")
+	old, nw := connect(t, p.prov), connect(t, p.tgt)
+	ctx, cancel := context.WithCancel(bg)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	ticker(t, ctx, &wg, p.prov, 50*time.Millisecond, "q")
+	p.runWorker(t, ctx, &wg, "q")
+	p.caughtUp(t, time.Minute, "q")
+
+	// The worker's next batch waits for this lock.
+	lock, err := nw.Begin(bg)
+	require.NoError(t, err)
+	defer func() { _ = lock.Rollback(bg) }()
+	_, err = lock.Exec(bg, `LOCK TABLE ex IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	exec1(t, old, `INSERT INTO ex (id, v) VALUES (-1, 'held back')`)
+
+	writable := func(id int) {
+		t.Helper()
+		exec1(t, old, fmt.Sprintf(`INSERT INTO ex (id, v) VALUES (%d, 'still writable')`, id))
+		var n int
+		require.NoError(t, old.QueryRow(bg, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff_block%'`).Scan(&n))
+		require.Zero(t, n, "no write block left on OLD")
+	}
+
+	out, err := skiff(t, "switchover", "--provider", p.prov, "--target", p.tgt, "--queue", "q", "--wait", "2s")
+	require.Error(t, err, out)
+	require.Contains(t, out, "step wait for NEW")
+	require.Regexp(t, `NEW is at tick \d+ after 2s, not yet at \d+`, out)
+	require.Contains(t, out, "switchover failed: every step undone, OLD is writable")
+	writable(-2)
+
+	cmd := exec.Command(skiffBinary(t), "--log-format", "json", "switchover", "--provider", p.prov, "--target", p.tgt, "--queue", "q", "--reverse")
+	po := &procOut{}
+	cmd.Stdout, cmd.Stderr = po, po
+	require.NoError(t, cmd.Start())
+	pgtest.Eventually(t, time.Minute, "the switchover waits for NEW", func() bool { return strings.Contains(po.String(), "step block writes on OLD") })
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, po.String())
+	require.Equal(t, 1, ee.ExitCode(), po.String())
+	require.Contains(t, po.String(), "switchover failed: every step undone, OLD is writable")
+	writable(-3)
+
+	require.NoError(t, lock.Rollback(bg))
 	p.caughtUp(t, time.Minute, "q")
 	p.compare(t, "public.ex", "public.seqt")
 }

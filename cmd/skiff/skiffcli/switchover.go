@@ -94,14 +94,14 @@ func (c *SwitchoverCmd) Run(rt *Runtime) error {
 	if s.old, err = pg.ConnectConfig(ctx, s.pcfg.Copy()); err != nil {
 		return fmt.Errorf("OLD (provider): %w", err)
 	}
-	defer s.old.Close(context.WithoutCancel(ctx))
+	defer func() { s.old.Close(context.WithoutCancel(ctx)) }() // s.old may be replaced (live)
 	if c.Unblock {
 		return s.unblockOld(ctx)
 	}
 	if s.new, err = pg.ConnectConfig(ctx, s.tcfg.Copy()); err != nil {
 		return fmt.Errorf("NEW (target): %w", err)
 	}
-	defer s.new.Close(context.WithoutCancel(ctx))
+	defer func() { s.new.Close(context.WithoutCancel(ctx)) }()
 
 	checkErr := s.runChecks(ctx)
 	out := rt.Out
@@ -412,6 +412,20 @@ func (s *switchover) step(name string, fn func() (string, error)) error {
 	return nil
 }
 
+// live returns conn, or a new connection to cfg when conn was closed (pgx closes a
+// connection whose query a cancelled context interrupted: the undo must still reach it).
+func live(ctx context.Context, conn **pgx.Conn, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	if !(*conn).IsClosed() {
+		return *conn, nil
+	}
+	c, err := pg.ConnectConfig(ctx, cfg.Copy())
+	if err != nil {
+		return nil, err
+	}
+	*conn = c
+	return c, nil
+}
+
 // rollback undoes the steps done, newest first, whatever ctx says (a signal must still leave
 // OLD writable).
 func (s *switchover) rollback(ctx context.Context, cause error) error {
@@ -425,9 +439,10 @@ func (s *switchover) rollback(ctx context.Context, cause error) error {
 	}
 	if len(errs) == 1 {
 		fmt.Fprintln(s.rt.Out, "switchover failed: every step undone, OLD is writable")
-		return fmt.Errorf("switchover failed, undone (OLD is writable): %w", cause)
+		// %v, not %w: an interrupted switchover (context.Canceled) is a failure, exit 1.
+		return fmt.Errorf("switchover failed, undone (OLD is writable): %v", cause)
 	}
-	return fmt.Errorf("switchover failed and could not be undone whole: %w", errors.Join(errs...))
+	return fmt.Errorf("switchover failed and could not be undone whole: %v", errors.Join(errs...))
 }
 
 // run takes the steps.
@@ -481,7 +496,10 @@ func (s *switchover) run(ctx context.Context) error {
 			return "", err
 		}
 		s.undo = append(s.undo, func(ctx context.Context) error {
-			_, err := queue.UnblockWrites(ctx, s.old, q)
+			conn, err := live(ctx, &s.old, s.pcfg)
+			if err == nil {
+				_, err = queue.UnblockWrites(ctx, conn, q)
+			}
 			if err != nil {
 				return fmt.Errorf("unblock OLD's tables (skiff switchover --unblock): %w", err)
 			}
@@ -691,7 +709,11 @@ func (s *switchover) installReverse(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("NEW: capture the tables in queue %s: %w", q, err)
 	}
 	s.undo = append(s.undo, func(ctx context.Context) error {
-		if _, err := queue.DropQueue(ctx, s.new, q, true); err != nil {
+		conn, err := live(ctx, &s.new, s.tcfg)
+		if err == nil {
+			_, err = queue.DropQueue(ctx, conn, q, true)
+		}
+		if err != nil {
 			return fmt.Errorf("NEW: drop queue %s made for the reverse replication: %w", q, err)
 		}
 		fmt.Fprintf(s.rt.Out, "undo: queue %s dropped on NEW\n", q)
@@ -714,7 +736,11 @@ func (s *switchover) installReverse(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("OLD: subscribe to queue %s of NEW: %w", q, err)
 	}
 	s.undo = append(s.undo, func(ctx context.Context) error {
-		if _, err := apply.Unsubscribe(ctx, s.old, q, name, true, nil); err != nil {
+		conn, err := live(ctx, &s.old, s.pcfg)
+		if err == nil {
+			_, err = apply.Unsubscribe(ctx, conn, q, name, true, nil)
+		}
+		if err != nil {
 			return fmt.Errorf("OLD: remove the reverse subscription %s/%s: %w", q, name, err)
 		}
 		return nil
