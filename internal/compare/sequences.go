@@ -68,3 +68,35 @@ func Sequences(ctx context.Context, target *pgx.ConnConfig, provider map[change.
 	}
 	return out, nil
 }
+
+// MoveSequences moves every target sequence of seqs that is Behind to the provider's value
+// (setval with the provider's is_called), so that the target's next nextval is above every
+// value the provider has handed out; it never moves one back. It returns the sequences it
+// moved, with the values they had. skiff switchover runs it while the provider's tables are
+// blocked for writes.
+func MoveSequences(ctx context.Context, target *pgx.ConnConfig, seqs []Sequence) ([]Sequence, error) {
+	var behind []Sequence
+	for _, s := range seqs {
+		if s.Err != nil {
+			return nil, fmt.Errorf("sequence %s: %w", s.Sequence, s.Err)
+		}
+		if s.Behind {
+			behind = append(behind, s)
+		}
+	}
+	if len(behind) == 0 {
+		return nil, nil
+	}
+	conn, err := pg.ConnectConfig(ctx, target.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, s := range behind {
+		if _, err := conn.Exec(ctx, "SELECT pg_catalog.setval(CAST($1::text AS regclass), $2, $3)",
+			s.Sequence.String(), s.Provider.Last, s.Provider.Called); err != nil {
+			return nil, fmt.Errorf("target sequence %s: setval to %s: %w", s.Sequence, s.Provider, err)
+		}
+	}
+	return behind, nil
+}

@@ -57,6 +57,8 @@ type CLI struct {
 	Repair    RepairCmd    `cmd:"" help:"Fix the rows that differ on the target (INSERT/UPDATE/DELETE by key): prints the SQL, runs it with --apply."`
 	Event     EventCmd     `cmd:"" help:"Show an event the worker cannot apply; set events aside into a dead-letter table."`
 
+	Switchover SwitchoverCmd `cmd:"" help:"Move the writes of a queue's tables from OLD (provider) to NEW (target): checks, blocks writes on OLD, waits until NEW has applied them, moves sequences, compares; --reverse also replicates NEW back to OLD."`
+
 	Unsubscribe UnsubscribeCmd `cmd:"" help:"End a subscription: unregister the consumer on the provider, remove the subscription and its table states on the target."`
 	Uninstall   UninstallCmd   `cmd:"" help:"Remove skiff's schema (and, on a provider, its queues and capture triggers) from a database."`
 }
