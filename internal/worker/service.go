@@ -283,7 +283,7 @@ func (s *Service) newPart(ctx context.Context, q Queue) (*part, error) {
 	}
 	p := &part{queue: q, log: log, s: ss, w: w}
 	if !s.cfg.NoTableManager {
-		if p.mgr, err = s.tableManager(q, log); err != nil {
+		if p.mgr, err = s.tableManager(q, log, ss.confirmed); err != nil {
 			ss.close()
 			return nil, err
 		}
