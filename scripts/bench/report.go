@@ -427,7 +427,7 @@ func aim(sec, name string) string {
 	switch {
 	case sec == "capture" && strings.HasPrefix(name, "pgbench"):
 		return "≥ 0.85, and ≥ 1.2× PgQ's"
-	case sec == "apply" && strings.Contains(name, "updates"):
+	case sec == "apply" && strings.Contains(name, "updates") && !strings.HasPrefix(name, "provider WAL"):
 		return "≥ 10× Londiste3, ≥ 1.5× built-in"
 	case sec == "copy":
 		return "≥ 0.9× the COPY pipe"

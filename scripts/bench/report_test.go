@@ -78,6 +78,7 @@ func TestReportWALPerChange(t *testing.T) {
 	b.record("apply", name, "skiff-logical", "bytes/change", true, 150)
 	r := b.report("")
 	// In the summary (lower is better: skiff writes twice what the logical source does).
-	require.Contains(t, r, "| provider WAL per change, 100,000 inserts | 300 bytes/change | 2.00× |")
+	require.Contains(t, r, "| provider WAL per change, 100,000 inserts | 300 bytes/change | 2.00× |  |")
+	require.Equal(t, "", aim("apply", walName("apply, 50,000 inserts + 50,000 updates")), "the apply rate's aim is not the WAL's")
 	require.Contains(t, r, "| provider WAL per change, 100,000 inserts | skiff, logical-decoding source (pgoutput) | 150 | 150 – 150 | bytes/change | 2.00× |")
 }
