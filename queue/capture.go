@@ -256,7 +256,7 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 	a.settings()
 	steps = []func(context.Context) error{a.family, a.columns, a.checkKey, a.install, a.adoptChildren, a.sequences}
 	if a.kind.Logical() {
-		steps = []func(context.Context) error{a.logicalChecks, a.columns, a.logicalKey, a.install, a.publish, a.sequences}
+		steps = []func(context.Context) error{a.logicalChecks, a.columns, a.logicalKey, a.checkPartitions, a.install, a.publish, a.sequences}
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {

@@ -338,7 +338,9 @@ func queueChildRows(ctx context.Context, tx pgx.Tx, c capture, child relation) (
 // maintenance. The error is for what stopped the whole run; each child's own is in its
 // Adopted.
 func AdoptChildren(ctx context.Context, conn Conn) ([]Adopted, error) {
-	rows, err := conn.Query(ctx, `SELECT `+captureColumns+` WHERE c.with_children ORDER BY 1, 4, 5`)
+	// A logical queue's captures have no triggers (func_name ''): its publication reaches
+	// every partition by itself.
+	rows, err := conn.Query(ctx, `SELECT `+captureColumns+` WHERE c.with_children AND c.func_name <> '' ORDER BY 1, 4, 5`)
 	if err != nil {
 		return nil, wrap(err, "captures with children", ErrNotInstalled)
 	}
@@ -568,7 +570,7 @@ var ErrChildNotCaptured = errors.New("has no capture trigger yet")
 // changed later without an event (a delete, a TRUNCATE) and stay on the target for good.
 func CheckChildren(ctx context.Context, db pg.DB, queueName string, table change.Table) error {
 	rows, err := db.Query(ctx, `SELECT `+captureColumns+`
-		WHERE q.queue_name = $1 AND n.nspname = $2 AND r.relname = $3 AND c.with_children`, queueName, table.Schema, table.Name)
+		WHERE q.queue_name = $1 AND n.nspname = $2 AND r.relname = $3 AND c.with_children AND c.func_name <> ''`, queueName, table.Schema, table.Name)
 	if err != nil {
 		return wrap(err, "captures with children", ErrNotInstalled)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -289,24 +290,98 @@ func orNone(s string) string {
 	return s
 }
 
+// viaRoot is the first version whose pgoutput publishes a partitioned table's changes under
+// its own name (the publication option publish_via_partition_root).
+const viaRoot = 130000
+
 // logicalChecks refuses what a logical queue cannot capture: a --where (no trigger
-// evaluates it: filter on the target, with the filter handler), and a table with
-// partitions or inheritance children (their changes are decoded under each child's name).
+// evaluates it: filter on the target, with the filter handler), a table with inheritance
+// children (their changes are decoded under each child's name), and a partitioned table
+// unless pgoutput on 13+ decodes its partitions' changes under its name
+// (publish_via_partition_root): it is then captured with its partitions, present and future,
+// as the trigger source captures it. A partition of a table the queue captures that way, or the
+// parent of a partition the queue captures on its own, is refused: its rows would come twice.
 func (a *adding) logicalChecks(ctx context.Context) error {
 	if a.where != "" {
 		return fmt.Errorf("table %s: --where needs the trigger source (a logical queue captures every row); "+
 			"filter rows on the target instead (skiff subscribe --table %s --handler filter)", a.rel.table(), a.rel.table())
 	}
-	if a.rel.kind == "p" {
-		return fmt.Errorf("table %s is partitioned: a logical queue captures its partitions, add them instead", a.rel.table())
-	}
 	fam, err := readFamily(ctx, a.tx, a.qid, a.rel.oid)
 	if err != nil {
 		return fmt.Errorf("table %s: %w", a.rel.table(), err)
 	}
+	a.fam = fam
+	if fam.parent != nil && !a.prev.found {
+		return fmt.Errorf("%s is %s of %s, which queue %s captures with its %s: %w",
+			a.rel.table(), fam.parentWord(), fam.parent.table, a.queue, fam.parent.childrenWord(), ErrCapturedWithParent)
+	}
+	if a.rel.kind == "p" {
+		if a.kind.Plugin != PluginPgoutput || a.version < viaRoot {
+			return fmt.Errorf("table %s is partitioned: a logical queue captures a partitioned table whole only with pgoutput on PostgreSQL 13 or later "+
+				"(publish_via_partition_root; this queue decodes with %s on %s): add its partitions instead, or use the trigger source",
+				a.rel.table(), a.kind.Plugin, versionText(a.version))
+		}
+		if len(fam.capturedBelow) > 0 {
+			return fmt.Errorf("table %s: partition %s is captured by queue %s on its own; remove that capture first (skiff table remove), "+
+				"then add %s: its partitions are captured with it (%w)", a.rel.table(), fam.capturedBelow[0], a.queue, a.rel.table(), ErrCapturedWithParent)
+		}
+		a.withChildren = true
+		a.res.WithChildren = true
+		return nil
+	}
 	if fam.hasChildren {
 		return fmt.Errorf("table %s has inheritance children: a logical queue decodes each child's changes under the child's name; "+
 			"add the children too, or use the trigger source", a.rel.table())
+	}
+	return nil
+}
+
+// checkPartitions checks, for a partitioned table, that each partition's replica identity
+// carries the key the table's events are keyed by (a partition's own identity decides what
+// its decoded updates and deletes carry): FULL, or a primary key or identity index of exactly
+// the key's columns. Partitions attached later are not checked: their updates and deletes fail
+// to apply (named) when their identity lacks the key.
+func (a *adding) checkPartitions(ctx context.Context) error {
+	if a.rel.kind != "p" || a.version < viaRoot { // refused before 13 (logicalChecks)
+		return nil
+	}
+	var rows pgx.Rows
+	var err error
+	if a.version >= 130000 { // viaRoot; pg_partition_tree is 12+
+		rows, err = a.tx.Query(ctx, `SELECT n.nspname, c.relname, c.relreplident::text,
+			coalesce((SELECT array_agg(att.attname::text) FROM pg_catalog.pg_index i
+				JOIN pg_catalog.pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = ANY (i.indkey)
+				WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END),
+				'{}')
+		FROM pg_catalog.pg_partition_tree($1::oid::regclass) t
+		JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.isleaf ORDER BY 1, 2`, a.rel.oid)
+	}
+	if err != nil {
+		return fmt.Errorf("partitions of %s: %w", a.rel.table(), err)
+	}
+	type part struct {
+		table change.Table
+		ident string
+		cols  []string
+	}
+	parts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (part, error) {
+		var p part
+		err := r.Scan(&p.table.Schema, &p.table.Name, &p.ident, &p.cols)
+		slices.Sort(p.cols)
+		return p, err
+	})
+	if err != nil {
+		return fmt.Errorf("partitions of %s: %w", a.rel.table(), err)
+	}
+	key := slices.Sorted(slices.Values(a.key))
+	for _, p := range parts {
+		if p.ident == "f" || slicesEqual(p.cols, key) {
+			continue
+		}
+		return fmt.Errorf("table %s: its partition %s has a replica identity without the key (%s): its decoded updates and deletes "+
+			"would not say which row they change: %w; ALTER TABLE %s REPLICA IDENTITY FULL, or give it a primary key on those columns",
+			a.rel.table(), p.table, strings.Join(a.key, ","), ErrNoReplicaIdentity, p.table)
 	}
 	return nil
 }
@@ -411,6 +486,14 @@ func (a *adding) publish(ctx context.Context) error {
 	}
 	if in {
 		return nil
+	}
+	if a.rel.kind == "p" {
+		// The partitions' changes under the partitioned table's name (13+, logicalChecks): a
+		// publication option, which changes nothing for the queue's other tables.
+		if _, err := pg.Exec(ctx, a.tx.Conn().PgConn(), `ALTER PUBLICATION `+change.QuoteIdent(a.kind.Publication)+
+			` SET (publish_via_partition_root = true)`); err != nil {
+			return fmt.Errorf("table %s: publication %s: publish via the partition root: %w", a.rel.table(), a.kind.Publication, err)
+		}
 	}
 	if _, err := pg.Exec(ctx, a.tx.Conn().PgConn(), `ALTER PUBLICATION `+change.QuoteIdent(a.kind.Publication)+` ADD TABLE ONLY `+a.rel.table().String()); err != nil {
 		return fmt.Errorf("table %s: add it to publication %s: %w", a.rel.table(), a.kind.Publication, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -333,4 +334,64 @@ func logicalQueue(t *testing.T) *pgx.Conn {
 	_, err := AddTable(context.Background(), c, "lq", TableSpec{Name: "t", Source: SourceLogical})
 	require.NoError(t, err)
 	return c
+}
+
+// TestLogicalQueuePartitioned: with pgoutput on 13+, a partitioned table is captured whole:
+// its publication publishes through the partition root, no partition gets a trigger (nor from
+// the ticker's adoption), a partition cannot be added beside it, nor the parent of a
+// partition captured on its own; a partition whose replica identity lacks the key is named.
+// test_decoding refuses a partitioned table.
+func TestLogicalQueuePartitioned(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newProvider(t, "").conn(t)
+	if pg.ServerVersion(c) < 130000 {
+		t.Skip("publish_via_partition_root needs 13+")
+	}
+	exec(t, c, `CREATE TABLE pt (id int, at date, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+		CREATE TABLE pt2 (v text, at date NOT NULL, id int NOT NULL);
+		ALTER TABLE pt ATTACH PARTITION pt2 FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+		CREATE TABLE pb (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+		CREATE TABLE pb1 PARTITION OF pb FOR VALUES FROM (0) TO (100);
+		CREATE TABLE pb2 PARTITION OF pb FOR VALUES FROM (100) TO (200);
+		ALTER TABLE pb2 REPLICA IDENTITY NOTHING;
+		CREATE TABLE pa (id int PRIMARY KEY) PARTITION BY RANGE (id);
+		CREATE TABLE pa1 PARTITION OF pa FOR VALUES FROM (0) TO (100);
+		CREATE TABLE pz (id int PRIMARY KEY) PARTITION BY RANGE (id)`)
+	spec := func(name, plugin string) TableSpec {
+		return TableSpec{Name: name, Source: SourceLogical, Plugin: plugin, NoSequences: true}
+	}
+
+	res, err := AddTable(ctx, c, "lq", spec("pt", PluginPgoutput))
+	require.NoError(t, err)
+	require.True(t, res.WithChildren)
+	var viaRoot bool
+	var published []string
+	require.NoError(t, c.QueryRow(ctx, `SELECT p.pubviaroot, ARRAY(SELECT pr.prrelid::regclass::text FROM pg_catalog.pg_publication_rel pr
+		WHERE pr.prpubid = p.oid ORDER BY 1) FROM pg_catalog.pg_publication p WHERE p.pubname = $1`, res.Kind.Publication).Scan(&viaRoot, &published))
+	require.True(t, viaRoot)
+	require.Equal(t, []string{"pt"}, published)
+	_, err = AddTable(ctx, c, "lq", spec("pt1", ""))
+	require.ErrorIs(t, err, ErrCapturedWithParent)
+	_, err = AdoptChildren(ctx, c)
+	require.NoError(t, err)
+	var triggers int
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_trigger
+		WHERE tgrelid IN ('pt'::regclass, 'pt1'::regclass, 'pt2'::regclass) AND NOT tgisinternal`).Scan(&triggers))
+	require.Zero(t, triggers, "a logical queue's partitions get no trigger")
+	require.NoError(t, CheckChildren(ctx, c, "lq", change.Table{Schema: "public", Name: "pt"}), "nothing for a copy to wait for")
+
+	_, err = AddTable(ctx, c, "lq", spec("pb", ""))
+	require.ErrorIs(t, err, ErrNoReplicaIdentity)
+	require.ErrorContains(t, err, `"public"."pb2"`)
+
+	_, err = AddTable(ctx, c, "lq", spec("pa1", ""))
+	require.NoError(t, err)
+	_, err = AddTable(ctx, c, "lq", spec("pa", ""))
+	require.ErrorIs(t, err, ErrCapturedWithParent)
+
+	_, err = AddTable(ctx, c, "ltd", spec("pz", PluginTestDecoding))
+	require.ErrorContains(t, err, "partitioned")
+	require.ErrorContains(t, err, "add its partitions instead")
 }

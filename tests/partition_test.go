@@ -46,6 +46,7 @@ type familyRun struct {
 	write    func(ctx context.Context, tx pgx.Tx, rng *rand.Rand, grown bool) error
 	grow     func(t *testing.T, prov *pgx.Conn)
 	tolerate []string // SQLSTATEs a writer's transaction may fail with (collisions)
+	src      source   // the queue's source (zero: the trigger source)
 }
 
 // run replicates the family through the built binary under writers: table add, the ticker
@@ -54,7 +55,7 @@ type familyRun struct {
 // worker has caught up, skiff compare finds the table equal, and so does a row-by-row
 // comparison.
 func (r familyRun) run(t *testing.T, provVersion, tgtVersion string) {
-	p := &pair{prov: pgtest.Shared(t, provVersion).NewDB(t), tgt: pgtest.Shared(t, tgtVersion).NewDB(t)}
+	p := &pair{prov: pgtest.Shared(t, provVersion).NewDB(t), tgt: pgtest.Shared(t, tgtVersion).NewDB(t), src: r.src}
 	for _, a := range [][]string{{"init", "provider", "--db", p.prov}, {"init", "target", "--db", p.tgt}} {
 		out, err := skiff(t, a...)
 		require.NoError(t, err, out)
@@ -62,7 +63,8 @@ func (r familyRun) run(t *testing.T, provVersion, tgtVersion string) {
 	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
 	exec1(t, prov, r.provDDL)
 	exec1(t, tgt, r.tgtDDL)
-	out, err := skiff(t, append([]string{"table", "add", "--db", p.prov, "--queue", r.queue}, append(r.addArgs, r.table)...)...)
+	add := append([]string{"table", "add", "--db", p.prov, "--queue", r.queue}, r.src.addArgs()...)
+	out, err := skiff(t, append(add, append(r.addArgs, r.table)...)...)
 	require.NoError(t, err, out)
 	require.Contains(t, out, "with its partitions or children")
 
@@ -148,56 +150,92 @@ func TestReplicatePartitionedTable(t *testing.T) {
 	for _, v := range versions {
 		t.Run("pg"+v+"to"+pgtest.DefaultVersion(), func(t *testing.T) {
 			t.Parallel()
-			ten := v == "10"
-			key, addArgs := ", PRIMARY KEY (id, at)", []string(nil)
-			if ten {
-				key, addArgs = "", []string{"--key", "id,at", "--key-not-unique"}
-			}
-			r := familyRun{
-				queue: "qp",
-				table: "public.pay",
-				provDDL: `CREATE SEQUENCE pay_ids;
+			payRun(v, source{}).run(t, v, "")
+		})
+	}
+}
+
+// TestReplicatePartitionedTableLogical: the same partitioned table on a logical queue
+// (pgoutput, 13+: publish_via_partition_root): the partitions' changes arrive under the
+// parent's name, a partition created after subscribe is published at once, and a TRUNCATE of
+// the parent is replicated (a TRUNCATE of one partition alone is not decoded through the root,
+// as with built-in replication). Providers 15 and 18 when installed.
+func TestReplicatePartitionedTableLogical(t *testing.T) {
+	t.Parallel()
+	var versions []string
+	for _, v := range majorsFrom(13) {
+		if v == "15" || v == "18" {
+			versions = append(versions, v)
+		}
+	}
+	if len(versions) == 0 {
+		t.Skip("no PostgreSQL 15 or 18 installed")
+	}
+	for _, v := range versions {
+		t.Run("logical-pgoutput/pg"+v+"to"+pgtest.DefaultVersion(), func(t *testing.T) {
+			t.Parallel()
+			payRun(v, source{plugin: queue.PluginPgoutput}).run(t, v, "")
+		})
+	}
+}
+
+// payRun is the replication of pay, partitioned by month, for provider version v and a queue
+// of source src.
+func payRun(v string, src source) familyRun {
+	ten := v == "10"
+	key, addArgs := ", PRIMARY KEY (id, at)", []string(nil)
+	if ten {
+		key, addArgs = "", []string{"--key", "id,at", "--key-not-unique"}
+	}
+	return familyRun{
+		queue: "qp",
+		table: "public.pay",
+		provDDL: `CREATE SEQUENCE pay_ids;
 					CREATE TABLE pay (id int NOT NULL, gone int, at date NOT NULL, amount numeric(10,2), note text` + key + `) PARTITION BY RANGE (at);
 					ALTER TABLE pay DROP COLUMN gone;
 					CREATE TABLE pay_2024_01 PARTITION OF pay FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
 					CREATE TABLE pay_2024_02 (note text, amount numeric(10,2), at date NOT NULL, id int NOT NULL);
 					ALTER TABLE pay ATTACH PARTITION pay_2024_02 FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
 					INSERT INTO pay SELECT nextval('pay_ids'), date '2024-01-01' + g % 59, g / 7.0, 'row ' || g FROM generate_series(1, 3000) g;`,
-				tgtDDL:  `CREATE TABLE pay (id int NOT NULL, at date NOT NULL, amount numeric(10,2), note text, PRIMARY KEY (id, at));`,
-				addArgs: addArgs,
-				write: func(ctx context.Context, tx pgx.Tx, rng *rand.Rand, grown bool) error {
-					days := 59
-					if grown {
-						days = 90 // March too
-					}
-					var err error
-					switch n := rng.IntN(10); {
-					case n < 3:
-						_, err = tx.Exec(ctx, `INSERT INTO pay SELECT nextval('pay_ids'), date '2024-01-01' + $1::int, $2::numeric, $3
-							FROM generate_series(1, $4)`, rng.IntN(days), rng.IntN(10000)/100.0, randText(rng), 1+rng.IntN(4))
-					case n < 4:
-						_, err = tx.Exec(ctx, `INSERT INTO pay_2024_02 (note, amount, at, id) VALUES ($1, 1.5, date '2024-02-01' + $2::int, nextval('pay_ids'))`,
-							randText(rng), rng.IntN(28))
-					case n < 7:
-						_, err = tx.Exec(ctx, `UPDATE pay SET amount = amount + 1, note = $1 WHERE id IN (SELECT id FROM pay ORDER BY random() LIMIT 3)`, randText(rng))
-					case n < 8 && !ten:
-						// A row moves to another partition (11 on): a delete and an insert.
-						_, err = tx.Exec(ctx, `UPDATE pay SET at = date '2024-02-20' WHERE id = (SELECT id FROM pay WHERE at < '2024-02-01' ORDER BY random() LIMIT 1)`)
-					default:
-						_, err = tx.Exec(ctx, `DELETE FROM pay WHERE id IN (SELECT id FROM pay ORDER BY random() LIMIT 2)`)
-					}
-					return err
-				},
-				grow: func(t *testing.T, prov *pgx.Conn) {
-					exec1(t, prov, `CREATE TABLE pay_2024_03 PARTITION OF pay FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')`)
-					exec1(t, prov, `INSERT INTO pay SELECT nextval('pay_ids'), date '2024-03-01' + g % 31, g, 'march ' || g FROM generate_series(1, 500) g`)
-					exec1(t, prov, `TRUNCATE pay_2024_01`)
-				},
-				// 40001: a row another writer moved to another partition meanwhile.
-				tolerate: []string{"23505", "40001"},
+		tgtDDL:  `CREATE TABLE pay (id int NOT NULL, at date NOT NULL, amount numeric(10,2), note text, PRIMARY KEY (id, at));`,
+		addArgs: addArgs,
+		write: func(ctx context.Context, tx pgx.Tx, rng *rand.Rand, grown bool) error {
+			days := 59
+			if grown {
+				days = 90 // March too
 			}
-			r.run(t, v, "")
-		})
+			var err error
+			switch n := rng.IntN(10); {
+			case n < 3:
+				_, err = tx.Exec(ctx, `INSERT INTO pay SELECT nextval('pay_ids'), date '2024-01-01' + $1::int, $2::numeric, $3
+							FROM generate_series(1, $4)`, rng.IntN(days), rng.IntN(10000)/100.0, randText(rng), 1+rng.IntN(4))
+			case n < 4:
+				_, err = tx.Exec(ctx, `INSERT INTO pay_2024_02 (note, amount, at, id) VALUES ($1, 1.5, date '2024-02-01' + $2::int, nextval('pay_ids'))`,
+					randText(rng), rng.IntN(28))
+			case n < 7:
+				_, err = tx.Exec(ctx, `UPDATE pay SET amount = amount + 1, note = $1 WHERE id IN (SELECT id FROM pay ORDER BY random() LIMIT 3)`, randText(rng))
+			case n < 8 && !ten:
+				// A row moves to another partition (11 on): a delete and an insert.
+				_, err = tx.Exec(ctx, `UPDATE pay SET at = date '2024-02-20' WHERE id = (SELECT id FROM pay WHERE at < '2024-02-01' ORDER BY random() LIMIT 1)`)
+			default:
+				_, err = tx.Exec(ctx, `DELETE FROM pay WHERE id IN (SELECT id FROM pay ORDER BY random() LIMIT 2)`)
+			}
+			return err
+		},
+		grow: func(t *testing.T, prov *pgx.Conn) {
+			exec1(t, prov, `CREATE TABLE pay_2024_03 PARTITION OF pay FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')`)
+			exec1(t, prov, `INSERT INTO pay SELECT nextval('pay_ids'), date '2024-03-01' + g % 31, g, 'march ' || g FROM generate_series(1, 500) g`)
+			if src.logical() {
+				// A TRUNCATE of one partition is not decoded through the root: the parent's is.
+				exec1(t, prov, `TRUNCATE pay`)
+				exec1(t, prov, `INSERT INTO pay SELECT nextval('pay_ids'), date '2024-01-01' + g % 90, g, 'again ' || g FROM generate_series(1, 500) g`)
+				return
+			}
+			exec1(t, prov, `TRUNCATE pay_2024_01`)
+		},
+		// 40001: a row another writer moved to another partition meanwhile.
+		tolerate: []string{"23505", "40001"},
+		src:      src,
 	}
 }
 

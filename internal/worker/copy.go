@@ -20,7 +20,9 @@ import (
 // tableManager returns the service that runs beside a queue's worker: it copies the tables
 // left in state copying (resync, added tables, copies cut short) and moves caught-up tables to
 // in-sync.
-func (s *Service) tableManager(q Queue, log *slog.Logger) (*copier.Manager, error) {
+// streamed, when set, is the position the queue's logical stream has confirmed in this process
+// (session.confirmed).
+func (s *Service) tableManager(q Queue, log *slog.Logger, streamed func() (change.Position, bool)) (*copier.Manager, error) {
 	app := "skiff worker copy " + q.Name
 	pcfg, err := pg.ParseConfig(s.cfg.Provider, app)
 	if err != nil {
@@ -30,7 +32,7 @@ func (s *Service) tableManager(q Queue, log *slog.Logger) (*copier.Manager, erro
 	if err != nil {
 		return nil, err
 	}
-	snaps := &tickSnapshots{cfg: pcfg, queue: q.Name, consumer: q.Consumer}
+	snaps := &tickSnapshots{cfg: pcfg, queue: q.Name, consumer: q.Consumer, streamed: streamed}
 	return &copier.Manager{
 		Sub: copier.Subscription{Queue: q.Name, Consumer: q.Consumer},
 		Copy: copier.Config{
@@ -85,6 +87,9 @@ type tickSnapshots struct {
 	cfg      *pgx.ConnConfig
 	queue    string
 	consumer string // names the subscription (its slot, for a logical queue)
+	// streamed is the position the logical queue's stream has confirmed in this process (nil,
+	// or false: unknown).
+	streamed func() (change.Position, bool)
 	mu       sync.Mutex
 	conn     *pgx.Conn
 	// usedBy: the queue's tables that draw from each sequence, read at usedAt.
@@ -94,13 +99,22 @@ type tickSnapshots struct {
 }
 
 // logicalPassed says whether a logical queue's stream has passed a copy point: applied on the
-// target past it, or confirmed past it by the slot (9.6+). The slot confirms only what the
-// target committed, or, idle, the server's WAL end when nothing is owed to the target: on a
-// queue whose tables are not written after a copy, the applied position never moves, and
-// the table would stay catching-up until the next write.
+// target past it, or confirmed past it by the stream. The stream confirms only what the target
+// committed, or, idle, the WAL the server has decoded when nothing is owed to the target: on a
+// queue whose tables are not written after a copy, the applied position never moves, and the
+// table would stay catching-up until the next write. The confirmed position is the worker's
+// own stream's (logical.Source.Confirmed), else the slot's (confirmed_flush_lsn, 9.6+; before
+// 9.6 the slot does not show it, so only the stream in this process can tell).
 func (t *tickSnapshots) logicalPassed(ctx context.Context, point string, applied change.Position) (bool, error) {
 	if ok, err := logical.PassedPoint(ctx, point, applied); err != nil || ok {
 		return ok, err
+	}
+	if t.streamed != nil {
+		if pos, ok := t.streamed(); ok {
+			if ok, err := logical.PassedPoint(ctx, point, pos); err != nil || ok {
+				return ok, err
+			}
+		}
 	}
 	slot, err := queue.ConsumerSlot(ctx, t.conn, t.queue, t.consumer)
 	if err != nil || slot.Name == "" {

@@ -81,8 +81,10 @@ type Config struct {
 	NoTableManager bool
 	// MetricsAddr serves Metrics on this address (e.g. ":9188"); empty serves nothing.
 	MetricsAddr string
-	// Metrics receives the workers' metrics. Nil means a registry of the service's own
-	// (metrics.NewRegistry: with the Go runtime and process collectors).
+	// Metrics receives the workers' metrics (consumer.Metrics) and the replication slots' of
+	// the logical queues, read from the provider at each scrape (skiff_worker_slot_active,
+	// skiff_worker_slot_retained_wal_bytes, skiff_worker_slot_lag_bytes). Nil means a registry
+	// of the service's own (metrics.NewRegistry: with the Go runtime and process collectors).
 	Metrics *prometheus.Registry
 	// Log receives the service's messages, each queue's with "queue" and "consumer"
 	// attributes; nil discards them.
@@ -144,6 +146,7 @@ type Service struct {
 	life    startstop.Base
 	metrics *metrics.Server
 	workerM *consumer.Metrics
+	slotM   *slotMetrics // the logical queues' slots, read at each scrape
 
 	mu    sync.Mutex
 	parts []*part // once started
@@ -163,11 +166,27 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{
+	s := &Service{
 		cfg:     cfg,
 		metrics: metrics.NewServer(cfg.MetricsAddr, cfg.Metrics, cfg.Log),
 		workerM: consumer.NewMetrics(cfg.Metrics),
-	}, nil
+	}
+	slotM, err := newSlotMetrics(cfg.Provider, cfg.Log, s.startedParts)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if err := cfg.Metrics.Register(slotM); err != nil {
+		return nil, fmt.Errorf("worker: slot metrics: %w", err)
+	}
+	s.slotM = slotM
+	return s, nil
+}
+
+// startedParts returns the queues' parts once started (none before).
+func (s *Service) startedParts() []*part {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.parts
 }
 
 // Start connects every queue (provider and target, the subscription's lock taken) and, once
@@ -283,7 +302,7 @@ func (s *Service) newPart(ctx context.Context, q Queue) (*part, error) {
 	}
 	p := &part{queue: q, log: log, s: ss, w: w}
 	if !s.cfg.NoTableManager {
-		if p.mgr, err = s.tableManager(q, log); err != nil {
+		if p.mgr, err = s.tableManager(q, log, ss.confirmed); err != nil {
 			ss.close()
 			return nil, err
 		}
@@ -344,6 +363,7 @@ func (s *Service) run(soft, hard context.Context) error {
 	}
 	wg.Wait()
 	stopService(s.metrics, hard)
+	s.slotM.close()
 	if err := s.metrics.Err(); err != nil {
 		errs = append(errs, err)
 	}

@@ -33,12 +33,12 @@ type session struct {
 	log       *slog.Logger
 	prov, tgt *pgx.Conn
 	src       consumer.Source // with the optional abilities the session forwards
-	logical   *logical.Source // src of a logical queue (closed with the session)
 	app       *apply.Applier
 
-	mu       sync.Mutex // guards what Backends and targetDesc read from other goroutines
+	mu       sync.Mutex // guards what Backends, targetDesc and confirmed read from other goroutines
 	pids     [2]uint32  // provider's and target's backend, 0 when not connected
 	tgtDescr string
+	logical  *logical.Source // src of a logical queue (closed with the session)
 	// makers are the routes' handlers that create tables on demand, by the route's
 	// destination (guarded by mu).
 	makers map[change.Table]handlers.TableMaker
@@ -160,7 +160,9 @@ func (s *session) logicalSource(ctx context.Context, kind queue.Kind) (consumer.
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
+	s.mu.Lock()
 	s.logical = src
+	s.mu.Unlock()
 	pos, err := s.app.Position(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err)
@@ -177,9 +179,12 @@ func (s *session) close() {
 	if s.app != nil {
 		_ = s.app.Close(ctx)
 	}
-	if s.logical != nil {
-		_ = s.logical.Close(ctx)
-		s.logical = nil
+	s.mu.Lock()
+	src := s.logical
+	s.logical = nil
+	s.mu.Unlock()
+	if src != nil {
+		_ = src.Close(ctx)
 	}
 	for _, c := range []*pgx.Conn{s.prov, s.tgt} {
 		if c != nil {
@@ -190,6 +195,19 @@ func (s *session) close() {
 	s.mu.Lock()
 	s.pids = [2]uint32{}
 	s.mu.Unlock()
+}
+
+// confirmed is the position the logical queue's stream has confirmed (logical.Source.Confirmed:
+// everything before it applied, or of no concern to the queue); false when the session has no
+// logical source (a trigger queue, or not connected). The table manager's goroutine calls it.
+func (s *session) confirmed() (change.Position, bool) {
+	s.mu.Lock()
+	src := s.logical
+	s.mu.Unlock()
+	if src == nil {
+		return change.Position{}, false
+	}
+	return src.Confirmed(), true
 }
 
 // backends returns the provider's and the target's backend pids (0 when not connected).

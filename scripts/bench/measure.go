@@ -311,9 +311,9 @@ func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups
 			if m := b.metric(sec, name, s.name, "rows/s", false); m.na != "" {
 				continue // failed in an earlier repetition
 			}
-			var rate, startup float64
+			var rate, startup, wal float64
 			err := b.twice(ctx, s.name, func() (err error) {
-				rate, startup, err = b.applyOnce(ctx, s, kind, groups)
+				rate, startup, wal, err = b.applyOnce(ctx, s, kind, groups)
 				return err
 			})
 			if err != nil {
@@ -326,6 +326,9 @@ func (b *bench) applySection(ctx context.Context, sec, name, kind string, groups
 			}
 			b.record(sec, name, s.name, "rows/s", false, rate)
 			b.recordDetail(sec, name+": start → first row on the target", s.name, "s", true, startup)
+			if sec == "apply" { // the parallel runs write the same per change
+				b.record(sec, walName(name), s.name, "bytes/change", true, wal)
+			}
 		}
 	}
 }
@@ -393,40 +396,70 @@ func (b *bench) dropRun(ctx context.Context, s system, e *runEnv) {
 	dropDB(ctx, e.pair.tgt, e.tdb)
 }
 
+// walName names the WAL measurement of an apply measurement.
+func walName(apply string) string {
+	return "provider WAL per change, " + strings.TrimPrefix(apply, "apply, ")
+}
+
 // applyOnce measures one run: the rate (changes per second from start to the last change on
-// the target) and the start-up time (start to the first change on the target).
-func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int) (rate, startup float64, err error) {
+// the target), the start-up time (start to the first change on the target) and the WAL the
+// provider wrote per change while the backlog was written (the insert position's move over
+// the backlog's transactions: tables, indexes, and the capture's own writes — a trigger
+// queue's events and ticks, PgQ's —; a logical-decoding slot writes none).
+func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int) (rate, startup, wal float64, err error) {
 	e, err := b.newRun(ctx, s, groups, benchTable)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer b.dropRun(ctx, s, e)
 	r := s.newRun()
 	defer r.close(ctx, e)
 	if err := r.setup(ctx, e); err != nil {
-		return 0, 0, fmt.Errorf("setup: %w", err)
+		return 0, 0, 0, fmt.Errorf("setup: %w", err)
+	}
+	w0, err := walInsertPosition(ctx, e.pair.prov, e.pdb)
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	n, err := b.backlog(ctx, e, kind)
 	if err != nil {
-		return 0, 0, fmt.Errorf("backlog: %w", err)
+		return 0, 0, 0, fmt.Errorf("backlog: %w", err)
 	}
+	w1, err := walInsertPosition(ctx, e.pair.prov, e.pdb)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	wal = float64(w1-w0) / float64(n)
 	if err := r.settle(ctx, e); err != nil {
-		return 0, 0, fmt.Errorf("settle: %w", err)
+		return 0, 0, 0, fmt.Errorf("settle: %w", err)
 	}
 	t0 := time.Now()
 	if err := r.start(ctx, e); err != nil {
-		return 0, 0, fmt.Errorf("start: %w", err)
+		return 0, 0, 0, fmt.Errorf("start: %w", err)
 	}
 	first, t1, err := b.waitMarkers(ctx, e, r.procs(), time.Duration(n/500)*time.Second+2*time.Minute)
 	if err != nil {
-		return 0, 0, fmt.Errorf("wait for the backlog's last row: %w", err)
+		return 0, 0, 0, fmt.Errorf("wait for the backlog's last row: %w", err)
 	}
 	b.log.Info("applied", "system", e.tag, "changes", n, "seconds", round(t1.Sub(t0).Seconds()),
-		"first_row_after", round(first.Sub(t0).Seconds()))
+		"first_row_after", round(first.Sub(t0).Seconds()), "wal_bytes_per_change", round(wal))
 	if err := b.compare(ctx, e); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return float64(n) / t1.Sub(t0).Seconds(), first.Sub(t0).Seconds(), nil
+	return float64(n) / t1.Sub(t0).Seconds(), first.Sub(t0).Seconds(), wal, nil
+}
+
+// walInsertPosition is the provider cluster's WAL insert position, in bytes.
+func walInsertPosition(ctx context.Context, s *pgtest.Server, db string) (int64, error) {
+	q := "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::bigint"
+	if s.Install.Num < 100000 {
+		q = "SELECT pg_catalog.pg_xlog_location_diff(pg_catalog.pg_current_xlog_insert_location(), '0/0')::bigint"
+	}
+	var n int64
+	if err := queryRow(ctx, s, db, q, &n); err != nil {
+		return 0, fmt.Errorf("provider WAL position: %w", err)
+	}
+	return n, nil
 }
 
 // backlog writes the provider's load: inserts (and updates of those rows for "mixed") in

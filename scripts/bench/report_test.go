@@ -68,3 +68,17 @@ func TestRotate(t *testing.T) {
 	require.Equal(t, []string{"a", "b", "c"}, rotate(xs, 3))
 	require.Equal(t, []string{"a", "b", "c"}, xs)
 }
+
+func TestReportWALPerChange(t *testing.T) {
+	t.Parallel()
+	b := testBench()
+	name := walName("apply, 100,000 inserts")
+	require.Equal(t, "provider WAL per change, 100,000 inserts", name)
+	b.record("apply", name, "skiff", "bytes/change", true, 300)
+	b.record("apply", name, "skiff-logical", "bytes/change", true, 150)
+	r := b.report("")
+	// In the summary (lower is better: skiff writes twice what the logical source does).
+	require.Contains(t, r, "| provider WAL per change, 100,000 inserts | 300 bytes/change | 2.00× |  |")
+	require.Equal(t, "", aim("apply", walName("apply, 50,000 inserts + 50,000 updates")), "the apply rate's aim is not the WAL's")
+	require.Contains(t, r, "| provider WAL per change, 100,000 inserts | skiff, logical-decoding source (pgoutput) | 150 | 150 – 150 | bytes/change | 2.00× |")
+}

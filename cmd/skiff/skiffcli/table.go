@@ -102,7 +102,7 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 					res.Table, res.RenamedFrom, res.Table)
 			}
 		case res.Kind.Logical():
-			fmt.Fprintf(out, "table %s: captured by logical queue %s (no trigger; decoded from each subscription's slot)\n", res.Table, c.Queue)
+			fmt.Fprintf(out, "table %s: captured by logical queue %s (no trigger; decoded from each subscription's slot%s)\n", res.Table, c.Queue, also)
 		default:
 			fmt.Fprintf(out, "table %s: captured by queue %s (layout %d%s)\n", res.Table, c.Queue, res.Layout, also)
 		}

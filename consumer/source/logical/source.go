@@ -504,6 +504,20 @@ func (s *Source) Finish(ctx context.Context, b change.Batch) error {
 // Slot returns the name of the slot the source streams.
 func (s *Source) Slot() string { return s.cfg.Slot }
 
+// Confirmed returns the position the source has confirmed to the server: every transaction
+// that committed before it is applied on the target (its batch finished) or had no change for
+// the queue. It moves with each finished batch and, while the stream is idle with nothing
+// owed, to the WAL the server has decoded (its keepalive's WAL end). A copy whose point is at
+// or before it is passed (CopyPoint.Passed): no batch still to come holds a transaction the
+// copy saw. The slot records the same position, but shows it (confirmed_flush_lsn) only from
+// 9.6 on. Zero before the first Resume. Confirmed may be called from any goroutine, also
+// after Close.
+func (s *Source) Confirmed() change.Position {
+	s.fb.mu.Lock()
+	defer s.fb.mu.Unlock()
+	return change.Position{LSN: uint64(s.fb.flushed)}
+}
+
 // Close stops the stream and closes the connections; the slot stays, confirmed up to the
 // last finished batch.
 func (s *Source) Close(ctx context.Context) error {

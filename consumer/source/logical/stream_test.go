@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -314,5 +315,76 @@ func TestStreamRestarts(t *testing.T) {
 		m := memTable{}
 		replay(t, tbl, all, m)
 		require.Equal(t, p.providerRows(t, tbl, []string{"id"}), m.dump([]string{"id"}))
+	})
+}
+
+// oldVersions adds to vs the servers before 10 that are installed (9.4–9.6, given with
+// SKIFF_PG_BINDIRS): test_decoding only.
+func oldVersions(vs []string) []string {
+	out := slices.Clone(vs)
+	for _, v := range pgtest.Majors() {
+		if v == "9.4" || v == "9.5" || v == "9.6" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// TestSourceConfirmed: Confirmed stays before a batch until it is finished, is its End once it
+// is, and, while the stream is idle, follows the WAL the server decodes (writes in another
+// database), on every version the slot does not show its confirmed position on (9.4, 9.5)
+// too: the table manager judges copies by it.
+func TestSourceConfirmed(t *testing.T) {
+	t.Parallel()
+	matrix(t, oldVersions(versions), func(t *testing.T, v, plugin string) {
+		ctx := context.Background()
+		p := newProvider(t, v, plugin)
+		tbl := change.Table{Schema: "public", Name: "t"}
+		p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+		p.publish(t, tbl)
+		start := p.createSlot(t)
+		other := pgtest.Connect(t, p.srv.NewDB(t))
+		_, err := other.Exec(ctx, `CREATE TABLE busy (id serial PRIMARY KEY, pad text)`)
+		require.NoError(t, err)
+
+		s := p.source(t, nil)
+		require.NoError(t, s.Resume(ctx, change.Position{}))
+		if p.ver >= 90600 {
+			require.GreaterOrEqual(t, LSN(s.Confirmed().LSN), start, "the slot's confirmed position at least")
+		} // before 9.6 the slot does not show it: the position resumed from (zero here)
+		last := p.writeTx(t, `INSERT INTO t VALUES (1)`)
+		b, evs := next(t, s)
+		require.Equal(t, last, evs[len(evs)-1].TxID)
+		require.Less(t, s.Confirmed().LSN, b.End.LSN, "not confirmed before Finish")
+		finish(t, s, b)
+		require.Equal(t, b.End, s.Confirmed())
+
+		// Idle: the other database's WAL moves the confirmed position past where it was.
+		walNow := `SELECT pg_catalog.pg_current_wal_lsn()::text`
+		if p.ver < 100000 {
+			walNow = `SELECT pg_catalog.pg_current_xlog_location()::text`
+		}
+		_, err = other.Exec(ctx, `INSERT INTO busy (pad) SELECT repeat('x', 200) FROM generate_series(1, 1000)`)
+		require.NoError(t, err)
+		var text string
+		require.NoError(t, p.conn.QueryRow(ctx, walNow).Scan(&text))
+		mark, err := ParseLSN(text)
+		require.NoError(t, err)
+		_, err = other.Exec(ctx, `INSERT INTO busy (pad) VALUES ('after the mark')`)
+		require.NoError(t, err)
+		runCtx, stop := context.WithCancel(ctx)
+		got := make(chan error, 1)
+		go func() {
+			b, err := s.NextBatch(runCtx)
+			if err == nil {
+				err = fmt.Errorf("a batch from an idle slot: %+v", b)
+			}
+			got <- err
+		}()
+		pgtest.Eventually(t, time.Minute, "the idle stream confirms past "+mark.String(), func() bool {
+			return LSN(s.Confirmed().LSN) >= mark
+		})
+		stop()
+		require.ErrorIs(t, <-got, context.Canceled)
 	})
 }
