@@ -344,7 +344,11 @@ func (b *bench) twice(ctx context.Context, system string, run func() error) erro
 
 // newRun creates the databases and tables of a run.
 func (b *bench) newRun(ctx context.Context, s system, groups int, tableDDL string) (*runEnv, error) {
-	p, err := b.pair(ctx, s.name, s.settings)
+	cluster := s.name
+	if s.cluster != "" {
+		cluster = s.cluster
+	}
+	p, err := b.pair(ctx, cluster, s.settings)
 	if err != nil {
 		return nil, err
 	}
@@ -396,11 +400,20 @@ func (b *bench) dropRun(ctx context.Context, s system, e *runEnv) {
 // applyOnce measures one run: the rate (changes per second from start to the last change on
 // the target) and the start-up time (start to the first change on the target).
 func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int) (rate, startup float64, err error) {
-	e, err := b.newRun(ctx, s, groups, benchTable)
+	ddl := benchTable
+	if s.name == handlersSystem.name {
+		ddl = "" // handlerTables
+	}
+	e, err := b.newRun(ctx, s, groups, ddl)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer b.dropRun(ctx, s, e)
+	if ddl == "" {
+		if err := b.handlerTables(ctx, e); err != nil {
+			return 0, 0, fmt.Errorf("tables: %w", err)
+		}
+	}
 	r := s.newRun()
 	defer r.close(ctx, e)
 	if err := r.setup(ctx, e); err != nil {
