@@ -116,6 +116,13 @@ type ErrorRecorder interface {
 	RecordError(ctx context.Context, err error) error
 }
 
+// Conflicter is an optional ability of an Applier that merges several providers into shared
+// tables (skiff subscribe --merge): how many merge conflicts the last applied batch met and
+// settled (counted in the worker's metrics).
+type Conflicter interface {
+	LastConflicts() int64
+}
+
 // Heartbeater is an optional ability of an Applier: show that the worker is alive (on the
 // target, where `skiff status` looks) while it waits to retry a failed batch.
 type Heartbeater interface {

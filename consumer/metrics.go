@@ -17,6 +17,7 @@ type Metrics struct {
 	lastBatch *prometheus.GaugeVec
 	lag       *prometheus.GaugeVec
 	duration  *prometheus.HistogramVec
+	conflicts *prometheus.CounterVec
 	queue     string
 }
 
@@ -44,8 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "skiff_worker_batch_duration_seconds", Help: "Time to apply and finish one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}, []string{"queue"}),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_worker_merge_conflicts_total",
+			Help: "Merge conflicts settled on shared tables (subscribe --merge): an insert whose key the target holds, an update or delete whose key it lacks.",
+		}, []string{"queue"}),
 	}
-	reg.MustRegister(m.events, m.batches, m.errors, m.lastBatch, m.lag, m.duration)
+	reg.MustRegister(m.events, m.batches, m.errors, m.lastBatch, m.lag, m.duration, m.conflicts)
 	return m
 }
 
@@ -62,6 +67,12 @@ func (m *Metrics) For(queue string) *Metrics {
 func (m *Metrics) errorInc() {
 	if m != nil {
 		m.errors.WithLabelValues(m.queue).Inc()
+	}
+}
+
+func (m *Metrics) conflictAdd(n int64) {
+	if m != nil && n > 0 {
+		m.conflicts.WithLabelValues(m.queue).Add(float64(n))
 	}
 }
 

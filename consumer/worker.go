@@ -303,6 +303,9 @@ func (w *Worker) batch(ctx context.Context, b change.Batch) error {
 		return err // names the batch (Source contract)
 	}
 	w.cfg.Metrics.batch(events, b, time.Since(start))
+	if c, ok := w.cfg.Applier.(Conflicter); ok {
+		w.cfg.Metrics.conflictAdd(c.LastConflicts())
+	}
 	w.log.Debug("batch applied", "worker", w.cfg.Name, "batch_id", b.ID, "events", events, "skipped", skipped, "duration", time.Since(start))
 	if w.cfg.OnBatch != nil {
 		w.cfg.OnBatch(b, events)

@@ -2,11 +2,13 @@ package handlers
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -275,6 +277,12 @@ func datePart(s string) (y, m, d int, err error) {
 
 // compareValues compares two values as numbers when both are, else as text.
 func compareValues(a, b string) int {
+	// Integers (a key, a count) are the common case: compared without big.Rat's allocations.
+	if x, err := strconv.ParseInt(a, 10, 64); err == nil {
+		if y, err := strconv.ParseInt(b, 10, 64); err == nil {
+			return cmp.Compare(x, y)
+		}
+	}
 	x, okx := new(big.Rat).SetString(strings.TrimSpace(a))
 	y, oky := new(big.Rat).SetString(strings.TrimSpace(b))
 	if okx && oky {

@@ -95,13 +95,15 @@ func TestConsumerNameIndependentOfSpelling(t *testing.T) {
 	require.Error(t, err, out)
 	require.Contains(t, out, "destination is written by another subscription of the queue")
 
-	// The queue of the same name on another provider: refused without --consumer.
+	// The queue of the same name on another provider: a subscription of its own (its
+	// consumer names the provider), refused here because it would write the same table
+	// without --merge (tests.TestMergeProviders subscribes two such providers).
 	other := newPair(t, "", "", `CREATE TABLE t (id int PRIMARY KEY, v text)`)
 	other.capture(t, "qn", "t")
 	out, err = skiff(t, "subscribe", "--provider", other.prov, "--target", tIP, "--queue", "qn", "--no-copy")
 	require.Error(t, err, out)
-	require.Contains(t, out, "which the provider")
-	require.Contains(t, out, "give another --consumer")
+	require.Contains(t, out, "qn/"+name+"/postgres@", "the second provider's subscription is named after it")
+	require.Contains(t, out, "destination is written by another subscription of the queue")
 	onTarget, onProvider = subscriptions(t, p, "qn")
 	require.Equal(t, [2]int{1, 1}, [2]int{onTarget, onProvider})
 

@@ -78,7 +78,11 @@ type Applier struct {
 	runs    map[*table]*run // pending changes per table, reused from batch to batch
 	tx      pgx.Tx          // the batch transaction while Apply runs
 	batches int64           // batches applied by this Applier (pruning of batch_log)
-	copyBuf []byte
+	// merge is the subscription's --on-conflict mode ("" when not merged: its tables are its
+	// own), read at Open; lastConflicts the conflicts the last applied batch settled.
+	merge         string
+	lastConflicts int64
+	copyBuf       []byte
 }
 
 // ErrLocked is returned by Open when another worker holds the subscription.
@@ -199,6 +203,11 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config) (*Applier, error) {
 	if a.schema, err = target.ReadVersion(ctx, conn); err != nil {
 		return nil, err
 	}
+	m, err := target.MergeOf(ctx, conn, a.schema, a.subID)
+	if err != nil {
+		return nil, fmt.Errorf("read merge settings of %s/%s: %w", cfg.Queue, cfg.Consumer, err)
+	}
+	a.merge = m.Mode
 	if err := target.SetWorker(ctx, conn, a.subID, cfg.Worker); err != nil {
 		return nil, fmt.Errorf("register worker of %s/%s: %w", cfg.Queue, cfg.Consumer, err)
 	}
@@ -347,6 +356,11 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	if err := w.flushAll(ctx); err != nil {
 		return fmt.Errorf("apply batch %d: %w", b.ID, err)
 	}
+	if w.conflicts > 0 {
+		if err := target.CountConflicts(ctx, tx, a.subID, w.conflicts, w.lastConflict); err != nil {
+			return fmt.Errorf("apply batch %d: count merge conflicts: %w", b.ID, err)
+		}
+	}
 	applied := target.Applied{BatchID: b.ID, Prev: b.Prev, End: b.End, Events: w.events}
 	ok, err := target.RecordBatch(ctx, tx, a.schema, a.subID, applied)
 	if err != nil {
@@ -367,6 +381,7 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 		return fmt.Errorf("apply batch %d: commit: %w", b.ID, err)
 	}
 	a.batches++
+	a.lastConflicts = w.conflicts
 	return nil
 }
 

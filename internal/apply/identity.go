@@ -32,10 +32,13 @@ var ErrAmbiguous = errors.New("several subscriptions of the queue on this target
 // given no consumer name. The subscription is looked up by queue, so that its name is the
 // same however the target's connection string is spelt, and a name an earlier skiff derived
 // from that spelling (skiff@host:port/db) keeps working. found is false when the target has no
-// subscription of the queue: name is then DefaultConsumer. With several, the default one wins,
-// then legacy (the name an earlier skiff would derive from this connection string, "" for
-// none); otherwise ErrAmbiguous lists them.
-func FindConsumer(ctx context.Context, conn *pgx.Conn, queue, legacy string) (name string, found bool, err error) {
+// subscription of the queue: name is then DefaultConsumer. With several (queues of one name
+// on several providers), the one the provider knows wins (provider, when not nil, lists the
+// consumers the provider has registered for the queue: a subscription's identity is its
+// queue, its consumer and the provider that knows that consumer), then the default one, then
+// legacy (the name an earlier skiff would derive from this connection string, "" for none);
+// otherwise ErrAmbiguous lists them.
+func FindConsumer(ctx context.Context, conn *pgx.Conn, queue, legacy string, provider func(context.Context) ([]string, error)) (name string, found bool, err error) {
 	def, err := DefaultConsumer(ctx, conn)
 	if err != nil {
 		return "", false, err
@@ -43,6 +46,21 @@ func FindConsumer(ctx context.Context, conn *pgx.Conn, queue, legacy string) (na
 	names, err := target.Consumers(ctx, conn, queue)
 	if err != nil {
 		return "", false, fmt.Errorf("read the subscriptions of queue %s: %w", queue, err)
+	}
+	if len(names) > 1 && provider != nil {
+		known, err := provider(ctx)
+		if err != nil {
+			return "", false, fmt.Errorf("provider: consumers of queue %s: %w", queue, err)
+		}
+		var mine []string
+		for _, n := range names {
+			if slices.Contains(known, n) {
+				mine = append(mine, n)
+			}
+		}
+		if len(mine) == 1 {
+			return mine[0], true, nil
+		}
 	}
 	switch {
 	case len(names) == 0:

@@ -22,6 +22,11 @@ type Subscription struct {
 	// the subscription, added to what it holds (target schema version 7), so that tables
 	// subscribed later follow it. The routes given are already mapped.
 	SchemaMap map[string]string
+	// Merge is the --on-conflict mode of a merged subscription (subscribe --merge: its tables
+	// are shared with other providers' subscriptions), "" for one whose tables are its own.
+	// Recorded with a new subscription (target schema version 8); an existing one keeps
+	// whether it is merged (ErrMergeChanged) and takes the new mode.
+	Merge string
 }
 
 // Subscribed is what Subscribe recorded.
@@ -45,6 +50,14 @@ var ErrRouteChanged = errors.New("table is already subscribed with another desti
 // rows into it.
 var ErrDestTaken = errors.New("destination is written by another subscription of the queue")
 
+// ErrMergeChanged is returned by Subscribe when --merge is given for a subscription recorded
+// without it, or left out for a merged one: its copies were made the other way.
+var ErrMergeChanged = errors.New("the subscription was recorded with another --merge setting")
+
+// ErrNotShared is returned by Subscribe for a destination that a merged subscription and one
+// that is not merged would both write: the latter's copy (and TRUNCATE) empties the table.
+var ErrNotShared = errors.New("a destination shared by several subscriptions must be merged in all of them")
+
 // Subscribe records a subscription and its tables on the target, in one transaction. An
 // existing subscription keeps its position, and each of its tables keeps its state (a second
 // subscribe resumes: it never puts a table back to copying under a running worker; table
@@ -63,6 +76,27 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 		}
 		if err != nil {
 			return err
+		}
+		v, err := target.ReadVersion(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if sub.Merge != "" && !v.HasMerge() {
+			return fmt.Errorf("--merge needs the target schema at version 8 (it is at %d): run skiff init target", v)
+		}
+		if v.HasMerge() {
+			m, err := target.MergeOf(ctx, tx, v, id)
+			if err != nil {
+				return err
+			}
+			if !res.Created && (m.Mode == "") != (sub.Merge == "") {
+				return fmt.Errorf("%w (merged: %v): unsubscribe and subscribe again to change it", ErrMergeChanged, m.Mode != "")
+			}
+			if m.Mode != sub.Merge {
+				if err := target.SetMergeMode(ctx, tx, id, sub.Merge); err != nil {
+					return err
+				}
+			}
 		}
 		if len(sub.SchemaMap) > 0 {
 			if err := target.SetSchemaMap(ctx, tx, id, sub.SchemaMap); err != nil {
@@ -83,12 +117,21 @@ func Subscribe(ctx context.Context, conn *pgx.Conn, sub Subscription, routes []c
 				res.Kept = append(res.Kept, r.Source)
 				continue
 			}
-			other, src, err := target.DestWriter(ctx, tx, sub.Queue, id, r.Dest)
-			switch {
-			case err == nil:
-				return fmt.Errorf("table %s: %w (consumer %s replicates %s into it)", r.Dest, ErrDestTaken, other, src)
-			case !errors.Is(err, pgx.ErrNoRows):
+			others, err := target.DestSharers(ctx, tx, v, id, r.Dest)
+			if err != nil {
 				return err
+			}
+			for _, o := range others {
+				switch {
+				case sub.Merge != "" && o.Merge == "":
+					return fmt.Errorf("table %s: %w: subscription %s/%s replicates %s into it and is not merged (its copy or a TRUNCATE would erase this provider's rows)",
+						r.Dest, ErrNotShared, o.Queue, o.Consumer, o.Source)
+				case sub.Merge == "" && o.Merge != "":
+					return fmt.Errorf("table %s: %w: merged subscription %s/%s replicates %s into it; give --merge",
+						r.Dest, ErrNotShared, o.Queue, o.Consumer, o.Source)
+				case sub.Merge == "" && o.Queue == sub.Queue:
+					return fmt.Errorf("table %s: %w (consumer %s replicates %s into it)", r.Dest, ErrDestTaken, o.Consumer, o.Source)
+				}
 			}
 			// A copy backlog of the table's earlier state goes with it: a new copy holds its
 			// events, and --no-copy says the destination already does.

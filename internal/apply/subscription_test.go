@@ -72,29 +72,38 @@ func TestFindConsumer(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, def, otherDef, "each target its own")
 
-	name, found, err := FindConsumer(ctx, conn, "q", "")
+	name, found, err := FindConsumer(ctx, conn, "q", "", nil)
 	require.NoError(t, err)
 	require.False(t, found)
 	require.Equal(t, def, name)
 
 	_, err = conn.Exec(ctx, `INSERT INTO skiff.subscription (queue, consumer, provider) VALUES ('q', 'skiff@h:5432/db', 'p')`)
 	require.NoError(t, err)
-	name, found, err = FindConsumer(ctx, conn, "q", "skiff@localhost:5432/db")
+	name, found, err = FindConsumer(ctx, conn, "q", "skiff@localhost:5432/db", nil)
 	require.NoError(t, err)
 	require.True(t, found)
 	require.Equal(t, "skiff@h:5432/db", name, "an earlier skiff's name, whatever the spelling now")
 
 	_, err = conn.Exec(ctx, `INSERT INTO skiff.subscription (queue, consumer, provider) VALUES ('q', 'x', 'p')`)
 	require.NoError(t, err)
-	_, _, err = FindConsumer(ctx, conn, "q", "")
+	_, _, err = FindConsumer(ctx, conn, "q", "", nil)
 	require.ErrorIs(t, err, ErrAmbiguous)
 	require.ErrorContains(t, err, "skiff@h:5432/db, x")
-	name, _, err = FindConsumer(ctx, conn, "q", "skiff@h:5432/db")
+	name, _, err = FindConsumer(ctx, conn, "q", "skiff@h:5432/db", nil)
 	require.NoError(t, err)
 	require.Equal(t, "skiff@h:5432/db", name)
 	_, err = conn.Exec(ctx, `INSERT INTO skiff.subscription (queue, consumer, provider) VALUES ('q', $1, 'p')`, def)
 	require.NoError(t, err)
-	name, _, err = FindConsumer(ctx, conn, "q", "skiff@h:5432/db")
+	name, _, err = FindConsumer(ctx, conn, "q", "skiff@h:5432/db", nil)
 	require.NoError(t, err)
 	require.Equal(t, def, name, "the default name first")
+	known := func(names ...string) func(context.Context) ([]string, error) {
+		return func(context.Context) ([]string, error) { return names, nil }
+	}
+	name, _, err = FindConsumer(ctx, conn, "q", "", known("x", "elsewhere"))
+	require.NoError(t, err)
+	require.Equal(t, "x", name, "the one the provider knows before the default")
+	name, _, err = FindConsumer(ctx, conn, "q", "", known("x", def))
+	require.NoError(t, err)
+	require.Equal(t, def, name, "the provider knows two: the default one")
 }

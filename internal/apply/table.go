@@ -24,6 +24,7 @@ type table struct {
 	cols     map[string]targetCol // target columns by name
 	shapes   map[string]*shape    // by layout signature
 	leading  []string             // columns some valid index of the table starts with
+	unique   [][]string           // key columns of each valid, non-partial, immediate unique index without expressions
 	triggers bool                 // the table has triggers (foreign keys' too) or rules
 	last     struct {             // the last layout seen, the common case
 		cols, key []string
@@ -80,8 +81,13 @@ type shape struct {
 	// key's delete and the new key's insert, which would leave the other columns NULL (or
 	// their defaults).
 	partial bool
+	// unique: a unique index of the target has exactly the key's columns, so an insert of a
+	// key the table holds fails (and ON CONFLICT can name it): what a merged table needs.
+	unique bool
 
 	copySQL, delSQL, updSQL, upsSQL, insRowSQL, updRowSQL, delRowSQL string
+	// hasRowSQL (merged tables, row by row) finds whether the target holds a key, locking it.
+	hasRowSQL string
 }
 
 func (a *Applier) table(ctx context.Context, q pg.DB, name change.Table) (*table, error) {
@@ -136,6 +142,9 @@ func (a *Applier) table(ctx context.Context, q pg.DB, name change.Table) (*table
 	for _, x := range idxs {
 		if x.Valid && !x.Partial && x.Columns[0] != "" && !slices.Contains(t.leading, x.Columns[0]) {
 			t.leading = append(t.leading, x.Columns[0])
+		}
+		if x.Unique && x.Valid && !x.Partial && x.Immediate && !slices.Contains(x.Columns[:x.NKey], "") {
+			t.unique = append(t.unique, x.Columns[:x.NKey])
 		}
 	}
 	// Triggers (foreign keys' included) and rules: what makes the order across tables matter
@@ -237,6 +246,11 @@ func (t *table) newShape(cols, key []string) (*shape, error) {
 		}
 	}
 	s.partial = len(s.write) < writable
+	for _, u := range t.unique {
+		if len(u) == len(key) && !slices.ContainsFunc(u, func(c string) bool { return !slices.Contains(key, c) }) {
+			s.unique = true
+		}
+	}
 	s.build()
 	return s, nil
 }
@@ -316,6 +330,7 @@ func (s *shape) build() {
 	s.insRowSQL = "INSERT INTO " + s.t.sql + " (" + list(cols) + ") VALUES (" + list(params) + ")"
 	s.updRowSQL = "UPDATE " + s.t.sql + " SET " + list(rowSets) + " WHERE " + s.keyWhere(len(s.write)+1)
 	s.delRowSQL = "DELETE FROM " + s.t.sql + " WHERE " + s.keyWhere(1)
+	s.hasRowSQL = "SELECT 1 FROM " + s.t.sql + " WHERE " + s.keyWhere(1) + " FOR UPDATE"
 }
 
 func (s *shape) keyWhere(first int) string {

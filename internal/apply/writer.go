@@ -70,6 +70,10 @@ type writer struct {
 	events  int64
 	keyBuf  []byte
 	kbuf    []change.Value
+	// conflicts counts the merge conflicts settled (merged subscriptions, row by row), the
+	// last one described in lastConflict.
+	conflicts    int64
+	lastConflict string
 	// joinsOff: hash and merge joins are disabled in the transaction (SET LOCAL), which makes
 	// large set-based UPDATEs and DELETEs look their rows up by index.
 	joinsOff bool
@@ -132,6 +136,9 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
 	}
 	if ev.Op == change.Truncate {
+		if w.a.merge != "" {
+			return &MergedTruncateError{Table: ev.Table, EventID: ev.ID}
+		}
 		if len(w.truncs) == 0 {
 			if err := w.flushAll(ctx); err != nil {
 				return err
@@ -147,6 +154,10 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	s, err := t.shapeOf(ev)
 	if err != nil {
 		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: err}
+	}
+	if w.a.merge != "" && !s.unique {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("merged table %s needs a primary key or unique index on exactly its key columns (%s): "+
+			"without one an insert of a key another provider wrote would add a second row", ev.Table, strings.Join(ev.Key, ", "))}
 	}
 	if len(ev.Values) != len(ev.Columns) {
 		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event has %d values for %d columns", len(ev.Values), len(ev.Columns))}
@@ -504,7 +515,9 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		if err != nil {
 			return fail(change.Delete, s.delSQL, err)
 		}
-		if n := tag.RowsAffected(); n < int64(mustDel) {
+		if n := tag.RowsAffected(); n < int64(mustDel) && w.a.merge != "" {
+			return fail(change.Delete, s.delSQL, errMergeMismatch)
+		} else if n < int64(mustDel) {
 			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
 		}
 	}
@@ -533,7 +546,9 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		if err != nil {
 			return fail(change.Update, s.updSQL, err)
 		}
-		if n := tag.RowsAffected(); n < int64(mustUpd) {
+		if n := tag.RowsAffected(); n < int64(mustUpd) && w.a.merge != "" {
+			return fail(change.Update, s.updSQL, errMergeMismatch)
+		} else if n < int64(mustUpd) {
 			w.a.log.Warn("rows to update were missing on the target", "table", r.t.name.String(), "missing", int64(mustUpd)-n, "updated", n)
 		}
 	}
@@ -667,6 +682,9 @@ func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error
 		}
 	case change.Delete, change.Remove:
 		sql, args = s.delRowSQL, keyArgs()
+	}
+	if w.a.merge != "" && (ev.Op == change.Insert || ev.Op == change.Update || ev.Op == change.Delete) {
+		return w.applyMergedRow(ctx, s, ev, sql, args, keyArgs)
 	}
 	tag, err := w.tx.Exec(ctx, sql, args...)
 	if err != nil {

@@ -19,8 +19,11 @@ type keyHash struct {
 
 // rowDiff streams (key text, row hash) from both sides ordered by the key text's UTF-8 bytes
 // (the same order on every server whatever its collation, and Go's string order) and merges
-// them, recording the keys that differ.
-func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []string, pi, ti TableInfo, pcols, tcols []Column, res *Result) error {
+// them, recording the keys that differ (at most cfg.MaxRowDiffs) and returning how many do.
+// For a merged pair (Pair.Merged) a target row whose key the provider lacks is another
+// provider's: counted in res.OtherRows, not a difference; the rows of both sides are counted
+// in res.Provider.Rows and res.Target.Rows.
+func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []string, pi, ti TableInfo, pcols, tcols []Column, res *Result) (int, error) {
 	keyCols := func(ti TableInfo) ([]Column, error) {
 		out := make([]Column, len(key))
 		for i, k := range key {
@@ -34,11 +37,11 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []s
 	}
 	pk, err := keyCols(pi)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tk, err := keyCols(ti)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	query := func(from string, keys, cols []Column) string {
 		k := keyExpr(keys)
@@ -59,7 +62,14 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []s
 
 	// Past MaxRowDiffs the merge goes on (the connections stay usable for the next table)
 	// but records nothing more.
+	merged := res.Pair.Merged
+	n := 0
 	add := func(r keyHash, kind string) {
+		if merged && kind == "missing on provider" {
+			res.OtherRows++
+			return
+		}
+		n++
 		if len(res.Diffs) >= cfg.MaxRowDiffs {
 			res.Truncated = true
 			return
@@ -68,7 +78,16 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []s
 	}
 	p, pok := <-pch
 	t, tok := <-tch
+	if merged {
+		res.Provider, res.Target = Sum{}, Sum{}
+	}
 	for pok || tok {
+		if merged && pok && (!tok || p.key <= t.key) {
+			res.Provider.Rows++
+		}
+		if merged && tok && (!pok || t.key <= p.key) {
+			res.Target.Rows++
+		}
 		switch {
 		case !tok || (pok && p.key < t.key):
 			add(p, "missing on target")
@@ -84,7 +103,7 @@ func (s *sides) rowDiff(ctx context.Context, cfg Config, from fromItems, key []s
 			t, tok = <-tch
 		}
 	}
-	return errors.Join(sideErr("provider", <-perr), sideErr("target", <-terr))
+	return n, errors.Join(sideErr("provider", <-perr), sideErr("target", <-terr))
 }
 
 // stream sends every row of query (key text, hash, then nkey key column texts) to ch and
@@ -120,10 +139,15 @@ func (r Result) Summary() string {
 	switch {
 	case r.Err != nil:
 		return "ERROR: " + r.Err.Error()
+	case r.Equal && r.Pair.Merged:
+		return fmt.Sprintf("equal (%d rows of this provider; merged: %d other providers' rows on the target, not compared)", r.Provider.Rows, r.OtherRows)
 	case r.Equal:
 		return fmt.Sprintf("equal (%d rows)", r.Provider.Rows)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "DIFFERENT (provider %d rows, target %d rows)", r.Provider.Rows, r.Target.Rows)
+	if r.Pair.Merged {
+		fmt.Fprintf(&b, " (merged: %d of them other providers')", r.OtherRows)
+	}
 	return b.String()
 }

@@ -99,6 +99,15 @@ type Hooks struct {
 	// state changed under it, or ctx ended), so that the caller can record the error where
 	// `skiff status` shows it; its own error is logged.
 	Failed func(ctx context.Context, conn *pgx.Conn, t Table, err error) error
+	// Merge, when set, says whether the table's destination is shared with other providers'
+	// subscriptions (skiff subscribe --merge) and how conflicts are settled: "" for a
+	// destination of its own (emptied, then copied), else "error", "apply-remote" or
+	// "keep-local": nothing is emptied and the rows are written by key (a temporary stage,
+	// then INSERT … ON CONFLICT). conn is the copy's target connection, outside a transaction.
+	Merge func(ctx context.Context, conn *pgx.Conn, t Table) (string, error)
+	// Conflicts is called, in the copy's target transaction, with the merge conflicts a
+	// merged copy settled (provider rows whose key the destination held with other values).
+	Conflicts func(ctx context.Context, tx pgx.Tx, t Table, n int64, last string) error
 	// Progress is called every Config.ProgressEvery while a table's rows flow, from a
 	// goroutine of the copy; an error is logged and the copy goes on.
 	Progress func(ctx context.Context, conn *pgx.Conn, t Table, rows, bytes int64) error
@@ -241,6 +250,7 @@ type tableCopy struct {
 	plan      *plan
 	refs      []ForeignKey // the foreign keys referencing the destination
 	point     string       // the copy point (Config.CopyPoint), "" without one
+	merge     string       // Hooks.Merge: the destination is shared, conflicts settled so
 }
 
 // copyTable copies one table and reports its outcome (log line, Hooks.Failed).
@@ -273,11 +283,25 @@ func (c *tableCopy) run(ctx context.Context) error {
 	if err := c.prepare(ctx); err != nil {
 		return err
 	}
-	// 1. Target transaction; the destination locked (under the barrier) and emptied.
+	if c.cfg.Hooks.Merge != nil {
+		var err error
+		if c.merge, err = c.cfg.Hooks.Merge(ctx, c.tgt, c.t); err != nil {
+			return fmt.Errorf("target: merge settings: %w", err)
+		}
+		if c.merge != "" && !c.plan.sql {
+			return fmt.Errorf("merged table %s: its handlers have no SQL form, and a merged copy writes by key through SQL only (not implemented for handlers run in Go, e.g. partition)", c.t)
+		}
+	}
+	// 1. Target transaction; the destination locked (under the barrier) and emptied — or,
+	// shared with other providers (merge), left as it is.
 	if err := c.begin(ctx); err != nil {
 		return err
 	}
-	if err := c.empty(ctx); err != nil {
+	if c.merge != "" {
+		if err := c.shareBarrier(ctx); err != nil {
+			return err
+		}
+	} else if err := c.empty(ctx); err != nil {
 		return err
 	}
 	// 2. Provider snapshot and copy point; 3. published.
@@ -286,6 +310,11 @@ func (c *tableCopy) run(ctx context.Context) error {
 	}
 	if err := c.publish(ctx); err != nil {
 		return err
+	}
+	if c.merge != "" {
+		if err := c.makeStage(ctx); err != nil {
+			return err
+		}
 	}
 	// 4. The rows; 5. recorded and committed.
 	if err := c.copyRows(ctx); err != nil {
@@ -468,7 +497,11 @@ func (c *tableCopy) copyRows(ctx context.Context) error {
 	stopProgress := c.reportProgress(ctx)
 	var err error
 	if p.sql {
-		err = pipe(ctx, c.prov, c.ttx, p, c.st)
+		into := p.dest
+		if c.merge != "" {
+			into = stage
+		}
+		err = pipe(ctx, c.prov, c.ttx, p, into, c.st)
 	} else {
 		err = p.transform(ctx, c.prov, c.ttx, c.tgt, c.st)
 	}
@@ -484,6 +517,11 @@ func (c *tableCopy) copyRows(ctx context.Context) error {
 
 // finish runs Hooks.Copied in the target transaction and commits it.
 func (c *tableCopy) finish(ctx context.Context) error {
+	if c.merge != "" {
+		if err := c.mergeStage(ctx); err != nil {
+			return err
+		}
+	}
 	if c.cfg.Hooks.Copied != nil {
 		if err := c.cfg.Hooks.Copied(ctx, c.ttx, c.t, c.point, c.st.rows.Load(), c.st.bytes.Load()); err != nil {
 			return fmt.Errorf("record copy: %w", err)
@@ -603,7 +641,7 @@ func (c *tableCopy) reportProgress(ctx context.Context) func() {
 // pipe streams the provider's COPY TO STDOUT of the plan's Select into the target's COPY FROM
 // STDIN through an io.Pipe, counting rows (one newline per row in COPY's text format, where
 // embedded newlines are escaped) and bytes on the way.
-func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, st *tableProgress) error {
+func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.Table, st *tableProgress) error {
 	out := "COPY (" + p.sel.SQL() + ") TO STDOUT"
 	// A plain table whose columns go unchanged is read by COPY directly (a heap scan, no
 	// executor: faster; COPY reads the table without its inheritance children); a
@@ -618,7 +656,7 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, st *tablePro
 	if relkind == "r" && p.sel.Plain() && (p.sel.Only || !children) {
 		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
 	}
-	in := "COPY " + p.dest.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"
+	in := "COPY " + into.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"
 
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)

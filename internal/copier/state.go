@@ -244,5 +244,36 @@ func (s Subscription) Hooks() Hooks {
 		Progress: func(ctx context.Context, conn *pgx.Conn, t Table, rows, bytes int64) error {
 			return s.RecordProgress(ctx, conn, t.Source, rows, bytes)
 		},
+		Merge: func(ctx context.Context, conn *pgx.Conn, _ Table) (string, error) {
+			return s.MergeMode(ctx, conn)
+		},
+		Conflicts: func(ctx context.Context, tx pgx.Tx, _ Table, n int64, last string) error {
+			id, err := target.SubscriptionID(ctx, tx, s.key())
+			if err != nil {
+				return err
+			}
+			return target.CountConflicts(ctx, tx, id, n, last)
+		},
 	}
+}
+
+// MergeMode is the subscription's --on-conflict mode, "" when it is not merged (its
+// destinations are its own) or the target schema predates merge (version 8).
+func (s Subscription) MergeMode(ctx context.Context, conn *pgx.Conn) (string, error) {
+	v, err := target.ReadVersion(ctx, conn)
+	if err != nil {
+		return "", err
+	}
+	if !v.HasMerge() {
+		return "", nil
+	}
+	id, err := target.SubscriptionID(ctx, conn, s.key())
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	m, err := target.MergeOf(ctx, conn, v, id)
+	return m.Mode, err
 }

@@ -155,6 +155,13 @@ type Subscription struct {
 	// applied yet.
 	DeadLetters        int64 `json:"dead_letters"`
 	DeadLettersPending int64 `json:"dead_letters_pending,omitempty"`
+	// Merge is the --on-conflict mode of a merged subscription (subscribe --merge: its
+	// tables are shared with other providers'), "" when it is not merged; Conflicts counts the
+	// merge conflicts met (settled, unless Merge is error), LastConflict describes the last.
+	Merge          string     `json:"merge,omitempty"`
+	Conflicts      int64      `json:"conflicts,omitempty"`
+	LastConflict   string     `json:"last_conflict,omitempty"`
+	LastConflictAt *time.Time `json:"last_conflict_at,omitempty"`
 	// Tables lists the subscribed tables, by source name.
 	Tables []Table `json:"tables"`
 }
@@ -490,6 +497,15 @@ func readSubscriptions(ctx context.Context, conn *pgx.Conn, v target.Version) (m
 			AppliedAt: ts.AppliedAt, LastError: ts.LastError, LastErrorAt: ts.LastErrorAt, Heartbeat: ts.Heartbeat, Worker: ts.Worker,
 			LastErrorEvent: ts.LastErrorEvent, DeadLetters: ts.DeadLetters, DeadLettersPending: ts.DeadLettersPending, Tables: []Table{}}
 		out[subKey{ts.Queue, ts.Consumer}], byID[ts.ID] = s, s
+	}
+	merges, err := target.Merges(ctx, conn, v)
+	if err != nil {
+		return nil, fmt.Errorf("read merge settings: %w", err)
+	}
+	for id, m := range merges {
+		if s := byID[id]; s != nil {
+			s.Merge, s.Conflicts, s.LastConflict, s.LastConflictAt = m.Mode, m.Conflicts, m.LastConflict, m.LastConflictAt
+		}
 	}
 	tables, err := target.TableStates(ctx, conn, v)
 	if err != nil {

@@ -92,6 +92,13 @@ func Text(w io.Writer, r *Report) error {
 					p("    (skiff event show describes event %d; skiff event skip sets it aside)\n", s.LastErrorEvent)
 				}
 			}
+			if s.Merge != "" {
+				p("    merged (tables shared with other providers), conflicts settled by %s: %d so far", s.Merge, s.Conflicts)
+				if s.LastConflict != "" {
+					p(", last: %s", oneLine(s.LastConflict, 300))
+				}
+				p("\n")
+			}
 			if s.DeadLetters > 0 || s.DeadLettersPending > 0 {
 				p("    %d events set aside by an operator (skiff.dead_letter)", s.DeadLetters)
 				if s.DeadLettersPending > 0 {

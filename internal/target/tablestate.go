@@ -104,14 +104,30 @@ func RoutesOf(ctx context.Context, db pg.DB, k Key) ([]change.Route, error) {
 	})
 }
 
-// DestWriter finds another subscription of queue than id that writes table dest: its
-// consumer and the source table (quoted) it replicates into dest; pgx.ErrNoRows when none.
-func DestWriter(ctx context.Context, db pg.DB, queue string, id int32, dest change.Table) (consumer, source string, err error) {
-	err = db.QueryRow(ctx, `SELECT s.consumer, quote_ident(t.source_schema) || '.' || quote_ident(t.source_name)
+// DestSharer is another subscription writing a destination table (DestSharers).
+type DestSharer struct {
+	Key
+	Source string // the source table it replicates into the destination, quoted
+	Merge  string // its --on-conflict mode, "" when it is not merged (always before version 8)
+}
+
+// DestSharers lists the subscriptions other than id, of any queue, that write table dest.
+func DestSharers(ctx context.Context, db pg.DB, v Version, id int32, dest change.Table) ([]DestSharer, error) {
+	mode := "''"
+	if v.HasMerge() {
+		mode = "coalesce(s.on_conflict, '')"
+	}
+	rows, err := db.Query(ctx, `SELECT s.queue, s.consumer, quote_ident(t.source_schema) || '.' || quote_ident(t.source_name), `+mode+`
 		FROM skiff.table_state t JOIN skiff.subscription s ON s.sub_id = t.sub_id
-		WHERE s.queue = $1 AND t.sub_id <> $2 AND t.dest_schema = $3 AND t.dest_name = $4 LIMIT 1`,
-		queue, id, dest.Schema, dest.Name).Scan(&consumer, &source)
-	return consumer, source, err
+		WHERE t.sub_id <> $1 AND t.dest_schema = $2 AND t.dest_name = $3 ORDER BY 1, 2`, id, dest.Schema, dest.Name)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DestSharer, error) {
+		var d DestSharer
+		err := r.Scan(&d.Queue, &d.Consumer, &d.Source, &d.Merge)
+		return d, err
+	})
 }
 
 // AddTable records a table of subscription id with its route (destination, state, handler

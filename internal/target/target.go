@@ -56,3 +56,7 @@ func (v Version) HasDeadLetter() bool { return v >= 6 }
 
 // HasSchemaMap says whether skiff.schema_map exists (00007).
 func (v Version) HasSchemaMap() bool { return v >= 7 }
+
+// HasMerge says whether subscription has on_conflict, conflicts, last_conflict and
+// last_conflict_at, the merge of several providers into shared tables (00008).
+func (v Version) HasMerge() bool { return v >= 8 }

@@ -68,6 +68,7 @@ func TestVersionFeatures(t *testing.T) {
 		{"dead letters", Version.HasDeadLetter, `CREATE TABLE skiff\.dead_letter\b`},
 		{"last error event", Version.HasDeadLetter, `ADD COLUMN last_error_event\b`},
 		{"schema map", Version.HasSchemaMap, `CREATE TABLE skiff\.schema_map\b`},
+		{"merge", Version.HasMerge, `ADD COLUMN on_conflict\b`},
 	} {
 		v := Version(first(c.re))
 		require.False(t, c.has(v-1), "%s before version %d", c.what, v)
@@ -139,6 +140,27 @@ func TestEveryVersion(t *testing.T) {
 			require.Equal(t, map[string]string{"legacy": "app"}, sm)
 		} else {
 			require.Empty(t, sm)
+		}
+		require.NoError(t, func() error {
+			if !v.HasMerge() {
+				return nil
+			}
+			if err := SetMergeMode(ctx, conn, id, "keep-local"); err != nil {
+				return err
+			}
+			return CountConflicts(ctx, conn, id, 2, "insert of (id=1)")
+		}(), "version %d", v)
+		m, err := MergeOf(ctx, conn, v, id)
+		require.NoError(t, err, "version %d", v)
+		ms8, err := Merges(ctx, conn, v)
+		require.NoError(t, err, "version %d", v)
+		if v.HasMerge() {
+			require.Equal(t, "keep-local", m.Mode)
+			require.Equal(t, int64(2), m.Conflicts)
+			require.Equal(t, m.Conflicts, ms8[id].Conflicts)
+		} else {
+			require.Equal(t, Merge{}, m)
+			require.Empty(t, ms8)
 		}
 		if v.HasBacklog() {
 			require.NoError(t, AppendBacklog(ctx, conn, id, src, []change.Event{{ID: 1, Op: change.Insert, Table: src}}))

@@ -89,6 +89,7 @@ var (
 	_ consumer.Heartbeater   = (*session)(nil)
 	_ consumer.Backlogger    = (*session)(nil)
 	_ consumer.DeadLetterer  = (*session)(nil)
+	_ consumer.Conflicter    = (*session)(nil)
 	_ consumer.Source        = (*trigger.Source)(nil)
 	_ consumer.CopyPoints    = (*trigger.Source)(nil)
 	_ consumer.Applier       = (*apply.Applier)(nil)
@@ -96,6 +97,7 @@ var (
 	_ consumer.Heartbeater   = (*apply.Applier)(nil)
 	_ consumer.ErrorRecorder = (*apply.Applier)(nil)
 	_ consumer.DeadLetterer  = (*apply.Applier)(nil)
+	_ consumer.Conflicter    = (*apply.Applier)(nil)
 )
 
 func (s *session) connect(ctx context.Context) error {
@@ -320,6 +322,14 @@ func (s *session) Heartbeat(ctx context.Context) error {
 		return errors.New("not connected to the target")
 	}
 	return s.app.Heartbeat(ctx)
+}
+
+// LastConflicts forwards the applier's merge conflicts of the last batch (0 unconnected).
+func (s *session) LastConflicts() int64 {
+	if s.app == nil {
+		return 0
+	}
+	return s.app.LastConflicts()
 }
 
 func (s *session) RecordError(ctx context.Context, err error) error {

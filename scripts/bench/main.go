@@ -63,7 +63,7 @@ type config struct {
 	Note     string // printed at the top of the report
 }
 
-var allSections = []string{"capture", "apply", "parallel", "copy", "lag", "bigtx"}
+var allSections = []string{"capture", "apply", "parallel", "copy", "lag", "bigtx", "handlers"}
 
 func main() {
 	sizeName := flag.String("size", "full", "benchmark size: quick (a few minutes) or full")
@@ -157,6 +157,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	if cfg.Sections["bigtx"] {
 		b.largeTransaction(ctx)
+	}
+	if cfg.Sections["handlers"] {
+		b.handlersApply(ctx)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)

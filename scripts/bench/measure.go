@@ -347,7 +347,11 @@ func (b *bench) twice(ctx context.Context, system string, run func() error) erro
 
 // newRun creates the databases and tables of a run.
 func (b *bench) newRun(ctx context.Context, s system, groups int, tableDDL string) (*runEnv, error) {
-	p, err := b.pair(ctx, s.name, s.settings)
+	cluster := s.name
+	if s.cluster != "" {
+		cluster = s.cluster
+	}
+	p, err := b.pair(ctx, cluster, s.settings)
 	if err != nil {
 		return nil, err
 	}
@@ -407,11 +411,20 @@ func walName(apply string) string {
 // the backlog's transactions: tables, indexes, and the capture's own writes — a trigger
 // queue's events and ticks, PgQ's —; a logical-decoding slot writes none).
 func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int) (rate, startup, wal float64, err error) {
-	e, err := b.newRun(ctx, s, groups, benchTable)
+	ddl := benchTable
+	if s.name == handlersSystem.name {
+		ddl = "" // handlerTables
+	}
+	e, err := b.newRun(ctx, s, groups, ddl)
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	defer b.dropRun(ctx, s, e)
+	if ddl == "" {
+		if err := b.handlerTables(ctx, e); err != nil {
+			return 0, 0, 0, fmt.Errorf("tables: %w", err)
+		}
+	}
 	r := s.newRun()
 	defer r.close(ctx, e)
 	if err := r.setup(ctx, e); err != nil {

@@ -18,7 +18,10 @@ import (
 // trigger, no ticker); subscribe creates each queue's replication slot, which close drops.
 type skiffRun struct {
 	logical bool
-	running []*proc
+	// handlers: the handlers run (handlersSystem): table legacy.bench_t0 captured with a
+	// --where, subscribed with a schema map and the partition handler.
+	handlers bool
+	running  []*proc
 }
 
 func skiffAvailable(ctx context.Context, b *bench) error {
@@ -86,8 +89,12 @@ func (r *skiffRun) setup(ctx context.Context, e *runEnv) error {
 		if r.logical {
 			args = append(args, "--source", "logical")
 		}
+		schema := "public."
+		if r.handlers {
+			args, schema = append(args, "--where", handlersWhere), "legacy."
+		}
 		for _, t := range g {
-			args = append(args, "public."+t)
+			args = append(args, schema+t)
 		}
 		if err := r.cmd(ctx, e, args...); err != nil {
 			return err
@@ -113,6 +120,9 @@ func (r *skiffRun) subscribe(ctx context.Context, e *runEnv, i int) error {
 	args := []string{"subscribe", "--provider", e.pair.prov.URL(e.pdb), "--target", e.pair.tgt.URL(e.tdb), "--queue", queueName(i)}
 	if !e.copy {
 		args = append(args, "--no-copy")
+	}
+	if r.handlers {
+		args = append(args, handlersArgs(e.b)...)
 	}
 	return r.cmd(ctx, e, args...)
 }

@@ -57,6 +57,9 @@ type replicator interface {
 type system struct {
 	name  string // short name: skiff, londiste, builtin, pglogical
 	label string // as printed
+	// cluster names the clusters the system runs on ("": its name): a variant of another
+	// system shares that system's clusters.
+	cluster string
 	// settings are extra postgresql.conf settings of the system's clusters.
 	settings map[string]string
 	// noDrop: never DROP DATABASE on these clusters (pglogical).

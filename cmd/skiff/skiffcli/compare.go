@@ -13,6 +13,7 @@ import (
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/handlers"
 	"github.com/skiffdb/skiff/internal/compare"
+	"github.com/skiffdb/skiff/internal/copier"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/target"
@@ -33,6 +34,9 @@ type CompareCmd struct {
 
 	// subscribed: the tables come from a subscription the target records (pairs).
 	subscribed bool
+	// merged: the subscription is merged (subscribe --merge): its tables are compared as
+	// shared ones (compare.Pair.Merged).
+	merged bool
 	// schemaMap is the subscription's schema map: a captured sequence of provider schema A is
 	// compared with the target's of the schema A maps to.
 	schemaMap map[string]string
@@ -183,7 +187,7 @@ func (c *CompareCmd) pairs(ctx context.Context, pcfg, tcfg *pgx.ConnConfig, reg 
 			skipped = append(skipped, r.Source) // the target takes nothing of it
 			continue
 		}
-		recorded = append(recorded, compare.Pair{Source: r.Source, Dest: r.Dest, Handler: h})
+		recorded = append(recorded, compare.Pair{Source: r.Source, Dest: r.Dest, Handler: h, Merged: c.merged})
 	}
 	c.skipped = skipped
 	if len(c.Table) == 0 {
@@ -402,7 +406,7 @@ func (c *CompareCmd) subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig)
 	if err := migrate.Require(ctx, conn, migrate.Target, pg.Describe(tcfg), identityVersion); err != nil {
 		return nil, false, err
 	}
-	name, found, err := consumerFor(ctx, conn, c.Consumer, c.Queue, c.Target)
+	name, found, err := consumerFor(ctx, conn, c.Consumer, c.Queue, c.Target, c.Provider)
 	if err != nil {
 		return nil, false, err
 	}
@@ -420,6 +424,11 @@ func (c *CompareCmd) subscribedTables(ctx context.Context, tcfg *pgx.ConnConfig)
 	if err != nil {
 		return nil, false, fmt.Errorf("target: %w", err)
 	}
+	m, err := copier.Subscription{Queue: c.Queue, Consumer: name}.MergeMode(ctx, conn)
+	if err != nil {
+		return nil, false, fmt.Errorf("target: read the merge settings of subscription %s/%s: %w", c.Queue, name, err)
+	}
+	c.merged = m != ""
 	if c.schemaMap, err = target.SchemaMap(ctx, conn, v, target.Key{Queue: c.Queue, Consumer: name}); err != nil {
 		return nil, false, fmt.Errorf("target: read the schema map of subscription %s/%s: %w", c.Queue, name, err)
 	}

@@ -67,7 +67,7 @@ func openEventSession(ctx context.Context, f eventFlags, app string, need int64)
 		s.close(ctx)
 		return nil, err
 	}
-	if s.consumer, _, err = consumerFor(ctx, s.tgt, f.Consumer, f.Queue, f.Target); err != nil {
+	if s.consumer, _, err = consumerFor(ctx, s.tgt, f.Consumer, f.Queue, f.Target, f.Provider); err != nil {
 		s.close(ctx)
 		return nil, err
 	}

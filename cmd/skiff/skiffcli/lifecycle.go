@@ -47,7 +47,7 @@ func (c *UnsubscribeCmd) Run(rt *Runtime) error {
 			return fmt.Errorf("target: %w", err)
 		}
 		if name == "" && tgtVersion > 0 {
-			if name, _, err = consumerFor(ctx, tgt, "", c.Queue, c.Target); err != nil {
+			if name, _, err = consumerFor(ctx, tgt, "", c.Queue, c.Target, c.Provider); err != nil {
 				return err
 			}
 		}

@@ -162,7 +162,7 @@ func (c *RepairCmd) subscription(ctx context.Context, tcfg *pgx.ConnConfig) (str
 	if err := migrate.Require(ctx, conn, migrate.Target, pg.Describe(tcfg), identityVersion); err != nil {
 		return "", nil, err
 	}
-	name, found, err := consumerFor(ctx, conn, c.Consumer, c.Queue, c.Target)
+	name, found, err := consumerFor(ctx, conn, c.Consumer, c.Queue, c.Target, c.Provider)
 	if err != nil {
 		return "", nil, err
 	}

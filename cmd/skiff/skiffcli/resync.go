@@ -34,7 +34,7 @@ func (c *TableResyncCmd) Run(rt *Runtime) error {
 	if err := migrate.Require(ctx, tgt, migrate.Target, pg.Describe(tgt.Config()), identityVersion); err != nil {
 		return err
 	}
-	name, _, err := consumerFor(ctx, tgt, c.Consumer, c.Queue, c.Target)
+	name, _, err := consumerFor(ctx, tgt, c.Consumer, c.Queue, c.Target, c.Provider)
 	if err != nil {
 		return err
 	}

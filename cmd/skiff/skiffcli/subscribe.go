@@ -38,6 +38,8 @@ type SubscribeCmd struct {
 	Consumer        string            `help:"Consumer name on the provider (default: the one of the queue's subscription on the target if there is one, else skiff@<target database>/<target id>, the same however the target's URL is spelt)."`
 	CopyParallel    int               `help:"Tables copied at once by the initial copy." default:"2"`
 	CopyLockTimeout time.Duration     `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
+	Merge           bool              `help:"The subscription's tables are shared with other providers' subscriptions (shards, or an old and a new database during a consolidation): its copy and resyncs truncate nothing and write the provider's rows by key, never erasing another provider's; a TRUNCATE on the provider stops the worker instead of emptying the table. The destination needs a primary key or unique index on the key columns."`
+	OnConflict      string            `help:"With --merge, how a conflict on a key is settled (an insert whose key the target holds, an update or delete whose key it lacks): error (the worker stops, naming the table and key), apply-remote (the provider's change wins), keep-local (the target's row stays). Default error; given again on a subscribed queue, it changes the setting (the worker reads it when it starts)." enum:",error,apply-remote,keep-local" default:""`
 	CreateTables    bool              `help:"Create the target tables that do not exist, from the provider's definition, in one target transaction before the copy: columns (types, NOT NULL, collations, defaults), the primary key, the sequences the tables' columns draw from and the queue's other captured sequences, missing schemas, and the enum types and domains the columns use (any other type the target lacks is an error naming table, column and type). A table is created in the shape its handlers give the rows: renamed by --table SRC:DEST, with the columns handler's renames and exclusions. The other indexes are created after the copy. Foreign keys, CHECK constraints, triggers and grants are not created. Tables that exist are left alone."`
 }
 
@@ -54,16 +56,44 @@ func legacyConsumer(targetURL string) string {
 // consumerFor names the consumer of a queue's subscription on the target tgt is connected to:
 // explicit when given, else the subscription the target records for the queue (however the
 // target's URL is spelt), else the target's default name (apply.DefaultConsumer). found says
-// whether the target has that subscription already.
-func consumerFor(ctx context.Context, tgt *pgx.Conn, explicit, queueName, targetURL string) (name string, found bool, err error) {
+// whether the target has that subscription already. When the target has several
+// subscriptions of the queue (queues of one name on several providers), the one whose consumer
+// the provider at providerURL has registered is taken (connecting to it only then).
+func consumerFor(ctx context.Context, tgt *pgx.Conn, explicit, queueName, targetURL, providerURL string) (name string, found bool, err error) {
 	if explicit == "" {
-		return apply.FindConsumer(ctx, tgt, queueName, legacyConsumer(targetURL))
+		return apply.FindConsumer(ctx, tgt, queueName, legacyConsumer(targetURL), providerConsumers(providerURL, queueName))
 	}
 	found, err = apply.SubscriptionExists(ctx, tgt, queueName, explicit)
 	if err != nil {
 		return "", false, fmt.Errorf("target: %w", err)
 	}
 	return explicit, found, nil
+}
+
+// providerConsumers returns a function listing the consumers the provider at url has
+// registered for queue ("" url: nil, unknown).
+func providerConsumers(url, queueName string) func(context.Context) ([]string, error) {
+	if url == "" {
+		return nil
+	}
+	return func(ctx context.Context) ([]string, error) {
+		prov, err := pg.Connect(ctx, url, "skiff")
+		if err != nil {
+			return nil, err
+		}
+		defer prov.Close(context.WithoutCancel(ctx))
+		infos, err := queue.GetConsumerInfo(ctx, prov)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, in := range infos {
+			if in.Queue == queueName {
+				out = append(out, in.Consumer)
+			}
+		}
+		return out, nil
+	}
 }
 
 // Run subscribes. A second run for a queue the target already subscribes to resumes it:
@@ -86,7 +116,20 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 	if err := migrate.Require(ctx, tgt, migrate.Target, pg.Describe(tgt.Config()), identityVersion); err != nil {
 		return err
 	}
-	name, existing, err := consumerFor(ctx, tgt, c.Consumer, c.Queue, c.Target)
+	if c.OnConflict != "" && !c.Merge {
+		return errors.New("--on-conflict is for merged subscriptions: give --merge too")
+	}
+	merge := ""
+	if c.Merge {
+		merge = c.OnConflict
+		if merge == "" {
+			merge = apply.MergeError
+		}
+		if !slices.Contains(apply.MergeModes, merge) {
+			return fmt.Errorf("--on-conflict %s: one of %s", merge, strings.Join(apply.MergeModes, ", "))
+		}
+	}
+	name, existing, err := consumerFor(ctx, tgt, c.Consumer, c.Queue, c.Target, c.Provider)
 	if err != nil {
 		return err
 	}
@@ -95,6 +138,16 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		return fmt.Errorf("provider: %w", err)
 	}
 	registered := slices.ContainsFunc(infos, func(in queue.ConsumerInfo) bool { return in.Queue == c.Queue && in.Consumer == name })
+	if existing && !registered && c.Consumer == "" {
+		// The target replays a queue of this name from another provider: this provider's
+		// subscription is another one, named after the provider too (its identity is the
+		// queue, the consumer and the provider that registered it).
+		name = name + "/" + pg.Describe(prov.Config())
+		if existing, err = apply.SubscriptionExists(ctx, tgt, c.Queue, name); err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		registered = slices.ContainsFunc(infos, func(in queue.ConsumerInfo) bool { return in.Queue == c.Queue && in.Consumer == name })
+	}
 	if existing && !registered {
 		// The target replays this queue from a provider that is not this one (or that lost
 		// the consumer): its position means nothing here.
@@ -221,7 +274,7 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		tick = 0 // a logical subscription's position is an LSN, recorded by its first batch
 	}
 	res, err := apply.Subscribe(ctx, tgt, apply.Subscription{
-		Queue: c.Queue, Consumer: name, Provider: pg.Describe(prov.Config()), Tick: tick, SchemaMap: given,
+		Queue: c.Queue, Consumer: name, Provider: pg.Describe(prov.Config()), Tick: tick, SchemaMap: given, Merge: merge,
 	}, routes)
 	if err != nil {
 		if !registered {

@@ -161,12 +161,12 @@ func (s *switchover) runChecks(ctx context.Context) error {
 	oldTgt, _ := migrate.Version(ctx, s.old, migrate.Target)
 
 	// Direction: OLD is the provider of the queue, NEW its target.
-	forward, why, err := s.replicates(ctx, s.old, s.new, oldProv, newTgt, c.Consumer, c.Target)
+	forward, why, err := s.replicates(ctx, s.old, s.new, oldProv, newTgt, c.Consumer, c.Target, c.Provider)
 	if err != nil {
 		return err
 	}
 	if !forward {
-		back, _, err := s.replicates(ctx, s.new, s.old, newProv, oldTgt, "", c.Provider)
+		back, _, err := s.replicates(ctx, s.new, s.old, newProv, oldTgt, "", c.Provider, c.Target)
 		if err != nil {
 			return err
 		}
@@ -325,7 +325,7 @@ func (s *switchover) reverseChecks(ctx context.Context, newProv, oldTgt int64) {
 // replicates says whether the database prov is the provider of the queue that tgt replicates
 // (a subscription on tgt whose consumer prov's queue has registered); when not, why. It sets
 // s.consumer when it does.
-func (s *switchover) replicates(ctx context.Context, prov, tgt *pgx.Conn, provVersion, tgtVersion int64, explicit, tgtURL string) (bool, string, error) {
+func (s *switchover) replicates(ctx context.Context, prov, tgt *pgx.Conn, provVersion, tgtVersion int64, explicit, tgtURL, provURL string) (bool, string, error) {
 	q := s.c.Queue
 	pn, tn := pg.Describe(prov.Config()), pg.Describe(tgt.Config())
 	if provVersion == 0 {
@@ -340,7 +340,7 @@ func (s *switchover) replicates(ctx context.Context, prov, tgt *pgx.Conn, provVe
 	if tgtVersion < identityVersion {
 		return false, fmt.Sprintf("skiff's target schema is not installed (or older than %d) on %s (--target names NEW, the database replicating queue %s)", identityVersion, tn, q), nil
 	}
-	name, found, err := consumerFor(ctx, tgt, explicit, q, tgtURL)
+	name, found, err := consumerFor(ctx, tgt, explicit, q, tgtURL, provURL)
 	if err != nil {
 		return false, "", fmt.Errorf("%s: %w", tn, err)
 	}

@@ -149,7 +149,7 @@ func (c *WorkerCmd) consumers(ctx context.Context) (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, q := range c.Queue {
-		name, found, err := consumerFor(ctx, tgt, c.Consumer, q, c.Target)
+		name, found, err := consumerFor(ctx, tgt, c.Consumer, q, c.Target, c.Provider)
 		if err != nil {
 			return nil, err
 		}
