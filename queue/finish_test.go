@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
@@ -99,6 +100,27 @@ func (c countingConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// countingConnect opens a connection to url whose socket writes (one per round trip the
+// client starts) are counted in the returned counter.
+func countingConnect(ctx context.Context, t *testing.T, url string) (*pgx.Conn, *atomic.Int64) {
+	t.Helper()
+	writes := new(atomic.Int64)
+	cfg, err := pg.ParseConfig(url, "skiff-test")
+	require.NoError(t, err)
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: nc, writes: writes}, nil
+	}
+	sc, err := pg.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sc.Close(context.Background()) })
+	return sc, writes
+}
+
 // TestBatchRoundTrips: reading a small batch costs the source a known number of round trips
 // to the provider, each of which waits for a CPU on a loaded machine (the lag path): NextBatch
 // two (next_batch; then the batch's description with what Events needs read ahead: its long
@@ -117,20 +139,7 @@ func TestBatchRoundTrips(t *testing.T) {
 	_, err = RegisterConsumer(ctx, c, "q", "c1")
 	require.NoError(t, err)
 
-	var writes atomic.Int64
-	cfg, err := pg.ParseConfig(p.url, "skiff-test")
-	require.NoError(t, err)
-	dial := cfg.DialFunc
-	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nc, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{Conn: nc, writes: &writes}, nil
-	}
-	sc, err := pg.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sc.Close(context.Background()) })
+	sc, writes := countingConnect(ctx, t, p.url)
 	src, err := NewSource(ctx, sc, SourceConfig{Queue: "q", Consumer: "c1"})
 	require.NoError(t, err)
 
@@ -177,20 +186,7 @@ func TestNextBatchIgnoresStaleNotifications(t *testing.T) {
 	_, err = RegisterConsumer(ctx, c, "q", "c1")
 	require.NoError(t, err)
 
-	var writes atomic.Int64
-	cfg, err := pg.ParseConfig(p.url, "skiff-test")
-	require.NoError(t, err)
-	dial := cfg.DialFunc
-	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nc, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{Conn: nc, writes: &writes}, nil
-	}
-	sc, err := pg.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sc.Close(context.Background()) })
+	sc, writes := countingConnect(ctx, t, p.url)
 	h := waitingHandler{Handler: slog.DiscardHandler, waiting: make(chan struct{}, 1)}
 	src, err := NewSource(ctx, sc, SourceConfig{Queue: "q", Consumer: "c1", PollInterval: time.Hour, Log: slog.New(h)})
 	require.NoError(t, err)
