@@ -111,6 +111,30 @@ func (b *bench) server(ctx context.Context, name string, extra map[string]string
 	return s, nil
 }
 
+// oldServer starts the cluster of the capture measurement on an older major version, with
+// the bench settings that version knows (checkpoint_segments before 9.5).
+func (b *bench) oldServer(ctx context.Context, version string) (*pgtest.Server, error) {
+	in, err := pgtest.Find(version)
+	if err != nil {
+		return nil, err
+	}
+	settings := map[string]string{"shared_buffers": "256MB", "checkpoint_timeout": "15min"}
+	if in.Num >= 90500 {
+		settings["max_wal_size"] = "2GB"
+	} else {
+		settings["checkpoint_segments"] = "128"
+	}
+	b.log.Info("starting cluster", "name", "capture-old", "version", in.Major)
+	s, err := pgtest.Start(ctx, pgtest.Options{Version: version, Durable: true, Settings: settings})
+	if err != nil {
+		return nil, fmt.Errorf("start cluster capture-old (%s): %w", version, err)
+	}
+	b.mu.Lock()
+	b.servers["capture-old"] = s
+	b.mu.Unlock()
+	return s, nil
+}
+
 // pair is a provider and a target cluster of one system.
 type pair struct{ prov, tgt *pgtest.Server }
 
@@ -183,7 +207,10 @@ func execSQL(ctx context.Context, s *pgtest.Server, db string, stmts ...string) 
 func createDB(ctx context.Context, s *pgtest.Server, db, template string) error {
 	q := "CREATE DATABASE " + pgx.Identifier{db}.Sanitize()
 	if template != "" {
-		q += " TEMPLATE " + pgx.Identifier{template}.Sanitize() + " STRATEGY file_copy"
+		q += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+		if s.Install.Num >= 150000 {
+			q += " STRATEGY file_copy" // 15's default (wal_log) writes the whole copy to WAL
+		}
 	}
 	return execSQL(ctx, s, "postgres", q)
 }

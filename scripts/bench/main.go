@@ -7,6 +7,8 @@
 //	go run ./scripts/bench -size quick -skiff bin/skiff -out docs/benchmarks.md
 //
 // The quick size takes about 15 minutes on a 2-core machine, the full size about 2½ hours.
+// With -capture-old VERSION (make bench BENCH_FLAGS='-capture-old 8.4', the server found
+// through SKIFF_PG_BINDIRS) the capture overhead is measured on that older server too.
 //
 // Every system gets its own provider and target clusters (PostgreSQL 15, started with
 // internal/pgtest, fsync and synchronous_commit on). Repetitions are interleaved (A 1, B 1, A 2,
@@ -61,6 +63,9 @@ type config struct {
 	Version  string
 	Command  string
 	Note     string // printed at the top of the report
+	// CaptureOld is an older major version on which the capture overhead is measured too
+	// (empty: none).
+	CaptureOld string
 }
 
 var allSections = []string{"capture", "apply", "parallel", "copy", "lag", "bigtx", "handlers"}
@@ -74,6 +79,7 @@ func main() {
 	systems := flag.String("systems", "skiff,skiff-logical,londiste,builtin,pglogical", "systems to measure (capture overhead always has its own variants)")
 	note := flag.String("note", "", "a note printed at the top of the report (e.g. the machine was shared)")
 	version := flag.String("pg", "15", "PostgreSQL major version of the clusters")
+	captureOld := flag.String("capture-old", "", "also measure the capture overhead on this older PostgreSQL version (e.g. 8.4, found through SKIFF_PG_BINDIRS): no capture, skiff and the bare PL/pgSQL trigger")
 	flag.Parse()
 
 	if *sizeName == "" {
@@ -93,7 +99,7 @@ func main() {
 	cfg := config{
 		Size: sz, SkiffBin: *skiffBin, Out: *out, Version: *version,
 		Sections: set(*sections), Systems: set(*systems),
-		Command: commandLine(), Note: *note,
+		Command: commandLine(), Note: *note, CaptureOld: *captureOld,
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 

@@ -94,42 +94,85 @@ func (b *bench) captureVariants(ctx context.Context) []captureVariant {
 		}
 		return execSQL(ctx, s, db, stmts...)
 	}})
-	vs = append(vs, captureVariant{name: "plpgsql", install: func(ctx context.Context, s *pgtest.Server, db, _ string) error {
+	vs = append(vs, plpgsqlVariant("row_to_json(NEW)", "row_to_json(OLD)"))
+	return vs
+}
+
+// plpgsqlVariant is the reference: a bare PL/pgSQL trigger that writes newRow (oldRow for a
+// delete) into a table.
+func plpgsqlVariant(newRow, oldRow string) captureVariant {
+	return captureVariant{name: "plpgsql", install: func(ctx context.Context, s *pgtest.Server, db, _ string) error {
+		data := "json"
+		if !strings.Contains(newRow, "json") {
+			data = "text"
+		}
 		stmts := []string{
-			"CREATE TABLE bench_log (id bigserial, tbl text, op text, data json)",
+			"CREATE TABLE bench_log (id bigserial, tbl text, op text, data " + data + ")",
 			`CREATE FUNCTION bench_capture() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'DELETE' THEN
-    INSERT INTO bench_log (tbl, op, data) VALUES (TG_TABLE_NAME, TG_OP, row_to_json(OLD));
+    INSERT INTO bench_log (tbl, op, data) VALUES (TG_TABLE_NAME, TG_OP, ` + oldRow + `);
   ELSE
-    INSERT INTO bench_log (tbl, op, data) VALUES (TG_TABLE_NAME, TG_OP, row_to_json(NEW));
+    INSERT INTO bench_log (tbl, op, data) VALUES (TG_TABLE_NAME, TG_OP, ` + newRow + `);
   END IF;
   RETURN NULL;
 END $$`,
+		}
+		if s.Install.Num < 90000 {
+			stmts = append([]string{"CREATE LANGUAGE plpgsql"}, stmts...) // not installed by default before 9.0
 		}
 		for _, t := range captureTables {
 			stmts = append(stmts, fmt.Sprintf("CREATE TRIGGER bench_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE PROCEDURE bench_capture()",
 				pgx.Identifier{"public", t}.Sanitize()))
 		}
 		return execSQL(ctx, s, db, stmts...)
-	}})
-	return vs
+	}}
 }
 
 func (b *bench) captureOverhead(ctx context.Context) {
-	const sec = "capture"
-	sz := b.cfg.Size
-	tpsName := fmt.Sprintf("pgbench TPS (TPC-B-like, %d clients)", sz.PgbenchClients)
-	bulkName := fmt.Sprintf("bulk insert, %s rows in one statement", num(float64(sz.BulkRows)))
-	fail := func(err error) {
-		b.log.Error("capture overhead", "err", err)
-		b.unavailable(sec, tpsName, "none", "TPS", false, err.Error())
-	}
 	srv, err := b.server(ctx, "capture", nil)
 	if err != nil {
-		fail(err)
+		b.captureFailed("", err)
 		return
 	}
+	b.captureOn(ctx, srv, "", b.captureVariants(ctx))
+	if v := b.cfg.CaptureOld; v != "" {
+		old, err := b.oldServer(ctx, v)
+		if err != nil {
+			b.captureFailed(oldSuffix(v), err)
+			return
+		}
+		ver := fullVersion(old.Install.Num)
+		b.note("Capture overhead on PostgreSQL %s: the same method on a cluster of its own, driven by %s's pgbench; PgQ is not installed there, so skiff's ratio there is compared with PgQ's on %s.", ver, b.cfg.Version, b.cfg.Version)
+		b.captureOn(ctx, old, oldSuffix(ver), b.oldCaptureVariants(ctx, old))
+	}
+}
+
+// fullVersion spells a server_version_num: 80401 → "8.4.1", 150018 → "15.18".
+func fullVersion(num int) string {
+	if num >= 100000 {
+		return fmt.Sprintf("%d.%d", num/10000, num%10000)
+	}
+	return fmt.Sprintf("%d.%d.%d", num/10000, num/100%100, num%100)
+}
+
+// oldSuffix names the old server in the capture measurements' names.
+func oldSuffix(version string) string { return ", on PostgreSQL " + version }
+
+func (b *bench) captureFailed(suffix string, err error) {
+	b.log.Error("capture overhead", "server", suffix, "err", err)
+	tpsName := fmt.Sprintf("pgbench TPS (TPC-B-like, %d clients)", b.cfg.Size.PgbenchClients) + suffix
+	b.unavailable("capture", tpsName, "none", "TPS", false, err.Error())
+}
+
+// captureOn measures the capture variants on one server; suffix (empty for the main server)
+// ends the name of every measurement.
+func (b *bench) captureOn(ctx context.Context, srv *pgtest.Server, suffix string, variants []captureVariant) {
+	const sec = "capture"
+	sz := b.cfg.Size
+	tpsName := fmt.Sprintf("pgbench TPS (TPC-B-like, %d clients)", sz.PgbenchClients) + suffix
+	bulkName := fmt.Sprintf("bulk insert, %s rows in one statement", num(float64(sz.BulkRows))) + suffix
+	fail := func(err error) { b.captureFailed(suffix, err) }
 	dir, err := b.dir("capture")
 	if err != nil {
 		fail(err)
@@ -145,7 +188,7 @@ func (b *bench) captureOverhead(ctx context.Context) {
 		fail(err)
 		return
 	}
-	b.log.Info("pgbench -i", "scale", sz.PgbenchScale)
+	b.log.Info("pgbench -i", "scale", sz.PgbenchScale, "server", fullVersion(srv.Install.Num))
 	if _, err := runCmd(ctx, dir, nil, filepath.Join(b.bin, "pgbench"), "-i", "-q", "-I", "dtgvp", "-s", strconv.Itoa(sz.PgbenchScale),
 		"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", tpl); err != nil {
 		fail(err)
@@ -160,7 +203,6 @@ func (b *bench) captureOverhead(ctx context.Context) {
 		return
 	}
 
-	variants := b.captureVariants(ctx)
 	broken := map[string]string{}
 	for rep := 1; rep <= sz.Reps && ctx.Err() == nil; rep++ {
 		got, err := b.captureRep(ctx, srv, tpl, dir, script, rotate(variants, rep-1), broken)
@@ -176,19 +218,40 @@ func (b *bench) captureOverhead(ctx context.Context) {
 			if !measured {
 				if why := broken[v.name]; why != "" {
 					b.unavailable(sec, tpsName, v.name, "TPS", false, why)
-					b.unavailable(sec, ratioTPS, v.name, "ratio", false, why)
-					b.unavailable(sec, ratioBulk, v.name, "ratio", false, why)
+					b.unavailable(sec, ratioTPS+suffix, v.name, "ratio", false, why)
+					b.unavailable(sec, ratioBulk+suffix, v.name, "ratio", false, why)
 				}
 				continue
 			}
 			b.record(sec, tpsName, v.name, "TPS", false, r[0])
 			b.record(sec, bulkName, v.name, "rows/s", false, r[1])
 			if ok && v.name != "none" {
-				b.record(sec, ratioTPS, v.name, "ratio", false, r[0]/base[0])
-				b.record(sec, ratioBulk, v.name, "ratio", false, r[1]/base[1])
+				b.record(sec, ratioTPS+suffix, v.name, "ratio", false, r[0]/base[0])
+				b.record(sec, ratioBulk+suffix, v.name, "ratio", false, r[1]/base[1])
 			}
 		}
 	}
+}
+
+// oldCaptureVariants are the variants measured on an old server: no capture, skiff and the
+// bare PL/pgSQL trigger (PgQ is not built for it). Before 9.2 there is no row_to_json: the
+// bare trigger writes NEW::text there, which is cheaper.
+func (b *bench) oldCaptureVariants(ctx context.Context, srv *pgtest.Server) []captureVariant {
+	var vs []captureVariant
+	for _, v := range b.captureVariants(ctx) {
+		switch v.name {
+		case "none", "skiff":
+			vs = append(vs, v)
+		case "plpgsql":
+			if srv.Install.Num >= 90200 {
+				vs = append(vs, v)
+			} else {
+				vs = append(vs, plpgsqlVariant("NEW::text", "OLD::text"))
+				b.note("On PostgreSQL %s the bare PL/pgSQL trigger writes NEW::text (row_to_json came in 9.2).", fullVersion(srv.Install.Num))
+			}
+		}
+	}
+	return vs
 }
 
 // captureRep runs one repetition of every variant: a database per variant (a copy of the
