@@ -24,7 +24,14 @@ func (b *bench) largeTransaction(ctx context.Context) {
 	n := b.cfg.Size.BigTxRows
 	name := fmt.Sprintf("one transaction: %s inserts + %s updates of them", num(float64(n)), num(float64(n)))
 	for rep := 1; rep <= b.cfg.Size.Reps && ctx.Err() == nil; rep++ {
-		for _, s := range rotate(b.systems(), rep-1) {
+		systems := b.systems()
+		if b.cfg.Old != "" && b.cfg.Systems["skiff"] {
+			systems = append(systems, b.oldSkiff())
+			if rep == 1 {
+				b.note("Large transaction, %s: the provider runs PostgreSQL %s, the target %s.", label("skiff-old"), b.cfg.Old, b.cfg.Version)
+			}
+		}
+		for _, s := range rotate(systems, rep-1) {
 			if !b.usable(ctx, s) {
 				b.unavailable(sec, name, s.name, "s", true, b.disabled[s.name])
 				continue

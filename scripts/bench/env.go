@@ -111,9 +111,15 @@ func (b *bench) server(ctx context.Context, name string, extra map[string]string
 	return s, nil
 }
 
-// oldServer starts the cluster of the capture measurement on an older major version, with
-// the bench settings that version knows (checkpoint_segments before 9.5).
-func (b *bench) oldServer(ctx context.Context, version string) (*pgtest.Server, error) {
+// oldServer returns a cluster of an older major version (-old), starting it on first use
+// with the bench settings that version knows (checkpoint_segments before 9.5).
+func (b *bench) oldServer(ctx context.Context, name, version string) (*pgtest.Server, error) {
+	b.mu.Lock()
+	s, ok := b.servers[name]
+	b.mu.Unlock()
+	if ok {
+		return s, nil
+	}
 	in, err := pgtest.Find(version)
 	if err != nil {
 		return nil, err
@@ -124,13 +130,13 @@ func (b *bench) oldServer(ctx context.Context, version string) (*pgtest.Server, 
 	} else {
 		settings["checkpoint_segments"] = "128"
 	}
-	b.log.Info("starting cluster", "name", "capture-old", "version", in.Major)
-	s, err := pgtest.Start(ctx, pgtest.Options{Version: version, Durable: true, Settings: settings})
+	b.log.Info("starting cluster", "name", name, "version", in.Major)
+	s, err = pgtest.Start(ctx, pgtest.Options{Version: version, Durable: true, Settings: settings})
 	if err != nil {
-		return nil, fmt.Errorf("start cluster capture-old (%s): %w", version, err)
+		return nil, fmt.Errorf("start cluster %s (%s): %w", name, version, err)
 	}
 	b.mu.Lock()
-	b.servers["capture-old"] = s
+	b.servers[name] = s
 	b.mu.Unlock()
 	return s, nil
 }

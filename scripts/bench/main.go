@@ -7,8 +7,9 @@
 //	go run ./scripts/bench -size quick -skiff bin/skiff -out docs/benchmarks.md
 //
 // The quick size takes about 15 minutes on a 2-core machine, the full size about 2½ hours.
-// With -capture-old VERSION (make bench BENCH_FLAGS='-capture-old 8.4', the server found
-// through SKIFF_PG_BINDIRS) the capture overhead is measured on that older server too.
+// With -old VERSION (make bench BENCH_FLAGS='-old 8.4', the server found through
+// SKIFF_PG_BINDIRS) the capture overhead is measured on that older server too, and skiff's
+// large transaction with a provider of that version.
 //
 // Every system gets its own provider and target clusters (PostgreSQL 15, started with
 // internal/pgtest, fsync and synchronous_commit on). Repetitions are interleaved (A 1, B 1, A 2,
@@ -63,9 +64,9 @@ type config struct {
 	Version  string
 	Command  string
 	Note     string // printed at the top of the report
-	// CaptureOld is an older major version on which the capture overhead is measured too
-	// (empty: none).
-	CaptureOld string
+	// Old is an older major version on which the capture overhead is measured too, and
+	// skiff's large transaction with a provider of it (empty: none).
+	Old string
 }
 
 var allSections = []string{"capture", "apply", "parallel", "copy", "lag", "bigtx", "handlers"}
@@ -79,7 +80,7 @@ func main() {
 	systems := flag.String("systems", "skiff,skiff-logical,londiste,builtin,pglogical", "systems to measure (capture overhead always has its own variants)")
 	note := flag.String("note", "", "a note printed at the top of the report (e.g. the machine was shared)")
 	version := flag.String("pg", "15", "PostgreSQL major version of the clusters")
-	captureOld := flag.String("capture-old", "", "also measure the capture overhead on this older PostgreSQL version (e.g. 8.4, found through SKIFF_PG_BINDIRS): no capture, skiff and the bare PL/pgSQL trigger")
+	oldVersion := flag.String("old", "", "an older PostgreSQL version (e.g. 8.4, found through SKIFF_PG_BINDIRS): the capture overhead is measured on it too, and skiff's large transaction with a provider of it")
 	flag.Parse()
 
 	if *sizeName == "" {
@@ -99,7 +100,7 @@ func main() {
 	cfg := config{
 		Size: sz, SkiffBin: *skiffBin, Out: *out, Version: *version,
 		Sections: set(*sections), Systems: set(*systems),
-		Command: commandLine(), Note: *note, CaptureOld: *captureOld,
+		Command: commandLine(), Note: *note, Old: *oldVersion,
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 

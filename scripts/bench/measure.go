@@ -136,8 +136,8 @@ func (b *bench) captureOverhead(ctx context.Context) {
 		return
 	}
 	b.captureOn(ctx, srv, "", b.captureVariants(ctx))
-	if v := b.cfg.CaptureOld; v != "" {
-		old, err := b.oldServer(ctx, v)
+	if v := b.cfg.Old; v != "" {
+		old, err := b.oldServer(ctx, "capture-old", v)
 		if err != nil {
 			b.captureFailed(oldSuffix(v), err)
 			return
@@ -414,7 +414,15 @@ func (b *bench) newRun(ctx context.Context, s system, groups int, tableDDL strin
 	if s.cluster != "" {
 		cluster = s.cluster
 	}
-	p, err := b.pair(ctx, cluster, s.settings)
+	var p pair
+	var err error
+	if s.oldProvider {
+		if p.prov, err = b.oldServer(ctx, cluster+"-provider", b.cfg.Old); err == nil {
+			p.tgt, err = b.server(ctx, cluster+"-target", s.settings)
+		}
+	} else {
+		p, err = b.pair(ctx, cluster, s.settings)
+	}
 	if err != nil {
 		return nil, err
 	}

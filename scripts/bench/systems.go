@@ -62,6 +62,8 @@ type system struct {
 	cluster string
 	// settings are extra postgresql.conf settings of the system's clusters.
 	settings map[string]string
+	// oldProvider: the provider runs the -old version (the target the main one).
+	oldProvider bool
 	// noDrop: never DROP DATABASE on these clusters (pglogical).
 	noDrop    bool
 	newRun    func() replicator
@@ -321,4 +323,11 @@ func (r *pglogicalRun) close(ctx context.Context, e *runEnv) {
 			e.b.log.Warn("drop pglogical node", "node", side.node, "err", err)
 		}
 	}
+}
+
+// oldSkiff is skiff with a provider of the -old version, measured in the large-transaction
+// section when -old is given.
+func (b *bench) oldSkiff() system {
+	return system{name: "skiff-old", label: "skiff, provider PostgreSQL " + b.cfg.Old, oldProvider: true,
+		newRun: func() replicator { return &skiffRun{} }, available: skiffAvailable}
 }
