@@ -201,3 +201,67 @@ func explain(t *testing.T, db pg.DB, sql string) string {
 	require.NoError(t, rows.Err())
 	return strings.Join(lines, "\n")
 }
+
+// TestTicksWithoutCommitsMerge: the ticks cut while only a long transaction writes (its ids
+// move, nothing commits) are merged into one empty batch, up to the last tick before a
+// commit; the long transaction is still running at the next batch's start, so it is read by
+// itself; a commit between two ticks ends the merge. Before provider migration 11 every one of
+// those ticks was a batch of its own (L's ids exceed MaxEvents).
+func TestTicksWithoutCommitsMerge(t *testing.T) {
+	t.Parallel()
+	for _, v := range pgtest.Majors() {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := setupQueue(t, v, "c")
+			c := p.conn(t)
+			tick := func() int64 {
+				id, err := ForceTick(ctx, c, "q")
+				require.NoError(t, err)
+				return id
+			}
+			start := tick()
+			lc := p.conn(t)
+			ltx, err := lc.Begin(ctx)
+			require.NoError(t, err)
+			_, err = ltx.Exec(ctx, `INSERT INTO t SELECT g, 'L' FROM generate_series(1000, 1299) g`)
+			require.NoError(t, err)
+			var quiet []int64
+			for range 4 {
+				quiet = append(quiet, tick())
+			}
+			exec(t, c, `INSERT INTO t VALUES (5, 'short')`) // a commit between two ticks
+			afterShort := []int64{tick(), tick()}
+			_, err = ltx.Exec(ctx, `UPDATE t SET v = 'L2' WHERE id BETWEEN 1000 AND 1299`)
+			require.NoError(t, err)
+			require.NoError(t, ltx.Commit(ctx))
+			end := tick()
+
+			src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c", MaxEvents: 10, LongTxEvents: 100})
+			require.NoError(t, err)
+			b, _ := readBatch(t, src) // up to start: the set-up's commits came after the first tick
+			require.Equal(t, start, b.End.Tick)
+			b, evs := readBatch(t, src)
+			require.Equal(t, quiet[len(quiet)-1], b.End.Tick, "the ticks without a commit are one batch")
+			require.Empty(t, evs)
+
+			b, evs = readBatch(t, src)
+			require.Equal(t, afterShort[len(afterShort)-1], b.End.Tick)
+			require.Equal(t, []string{"5"}, ids(evs))
+
+			b, err = src.NextBatch(ctx)
+			require.NoError(t, err)
+			require.Equal(t, end, b.End.Tick)
+			long, err := BatchLongTxs(ctx, p.conn(t), b.ID)
+			require.NoError(t, err)
+			require.Len(t, long, 1, "L runs at the batch's start tick: it is read by itself")
+			var n int
+			require.NoError(t, src.Events(ctx, b, func(chunk []change.Event) error {
+				n += len(chunk)
+				return nil
+			}))
+			require.Equal(t, 600, n)
+			require.NoError(t, src.Finish(ctx, b))
+		})
+	}
+}
