@@ -1,7 +1,13 @@
 package apply
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,7 +18,8 @@ import (
 
 // BenchmarkApplier measures the target side alone: batches of 20k synthetic events (the
 // queue's default batch size) applied to a table like the bench's (id bigint PRIMARY KEY,
-// v int, pad text), as rows/s.
+// v int, pad text), as rows/s and as the CPU spent per row by the target's backend and by
+// this process (the applier), which a loaded machine does not blur as it does the rate.
 //
 //	go test ./internal/apply -run '^$' -bench Applier -benchtime 10x
 func BenchmarkApplier(b *testing.B) {
@@ -52,12 +59,36 @@ func BenchmarkApplier(b *testing.B) {
 				}
 				batches[n] = evs
 			}
+			var pid uint32
+			require.NoError(b, tg.conn.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid))
 			b.ResetTimer()
-			t0 := time.Now()
+			t0, back0, self0 := time.Now(), backendCPU(b, pid), selfCPU()
 			for n := range b.N {
 				require.NoError(b, tg.apply(b, batches[n]))
 			}
-			b.ReportMetric(float64(b.N*batch)/time.Since(t0).Seconds(), "rows/s")
+			rows := float64(b.N * batch)
+			b.ReportMetric(rows/time.Since(t0).Seconds(), "rows/s")
+			b.ReportMetric(float64((backendCPU(b, pid)-back0).Microseconds())/rows, "backend-µs/row")
+			b.ReportMetric(float64((selfCPU()-self0).Microseconds())/rows, "applier-µs/row")
 		})
 	}
+}
+
+// backendCPU is the user+system CPU time a server backend has used so far.
+func backendCPU(b *testing.B, pid uint32) time.Duration {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Skipf("backend CPU: %v", err) // not on Linux, or the server runs elsewhere
+	}
+	f := strings.Fields(string(s[bytes.LastIndexByte(s, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// selfCPU is the CPU time this process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
