@@ -83,6 +83,10 @@ type Applier struct {
 	merge         string
 	lastConflicts int64
 	copyBuf       []byte
+	// argBufs and args hold the parameters of the set-based statements (writer.setArgs),
+	// reused flush after flush.
+	argBufs [][]byte
+	args    setArgs
 }
 
 // ErrLocked is returned by Open when another worker holds the subscription.

@@ -3,12 +3,14 @@ package apply
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/pg"
@@ -499,19 +501,18 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		if err := w.planJoins(ctx, s, ndel); err != nil {
 			return err
 		}
-		args := make([]any, len(s.key))
-		for j := range s.key {
-			col := make([]pgtype.Text, 0, ndel)
-			for i := range r.entries {
-				e := &r.entries[i]
-				if e.op == opDelete || e.op == opReplace {
-					v := r.arena[int(e.key)+j]
-					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
+		args := w.setArgs(len(s.key), func(j int) ([]byte, int16) {
+			tc := r.t.cols[s.key[j]]
+			return appendArray(w.a.argBufs[j][:0], tc, func(yield func(change.Value) bool) {
+				for i := range r.entries {
+					e := &r.entries[i]
+					if (e.op == opDelete || e.op == opReplace) && !yield(r.arena[int(e.key)+j]) {
+						return
+					}
 				}
-			}
-			args[j] = arrayArg(r.t.cols[s.key[j]], col)
-		}
-		tag, err := w.tx.Exec(ctx, s.delSQL, args...)
+			})
+		})
+		tag, err := w.execSet(ctx, s.delSQL, args)
 		if err != nil {
 			return fail(change.Delete, s.delSQL, err)
 		}
@@ -521,28 +522,27 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
 		}
 	}
-	// rowArgs returns the rows of the entries ops selects as one text array per written column.
-	rowArgs := func(n int, ops ...uint8) []any {
-		args := make([]any, len(s.write))
-		for m, i := range s.write {
-			col := make([]pgtype.Text, 0, n)
-			for k := range r.entries {
-				e := &r.entries[k]
-				if e.op == ops[0] || len(ops) > 1 && e.op == ops[1] {
-					v := r.arena[int(e.row)+i]
-					col = append(col, pgtype.Text{String: v.Text, Valid: v.Valid})
+	// rowArgs returns the rows of the entries ops selects, one array parameter per written
+	// column.
+	rowArgs := func(ops ...uint8) *setArgs {
+		return w.setArgs(len(s.write), func(m int) ([]byte, int16) {
+			i := s.write[m]
+			return appendArray(w.a.argBufs[m][:0], r.t.cols[s.cols[i]], func(yield func(change.Value) bool) {
+				for k := range r.entries {
+					e := &r.entries[k]
+					if (e.op == ops[0] || len(ops) > 1 && e.op == ops[1]) && !yield(r.arena[int(e.row)+i]) {
+						return
+					}
 				}
-			}
-			args[m] = arrayArg(r.t.cols[s.cols[i]], col)
-		}
-		return args
+			})
+		})
 	}
 	if nupd > 0 && s.updSQL != "" {
 		if err := w.planJoins(ctx, s, nupd); err != nil {
 			return err
 		}
 		// Updates and upserts: an upsert's row that is found is overwritten here.
-		tag, err := w.tx.Exec(ctx, s.updSQL, rowArgs(nupd, opUpdate, opUpsert)...)
+		tag, err := w.execSet(ctx, s.updSQL, rowArgs(opUpdate, opUpsert))
 		if err != nil {
 			return fail(change.Update, s.updSQL, err)
 		}
@@ -557,7 +557,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		if err := w.planJoins(ctx, s, nups); err != nil {
 			return err
 		}
-		if _, err := w.tx.Exec(ctx, s.upsSQL, rowArgs(nups, opUpsert)...); err != nil {
+		if _, err := w.execSet(ctx, s.upsSQL, rowArgs(opUpsert)); err != nil {
 			return fail(change.Upsert, s.upsSQL, err)
 		}
 	}
@@ -587,35 +587,98 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 	return nil
 }
 
-// arrayArg is the argument of a set-based statement for the values of one column: the
-// values as text[] (cast to the column's type on the server), or for a typed column
-// (targetCol.typed) the text of an array literal of them, which pgx sends as text for the
-// parameter the statement types as an array of the column's base type.
-func arrayArg(tc targetCol, vals []pgtype.Text) any {
-	if !tc.typed {
-		return vals
+// setArgs are the parameters of a set-based statement in their wire form: one array per
+// column, made by the applier itself (no per-value allocation, no reflection) into buffers
+// reused flush after flush.
+type setArgs struct {
+	vals    [][]byte
+	formats []int16
+}
+
+// setArgs makes n array parameters, the j-th by col(j), which appends it to
+// w.a.argBufs[j][:0] and returns it with its format (appendArray).
+func (w *writer) setArgs(n int, col func(j int) ([]byte, int16)) *setArgs {
+	a := w.a
+	for len(a.argBufs) < n {
+		a.argBufs = append(a.argBufs, nil)
 	}
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, v := range vals {
-		if i > 0 {
-			b.WriteByte(tc.delim)
+	args := &a.args
+	args.vals, args.formats = args.vals[:0], args.formats[:0]
+	for j := range n {
+		b, format := col(j)
+		if cap(b) <= 64<<20 {
+			a.argBufs[j] = b[:0]
+		} else {
+			a.argBufs[j] = nil
 		}
+		args.vals, args.formats = append(args.vals, b), append(args.formats, format)
+	}
+	return args
+}
+
+// execSet runs a set-based statement with its array parameters (one round trip: parse, bind,
+// execute; the parameters' types come from the statement's casts).
+func (w *writer) execSet(ctx context.Context, sql string, args *setArgs) (pgconn.CommandTag, error) {
+	return w.tx.Conn().PgConn().ExecParams(ctx, sql, args.vals, nil, args.formats, nil).Close()
+}
+
+// textOID is the oid of pg_catalog.text (fixed since PostgreSQL's bootstrap catalog).
+const textOID = 25
+
+// appendArray appends the parameter of a set-based statement for the values of one column:
+// for a column of one of pg_catalog's types a text[] in binary format (what array_recv reads:
+// dimensions, flags, element type, then each value's length and bytes, -1 for NULL), cast to
+// the column's type on the server; for a typed column (targetCol.typed) the text of an array
+// literal of them, which the statement reads as an array of the column's base type. It
+// returns the parameter's format code: 1 (binary) or 0 (text).
+func appendArray(b []byte, tc targetCol, vals iter.Seq[change.Value]) ([]byte, int16) {
+	if tc.typed {
+		b = append(b, '{')
+		first := true
+		for v := range vals {
+			if !first {
+				b = append(b, tc.delim)
+			}
+			first = false
+			if !v.Valid {
+				b = append(b, "NULL"...)
+				continue
+			}
+			b = append(b, '"')
+			for j := 0; j < len(v.Text); j++ {
+				if c := v.Text[j]; c == '"' || c == '\\' {
+					b = append(b, '\\')
+				}
+				b = append(b, v.Text[j])
+			}
+			b = append(b, '"')
+		}
+		return append(b, '}'), 0
+	}
+	// ndim 1, flags 0 (array_recv finds the NULLs itself), element type, length (set below),
+	// lower bound 1.
+	b = binary.BigEndian.AppendUint32(b, 1)
+	b = binary.BigEndian.AppendUint32(b, 0)
+	b = binary.BigEndian.AppendUint32(b, textOID)
+	b = binary.BigEndian.AppendUint32(b, 0)
+	b = binary.BigEndian.AppendUint32(b, 1)
+	n := uint32(0)
+	for v := range vals {
+		n++
 		if !v.Valid {
-			b.WriteString("NULL")
+			b = binary.BigEndian.AppendUint32(b, 0xffffffff) // -1
 			continue
 		}
-		b.WriteByte('"')
-		for j := 0; j < len(v.String); j++ {
-			if c := v.String[j]; c == '"' || c == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(v.String[j])
-		}
-		b.WriteByte('"')
+		b = binary.BigEndian.AppendUint32(b, uint32(len(v.Text)))
+		b = append(b, v.Text...)
 	}
-	b.WriteByte('}')
-	return b.String()
+	if n == 0 { // an empty array has no dimension
+		b = binary.BigEndian.AppendUint32(b[:0], 0)
+		b = binary.BigEndian.AppendUint32(b, 0)
+		return binary.BigEndian.AppendUint32(b, textOID), 1
+	}
+	binary.BigEndian.PutUint32(b[12:], n)
+	return b, 1
 }
 
 // appendCopyText appends a value in COPY's text format: \N for NULL; backslash, newline,
