@@ -521,3 +521,43 @@ func TestKeyChangeOfPartialRow(t *testing.T) {
 	}))
 	require.Equal(t, []string{"(10,\"big value\",11)", "(2,other2,2)", "(3,c,33)"}, dump(t, tg.conn, "t"))
 }
+
+// TestChangesOfAKeyFoldIntoOneWrite checks that a batch writes each key once: an insert and
+// the updates after it as one insert of the last row, updates as one update, an insert and
+// its delete not at all. A trigger the target enables ALWAYS (it fires under the replica
+// role) logs each write.
+func TestChangesOfAKeyFoldIntoOneWrite(t *testing.T) {
+	t.Parallel()
+	tg := newTarget(t, "", ddl+`;
+		CREATE TABLE writes (n serial, op text, id int, v text);
+		CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF TG_OP = 'DELETE' THEN
+				INSERT INTO public.writes (op, id, v) VALUES (TG_OP, OLD.id, OLD.v);
+			ELSE
+				INSERT INTO public.writes (op, id, v) VALUES (TG_OP, NEW.id, NEW.v);
+			END IF;
+			RETURN NULL;
+		END $$;
+		CREATE TRIGGER log_write AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE PROCEDURE log_write();
+		ALTER TABLE t ENABLE ALWAYS TRIGGER log_write;`)
+	require.NoError(t, tg.apply(t, []change.Event{ins(1, v("2"), v("old"), v("1"))}))
+	_, err := tg.conn.Exec(context.Background(), `TRUNCATE writes`)
+	require.NoError(t, err)
+	require.NoError(t, tg.apply(t, []change.Event{
+		ins(2, v("1"), v("a"), v("1")),
+		upd(3, nil, v("1"), v("b"), v("1")),
+		upd(4, nil, v("2"), v("x"), v("1")),
+		upd(5, nil, v("1"), v("c"), v("1")),
+		upd(6, nil, v("2"), v("y"), v("1")),
+		ins(7, v("3"), v("gone"), v("1")),
+		upd(8, nil, v("3"), v("gone2"), v("1")),
+		del(9, v("3"), v("gone2"), v("1")),
+	}))
+	rows, err := tg.conn.Query(context.Background(), `SELECT op || ' ' || id || ' ' || v FROM writes ORDER BY op, id`)
+	require.NoError(t, err)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"INSERT 1 c", "UPDATE 2 y"}, got)
+	require.Equal(t, []string{"(1,c,1)", "(2,y,1)"}, dump(t, tg.conn, "t"))
+}
