@@ -479,7 +479,7 @@ func (c *tableCopy) snapshot(ctx context.Context) error {
 			return fmt.Errorf("provider: copy point: %w", err)
 		}
 	}
-	if c.split != nil {
+	if c.split != nil && pg.ServerVersion(c.prov) >= 90200 { // decideSplit: 9.2+ only
 		if err := c.prov.QueryRow(ctx, "SELECT pg_catalog.pg_export_snapshot()").Scan(&c.split.snapshot); err != nil {
 			return fmt.Errorf("provider: export the copy's snapshot: %w", err)
 		}
@@ -500,7 +500,9 @@ func beginRead(ctx context.Context, prov *pgx.Conn, tgtVersion int, snapshot str
 	if err != nil {
 		return fmt.Errorf("provider: begin: %w", err)
 	}
-	if snapshot != "" {
+	if v := pg.ServerVersion(prov); snapshot != "" && v < 90200 {
+		return fmt.Errorf("provider: server_version_num %d cannot import snapshot %s (9.2+)", v, snapshot)
+	} else if snapshot != "" {
 		// SET TRANSACTION SNAPSHOT takes no parameter; the name comes from the server.
 		if _, err := pg.Exec(ctx, prov.PgConn(), "SET TRANSACTION SNAPSHOT "+change.QuoteLiteral(snapshot)); err != nil {
 			return fmt.Errorf("provider: import snapshot %s: %w", snapshot, err)
@@ -699,7 +701,17 @@ func (c *tableCopy) reportProgress(ctx context.Context) func() {
 // STDIN through an io.Pipe, counting rows (one newline per row in COPY's text format, where
 // embedded newlines are escaped) and bytes on the way, into st and also.
 func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.Table, st *tableProgress, also ...*tableProgress) error {
-	out := "COPY (" + p.sel.SQL() + ") TO STDOUT"
+	query := p.sel.SQL()
+	if p.keyRange != "" {
+		// Beside the Select's conditions, not inside their coalesce(): an index scan then
+		// reads the range alone.
+		if p.sel.Condition() != "" {
+			query += " AND " + p.keyRange
+		} else {
+			query += " WHERE " + p.keyRange
+		}
+	}
+	out := "COPY (" + query + ") TO STDOUT"
 	// A plain table whose columns go unchanged is read by COPY directly (a heap scan, no
 	// executor: faster; COPY reads the table without its inheritance children); a
 	// partitioned one, one copied with its children (or anything else) through a query.
@@ -710,7 +722,7 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 		schemaOf(p.sel.Source), p.sel.Source.Name).Scan(&relkind, &children); err != nil {
 		return fmt.Errorf("provider: relation kind of %s: %w", p.sel.Source, err)
 	}
-	if relkind == "r" && p.sel.Plain() && (p.sel.Only || !children) {
+	if relkind == "r" && p.sel.Plain() && p.keyRange == "" && (p.sel.Only || !children) {
 		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
 	}
 	in := "COPY " + into.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"

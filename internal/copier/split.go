@@ -261,8 +261,7 @@ func (c *tableCopy) copyRange(ctx context.Context, prov, tgt *pgx.Conn, i int) e
 	}
 	start := time.Now()
 	rp := *c.plan
-	rp.sel = c.plan.sel.Clone()
-	rp.sel.Where = append(rp.sel.Where, r.cond(s.key))
+	rp.keyRange = r.cond(s.key)
 	tx, err := tgt.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("target: begin: %w", err)
