@@ -156,6 +156,15 @@ type Config struct {
 	// Registry builds each table's handlers (handlers.Registry.ForRoute), as the worker's
 	// does; nil means the built-in ones only.
 	Registry *handlers.Registry
+	// SplitRows, when positive, splits the copy of a table the provider estimates (reltuples)
+	// at more rows than this into ranges of its primary key, of about SplitRows rows each,
+	// copied at once by SplitJobs pairs of connections that all import the copy's exported
+	// snapshot (see split.go): provider 9.2+, a primary key of one integer column, the
+	// handlers' SQL form and a destination of its own (not merged); otherwise the table is
+	// copied in one stream, and the copy says why. 0 never splits.
+	SplitRows int64
+	// SplitJobs is how many ranges of a split table are copied at once; 0 means Parallel.
+	SplitJobs int
 }
 
 // Captured is how the queue captures a table.
@@ -182,6 +191,9 @@ type Result struct {
 	Bytes   int64
 	Elapsed time.Duration
 	Err     error
+	// Ranges is how many key ranges the table was copied in (Config.SplitRows), 0 for one
+	// stream; Parallel is the most ranges that were being copied at one time.
+	Ranges, Parallel int
 }
 
 // Copy copies every table and returns one result per table, in order. The returned error
@@ -198,6 +210,9 @@ func Copy(ctx context.Context, cfg Config, tables []Table) ([]Result, error) {
 	}
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = 5 * time.Second
+	}
+	if cfg.SplitJobs <= 0 {
+		cfg.SplitJobs = cfg.Parallel
 	}
 	if cfg.CopyPoint == nil && (cfg.Hooks.Point != nil || cfg.Hooks.Copied != nil) {
 		return nil, errors.New("copy: Config.CopyPoint is required when Hooks record the copy")
@@ -251,6 +266,7 @@ type tableCopy struct {
 	refs      []ForeignKey // the foreign keys referencing the destination
 	point     string       // the copy point (Config.CopyPoint), "" without one
 	merge     string       // Hooks.Merge: the destination is shared, conflicts settled so
+	split     *split       // the copy is split into key ranges (nil: one stream)
 }
 
 // copyTable copies one table and reports its outcome (log line, Hooks.Failed).
@@ -260,6 +276,9 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) Resu
 	err := c.run(ctx)
 	c.close(ctx)
 	res := Result{Table: t, Point: c.point, Err: err, Elapsed: time.Since(start), Rows: st.rows.Load(), Bytes: st.bytes.Load()}
+	if c.split != nil {
+		res.Ranges, res.Parallel = len(c.split.ranges), int(c.split.peak.Load())
+	}
 	st.finish(err)
 	c.report(ctx, res)
 	c.closeSide(ctx)
@@ -292,8 +311,10 @@ func (c *tableCopy) run(ctx context.Context) error {
 			return fmt.Errorf("merged table %s: its handlers have no SQL form, and a merged copy writes by key through SQL only (not implemented for handlers run in Go, e.g. partition)", c.t)
 		}
 	}
+	c.decideSplit()
 	// 1. Target transaction; the destination locked (under the barrier) and emptied — or,
-	// shared with other providers (merge), left as it is.
+	// shared with other providers (merge), left as it is. A split copy commits the emptied
+	// destination here: its ranges are written by other connections.
 	if err := c.begin(ctx); err != nil {
 		return err
 	}
@@ -303,6 +324,12 @@ func (c *tableCopy) run(ctx context.Context) error {
 		}
 	} else if err := c.empty(ctx); err != nil {
 		return err
+	}
+	if c.split != nil {
+		if err := c.ttx.Commit(ctx); err != nil {
+			return fmt.Errorf("target: commit the emptied destination: %w", err)
+		}
+		c.ttx = nil
 	}
 	// 2. Provider snapshot and copy point; 3. published.
 	if err := c.snapshot(ctx); err != nil {
@@ -319,6 +346,11 @@ func (c *tableCopy) run(ctx context.Context) error {
 	// 4. The rows; 5. recorded and committed.
 	if err := c.copyRows(ctx); err != nil {
 		return err
+	}
+	if c.split != nil {
+		if err := c.begin(ctx); err != nil {
+			return err
+		}
 	}
 	return c.finish(ctx)
 }
@@ -434,39 +466,64 @@ func (c *tableCopy) begin(ctx context.Context) error {
 	return nil
 }
 
-// snapshot opens the provider's read-only snapshot transaction and takes its copy point.
+// snapshot opens the provider's read-only snapshot transaction and takes its copy point; a
+// split copy exports the snapshot for its ranges' connections.
 func (c *tableCopy) snapshot(ctx context.Context) error {
-	var err error
-	if pg.ServerVersion(c.prov) < 90100 {
-		_, err = c.prov.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY") // before 9.1 SERIALIZABLE is snapshot isolation
-	} else {
-		_, err = c.prov.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-	}
+	err := beginRead(ctx, c.prov, pg.ServerVersion(c.tgt), "")
+	c.provTx = c.prov.PgConn().TxStatus() != 'I'
 	if err != nil {
-		return fmt.Errorf("provider: begin: %w", err)
-	}
-	c.provTx = true
-	// The copy evaluates the capture's --where in this (the operator's) session: resolve it as
-	// the capture function does, among pg_catalog's operators and functions only, so that one
-	// a writer created in public is not run with the operator's rights (docs/security.md).
-	// The handlers' SQL is resolved there too.
-	if _, err := c.prov.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
-		return fmt.Errorf("provider: %w", err)
-	}
-	// Values as the capture trigger's events carry them (it pins its time zone to UTC): the
-	// handlers' SQL compares their text.
-	if _, err := c.prov.Exec(ctx, "SET LOCAL TimeZone = 'UTC'"); err != nil {
-		return fmt.Errorf("provider: %w", err)
-	}
-	if pg.ServerVersion(c.prov) >= 90000 && pg.ServerVersion(c.tgt) < 90000 {
-		// A target before 9.0 reads bytea only in escape format.
-		if _, err := c.prov.Exec(ctx, "SET LOCAL bytea_output = 'escape'"); err != nil {
-			return fmt.Errorf("provider: %w", err)
-		}
+		return err
 	}
 	if c.cfg.CopyPoint != nil {
 		if c.point, err = c.cfg.CopyPoint(ctx, c.prov); err != nil {
 			return fmt.Errorf("provider: copy point: %w", err)
+		}
+	}
+	if c.split != nil && pg.ServerVersion(c.prov) >= 90200 { // decideSplit: 9.2+ only
+		if err := c.prov.QueryRow(ctx, "SELECT pg_catalog.pg_export_snapshot()").Scan(&c.split.snapshot); err != nil {
+			return fmt.Errorf("provider: export the copy's snapshot: %w", err)
+		}
+	}
+	return nil
+}
+
+// beginRead opens a read-only snapshot transaction on prov, REPEATABLE READ (SERIALIZABLE
+// before 9.1), with the session settings a copy reads under; it imports the exported
+// snapshot named snapshot unless that is "". tgtVersion is the target's server_version_num.
+func beginRead(ctx context.Context, prov *pgx.Conn, tgtVersion int, snapshot string) error {
+	var err error
+	if pg.ServerVersion(prov) < 90100 {
+		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY") // before 9.1 SERIALIZABLE is snapshot isolation
+	} else {
+		_, err = prov.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	}
+	if err != nil {
+		return fmt.Errorf("provider: begin: %w", err)
+	}
+	if v := pg.ServerVersion(prov); snapshot != "" && v < 90200 {
+		return fmt.Errorf("provider: server_version_num %d cannot import snapshot %s (9.2+)", v, snapshot)
+	} else if snapshot != "" {
+		// SET TRANSACTION SNAPSHOT takes no parameter; the name comes from the server.
+		if _, err := pg.Exec(ctx, prov.PgConn(), "SET TRANSACTION SNAPSHOT "+change.QuoteLiteral(snapshot)); err != nil {
+			return fmt.Errorf("provider: import snapshot %s: %w", snapshot, err)
+		}
+	}
+	// The copy evaluates the capture's --where in this (the operator's) session: resolve it as
+	// the capture function does, among pg_catalog's operators and functions only, so that one
+	// a writer created in public is not run with the operator's rights (docs/security.md).
+	// The handlers' SQL is resolved there too.
+	if _, err := prov.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	// Values as the capture trigger's events carry them (it pins its time zone to UTC): the
+	// handlers' SQL compares their text.
+	if _, err := prov.Exec(ctx, "SET LOCAL TimeZone = 'UTC'"); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
+	if pg.ServerVersion(prov) >= 90000 && tgtVersion < 90000 {
+		// A target before 9.0 reads bytea only in escape format.
+		if _, err := prov.Exec(ctx, "SET LOCAL bytea_output = 'escape'"); err != nil {
+			return fmt.Errorf("provider: %w", err)
 		}
 	}
 	return nil
@@ -496,7 +553,9 @@ func (c *tableCopy) copyRows(ctx context.Context) error {
 	c.st.start()
 	stopProgress := c.reportProgress(ctx)
 	var err error
-	if p.sql {
+	if c.split != nil {
+		err = c.copyRanges(ctx)
+	} else if p.sql {
 		into := p.dest
 		if c.merge != "" {
 			into = stage
@@ -586,7 +645,7 @@ func (c *tableCopy) report(ctx context.Context, res Result) {
 		secs := res.Elapsed.Seconds()
 		c.log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
 			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", math.Round(float64(res.Bytes)/secs/1e5)/10,
-			"copy_point", res.Point)
+			"copy_point", res.Point, "ranges", res.Ranges, "parallel_ranges", res.Parallel)
 		return
 	}
 	if errors.Is(res.Err, context.Canceled) || errors.Is(res.Err, ErrBusy) || errors.Is(res.Err, ErrNotCopying) || ctx.Err() != nil {
@@ -640,9 +699,19 @@ func (c *tableCopy) reportProgress(ctx context.Context) func() {
 
 // pipe streams the provider's COPY TO STDOUT of the plan's Select into the target's COPY FROM
 // STDIN through an io.Pipe, counting rows (one newline per row in COPY's text format, where
-// embedded newlines are escaped) and bytes on the way.
-func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.Table, st *tableProgress) error {
-	out := "COPY (" + p.sel.SQL() + ") TO STDOUT"
+// embedded newlines are escaped) and bytes on the way, into st and also.
+func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.Table, st *tableProgress, also ...*tableProgress) error {
+	query := p.sel.SQL()
+	if p.keyRange != "" {
+		// Beside the Select's conditions, not inside their coalesce(): an index scan then
+		// reads the range alone.
+		if p.sel.Condition() != "" {
+			query += " AND " + p.keyRange
+		} else {
+			query += " WHERE " + p.keyRange
+		}
+	}
+	out := "COPY (" + query + ") TO STDOUT"
 	// A plain table whose columns go unchanged is read by COPY directly (a heap scan, no
 	// executor: faster; COPY reads the table without its inheritance children); a
 	// partitioned one, one copied with its children (or anything else) through a query.
@@ -653,7 +722,7 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 		schemaOf(p.sel.Source), p.sel.Source.Name).Scan(&relkind, &children); err != nil {
 		return fmt.Errorf("provider: relation kind of %s: %w", p.sel.Source, err)
 	}
-	if relkind == "r" && p.sel.Plain() && (p.sel.Only || !children) {
+	if relkind == "r" && p.sel.Plain() && p.keyRange == "" && (p.sel.Only || !children) {
 		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
 	}
 	in := "COPY " + into.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"
@@ -665,7 +734,7 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 	go func() {
 		// pgconn hands CopyTo one row per Write; a pipe write is a goroutine hand-off, so the
 		// rows are gathered into 256 kB writes first.
-		bw := bufio.NewWriterSize(&counter{w: pw, st: st}, 256<<10)
+		bw := bufio.NewWriterSize(&counter{w: pw, st: st, also: also}, 256<<10)
 		_, err := prov.PgConn().CopyTo(ctx, bw, out)
 		if err == nil {
 			err = bw.Flush()
@@ -696,15 +765,21 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 
 // counter passes the COPY stream on and counts it.
 type counter struct {
-	w  io.Writer
-	st *tableProgress
+	w    io.Writer
+	st   *tableProgress
+	also []*tableProgress // counted too (a split copy's range)
 }
 
 func (c *counter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.st.bytes.Add(int64(n))
 	nl := [1]byte{'\n'}
-	c.st.rows.Add(int64(bytes.Count(p[:n], nl[:])))
+	rows := int64(bytes.Count(p[:n], nl[:]))
+	c.st.bytes.Add(int64(n))
+	c.st.rows.Add(rows)
+	for _, st := range c.also {
+		st.bytes.Add(int64(n))
+		st.rows.Add(rows)
+	}
 	return n, err
 }
 
@@ -748,10 +823,13 @@ type tableProgress struct {
 	bytes    atomic.Int64
 	estimate atomic.Int64
 	started  atomic.Int64 // unix nanoseconds, 0 until the rows flow
-	mu       sync.Mutex
-	done     bool
-	err      error
-	elapsed  time.Duration
+	// ranges is the number of key ranges of a split copy (0: one stream), rangesDone how
+	// many are copied.
+	ranges, rangesDone atomic.Int64
+	mu                 sync.Mutex
+	done               bool
+	err                error
+	elapsed            time.Duration
 }
 
 func (p *tableProgress) start() { p.started.Store(time.Now().UnixNano()) }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -68,9 +69,29 @@ func configs(t *testing.T, p, tg string) (*pgx.ConnConfig, *pgx.ConnConfig) {
 // that provider and target are equal.
 func TestCopyUnderWrites(t *testing.T) {
 	t.Parallel()
+	copyUnderWrites(t, "", 0)
+}
+
+// TestSplitCopyUnderWrites is TestCopyUnderWrites with the table split into key ranges
+// (Config.SplitRows) copied by two jobs at once under the copy's exported snapshot, on the
+// default version and on 10; a provider before 9.2 (SKIFF_PG_VERSION=8.4) copies it in one
+// stream.
+func TestSplitCopyUnderWrites(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"", "10"} {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			copyUnderWrites(t, v, int64(copyRows(t)/8))
+		})
+	}
+}
+
+// copyUnderWrites copies "Big Table" on servers of version (provider and target) while writers
+// change it, split into ranges of about split rows (0: one stream), and checks the result.
+func copyUnderWrites(t *testing.T, version string, split int64) {
 	n := copyRows(t)
-	p := pgtest.Shared(t, "").NewDB(t)
-	tg := pgtest.Shared(t, "").NewDB(t)
+	p := pgtest.Shared(t, version).NewDB(t)
+	tg := pgtest.Shared(t, version).NewDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	pconn := pgtest.Connect(t, p)
@@ -122,7 +143,7 @@ func TestCopyUnderWrites(t *testing.T) {
 	var snapped, copied atomic.Int64
 	var display bytes.Buffer
 	res, err := copier.Copy(ctx, copier.Config{
-		Provider: pc, Target: tc, Parallel: 2, Display: &display, CopyPoint: trigger.CopyPoint,
+		Provider: pc, Target: tc, Parallel: 2, Display: &display, CopyPoint: trigger.CopyPoint, SplitRows: split,
 		Hooks: copier.Hooks{
 			Point: func(ctx context.Context, _ *pgx.Conn, _ copier.Table, _ string) error {
 				snapped.Add(1)
@@ -146,6 +167,17 @@ func TestCopyUnderWrites(t *testing.T) {
 		res[0].Rows, res[0].Bytes, res[0].Elapsed, float64(res[0].Rows)/res[0].Elapsed.Seconds(),
 		float64(res[0].Bytes)/res[0].Elapsed.Seconds()/1e6, writes.Load())
 	require.Greater(t, writes.Load(), int64(20))
+	switch {
+	case split == 0:
+		require.Zero(t, res[0].Ranges)
+	case pg.ServerVersion(pconn) < 90200:
+		require.Zero(t, res[0].Ranges, "no exported snapshots before 9.2: one stream")
+	default:
+		// About n/split ranges (the estimate), two of them copied at once.
+		require.GreaterOrEqual(t, res[0].Ranges, 4, "split into key ranges")
+		require.Equal(t, 2, res[0].Parallel, "ranges copied in parallel connections")
+		require.Contains(t, display.String(), fmt.Sprintf("ranges %d/%d", res[0].Ranges, res[0].Ranges))
+	}
 
 	// Catch-up: replay the audit log in order, skipping what the copy's snapshot sees (the
 	// worker's rule for a catching-up table).
@@ -360,4 +392,28 @@ func TestCopyInheritanceParent(t *testing.T) {
 	copied, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Equal(t, []string{"alone 1", "alone 2", "filtered 2", "whole 1", "whole 10", "whole 11", "whole 2"}, copied)
+}
+
+// TestSplitFallsBack: a table whose primary key is not one integer column is copied in one
+// stream however large, and the copy says why.
+func TestSplitFallsBack(t *testing.T) {
+	t.Parallel()
+	p := pgtest.Shared(t, "").NewDB(t)
+	tg := pgtest.Shared(t, "").NewDB(t)
+	ctx := context.Background()
+	for _, u := range []string{p, tg} {
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE tk (k text PRIMARY KEY, v int)`)
+		require.NoError(t, err)
+	}
+	_, err := pgtest.Connect(t, p).Exec(ctx, `INSERT INTO tk SELECT 'k' || g, g FROM generate_series(1, 1000) g; ANALYZE tk`)
+	require.NoError(t, err)
+	pc, tc := configs(t, p, tg)
+	var logs bytes.Buffer
+	tk := copier.Table{Source: change.Table{Schema: "public", Name: "tk"}, Dest: change.Table{Schema: "public", Name: "tk"}}
+	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, SplitRows: 100, Log: slog.New(slog.NewTextHandler(&logs, nil))}, []copier.Table{tk})
+	require.NoError(t, err)
+	require.EqualValues(t, 1000, res[0].Rows)
+	require.Zero(t, res[0].Ranges)
+	require.Contains(t, logs.String(), `msg="copy not split: one stream"`)
+	require.Contains(t, logs.String(), `reason="its primary key is not one integer column"`)
 }

@@ -153,6 +153,11 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 		return err
 	}
 	cfg := m.Copy
+	if cfg.SplitJobs <= 0 {
+		// A split table's ranges: as many at once as tables (Parallel), not the one table
+		// each Copy call below is given.
+		cfg.SplitJobs = cap(r.slots)
+	}
 	cfg.Parallel = 1
 	cfg.LockKey = func(t Table) int32 { return m.Sub.TableLockKey(t.Source) }
 	cfg.Hooks = m.Sub.Hooks()

@@ -46,6 +46,9 @@ type plan struct {
 	// replica: the copy's target transaction runs as session_replication_role = replica, so
 	// a table other tables' foreign keys reference can be emptied with DELETE.
 	replica bool
+	// keyRange, set on a split copy's range, is the range's condition over the key (pipe
+	// adds it to sel's).
+	keyRange string
 }
 
 // newPlan reads the source table and the capture, builds the table's handlers and decides

@@ -65,6 +65,9 @@ func (p *progress) run(ctx context.Context, cfg Config) func() {
 					if eta > 0 {
 						args = append(args, "eta", eta)
 					}
+					if n := tp.ranges.Load(); n > 0 {
+						args = append(args, "ranges_done", tp.rangesDone.Load(), "ranges", n)
+					}
 					cfg.Log.Info("copy progress", args...)
 				}
 			}
@@ -141,6 +144,9 @@ func (p *progress) draw(w io.Writer, prev int) int {
 		etaText := ""
 		if eta > 0 {
 			etaText = "ETA " + eta.String()
+		}
+		if n := tp.ranges.Load(); n > 0 {
+			etaText = fmt.Sprintf("%-12s ranges %d/%d", etaText, tp.rangesDone.Load(), n)
 		}
 		fmt.Fprintf(&b, "\x1b[2K%-40s %-8s %4s %12d rows %9.1f MB %9.0f rows/s %7.1f MB/s %s\n",
 			trim(tp.name, 40), state, pct, rows, float64(bytes)/1e6, rate, mbs, etaText)

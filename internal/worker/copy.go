@@ -42,6 +42,7 @@ func (s *Service) tableManager(q Queue, log *slog.Logger, streamed func() (chang
 			Log:         log,
 			Registry:    s.cfg.Registry,
 			LockTimeout: s.cfg.CopyLockTimeout,
+			SplitRows:   s.cfg.CopySplitRows,
 			Capture:     Capture(q.Name),
 			CopyPoint:   CopyPoint(q.Name),
 		},

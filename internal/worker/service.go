@@ -74,6 +74,9 @@ type Config struct {
 	// barrier holds the subscription's batches back (copier.Config.LockTimeout; 0: its
 	// default, 5 s).
 	CopyLockTimeout time.Duration
+	// CopySplitRows splits the copy of a table estimated at more rows than this into key
+	// ranges copied at once (copier.Config.SplitRows; 0: never).
+	CopySplitRows int64
 	// ManagerInterval is how often each table manager looks at the target (default 2 s).
 	ManagerInterval time.Duration
 	// NoTableManager runs no table manager: tables in state copying wait for another process

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -702,6 +703,18 @@ func (b *bench) initialCopy(ctx context.Context) {
 	pipe.name = "pipe" // runs on its own clusters
 	pipe.newRun = func() replicator { return &pipeRun{} }
 	systems = append(systems, pipe)
+	// skiff's copy split into key ranges (--copy-split-rows: 8 ranges of the table, 2 at once),
+	// recorded as skiff under a name of its own, beside the same repetition's COPY pipe.
+	splitName := name + ", split into 8 key ranges, 2 at once"
+	var splitSys *system
+	for _, s := range systems {
+		if s.name == "skiff" {
+			sp := s
+			rows := int64(b.cfg.Size.CopyMB * 1e6 / 250) // as copySource builds it
+			sp.newRun = func() replicator { return &skiffRun{splitRows: max(rows/8, 1)} }
+			splitSys = &sp
+		}
+	}
 	for rep := 1; rep <= b.cfg.Size.Reps && ctx.Err() == nil; rep++ {
 		for _, s := range rotate(systems, rep-1) {
 			if s.name != "pipe" && !b.usable(ctx, s) {
@@ -725,8 +738,41 @@ func (b *bench) initialCopy(ctx context.Context) {
 				continue
 			}
 			b.record(sec, name, s.name, "MB/s", false, rate)
+			if s.name == "pipe" && splitSys != nil {
+				b.record(sec, splitName, "pipe", "MB/s", false, rate)
+			}
+			if s.name == "skiff" && splitSys != nil {
+				b.splitCopy(ctx, *splitSys, sec, splitName, rep)
+			}
 		}
 	}
+}
+
+// splitCopy measures skiff's copy split into key ranges (subscribe --copy-split-rows), right
+// after skiff's copy in one stream.
+func (b *bench) splitCopy(ctx context.Context, s system, sec, name string, rep int) {
+	if m := b.metric(sec, name, s.name, "MB/s", false); m.na != "" {
+		return
+	}
+	out, _ := exec.CommandContext(ctx, b.cfg.SkiffBin, "subscribe", "--help").CombinedOutput()
+	if !strings.Contains(string(out), "--copy-split-rows") {
+		b.unavailable(sec, name, s.name, "MB/s", false, "this skiff has no subscribe --copy-split-rows")
+		return
+	}
+	var rate float64
+	err := b.twice(ctx, s.name, func() (err error) {
+		rate, err = b.copyOnce(ctx, s)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		b.log.Warn("split copy run failed", "rep", rep, "err", err)
+		b.unavailable(sec, name, s.name, "MB/s", false, err.Error())
+		return
+	}
+	b.record(sec, name, s.name, "MB/s", false, rate)
 }
 
 func (b *bench) copyOnce(ctx context.Context, s system) (float64, error) {

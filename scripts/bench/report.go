@@ -450,6 +450,8 @@ func aim(sec, name string) string {
 		return "≥ 0.85, and ≥ 1.2× PgQ's"
 	case sec == "apply" && strings.Contains(name, "updates") && !strings.HasPrefix(name, "provider WAL"):
 		return "≥ 10× Londiste3, ≥ 1.5× built-in"
+	case sec == "copy" && strings.Contains(name, "split"):
+		return "≥ 1.3× the COPY pipe (2 cores)"
 	case sec == "copy":
 		return "≥ 0.9× the COPY pipe"
 	case sec == "bigtx" && !strings.Contains(name, ":"):

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,7 +22,10 @@ type skiffRun struct {
 	// handlers: the handlers run (handlersSystem): table legacy.bench_t0 captured with a
 	// --where, subscribed with a schema map and the partition handler.
 	handlers bool
-	running  []*proc
+	// splitRows: the initial copy is split into key ranges of about this many rows
+	// (subscribe --copy-split-rows); 0 copies in one stream.
+	splitRows int64
+	running   []*proc
 }
 
 func skiffAvailable(ctx context.Context, b *bench) error {
@@ -123,6 +127,9 @@ func (r *skiffRun) subscribe(ctx context.Context, e *runEnv, i int) error {
 	}
 	if r.handlers {
 		args = append(args, handlersArgs(e.b)...)
+	}
+	if r.splitRows > 0 {
+		args = append(args, "--copy-split-rows", strconv.FormatInt(r.splitRows, 10))
 	}
 	return r.cmd(ctx, e, args...)
 }

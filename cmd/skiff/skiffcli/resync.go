@@ -13,8 +13,9 @@ import (
 
 // TableResyncCmd is `skiff table resync`: put subscribed tables back to state copying on the
 // target. The worker's table manager copies them again (truncate and copy in one target
-// transaction, under a new provider snapshot), then they catch up; the subscription's other
-// tables keep replicating meanwhile.
+// transaction, under a new provider snapshot; with worker --copy-split-rows a large table in
+// key ranges, each its own transaction), then they catch up; the subscription's other tables
+// keep replicating meanwhile.
 type TableResyncCmd struct {
 	Provider string   `help:"Provider database (a table name without schema follows its search_path)." required:"" env:"SKIFF_PROVIDER"`
 	Target   string   `help:"Target database: libpq connection string or URI." required:"" env:"SKIFF_TARGET"`

@@ -37,6 +37,7 @@ type SubscribeCmd struct {
 	NoCopy          bool              `help:"Do not copy the tables: the target tables already hold the provider's rows; they are in sync at once."`
 	Consumer        string            `help:"Consumer name on the provider (default: the one of the queue's subscription on the target if there is one, else skiff@<target database>/<target id>, the same however the target's URL is spelt)."`
 	CopyParallel    int               `help:"Tables copied at once by the initial copy." default:"2"`
+	CopySplitRows   int64             `help:"Split the copy of a table the provider estimates at more rows than this into ranges of its primary key, about this many rows each, copied at once (by as many connections as --copy-parallel) under one exported snapshot. Needs a provider 9.2+ and a primary key of one integer column; otherwise, or with 0, the table is copied in one stream (the log says why). The ranges commit apart: the destination is emptied first and fills as they commit; a copy cut short starts over." default:"0"`
 	CopyLockTimeout time.Duration     `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
 	Merge           bool              `help:"The subscription's tables are shared with other providers' subscriptions (shards, or an old and a new database during a consolidation): its copy and resyncs truncate nothing and write the provider's rows by key, never erasing another provider's; a TRUNCATE on the provider stops the worker instead of emptying the table. The destination needs a primary key or unique index on the key columns."`
 	OnConflict      string            `help:"With --merge, how a conflict on a key is settled (an insert whose key the target holds, an update or delete whose key it lacks): error (the worker stops, naming the table and key), apply-remote (the provider's change wins), keep-local (the target's row stays). Default error; given again on a subscribed queue, it changes the setting (the worker reads it when it starts)." enum:",error,apply-remote,keep-local" default:""`
@@ -427,6 +428,7 @@ func (c *SubscribeCmd) copy(ctx context.Context, rt *Runtime, consumer string, r
 		return err
 	}
 	cfg.LockTimeout = c.CopyLockTimeout
+	cfg.SplitRows = c.CopySplitRows
 	res, err := copyRoutes(ctx, cfg, copier.Subscription{Queue: c.Queue, Consumer: consumer}, routes)
 	if err != nil && len(res) == 0 {
 		return err
