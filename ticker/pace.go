@@ -103,9 +103,15 @@ func (p *pace) polled(start, end time.Time, ticks []tickResult) time.Time {
 		}
 	}
 	// A due time before the grid's next poll, or a little after it, takes its place: a poll
-	// just before a queue is due would find it not due.
+	// just before a queue is due would find it not due. Never sooner than Poll/2 after this
+	// poll's start: queues that tick at different polls (their events came at different
+	// times) would otherwise bring one poll each per max_lag, each offering every queue a
+	// tick; at most twice the grid's polls, they tick at most Poll/2 late.
 	if !earliest.IsZero() && earliest.Before(next.Add(p.poll/2)) {
 		next = earliest
+		if soonest := start.Add(p.poll / 2); next.Before(soonest) {
+			next = soonest
+		}
 	}
 	return next
 }

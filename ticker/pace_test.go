@@ -118,4 +118,8 @@ func TestPace(t *testing.T) {
 	require.Equal(t, at(642+130+1), p.polled(at(642), at(650), []tickResult{tick("slow", 642+2)}))
 	p.forget("slow")
 	require.Equal(t, at(800), p.polled(at(700), at(710), nil))
+	// Two queues due 30 ms apart: a poll no sooner than Poll/2 after the previous one.
+	p.setMaxLag("other", ms(100))
+	require.Equal(t, at(800+100+1), p.polled(at(800), at(805), []tickResult{tick("q", 802)}))
+	require.Equal(t, at(870+50), p.polled(at(870), at(875), []tickResult{tick("other", 872)}))
 }

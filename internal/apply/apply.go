@@ -356,7 +356,7 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 		if errors.Is(err, pgx.ErrNoRows) {
 			return &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
 		}
-		return fmt.Errorf("apply batch %d: lock subscription: %w", b.ID, err)
+		return fmt.Errorf("apply batch %d: lock the subscription, read its tables: %w", b.ID, err)
 	}
 	if rec := start.Position; rec != b.Prev && rec != (change.Position{}) {
 		return &PositionError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer, BatchID: b.ID, Recorded: rec, Prev: b.Prev, End: b.End}
