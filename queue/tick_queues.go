@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -13,6 +14,9 @@ import (
 type Ticked struct {
 	Queue  string
 	TickID int64
+	// Time is the tick's tick_time: now() of the polling statement's transaction, by the
+	// database's clock (the ticker places its next poll by it).
+	Time time.Time
 }
 
 // TickQueues offers every named queue a tick (skiff.ticker, as Tick does) in one statement
@@ -24,14 +28,14 @@ func TickQueues(ctx context.Context, db pg.DB, queues []string) ([]Ticked, error
 	if len(queues) == 0 {
 		return nil, nil
 	}
-	rows, err := db.Query(ctx, `SELECT q, t FROM (SELECT q, skiff.ticker(q) AS t FROM unnest($1::text[]) AS q OFFSET 0) s
+	rows, err := db.Query(ctx, `SELECT q, t, now() FROM (SELECT q, skiff.ticker(q) AS t FROM unnest($1::text[]) AS q OFFSET 0) s
 		WHERE t IS NOT NULL`, queues)
 	if err != nil {
 		return nil, wrap(err, "tick queues", ErrNoQueue)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Ticked, error) {
 		var t Ticked
-		err := r.Scan(&t.Queue, &t.TickID)
+		err := r.Scan(&t.Queue, &t.TickID, &t.Time)
 		return t, err
 	})
 	if err != nil {

@@ -33,6 +33,7 @@ type database struct {
 	// state of the current session
 	conn *pgx.Conn
 	p    provider
+	pace *pace // places the polls
 
 	queues   map[string]*queueState // as of the last successful rescan, kept across sessions
 	names    []string               // sorted keys of queues
@@ -107,7 +108,7 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 		m.errors.WithLabelValues(d.name, "connect").Inc()
 		return false, err
 	}
-	d.conn, d.p = conn, d.t.open(conn)
+	d.conn, d.p, d.pace = conn, d.t.open(conn), newPace(cfg.Poll)
 	if d.queues == nil {
 		// Kept across sessions: a reconnection does not announce every queue again, and the
 		// seconds-since-last-tick gauges resume from what this ticker knew.
@@ -118,7 +119,7 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = conn.Close(cctx) // closing the session releases the advisory lock
 		cancel()
-		d.conn, d.p = nil, nil
+		d.conn, d.p, d.pace = nil, nil, nil
 		m.up.WithLabelValues(d.name).Set(0)
 		m.leader.WithLabelValues(d.name).Set(0)
 	}()
@@ -149,7 +150,8 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 	js := d.jobs()
 	js.plan(d.t.now())
 	atStart := len(js) > 0
-	poll := time.NewTicker(cfg.Poll)
+	// The poll's timer: reset after every poll to the start pace gives the next one.
+	poll := time.NewTimer(cfg.Poll)
 	defer poll.Stop()
 	rescan := time.NewTicker(cfg.Rescan)
 	defer rescan.Stop()
@@ -174,15 +176,14 @@ func (d *database) session(ctx context.Context) (healthy bool, err error) {
 		case <-ctx.Done():
 			return true, nil
 		case <-poll.C:
-			var ticked bool
-			ticked, err = d.poll()
-			if ticked {
-				// The next polls fall whole Polls after this tick was cut, never just before:
-				// a queue whose ticker_max_lag is a multiple of Poll (100 ms both, by default)
-				// ticks again at the first poll its threshold allows, about max_lag after
-				// this one, not a Poll later than that.
-				poll.Reset(cfg.Poll)
+			start := time.Now()
+			var ticks []tickResult
+			ticks, err = d.poll()
+			next := start.Add(cfg.Poll)
+			if err == nil {
+				next = d.pace.polled(start, time.Now(), ticks)
 			}
+			poll.Reset(max(time.Until(next), 0))
 			if err == nil {
 				healthy = true
 				if atStart {
@@ -257,11 +258,17 @@ func (d *database) refresh() error {
 		if qi.SinceTick >= 0 {
 			qs.lastTick = now.Add(-qi.SinceTick)
 		}
+		if d.pace != nil {
+			d.pace.setMaxLag(qi.Name, qi.MaxLag)
+		}
 		d.t.m.pending.WithLabelValues(d.name, qi.Name).Set(float64(qi.Pending))
 	}
 	for q := range d.queues {
 		if !seen[q] {
 			delete(d.queues, q)
+			if d.pace != nil {
+				d.pace.forget(q)
+			}
 			d.t.m.forgetQueue(d.name, q)
 			d.log.Info("queue gone", "queue", q)
 		}
@@ -275,12 +282,12 @@ func (d *database) refresh() error {
 	return nil
 }
 
-// poll offers every queue a tick; ticked says some queue got one.
-func (d *database) poll() (ticked bool, err error) {
+// poll offers every queue a tick and returns the ticks cut.
+func (d *database) poll() (ticks []tickResult, err error) {
 	now := d.t.now()
 	if len(d.names) > 0 {
 		sctx, cancel := d.t.stepCtx(d.t.cfg.QueryTimeout)
-		ticks, err := d.p.Tick(sctx, d.names)
+		ticks, err = d.p.Tick(sctx, d.names)
 		cancel()
 		d.t.m.pollSeconds.WithLabelValues(d.name).Observe(time.Since(now).Seconds())
 		if err != nil {
@@ -290,14 +297,13 @@ func (d *database) poll() (ticked bool, err error) {
 				before := len(d.queues)
 				if d.refresh() == nil && len(d.queues) < before {
 					d.log.Debug("a queue was dropped during the poll", "error", err)
-					return false, nil
+					return nil, nil
 				}
 			}
 			d.fail("tick", err)
-			return false, err
+			return nil, err
 		}
 		d.ok("tick")
-		ticked = len(ticks) > 0
 		for _, tk := range ticks {
 			if qs, ok := d.queues[tk.Queue]; ok {
 				qs.lastTick = now
@@ -307,7 +313,7 @@ func (d *database) poll() (ticked bool, err error) {
 		}
 	}
 	d.updateSinceTick(now)
-	return ticked, nil
+	return ticks, nil
 }
 
 func (d *database) updateSinceTick(now time.Time) {

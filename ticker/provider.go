@@ -41,10 +41,14 @@ type queueInfo struct {
 	// SinceTick is the time since the queue's last tick by the database's clock; negative
 	// when the queue has never ticked.
 	SinceTick time.Duration
+	// MaxLag is the queue's ticker_max_lag: a tick is due once the last one is this old and
+	// events are pending.
+	MaxLag time.Duration
 }
 
 // tickResult is a tick a queue got.
 type tickResult struct {
 	Queue  string
 	TickID int64
+	Time   time.Time // the tick's time by the database's clock (now() of the poll)
 }

@@ -42,7 +42,7 @@ func (p queueProvider) Queues(ctx context.Context) ([]queueInfo, error) {
 		if qi.LastTick == 0 {
 			since = -1
 		}
-		out = append(out, queueInfo{Name: qi.Name, Pending: qi.PendingEvents, SinceTick: since})
+		out = append(out, queueInfo{Name: qi.Name, Pending: qi.PendingEvents, SinceTick: since, MaxLag: qi.TickerMaxLag})
 	}
 	return out, nil
 }
@@ -54,7 +54,7 @@ func (p queueProvider) Tick(ctx context.Context, queues []string) ([]tickResult,
 	}
 	out := make([]tickResult, len(ticks))
 	for i, tk := range ticks {
-		out[i] = tickResult{Queue: tk.Queue, TickID: tk.TickID}
+		out[i] = tickResult{Queue: tk.Queue, TickID: tk.TickID, Time: tk.Time}
 	}
 	return out, nil
 }

@@ -40,11 +40,12 @@ type Config struct {
 	// server that has skiff's provider schema is ticked, and databases created (or given the
 	// schema) later are picked up at the next rescan.
 	AllDatabases bool
-	// Poll is how often each database's queues are offered a tick (default 100ms). A queue
-	// ticks only when its thresholds say so; Poll bounds the lag the ticker adds. A poll that
-	// ticks re-phases the next ones to start from it, so that a queue whose ticker_max_lag is
-	// a multiple of Poll (100ms both, by default) ticks every max_lag plus a round trip while
-	// events keep coming, not every max_lag + Poll.
+	// Poll is how often each database's queues are offered a tick (default 100ms), measured
+	// from the start of one poll to the start of the next. A queue ticks only when its
+	// thresholds say so; Poll bounds the lag the ticker adds. The poll after a tick is placed
+	// by the database's clock where the tick is ticker_max_lag old (pace), so that a queue
+	// with events pending ticks every max_lag (100ms by default), not every max_lag plus a
+	// round trip, or plus a Poll when a poll reaches the server a hair early.
 	Poll time.Duration
 	// Rescan is how often the list of queues (and with AllDatabases the list of databases) is
 	// read again, and the pending-events gauges refreshed (default 30s).

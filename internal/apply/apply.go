@@ -77,6 +77,7 @@ type Applier struct {
 	tables  map[change.Table]*table
 	runs    map[*table]*run // pending changes per table, reused from batch to batch
 	tx      pgx.Tx          // the batch transaction while Apply runs
+	read    readAhead       // what the batch transaction read first, for the stream's first calls
 	batches int64           // batches applied by this Applier (pruning of batch_log)
 	// merge is the subscription's --on-conflict mode ("" when not merged: its tables are its
 	// own), read at Open; lastConflicts the conflicts the last applied batch settled.
@@ -87,6 +88,15 @@ type Applier struct {
 	// reused flush after flush.
 	argBufs [][]byte
 	args    setArgs
+}
+
+// readAhead is what target.StartBatch read at the start of a batch's transaction: each of
+// Routes, Backlogged and SetAside answers its first call in that transaction from it (the
+// flag says it has not been used yet); later calls read again.
+type readAhead struct {
+	target.BatchStart
+	batch                        int64
+	routes, backlogged, setAside bool
 }
 
 // ErrLocked is returned by Open when another worker holds the subscription.
@@ -267,6 +277,10 @@ func (a *Applier) Routes(ctx context.Context) ([]change.Route, error) {
 	var db pg.DB = a.conn
 	if a.tx != nil {
 		db = a.tx
+		if a.read.routes {
+			a.read.routes = false
+			return a.read.Routes, nil
+		}
 	}
 	out, err := target.Routes(ctx, db, a.subID)
 	if err != nil {
@@ -321,6 +335,7 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	}
 	defer func() {
 		a.tx = nil
+		a.read = readAhead{}
 		if err != nil {
 			// The table cache may be what failed (a table or column fixed since): reload it.
 			a.tables = map[change.Table]*table{}
@@ -330,28 +345,27 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 			cancel()
 		}
 	}()
-	if a.replica {
-		if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
-			return fmt.Errorf("apply batch %d: %w", b.ID, err)
-		}
-	}
 	// Every name the applier writes is qualified; its operators (the "=" of key matches) and
 	// the type names format_type gives it (tables are loaded in this transaction) resolve as if
 	// nothing but pg_catalog were on the path, so that an operator another role created in
 	// public is never chosen by the worker (docs/security.md).
-	if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
-		return fmt.Errorf("apply batch %d: %w", b.ID, err)
+	pre := []string{`SET LOCAL search_path = pg_catalog, pg_temp`}
+	if a.replica {
+		pre = append([]string{`SET LOCAL session_replication_role = replica`}, pre...)
 	}
-	rec, err := target.LockPosition(ctx, tx, a.subID)
+	// One round trip: the settings, the subscription row locked, and what the worker reads
+	// before the events (routes, copy backlogs, events set aside), kept for its first calls.
+	start, err := target.StartBatch(ctx, tx, a.schema, a.subID, b.ID, pre...)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return &UnsubscribedError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer}
 		}
-		return fmt.Errorf("apply batch %d: lock subscription: %w", b.ID, err)
+		return fmt.Errorf("apply batch %d: lock the subscription, read its tables: %w", b.ID, err)
 	}
-	if rec != b.Prev && rec != (change.Position{}) {
+	if rec := start.Position; rec != b.Prev && rec != (change.Position{}) {
 		return &PositionError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer, BatchID: b.ID, Recorded: rec, Prev: b.Prev, End: b.End}
 	}
+	a.read = readAhead{routes: true, backlogged: a.schema.HasBacklog(), setAside: a.schema.HasDeadLetter(), batch: b.ID, BatchStart: start}
 	a.tx = tx
 	w := newWriter(a, tx, setBased)
 	if err := stream(func(evs []change.Event) error { return w.add(ctx, evs) }); err != nil {
@@ -360,26 +374,15 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	if err := w.flushAll(ctx); err != nil {
 		return fmt.Errorf("apply batch %d: %w", b.ID, err)
 	}
-	if w.conflicts > 0 {
-		if err := target.CountConflicts(ctx, tx, a.subID, w.conflicts, w.lastConflict); err != nil {
-			return fmt.Errorf("apply batch %d: count merge conflicts: %w", b.ID, err)
-		}
-	}
+	// One round trip: the conflicts counted, the new position and the batch_log row.
 	applied := target.Applied{BatchID: b.ID, Prev: b.Prev, End: b.End, Events: w.events}
-	ok, err := target.RecordBatch(ctx, tx, a.schema, a.subID, applied)
+	ok, err := target.EndBatch(ctx, tx, a.schema, a.subID, target.BatchEnd{Applied: applied,
+		Conflicts: w.conflicts, LastConflict: w.lastConflict, Prune: a.batches%1000 == 0})
 	if err != nil {
 		return fmt.Errorf("apply batch %d: record position: %w", b.ID, err)
 	}
 	if !ok {
 		return &PositionError{Queue: a.cfg.Queue, Consumer: a.cfg.Consumer, BatchID: b.ID, Prev: b.Prev, End: b.End}
-	}
-	if err := target.LogBatch(ctx, tx, a.subID, applied); err != nil {
-		return fmt.Errorf("apply batch %d: log batch: %w", b.ID, err)
-	}
-	if a.batches%1000 == 0 {
-		if err := target.PruneBatchLog(ctx, tx, a.subID); err != nil {
-			return fmt.Errorf("apply batch %d: prune batch log: %w", b.ID, err)
-		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("apply batch %d: commit: %w", b.ID, err)

@@ -38,6 +38,10 @@ func (a *Applier) Backlogged(ctx context.Context) ([]change.Table, error) {
 	if a.tx == nil {
 		return nil, errNoBatch
 	}
+	if a.read.backlogged {
+		a.read.backlogged = false
+		return a.read.Backlogged, nil
+	}
 	out, err := target.Backlogged(ctx, a.tx, a.subID)
 	if err != nil {
 		return nil, fmt.Errorf("tables with a copy backlog: %w", err)

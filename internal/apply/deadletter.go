@@ -22,6 +22,10 @@ func (a *Applier) SetAside(ctx context.Context, b change.Batch) ([]int64, error)
 	if !a.schema.HasDeadLetter() {
 		return nil, nil
 	}
+	if a.read.setAside && a.read.batch == b.ID {
+		a.read.setAside = false
+		return a.read.SetAside, nil
+	}
 	ids, err := target.SetAside(ctx, a.tx, a.subID, b.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read the events set aside for batch %d: %w", b.ID, err)

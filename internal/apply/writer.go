@@ -561,7 +561,22 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			return fail(change.Upsert, s.upsSQL, err)
 		}
 	}
-	if nins > 0 {
+	if nins == 1 {
+		// One row: an INSERT is one round trip, COPY two (the statement, then its data).
+		for k := range r.entries {
+			e := &r.entries[k]
+			if e.op != opInsert && e.op != opReplace {
+				continue
+			}
+			args := make([]any, len(s.write))
+			for n, i := range s.write {
+				args[n] = textArg(r.arena[int(e.row)+i])
+			}
+			if _, err := w.tx.Exec(ctx, s.insRowSQL, args...); err != nil {
+				return fail(change.Insert, s.insRowSQL, err)
+			}
+		}
+	} else if nins > 0 {
 		buf := w.a.copyBuf[:0]
 		for k := range r.entries {
 			e := &r.entries[k]

@@ -28,15 +28,17 @@ func AppendBacklog(ctx context.Context, db pg.DB, id int32, src change.Table, ev
 
 // Backlogged lists the source tables of subscription id that have a copy backlog.
 func Backlogged(ctx context.Context, db pg.DB, id int32) ([]change.Table, error) {
-	rows, err := db.Query(ctx, `SELECT ts.source_schema, ts.source_name FROM skiff.table_state ts
-		WHERE ts.sub_id = $1 AND EXISTS (SELECT 1 FROM skiff.copy_backlog b
-			WHERE b.sub_id = ts.sub_id AND b.source_schema = ts.source_schema AND b.source_name = ts.source_name)
-		ORDER BY 1, 2`, id)
+	rows, err := db.Query(ctx, backloggedSQL, id)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, scanTable)
 }
+
+const backloggedSQL = `SELECT ts.source_schema, ts.source_name FROM skiff.table_state ts
+		WHERE ts.sub_id = $1 AND EXISTS (SELECT 1 FROM skiff.copy_backlog b
+			WHERE b.sub_id = ts.sub_id AND b.source_schema = ts.source_schema AND b.source_name = ts.source_name)
+		ORDER BY 1, 2`
 
 // BacklogEntry is a row of skiff.copy_backlog: an event as the worker would have written it.
 type BacklogEntry struct {

@@ -51,12 +51,14 @@ func DeadLetterExists(ctx context.Context, db pg.DB, id int32, eventID int64) (b
 // SetAside returns the events set aside for subscription id in the provider's batch
 // batchID, by event id.
 func SetAside(ctx context.Context, db pg.DB, id int32, batchID int64) ([]int64, error) {
-	rows, err := db.Query(ctx, `SELECT event_id FROM skiff.dead_letter WHERE sub_id = $1 AND batch_id = $2 ORDER BY event_id`, id, batchID)
+	rows, err := db.Query(ctx, setAsideSQL, id, batchID)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
+
+const setAsideSQL = `SELECT event_id FROM skiff.dead_letter WHERE sub_id = $1 AND batch_id = $2 ORDER BY event_id`
 
 // MarkSetAside records that batch batchID left events ids of subscription id out
 // (set_aside_at = now()). It returns the rows changed: fewer than ids when some were not

@@ -69,7 +69,9 @@ func SetMergeMode(ctx context.Context, db pg.DB, id int32, mode string) error {
 // CountConflicts adds n conflicts to subscription id, last being the latest (in the caller's
 // transaction: a batch's, or a copy's).
 func CountConflicts(ctx context.Context, db pg.DB, id int32, n int64, last string) error {
-	_, err := db.Exec(ctx, `UPDATE skiff.subscription SET conflicts = conflicts + $2, last_conflict = $3, last_conflict_at = now()
-		WHERE sub_id = $1`, id, n, last)
+	_, err := db.Exec(ctx, countConflictsSQL, id, n, last)
 	return err
 }
+
+const countConflictsSQL = `UPDATE skiff.subscription SET conflicts = conflicts + $2, last_conflict = $3, last_conflict_at = now()
+		WHERE sub_id = $1`

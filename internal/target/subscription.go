@@ -189,11 +189,13 @@ func PositionOf(ctx context.Context, db pg.DB, k Key) (change.Position, error) {
 // position; pgx.ErrNoRows when the subscription is gone.
 func LockPosition(ctx context.Context, tx pg.DB, id int32) (change.Position, error) {
 	var tick, lsn *int64
-	if err := tx.QueryRow(ctx, `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1 FOR UPDATE`, id).Scan(&tick, &lsn); err != nil {
+	if err := tx.QueryRow(ctx, lockPositionSQL, id).Scan(&tick, &lsn); err != nil {
 		return change.Position{}, err
 	}
 	return toPos(tick, lsn), nil
 }
+
+const lockPositionSQL = `SELECT tick, lsn FROM skiff.subscription WHERE sub_id = $1 FOR UPDATE`
 
 // LockLastBatch locks the row of subscription k (FOR UPDATE, as a batch's transaction does)
 // and returns its id and the provider's id of its last applied batch (nil when none);

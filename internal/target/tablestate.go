@@ -67,12 +67,18 @@ func TableStates(ctx context.Context, db pg.DB, v Version) ([]TableState, error)
 
 // Routes returns the tables of subscription id, by source table: every field of change.Route.
 func Routes(ctx context.Context, db pg.DB, id int32) ([]change.Route, error) {
-	rows, err := db.Query(ctx, `SELECT source_schema, source_name, dest_schema, dest_name, state,
-			coalesce(handler, ''), coalesce(handler_config, ''), coalesce(copy_snapshot, '')
-		FROM skiff.table_state WHERE sub_id = $1 ORDER BY source_schema, source_name`, id)
+	rows, err := db.Query(ctx, routesSQL, id)
 	if err != nil {
 		return nil, err
 	}
+	return scanRoutes(rows)
+}
+
+const routesSQL = `SELECT source_schema, source_name, dest_schema, dest_name, state,
+			coalesce(handler, ''), coalesce(handler_config, ''), coalesce(copy_snapshot, '')
+		FROM skiff.table_state WHERE sub_id = $1 ORDER BY source_schema, source_name`
+
+func scanRoutes(rows pgx.Rows) ([]change.Route, error) {
 	var out []change.Route
 	for rows.Next() {
 		var r change.Route
