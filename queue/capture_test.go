@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -367,10 +368,43 @@ func TestTriggerSQLIs84Safe(t *testing.T) {
 	}
 	fn := tg.function()
 	require.Contains(t, fn, "SET datestyle = 'ISO, YMD'")
-	require.Equal(t, 6, strings.Count(fn, "pg_catalog.nextval('skiff.event_7_id_seq'::regclass)"), "one per emitted event kind")
+	require.Equal(t, 6, strings.Count(fn, "pg_catalog.nextval('skiff.event_7_id_seq'::pg_catalog.regclass)"), "one per emitted event kind")
 	require.Contains(t, fn, "SECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\n")
 	require.Contains(t, fn, `okey := pg_catalog.textin(pg_catalog.record_out(ROW(OLD."id", OLD."k")));`)
-	require.Contains(t, fn, `IF okey = pg_catalog.textin(pg_catalog.record_out(ROW(NEW."id", NEW."k"))) THEN`)
+	require.Contains(t, fn, `IF okey OPERATOR(pg_catalog.=) pg_catalog.textin(pg_catalog.record_out(ROW(NEW."id", NEW."k"))) THEN`)
 	require.NotContains(t, fn, "::text", "a cast to text could be one the table's owner created")
 	require.NotContains(t, fn, `"s"."t"`, "no name in the body")
+}
+
+// TestTriggerSearchPathProof: without a --where, the capture function of a plain table has no
+// search_path SET clause (it would cost every row a save, set and restore), so its body must
+// resolve alike under any search_path: every operator, function and type in it is
+// schema-qualified. The pins stay; with neither, the function has no SET clause at all.
+func TestTriggerSearchPathProof(t *testing.T) {
+	t.Parallel()
+	tg := trigger{
+		queueID: 7, layout: 9, table: change.Table{Schema: "s", Name: "t"}, funcName: "capture_q7_t1",
+		rowTrig: "skiff_capture_q7", truncTrig: "skiff_truncate_q7", key: []string{"id", "k"},
+		pins: []pin{{"datestyle", "ISO, YMD"}},
+	}
+	fn := tg.function()
+	require.NotContains(t, fn, "search_path")
+	require.Contains(t, fn, "SECURITY DEFINER\nSET datestyle = 'ISO, YMD'\nAS ")
+	tg.pins = nil
+	fn = tg.function()
+	require.NotContains(t, fn, "\nSET ")
+
+	body := fn[strings.Index(fn, "$skiff$")+len("$skiff$"):]
+	qualified := regexp.MustCompile(`--[^\n]*|\$skiff\$|OPERATOR\(pg_catalog\.[^)]+\)|:=|pg_catalog\.[a-z_0-9]+|skiff\.[a-z_0-9]+|"[^"]*"|'[^']*'`)
+	rest := qualified.ReplaceAllString(body, "")
+	require.NotRegexp(t, `[=<>%|+*/-]`, rest, "an unqualified operator")
+	for _, word := range regexp.MustCompile(`[A-Za-z_][A-Za-z_0-9]*`).FindAllString(rest, -1) {
+		switch strings.ToUpper(word) {
+		case "DECLARE", "BEGIN", "END", "IF", "THEN", "ELSIF", "ELSE", "RETURN", "NULL", "INSERT", "INTO", "VALUES",
+			"ROW", "NEW", "OLD", "TG_OP", "ID", "OKEY", "EV_ID", "EV_TIME", "EV_TXID", "EV_OP", "EV_LAYOUT", "EV_DATA", "EV_EXTRA",
+			"TRUE", "FALSE":
+		default:
+			t.Errorf("unqualified name %q in the body:\n%s", word, body)
+		}
+	}
 }

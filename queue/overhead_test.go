@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // The capture-overhead measurement: rows/s of single-row INSERT and UPDATE statements on a
@@ -250,7 +251,25 @@ func TestTriggerCostBreakdown(t *testing.T) {
 		return `INSERT INTO skiff.event_1_0 (ev_id, ev_time, ev_txid, ev_op, ev_layout, ev_data, ev_extra)
 			VALUES (` + id + `, pg_catalog.now(), pg_catalog.txid_current(), 'I', 1, NEW::text, NULL);`
 	}
+	fn := fmt.Sprintf(`skiff.capture_q1_t%d()`, oid)
 	step("skiff capture as generated")
+	exec(t, c, `ALTER FUNCTION `+fn+` SET search_path = pg_catalog, pg_temp`)
+	step("  with search_path SET (capture version 2)")
+	exec(t, c, `ALTER FUNCTION `+fn+` RESET search_path`)
+	if pg.ServerVersionOf(c.PgConn()) >= 100000 {
+		// A statement-level trigger with a transition table (10+), one INSERT … SELECT per
+		// statement: what the bulk insert would cost that way (not how skiff captures).
+		exec(t, c, `CREATE FUNCTION skiff.stmt_capture() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $f$ BEGIN
+			INSERT INTO skiff.event_1_0 (ev_id, ev_time, ev_txid, ev_op, ev_layout, ev_data, ev_extra)
+			SELECT pg_catalog.nextval('skiff.event_1_id_seq'::pg_catalog.regclass), pg_catalog.now(), pg_catalog.txid_current(), 'I', 1,
+				pg_catalog.textin(pg_catalog.record_out(n)), NULL FROM n;
+			RETURN NULL; END $f$`)
+		exec(t, c, `ALTER TABLE skiff DISABLE TRIGGER skiff_capture_q1`)
+		exec(t, c, `CREATE TRIGGER stmt_capture AFTER INSERT ON skiff REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE PROCEDURE skiff.stmt_capture()`)
+		step("  statement trigger, transition table (prototype)")
+		exec(t, c, `DROP TRIGGER stmt_capture ON skiff`)
+		exec(t, c, `ALTER TABLE skiff ENABLE TRIGGER skiff_capture_q1`)
+	}
 	replace(`BEGIN ` + insert(`pg_catalog.nextval('skiff.event_1_id_seq'::regclass)`) + ` RETURN NULL; END`)
 	step("one INSERT (no TG_OP/epoch IFs, not definer)")
 	replace(`BEGIN ` + insert(`1`) + ` RETURN NULL; END`)

@@ -194,6 +194,28 @@ func TestSecurityHostileRole(t *testing.T) {
 			}, got)
 			h.requireHarmless(t)
 
+			// A capture without --where has no search_path pinned (TestTriggerSearchPathProof):
+			// the shadows above stay first in the writer's search_path, and a temporary table
+			// named text puts a type of that name first in it too.
+			exec(t, h.writer, `CREATE TABLE `+r+`.plain (id int PRIMARY KEY, mood `+r+`.mood, note text)`)
+			_, err = AddTable(ctx, h.admin, "q", TableSpec{Name: h.role + ".plain"})
+			require.NoError(t, err)
+			exec(t, h.writer, `CREATE TEMP TABLE text (x int)`)
+			write(`INSERT INTO plain VALUES (1, 'ok', 'a')`,
+				`UPDATE plain SET note = 'b'`,
+				`UPDATE plain SET id = 2`,
+				`DELETE FROM plain`)
+			exec(t, h.writer, `DROP TABLE pg_temp.text`)
+			_, err = ForceTick(ctx, h.admin, "q")
+			require.NoError(t, err)
+			_, evs = readBatch(t, src)
+			got = got[:0]
+			for _, e := range evs {
+				got = append(got, describeEvent(e))
+			}
+			require.Equal(t, []string{`I [1 ok a]`, `U [1 ok b]`, `U [2 ok b] old [1]`, `D [2 ok b]`}, got)
+			h.requireHarmless(t)
+
 			// A table and a column renamed to names that break out of a comment, a
 			// dollar quote or a statement, then a refresh by the operator.
 			for i, name := range []string{
@@ -310,7 +332,8 @@ func TestSecurityWhere(t *testing.T) {
 }
 
 // TestUpgradeCaptures: capture functions made by an older generator are regenerated in place
-// (same layout, key and --where, search_path pinned, no ::text cast); one whose --where now
+// (same layout, key and --where, search_path pinned with a --where and not without, no ::text
+// cast); one whose --where now
 // calls a function a hostile role owns is reported by name and keeps its old function.
 func TestUpgradeCaptures(t *testing.T) {
 	t.Parallel()
@@ -325,18 +348,26 @@ func TestUpgradeCaptures(t *testing.T) {
 	require.NoError(t, err)
 	_, err = AddTable(ctx, c, "q", TableSpec{Name: "b", Where: "public.positive(amount)"})
 	require.NoError(t, err)
+	exec(t, c, `CREATE TABLE d (id int PRIMARY KEY, note text)`)
+	_, err = AddTable(ctx, c, "q", TableSpec{Name: "d"})
+	require.NoError(t, err)
 	// What version 1 left: no pin, the old generator's mark.
 	exec(t, c, `UPDATE skiff.captured_table SET capture_version = 1`)
 	exec(t, c, `ALTER FUNCTION skiff.`+change.QuoteIdent(fmt.Sprintf("capture_q1_t%d", tableOID(t, c, "a")))+`() RESET search_path`)
+	// What version 2 made of a table without --where: search_path pinned by a SET clause.
+	exec(t, c, `UPDATE skiff.captured_table SET capture_version = 2 WHERE table_name = 'd'`)
+	exec(t, c, `ALTER FUNCTION skiff.`+change.QuoteIdent(fmt.Sprintf("capture_q1_t%d", tableOID(t, c, "d")))+`() SET search_path = pg_catalog, pg_temp`)
 	exec(t, c, `ALTER FUNCTION public.positive(numeric) OWNER TO `+pgx.Identifier{h.role}.Sanitize())
 
 	done, err := UpgradeCaptures(ctx, c)
 	require.NoError(t, err)
-	require.Len(t, done, 2)
+	require.Len(t, done, 3)
 	require.Equal(t, change.Table{Schema: "public", Name: "a"}, done[0].Table)
 	require.NoError(t, done[0].Err)
 	require.Equal(t, change.Table{Schema: "public", Name: "b"}, done[1].Table)
 	require.ErrorContains(t, done[1].Err, "is owned by role")
+	require.Equal(t, change.Table{Schema: "public", Name: "d"}, done[2].Table)
+	require.NoError(t, done[2].Err)
 
 	var version, layout int32
 	var config []string
@@ -345,6 +376,11 @@ func TestUpgradeCaptures(t *testing.T) {
 	require.Equal(t, int32(captureVersion), version)
 	require.Equal(t, resA.Layout, layout, "the layout is kept")
 	require.Contains(t, config, "search_path=pg_catalog, pg_temp")
+	// d's function lost its SET clause: no --where, nothing to pin.
+	require.NoError(t, c.QueryRow(ctx, `SELECT t.capture_version, p.proconfig FROM skiff.captured_table t
+		JOIN pg_proc p ON p.proname = t.func_name WHERE t.table_name = 'd'`).Scan(&version, &config))
+	require.Equal(t, int32(captureVersion), version)
+	require.Empty(t, config)
 	again, err := UpgradeCaptures(ctx, c)
 	require.NoError(t, err)
 	require.Len(t, again, 1, "only the capture that failed is tried again")
@@ -354,10 +390,11 @@ func TestUpgradeCaptures(t *testing.T) {
 	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
 	require.NoError(t, err)
 	exec(t, c, `INSERT INTO a VALUES (1, 1), (2, 0)`)
+	exec(t, c, `INSERT INTO d VALUES (3, 'x')`)
 	_, err = ForceTick(ctx, c, "q")
 	require.NoError(t, err)
 	_, evs := readBatch(t, src)
-	require.Equal(t, []string{"1"}, ids(evs))
+	require.Equal(t, []string{"1", "3"}, ids(evs))
 }
 
 func tableOID(t *testing.T, c *pgx.Conn, name string) uint32 {
