@@ -285,7 +285,9 @@ var sectionNotes = map[string]string{
 		"PgQ's C trigger, or a bare PL/pgSQL trigger. In each repetition every variant runs twice, in the order " +
 		"A B C D D C B A, half the time (or half the bulk rows) each, after a CHECKPOINT; the mirrored order cancels a " +
 		"drift of the machine's speed. Each ratio pairs a variant with the no-capture run of the same repetition. " +
-		"No ticker or consumer runs meanwhile.",
+		"No ticker or consumer runs meanwhile. skiff's logical-decoding source (and built-in replication, pglogical) " +
+		"install no trigger: their write cost on the provider is that of no capture, a ratio of 1.0 by construction, " +
+		"as every cluster here runs wal_level=logical; what they write instead is in the WAL per change of section 2.",
 	"apply": "The consumer is stopped (subscription disabled, Londiste leaf worker and skiff worker not started) " +
 		"while the provider writes the backlog in transactions of a few hundred rows; the clock starts when the " +
 		"consumer is started (ENABLE, `londiste worker`, `skiff worker`) and stops when the target shows the " +
