@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/migrate"
+	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
@@ -213,7 +215,11 @@ func TestTicksWithoutCommitsMerge(t *testing.T) {
 		t.Run("pg"+v, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			p := setupQueue(t, v, "c")
+			// A server of its own, autovacuum off: txids are the cluster's, and a commit in
+			// any database (another test's, an ANALYZE) rightly ends the merge.
+			url := pgtest.New(t, pgtest.Options{Version: v, Settings: map[string]string{"autovacuum": "off"}}).NewDB(t)
+			migratetest.Install(t, url, migrate.Provider)
+			p := prepareQueue(t, &provider{url: url}, "c")
 			c := p.conn(t)
 			tick := func() int64 {
 				id, err := ForceTick(ctx, c, "q")

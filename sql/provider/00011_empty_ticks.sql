@@ -23,8 +23,9 @@
 --     queue's tick transactions from tick a to tick b (their xmin: only 32 bits, so the epoch
 --     must be the same at both ends, else the answer is no).
 -- Aborted transactions count as commits (txid snapshots cannot tell them apart), as do other
--- queues' ticks and maintenance: the answer errs towards "no", which only leaves ticks
--- unmerged, as before. 8.4-safe.
+-- queues' ticks, maintenance, and any commit in another database of the cluster (txids are
+-- the cluster's): the answer errs towards "no", which only leaves ticks unmerged, as before.
+-- 8.4-safe.
 -- +goose StatementBegin
 CREATE FUNCTION skiff.ticks_add_no_commit(i_queue_id integer, i_from bigint, i_to bigint) RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
