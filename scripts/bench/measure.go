@@ -724,20 +724,13 @@ func (b *bench) initialCopy(ctx context.Context) {
 			if m := b.metric(sec, name, s.name, "MB/s", false); m.na != "" {
 				continue
 			}
-			var rate float64
-			err := b.twice(ctx, s.name, func() (err error) {
-				rate, err = b.copyOnce(ctx, s)
-				return err
-			})
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				b.log.Warn("copy run failed", "system", s.name, "rep", rep, "err", err)
-				b.unavailable(sec, name, s.name, "MB/s", false, err.Error())
+			rate, ok := b.copyMeasured(ctx, s, sec, name, rep)
+			if ctx.Err() != nil {
+				return
+			}
+			if !ok {
 				continue
 			}
-			b.record(sec, name, s.name, "MB/s", false, rate)
 			if s.name == "pipe" && splitSys != nil {
 				b.record(sec, splitName, "pipe", "MB/s", false, rate)
 			}
@@ -759,20 +752,26 @@ func (b *bench) splitCopy(ctx context.Context, s system, sec, name string, rep i
 		b.unavailable(sec, name, s.name, "MB/s", false, "this skiff has no subscribe --copy-split-rows")
 		return
 	}
+	b.copyMeasured(ctx, s, sec, name, rep)
+}
+
+// copyMeasured runs one copy of system s (a repeated run on failure, see twice) and records
+// its rate under name; a failure is recorded as the reason the measurement is not available.
+func (b *bench) copyMeasured(ctx context.Context, s system, sec, name string, rep int) (float64, bool) {
 	var rate float64
 	err := b.twice(ctx, s.name, func() (err error) {
 		rate, err = b.copyOnce(ctx, s)
 		return err
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() == nil {
+			b.log.Warn("copy run failed", "system", s.name, "what", name, "rep", rep, "err", err)
+			b.unavailable(sec, name, s.name, "MB/s", false, err.Error())
 		}
-		b.log.Warn("split copy run failed", "rep", rep, "err", err)
-		b.unavailable(sec, name, s.name, "MB/s", false, err.Error())
-		return
+		return 0, false
 	}
 	b.record(sec, name, s.name, "MB/s", false, rate)
+	return rate, true
 }
 
 func (b *bench) copyOnce(ctx context.Context, s system) (float64, error) {
