@@ -575,7 +575,12 @@ func TestChangesOfAKeyFoldIntoOneWrite(t *testing.T) {
 func TestSetBasedRunsGoInKeyOrder(t *testing.T) {
 	t.Parallel()
 	tg := newTarget(t, "", ddl+`;
-		CREATE TABLE writes (n serial, op text, id int);
+		CREATE TABLE writes (n serial, op text, id int)`)
+	if pg.ServerVersion(tg.conn) < 90000 {
+		_, err := tg.conn.Exec(context.Background(), `CREATE LANGUAGE plpgsql`) // not in a new database before 9.0
+		require.NoError(t, err)
+	}
+	_, err := tg.conn.Exec(context.Background(), `
 		CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
 			INSERT INTO public.writes (op, id) VALUES (TG_OP, OLD.id);
@@ -583,6 +588,7 @@ func TestSetBasedRunsGoInKeyOrder(t *testing.T) {
 		END $$;
 		CREATE TRIGGER log_write AFTER UPDATE OR DELETE ON t FOR EACH ROW EXECUTE PROCEDURE log_write();
 		ALTER TABLE t ENABLE ALWAYS TRIGGER log_write;`)
+	require.NoError(t, err)
 	const n = 300
 	var evs []change.Event
 	for i := 1; i <= n; i++ {
