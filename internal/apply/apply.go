@@ -88,6 +88,10 @@ type Applier struct {
 	// reused flush after flush.
 	argBufs [][]byte
 	args    setArgs
+	// sel and order are the entries a set-based statement sends, and their sort keys
+	// (writer.selected), reused flush after flush.
+	sel   []int32
+	order []keyOrder
 }
 
 // readAhead is what target.StartBatch read at the start of a batch's transaction: each of

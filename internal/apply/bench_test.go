@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -19,14 +20,18 @@ import (
 // BenchmarkApplier measures the target side alone: batches of 20k synthetic events (the
 // queue's default batch size) applied to a table like the bench's (id bigint PRIMARY KEY,
 // v int, pad text), as rows/s and as the CPU spent per row by the target's backend and by
-// this process (the applier), which a loaded machine does not blur as it does the rate.
+// this process (the applier), which a loaded machine does not blur as it does the rate:
+// inserts, updates in key order, and updates in a random order.
 //
 //	go test ./internal/apply -run '^$' -bench Applier -benchtime 10x
 func BenchmarkApplier(b *testing.B) {
 	const batch = 20000
 	bcols := []string{"id", "v", "pad"}
 	bt := change.Table{Schema: "public", Name: "r"}
-	for _, mix := range []string{"insert", "update"} {
+	// update-random: the same updates, each batch's keys in a random order (as the provider's
+	// changes of a table may come), spread over the table.
+	perm := rand.New(rand.NewPCG(1, 2)).Perm(10 * batch)
+	for _, mix := range []string{"insert", "update", "update-random"} {
 		b.Run(mix, func(b *testing.B) {
 			tg := newTarget(b, "", `CREATE TABLE r (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL)`)
 			tg.a.cfg.MaxPendingRows = DefaultMaxPendingRows
@@ -36,7 +41,7 @@ func BenchmarkApplier(b *testing.B) {
 				return change.Event{ID: int64(id), Op: op, Table: bt, Columns: bcols, Key: key,
 					Values: []change.Value{change.Text(s), change.Text(strconv.Itoa(id % 1000)), change.Text("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")}}
 			}
-			if mix == "update" { // rows to update
+			if mix != "insert" { // rows to update
 				for range 10 {
 					evs := make([]change.Event, batch)
 					for i := range evs {
@@ -50,11 +55,14 @@ func BenchmarkApplier(b *testing.B) {
 			for n := range batches {
 				evs := make([]change.Event, batch)
 				for i := range evs {
-					if mix == "insert" {
+					switch mix {
+					case "insert":
 						next++
 						evs[i] = mk(change.Insert, next)
-					} else {
+					case "update":
 						evs[i] = mk(change.Update, 1+(n*batch+i)%(10*batch))
+					default:
+						evs[i] = mk(change.Update, 1+perm[(n*batch+i)%(10*batch)])
 					}
 				}
 				batches[n] = evs

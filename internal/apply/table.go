@@ -53,6 +53,9 @@ type targetCol struct {
 	// such values has no array parameter, so the layout is applied row by row.
 	arrayOf string
 	delim   byte // the base type's array delimiter
+	// integer: the column's type (under its domains) is smallint, integer or bigint, whose
+	// text form a key sort can read (shape.intKey).
+	integer bool
 }
 
 // shape is one event layout (column list and key) of a table, with the statements that write
@@ -81,6 +84,11 @@ type shape struct {
 	// key's delete and the new key's insert, which would leave the other columns NULL (or
 	// their defaults).
 	partial bool
+	// intKey: the first key column is an integer (targetCol.integer): the set-based UPDATE and
+	// DELETE send their rows in the order of its values (writer.selected), the order of the
+	// index that finds them, so that consecutive lookups (and the new row versions' index
+	// entries) land on the same pages.
+	intKey bool
 	// unique: a unique index of the target has exactly the key's columns, so an insert of a
 	// key the table holds fails (and ON CONFLICT can name it): what a merged table needs.
 	unique bool
@@ -126,7 +134,8 @@ func (a *Applier) table(ctx context.Context, q pg.DB, name change.Table) (*table
 	for _, c := range cols {
 		// A cast to a domain is the cast to its base type: PostgreSQL ignores casts created
 		// for domains, so what matters is the base type's schema.
-		tc := targetCol{typ: c.BareType, generated: c.Generated != 0, escape: c.Base.OID == byteaOID && a.byteaEscape}
+		tc := targetCol{typ: c.BareType, generated: c.Generated != 0, escape: c.Base.OID == byteaOID && a.byteaEscape,
+			integer: c.Base.OID == int8OID || c.Base.OID == int2OID || c.Base.OID == int4OID}
 		if c.Base.Schema != "pg_catalog" {
 			tc.typed, tc.delim = true, c.Base.Delim
 			if !c.Base.Array {
@@ -156,8 +165,14 @@ func (a *Applier) table(ctx context.Context, q pg.DB, name change.Table) (*table
 	return t, nil
 }
 
-// byteaOID is the oid of pg_catalog.bytea (fixed since PostgreSQL's bootstrap catalog).
-const byteaOID = 17
+// The oids of pg_catalog.bytea, int8, int2 and int4 (fixed since PostgreSQL's bootstrap
+// catalog).
+const (
+	byteaOID = 17
+	int8OID  = 20
+	int2OID  = 21
+	int4OID  = 23
+)
 
 func sameSlice(a, b []string) bool {
 	if len(a) != len(b) {
@@ -234,6 +249,7 @@ func (t *table) newShape(cols, key []string) (*shape, error) {
 			s.indexed = true
 		}
 	}
+	s.intKey = len(key) > 0 && t.cols[key[0]].integer
 	for i, c := range cols {
 		if tc := t.cols[c]; tc.typed && tc.arrayOf == "" && (s.types[i] != "" || slices.Contains(key, c)) {
 			s.rowOnly = true

@@ -2,10 +2,12 @@ package apply
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"iter"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -501,12 +503,12 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		if err := w.planJoins(ctx, s, ndel); err != nil {
 			return err
 		}
+		sel := w.selected(r, opDelete, opReplace)
 		args := w.setArgs(len(s.key), func(j int) ([]byte, int16) {
 			tc := r.t.cols[s.key[j]]
 			return appendArray(w.a.argBufs[j][:0], tc, func(yield func(change.Value) bool) {
-				for i := range r.entries {
-					e := &r.entries[i]
-					if (e.op == opDelete || e.op == opReplace) && !yield(r.arena[int(e.key)+j]) {
+				for _, i := range sel {
+					if !yield(r.arena[int(r.entries[i].key)+j]) {
 						return
 					}
 				}
@@ -522,15 +524,15 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
 		}
 	}
-	// rowArgs returns the rows of the entries ops selects, one array parameter per written
-	// column.
-	rowArgs := func(ops ...uint8) *setArgs {
+	// rowArgs returns the rows of the entries whose op is op1 or op2, one array parameter per
+	// written column.
+	rowArgs := func(op1, op2 uint8) *setArgs {
+		sel := w.selected(r, op1, op2)
 		return w.setArgs(len(s.write), func(m int) ([]byte, int16) {
 			i := s.write[m]
 			return appendArray(w.a.argBufs[m][:0], r.t.cols[s.cols[i]], func(yield func(change.Value) bool) {
-				for k := range r.entries {
-					e := &r.entries[k]
-					if (e.op == ops[0] || len(ops) > 1 && e.op == ops[1]) && !yield(r.arena[int(e.row)+i]) {
+				for _, k := range sel {
+					if !yield(r.arena[int(r.entries[k].row)+i]) {
 						return
 					}
 				}
@@ -557,7 +559,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		if err := w.planJoins(ctx, s, nups); err != nil {
 			return err
 		}
-		if _, err := w.execSet(ctx, s.upsSQL, rowArgs(opUpsert)); err != nil {
+		if _, err := w.execSet(ctx, s.upsSQL, rowArgs(opUpsert, opUpsert)); err != nil {
 			return fail(change.Upsert, s.upsSQL, err)
 		}
 	}
@@ -600,6 +602,54 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		}
 	}
 	return nil
+}
+
+// keyOrder is an entry of a run and the value of its first key column, for sorting.
+type keyOrder struct {
+	k int64
+	i int32
+}
+
+// selected returns the indexes of the run's entries whose op is op1 or op2, in the order a
+// set-based statement sends them: when the key's first column is an integer (shape.intKey),
+// in the order of its values, which is the order of the index the statement finds its rows
+// by — consecutive lookups, and the index entries of the new row versions an UPDATE adds,
+// then land on the same pages instead of all over the index (and the table) as the
+// provider's order of the changes may have them. Else, and when a value does not read as an
+// integer, in the order the keys first appeared. A run holds each key once (merge), so the
+// order changes nothing of what the statement writes.
+func (w *writer) selected(r *run, op1, op2 uint8) []int32 {
+	sel := w.a.sel[:0]
+	for i := range r.entries {
+		if op := r.entries[i].op; op == op1 || op == op2 {
+			sel = append(sel, int32(i))
+		}
+	}
+	w.a.sel = sel
+	if !r.shape.intKey || len(sel) < 2 {
+		return sel
+	}
+	order, sorted := w.a.order[:0], true
+	defer func() { w.a.order = order[:0] }()
+	for _, i := range sel {
+		v := r.arena[r.entries[i].key]
+		k, err := strconv.ParseInt(v.Text, 10, 64)
+		if !v.Valid || err != nil {
+			return sel // e.g. " 12", which int8in reads too: left in its order
+		}
+		if len(order) > 0 && k < order[len(order)-1].k {
+			sorted = false
+		}
+		order = append(order, keyOrder{k: k, i: i})
+	}
+	if sorted {
+		return sel
+	}
+	slices.SortStableFunc(order, func(a, b keyOrder) int { return cmp.Compare(a.k, b.k) })
+	for j := range order {
+		sel[j] = order[j].i
+	}
+	return sel
 }
 
 // setArgs are the parameters of a set-based statement in their wire form: one array per
