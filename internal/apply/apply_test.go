@@ -48,6 +48,16 @@ func newTarget(t testing.TB, version, ddl string) *testTarget {
 	return &testTarget{url: url, conn: conn, a: a}
 }
 
+// plpgsql makes PL/pgSQL available for a test's own trigger: a new database has it only from
+// 9.0 (the target itself needs none).
+func (tg *testTarget) plpgsql(t testing.TB) {
+	t.Helper()
+	if pg.ServerVersion(tg.conn) < 90000 {
+		_, err := tg.conn.Exec(context.Background(), `CREATE LANGUAGE plpgsql`)
+		require.NoError(t, err)
+	}
+}
+
 // apply applies events as the next batch, streamed in chunks of 7.
 func (tg *testTarget) apply(t testing.TB, evs []change.Event) error {
 	t.Helper()
@@ -530,10 +540,7 @@ func TestChangesOfAKeyFoldIntoOneWrite(t *testing.T) {
 	t.Parallel()
 	tg := newTarget(t, "", ddl+`;
 		CREATE TABLE writes (n serial, op text, id int, v text)`)
-	if pg.ServerVersion(tg.conn) < 90000 {
-		_, err := tg.conn.Exec(context.Background(), `CREATE LANGUAGE plpgsql`) // not in a new database before 9.0
-		require.NoError(t, err)
-	}
+	tg.plpgsql(t)
 	_, err := tg.conn.Exec(context.Background(), `
 		CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
@@ -576,10 +583,7 @@ func TestSetBasedRunsGoInKeyOrder(t *testing.T) {
 	t.Parallel()
 	tg := newTarget(t, "", ddl+`;
 		CREATE TABLE writes (n serial, op text, id int)`)
-	if pg.ServerVersion(tg.conn) < 90000 {
-		_, err := tg.conn.Exec(context.Background(), `CREATE LANGUAGE plpgsql`) // not in a new database before 9.0
-		require.NoError(t, err)
-	}
+	tg.plpgsql(t)
 	_, err := tg.conn.Exec(context.Background(), `
 		CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
