@@ -357,7 +357,9 @@ func TestSourceConfirmed(t *testing.T) {
 		require.Equal(t, last, evs[len(evs)-1].TxID)
 		require.Less(t, s.Confirmed().LSN, b.End.LSN, "not confirmed before Finish")
 		finish(t, s, b)
-		require.Equal(t, b.End, s.Confirmed())
+		// At least the batch's end: WAL of other databases after it (autovacuum, the busy
+		// table's creation) may already have been confirmed by the idle stream.
+		require.GreaterOrEqual(t, s.Confirmed().LSN, b.End.LSN, "confirmed at Finish")
 
 		// Idle: the other database's WAL moves the confirmed position past where it was.
 		walNow := `SELECT pg_catalog.pg_current_wal_lsn()::text`
