@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -31,13 +32,8 @@ func TestUpdateOldKey(t *testing.T) {
 			JOIN skiff.table_layout l ON l.layout_id = e.ev_layout
 			WHERE l.table_name = $1 AND e.ev_op = 'U' ORDER BY e.ev_id`, table)
 		require.NoError(t, err)
-		var out []string
-		for rows.Next() {
-			var s string
-			require.NoError(t, rows.Scan(&s))
-			out = append(out, s)
-		}
-		require.NoError(t, rows.Err())
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
 		return out
 	}
 
