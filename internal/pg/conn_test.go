@@ -38,3 +38,25 @@ func TestApplicationNameAfterConnect(t *testing.T) {
 		require.Equal(t, want, got, connString)
 	}
 }
+
+// TestSessionsRunWithoutJIT checks that skiff's sessions turn JIT compilation off where the
+// server has it (11+; on by default from 12): skiff's queries are planned once and run once,
+// and a plan over jit_above_cost paid its compilation before its first row.
+func TestSessionsRunWithoutJIT(t *testing.T) {
+	t.Parallel()
+	for _, v := range pgtest.Majors() {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			conn, err := pg.Connect(ctx, pgtest.Shared(t, v).NewDB(t), "skiff test")
+			require.NoError(t, err)
+			defer func() { require.NoError(t, conn.Close(ctx)) }()
+			if pg.ServerVersion(conn) < 110000 {
+				return // no JIT before 11: connecting is the test
+			}
+			var jit string
+			require.NoError(t, conn.QueryRow(ctx, "SELECT current_setting('jit')").Scan(&jit))
+			require.Equal(t, "off", jit)
+		})
+	}
+}

@@ -40,5 +40,7 @@ func TestSessionSQL(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "SET IntervalStyle = 'postgres'; SET extra_float_digits = 2", SessionSQL(80422, "skiff"),
 		"8.4 accepts at most 2 float digits and has no application_name")
-	require.Equal(t, "SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET application_name = 'it''s'", SessionSQL(150004, "it's"))
+	require.Equal(t, "SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET application_name = 'it''s'", SessionSQL(100004, "it's"))
+	require.Equal(t, "SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET jit = off; SET application_name = 'it''s'", SessionSQL(150004, "it's"),
+		"JIT compilation off from 11, where the setting exists")
 }
