@@ -208,66 +208,99 @@ func explain(t *testing.T, db pg.DB, sql string) string {
 // move, nothing commits) are merged into one empty batch, up to the last tick before a
 // commit; the long transaction is still running at the next batch's start, so it is read by
 // itself; a commit between two ticks ends the merge. Before provider migration 11 every one of
-// those ticks was a batch of its own (L's ids exceed MaxEvents).
+// those ticks was a batch of its own (L's ids exceed MaxEvents). The ticks are cut by
+// force_tick, and by skiff.ticker() as the daemon cuts them (L writes a row before each, so
+// that one is due): its queue-row lock takes a subtransaction, a second transaction id per
+// tick, which ended the merge at once before provider migration 13 (9.5+: SKIP LOCKED).
 func TestTicksWithoutCommitsMerge(t *testing.T) {
 	t.Parallel()
 	for _, v := range pgtest.Majors() {
-		t.Run("pg"+v, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			// A server of its own, autovacuum off: txids are the cluster's, and a commit in
-			// any database (another test's, an ANALYZE) rightly ends the merge.
-			url := pgtest.New(t, pgtest.Options{Version: v, Settings: map[string]string{"autovacuum": "off"}}).NewDB(t)
-			migratetest.Install(t, url, migrate.Provider)
-			p := prepareQueue(t, &provider{url: url}, "c")
-			c := p.conn(t)
-			tick := func() int64 {
-				id, err := ForceTick(ctx, c, "q")
-				require.NoError(t, err)
-				return id
+		for _, daemon := range []bool{false, true} {
+			name := "pg" + v + "/force_tick"
+			if daemon {
+				name = "pg" + v + "/ticker"
 			}
-			start := tick()
-			lc := p.conn(t)
-			ltx, err := lc.Begin(ctx)
-			require.NoError(t, err)
-			_, err = ltx.Exec(ctx, `INSERT INTO t SELECT g, 'L' FROM generate_series(1000, 1299) g`)
-			require.NoError(t, err)
-			var quiet []int64
-			for range 4 {
-				quiet = append(quiet, tick())
-			}
-			exec(t, c, `INSERT INTO t VALUES (5, 'short')`) // a commit between two ticks
-			afterShort := []int64{tick(), tick()}
-			_, err = ltx.Exec(ctx, `UPDATE t SET v = 'L2' WHERE id BETWEEN 1000 AND 1299`)
-			require.NoError(t, err)
-			require.NoError(t, ltx.Commit(ctx))
-			end := tick()
-
-			src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c", MaxEvents: 10, LongTxEvents: 100})
-			require.NoError(t, err)
-			b, _ := readBatch(t, src) // up to start: the set-up's commits came after the first tick
-			require.Equal(t, start, b.End.Tick)
-			b, evs := readBatch(t, src)
-			require.Equal(t, quiet[len(quiet)-1], b.End.Tick, "the ticks without a commit are one batch")
-			require.Empty(t, evs)
-
-			b, evs = readBatch(t, src)
-			require.Equal(t, afterShort[len(afterShort)-1], b.End.Tick)
-			require.Equal(t, []string{"5"}, ids(evs))
-
-			b, err = src.NextBatch(ctx)
-			require.NoError(t, err)
-			require.Equal(t, end, b.End.Tick)
-			long, err := BatchLongTxs(ctx, p.conn(t), b.ID)
-			require.NoError(t, err)
-			require.Len(t, long, 1, "L runs at the batch's start tick: it is read by itself")
-			var n int
-			require.NoError(t, src.Events(ctx, b, func(chunk []change.Event) error {
-				n += len(chunk)
-				return nil
-			}))
-			require.Equal(t, 600, n)
-			require.NoError(t, src.Finish(ctx, b))
-		})
+			t.Run(name, func(t *testing.T) { ticksWithoutCommitsMerge(t, v, daemon) })
+		}
 	}
+}
+
+func ticksWithoutCommitsMerge(t *testing.T, v string, daemon bool) {
+	t.Parallel()
+	ctx := context.Background()
+	// A server of its own, autovacuum off: txids are the cluster's, and a commit in
+	// any database (another test's, an ANALYZE) rightly ends the merge.
+	url := pgtest.New(t, pgtest.Options{Version: v, Settings: map[string]string{"autovacuum": "off"}}).NewDB(t)
+	migratetest.Install(t, url, migrate.Provider)
+	p := prepareQueue(t, &provider{url: url}, "c")
+	c := p.conn(t)
+	force := func() int64 {
+		id, err := ForceTick(ctx, c, "q")
+		require.NoError(t, err)
+		return id
+	}
+	if daemon {
+		var num int
+		require.NoError(t, c.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num))
+		if num < 90500 {
+			t.Skip("before 9.5 the ticker's row lock takes a subtransaction: its ticks do not merge (provider migration 13)")
+		}
+		require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxLag, "0"))
+	}
+	start := force()
+	lc := p.conn(t)
+	ltx, err := lc.Begin(ctx)
+	require.NoError(t, err)
+	extra := 0
+	tick := force
+	if daemon {
+		tick = func() int64 {
+			// L writes on: the queue has pending events, a tick is due.
+			_, err := ltx.Exec(ctx, `INSERT INTO t VALUES ($1, 'L')`, 2000+extra)
+			require.NoError(t, err)
+			extra++
+			id, ok, err := Tick(ctx, c, "q")
+			require.NoError(t, err)
+			require.True(t, ok, "a tick is due")
+			return id
+		}
+	}
+	_, err = ltx.Exec(ctx, `INSERT INTO t SELECT g, 'L' FROM generate_series(1000, 1299) g`)
+	require.NoError(t, err)
+	var quiet []int64
+	for range 4 {
+		quiet = append(quiet, tick())
+	}
+	exec(t, c, `INSERT INTO t VALUES (5, 'short')`) // a commit between two ticks
+	afterShort := []int64{tick(), tick()}
+	_, err = ltx.Exec(ctx, `UPDATE t SET v = 'L2' WHERE id BETWEEN 1000 AND 1299`)
+	require.NoError(t, err)
+	require.NoError(t, ltx.Commit(ctx))
+	end := force()
+
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c", MaxEvents: 10, LongTxEvents: 100})
+	require.NoError(t, err)
+	b, _ := readBatch(t, src) // up to start: the set-up's commits came after the first tick
+	require.Equal(t, start, b.End.Tick)
+	b, evs := readBatch(t, src)
+	require.Equal(t, quiet[len(quiet)-1], b.End.Tick, "the ticks without a commit are one batch")
+	require.Empty(t, evs)
+
+	b, evs = readBatch(t, src)
+	require.Equal(t, afterShort[len(afterShort)-1], b.End.Tick)
+	require.Equal(t, []string{"5"}, ids(evs))
+
+	b, err = src.NextBatch(ctx)
+	require.NoError(t, err)
+	require.Equal(t, end, b.End.Tick)
+	long, err := BatchLongTxs(ctx, p.conn(t), b.ID)
+	require.NoError(t, err)
+	require.Len(t, long, 1, "L runs at the batch's start tick: it is read by itself")
+	var n int
+	require.NoError(t, src.Events(ctx, b, func(chunk []change.Event) error {
+		n += len(chunk)
+		return nil
+	}))
+	require.Equal(t, 600+extra, n)
+	require.NoError(t, src.Finish(ctx, b))
 }
