@@ -644,7 +644,10 @@ func checkKeyUnique(ctx context.Context, tx pgx.Tx, rel relation, key []string) 
 // older versions. 2: search_path pinned, rows and keys through record_out, no name in the
 // body, --where checked for what it calls. 3: the row path schema-qualified throughout, and
 // no search_path SET clause on a plain table's function without a --where (pinsSearchPath).
-const captureVersion = 3
+// 4: on PostgreSQL 10+, the statement-level INSERT branch (trigger.stmtInsert); new
+// captures of plain tables take their INSERTs with a statement trigger, older ones keep
+// their row trigger (the regenerated function serves both).
+const captureVersion = 4
 
 // installTrigger (re)creates the capture function and triggers of a table for a layout: the
 // settings its column types need pinned, the --where compiled and checked, every statement
@@ -684,6 +687,9 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 		}
 		tg.pins = append(tg.pins, wherePins(where, version)...)
 	}
+	if tg.stmtInsert, err = statementInsert(ctx, tx, version, rel, withChildren, where); err != nil {
+		return trigger{}, fmt.Errorf("triggers of %s: %w", rel.table(), err)
+	}
 	if tg.keepTriggers, err = triggersInPlace(ctx, tx, tg, rel.oid); err != nil {
 		return trigger{}, fmt.Errorf("capture triggers of %s: %w", rel.table(), err)
 	}
@@ -700,27 +706,69 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 // --refresh, or UpgradeCaptures at init provider) then only replaces the function's body:
 // dropping a trigger needs the table's ownership, which the role running skiff need not have
 // (docs/roles.md), while creating one needs only the TRIGGER privilege. tgtype 29 is a row
-// trigger AFTER INSERT OR DELETE OR UPDATE, 32 a statement trigger AFTER TRUNCATE, 34 one
-// BEFORE TRUNCATE (the guard of an inheritance parent). A partitioned table before 11 has no
-// row trigger.
+// trigger AFTER INSERT OR DELETE OR UPDATE, 25 one AFTER DELETE OR UPDATE, 4 a statement
+// trigger AFTER INSERT, 32 one AFTER TRUNCATE, 34 one BEFORE TRUNCATE (the guard of an
+// inheritance parent). A partitioned table before 11 has no row trigger.
+//
+// Two sets count as in place: the row trigger on INSERT, UPDATE and DELETE (every capture
+// made before capture version 4, and every capture that cannot take its INSERTs by
+// statement), and, when the capture may (tg.stmtInsert), the row trigger on UPDATE and DELETE
+// with the statement-level INSERT trigger. A capture that has the second set but may no
+// longer use it (a --where given since, a trigger of the user's on the table: see
+// statementInsert) is not in place, and gets the first set.
 func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32) (bool, error) {
-	want := 1
-	row, guard := "", ""
-	if tg.rowOnParent {
-		want, row = want+1, tg.rowTrig
-	}
+	guard := ""
 	if tg.guardOnParent {
-		want, guard = want+1, tg.guardTrig
+		guard = tg.guardTrig
 	}
-	var n int
-	err := db.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_trigger t
+	var rowAll, rowUD, ins, trunc, guarded bool
+	err := db.QueryRow(ctx, `SELECT
+			coalesce(bool_or(t.tgname = $3 AND t.tgtype = 29), false), coalesce(bool_or(t.tgname = $3 AND t.tgtype = 25), false),
+			coalesce(bool_or(t.tgname = $4 AND t.tgtype = 4), false), coalesce(bool_or(t.tgname = $5 AND t.tgtype = 32), false),
+			coalesce(bool_or(t.tgname = $6 AND t.tgtype = 34), false)
+		FROM pg_catalog.pg_trigger t
 		JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgenabled = 'O'
-		  AND ((t.tgname = $3 AND t.tgtype = 29) OR (t.tgname = $4 AND t.tgtype = 32) OR (t.tgname = $5 AND t.tgtype = 34))`,
-		tableOID, tg.funcName, row, tg.truncTrig, guard).Scan(&n)
-	return n == want, err
+		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgenabled = 'O'`,
+		tableOID, tg.funcName, tg.rowTrig, tg.insTrig, tg.truncTrig, guard).Scan(&rowAll, &rowUD, &ins, &trunc, &guarded)
+	if err != nil || !trunc || tg.guardOnParent && !guarded {
+		return false, err
+	}
+	if !tg.rowOnParent {
+		return !rowAll && !rowUD && !ins, nil
+	}
+	return rowAll && !ins || tg.stmtInsert && rowUD && ins, nil
 }
+
+// statementInsert reports whether a capture takes its INSERTs with a statement-level trigger
+// (trigger.stmtInsert): PostgreSQL 10+ (transition tables), a plain table (relkind r) that is
+// neither an inheritance or partition child nor a parent, captured without --where, and no
+// trigger on the table but skiff's own and the server's internal ones (foreign keys).
+//
+// Why these. A statement trigger fires only for the table a statement names: rows routed to
+// a partition through its parent, or deleted through an inheritance parent, would not fire it
+// (and the server refuses to make a table with a transition-table trigger a partition or an
+// inheritance child afterwards). A trigger of the user's could write rows of the table while
+// the statement runs (a BEFORE ROW trigger updating rows inserted earlier in the same
+// statement, an AFTER ROW trigger updating the row it fired for): their events would come
+// before the statement's INSERT events, which hold the rows as inserted, and the replay would
+// lose the change. With the row trigger they come in the order they happened. A trigger
+// added later is DDL on the captured table: skiff table add --refresh, due after DDL anyway,
+// switches the capture back to the row trigger.
+func statementInsert(ctx context.Context, db pg.DB, version int, rel relation, withChildren bool, where string) (bool, error) {
+	if version < 100000 || rel.kind != "r" || withChildren || where != "" {
+		return false, nil
+	}
+	var other bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1 OR inhparent = $1)
+		OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'skiff\_%')`, rel.oid).Scan(&other)
+	return !other, err
+}
+
+// insertTriggerName is the statement-level INSERT trigger of queue qid's captures
+// (trigger.stmtInsert). Its name is derived, not recorded: the drop paths drop it (IF EXISTS)
+// whatever trigger set a capture has.
+func insertTriggerName(qid int32) string { return fmt.Sprintf("skiff_insert_q%d", qid) }
 
 // newTrigger names the function and triggers of a capture and says where its triggers go.
 func newTrigger(qid, layout int32, rel relation, withChildren bool, version int) trigger {
@@ -731,9 +779,11 @@ func newTrigger(qid, layout int32, rel relation, withChildren bool, version int)
 		funcName:     fmt.Sprintf("capture_q%d_t%d", qid, rel.oid),
 		rowTrig:      fmt.Sprintf("skiff_capture_q%d", qid),
 		truncTrig:    fmt.Sprintf("skiff_truncate_q%d", qid),
+		insTrig:      insertTriggerName(qid),
 		guardTrig:    fmt.Sprintf("skiff_guard_q%d", qid),
 		withChildren: withChildren,
 		parentOID:    rel.oid,
+		version:      version,
 		// A partitioned table holds no rows: before 11 it cannot have a row trigger at all;
 		// from 11 its row trigger is cloned onto every partition, present and future.
 		rowOnParent: rel.kind != "p" || version >= 110000,
@@ -954,7 +1004,7 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			}
 			return unpublish(ctx, tx, qid, t, rel.oid)
 		}
-		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig)
+		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig, insertTriggerName(qid))
 	})
 	return t, err
 }
@@ -962,18 +1012,23 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 // dropCapture drops the capture triggers of a table (by its current name; none when the
 // table is gone) and its capture function, each statement on its own. The triggers a capture
 // with children gave the table's partitions or children call the function too: they go with
-// it (CASCADE).
-func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig string) error {
+// it (CASCADE). insTrig, the statement-level INSERT trigger of captures made since capture
+// version 4 (trigger.stmtInsert), is dropped if the table has it.
+func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig, insTrig string) error {
 	drop := `DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`
 	if withChildren {
 		drop += ` CASCADE`
 	}
 	stmts := []string{drop}
 	if present {
-		stmts = append([]string{
+		triggers := []string{
 			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
 			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
-		}, stmts...)
+		}
+		if pg.ServerVersionOf(tx.Conn().PgConn()) >= 100000 {
+			triggers = append(triggers, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(insTrig)+` ON `+t.String())
+		}
+		stmts = append(triggers, stmts...)
 	}
 	for _, stmt := range stmts {
 		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
@@ -1060,7 +1115,7 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 				d.Tables = append(d.Tables, c.t)
 				continue
 			}
-			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig); err != nil {
+			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig, insertTriggerName(qid)); err != nil {
 				return err
 			}
 			d.Tables = append(d.Tables, c.t)
@@ -1342,6 +1397,7 @@ type trigger struct {
 	table              change.Table
 	funcName           string
 	rowTrig, truncTrig string
+	insTrig            string // the statement-level INSERT trigger (stmtInsert)
 	key                []string
 	whereNew, whereOld string
 	pins               []pin
@@ -1366,11 +1422,20 @@ type trigger struct {
 	whereRow      string   // the --where over the guard's loop record r (withChildren)
 	guardTrig     string
 	rowOnParent   bool // the row trigger goes on the table itself (not on a partitioned one before 11)
+	version       int  // server_version_num
 	guardOnParent bool // the table has rows of its own and children: a guard on it too
 
 	// keepTriggers: the table's triggers exist and call the function (triggersInPlace); only
 	// the function is replaced.
 	keepTriggers bool
+
+	// stmtInsert: the capture of a plain table on PostgreSQL 10+ (statementInsert says when)
+	// takes its INSERTs with a statement-level trigger (insTrig, AFTER INSERT REFERENCING NEW
+	// TABLE) instead of the row trigger, which then fires on UPDATE and DELETE only: one
+	// INSERT … SELECT per statement writes the events of all its rows. The function keeps its
+	// row-level INSERT branch too, so a capture made before (its row trigger fires on
+	// INSERT) goes on working with the regenerated function.
+	stmtInsert bool
 }
 
 // ddl returns the statements that (re)create the function and the table's own triggers,
@@ -1389,10 +1454,21 @@ func (t trigger) ddl() []string {
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.rowTrig)+` ON `+t.table.String(),
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.truncTrig)+` ON `+t.table.String(),
 	)
+	if t.version >= 100000 {
+		// A statement-level INSERT trigger (capture version 4) goes whatever set comes now.
+		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.insTrig)+` ON `+t.table.String())
+	}
 	if t.withChildren {
 		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.guardTrig)+` ON `+t.table.String())
 	}
-	if t.rowOnParent {
+	switch {
+	case t.stmtInsert:
+		stmts = append(stmts,
+			`CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER UPDATE OR DELETE ON `+t.table.String()+
+				` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`,
+			`CREATE TRIGGER `+change.QuoteIdent(t.insTrig)+` AFTER INSERT ON `+t.table.String()+
+				` REFERENCING NEW TABLE AS `+newRowsTable+` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`)
+	case t.rowOnParent:
 		stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER INSERT OR UPDATE OR DELETE ON `+t.table.String()+
 			` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`)
 	}
@@ -1502,6 +1578,9 @@ func (t trigger) function() string {
 	lay := strconv.Itoa(int(t.layout))
 
 	b.WriteString("DECLARE\n    id pg_catalog.int8;\n    okey pg_catalog.text;\n")
+	if t.stmtInsert {
+		b.WriteString("    cnt pg_catalog.int8;\n")
+	}
 	if t.withChildren {
 		b.WriteString("    r record;\n    nrow pg_catalog.text;\n    orow pg_catalog.text;\n")
 	}
@@ -1567,6 +1646,9 @@ func (t trigger) function() string {
 	}
 
 	b.WriteString("    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN\n")
+	if t.stmtInsert {
+		t.statementInsert(&b, q, seq, lay)
+	}
 	if t.whereNew != "" {
 		filter(2, t.whereNew)
 	}
@@ -1627,6 +1709,67 @@ func (t trigger) function() string {
 	h.WriteString(body)
 	h.WriteString(tag)
 	return h.String()
+}
+
+// newRowsTable is the name of the transition table of the statement-level INSERT trigger.
+// The function reads it unqualified: a transition table is found before any relation of the
+// search_path, temporary ones included.
+const newRowsTable = "skiff_new_rows"
+
+// statementInsert writes the function's statement-level INSERT branch (stmtInsert): the
+// events of every row of the statement in one INSERT … SELECT, ids drawn in the transition
+// table's order (the order the rows were inserted, as the row trigger would have drawn them).
+//
+// The event table is chosen by the epoch of each id, (id >> 40) % 3, and a rotation can
+// switch the sequence to the next epoch while the statement draws its ids, so one INSERT
+// cannot know its table beforehand. The branch guesses the epoch from the sequence's last
+// value (pg_sequence_last_value, 10+: no lock wait, no id drawn), inserts every event into the
+// guessed epoch's table, then compares the epoch of the last id it drew (currval) with the
+// guess: ids only grow, so when the two agree every id of the statement is of that epoch.
+// When they differ (a switch during the statement, or a first statement after a switch), the
+// events of other epochs move, in the same statement, to their tables: so, when the statement
+// ends, every event is in the table its id names, as the row trigger leaves them. Readers see
+// none of it before the transaction commits.
+//
+// The xid: the statement's row writes assigned the transaction's xid before this AFTER
+// STATEMENT trigger runs, so before its nextval (a statement that inserted no row has an empty
+// transition table and draws no id). The rotation proof (maint_rotate_tables in
+// sql/provider/00002_rotation_bound.sql) relies on that order; and the guessed table is the
+// table of an epoch this transaction's xid belongs to, not one a rotation could truncate
+// while it runs.
+func (t trigger) statementInsert(b *strings.Builder, q, seq, lay string) {
+	// Transition tables and pg_sequence_last_value are 10+ (stmtInsert is never set before).
+	if t.version >= 100000 {
+		cols := "ev_id, ev_time, ev_txid, ev_op, ev_layout, ev_data, ev_extra"
+		epochIs := func(v string, n int) string {
+			return fmt.Sprintf("((%s OPERATOR(pg_catalog.>>) 40) OPERATOR(pg_catalog.%%) 3) OPERATOR(pg_catalog.=) %d", v, n)
+		}
+		b.WriteString("        IF TG_LEVEL OPERATOR(pg_catalog.=) 'STATEMENT' THEN\n")
+		fmt.Fprintf(b, "            id := coalesce(pg_catalog.pg_sequence_last_value('%s'::pg_catalog.regclass), 0);\n", seq)
+		for n := 0; n < 3; n++ {
+			switch n {
+			case 0:
+				fmt.Fprintf(b, "            IF %s THEN\n", epochIs("id", 0))
+			case 1:
+				fmt.Fprintf(b, "            ELSIF %s THEN\n", epochIs("id", 1))
+			case 2:
+				b.WriteString("            ELSE\n")
+			}
+			fmt.Fprintf(b, "                INSERT INTO skiff.event_%s_%d (%s)\n", q, n, cols)
+			fmt.Fprintf(b, "                    SELECT pg_catalog.nextval('%s'::pg_catalog.regclass), pg_catalog.now(), pg_catalog.txid_current(), 'I', %s,\n", seq, lay)
+			fmt.Fprintf(b, "                        %s, NULL FROM %s;\n", recordText(newRowsTable+".*"), newRowsTable)
+			b.WriteString("                GET DIAGNOSTICS cnt = ROW_COUNT;\n")
+			fmt.Fprintf(b, "                IF cnt OPERATOR(pg_catalog.>) 0 AND (pg_catalog.currval('%s'::pg_catalog.regclass) OPERATOR(pg_catalog.>>) 40)"+
+				" OPERATOR(pg_catalog.<>) (id OPERATOR(pg_catalog.>>) 40) THEN\n", seq)
+			a, c := (n+1)%3, (n+2)%3
+			fmt.Fprintf(b, "                    WITH moved AS (DELETE FROM skiff.event_%s_%d WHERE ev_txid OPERATOR(pg_catalog.=) pg_catalog.txid_current()\n", q, n)
+			fmt.Fprintf(b, "                            AND NOT (%s) RETURNING %s),\n", epochIs("ev_id", n), cols)
+			fmt.Fprintf(b, "                        other AS (INSERT INTO skiff.event_%s_%d (%s) SELECT %s FROM moved WHERE %s)\n", q, a, cols, cols, epochIs("ev_id", a))
+			fmt.Fprintf(b, "                    INSERT INTO skiff.event_%s_%d (%s) SELECT %s FROM moved WHERE %s;\n", q, c, cols, cols, epochIs("ev_id", c))
+			b.WriteString("                END IF;\n")
+		}
+		b.WriteString("            END IF;\n            RETURN NULL;\n        END IF;\n")
+	}
 }
 
 // pinsSearchPath reports whether the function needs search_path pinned by a SET clause: its
