@@ -253,23 +253,15 @@ func TestTriggerCostBreakdown(t *testing.T) {
 	}
 	fn := fmt.Sprintf(`skiff.capture_q1_t%d()`, oid)
 	step("skiff capture as generated")
+	if pg.ServerVersionOf(c.PgConn()) >= 100000 {
+		// The generated capture takes INSERTs with a statement trigger from 10 on; the steps
+		// below take the row trigger of capture version 3 apart, so they need it back.
+		useRowTrigger(t, c, "skiff", 1, fn)
+		step("  row trigger (capture version 3)")
+	}
 	exec(t, c, `ALTER FUNCTION `+fn+` SET search_path = pg_catalog, pg_temp`)
 	step("  with search_path SET (capture version 2)")
 	exec(t, c, `ALTER FUNCTION `+fn+` RESET search_path`)
-	if pg.ServerVersionOf(c.PgConn()) >= 100000 {
-		// A statement-level trigger with a transition table (10+), one INSERT … SELECT per
-		// statement: what the bulk insert would cost that way (not how skiff captures).
-		exec(t, c, `CREATE FUNCTION skiff.stmt_capture() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $f$ BEGIN
-			INSERT INTO skiff.event_1_0 (ev_id, ev_time, ev_txid, ev_op, ev_layout, ev_data, ev_extra)
-			SELECT pg_catalog.nextval('skiff.event_1_id_seq'::pg_catalog.regclass), pg_catalog.now(), pg_catalog.txid_current(), 'I', 1,
-				pg_catalog.textin(pg_catalog.record_out(n)), NULL FROM n;
-			RETURN NULL; END $f$`)
-		exec(t, c, `ALTER TABLE skiff DISABLE TRIGGER skiff_capture_q1`)
-		exec(t, c, `CREATE TRIGGER stmt_capture AFTER INSERT ON skiff REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE PROCEDURE skiff.stmt_capture()`)
-		step("  statement trigger, transition table (prototype)")
-		exec(t, c, `DROP TRIGGER stmt_capture ON skiff`)
-		exec(t, c, `ALTER TABLE skiff ENABLE TRIGGER skiff_capture_q1`)
-	}
 	replace(`BEGIN ` + insert(`pg_catalog.nextval('skiff.event_1_id_seq'::regclass)`) + ` RETURN NULL; END`)
 	step("one INSERT (no TG_OP/epoch IFs, not definer)")
 	replace(`BEGIN ` + insert(`1`) + ` RETURN NULL; END`)
@@ -279,6 +271,61 @@ func TestTriggerCostBreakdown(t *testing.T) {
 	}
 	step("  and no ev_txid index")
 	t.Log(out.String())
+}
+
+// useRowTrigger gives a table captured with a statement-level INSERT trigger (capture version
+// 4) the row trigger of capture version 3 instead, calling the same function (which serves
+// both).
+func useRowTrigger(t testing.TB, c *pgx.Conn, table string, qid int, fn string) {
+	t.Helper()
+	q := strconv.Itoa(qid)
+	exec(t, c, `DROP TRIGGER skiff_insert_q`+q+` ON `+table)
+	exec(t, c, `DROP TRIGGER skiff_capture_q`+q+` ON `+table)
+	exec(t, c, `CREATE TRIGGER skiff_capture_q`+q+` AFTER INSERT OR UPDATE OR DELETE ON `+table+` FOR EACH ROW EXECUTE PROCEDURE `+fn)
+}
+
+// TestSingleRowInsertCost measures what capture costs a one-row INSERT statement (pgbench's
+// history insert) as server CPU per statement: the statement-level INSERT trigger of capture
+// version 4 against the row trigger of version 3 (same function), the bare reference trigger
+// and no trigger. Autocommit statements, rounds interleaved, the best round of each.
+//
+//	SKIFF_BENCH=1 go test ./queue/ -run TestSingleRowInsertCost -v -count=1
+func TestSingleRowInsertCost(t *testing.T) {
+	if os.Getenv("SKIFF_BENCH") == "" {
+		t.Skip("a measurement, not a test: set SKIFF_BENCH=1")
+	}
+	ctx := context.Background()
+	_, c := setupOverhead(t)
+	if pg.ServerVersionOf(c.PgConn()) < 100000 {
+		t.Skip("no statement trigger before 10")
+	}
+	// skiff_row: skiff's columns, captured with the row trigger of capture version 3.
+	exec(t, c, `CREATE TABLE skiff_row (aid int PRIMARY KEY, bid int, abalance int, filler char(84))`)
+	_, err := AddTable(ctx, c, "bench", TableSpec{Name: "skiff_row"})
+	require.NoError(t, err)
+	var oid uint32
+	require.NoError(t, c.QueryRow(ctx, `SELECT 'skiff_row'::regclass::oid`).Scan(&oid))
+	useRowTrigger(t, c, "skiff_row", 1, fmt.Sprintf(`skiff.capture_q1_t%d()`, oid))
+	cpu := backendCPU(t, c)
+	const rounds, n = 5, 10000
+	tables := []string{"plain", "skiff", "skiff_row", "reference"}
+	best := map[string]float64{}
+	next := 1000000
+	for r := 0; r < rounds; r++ {
+		for _, tb := range tables {
+			start := cpu()
+			for i := 0; i < n; i++ {
+				next++
+				exec(t, c, `INSERT INTO `+tb+` (aid, bid, abalance, filler) VALUES ($1, 1, 0, '')`, next)
+			}
+			v := float64(cpu()-start) * 10000 / n
+			if b, ok := best[tb]; !ok || v < b {
+				best[tb] = v
+			}
+		}
+	}
+	t.Logf("\nserver CPU µs per one-row INSERT statement (autocommit, best of %d x %d): plain %.2f, statement trigger +%.2f, row trigger +%.2f, reference +%.2f",
+		rounds, n, best["plain"], best["skiff"]-best["plain"], best["skiff_row"]-best["plain"], best["reference"]-best["plain"])
 }
 
 // TestSourceBatchOverhead measures what reading one small batch costs on a queue of many
