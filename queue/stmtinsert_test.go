@@ -29,6 +29,9 @@ func stmtVersions() []string {
 // skipBefore10 skips a test of the statement-level INSERT capture on a server before 10.
 func skipBefore10(t *testing.T, c *pgx.Conn) {
 	t.Helper()
+	if !statementInsertOn {
+		t.Skip("the statement-level INSERT capture is off (statementInsertOn)")
+	}
 	if pg.ServerVersionOf(c.PgConn()) < 100000 {
 		t.Skip("no transition tables before PostgreSQL 10: captures keep the row trigger")
 	}
