@@ -260,7 +260,7 @@ func TestStatementInsertSearchPathProof(t *testing.T) {
 	fn := tg.function()
 	require.NotContains(t, fn, "search_path")
 	require.Contains(t, fn, "pg_catalog.textin(pg_catalog.record_out(skiff_new_rows.*)), NULL FROM skiff_new_rows;")
-	require.Equal(t, 3, strings.Count(fn, "GET DIAGNOSTICS cnt = ROW_COUNT;"))
+	require.Equal(t, 3, strings.Count(fn, "GET DIAGNOSTICS cnt := ROW_COUNT;"))
 	body := fn[strings.Index(fn, "$skiff$")+len("$skiff$"):]
 	qualified := regexp.MustCompile(`--[^\n]*|\$skiff\$|OPERATOR\(pg_catalog\.[^)]+\)|:=|pg_catalog\.[a-z_0-9]+|skiff\.[a-z_0-9]+|"[^"]*"|'[^']*'|skiff_new_rows\.\*`)
 	rest := qualified.ReplaceAllString(body, "")
