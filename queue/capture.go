@@ -706,14 +706,14 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 // --refresh, or UpgradeCaptures at init provider) then only replaces the function's body:
 // dropping a trigger needs the table's ownership, which the role running skiff need not have
 // (docs/roles.md), while creating one needs only the TRIGGER privilege. tgtype 29 is a row
-// trigger AFTER INSERT OR DELETE OR UPDATE, 25 one AFTER DELETE OR UPDATE, 4 a statement
-// trigger AFTER INSERT, 32 one AFTER TRUNCATE, 34 one BEFORE TRUNCATE (the guard of an
+// trigger AFTER INSERT OR DELETE OR UPDATE, 25 one AFTER DELETE OR UPDATE, 5 one AFTER
+// INSERT (the companion aloneTrig), 4 a statement trigger AFTER INSERT, 32 one AFTER TRUNCATE, 34 one BEFORE TRUNCATE (the guard of an
 // inheritance parent). A partitioned table before 11 has no row trigger.
 //
 // Two sets count as in place: the row trigger on INSERT, UPDATE and DELETE (every capture
 // made before capture version 4, and every capture that cannot take its INSERTs by
 // statement), and, when the capture may (tg.stmtInsert), the row trigger on UPDATE and DELETE
-// with the statement-level INSERT trigger. A capture that has the second set but may no
+// with the statement-level INSERT trigger and its companion (aloneTrig). A capture that has the second set but may no
 // longer use it (a --where given since, a trigger of the user's on the table: see
 // statementInsert) is not in place, and gets the first set.
 func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32) (bool, error) {
@@ -721,23 +721,23 @@ func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32)
 	if tg.guardOnParent {
 		guard = tg.guardTrig
 	}
-	var rowAll, rowUD, ins, trunc, guarded bool
+	var rowAll, rowUD, ins, alone, trunc, guarded bool
 	err := db.QueryRow(ctx, `SELECT
 			coalesce(bool_or(t.tgname = $3 AND t.tgtype = 29), false), coalesce(bool_or(t.tgname = $3 AND t.tgtype = 25), false),
-			coalesce(bool_or(t.tgname = $4 AND t.tgtype = 4), false), coalesce(bool_or(t.tgname = $5 AND t.tgtype = 32), false),
-			coalesce(bool_or(t.tgname = $6 AND t.tgtype = 34), false)
+			coalesce(bool_or(t.tgname = $4 AND t.tgtype = 4), false), coalesce(bool_or(t.tgname = $5 AND t.tgtype = 5), false),
+			coalesce(bool_or(t.tgname = $6 AND t.tgtype = 32), false), coalesce(bool_or(t.tgname = $7 AND t.tgtype = 34), false)
 		FROM pg_catalog.pg_trigger t
 		JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgenabled = 'O'`,
-		tableOID, tg.funcName, tg.rowTrig, tg.insTrig, tg.truncTrig, guard).Scan(&rowAll, &rowUD, &ins, &trunc, &guarded)
+		tableOID, tg.funcName, tg.rowTrig, tg.insTrig, tg.aloneTrig, tg.truncTrig, guard).Scan(&rowAll, &rowUD, &ins, &alone, &trunc, &guarded)
 	if err != nil || !trunc || tg.guardOnParent && !guarded {
 		return false, err
 	}
 	if !tg.rowOnParent {
-		return !rowAll && !rowUD && !ins, nil
+		return !rowAll && !rowUD && !ins && !alone, nil
 	}
-	return rowAll && !ins || tg.stmtInsert && rowUD && ins, nil
+	return rowAll && !ins && !alone || tg.stmtInsert && rowUD && ins && alone, nil
 }
 
 // statementInsert reports whether a capture takes its INSERTs with a statement-level trigger
@@ -780,6 +780,12 @@ const statementInsertOn = false
 // whatever trigger set a capture has.
 func insertTriggerName(qid int32) string { return fmt.Sprintf("skiff_insert_q%d", qid) }
 
+// aloneTriggerName is the companion of queue qid's statement-level INSERT trigger: a row
+// trigger with a transition table that never fires (WHEN false) and makes the server refuse
+// ATTACH PARTITION and INHERIT for the table, naming it ("trigger "skiff_captured_q3" prevents
+// table ... from becoming a partition"). Derived, not recorded, like insertTriggerName.
+func aloneTriggerName(qid int32) string { return fmt.Sprintf("skiff_captured_q%d", qid) }
+
 // newTrigger names the function and triggers of a capture and says where its triggers go.
 func newTrigger(qid, layout int32, rel relation, withChildren bool, version int) trigger {
 	return trigger{
@@ -790,6 +796,7 @@ func newTrigger(qid, layout int32, rel relation, withChildren bool, version int)
 		rowTrig:      fmt.Sprintf("skiff_capture_q%d", qid),
 		truncTrig:    fmt.Sprintf("skiff_truncate_q%d", qid),
 		insTrig:      insertTriggerName(qid),
+		aloneTrig:    aloneTriggerName(qid),
 		guardTrig:    fmt.Sprintf("skiff_guard_q%d", qid),
 		withChildren: withChildren,
 		parentOID:    rel.oid,
@@ -1014,7 +1021,7 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			}
 			return unpublish(ctx, tx, qid, t, rel.oid)
 		}
-		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig, insertTriggerName(qid))
+		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig, insertTriggerName(qid), aloneTriggerName(qid))
 	})
 	return t, err
 }
@@ -1022,9 +1029,9 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 // dropCapture drops the capture triggers of a table (by its current name; none when the
 // table is gone) and its capture function, each statement on its own. The triggers a capture
 // with children gave the table's partitions or children call the function too: they go with
-// it (CASCADE). insTrig, the statement-level INSERT trigger of captures made since capture
-// version 4 (trigger.stmtInsert), is dropped if the table has it.
-func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig, insTrig string) error {
+// it (CASCADE). insTrigs, the statement-level INSERT trigger of captures made since capture
+// version 4 (trigger.stmtInsert) and its companion, are dropped if the table has them.
+func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig string, insTrigs ...string) error {
 	drop := `DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`
 	if withChildren {
 		drop += ` CASCADE`
@@ -1036,7 +1043,9 @@ func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withCh
 			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
 		}
 		if pg.ServerVersionOf(tx.Conn().PgConn()) >= 100000 {
-			triggers = append(triggers, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(insTrig)+` ON `+t.String())
+			for _, name := range insTrigs {
+				triggers = append(triggers, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(name)+` ON `+t.String())
+			}
 		}
 		stmts = append(triggers, stmts...)
 	}
@@ -1125,7 +1134,7 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 				d.Tables = append(d.Tables, c.t)
 				continue
 			}
-			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig, insertTriggerName(qid)); err != nil {
+			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig, insertTriggerName(qid), aloneTriggerName(qid)); err != nil {
 				return err
 			}
 			d.Tables = append(d.Tables, c.t)
@@ -1408,6 +1417,7 @@ type trigger struct {
 	funcName           string
 	rowTrig, truncTrig string
 	insTrig            string // the statement-level INSERT trigger (stmtInsert)
+	aloneTrig          string // its companion that keeps the table alone (stmtInsert)
 	key                []string
 	whereNew, whereOld string
 	pins               []pin
@@ -1465,8 +1475,10 @@ func (t trigger) ddl() []string {
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.truncTrig)+` ON `+t.table.String(),
 	)
 	if t.version >= 100000 {
-		// A statement-level INSERT trigger (capture version 4) goes whatever set comes now.
-		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.insTrig)+` ON `+t.table.String())
+		// A statement-level INSERT trigger and its companion (capture version 4) go whatever
+		// set comes now.
+		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.insTrig)+` ON `+t.table.String(),
+			`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.aloneTrig)+` ON `+t.table.String())
 	}
 	if t.withChildren {
 		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.guardTrig)+` ON `+t.table.String())
@@ -1477,7 +1489,14 @@ func (t trigger) ddl() []string {
 			`CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER UPDATE OR DELETE ON `+t.table.String()+
 				` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`,
 			`CREATE TRIGGER `+change.QuoteIdent(t.insTrig)+` AFTER INSERT ON `+t.table.String()+
-				` REFERENCING NEW TABLE AS `+newRowsTable+` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`)
+				` REFERENCING NEW TABLE AS `+newRowsTable+` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`,
+			// Never fires (WHEN false): a row-level trigger with a transition table is what
+			// the server refuses on a partition or an inheritance child, on every version
+			// from 10 (ATTACH PARTITION and INHERIT fail naming it); the statement trigger
+			// alone stops them on 10 to 12 only. It reads the transition table the statement
+			// trigger collects anyway.
+			`CREATE TRIGGER `+change.QuoteIdent(t.aloneTrig)+` AFTER INSERT ON `+t.table.String()+
+				` REFERENCING NEW TABLE AS `+newRowsTable+` FOR EACH ROW WHEN (false) EXECUTE PROCEDURE `+fn+`()`)
 	case t.rowOnParent:
 		stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER INSERT OR UPDATE OR DELETE ON `+t.table.String()+
 			` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`)
