@@ -74,7 +74,19 @@ type TableSpec struct {
 	// queue).
 	Source string
 	Plugin string
+	// InsertTrigger chooses how a trigger queue captures the table's INSERTs (PostgreSQL 10+):
+	// InsertTriggerStatement, one statement-level trigger with a transition table (cheaper
+	// per row of a multi-row INSERT or COPY, dearer per one-row INSERT statement; a plain
+	// table only: see statementInsert), or InsertTriggerRow, the row trigger. Empty: what
+	// the capture has (a refresh keeps it), the row trigger for a new capture.
+	InsertTrigger string
 }
+
+// The values of TableSpec.InsertTrigger.
+const (
+	InsertTriggerRow       = "row"
+	InsertTriggerStatement = "statement"
+)
 
 // AddResult says what AddTable did.
 type AddResult struct {
@@ -489,7 +501,7 @@ func (a *adding) install(ctx context.Context) error {
 	a.res.Layout = layout
 	var tg trigger
 	if !a.kind.Logical() {
-		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren); err != nil {
+		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren, a.spec.InsertTrigger); err != nil {
 			return err
 		}
 	} else if tg.truncTrig, err = a.truncateTrigger(ctx); err != nil {
@@ -654,7 +666,9 @@ const captureVersion = 4
 // sent on its own. The caller holds the table's lock. withChildren makes the capture of a
 // partitioned table or inheritance parent (see trigger.withChildren); the children's own
 // triggers are the caller's (adoptAll).
-func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []catalog.Column, key []string, where string, withChildren bool) (trigger, error) {
+//
+// insertTrigger is TableSpec.InsertTrigger: empty keeps the INSERT trigger the capture has.
+func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []catalog.Column, key []string, where string, withChildren bool, insertTrigger string) (trigger, error) {
 	version := pg.ServerVersionOf(tx.Conn().PgConn())
 	pins, err := settingPins(ctx, tx, cols, version)
 	if err != nil {
@@ -687,8 +701,26 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 		}
 		tg.pins = append(tg.pins, wherePins(where, version)...)
 	}
-	if tg.stmtInsert, err = statementInsert(ctx, tx, version, rel, withChildren, where); err != nil {
+	allowed, err := statementInsert(ctx, tx, version, rel, withChildren, where)
+	if err != nil {
 		return trigger{}, fmt.Errorf("triggers of %s: %w", rel.table(), err)
+	}
+	switch insertTrigger {
+	case InsertTriggerStatement:
+		if !allowed {
+			return trigger{}, fmt.Errorf("table %s: %w", rel.table(), ErrNoStatementInsert)
+		}
+		tg.stmtInsert = true
+	case "":
+		if allowed {
+			tg.stmtInsert, err = hasStatementInsert(ctx, tx, tg, rel.oid)
+			if err != nil {
+				return trigger{}, fmt.Errorf("capture triggers of %s: %w", rel.table(), err)
+			}
+		}
+	case InsertTriggerRow:
+	default:
+		return trigger{}, fmt.Errorf("table %s: insert trigger %q: want %q or %q", rel.table(), insertTrigger, InsertTriggerRow, InsertTriggerStatement)
 	}
 	if tg.keepTriggers, err = triggersInPlace(ctx, tx, tg, rel.oid); err != nil {
 		return trigger{}, fmt.Errorf("capture triggers of %s: %w", rel.table(), err)
@@ -710,12 +742,12 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 // INSERT (the companion aloneTrig), 4 a statement trigger AFTER INSERT, 32 one AFTER TRUNCATE, 34 one BEFORE TRUNCATE (the guard of an
 // inheritance parent). A partitioned table before 11 has no row trigger.
 //
-// Two sets count as in place: the row trigger on INSERT, UPDATE and DELETE (every capture
-// made before capture version 4, and every capture that cannot take its INSERTs by
-// statement), and, when the capture may (tg.stmtInsert), the row trigger on UPDATE and DELETE
-// with the statement-level INSERT trigger and its companion (aloneTrig). A capture that has the second set but may no
-// longer use it (a --where given since, a trigger of the user's on the table: see
-// statementInsert) is not in place, and gets the first set.
+// The set in place must be the one the capture gets: the row trigger on INSERT, UPDATE and
+// DELETE, or, when tg.stmtInsert (TableSpec.InsertTrigger statement, or that set in place
+// and still allowed: installTrigger), the row trigger on UPDATE and DELETE with the
+// statement-level INSERT trigger and its companion (aloneTrig). A capture that has the other
+// set (a choice changed, a --where or a trigger of the user's since: see statementInsert)
+// gets its triggers made again.
 func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32) (bool, error) {
 	guard := ""
 	if tg.guardOnParent {
@@ -737,11 +769,29 @@ func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32)
 	if !tg.rowOnParent {
 		return !rowAll && !rowUD && !ins && !alone, nil
 	}
-	return rowAll && !ins && !alone || tg.stmtInsert && rowUD && ins && alone, nil
+	if tg.stmtInsert {
+		return rowUD && ins && alone, nil
+	}
+	return rowAll && !ins && !alone, nil
 }
 
-// statementInsert reports whether a capture takes its INSERTs with a statement-level trigger
-// (trigger.stmtInsert): PostgreSQL 10+ (transition tables), a plain table (relkind r) that is
+// ErrNoStatementInsert: the statement-level INSERT trigger was asked for a table that cannot
+// have it (statementInsert).
+var ErrNoStatementInsert = errors.New("a statement-level INSERT trigger needs PostgreSQL 10+ and a plain table (not partitioned, no inheritance parent or child) captured without --where, with no trigger of its own")
+
+// hasStatementInsert reports whether the table has the capture's statement-level INSERT
+// trigger (a capture made with InsertTriggerStatement, which a refresh without a choice keeps).
+func hasStatementInsert(ctx context.Context, db pg.DB, tg trigger, tableOID uint32) (bool, error) {
+	var has bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgname = $3 AND t.tgtype = 4)`,
+		tableOID, tg.funcName, tg.insTrig).Scan(&has)
+	return has, err
+}
+
+// statementInsert reports whether a capture may take its INSERTs with a statement-level
+// trigger (trigger.stmtInsert, when TableSpec.InsertTrigger asks for it): PostgreSQL 10+ (transition tables), a plain table (relkind r) that is
 // neither an inheritance or partition child nor a parent, captured without --where, and no
 // trigger on the table but skiff's own and the server's internal ones (foreign keys).
 //
@@ -756,7 +806,7 @@ func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32)
 // added later is DDL on the captured table: skiff table add --refresh, due after DDL anyway,
 // switches the capture back to the row trigger.
 func statementInsert(ctx context.Context, db pg.DB, version int, rel relation, withChildren bool, where string) (bool, error) {
-	if !statementInsertOn || version < 100000 || rel.kind != "r" || withChildren || where != "" {
+	if version < 100000 || rel.kind != "r" || withChildren || where != "" {
 		return false, nil
 	}
 	var other bool
@@ -764,16 +814,6 @@ func statementInsert(ctx context.Context, db pg.DB, version int, rel relation, w
 		OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'skiff\_%')`, rel.oid).Scan(&other)
 	return !other, err
 }
-
-// statementInsertOn switches the statement-level INSERT capture on for new captures. It is
-// off: on 10 a transition-table statement trigger keeps the table from becoming a partition
-// or inheritance child, but on 15 it does not (TestStatementInsertKeepsTableAlone fails there),
-// and a statement trigger does not fire for rows routed through a parent: the table needs a
-// guard that the server checks on ATTACH/INHERIT on every version (e.g. a row trigger with a
-// transition table and WHEN (false)) before this goes on. With it off every capture gets the
-// row trigger as in capture version 3; the drop paths' DROP TRIGGER IF EXISTS of insTrig
-// remain. With it on, its other tests pass on 10 and 15.
-const statementInsertOn = false
 
 // insertTriggerName is the statement-level INSERT trigger of queue qid's captures
 // (trigger.stmtInsert). Its name is derived, not recorded: the drop paths drop it (IF EXISTS)
@@ -862,7 +902,7 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 			if err != nil {
 				return fmt.Errorf("columns of %s: %w", c.rel.table(), err)
 			}
-			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where, c.withChildren); err != nil {
+			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where, c.withChildren, ""); err != nil {
 				return err
 			}
 			_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET capture_version = $3 WHERE queue_id = $1 AND table_oid = $2`,

@@ -253,12 +253,6 @@ func TestTriggerCostBreakdown(t *testing.T) {
 	}
 	fn := fmt.Sprintf(`skiff.capture_q1_t%d()`, oid)
 	step("skiff capture as generated")
-	if pg.ServerVersionOf(c.PgConn()) >= 100000 {
-		// The generated capture takes INSERTs with a statement trigger from 10 on; the steps
-		// below take the row trigger of capture version 3 apart, so they need it back.
-		useRowTrigger(t, c, "skiff", 1, fn)
-		step("  row trigger (capture version 3)")
-	}
 	exec(t, c, `ALTER FUNCTION `+fn+` SET search_path = pg_catalog, pg_temp`)
 	step("  with search_path SET (capture version 2)")
 	exec(t, c, `ALTER FUNCTION `+fn+` RESET search_path`)
@@ -285,13 +279,18 @@ func useRowTrigger(t testing.TB, c *pgx.Conn, table string, qid int, fn string) 
 	exec(t, c, `CREATE TRIGGER skiff_capture_q`+q+` AFTER INSERT OR UPDATE OR DELETE ON `+table+` FOR EACH ROW EXECUTE PROCEDURE `+fn)
 }
 
-// TestSingleRowInsertCost measures what capture costs a one-row INSERT statement (pgbench's
-// history insert) as server CPU per statement: the statement-level INSERT trigger of capture
-// version 4 against the row trigger of version 3 (same function), the bare reference trigger
-// and no trigger. Autocommit statements, rounds interleaved, the best round of each.
+// TestInsertCaptureCost measures what capture costs an INSERT, as server CPU time (schedstat,
+// in ns): per row of a bulk INSERT … SELECT, and per one-row INSERT statement in autocommit
+// (pgbench's history insert, run by a server-side loop: no client round trip in it), and per
+// one-row DELETE statement and per row of a bulk DELETE, for the ways an INSERT can be
+// captured from 10 on: the statement-level trigger (InsertTriggerStatement, with its
+// never-firing companion skiff_captured_q<n>), the same without the companion, and the row
+// trigger (the default); beside the bare PL/pgSQL reference trigger. Rounds
+// interleave the tables; each figure is the median over rounds of the difference with the
+// plain table in the same round.
 //
-//	SKIFF_BENCH=1 go test ./queue/ -run TestSingleRowInsertCost -v -count=1
-func TestSingleRowInsertCost(t *testing.T) {
+//	SKIFF_BENCH=1 go test ./queue/ -run TestInsertCaptureCost -v -count=1
+func TestInsertCaptureCost(t *testing.T) {
 	if os.Getenv("SKIFF_BENCH") == "" {
 		t.Skip("a measurement, not a test: set SKIFF_BENCH=1")
 	}
@@ -300,33 +299,87 @@ func TestSingleRowInsertCost(t *testing.T) {
 	if pg.ServerVersionOf(c.PgConn()) < 100000 {
 		t.Skip("no statement trigger before 10")
 	}
-	// skiff_row: skiff's columns, captured with the row trigger of capture version 3.
-	exec(t, c, `CREATE TABLE skiff_row (aid int PRIMARY KEY, bid int, abalance int, filler char(84))`)
-	_, err := AddTable(ctx, c, "bench", TableSpec{Name: "skiff_row"})
-	require.NoError(t, err)
-	var oid uint32
-	require.NoError(t, c.QueryRow(ctx, `SELECT 'skiff_row'::regclass::oid`).Scan(&oid))
-	useRowTrigger(t, c, "skiff_row", 1, fmt.Sprintf(`skiff.capture_q1_t%d()`, oid))
-	cpu := backendCPU(t, c)
-	const rounds, n = 5, 10000
-	tables := []string{"plain", "skiff", "skiff_row", "reference"}
-	best := map[string]float64{}
+	for _, tb := range []string{"stmt", "stmt_alone"} {
+		exec(t, c, `CREATE TABLE `+tb+` (aid int PRIMARY KEY, bid int, abalance int, filler char(84))`)
+		_, err := AddTable(ctx, c, "bench", TableSpec{Name: tb, InsertTrigger: InsertTriggerStatement})
+		require.NoError(t, err)
+	}
+	exec(t, c, `DROP TRIGGER skiff_captured_q1 ON stmt_alone`)
+	labels := map[string]string{
+		"stmt": "statement trigger (--insert-trigger statement)", "stmt_alone": "  without its companion skiff_captured",
+		"skiff": "row trigger (the default)", "reference": "bare PL/pgSQL reference trigger",
+	}
+	tables := []string{"plain", "stmt", "stmt_alone", "skiff", "reference"}
+	for _, tb := range tables {
+		// One-row statements run by a server-side loop: no client round trip in the figure.
+		exec(t, c, `CREATE FUNCTION ins_`+tb+`(a int, n int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN
+			FOR i IN a + 1 .. a + n LOOP INSERT INTO `+tb+` (aid, bid, abalance, filler) VALUES (i, 1, 0, ''); END LOOP; END $$`)
+		exec(t, c, `CREATE FUNCTION del_`+tb+`(a int, n int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN
+			FOR i IN a + 1 .. a + n LOOP DELETE FROM `+tb+` WHERE aid = i; END LOOP; END $$`)
+	}
+	cpu := backendNanos(t, c)
+	const rounds, bulk, single = 11, 20000, 3000
+	costs := map[string][]float64{}
 	next := 1000000
 	for r := 0; r < rounds; r++ {
+		got := map[string][4]float64{}
 		for _, tb := range tables {
+			exec(t, c, `TRUNCATE `+tb+`, reference_log, skiff.event_1_0, skiff.event_1_1, skiff.event_1_2`)
 			start := cpu()
-			for i := 0; i < n; i++ {
-				next++
-				exec(t, c, `INSERT INTO `+tb+` (aid, bid, abalance, filler) VALUES ($1, 1, 0, '')`, next)
-			}
-			v := float64(cpu()-start) * 10000 / n
-			if b, ok := best[tb]; !ok || v < b {
-				best[tb] = v
+			exec(t, c, `INSERT INTO `+tb+` (aid, bid, abalance, filler) SELECT g, 1, 0, '' FROM generate_series(1, $1) g`, bulk)
+			mid := cpu()
+			exec(t, c, `SELECT ins_`+tb+`($1, $2)`, next, single)
+			end := cpu()
+			exec(t, c, `SELECT del_`+tb+`($1, $2)`, next, single)
+			next += single
+			mid2 := cpu()
+			exec(t, c, `DELETE FROM `+tb)
+			got[tb] = [4]float64{float64(mid-start) / 1000 / bulk, float64(end-mid) / 1000 / single, float64(mid2-end) / 1000 / single, float64(cpu()-mid2) / 1000 / bulk}
+		}
+		for _, tb := range tables {
+			for k := range 4 {
+				v := got[tb][k]
+				if tb != "plain" {
+					v -= got["plain"][k]
+				}
+				costs[fmt.Sprint(tb, k)] = append(costs[fmt.Sprint(tb, k)], v)
 			}
 		}
 	}
-	t.Logf("\nserver CPU µs per one-row INSERT statement (autocommit, best of %d x %d): plain %.2f, statement trigger +%.2f, row trigger +%.2f, reference +%.2f",
-		rounds, n, best["plain"], best["skiff"]-best["plain"], best["skiff_row"]-best["plain"], best["reference"]-best["plain"])
+	median := func(k string) float64 {
+		v := slices.Clone(costs[k])
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "\nserver CPU µs, median of %d rounds (PostgreSQL %s): per row of a %d-row INSERT; per one-row INSERT statement;"+
+		" per one-row DELETE statement; per row of a %d-row DELETE\n", rounds, c.PgConn().ParameterStatus("server_version"), bulk, bulk)
+	for _, tb := range tables {
+		label, f := labels[tb], "%+10.2f"
+		if tb == "plain" {
+			label, f = "plain (no trigger)", "%10.2f"
+		}
+		fmt.Fprintf(&out, "  %-48s", label)
+		for k := range 4 {
+			fmt.Fprintf(&out, " "+f, median(fmt.Sprint(tb, k)))
+		}
+		out.WriteString("\n")
+	}
+	t.Log(out.String())
+}
+
+// backendNanos returns a function reading the CPU time, in ns, the server process behind c
+// has spent running so far (/proc/<pid>/schedstat; the test servers are local processes).
+func backendNanos(t *testing.T, c *pgx.Conn) func() int64 {
+	var pid uint32
+	require.NoError(t, c.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid))
+	return func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+		require.NoError(t, err)
+		n, err := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64)
+		require.NoError(t, err)
+		return n
+	}
 }
 
 // TestSourceBatchOverhead measures what reading one small batch costs on a queue of many

@@ -30,9 +30,6 @@ func stmtVersions() []string {
 // skipBefore10 skips a test of the statement-level INSERT capture on a server before 10.
 func skipBefore10(t *testing.T, c *pgx.Conn) {
 	t.Helper()
-	if !statementInsertOn {
-		t.Skip("the statement-level INSERT capture is off (statementInsertOn)")
-	}
 	if pg.ServerVersionOf(c.PgConn()) < 100000 {
 		t.Skip("no transition tables before PostgreSQL 10: captures keep the row trigger")
 	}
@@ -49,13 +46,15 @@ func captureTriggers(t testing.TB, c *pgx.Conn, table string) []string {
 	return out
 }
 
-// TestStatementInsertTriggers: on 10+ a plain table is captured with a row trigger on UPDATE
-// and DELETE and a statement-level INSERT trigger; a table with a --where or with a trigger
-// of its own keeps the row trigger on INSERT too. A multi-row INSERT, COPY and INSERT … ON
+// TestStatementInsertTriggers: on 10+ a plain table captured with InsertTrigger statement
+// gets a row trigger on UPDATE and DELETE, a statement-level INSERT trigger and its
+// never-firing companion; without the choice, the row trigger on INSERT too; a table with a
+// --where or with a trigger of its own cannot have it (ErrNoStatementInsert). A multi-row INSERT, COPY and INSERT … ON
 // CONFLICT DO UPDATE give the same events, in the same order, as the row trigger gives (the
 // ON CONFLICT's updates first: they fire as the statement runs, its inserts at its end, and
 // they touch other keys); the row text is the same. A --refresh after a trigger of the
-// user's was added goes back to the row trigger; table remove and queue drop leave no
+// user's was added goes back to the row trigger, a refresh without a choice keeps the set a
+// capture has, InsertTrigger row goes back to the row trigger; table remove and queue drop leave no
 // trigger and no function behind.
 func TestStatementInsertTriggers(t *testing.T) {
 	t.Parallel()
@@ -76,7 +75,12 @@ func TestStatementInsertTriggers(t *testing.T) {
 			exec(t, c, `CREATE TABLE u (id int PRIMARY KEY, v text)`)
 			exec(t, c, `CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$`)
 			exec(t, c, `CREATE TRIGGER a_touch BEFORE INSERT ON u FOR EACH ROW EXECUTE PROCEDURE touch()`)
-			for _, spec := range []TableSpec{{Name: "s"}, {Name: "r"}, {Name: "w", Where: "v <> 'skip'"}, {Name: "u"}} {
+			for _, spec := range []TableSpec{{Name: "w", Where: "v <> 'skip'", InsertTrigger: InsertTriggerStatement}, {Name: "u", InsertTrigger: InsertTriggerStatement}} {
+				_, err := AddTable(ctx, c, "q", spec)
+				require.ErrorIs(t, err, ErrNoStatementInsert, spec.Name)
+			}
+			for _, spec := range []TableSpec{{Name: "s", InsertTrigger: InsertTriggerStatement}, {Name: "r", InsertTrigger: InsertTriggerStatement},
+				{Name: "w", Where: "v <> 'skip'"}, {Name: "u"}} {
 				_, err := AddTable(ctx, c, "q", spec)
 				require.NoError(t, err, spec.Name)
 			}
@@ -86,8 +90,8 @@ func TestStatementInsertTriggers(t *testing.T) {
 			stmtSet := []string{"skiff_capture_q" + q + ":25", "skiff_captured_q" + q + ":5", "skiff_insert_q" + q + ":4", "skiff_truncate_q" + q + ":32"}
 			rowSet := []string{"skiff_capture_q" + q + ":29", "skiff_truncate_q" + q + ":32"}
 			require.Equal(t, stmtSet, captureTriggers(t, c, "s"))
-			require.Equal(t, rowSet, captureTriggers(t, c, "w"), "a --where keeps the row trigger")
-			require.Equal(t, rowSet, captureTriggers(t, c, "u"), "a table with a trigger of its own keeps the row trigger")
+			require.Equal(t, rowSet, captureTriggers(t, c, "w"))
+			require.Equal(t, rowSet, captureTriggers(t, c, "u"))
 			var oid uint32
 			require.NoError(t, c.QueryRow(ctx, `SELECT 'r'::regclass::oid`).Scan(&oid))
 			useRowTrigger(t, c, "r", qid, fmt.Sprintf(`skiff.capture_q%d_t%d()`, qid, oid))
@@ -135,12 +139,22 @@ func TestStatementInsertTriggers(t *testing.T) {
 			require.Equal(t, rowSet, captureTriggers(t, c, "s"))
 			exec(t, c, `DROP TRIGGER z_touch ON s`)
 			exec(t, c, `DROP TRIGGER skiff_capture_q`+q+` ON s`) // the owner drops the triggers: the refresh makes the new set
-			_, err = AddTable(ctx, c, "q", TableSpec{Name: "s", Refresh: true})
+			_, err = AddTable(ctx, c, "q", TableSpec{Name: "s", Refresh: true, InsertTrigger: InsertTriggerStatement})
 			require.NoError(t, err)
 			require.Equal(t, stmtSet, captureTriggers(t, c, "s"))
 			_, err = AddTable(ctx, c, "q", TableSpec{Name: "s", Refresh: true})
 			require.NoError(t, err)
 			require.Equal(t, stmtSet, captureTriggers(t, c, "s"), "a refresh keeps the set in place")
+			exec(t, c, `UPDATE skiff.captured_table SET capture_version = 3`)
+			_, err = UpgradeCaptures(ctx, c)
+			require.NoError(t, err)
+			require.Equal(t, stmtSet, captureTriggers(t, c, "s"), "an upgrade keeps the set in place")
+			_, err = AddTable(ctx, c, "q", TableSpec{Name: "s", Refresh: true, InsertTrigger: InsertTriggerRow})
+			require.NoError(t, err)
+			require.Equal(t, rowSet, captureTriggers(t, c, "s"))
+			_, err = AddTable(ctx, c, "q", TableSpec{Name: "s", Refresh: true, InsertTrigger: InsertTriggerStatement})
+			require.NoError(t, err)
+			require.Equal(t, stmtSet, captureTriggers(t, c, "s"))
 
 			_, err = RemoveTable(ctx, c, "q", "s")
 			require.NoError(t, err)
@@ -176,7 +190,7 @@ func TestStatementInsertKeepsTableAlone(t *testing.T) {
 			exec(t, c, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
 			exec(t, c, `CREATE TABLE parent (id int, v text) PARTITION BY RANGE (id)`)
 			exec(t, c, `CREATE TABLE iparent (id int, v text)`)
-			_, err := AddTable(ctx, c, "q", TableSpec{Name: "t"})
+			_, err := AddTable(ctx, c, "q", TableSpec{Name: "t", InsertTrigger: InsertTriggerStatement})
 			require.NoError(t, err)
 			var qid int
 			require.NoError(t, c.QueryRow(ctx, `SELECT skiff.queue_id('q')`).Scan(&qid))
@@ -216,6 +230,8 @@ func TestStatementInsertAcrossEpochs(t *testing.T) {
 			p := setupQueue(t, v, "c")
 			c := p.conn(t)
 			skipBefore10(t, c)
+			_, err := AddTable(ctx, c, "q", TableSpec{Name: "t", Refresh: true, InsertTrigger: InsertTriggerStatement})
+			require.NoError(t, err)
 			var qid int
 			require.NoError(t, c.QueryRow(ctx, `SELECT skiff.queue_id('q')`).Scan(&qid))
 			require.Contains(t, captureTriggers(t, c, "t"), fmt.Sprintf("skiff_insert_q%d:4", qid))
