@@ -258,6 +258,9 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		if err := a.same(); err != nil {
 			return nil, err
 		}
+		if err := a.sameInsertTrigger(ctx); err != nil {
+			return nil, err
+		}
 		// The same capture again (a second run of the same command): nothing to change.
 		a.res.Unchanged = true
 		if err := a.sequences(ctx); err != nil {
@@ -337,6 +340,28 @@ func (a *adding) checkOtherQueues(ctx context.Context) error {
 			a.rel.table(), strings.Join(a.res.OtherQueues, ", "), ErrInOtherQueue, a.queue)
 	}
 	return nil
+}
+
+// sameInsertTrigger checks that an add without Refresh that names an INSERT trigger
+// (TableSpec.InsertTrigger) names the one the capture has.
+func (a *adding) sameInsertTrigger(ctx context.Context) error {
+	if a.spec.InsertTrigger == "" || a.kind.Logical() || a.version < 100000 {
+		return nil
+	}
+	var has bool
+	if err := a.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2 AND tgtype = 4)`,
+		a.rel.oid, insertTriggerName(a.qid)).Scan(&has); err != nil {
+		return fmt.Errorf("capture triggers of %s: %w", a.rel.table(), err)
+	}
+	if has == (a.spec.InsertTrigger == InsertTriggerStatement) {
+		return nil
+	}
+	now := InsertTriggerRow
+	if has {
+		now = InsertTriggerStatement
+	}
+	return fmt.Errorf("table %s in queue %s: %w, with the %s INSERT trigger; use --refresh to change it",
+		a.rel.table(), a.queue, ErrAlreadyAdded, now)
 }
 
 // same checks that an add without Refresh of a captured table asks for the capture it has.
