@@ -816,14 +816,15 @@ func hasStatementInsert(ctx context.Context, db pg.DB, tg trigger, tableOID uint
 }
 
 // statementInsert reports whether a capture may take its INSERTs with a statement-level
-// trigger (trigger.stmtInsert, when TableSpec.InsertTrigger asks for it): PostgreSQL 10+ (transition tables), a plain table (relkind r) that is
-// neither an inheritance or partition child nor a parent, captured without --where, and no
-// trigger on the table but skiff's own and the server's internal ones (foreign keys).
+// trigger (trigger.stmtInsert, when TableSpec.InsertTrigger asks for it): PostgreSQL 10+
+// (transition tables), a plain table (relkind r) that is neither an inheritance or partition
+// child nor a parent, captured without --where, and no trigger on the table but skiff's own
+// and the server's internal ones (foreign keys).
 //
 // Why these. A statement trigger fires only for the table a statement names: rows routed to
 // a partition through its parent, or deleted through an inheritance parent, would not fire it
-// (and the server refuses to make a table with a transition-table trigger a partition or an
-// inheritance child afterwards). A trigger of the user's could write rows of the table while
+// (and the companion trigger aloneTrig makes the server refuse to make the table a partition
+// or an inheritance child afterwards). A trigger of the user's could write rows of the table while
 // the statement runs (a BEFORE ROW trigger updating rows inserted earlier in the same
 // statement, an AFTER ROW trigger updating the row it fired for): their events would come
 // before the statement's INSERT events, which hold the rows as inserted, and the replay would
