@@ -74,7 +74,19 @@ type TableSpec struct {
 	// queue).
 	Source string
 	Plugin string
+	// InsertTrigger chooses how a trigger queue captures the table's INSERTs (PostgreSQL 10+):
+	// InsertTriggerStatement, one statement-level trigger with a transition table (cheaper
+	// per row of a multi-row INSERT or COPY, dearer per one-row INSERT statement; a plain
+	// table only: see statementInsert), or InsertTriggerRow, the row trigger. Empty: what
+	// the capture has (a refresh keeps it), the row trigger for a new capture.
+	InsertTrigger string
 }
+
+// The values of TableSpec.InsertTrigger.
+const (
+	InsertTriggerRow       = "row"
+	InsertTriggerStatement = "statement"
+)
 
 // AddResult says what AddTable did.
 type AddResult struct {
@@ -246,6 +258,9 @@ func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*Ad
 		if err := a.same(); err != nil {
 			return nil, err
 		}
+		if err := a.sameInsertTrigger(ctx); err != nil {
+			return nil, err
+		}
 		// The same capture again (a second run of the same command): nothing to change.
 		a.res.Unchanged = true
 		if err := a.sequences(ctx); err != nil {
@@ -325,6 +340,28 @@ func (a *adding) checkOtherQueues(ctx context.Context) error {
 			a.rel.table(), strings.Join(a.res.OtherQueues, ", "), ErrInOtherQueue, a.queue)
 	}
 	return nil
+}
+
+// sameInsertTrigger checks that an add without Refresh that names an INSERT trigger
+// (TableSpec.InsertTrigger) names the one the capture has.
+func (a *adding) sameInsertTrigger(ctx context.Context) error {
+	if a.spec.InsertTrigger == "" || a.kind.Logical() || a.version < 100000 {
+		return nil
+	}
+	var has bool
+	if err := a.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2 AND tgtype = 4)`,
+		a.rel.oid, insertTriggerName(a.qid)).Scan(&has); err != nil {
+		return fmt.Errorf("capture triggers of %s: %w", a.rel.table(), err)
+	}
+	if has == (a.spec.InsertTrigger == InsertTriggerStatement) {
+		return nil
+	}
+	now := InsertTriggerRow
+	if has {
+		now = InsertTriggerStatement
+	}
+	return fmt.Errorf("table %s in queue %s: %w, with the %s INSERT trigger; use --refresh to change it",
+		a.rel.table(), a.queue, ErrAlreadyAdded, now)
 }
 
 // same checks that an add without Refresh of a captured table asks for the capture it has.
@@ -489,7 +526,7 @@ func (a *adding) install(ctx context.Context) error {
 	a.res.Layout = layout
 	var tg trigger
 	if !a.kind.Logical() {
-		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren); err != nil {
+		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren, a.spec.InsertTrigger); err != nil {
 			return err
 		}
 	} else if tg.truncTrig, err = a.truncateTrigger(ctx); err != nil {
@@ -644,14 +681,19 @@ func checkKeyUnique(ctx context.Context, tx pgx.Tx, rel relation, key []string) 
 // older versions. 2: search_path pinned, rows and keys through record_out, no name in the
 // body, --where checked for what it calls. 3: the row path schema-qualified throughout, and
 // no search_path SET clause on a plain table's function without a --where (pinsSearchPath).
-const captureVersion = 3
+// 4: on PostgreSQL 10+, the statement-level INSERT branch (trigger.stmtInsert); new
+// captures of plain tables take their INSERTs with a statement trigger, older ones keep
+// their row trigger (the regenerated function serves both).
+const captureVersion = 4
 
 // installTrigger (re)creates the capture function and triggers of a table for a layout: the
 // settings its column types need pinned, the --where compiled and checked, every statement
 // sent on its own. The caller holds the table's lock. withChildren makes the capture of a
 // partitioned table or inheritance parent (see trigger.withChildren); the children's own
 // triggers are the caller's (adoptAll).
-func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []catalog.Column, key []string, where string, withChildren bool) (trigger, error) {
+//
+// insertTrigger is TableSpec.InsertTrigger: empty keeps the INSERT trigger the capture has.
+func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []catalog.Column, key []string, where string, withChildren bool, insertTrigger string) (trigger, error) {
 	version := pg.ServerVersionOf(tx.Conn().PgConn())
 	pins, err := settingPins(ctx, tx, cols, version)
 	if err != nil {
@@ -684,6 +726,27 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 		}
 		tg.pins = append(tg.pins, wherePins(where, version)...)
 	}
+	allowed, err := statementInsert(ctx, tx, version, rel, withChildren, where)
+	if err != nil {
+		return trigger{}, fmt.Errorf("triggers of %s: %w", rel.table(), err)
+	}
+	switch insertTrigger {
+	case InsertTriggerStatement:
+		if !allowed {
+			return trigger{}, fmt.Errorf("table %s: %w", rel.table(), ErrNoStatementInsert)
+		}
+		tg.stmtInsert = true
+	case "":
+		if allowed {
+			tg.stmtInsert, err = hasStatementInsert(ctx, tx, tg, rel.oid)
+			if err != nil {
+				return trigger{}, fmt.Errorf("capture triggers of %s: %w", rel.table(), err)
+			}
+		}
+	case InsertTriggerRow:
+	default:
+		return trigger{}, fmt.Errorf("table %s: insert trigger %q: want %q or %q", rel.table(), insertTrigger, InsertTriggerRow, InsertTriggerStatement)
+	}
 	if tg.keepTriggers, err = triggersInPlace(ctx, tx, tg, rel.oid); err != nil {
 		return trigger{}, fmt.Errorf("capture triggers of %s: %w", rel.table(), err)
 	}
@@ -700,27 +763,94 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 // --refresh, or UpgradeCaptures at init provider) then only replaces the function's body:
 // dropping a trigger needs the table's ownership, which the role running skiff need not have
 // (docs/roles.md), while creating one needs only the TRIGGER privilege. tgtype 29 is a row
-// trigger AFTER INSERT OR DELETE OR UPDATE, 32 a statement trigger AFTER TRUNCATE, 34 one
-// BEFORE TRUNCATE (the guard of an inheritance parent). A partitioned table before 11 has no
-// row trigger.
+// trigger AFTER INSERT OR DELETE OR UPDATE, 25 one AFTER DELETE OR UPDATE, 5 one AFTER
+// INSERT (the companion aloneTrig), 4 a statement trigger AFTER INSERT, 32 one AFTER TRUNCATE, 34 one BEFORE TRUNCATE (the guard of an
+// inheritance parent). A partitioned table before 11 has no row trigger.
+//
+// The set in place must be the one the capture gets: the row trigger on INSERT, UPDATE and
+// DELETE, or, when tg.stmtInsert (TableSpec.InsertTrigger statement, or that set in place
+// and still allowed: installTrigger), the row trigger on UPDATE and DELETE with the
+// statement-level INSERT trigger and its companion (aloneTrig). A capture that has the other
+// set (a choice changed, a --where or a trigger of the user's since: see statementInsert)
+// gets its triggers made again.
 func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32) (bool, error) {
-	want := 1
-	row, guard := "", ""
-	if tg.rowOnParent {
-		want, row = want+1, tg.rowTrig
-	}
+	guard := ""
 	if tg.guardOnParent {
-		want, guard = want+1, tg.guardTrig
+		guard = tg.guardTrig
 	}
-	var n int
-	err := db.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_trigger t
+	var rowAll, rowUD, ins, alone, trunc, guarded bool
+	err := db.QueryRow(ctx, `SELECT
+			coalesce(bool_or(t.tgname = $3 AND t.tgtype = 29), false), coalesce(bool_or(t.tgname = $3 AND t.tgtype = 25), false),
+			coalesce(bool_or(t.tgname = $4 AND t.tgtype = 4), false), coalesce(bool_or(t.tgname = $5 AND t.tgtype = 5), false),
+			coalesce(bool_or(t.tgname = $6 AND t.tgtype = 32), false), coalesce(bool_or(t.tgname = $7 AND t.tgtype = 34), false)
+		FROM pg_catalog.pg_trigger t
 		JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgenabled = 'O'
-		  AND ((t.tgname = $3 AND t.tgtype = 29) OR (t.tgname = $4 AND t.tgtype = 32) OR (t.tgname = $5 AND t.tgtype = 34))`,
-		tableOID, tg.funcName, row, tg.truncTrig, guard).Scan(&n)
-	return n == want, err
+		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgenabled = 'O'`,
+		tableOID, tg.funcName, tg.rowTrig, tg.insTrig, tg.aloneTrig, tg.truncTrig, guard).Scan(&rowAll, &rowUD, &ins, &alone, &trunc, &guarded)
+	if err != nil || !trunc || tg.guardOnParent && !guarded {
+		return false, err
+	}
+	if !tg.rowOnParent {
+		return !rowAll && !rowUD && !ins && !alone, nil
+	}
+	if tg.stmtInsert {
+		return rowUD && ins && alone, nil
+	}
+	return rowAll && !ins && !alone, nil
 }
+
+// ErrNoStatementInsert: the statement-level INSERT trigger was asked for a table that cannot
+// have it (statementInsert).
+var ErrNoStatementInsert = errors.New("a statement-level INSERT trigger needs PostgreSQL 10+ and a plain table (not partitioned, no inheritance parent or child) captured without --where, with no trigger of its own")
+
+// hasStatementInsert reports whether the table has the capture's statement-level INSERT
+// trigger (a capture made with InsertTriggerStatement, which a refresh without a choice keeps).
+func hasStatementInsert(ctx context.Context, db pg.DB, tg trigger, tableOID uint32) (bool, error) {
+	var has bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+		WHERE t.tgrelid = $1 AND n.nspname = 'skiff' AND p.proname = $2 AND t.tgname = $3 AND t.tgtype = 4)`,
+		tableOID, tg.funcName, tg.insTrig).Scan(&has)
+	return has, err
+}
+
+// statementInsert reports whether a capture may take its INSERTs with a statement-level
+// trigger (trigger.stmtInsert, when TableSpec.InsertTrigger asks for it): PostgreSQL 10+
+// (transition tables), a plain table (relkind r) that is neither an inheritance or partition
+// child nor a parent, captured without --where, and no trigger on the table but skiff's own
+// and the server's internal ones (foreign keys).
+//
+// Why these. A statement trigger fires only for the table a statement names: rows routed to
+// a partition through its parent, or deleted through an inheritance parent, would not fire it
+// (and the companion trigger aloneTrig makes the server refuse to make the table a partition
+// or an inheritance child afterwards). A trigger of the user's could write rows of the table while
+// the statement runs (a BEFORE ROW trigger updating rows inserted earlier in the same
+// statement, an AFTER ROW trigger updating the row it fired for): their events would come
+// before the statement's INSERT events, which hold the rows as inserted, and the replay would
+// lose the change. With the row trigger they come in the order they happened. A trigger
+// added later is DDL on the captured table: skiff table add --refresh, due after DDL anyway,
+// switches the capture back to the row trigger.
+func statementInsert(ctx context.Context, db pg.DB, version int, rel relation, withChildren bool, where string) (bool, error) {
+	if version < 100000 || rel.kind != "r" || withChildren || where != "" {
+		return false, nil
+	}
+	var other bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1 OR inhparent = $1)
+		OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'skiff\_%')`, rel.oid).Scan(&other)
+	return !other, err
+}
+
+// insertTriggerName is the statement-level INSERT trigger of queue qid's captures
+// (trigger.stmtInsert). Its name is derived, not recorded: the drop paths drop it (IF EXISTS)
+// whatever trigger set a capture has.
+func insertTriggerName(qid int32) string { return fmt.Sprintf("skiff_insert_q%d", qid) }
+
+// aloneTriggerName is the companion of queue qid's statement-level INSERT trigger: a row
+// trigger with a transition table that never fires (WHEN false) and makes the server refuse
+// ATTACH PARTITION and INHERIT for the table, naming it ("trigger "skiff_captured_q3" prevents
+// table ... from becoming a partition"). Derived, not recorded, like insertTriggerName.
+func aloneTriggerName(qid int32) string { return fmt.Sprintf("skiff_captured_q%d", qid) }
 
 // newTrigger names the function and triggers of a capture and says where its triggers go.
 func newTrigger(qid, layout int32, rel relation, withChildren bool, version int) trigger {
@@ -731,9 +861,12 @@ func newTrigger(qid, layout int32, rel relation, withChildren bool, version int)
 		funcName:     fmt.Sprintf("capture_q%d_t%d", qid, rel.oid),
 		rowTrig:      fmt.Sprintf("skiff_capture_q%d", qid),
 		truncTrig:    fmt.Sprintf("skiff_truncate_q%d", qid),
+		insTrig:      insertTriggerName(qid),
+		aloneTrig:    aloneTriggerName(qid),
 		guardTrig:    fmt.Sprintf("skiff_guard_q%d", qid),
 		withChildren: withChildren,
 		parentOID:    rel.oid,
+		version:      version,
 		// A partitioned table holds no rows: before 11 it cannot have a row trigger at all;
 		// from 11 its row trigger is cloned onto every partition, present and future.
 		rowOnParent: rel.kind != "p" || version >= 110000,
@@ -795,7 +928,7 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 			if err != nil {
 				return fmt.Errorf("columns of %s: %w", c.rel.table(), err)
 			}
-			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where, c.withChildren); err != nil {
+			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where, c.withChildren, ""); err != nil {
 				return err
 			}
 			_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET capture_version = $3 WHERE queue_id = $1 AND table_oid = $2`,
@@ -954,7 +1087,7 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			}
 			return unpublish(ctx, tx, qid, t, rel.oid)
 		}
-		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig)
+		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig, insertTriggerName(qid), aloneTriggerName(qid))
 	})
 	return t, err
 }
@@ -962,18 +1095,25 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 // dropCapture drops the capture triggers of a table (by its current name; none when the
 // table is gone) and its capture function, each statement on its own. The triggers a capture
 // with children gave the table's partitions or children call the function too: they go with
-// it (CASCADE).
-func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig string) error {
+// it (CASCADE). insTrigs, the statement-level INSERT trigger of captures made since capture
+// version 4 (trigger.stmtInsert) and its companion, are dropped if the table has them.
+func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig string, insTrigs ...string) error {
 	drop := `DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`
 	if withChildren {
 		drop += ` CASCADE`
 	}
 	stmts := []string{drop}
 	if present {
-		stmts = append([]string{
+		triggers := []string{
 			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
 			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
-		}, stmts...)
+		}
+		if pg.ServerVersionOf(tx.Conn().PgConn()) >= 100000 {
+			for _, name := range insTrigs {
+				triggers = append(triggers, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(name)+` ON `+t.String())
+			}
+		}
+		stmts = append(triggers, stmts...)
 	}
 	for _, stmt := range stmts {
 		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
@@ -1060,7 +1200,7 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 				d.Tables = append(d.Tables, c.t)
 				continue
 			}
-			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig); err != nil {
+			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig, insertTriggerName(qid), aloneTriggerName(qid)); err != nil {
 				return err
 			}
 			d.Tables = append(d.Tables, c.t)
@@ -1342,6 +1482,8 @@ type trigger struct {
 	table              change.Table
 	funcName           string
 	rowTrig, truncTrig string
+	insTrig            string // the statement-level INSERT trigger (stmtInsert)
+	aloneTrig          string // its companion that keeps the table alone (stmtInsert)
 	key                []string
 	whereNew, whereOld string
 	pins               []pin
@@ -1366,11 +1508,20 @@ type trigger struct {
 	whereRow      string   // the --where over the guard's loop record r (withChildren)
 	guardTrig     string
 	rowOnParent   bool // the row trigger goes on the table itself (not on a partitioned one before 11)
+	version       int  // server_version_num
 	guardOnParent bool // the table has rows of its own and children: a guard on it too
 
 	// keepTriggers: the table's triggers exist and call the function (triggersInPlace); only
 	// the function is replaced.
 	keepTriggers bool
+
+	// stmtInsert: the capture of a plain table on PostgreSQL 10+ (statementInsert says when)
+	// takes its INSERTs with a statement-level trigger (insTrig, AFTER INSERT REFERENCING NEW
+	// TABLE) instead of the row trigger, which then fires on UPDATE and DELETE only: one
+	// INSERT … SELECT per statement writes the events of all its rows. The function keeps its
+	// row-level INSERT branch too, so a capture made before (its row trigger fires on
+	// INSERT) goes on working with the regenerated function.
+	stmtInsert bool
 }
 
 // ddl returns the statements that (re)create the function and the table's own triggers,
@@ -1389,10 +1540,30 @@ func (t trigger) ddl() []string {
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.rowTrig)+` ON `+t.table.String(),
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.truncTrig)+` ON `+t.table.String(),
 	)
+	if t.version >= 100000 {
+		// A statement-level INSERT trigger and its companion (capture version 4) go whatever
+		// set comes now.
+		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.insTrig)+` ON `+t.table.String(),
+			`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.aloneTrig)+` ON `+t.table.String())
+	}
 	if t.withChildren {
 		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.guardTrig)+` ON `+t.table.String())
 	}
-	if t.rowOnParent {
+	switch {
+	case t.stmtInsert:
+		stmts = append(stmts,
+			`CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER UPDATE OR DELETE ON `+t.table.String()+
+				` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`,
+			`CREATE TRIGGER `+change.QuoteIdent(t.insTrig)+` AFTER INSERT ON `+t.table.String()+
+				` REFERENCING NEW TABLE AS `+newRowsTable+` FOR EACH STATEMENT EXECUTE PROCEDURE `+fn+`()`,
+			// Never fires (WHEN false): a row-level trigger with a transition table is what
+			// the server refuses on a partition or an inheritance child, on every version
+			// from 10 (ATTACH PARTITION and INHERIT fail naming it); the statement trigger
+			// alone stops them on 10 to 12 only. It reads the transition table the statement
+			// trigger collects anyway.
+			`CREATE TRIGGER `+change.QuoteIdent(t.aloneTrig)+` AFTER INSERT ON `+t.table.String()+
+				` REFERENCING NEW TABLE AS `+newRowsTable+` FOR EACH ROW WHEN (false) EXECUTE PROCEDURE `+fn+`()`)
+	case t.rowOnParent:
 		stmts = append(stmts, `CREATE TRIGGER `+change.QuoteIdent(t.rowTrig)+` AFTER INSERT OR UPDATE OR DELETE ON `+t.table.String()+
 			` FOR EACH ROW EXECUTE PROCEDURE `+fn+`()`)
 	}
@@ -1502,6 +1673,9 @@ func (t trigger) function() string {
 	lay := strconv.Itoa(int(t.layout))
 
 	b.WriteString("DECLARE\n    id pg_catalog.int8;\n    okey pg_catalog.text;\n")
+	if t.stmtInsert {
+		b.WriteString("    cnt pg_catalog.int8;\n")
+	}
 	if t.withChildren {
 		b.WriteString("    r record;\n    nrow pg_catalog.text;\n    orow pg_catalog.text;\n")
 	}
@@ -1567,6 +1741,9 @@ func (t trigger) function() string {
 	}
 
 	b.WriteString("    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN\n")
+	if t.stmtInsert {
+		t.statementInsert(&b, q, seq, lay)
+	}
 	if t.whereNew != "" {
 		filter(2, t.whereNew)
 	}
@@ -1627,6 +1804,67 @@ func (t trigger) function() string {
 	h.WriteString(body)
 	h.WriteString(tag)
 	return h.String()
+}
+
+// newRowsTable is the name of the transition table of the statement-level INSERT trigger.
+// The function reads it unqualified: a transition table is found before any relation of the
+// search_path, temporary ones included.
+const newRowsTable = "skiff_new_rows"
+
+// statementInsert writes the function's statement-level INSERT branch (stmtInsert): the
+// events of every row of the statement in one INSERT … SELECT, ids drawn in the transition
+// table's order (the order the rows were inserted, as the row trigger would have drawn them).
+//
+// The event table is chosen by the epoch of each id, (id >> 40) % 3, and a rotation can
+// switch the sequence to the next epoch while the statement draws its ids, so one INSERT
+// cannot know its table beforehand. The branch guesses the epoch from the sequence's last
+// value (pg_sequence_last_value, 10+: no lock wait, no id drawn), inserts every event into the
+// guessed epoch's table, then compares the epoch of the last id it drew (currval) with the
+// guess: ids only grow, so when the two agree every id of the statement is of that epoch.
+// When they differ (a switch during the statement, or a first statement after a switch), the
+// events of other epochs move, in the same statement, to their tables: so, when the statement
+// ends, every event is in the table its id names, as the row trigger leaves them. Readers see
+// none of it before the transaction commits.
+//
+// The xid: the statement's row writes assigned the transaction's xid before this AFTER
+// STATEMENT trigger runs, so before its nextval (a statement that inserted no row has an empty
+// transition table and draws no id). The rotation proof (maint_rotate_tables in
+// sql/provider/00002_rotation_bound.sql) relies on that order; and the guessed table is the
+// table of an epoch this transaction's xid belongs to, not one a rotation could truncate
+// while it runs.
+func (t trigger) statementInsert(b *strings.Builder, q, seq, lay string) {
+	// Transition tables and pg_sequence_last_value are 10+ (stmtInsert is never set before).
+	if t.version >= 100000 {
+		cols := "ev_id, ev_time, ev_txid, ev_op, ev_layout, ev_data, ev_extra"
+		epochIs := func(v string, n int) string {
+			return fmt.Sprintf("((%s OPERATOR(pg_catalog.>>) 40) OPERATOR(pg_catalog.%%) 3) OPERATOR(pg_catalog.=) %d", v, n)
+		}
+		b.WriteString("        IF TG_LEVEL OPERATOR(pg_catalog.=) 'STATEMENT' THEN\n")
+		fmt.Fprintf(b, "            id := coalesce(pg_catalog.pg_sequence_last_value('%s'::pg_catalog.regclass), 0);\n", seq)
+		for n := 0; n < 3; n++ {
+			switch n {
+			case 0:
+				fmt.Fprintf(b, "            IF %s THEN\n", epochIs("id", 0))
+			case 1:
+				fmt.Fprintf(b, "            ELSIF %s THEN\n", epochIs("id", 1))
+			case 2:
+				b.WriteString("            ELSE\n")
+			}
+			fmt.Fprintf(b, "                INSERT INTO skiff.event_%s_%d (%s)\n", q, n, cols)
+			fmt.Fprintf(b, "                    SELECT pg_catalog.nextval('%s'::pg_catalog.regclass), pg_catalog.now(), pg_catalog.txid_current(), 'I', %s,\n", seq, lay)
+			fmt.Fprintf(b, "                        %s, NULL FROM %s;\n", recordText(newRowsTable+".*"), newRowsTable)
+			b.WriteString("                GET DIAGNOSTICS cnt := ROW_COUNT;\n")
+			fmt.Fprintf(b, "                IF cnt OPERATOR(pg_catalog.>) 0 AND (pg_catalog.currval('%s'::pg_catalog.regclass) OPERATOR(pg_catalog.>>) 40)"+
+				" OPERATOR(pg_catalog.<>) (id OPERATOR(pg_catalog.>>) 40) THEN\n", seq)
+			a, c := (n+1)%3, (n+2)%3
+			fmt.Fprintf(b, "                    WITH moved AS (DELETE FROM skiff.event_%s_%d WHERE ev_txid OPERATOR(pg_catalog.=) pg_catalog.txid_current()\n", q, n)
+			fmt.Fprintf(b, "                            AND NOT (%s) RETURNING %s),\n", epochIs("ev_id", n), cols)
+			fmt.Fprintf(b, "                        other AS (INSERT INTO skiff.event_%s_%d (%s) SELECT %s FROM moved WHERE %s)\n", q, a, cols, cols, epochIs("ev_id", a))
+			fmt.Fprintf(b, "                    INSERT INTO skiff.event_%s_%d (%s) SELECT %s FROM moved WHERE %s;\n", q, c, cols, cols, epochIs("ev_id", c))
+			b.WriteString("                END IF;\n")
+		}
+		b.WriteString("            END IF;\n            RETURN NULL;\n        END IF;\n")
+	}
 }
 
 // pinsSearchPath reports whether the function needs search_path pinned by a SET clause: its

@@ -553,7 +553,7 @@ func relistChildren(ctx context.Context, tx pgx.Tx, c capture) error {
 	if !slices.Equal(names, layoutCols) {
 		return fmt.Errorf("layout columns %v, %s now has %v: run `skiff table add --refresh %s`", layoutCols, c.parent.table(), names, c.parent.table())
 	}
-	_, err = installTrigger(ctx, tx, c.qid, c.layout, c.parent, cols, c.key, c.where, true)
+	_, err = installTrigger(ctx, tx, c.qid, c.layout, c.parent, cols, c.key, c.where, true, "")
 	return err
 }
 

@@ -256,20 +256,6 @@ func TestTriggerCostBreakdown(t *testing.T) {
 	exec(t, c, `ALTER FUNCTION `+fn+` SET search_path = pg_catalog, pg_temp`)
 	step("  with search_path SET (capture version 2)")
 	exec(t, c, `ALTER FUNCTION `+fn+` RESET search_path`)
-	if pg.ServerVersionOf(c.PgConn()) >= 100000 {
-		// A statement-level trigger with a transition table (10+), one INSERT … SELECT per
-		// statement: what the bulk insert would cost that way (not how skiff captures).
-		exec(t, c, `CREATE FUNCTION skiff.stmt_capture() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $f$ BEGIN
-			INSERT INTO skiff.event_1_0 (ev_id, ev_time, ev_txid, ev_op, ev_layout, ev_data, ev_extra)
-			SELECT pg_catalog.nextval('skiff.event_1_id_seq'::pg_catalog.regclass), pg_catalog.now(), pg_catalog.txid_current(), 'I', 1,
-				pg_catalog.textin(pg_catalog.record_out(n)), NULL FROM n;
-			RETURN NULL; END $f$`)
-		exec(t, c, `ALTER TABLE skiff DISABLE TRIGGER skiff_capture_q1`)
-		exec(t, c, `CREATE TRIGGER stmt_capture AFTER INSERT ON skiff REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE PROCEDURE skiff.stmt_capture()`)
-		step("  statement trigger, transition table (prototype)")
-		exec(t, c, `DROP TRIGGER stmt_capture ON skiff`)
-		exec(t, c, `ALTER TABLE skiff ENABLE TRIGGER skiff_capture_q1`)
-	}
 	replace(`BEGIN ` + insert(`pg_catalog.nextval('skiff.event_1_id_seq'::regclass)`) + ` RETURN NULL; END`)
 	step("one INSERT (no TG_OP/epoch IFs, not definer)")
 	replace(`BEGIN ` + insert(`1`) + ` RETURN NULL; END`)
@@ -279,6 +265,121 @@ func TestTriggerCostBreakdown(t *testing.T) {
 	}
 	step("  and no ev_txid index")
 	t.Log(out.String())
+}
+
+// useRowTrigger gives a table captured with a statement-level INSERT trigger (capture version
+// 4) the row trigger of capture version 3 instead, calling the same function (which serves
+// both).
+func useRowTrigger(t testing.TB, c *pgx.Conn, table string, qid int, fn string) {
+	t.Helper()
+	q := strconv.Itoa(qid)
+	exec(t, c, `DROP TRIGGER IF EXISTS skiff_insert_q`+q+` ON `+table)
+	exec(t, c, `DROP TRIGGER IF EXISTS skiff_captured_q`+q+` ON `+table)
+	exec(t, c, `DROP TRIGGER skiff_capture_q`+q+` ON `+table)
+	exec(t, c, `CREATE TRIGGER skiff_capture_q`+q+` AFTER INSERT OR UPDATE OR DELETE ON `+table+` FOR EACH ROW EXECUTE PROCEDURE `+fn)
+}
+
+// TestInsertCaptureCost measures what capture costs an INSERT, as server CPU time (schedstat,
+// in ns): per row of a bulk INSERT … SELECT, and per one-row INSERT statement in autocommit
+// (pgbench's history insert, run by a server-side loop: no client round trip in it), and per
+// one-row DELETE statement and per row of a bulk DELETE, for the ways an INSERT can be
+// captured from 10 on: the statement-level trigger (InsertTriggerStatement, with its
+// never-firing companion skiff_captured_q<n>), the same without the companion, and the row
+// trigger (the default); beside the bare PL/pgSQL reference trigger. Rounds
+// interleave the tables; each figure is the median over rounds of the difference with the
+// plain table in the same round.
+//
+//	SKIFF_BENCH=1 go test ./queue/ -run TestInsertCaptureCost -v -count=1
+func TestInsertCaptureCost(t *testing.T) {
+	if os.Getenv("SKIFF_BENCH") == "" {
+		t.Skip("a measurement, not a test: set SKIFF_BENCH=1")
+	}
+	ctx := context.Background()
+	_, c := setupOverhead(t)
+	if pg.ServerVersionOf(c.PgConn()) < 100000 {
+		t.Skip("no statement trigger before 10")
+	}
+	for _, tb := range []string{"stmt", "stmt_alone"} {
+		exec(t, c, `CREATE TABLE `+tb+` (aid int PRIMARY KEY, bid int, abalance int, filler char(84))`)
+		_, err := AddTable(ctx, c, "bench", TableSpec{Name: tb, InsertTrigger: InsertTriggerStatement})
+		require.NoError(t, err)
+	}
+	exec(t, c, `DROP TRIGGER skiff_captured_q1 ON stmt_alone`)
+	labels := map[string]string{
+		"stmt": "statement trigger (--insert-trigger statement)", "stmt_alone": "  without its companion skiff_captured",
+		"skiff": "row trigger (the default)", "reference": "bare PL/pgSQL reference trigger",
+	}
+	tables := []string{"plain", "stmt", "stmt_alone", "skiff", "reference"}
+	for _, tb := range tables {
+		// One-row statements run by a server-side loop: no client round trip in the figure.
+		exec(t, c, `CREATE FUNCTION ins_`+tb+`(a int, n int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN
+			FOR i IN a + 1 .. a + n LOOP INSERT INTO `+tb+` (aid, bid, abalance, filler) VALUES (i, 1, 0, ''); END LOOP; END $$`)
+		exec(t, c, `CREATE FUNCTION del_`+tb+`(a int, n int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN
+			FOR i IN a + 1 .. a + n LOOP DELETE FROM `+tb+` WHERE aid = i; END LOOP; END $$`)
+	}
+	cpu := backendNanos(t, c)
+	const rounds, bulk, single = 11, 20000, 3000
+	costs := map[string][]float64{}
+	next := 1000000
+	for r := 0; r < rounds; r++ {
+		got := map[string][4]float64{}
+		for _, tb := range tables {
+			exec(t, c, `TRUNCATE `+tb+`, reference_log, skiff.event_1_0, skiff.event_1_1, skiff.event_1_2`)
+			start := cpu()
+			exec(t, c, `INSERT INTO `+tb+` (aid, bid, abalance, filler) SELECT g, 1, 0, '' FROM generate_series(1, $1) g`, bulk)
+			mid := cpu()
+			exec(t, c, `SELECT ins_`+tb+`($1, $2)`, next, single)
+			end := cpu()
+			exec(t, c, `SELECT del_`+tb+`($1, $2)`, next, single)
+			next += single
+			mid2 := cpu()
+			exec(t, c, `DELETE FROM `+tb)
+			got[tb] = [4]float64{float64(mid-start) / 1000 / bulk, float64(end-mid) / 1000 / single, float64(mid2-end) / 1000 / single, float64(cpu()-mid2) / 1000 / bulk}
+		}
+		for _, tb := range tables {
+			for k := range 4 {
+				v := got[tb][k]
+				if tb != "plain" {
+					v -= got["plain"][k]
+				}
+				costs[fmt.Sprint(tb, k)] = append(costs[fmt.Sprint(tb, k)], v)
+			}
+		}
+	}
+	median := func(k string) float64 {
+		v := slices.Clone(costs[k])
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "\nserver CPU µs, median of %d rounds (PostgreSQL %s): per row of a %d-row INSERT; per one-row INSERT statement;"+
+		" per one-row DELETE statement; per row of a %d-row DELETE\n", rounds, c.PgConn().ParameterStatus("server_version"), bulk, bulk)
+	for _, tb := range tables {
+		label, f := labels[tb], "%+10.2f"
+		if tb == "plain" {
+			label, f = "plain (no trigger)", "%10.2f"
+		}
+		fmt.Fprintf(&out, "  %-48s", label)
+		for k := range 4 {
+			fmt.Fprintf(&out, " "+f, median(fmt.Sprint(tb, k)))
+		}
+		out.WriteString("\n")
+	}
+	t.Log(out.String())
+}
+
+// backendNanos returns a function reading the CPU time, in ns, the server process behind c
+// has spent running so far (/proc/<pid>/schedstat; the test servers are local processes).
+func backendNanos(t *testing.T, c *pgx.Conn) func() int64 {
+	var pid uint32
+	require.NoError(t, c.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid))
+	return func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+		require.NoError(t, err)
+		n, err := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64)
+		require.NoError(t, err)
+		return n
+	}
 }
 
 // TestSourceBatchOverhead measures what reading one small batch costs on a queue of many

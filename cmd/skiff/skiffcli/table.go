@@ -32,6 +32,7 @@ type TableAddCmd struct {
 	AlsoInOtherQueue bool     `help:"Capture a table even when another queue captures it already (each queue then gets every write)."`
 	Source           string   `help:"How a new queue captures its tables: trigger (capture triggers and the ticker; every version from 8.4) or logical (no trigger: each subscription streams from a logical replication slot; 9.4+, wal_level = logical, the worker's provider role needs REPLICATION). Chosen when the queue is created; an existing queue keeps its source. Default: the queue's, trigger for a new queue." enum:",trigger,logical" default:""`
 	Plugin           string   `help:"Output plugin of a new logical queue: pgoutput (10+; the queue's tables go into a publication, which needs the tables' owner) or test_decoding (9.4+). Default: pgoutput on 10+, test_decoding before." enum:",pgoutput,test_decoding" default:""`
+	InsertTrigger    string   `help:"How a trigger queue captures INSERTs (PostgreSQL 10+): statement (one statement-level trigger with a transition table per INSERT or COPY: about half the cost per row of a multi-row INSERT, a little more per one-row INSERT; a plain table without --where or triggers of its own) or row. Default: what the capture has (kept by --refresh), row for a new one. With statement, the server refuses to ATTACH the table as a partition or make it an inheritance child (an error naming trigger skiff_captured_q<N>): skiff table remove it first." enum:",row,statement" default:""`
 	Tables           []string `arg:"" name:"table" help:"Tables or sequences, as SQL writes them: name, schema.name or quoted (\"My Schema\".\"Odd Table\"); unquoted parts fold to lower case, a name without schema follows the search_path."`
 }
 
@@ -59,7 +60,8 @@ func tableAdd(ctx context.Context, c *TableAddCmd, out io.Writer) error {
 	specs := make([]queue.TableSpec, len(c.Tables))
 	for i, t := range c.Tables {
 		specs[i] = queue.TableSpec{Name: t, Where: c.Where, Key: key, Refresh: c.Refresh, NoSequences: c.NoSequences,
-			AlsoInOtherQueue: c.AlsoInOtherQueue, KeyNotUnique: c.KeyNotUnique, Source: c.Source, Plugin: c.Plugin}
+			AlsoInOtherQueue: c.AlsoInOtherQueue, KeyNotUnique: c.KeyNotUnique, Source: c.Source, Plugin: c.Plugin,
+			InsertTrigger: c.InsertTrigger}
 	}
 	results, err := queue.AddTables(ctx, conn, c.Queue, specs)
 	if err != nil {
