@@ -269,6 +269,7 @@ type tableCopy struct {
 	point     string       // the copy point (Config.CopyPoint), "" without one
 	merge     string       // Hooks.Merge: the destination is shared, conflicts settled so
 	split     *split       // the copy is split into key ranges (nil: one stream)
+	truncated bool         // the destination was emptied by TRUNCATE in ttx
 }
 
 // copyTable copies one table and reports its outcome (log line, Hooks.Failed).
@@ -558,12 +559,22 @@ func (c *tableCopy) copyRows(ctx context.Context) error {
 		return err
 	}
 	p.binary = binary
+	// Rows written into the table this transaction truncated are frozen as they are written
+	// (COPY FREEZE, 9.3+, a plain table): no reader rewrites every page later to set their
+	// hint bits, no vacuum to freeze them. A split copy's ranges write in other transactions.
+	if c.truncated && c.split == nil && c.merge == "" && p.sql && pg.ServerVersion(c.tgt) >= 90300 {
+		if _, err := catalog.Lookup(ctx, c.ttx, change.Table{Schema: schemaOf(p.dest), Name: p.dest.Name}, "r"); err == nil {
+			p.freeze = true
+		} else if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("target: %w", err)
+		}
+	}
 	format := "binary"
 	if !binary {
 		format = "text"
 	}
 	c.log.Info("copy started", "copy_point", c.point, "dest", p.dest.String(), "columns", len(p.cols),
-		"through_handler", !p.sql, "estimated_rows", c.st.estimate.Load(), "format", format, "why_text", why)
+		"through_handler", !p.sql, "estimated_rows", c.st.estimate.Load(), "format", format, "why_text", why, "freeze", p.freeze)
 	c.st.start()
 	stopProgress := c.reportProgress(ctx)
 	if c.split != nil {
@@ -738,9 +749,9 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 	if relkind == "r" && p.sel.Plain() && p.keyRange == "" && (p.sel.Only || !children) {
 		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
 	}
-	out += copyOptions(p.binary, pg.ServerVersion(prov))
+	out += copyOptions(p.binary, false, pg.ServerVersion(prov))
 	in := "COPY " + into.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN" +
-		copyOptions(p.binary, pg.ServerVersion(ttx.Conn()))
+		copyOptions(p.binary, p.freeze && into == p.dest, pg.ServerVersion(ttx.Conn()))
 
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
@@ -1010,5 +1021,6 @@ func (c *tableCopy) empty(ctx context.Context) error {
 			return fmt.Errorf("target: %s: %w", sql, err)
 		}
 	}
+	c.truncated = len(c.refs) == 0
 	return nil
 }

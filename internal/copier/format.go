@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -113,14 +114,22 @@ func typedColumns(ctx context.Context, conn *pgx.Conn, t change.Table) (map[stri
 	return out, nil
 }
 
-// copyOptions returns the COPY options that select the binary format on a server of
-// server_version_num v (the option list arrives in 9.0; 8.4 knows only the old syntax).
-func copyOptions(binary bool, v int) string {
-	switch {
-	case !binary:
-		return ""
-	case v < 90000:
-		return " WITH BINARY"
+// copyOptions returns the options of a COPY on a server of server_version_num v: the binary
+// format, and FREEZE (a COPY FROM into a table the transaction truncated, 9.3+). The option
+// list arrives in 9.0; 8.4 knows only the old syntax.
+func copyOptions(binary, freeze bool, v int) string {
+	var opts []string
+	if binary {
+		if v < 90000 {
+			return " WITH BINARY"
+		}
+		opts = append(opts, "FORMAT binary")
 	}
-	return " (FORMAT binary)"
+	if freeze && v >= 90300 {
+		opts = append(opts, "FREEZE")
+	}
+	if len(opts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(opts, ", ") + ")"
 }

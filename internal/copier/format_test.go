@@ -22,7 +22,8 @@ import (
 // whose type differs (int4 → int8: text converts it, binary fails), an array of an enum (its
 // binary form names the element type's OID, which differs between databases) or a domain is
 // copied in text. Provider and target are compared row by row; on the default version, and
-// from 10 to 18.
+// from 10 to 18. The copy, in one stream into tables it truncated, freezes the rows (COPY
+// FREEZE).
 func TestCopyFormat(t *testing.T) {
 	t.Parallel()
 	for _, vs := range [][2]string{{"", ""}, {"10", "18"}} {
@@ -92,6 +93,21 @@ func testCopyFormat(t *testing.T, provVersion, tgtVersion string) {
 	}{{true, 2001}, {false, 500}, {false, 500}, {false, 500}} {
 		require.Equal(t, want.binary, res[i].Binary, "binary format of %s", res[i].Table)
 		require.Equal(t, want.rows, res[i].Rows, "rows of %s", res[i].Table)
+	}
+
+	// Copied in one stream into tables truncated in the copy's transaction: frozen as written
+	// (COPY FREEZE), which sets their pages all-visible from 14 on (ANALYZE reads the
+	// visibility map into relallvisible; a page of unfrozen new rows is not all-visible).
+	if pg.ServerVersion(tconn) >= 140000 {
+		for _, tb := range tables {
+			_, err := tconn.Exec(ctx, "ANALYZE "+tb.Dest.String())
+			require.NoError(t, err)
+			var pages, visible int
+			require.NoError(t, tconn.QueryRow(ctx, `SELECT relpages, relallvisible FROM pg_class WHERE oid = $1::regclass`,
+				tb.Dest.String()).Scan(&pages, &visible))
+			require.Positive(t, pages)
+			require.Equal(t, pages, visible, "pages of %s all-visible (rows frozen by the copy)", tb.Dest)
+		}
 	}
 
 	pairs := make([]compare.Pair, len(tables))

@@ -49,6 +49,9 @@ type plan struct {
 	// binary: the rows are streamed in COPY's binary format (binaryFormat, decided when the
 	// rows start to flow), else in its text format.
 	binary bool
+	// freeze: the rows are written with COPY FREEZE (the destination was truncated in the
+	// copy's transaction; one stream only).
+	freeze bool
 	// keyRange, set on a split copy's range, is the range's condition over the key (pipe
 	// adds it to sel's).
 	keyRange string
