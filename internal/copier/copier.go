@@ -191,6 +191,8 @@ type Result struct {
 	Bytes   int64
 	Elapsed time.Duration
 	Err     error
+	// Binary: the rows were streamed in COPY's binary format (format.go), else in text.
+	Binary bool
 	// Ranges is how many key ranges the table was copied in (Config.SplitRows), 0 for one
 	// stream; Parallel is the most ranges that were being copied at one time.
 	Ranges, Parallel int
@@ -267,6 +269,7 @@ type tableCopy struct {
 	point     string       // the copy point (Config.CopyPoint), "" without one
 	merge     string       // Hooks.Merge: the destination is shared, conflicts settled so
 	split     *split       // the copy is split into key ranges (nil: one stream)
+	truncated bool         // the destination was emptied by TRUNCATE in ttx
 }
 
 // copyTable copies one table and reports its outcome (log line, Hooks.Failed).
@@ -276,6 +279,9 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) Resu
 	err := c.run(ctx)
 	c.close(ctx)
 	res := Result{Table: t, Point: c.point, Err: err, Elapsed: time.Since(start), Rows: st.rows.Load(), Bytes: st.bytes.Load()}
+	if c.plan != nil {
+		res.Binary = c.plan.binary
+	}
 	if c.split != nil {
 		res.Ranges, res.Parallel = len(c.split.ranges), int(c.split.peak.Load())
 	}
@@ -548,11 +554,29 @@ func (c *tableCopy) publish(ctx context.Context) error {
 // progress meanwhile.
 func (c *tableCopy) copyRows(ctx context.Context) error {
 	p := c.plan
+	binary, why, err := p.binaryFormat(ctx, c.prov, c.tgt)
+	if err != nil {
+		return err
+	}
+	p.binary = binary
+	// Rows written into the table this transaction truncated are frozen as they are written
+	// (COPY FREEZE, 9.3+, a plain table): no reader rewrites every page later to set their
+	// hint bits, no vacuum to freeze them. A split copy's ranges write in other transactions.
+	if c.truncated && c.split == nil && c.merge == "" && p.sql && pg.ServerVersion(c.tgt) >= 90300 {
+		if _, err := catalog.Lookup(ctx, c.ttx, change.Table{Schema: schemaOf(p.dest), Name: p.dest.Name}, "r"); err == nil {
+			p.freeze = true
+		} else if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("target: %w", err)
+		}
+	}
+	format := "binary"
+	if !binary {
+		format = "text"
+	}
 	c.log.Info("copy started", "copy_point", c.point, "dest", p.dest.String(), "columns", len(p.cols),
-		"through_handler", !p.sql, "estimated_rows", c.st.estimate.Load())
+		"through_handler", !p.sql, "estimated_rows", c.st.estimate.Load(), "format", format, "why_text", why, "freeze", p.freeze)
 	c.st.start()
 	stopProgress := c.reportProgress(ctx)
-	var err error
 	if c.split != nil {
 		err = c.copyRanges(ctx)
 	} else if p.sql {
@@ -645,7 +669,7 @@ func (c *tableCopy) report(ctx context.Context, res Result) {
 		secs := res.Elapsed.Seconds()
 		c.log.Info("copy done", "rows", res.Rows, "bytes", res.Bytes, "elapsed", res.Elapsed.Round(time.Millisecond),
 			"rows_per_s", int64(float64(res.Rows)/secs), "mb_per_s", math.Round(float64(res.Bytes)/secs/1e5)/10,
-			"copy_point", res.Point, "ranges", res.Ranges, "parallel_ranges", res.Parallel)
+			"copy_point", res.Point, "ranges", res.Ranges, "parallel_ranges", res.Parallel, "binary", res.Binary)
 		return
 	}
 	if errors.Is(res.Err, context.Canceled) || errors.Is(res.Err, ErrBusy) || errors.Is(res.Err, ErrNotCopying) || ctx.Err() != nil {
@@ -725,7 +749,9 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 	if relkind == "r" && p.sel.Plain() && p.keyRange == "" && (p.sel.Only || !children) {
 		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
 	}
-	in := "COPY " + into.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN"
+	out += copyOptions(p.binary, false, pg.ServerVersion(prov))
+	in := "COPY " + into.String() + " (" + quoteList(p.sel.ColumnNames()) + ") FROM STDIN" +
+		copyOptions(p.binary, p.freeze && into == p.dest, pg.ServerVersion(ttx.Conn()))
 
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
@@ -734,11 +760,12 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 	go func() {
 		// pgconn hands CopyTo one row per Write; a pipe write is a goroutine hand-off, so the
 		// rows are gathered into 256 kB writes first.
-		bw := bufio.NewWriterSize(&counter{w: pw, st: st, also: also}, 256<<10)
-		_, err := prov.PgConn().CopyTo(ctx, bw, out)
+		cw := &counter{w: bufio.NewWriterSize(pw, 256<<10), binary: p.binary, st: st, also: also, every: countEvery}
+		tag, err := prov.PgConn().CopyTo(ctx, cw, out)
 		if err == nil {
-			err = bw.Flush()
+			err = cw.w.(*bufio.Writer).Flush()
 		}
+		cw.done(tag.RowsAffected(), err == nil)
 		if err != nil {
 			err = fmt.Errorf("provider: %s: %w", out, err)
 		}
@@ -763,24 +790,59 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 	return err
 }
 
-// counter passes the COPY stream on and counts it.
+// counter passes the COPY stream on and counts it, publishing its counts into st and also
+// every `every` bytes (0: at every Write) and at the end (done). In pipe it sits where pgconn's
+// CopyTo writes, one Write per row (a row's CopyData message), and at the end the row count
+// is set to what the provider's COPY reports. Within the stream, a row is a newline in the text format (where
+// embedded newlines are escaped) and a Write in the binary one (whose last Write is the
+// trailer).
 type counter struct {
-	w    io.Writer
-	st   *tableProgress
-	also []*tableProgress // counted too (a split copy's range)
+	w      io.Writer
+	binary bool
+	st     *tableProgress
+	also   []*tableProgress // counted too (a split copy's range)
+	every  int64
+	// rows and bytes are counted, pubRows and pubBytes published.
+	rows, bytes, pubRows, pubBytes int64
 }
+
+// countEvery is how many bytes pipe's counter passes on between two publications of its
+// counts.
+const countEvery = 256 << 10
 
 func (c *counter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	nl := [1]byte{'\n'}
-	rows := int64(bytes.Count(p[:n], nl[:]))
-	c.st.bytes.Add(int64(n))
-	c.st.rows.Add(rows)
-	for _, st := range c.also {
-		st.bytes.Add(int64(n))
-		st.rows.Add(rows)
+	c.bytes += int64(n)
+	if c.binary {
+		c.rows++
+	} else {
+		nl := [1]byte{'\n'}
+		c.rows += int64(bytes.Count(p[:n], nl[:]))
+	}
+	if c.bytes-c.pubBytes >= c.every {
+		c.publish()
 	}
 	return n, err
+}
+
+// done publishes the last counts; when the provider's COPY completed (ok), its row count
+// (rows) replaces the one counted.
+func (c *counter) done(rows int64, ok bool) {
+	if ok {
+		c.rows = rows
+	}
+	c.publish()
+}
+
+func (c *counter) publish() {
+	rows, bytes := c.rows-c.pubRows, c.bytes-c.pubBytes
+	c.pubRows, c.pubBytes = c.rows, c.bytes
+	c.st.bytes.Add(bytes)
+	c.st.rows.Add(rows)
+	for _, st := range c.also {
+		st.bytes.Add(bytes)
+		st.rows.Add(rows)
+	}
 }
 
 func schemaOf(t change.Table) string {
@@ -959,5 +1021,6 @@ func (c *tableCopy) empty(ctx context.Context) error {
 			return fmt.Errorf("target: %s: %w", sql, err)
 		}
 	}
+	c.truncated = len(c.refs) == 0
 	return nil
 }

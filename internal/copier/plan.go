@@ -46,6 +46,12 @@ type plan struct {
 	// replica: the copy's target transaction runs as session_replication_role = replica, so
 	// a table other tables' foreign keys reference can be emptied with DELETE.
 	replica bool
+	// binary: the rows are streamed in COPY's binary format (binaryFormat, decided when the
+	// rows start to flow), else in its text format.
+	binary bool
+	// freeze: the rows are written with COPY FREEZE (the destination was truncated in the
+	// copy's transaction; one stream only).
+	freeze bool
 	// keyRange, set on a split copy's range, is the range's condition over the key (pipe
 	// adds it to sel's).
 	keyRange string
