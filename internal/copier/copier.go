@@ -855,16 +855,9 @@ func schemaOf(t change.Table) string {
 // columns reads the names of a table's live columns in attnum order, leaving out its
 // generated ones when skipGenerated.
 func columns(ctx context.Context, conn *pgx.Conn, t change.Table, skipGenerated bool) ([]string, error) {
-	oid, err := catalog.Lookup(ctx, conn, change.Table{Schema: schemaOf(t), Name: t.Name}, "")
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("table %s does not exist", t)
-	}
+	cols, err := liveColumns(ctx, conn, t)
 	if err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", t, err)
-	}
-	cols, err := catalog.Columns(ctx, conn, oid)
-	if err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", t, err)
+		return nil, err
 	}
 	var names []string
 	for _, c := range cols {
@@ -876,6 +869,22 @@ func columns(ctx context.Context, conn *pgx.Conn, t change.Table, skipGenerated 
 		return nil, fmt.Errorf("table %s does not exist", t)
 	}
 	return names, nil
+}
+
+// liveColumns reads table t's live columns on conn in attnum order.
+func liveColumns(ctx context.Context, conn *pgx.Conn, t change.Table) ([]catalog.Column, error) {
+	oid, err := catalog.Lookup(ctx, conn, change.Table{Schema: schemaOf(t), Name: t.Name}, "")
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("table %s does not exist", t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	cols, err := catalog.Columns(ctx, conn, oid)
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", t, err)
+	}
+	return cols, nil
 }
 
 // tableProgress is one table's live counters, shared with the display.

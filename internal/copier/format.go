@@ -2,7 +2,6 @@ package copier
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -96,16 +95,9 @@ func (p *plan) binaryFormat(ctx context.Context, prov, tgt *pgx.Conn) (ok bool, 
 
 // typedColumns reads table t's live columns on conn by name.
 func typedColumns(ctx context.Context, conn *pgx.Conn, t change.Table) (map[string]catalog.Column, error) {
-	oid, err := catalog.Lookup(ctx, conn, change.Table{Schema: schemaOf(t), Name: t.Name}, "")
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("table %s does not exist", t)
-	}
+	cols, err := liveColumns(ctx, conn, t)
 	if err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", t, err)
-	}
-	cols, err := catalog.Columns(ctx, conn, oid)
-	if err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", t, err)
+		return nil, err
 	}
 	out := make(map[string]catalog.Column, len(cols))
 	for _, c := range cols {
