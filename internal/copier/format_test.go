@@ -3,6 +3,7 @@ package copier_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -21,12 +22,34 @@ import (
 // tabs and newlines, NUL bytes, arrays with NULLs, infinite timestamps); a table with a column
 // whose type differs (int4 → int8: text converts it, binary fails), an array of an enum (its
 // binary form names the element type's OID, which differs between databases) or a domain is
-// copied in text. Provider and target are compared row by row; on the default version, and
-// from 10 to 18, and from 8.4 (SKIFF_PG_BINDIRS) to the default. The copy, in one stream into tables it truncated, freezes the rows (COPY
+// copied in text. Provider and target are compared row by row; on the default version, from
+// the oldest installed version to the newest, and from the oldest to the default (8.4 with
+// SKIFF_PG_BINDIRS). The copy, in one stream into tables it truncated, freezes the rows (COPY
 // FREEZE).
 func TestCopyFormat(t *testing.T) {
 	t.Parallel()
-	for _, vs := range [][2]string{{"", ""}, {"10", "18"}, {"8.4", ""}} {
+	pairs := [][2]string{{"", ""}}
+	if majors := pgtest.Majors(); len(majors) > 1 {
+		num := func(v string) float64 {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err, "major %q", v)
+			return f
+		}
+		oldest, newest := majors[0], majors[0]
+		for _, v := range majors {
+			if num(v) < num(oldest) {
+				oldest = v
+			}
+			if num(v) > num(newest) {
+				newest = v
+			}
+		}
+		pairs = append(pairs, [2]string{oldest, newest})
+		if oldest != pgtest.DefaultVersion() {
+			pairs = append(pairs, [2]string{oldest, ""})
+		}
+	}
+	for _, vs := range pairs {
 		t.Run("pg"+vs[0]+"to"+vs[1], func(t *testing.T) {
 			t.Parallel()
 			testCopyFormat(t, vs[0], vs[1])
