@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
@@ -28,9 +29,7 @@ func TestLateEventProbeReadsNoEventTable(t *testing.T) {
 			defer cancel()
 			p := setupQueue(t, v, "c1")
 			c := p.conn(t)
-			var num int
-			require.NoError(t, c.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num))
-			if num < 90100 {
+			if pg.ServerVersion(c) < 90100 {
 				t.Skip("pg_stat_xact_user_tables arrived in 9.1")
 			}
 			require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxLag, "0"))

@@ -240,9 +240,7 @@ func ticksWithoutCommitsMerge(t *testing.T, v string, daemon bool) {
 		return id
 	}
 	if daemon {
-		var num int
-		require.NoError(t, c.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num))
-		if num < 90500 {
+		if pg.ServerVersion(c) < 90500 {
 			t.Skip("before 9.5 the ticker's row lock takes a subtransaction: its ticks do not merge (provider migration 13)")
 		}
 		require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxLag, "0"))
