@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/pgtest"
 	"github.com/skiffdb/skiff/internal/target"
+	"github.com/skiffdb/skiff/queue"
 )
 
 // repairDDL: awkward names, a composite key, and values that must round-trip as literals
@@ -74,8 +76,14 @@ func testRepair(t *testing.T, provVersion, tgtVersion string) {
 	var wg sync.WaitGroup
 	ticker(t, ctx, &wg, p.prov, 50*time.Millisecond, "q")
 	p.runWorker(t, ctx, &wg, "q")
-	exec1(t, prov, `UPDATE `+oddTable+` SET "na me" = NULL WHERE "Id" = 5; UPDATE pairs SET v = 'p' WHERE k2 = 'k 3'`)
-	p.caughtUp(t, time.Minute, "q")
+	var xid int64
+	require.NoError(t, pgx.BeginFunc(context.Background(), prov, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(context.Background(), `UPDATE `+oddTable+` SET "na me" = NULL WHERE "Id" = 5; UPDATE pairs SET v = 'p' WHERE k2 = 'k 3'`); err != nil {
+			return err
+		}
+		return tx.QueryRow(context.Background(), `SELECT txid_current()`).Scan(&xid)
+	}))
+	tickPast(t, p, prov, tgt, xid)
 	cancel()
 	wg.Wait()
 
@@ -134,6 +142,27 @@ func testRepair(t *testing.T, provVersion, tgtVersion string) {
 		DELETE FROM `+oddTable+` WHERE "Id" = 7; INSERT INTO pairs VALUES (2, 'k 2b', 'new')`)
 	p.caughtUp(t, time.Minute, "q")
 	p.compare(t, oddRows, "public.pairs")
+}
+
+// tickPast waits until the worker has applied a tick that no transaction as old as xid was
+// open at: repair counts a provider row as applied only when its writer is older than every
+// transaction open at the worker's tick (a subtransaction's xid is not in a snapshot's list),
+// and the ticker's or the worker's own provider transaction may be open at the first forced
+// tick after xid.
+func tickPast(t testing.TB, p *pair, prov, tgt *pgx.Conn, xid int64) {
+	t.Helper()
+	ctx := context.Background()
+	pgtest.Eventually(t, time.Minute, "the worker's tick is past every transaction as old as the update", func() bool {
+		p.caughtUp(t, time.Minute, "q")
+		var tick int64
+		require.NoError(t, tgt.QueryRow(ctx, `SELECT tick FROM skiff.subscription WHERE queue = 'q'`).Scan(&tick))
+		snap, ok, err := queue.TickSnapshot(ctx, prov, "q", tick)
+		require.NoError(t, err)
+		require.True(t, ok, "tick %d", tick)
+		xmin, err := strconv.ParseInt(strings.SplitN(snap, ":", 2)[0], 10, 64)
+		require.NoError(t, err, snap)
+		return xmin > xid
+	})
 }
 
 // TestRepairRefusesTableNotInSync: a table still copying is refused, naming it and its state.
