@@ -750,6 +750,15 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 	if tg.keepTriggers, err = triggersInPlace(ctx, tx, tg, rel.oid); err != nil {
 		return trigger{}, fmt.Errorf("capture triggers of %s: %w", rel.table(), err)
 	}
+	if !tg.keepTriggers {
+		names := []string{tg.rowTrig, tg.truncTrig, tg.insTrig, tg.aloneTrig}
+		if tg.withChildren {
+			names = append(names, tg.guardTrig)
+		}
+		if err := mayDropTriggers(ctx, tx, rel.oid, rel.table(), names, "run this command again"); err != nil {
+			return trigger{}, err
+		}
+	}
 	for _, stmt := range tg.ddl() {
 		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), stmt); err != nil {
 			return trigger{}, fmt.Errorf("create capture trigger on %s: %w", rel.table(), err)
@@ -798,6 +807,37 @@ func triggersInPlace(ctx context.Context, db pg.DB, tg trigger, tableOID uint32)
 		return rowUD && ins && alone, nil
 	}
 	return rowAll && !ins && !alone, nil
+}
+
+// ErrNotTableOwner: a capture trigger on a table must be dropped (to be made again, or at
+// table remove), and the role running skiff does not own the table. The error wrapping it
+// names the owner and the statements for the owner to run.
+var ErrNotTableOwner = errors.New("dropping a trigger needs the table's ownership")
+
+// mayDropTriggers checks, before any is dropped, that the role running skiff may drop those of
+// the named triggers the table has: it must own the table (be a member of its owner, or a
+// superuser). Otherwise the error (ErrNotTableOwner) lists the DROP TRIGGER statements for the
+// owner to run first, and then what to do (then): creating a trigger needs only the TRIGGER
+// privilege, so once the owner has dropped them the command succeeds (docs/roles.md).
+func mayDropTriggers(ctx context.Context, tx pgx.Tx, oid uint32, t change.Table, names []string, then string) error {
+	var owner, me string
+	var owns bool
+	var present []string
+	err := tx.QueryRow(ctx, `SELECT pg_catalog.pg_get_userbyid(c.relowner), current_user, pg_catalog.pg_has_role(c.relowner, 'USAGE'),
+			ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname::text = ANY ($2::text[]) ORDER BY t.tgname)
+		FROM pg_catalog.pg_class c WHERE c.oid = $1`, oid, names).Scan(&owner, &me, &owns, &present)
+	if err != nil {
+		return fmt.Errorf("owner and triggers of %s: %w", t, err)
+	}
+	if owns || len(present) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, name := range present {
+		fmt.Fprintf(&b, "\n  DROP TRIGGER %s ON %s;", change.QuoteIdent(name), t)
+	}
+	return fmt.Errorf("table %s: skiff's triggers on it must be dropped, and role %s does not own it: as its owner %s (or a superuser) run%s\nthen %s: %w",
+		t, change.QuoteIdent(me), change.QuoteIdent(owner), b.String(), then, ErrNotTableOwner)
 }
 
 // ErrNoStatementInsert: the statement-level INSERT trigger was asked for a table that cannot
@@ -1087,31 +1127,45 @@ func RemoveTable(ctx context.Context, conn Conn, queue, name string) (change.Tab
 			}
 			return unpublish(ctx, tx, qid, t, rel.oid)
 		}
-		return dropCapture(ctx, tx, t, rel.kind != "dropped", withChildren, fn, rowTrig, truncTrig, insertTriggerName(qid), aloneTriggerName(qid))
+		c := dropping{t: t, oid: rel.oid, present: rel.kind != "dropped", withChildren: withChildren, fn: fn, rowTrig: rowTrig, truncTrig: truncTrig}
+		return c.drop(ctx, tx, qid, "run skiff table remove again")
 	})
 	return t, err
 }
 
-// dropCapture drops the capture triggers of a table (by its current name; none when the
-// table is gone) and its capture function, each statement on its own. The triggers a capture
-// with children gave the table's partitions or children call the function too: they go with
-// it (CASCADE). insTrigs, the statement-level INSERT trigger of captures made since capture
-// version 4 (trigger.stmtInsert) and its companion, are dropped if the table has them.
-func dropCapture(ctx context.Context, tx pgx.Tx, t change.Table, present, withChildren bool, fn, rowTrig, truncTrig string, insTrigs ...string) error {
+// dropping is a capture being dropped (table remove, queue drop).
+type dropping struct {
+	t                      change.Table // the table's current name (its recorded one when it is gone)
+	oid                    uint32
+	present, withChildren  bool // present: the table still exists
+	fn, rowTrig, truncTrig string
+}
+
+// drop drops the capture triggers of a table (by its current name; none when the table is
+// gone) and its capture function, each statement on its own. The triggers a capture with
+// children gave the table's partitions or children call the function too: they go with it
+// (CASCADE). The statement-level INSERT trigger of captures made since capture version 4
+// (trigger.stmtInsert) and its companion are dropped if the table has them. A role that does
+// not own the table gets ErrNotTableOwner, with the statements for the owner and then what to
+// do after them.
+func (c dropping) drop(ctx context.Context, tx pgx.Tx, qid int32, then string) error {
+	t, fn, withChildren := c.t, c.fn, c.withChildren
 	drop := `DROP FUNCTION IF EXISTS skiff.` + change.QuoteIdent(fn) + `()`
 	if withChildren {
 		drop += ` CASCADE`
 	}
 	stmts := []string{drop}
-	if present {
-		triggers := []string{
-			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(rowTrig) + ` ON ` + t.String(),
-			`DROP TRIGGER IF EXISTS ` + change.QuoteIdent(truncTrig) + ` ON ` + t.String(),
-		}
+	if c.present {
+		names := []string{c.rowTrig, c.truncTrig}
 		if pg.ServerVersionOf(tx.Conn().PgConn()) >= 100000 {
-			for _, name := range insTrigs {
-				triggers = append(triggers, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(name)+` ON `+t.String())
-			}
+			names = append(names, insertTriggerName(qid), aloneTriggerName(qid))
+		}
+		if err := mayDropTriggers(ctx, tx, c.oid, t, names, then); err != nil {
+			return err
+		}
+		var triggers []string
+		for _, name := range names {
+			triggers = append(triggers, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(name)+` ON `+t.String())
 		}
 		stmts = append(triggers, stmts...)
 	}
@@ -1162,12 +1216,7 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 			return fmt.Errorf("queue %s has consumers: %s: %w; unsubscribe them first (skiff unsubscribe --provider URL --target URL --queue %s --consumer NAME), "+
 				"or give --force (their workers then fail)", queue, strings.Join(d.Consumers, ", "), ErrHasConsumers, queue)
 		}
-		type capture struct {
-			t                      change.Table
-			present, withChildren  bool
-			fn, rowTrig, truncTrig string
-		}
-		rows, err = tx.Query(ctx, `SELECT coalesce(n.nspname, c.table_schema), coalesce(r.relname, c.table_name), r.oid IS NOT NULL,
+		rows, err = tx.Query(ctx, `SELECT coalesce(n.nspname, c.table_schema), coalesce(r.relname, c.table_name), c.table_oid, r.oid IS NOT NULL,
 				c.with_children, c.func_name, c.row_trigger, c.trunc_trigger
 			FROM skiff.captured_table c
 			LEFT JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
@@ -1176,9 +1225,9 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 		if err != nil {
 			return fmt.Errorf("tables of queue %s: %w", queue, err)
 		}
-		captures, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (capture, error) {
-			var c capture
-			err := r.Scan(&c.t.Schema, &c.t.Name, &c.present, &c.withChildren, &c.fn, &c.rowTrig, &c.truncTrig)
+		captures, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dropping, error) {
+			var c dropping
+			err := r.Scan(&c.t.Schema, &c.t.Name, &c.oid, &c.present, &c.withChildren, &c.fn, &c.rowTrig, &c.truncTrig)
 			return c, err
 		})
 		if err != nil {
@@ -1200,7 +1249,7 @@ func DropQueue(ctx context.Context, conn Conn, queue string, force bool) (*Dropp
 				d.Tables = append(d.Tables, c.t)
 				continue
 			}
-			if err := dropCapture(ctx, tx, c.t, c.present, c.withChildren, c.fn, c.rowTrig, c.truncTrig, insertTriggerName(qid), aloneTriggerName(qid)); err != nil {
+			if err := c.drop(ctx, tx, qid, "run skiff queue drop again"); err != nil {
 				return err
 			}
 			d.Tables = append(d.Tables, c.t)

@@ -109,6 +109,54 @@ func TestRefreshWithoutTableOwnership(t *testing.T) {
 				got[i] = describeEvent(e)
 			}
 			require.Equal(t, []string{"I [3 b]", "U [1 c]"}, got, "each write captured once, the --where kept")
+
+			// What needs the owner is refused before anything changes, with the statements for
+			// the owner; once the owner has run them, the same command succeeds.
+			ownerRuns := func(err error) {
+				t.Helper()
+				require.ErrorIs(t, err, ErrNotTableOwner)
+				require.Contains(t, err.Error(), "as its owner "+ownerID)
+				var stmts []string
+				for _, line := range strings.Split(err.Error(), "\n") {
+					if line = strings.TrimSpace(line); strings.HasPrefix(line, "DROP TRIGGER ") {
+						stmts = append(stmts, line)
+					}
+				}
+				require.NotEmpty(t, stmts, err.Error())
+				for _, stmt := range stmts {
+					exec(t, writer, stmt)
+				}
+			}
+			countTriggers := func(table string) int {
+				var n int
+				require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::text::regclass AND tgname LIKE 'skiff%'`, table).Scan(&n))
+				return n
+			}
+			if pg.ServerVersion(admin) >= 100000 {
+				// Row trigger to statement INSERT trigger: the row trigger must go.
+				table2 := ownerID + ".t2"
+				exec(t, writer, `CREATE TABLE `+table2+` (id int PRIMARY KEY, v text)`)
+				exec(t, writer, `GRANT SELECT, TRIGGER, `+lock+` ON `+table2+` TO `+opID)
+				_, err = AddTable(ctx, c, "q", TableSpec{Name: table2})
+				require.NoError(t, err)
+				_, err = AddTable(ctx, c, "q", TableSpec{Name: table2, Refresh: true, InsertTrigger: InsertTriggerStatement})
+				require.Equal(t, 2, countTriggers(table2), "nothing changed")
+				ownerRuns(err)
+				_, err = AddTable(ctx, c, "q", TableSpec{Name: table2, Refresh: true, InsertTrigger: InsertTriggerStatement})
+				require.NoError(t, err, "after the owner dropped the triggers")
+				require.Equal(t, 4, countTriggers(table2), "row (UPDATE, DELETE), statement INSERT, companion, truncate")
+				exec(t, writer, `INSERT INTO `+table2+` VALUES (1, 'x')`)
+				tick()
+				_, evs = readBatch(t, src)
+				require.Len(t, evs, 1, "the insert captured once")
+			}
+
+			_, err = RemoveTable(ctx, c, "q", table)
+			require.Equal(t, 2, countTriggers(table), "nothing changed")
+			ownerRuns(err)
+			_, err = RemoveTable(ctx, c, "q", table)
+			require.NoError(t, err, "after the owner dropped the triggers")
+			require.Equal(t, 0, countTriggers(table))
 		})
 	}
 }
