@@ -157,10 +157,11 @@ type Config struct {
 	// does; nil means the built-in ones only.
 	Registry *handlers.Registry
 	// SplitRows, when positive, splits the copy of a table the provider estimates (reltuples)
-	// at more rows than this into ranges of its primary key, of about SplitRows rows each,
+	// at more rows than this into ranges of about SplitRows rows each — of its pages on a
+	// provider 14+ (a plain table read without children, any key), else of its primary key —
 	// copied at once by SplitJobs pairs of connections that all import the copy's exported
-	// snapshot (see split.go): provider 9.2+, a primary key of one integer column, the
-	// handlers' SQL form and a destination of its own (not merged); otherwise the table is
+	// snapshot (see split.go): provider 9.2+, before 14 a primary key of one integer column,
+	// the handlers' SQL form and a destination of its own (not merged); otherwise the table is
 	// copied in one stream, and the copy says why. 0 never splits.
 	SplitRows int64
 	// SplitJobs is how many ranges of a split table are copied at once; 0 means Parallel.
@@ -193,9 +194,11 @@ type Result struct {
 	Err     error
 	// Binary: the rows were streamed in COPY's binary format (format.go), else in text.
 	Binary bool
-	// Ranges is how many key ranges the table was copied in (Config.SplitRows), 0 for one
+	// Ranges is how many ranges (of pages or of the key) the table was copied in (Config.SplitRows), 0 for one
 	// stream; Parallel is the most ranges that were being copied at one time.
 	Ranges, Parallel int
+	// PageRanges: the ranges were of the table's pages (ctid, provider 14+), else of its key.
+	PageRanges bool
 }
 
 // Copy copies every table and returns one result per table, in order. The returned error
@@ -283,7 +286,7 @@ func copyTable(ctx context.Context, cfg Config, t Table, st *tableProgress) Resu
 		res.Binary = c.plan.binary
 	}
 	if c.split != nil {
-		res.Ranges, res.Parallel = len(c.split.ranges), int(c.split.peak.Load())
+		res.Ranges, res.Parallel, res.PageRanges = len(c.split.ranges), int(c.split.peak.Load()), c.split.blocks
 	}
 	st.finish(err)
 	c.report(ctx, res)
@@ -317,7 +320,9 @@ func (c *tableCopy) run(ctx context.Context) error {
 			return fmt.Errorf("merged table %s: its handlers have no SQL form, and a merged copy writes by key through SQL only (not implemented for handlers run in Go, e.g. partition)", c.t)
 		}
 	}
-	c.decideSplit()
+	if err := c.decideSplit(ctx); err != nil {
+		return err
+	}
 	// 1. Target transaction; the destination locked (under the barrier) and emptied — or,
 	// shared with other providers (merge), left as it is. A split copy commits the emptied
 	// destination here: its ranges are written by other connections.

@@ -174,7 +174,8 @@ func copyUnderWrites(t *testing.T, version string, split int64) {
 		require.Zero(t, res[0].Ranges, "no exported snapshots before 9.2: one stream")
 	default:
 		// About n/split ranges (the estimate), two of them copied at once.
-		require.GreaterOrEqual(t, res[0].Ranges, 4, "split into key ranges")
+		require.GreaterOrEqual(t, res[0].Ranges, 4, "split into ranges")
+		require.Equal(t, pg.ServerVersion(pconn) >= 140000, res[0].PageRanges, "ranges of pages from 14, of the key before")
 		require.Equal(t, 2, res[0].Parallel, "ranges copied in parallel connections")
 		require.Contains(t, display.String(), fmt.Sprintf("ranges %d/%d", res[0].Ranges, res[0].Ranges))
 	}
@@ -395,30 +396,59 @@ func TestCopyInheritanceParent(t *testing.T) {
 }
 
 // TestSplitFallsBack: a table whose primary key is not one integer column is copied in one
-// stream however large, and the copy says why.
+// stream however large, and the copy says why — before PostgreSQL 14, or when it is read with
+// its inheritance children; from 14 a plain table is split into ranges of its pages whatever
+// its key, and compares equal.
 func TestSplitFallsBack(t *testing.T) {
 	t.Parallel()
 	p := pgtest.Shared(t, "").NewDB(t)
 	tg := pgtest.Shared(t, "").NewDB(t)
 	ctx := context.Background()
 	for _, u := range []string{p, tg} {
-		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE tk (k text PRIMARY KEY, v int)`)
+		_, err := pgtest.Connect(t, u).Exec(ctx, `CREATE TABLE tk (k text PRIMARY KEY, v int);
+			CREATE TABLE parent (k text PRIMARY KEY, v int); CREATE TABLE child (PRIMARY KEY (k)) INHERITS (parent)`)
 		require.NoError(t, err)
 	}
-	_, err := pgtest.Connect(t, p).Exec(ctx, `INSERT INTO tk SELECT 'k' || g, g FROM generate_series(1, 1000) g; ANALYZE tk`)
+	_, err := pgtest.Connect(t, p).Exec(ctx, `INSERT INTO tk SELECT 'k' || g, g FROM generate_series(1, 1000) g;
+		INSERT INTO parent SELECT 'p' || g, g FROM generate_series(1, 500) g;
+		INSERT INTO child SELECT 'c' || g, g FROM generate_series(1, 500) g; ANALYZE tk; ANALYZE parent; ANALYZE child`)
 	require.NoError(t, err)
 	pc, tc := configs(t, p, tg)
-	var logs bytes.Buffer
-	tk := copier.Table{Source: change.Table{Schema: "public", Name: "tk"}, Dest: change.Table{Schema: "public", Name: "tk"}}
-	res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, SplitRows: 100, Log: slog.New(slog.NewTextHandler(&logs, nil))}, []copier.Table{tk})
-	require.NoError(t, err)
-	require.EqualValues(t, 1000, res[0].Rows)
-	require.Zero(t, res[0].Ranges)
-	require.Contains(t, logs.String(), `msg="copy not split: one stream"`)
-	if pg.ServerVersion(pgtest.Connect(t, p)) < 90200 {
-		// Before 9.2 no snapshot can be exported: that reason comes before the key's.
-		require.Contains(t, logs.String(), `cannot export snapshots (9.2+)`)
-		return
+	version := pg.ServerVersion(pgtest.Connect(t, p))
+	copyOne := func(name string) (copier.Result, string) {
+		t.Helper()
+		var logs bytes.Buffer
+		tb := copier.Table{Source: change.Table{Schema: "public", Name: name}, Dest: change.Table{Schema: "public", Name: name}}
+		res, err := copier.Copy(ctx, copier.Config{Provider: pc, Target: tc, SplitRows: 100, Log: slog.New(slog.NewTextHandler(&logs, nil))}, []copier.Table{tb})
+		require.NoError(t, err)
+		require.EqualValues(t, 1000, res[0].Rows)
+		return res[0], logs.String()
 	}
-	require.Contains(t, logs.String(), `reason="its primary key is not one integer column"`)
+
+	res, logs := copyOne("tk")
+	switch {
+	case version >= 140000:
+		require.GreaterOrEqual(t, res.Ranges, 2, logs)
+		require.True(t, res.PageRanges)
+		require.Contains(t, logs, `msg="copy split into page ranges"`)
+		rows, err := compare.Run(ctx, compare.Config{Provider: pc, Target: tc, Rows: true,
+			Pairs: []compare.Pair{{Source: change.Table{Schema: "public", Name: "tk"}, Dest: change.Table{Schema: "public", Name: "tk"}}}})
+		require.NoError(t, err)
+		require.True(t, rows[0].Equal, "%+v", rows[0])
+	case version < 90200:
+		// Before 9.2 no snapshot can be exported: that reason comes before the key's.
+		require.Zero(t, res.Ranges)
+		require.Contains(t, logs, `cannot export snapshots (9.2+)`)
+		return
+	default:
+		require.Zero(t, res.Ranges)
+		require.Contains(t, logs, `msg="copy not split: one stream"`)
+		require.Contains(t, logs, `reason="its primary key is not one integer column (any key splits into page ranges from PostgreSQL 14)"`)
+	}
+
+	// Read with its child: ctids are each table's own, so no page ranges either.
+	res, logs = copyOne("parent")
+	require.Zero(t, res.Ranges)
+	require.Contains(t, logs, `msg="copy not split: one stream"`)
+	require.Contains(t, logs, `reason="its primary key is not one integer column`)
 }

@@ -15,18 +15,26 @@ import (
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
-// A split copy (Config.SplitRows) copies one large table in ranges of its primary key, several
-// at once, all under the copy's one snapshot:
+// A split copy (Config.SplitRows) copies one large table in ranges, several at once, all under
+// the copy's one snapshot:
 //   - the provider's snapshot transaction (tableCopy.snapshot) takes the copy point as any
 //     copy does, then exports its snapshot (pg_export_snapshot, 9.2+) and stays open until
 //     the copy ends;
-//   - the key's min and max in that snapshot cut [min, max] into ranges of equal width, about
-//     SplitRows rows each by the row estimate (the first and last ranges are open-ended, so
-//     every row falls in exactly one);
+//   - from PostgreSQL 14 on the provider, a plain table read without inheritance children is
+//     cut into ranges of its pages (ctid ranges, read by a TID range scan: each range is a
+//     sequential read of its pages, no index), whatever its key: the snapshot transaction
+//     locks the table (ACCESS SHARE, so that no VACUUM FULL, CLUSTER or rewrite moves rows
+//     between pages until the copy ends), reads its size in pages and cuts it into ranges of
+//     equal page counts, about SplitRows rows each by the row estimate;
+//   - otherwise (9.2 to 13, or a table read with its children) the key's min and max in that
+//     snapshot cut [min, max] into ranges of equal width, about SplitRows rows each by the
+//     row estimate, read through the key's index;
+//   - either way the first and last ranges are open-ended, so every row falls in exactly one
+//     (rows written after the snapshot are invisible to it wherever they are);
 //   - Config.SplitJobs jobs, each with its own provider connection (REPEATABLE READ, READ ONLY,
 //     SET TRANSACTION SNAPSHOT of the exported one: they all read what the copy point says the
 //     copy holds) and target connection, take ranges one after the other: COPY (SELECT … WHERE
-//     key in range) TO STDOUT piped into COPY dest FROM STDIN, one target transaction per range.
+//     range) TO STDOUT piped into COPY dest FROM STDIN, one target transaction per range.
 //
 // Since the ranges are written by several target transactions, the destination is emptied in
 // a transaction of its own that commits before they start (under the same barrier and lock
@@ -38,14 +46,32 @@ import (
 // table's events are sorted by one copy point.
 //
 // Not split, in one stream as before (the copy logs why): a provider before 9.2 (no exported
-// snapshots), a primary key that is not one integer column (int2, int4, int8), handlers without
-// an SQL form, a merged destination, and a table estimated at no more than SplitRows rows.
+// snapshots), before 14 a primary key that is not one integer column (int2, int4, int8),
+// handlers without an SQL form, a merged destination, and a table estimated at no more than
+// SplitRows rows.
 type split struct {
-	key      string // the primary key's one column
+	key      string // the primary key's one column; "" for page ranges (blocks)
+	blocks   bool   // ranges of the table's pages (ctid), PostgreSQL 14+
 	snapshot string // the exported snapshot the ranges import
 	ranges   []keyRange
 	inFlight atomic.Int64
 	peak     atomic.Int64 // the most ranges in flight at once
+}
+
+// cond is range r's condition: over the key, or over ctid for page ranges.
+func (s *split) cond(r keyRange) string {
+	if s.blocks {
+		return r.tidCond()
+	}
+	return r.cond(s.key)
+}
+
+// kind names the ranges in logs and errors.
+func (s *split) kind() string {
+	if s.blocks {
+		return "page range"
+	}
+	return "key range"
 }
 
 // keyRange is a range of the key: lo ≤ key < hi, either bound absent when has* is false.
@@ -64,6 +90,21 @@ func (r keyRange) cond(key string) string {
 		return k + " >= " + strconv.FormatInt(r.lo, 10)
 	case r.hasHi:
 		return k + " < " + strconv.FormatInt(r.hi, 10)
+	}
+	return "true"
+}
+
+// tidCond is the condition of a range of pages lo ≤ page < hi: over ctid, which a TID range
+// scan (PostgreSQL 14+) reads without an index.
+func (r keyRange) tidCond() string {
+	tid := func(page int64) string { return "'(" + strconv.FormatInt(page, 10) + ",0)'::pg_catalog.tid" }
+	switch {
+	case r.hasLo && r.hasHi:
+		return "ctid >= " + tid(r.lo) + " AND ctid < " + tid(r.hi)
+	case r.hasLo:
+		return "ctid >= " + tid(r.lo)
+	case r.hasHi:
+		return "ctid < " + tid(r.hi)
 	}
 	return "true"
 }
@@ -112,31 +153,64 @@ func splitRanges(lo, hi int64, n int64) []keyRange {
 }
 
 // decideSplit decides, once the plan and the row estimate are known, whether the table is
-// copied in key ranges (c.split) and logs why not when it is large enough to be.
-func (c *tableCopy) decideSplit() {
+// copied in ranges (c.split: of pages from 14, else of the key) and logs why not when it is
+// large enough to be.
+func (c *tableCopy) decideSplit(ctx context.Context) error {
 	limit, est := c.cfg.SplitRows, c.st.estimate.Load()
 	if limit <= 0 || est <= limit {
-		return
+		return nil
 	}
 	var why, key string
-	switch v := pg.ServerVersion(c.prov); {
+	v := pg.ServerVersion(c.prov)
+	switch {
 	case v < 90200:
 		why = fmt.Sprintf("the provider (server_version_num %d) cannot export snapshots (9.2+)", v)
 	case c.merge != "":
 		why = "a merged copy writes by key through a stage"
 	case !c.plan.sql:
 		why = "its handlers have no SQL form (rows run through them in Go)"
-	default:
+	}
+	if why == "" && v >= 140000 {
+		blocks, err := c.pageRanges(ctx)
+		if err != nil {
+			return err
+		}
+		if blocks {
+			c.split = &split{blocks: true}
+			return nil
+		}
+	}
+	if why == "" {
 		var ok bool
 		if key, ok = c.plan.integerKey(); !ok {
 			why = "its primary key is not one integer column"
+			if v >= 140000 {
+				why += ", and it is read with its inheritance children or partitions (page ranges are a plain table's)"
+			} else {
+				why += " (any key splits into page ranges from PostgreSQL 14)"
+			}
 		}
 	}
 	if why != "" {
 		c.log.Info("copy not split: one stream", "reason", why, "estimated_rows", est, "split_rows", limit)
-		return
+		return nil
 	}
 	c.split = &split{key: key}
+	return nil
+}
+
+// pageRanges reports whether the source can be read in ranges of its pages: a plain table
+// read without children (the ctid of a child's row is of the child's pages).
+func (c *tableCopy) pageRanges(ctx context.Context) (bool, error) {
+	src := c.plan.sel.Source
+	var relkind string
+	var children bool
+	if err := c.prov.QueryRow(ctx, `SELECT c.relkind::text, c.relhassubclass FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+		schemaOf(src), src.Name).Scan(&relkind, &children); err != nil {
+		return false, fmt.Errorf("provider: relation kind of %s: %w", src, err)
+	}
+	return relkind == "r" && (c.plan.sel.Only || !children), nil
 }
 
 // integerKey returns the provider table's primary key column when it is one column of an
@@ -156,17 +230,35 @@ func (p *plan) integerKey() (string, bool) {
 	return "", false
 }
 
-// planRanges reads the key's bounds in the copy's snapshot and cuts the ranges.
+// planRanges cuts the ranges: page ranges from the table's size, locked against rewrites
+// until the copy ends; key ranges from the key's bounds in the copy's snapshot.
 func (c *tableCopy) planRanges(ctx context.Context) error {
 	from := c.plan.sel.Source.String()
 	if c.plan.sel.Only {
 		from = "ONLY " + from
 	}
-	k := change.QuoteIdent(c.split.key)
 	var lo, hi *int64
-	q := "SELECT min(" + k + ")::int8, max(" + k + ")::int8 FROM " + from
-	if err := c.prov.QueryRow(ctx, q).Scan(&lo, &hi); err != nil {
-		return fmt.Errorf("provider: key range of %s: %s: %w", c.plan.sel.Source, q, err)
+	var q string
+	if c.split.blocks {
+		// ACCESS SHARE until the snapshot transaction ends: no VACUUM FULL, CLUSTER or
+		// rewriting ALTER TABLE moves rows between pages while the ranges are read.
+		q = "LOCK TABLE ONLY " + c.plan.sel.Source.String() + " IN ACCESS SHARE MODE"
+		if _, err := c.prov.Exec(ctx, q); err != nil {
+			return fmt.Errorf("provider: %s: %w", q, err)
+		}
+		q = "SELECT 0::int8, pg_catalog.pg_relation_size($1::text::pg_catalog.regclass) / pg_catalog.current_setting('block_size')::int8 - 1"
+		if err := c.prov.QueryRow(ctx, q, c.plan.sel.Source.String()).Scan(&lo, &hi); err != nil {
+			return fmt.Errorf("provider: pages of %s: %s: %w", c.plan.sel.Source, q, err)
+		}
+		if *hi < 0 {
+			lo, hi = nil, nil
+		}
+	} else {
+		k := change.QuoteIdent(c.split.key)
+		q = "SELECT min(" + k + ")::int8, max(" + k + ")::int8 FROM " + from
+		if err := c.prov.QueryRow(ctx, q).Scan(&lo, &hi); err != nil {
+			return fmt.Errorf("provider: key range of %s: %s: %w", c.plan.sel.Source, q, err)
+		}
 	}
 	if lo == nil || hi == nil {
 		c.split.ranges = []keyRange{{}}
@@ -186,7 +278,11 @@ func (c *tableCopy) copyRanges(ctx context.Context) error {
 	s := c.split
 	jobs := min(max(c.cfg.SplitJobs, 1), len(s.ranges))
 	c.st.ranges.Store(int64(len(s.ranges)))
-	c.log.Info("copy split into key ranges", "key", s.key, "ranges", len(s.ranges), "jobs", jobs, "snapshot", s.snapshot)
+	if s.blocks {
+		c.log.Info("copy split into page ranges", "ranges", len(s.ranges), "jobs", jobs, "snapshot", s.snapshot)
+	} else {
+		c.log.Info("copy split into key ranges", "key", s.key, "ranges", len(s.ranges), "jobs", jobs, "snapshot", s.snapshot)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	next := make(chan int)
@@ -261,7 +357,7 @@ func (c *tableCopy) copyRange(ctx context.Context, prov, tgt *pgx.Conn, i int) e
 	}
 	start := time.Now()
 	rp := *c.plan
-	rp.keyRange = r.cond(s.key)
+	rp.keyRange = s.cond(r)
 	tx, err := tgt.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("target: begin: %w", err)
@@ -274,13 +370,13 @@ func (c *tableCopy) copyRange(ctx context.Context, prov, tgt *pgx.Conn, i int) e
 	}
 	var got tableProgress
 	if err := pipe(ctx, prov, tx, &rp, rp.dest, c.st, &got); err != nil {
-		return fmt.Errorf("key range %d of %d %s: %w", i+1, len(s.ranges), r, err)
+		return fmt.Errorf("%s %d of %d %s: %w", s.kind(), i+1, len(s.ranges), r, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("key range %d of %d %s: target: commit: %w", i+1, len(s.ranges), r, err)
+		return fmt.Errorf("%s %d of %d %s: target: commit: %w", s.kind(), i+1, len(s.ranges), r, err)
 	}
 	done := c.st.rangesDone.Add(1)
-	c.log.Debug("key range copied", "range", i+1, "of", len(s.ranges), "bounds", r.String(), "rows", got.rows.Load(),
+	c.log.Debug(s.kind()+" copied", "range", i+1, "of", len(s.ranges), "bounds", r.String(), "rows", got.rows.Load(),
 		"elapsed", time.Since(start).Round(time.Millisecond), "ranges_done", done)
 	return nil
 }

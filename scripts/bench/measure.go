@@ -703,9 +703,9 @@ func (b *bench) initialCopy(ctx context.Context) {
 	pipe.name = "pipe" // runs on its own clusters
 	pipe.newRun = func() replicator { return &pipeRun{} }
 	systems = append(systems, pipe)
-	// skiff's copy split into key ranges (--copy-split-rows: 8 ranges of the table, 2 at once),
+	// skiff's copy split into ranges (--copy-split-rows: 8 ranges of the table, of its pages from 14, 2 at once),
 	// recorded as skiff under a name of its own, beside the same repetition's COPY pipe.
-	splitName := name + ", split into 8 key ranges, 2 at once"
+	splitName := name + ", split into 8 ranges, 2 at once"
 	var splitSys *system
 	for _, s := range systems {
 		if s.name == "skiff" {
@@ -741,7 +741,7 @@ func (b *bench) initialCopy(ctx context.Context) {
 	}
 }
 
-// splitCopy measures skiff's copy split into key ranges (subscribe --copy-split-rows), right
+// splitCopy measures skiff's copy split into ranges (subscribe --copy-split-rows), right
 // after skiff's copy in one stream.
 func (b *bench) splitCopy(ctx context.Context, s system, sec, name string, rep int) {
 	if m := b.metric(sec, name, s.name, "MB/s", false); m.na != "" {

@@ -22,7 +22,7 @@ type skiffRun struct {
 	// handlers: the handlers run (handlersSystem): table legacy.bench_t0 captured with a
 	// --where, subscribed with a schema map and the partition handler.
 	handlers bool
-	// splitRows: the initial copy is split into key ranges of about this many rows
+	// splitRows: the initial copy is split into ranges of about this many rows
 	// (subscribe --copy-split-rows); 0 copies in one stream.
 	splitRows int64
 	running   []*proc

@@ -26,8 +26,8 @@ type WorkerCmd struct {
 	// CopyParallel: tables in state copying (resync, added tables, copies cut short by a
 	// crash) are copied by the worker's table manager (issue 5).
 	CopyParallel int `help:"Tables the worker copies at once (tables in state copying: resync, added tables)." default:"2"`
-	// CopySplitRows: a large table's copy split into key ranges (issue 16).
-	CopySplitRows int64 `help:"Split the copy of a table the provider estimates at more rows than this into ranges of its primary key, about this many rows each, copied at once (by as many connections as --copy-parallel) under one exported snapshot. Needs a provider 9.2+ and a primary key of one integer column; otherwise, or with 0, the table is copied in one stream (the log says why). The ranges commit apart: the destination is emptied first and fills as they commit; a copy cut short starts over." default:"0"`
+	// CopySplitRows: a large table's copy split into ranges (issue 16).
+	CopySplitRows int64 `help:"Split the copy of a table the provider estimates at more rows than this into ranges of about this many rows each, copied at once (by as many connections as --copy-parallel) under one exported snapshot: ranges of its pages on a provider 14+ (a plain table, any key; read without an index), else ranges of its primary key (9.2+, a key of one integer column). Otherwise, or with 0, the table is copied in one stream (the log says why). The ranges commit apart: the destination is emptied first and fills as they commit; a copy cut short starts over." default:"0"`
 	// CopyLockTimeout bounds a copy's wait for its destination's lock while the copy's
 	// barrier holds the subscription's batches back.
 	CopyLockTimeout time.Duration `help:"How long a copy waits for its destination's lock (the subscription's batches wait meanwhile) before it fails, naming the holder, and is tried again later." default:"5s"`
