@@ -256,9 +256,11 @@ func TestTriggerCostBreakdown(t *testing.T) {
 	exec(t, c, `ALTER FUNCTION `+fn+` SET search_path = pg_catalog, pg_temp`)
 	step("  with search_path SET (capture version 2)")
 	exec(t, c, `ALTER FUNCTION `+fn+` RESET search_path`)
-	replace(`BEGIN ` + insert(`pg_catalog.nextval('skiff.event_1_id_seq'::regclass)`) + ` RETURN NULL; END`)
+	// The TRUNCATE before each round fires the function too: before 9.0 NEW is unassigned
+	// there, so the body inserts only for a row.
+	replace(`BEGIN IF TG_LEVEL = 'ROW' THEN ` + insert(`pg_catalog.nextval('skiff.event_1_id_seq'::regclass)`) + ` END IF; RETURN NULL; END`)
 	step("one INSERT (no TG_OP/epoch IFs, not definer)")
-	replace(`BEGIN ` + insert(`1`) + ` RETURN NULL; END`)
+	replace(`BEGIN IF TG_LEVEL = 'ROW' THEN ` + insert(`1`) + ` END IF; RETURN NULL; END`)
 	step("  and no nextval")
 	for n := 0; n < 3; n++ {
 		exec(t, c, fmt.Sprintf(`DROP INDEX skiff.event_1_%d_txid_idx`, n))
