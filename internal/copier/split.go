@@ -243,7 +243,7 @@ func (c *tableCopy) planRanges(ctx context.Context) error {
 		// ACCESS SHARE until the snapshot transaction ends: no VACUUM FULL, CLUSTER or
 		// rewriting ALTER TABLE moves rows between pages while the ranges are read.
 		q = "LOCK TABLE ONLY " + c.plan.sel.Source.String() + " IN ACCESS SHARE MODE"
-		if _, err := c.prov.Exec(ctx, q); err != nil {
+		if _, err := pg.Exec(ctx, c.prov.PgConn(), q); err != nil {
 			return fmt.Errorf("provider: %s: %w", q, err)
 		}
 		q = "SELECT 0::int8, pg_catalog.pg_relation_size($1::text::pg_catalog.regclass) / pg_catalog.current_setting('block_size')::int8 - 1"
