@@ -744,12 +744,9 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 	// A plain table whose columns go unchanged is read by COPY directly (a heap scan, no
 	// executor: faster; COPY reads the table without its inheritance children); a
 	// partitioned one, one copied with its children (or anything else) through a query.
-	var relkind string
-	var children bool
-	if err := prov.QueryRow(ctx, `SELECT c.relkind::text, c.relhassubclass FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
-		schemaOf(p.sel.Source), p.sel.Source.Name).Scan(&relkind, &children); err != nil {
-		return fmt.Errorf("provider: relation kind of %s: %w", p.sel.Source, err)
+	relkind, children, err := relationKind(ctx, prov, p.sel.Source)
+	if err != nil {
+		return fmt.Errorf("provider: %w", err)
 	}
 	if relkind == "r" && p.sel.Plain() && p.keyRange == "" && (p.sel.Only || !children) {
 		out = "COPY " + p.sel.Source.String() + " (" + quoteList(p.sel.SourceColumns()) + ") TO STDOUT"
@@ -777,7 +774,7 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 		pw.CloseWithError(err) // nil: EOF for the reader
 		readErr <- err
 	}()
-	_, err := ttx.Conn().PgConn().CopyFrom(ctx, pr, in)
+	_, err = ttx.Conn().PgConn().CopyFrom(ctx, pr, in)
 	if err != nil {
 		err = fmt.Errorf("target: %s: %w", in, err)
 		// Stop the reader: it may be blocked writing into the pipe.
@@ -848,6 +845,18 @@ func (c *counter) publish() {
 		st.bytes.Add(bytes)
 		st.rows.Add(rows)
 	}
+}
+
+// relationKind returns a table's relkind and whether it has (or had) inheritance children or
+// partitions (relhassubclass).
+func relationKind(ctx context.Context, conn *pgx.Conn, t change.Table) (relkind string, children bool, err error) {
+	err = conn.QueryRow(ctx, `SELECT c.relkind::text, c.relhassubclass FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+		schemaOf(t), t.Name).Scan(&relkind, &children)
+	if err != nil {
+		err = fmt.Errorf("relation kind of %s: %w", t, err)
+	}
+	return relkind, children, err
 }
 
 func schemaOf(t change.Table) string {

@@ -202,13 +202,9 @@ func (c *tableCopy) decideSplit(ctx context.Context) error {
 // pageRanges reports whether the source can be read in ranges of its pages: a plain table
 // read without children (the ctid of a child's row is of the child's pages).
 func (c *tableCopy) pageRanges(ctx context.Context) (bool, error) {
-	src := c.plan.sel.Source
-	var relkind string
-	var children bool
-	if err := c.prov.QueryRow(ctx, `SELECT c.relkind::text, c.relhassubclass FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
-		schemaOf(src), src.Name).Scan(&relkind, &children); err != nil {
-		return false, fmt.Errorf("provider: relation kind of %s: %w", src, err)
+	relkind, children, err := relationKind(ctx, c.prov, c.plan.sel.Source)
+	if err != nil {
+		return false, fmt.Errorf("provider: %w", err)
 	}
 	return relkind == "r" && (c.plan.sel.Only || !children), nil
 }
