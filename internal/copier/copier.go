@@ -762,10 +762,19 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 	go func() {
 		// pgconn hands CopyTo one row per Write; a pipe write is a goroutine hand-off, so the
 		// rows are gathered into 256 kB writes first.
-		cw := &counter{w: bufio.NewWriterSize(pw, 256<<10), binary: p.binary, st: st, also: also, every: countEvery}
+		bw := bufio.NewWriterSize(pw, 256<<10)
+		cw := &counter{w: bw, binary: p.binary, st: st, also: also, every: countEvery}
+		var tw *trailerStripper
+		if p.binary && pg.ServerVersion(ttx.Conn()) < 90100 {
+			tw = &trailerStripper{w: bw}
+			cw.w = tw
+		}
 		tag, err := prov.PgConn().CopyTo(ctx, cw, out)
+		if err == nil && tw != nil {
+			err = tw.end()
+		}
 		if err == nil {
-			err = cw.w.(*bufio.Writer).Flush()
+			err = bw.Flush()
 		}
 		cw.done(tag.RowsAffected(), err == nil)
 		if err != nil {
@@ -790,6 +799,55 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 		return errors.Join(err, rerr)
 	}
 	return err
+}
+
+// trailerStripper passes a binary COPY stream on without its last two bytes, the trailer
+// (int16 -1), for a target before 9.1. Such a server ends a binary COPY FROM at the trailer
+// without waiting for the client's CopyDone (PostgreSQL waits from 9.1 on), and answers
+// CommandComplete and ReadyForQuery while the client may still be streaming: pgconn's
+// CopyFrom reads and drops those while it sends, then waits after its CopyDone for a
+// ReadyForQuery that never comes (the server ignores a CopyDone outside COPY), and the copy
+// hung whenever the server's answer beat the end of the stream. Without the trailer, the
+// server reads to the protocol's end of data (CopyDone), which also ends a binary COPY at a
+// row's start, and answers only then.
+type trailerStripper struct {
+	w    io.Writer
+	tail []byte // the stream's last bytes, held back (at most 2)
+}
+
+func (t *trailerStripper) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(t.tail)+len(p) <= 2 {
+		t.tail = append(t.tail, p...)
+		return n, nil
+	}
+	// Pass on everything but the last two bytes of tail+p.
+	if keep := len(p) - 2; keep >= 0 {
+		if len(t.tail) > 0 {
+			if _, err := t.w.Write(t.tail); err != nil {
+				return 0, err
+			}
+		}
+		if _, err := t.w.Write(p[:keep]); err != nil {
+			return 0, err
+		}
+		t.tail = append(t.tail[:0], p[keep:]...)
+		return n, nil
+	}
+	// len(p) == 1 and two bytes held: pass the older one on.
+	if _, err := t.w.Write(t.tail[:1]); err != nil {
+		return 0, err
+	}
+	t.tail = append(t.tail[:0], t.tail[1], p[0])
+	return n, nil
+}
+
+// end checks that the bytes held back are the trailer.
+func (t *trailerStripper) end() error {
+	if len(t.tail) != 2 || t.tail[0] != 0xff || t.tail[1] != 0xff {
+		return fmt.Errorf("binary COPY stream does not end with its trailer (last bytes %x)", t.tail)
+	}
+	return nil
 }
 
 // counter passes the COPY stream on and counts it, publishing its counts into st and also
