@@ -2,14 +2,18 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/internal/pg"
 )
 
 // TestUpdateOldKey: an UPDATE event carries the old key (ev_extra) exactly when the update
-// changed the key's text (the capture function compares the keys' text):
+// changed the key's text (the capture function compares the keys' text, or, for NOT NULL
+// keys of types whose equality is their text's (keyByOperator), the keys by pg_catalog's =):
 // a changed key, an unchanged one, a composite key changed in either part, and keys whose
 // equal values may print differently (numeric 1.0 and 1.00, float8 0 and -0, bpchar 'a' and
 // 'a '), a NULL key column (--key with --key-not-unique), and a child's row of a table
@@ -36,6 +40,14 @@ func TestUpdateOldKey(t *testing.T) {
 		require.NoError(t, err)
 		return out
 	}
+	// byOperator says whether the table's capture function compares keys by operator.
+	byOperator := func(table string) bool {
+		t.Helper()
+		var src string
+		require.NoError(t, c.QueryRow(ctx, `SELECT p.prosrc FROM skiff.captured_table t
+			JOIN pg_proc p ON p.proname = t.func_name WHERE t.table_name = $1`, table).Scan(&src))
+		return strings.Contains(src, "OPERATOR(pg_catalog.=) NEW.")
+	}
 
 	exec(t, c, `CREATE TABLE a (id int PRIMARY KEY, v text)`)
 	add(TableSpec{Name: "a"})
@@ -53,6 +65,22 @@ func TestUpdateOldKey(t *testing.T) {
 	exec(t, c, `UPDATE b SET id = 2`)
 	exec(t, c, `UPDATE b SET k = 'l', v = 2`)
 	require.Equal(t, []string{"-", "(1,k)", "(1,l)", "-"}, extras("b"))
+	require.True(t, byOperator("a"))
+	require.True(t, byOperator("b"))
+
+	// Every type compared by operator, in one key.
+	exec(t, c, `CREATE TABLE w (u uuid, d date, vc varchar(10), i2 int2, i8 int8, o oid, b bool, v int,
+		PRIMARY KEY (u, d, vc, i2, i8, o, b))`)
+	add(TableSpec{Name: "w"})
+	exec(t, c, `INSERT INTO w VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2001-02-03', 'x', 1, 2, 3, true, 0)`)
+	exec(t, c, `UPDATE w SET v = 1`)
+	exec(t, c, `UPDATE w SET d = '2001-02-04'`)
+	exec(t, c, `UPDATE w SET vc = 'y', v = 2`)
+	exec(t, c, `UPDATE w SET b = false`)
+	exec(t, c, `UPDATE w SET i2 = i2, i8 = i8, o = o, v = 3`)
+	require.Equal(t, []string{"-", "(a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,2001-02-03,x,1,2,3,t)",
+		"(a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,2001-02-04,x,1,2,3,t)", "(a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,2001-02-04,y,1,2,3,t)", "-"}, extras("w"))
+	require.True(t, byOperator("w"))
 
 	// Equal by the type's equality, printed otherwise: the key's text changed.
 	exec(t, c, `CREATE TABLE n (k numeric PRIMARY KEY, v int)`)
@@ -75,6 +103,20 @@ func TestUpdateOldKey(t *testing.T) {
 	exec(t, c, `UPDATE s SET v = 1`)
 	exec(t, c, `UPDATE s SET k = 'a '`)
 	require.Equal(t, []string{"-", "(a)"}, extras("s"))
+	for _, tb := range []string{"n", "f", "s"} {
+		require.False(t, byOperator(tb), "table %s", tb)
+	}
+
+	// A collation of the column's own (may be nondeterministic: 12+): compared as text.
+	if pg.ServerVersionOf(c.PgConn()) >= 90100 {
+		exec(t, c, `CREATE TABLE cc (k text COLLATE "C" PRIMARY KEY, v int)`)
+		add(TableSpec{Name: "cc"})
+		exec(t, c, `INSERT INTO cc VALUES ('a', 0)`)
+		exec(t, c, `UPDATE cc SET v = 1`)
+		exec(t, c, `UPDATE cc SET k = 'b'`)
+		require.Equal(t, []string{"-", "(a)"}, extras("cc"))
+		require.False(t, byOperator("cc"))
+	}
 
 	// A key that may be NULL (the user's word that it identifies rows).
 	exec(t, c, `CREATE TABLE u (id int, v int)`)
@@ -84,6 +126,7 @@ func TestUpdateOldKey(t *testing.T) {
 	exec(t, c, `UPDATE u SET id = 1`)
 	exec(t, c, `UPDATE u SET id = NULL`)
 	require.Equal(t, []string{"-", "()", "(1)"}, extras("u"))
+	require.False(t, byOperator("u"))
 
 	// A child's row, through the parent's capture function.
 	exec(t, c, `CREATE TABLE par (id int PRIMARY KEY, v int)`)
@@ -93,4 +136,5 @@ func TestUpdateOldKey(t *testing.T) {
 	exec(t, c, `UPDATE par SET v = 1`)
 	exec(t, c, `UPDATE par SET id = 2`)
 	require.Equal(t, []string{"-", "(1)"}, extras("par"))
+	require.True(t, byOperator("par"))
 }
