@@ -19,8 +19,12 @@ func TestTargetWithoutPLpgSQL(t *testing.T) {
 	conn, err := pg.Connect(ctx, url, "skiff-test")
 	require.NoError(t, err)
 	defer conn.Close(ctx)
-	if pg.ServerVersion(conn) >= 90000 {
+	switch v := pg.ServerVersion(conn); {
+	case v >= 90100:
 		_, err = conn.Exec(ctx, "DROP EXTENSION plpgsql")
+		require.NoError(t, err)
+	case v >= 90000: // installed by default, not yet an extension
+		_, err = conn.Exec(ctx, "DROP LANGUAGE plpgsql")
 		require.NoError(t, err)
 	} // before 9.0 a new database has no PL/pgSQL
 	cfg, err := pg.ParseConfig(url, "skiff-test")
