@@ -106,7 +106,8 @@ func (c *Config) defaults() error {
 }
 
 // Source streams a logical replication slot as batches of change events. Its methods are
-// called from one goroutine (the worker's); a goroutine of its own reads the stream.
+// called from one goroutine (the worker's), which reads the stream itself inside NextBatch; a
+// goroutine of its own reads it meanwhile (stream).
 type Source struct {
 	cfg     Config
 	db      *pgx.Conn // catalog reads and the txid epoch
@@ -122,6 +123,7 @@ type Source struct {
 	spare   *spool.Spool
 
 	// The batch being filled: whole transactions, then the one being received.
+	rest      []wal // messages received, not decoded yet
 	consumed  int64 // messages decoded (see feedback)
 	inTx      bool
 	txID      int64 // the transaction's txid (64 bits)
@@ -274,6 +276,7 @@ func (s *Source) stopStream(ctx context.Context) {
 		s.st.stop(ctx)
 		s.st = nil
 	}
+	s.rest = nil
 }
 
 // resetFill forgets the batch being filled (the stream restarts from s.pos).
@@ -335,62 +338,83 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			return change.Batch{}, err
 		}
 	}
-	var due <-chan time.Time
-	arm := func() {
-		t := time.NewTimer(max(0, s.cfg.MaxWait-time.Since(s.fillFirst)))
-		due = t.C
+	// The Source reads the connection itself until it returns a batch: see stream.
+	if err := s.st.take(ctx, func(w wal) { s.rest = append(s.rest, w) }); err != nil {
+		if ctx.Err() != nil {
+			return change.Batch{}, ctx.Err()
+		}
+		s.stopStream(ctx)
+		s.resetFill()
+		return change.Batch{}, fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
 	}
+	st := s.st
+	defer func() {
+		if s.st == st {
+			st.give()
+		}
+	}()
+	var due time.Time // MaxWait after the batch's first transaction
+	arm := func() { due = s.fillFirst.Add(s.cfg.MaxWait) }
 	if s.fillTxs > 0 {
 		arm()
 	}
 	for {
-		select {
-		case <-ctx.Done():
-			return change.Batch{}, ctx.Err()
-		case <-due:
-			due = nil
-			s.due = true
-			if !s.inTx {
-				return s.cut(), nil
-			}
-		case <-s.st.done:
-			err := s.st.err
-			s.stopStream(ctx)
-			s.resetFill()
-			return change.Batch{}, fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
-		case w := <-s.st.msgs:
-			s.consumed++
-			d, err := s.dec.decode(ctx, w, s.emit)
-			if err != nil {
-				// The stream cannot go on past a message it cannot read: start it again.
-				s.stopStream(ctx)
-				s.resetFill()
-				return change.Batch{}, fmt.Errorf("logical stream of slot %s at %s: %w", s.cfg.Slot, w.start, err)
-			}
-			switch {
-			case d.begin:
-				s.inTx, s.txEvents = true, 0
-				s.txID = extend(d.xid, s.ref)
-			case d.commit:
-				s.inTx = false
-				if s.txEvents == 0 {
-					if s.fillTxs == 0 {
-						// An empty transaction (other tables) with nothing pending: settled.
-						s.fb.settle(s.consumed)
-					} else {
-						s.fillEnd = d.end
-					}
-					continue
-				}
-				s.fillTxs++
-				s.fillEnd, s.fillTime = d.end, d.time
-				if s.fillTxs == 1 {
-					s.fillFirst = time.Now()
-					arm()
-				}
-				if s.fill.Len() >= s.cfg.MaxEvents || s.due {
+		if len(s.rest) == 0 {
+			if !due.IsZero() && !time.Now().Before(due) {
+				due = time.Time{}
+				s.due = true
+				if !s.inTx {
 					return s.cut(), nil
 				}
+			}
+			w, ok, err := st.step(ctx, false, due)
+			if err != nil {
+				if ctx.Err() != nil {
+					return change.Batch{}, ctx.Err()
+				}
+				s.stopStream(ctx)
+				s.resetFill()
+				return change.Batch{}, fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
+			}
+			if ok {
+				s.rest = append(s.rest, w)
+			}
+			continue
+		}
+		w := s.rest[0]
+		s.rest[0] = wal{}
+		s.rest = s.rest[1:]
+		s.consumed++
+		d, err := s.dec.decode(ctx, w, s.emit)
+		if err != nil {
+			// The stream cannot go on past a message it cannot read: start it again.
+			s.stopStream(ctx)
+			s.resetFill()
+			return change.Batch{}, fmt.Errorf("logical stream of slot %s at %s: %w", s.cfg.Slot, w.start, err)
+		}
+		switch {
+		case d.begin:
+			s.inTx, s.txEvents = true, 0
+			s.txID = extend(d.xid, s.ref)
+		case d.commit:
+			s.inTx = false
+			if s.txEvents == 0 {
+				if s.fillTxs == 0 {
+					// An empty transaction (other tables) with nothing pending: settled.
+					s.fb.settle(s.consumed)
+				} else {
+					s.fillEnd = d.end
+				}
+				continue
+			}
+			s.fillTxs++
+			s.fillEnd, s.fillTime = d.end, d.time
+			if s.fillTxs == 1 {
+				s.fillFirst = time.Now()
+				arm()
+			}
+			if s.fill.Len() >= s.cfg.MaxEvents || s.due {
+				return s.cut(), nil
 			}
 		}
 	}
