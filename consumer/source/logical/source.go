@@ -340,12 +340,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 	}
 	// The Source reads the connection itself until it returns a batch: see stream.
 	if err := s.st.take(ctx, func(w wal) { s.rest = append(s.rest, w) }); err != nil {
-		if ctx.Err() != nil {
-			return change.Batch{}, ctx.Err()
-		}
-		s.stopStream(ctx)
-		s.resetFill()
-		return change.Batch{}, fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
+		return change.Batch{}, s.broken(ctx, err)
 	}
 	st := s.st
 	defer func() {
@@ -369,12 +364,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			}
 			w, ok, err := st.step(ctx, false, due)
 			if err != nil {
-				if ctx.Err() != nil {
-					return change.Batch{}, ctx.Err()
-				}
-				s.stopStream(ctx)
-				s.resetFill()
-				return change.Batch{}, fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
+				return change.Batch{}, s.broken(ctx, err)
 			}
 			if ok {
 				s.rest = append(s.rest, w)
@@ -418,6 +408,17 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			}
 		}
 	}
+}
+
+// broken returns why NextBatch stops: its context ended, or the stream failed with err (it
+// is stopped, and the next NextBatch starts it again from the last finished batch).
+func (s *Source) broken(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	s.stopStream(ctx)
+	s.resetFill()
+	return fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
 }
 
 // emit adds a decoded event to the batch being filled.

@@ -57,7 +57,7 @@ func (f *feedback) settle(consumed int64) {
 //     scheduler for each one: with four workers on two cores, a slot's trickle of changes cost
 //     each worker ≈ 64 µs of CPU per change (3 µs when busy), and the walsenders were starved.
 //
-// The fields below msgs are the holder's: only the goroutine holding the connection uses them.
+// next and nextIdle are the holder's: only the goroutine holding the connection uses them.
 type stream struct {
 	conn     *pgconn.PgConn
 	fb       *feedback
