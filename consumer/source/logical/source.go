@@ -134,7 +134,8 @@ type Source struct {
 	fillTime  time.Time
 	nextEvID  int64
 	due       bool
-	ref       int64 // a recent txid: the epoch of decoded 32-bit xids (extend)
+	ref       int64   // a recent txid: the epoch of decoded 32-bit xids (extend)
+	fails     failRun // the stream's failures in a row that look alike (failed)
 }
 
 // New returns a Source for cfg; it connects in Resume.
@@ -262,7 +263,11 @@ func (s *Source) start(ctx context.Context) error {
 	})
 	if err != nil {
 		_ = conn.Close(ctx)
-		return fmt.Errorf("logical source: start replication of slot %s at %s: %w", s.cfg.Slot, LSN(s.pos.LSN), err)
+		err = fmt.Errorf("logical source: start replication of slot %s at %s: %w", s.cfg.Slot, LSN(s.pos.LSN), err)
+		if stuck := s.failed(err, false); stuck != nil {
+			return stuck
+		}
+		return err
 	}
 	s.dec.reset()
 	s.st = newStream(conn, s.fb, s.cfg.StatusInterval, 1024)
@@ -322,6 +327,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 	if s.st != nil {
 		select {
 		case <-s.st.done: // broke while a batch was pending: start again at once
+			// Not counted by failed: a failure that recurs comes again from the new stream.
 			s.cfg.Log.Warn("logical stream ended; starting it again", "slot", s.cfg.Slot, "error", s.st.err)
 			s.stopStream(ctx)
 		default:
@@ -340,7 +346,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 	}
 	// The Source reads the connection itself until it returns a batch: see stream.
 	if err := s.st.take(ctx, func(w wal) { s.rest = append(s.rest, w) }); err != nil {
-		return change.Batch{}, s.broken(ctx, err)
+		return s.broken(ctx, err, false)
 	}
 	st := s.st
 	defer func() {
@@ -364,7 +370,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 			}
 			w, ok, err := st.step(ctx, false, due)
 			if err != nil {
-				return change.Batch{}, s.broken(ctx, err)
+				return s.broken(ctx, err, false)
 			}
 			if ok {
 				s.rest = append(s.rest, w)
@@ -378,9 +384,7 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 		d, err := s.dec.decode(ctx, w, s.emit)
 		if err != nil {
 			// The stream cannot go on past a message it cannot read: start it again.
-			s.stopStream(ctx)
-			s.resetFill()
-			return change.Batch{}, fmt.Errorf("logical stream of slot %s at %s: %w", s.cfg.Slot, w.start, err)
+			return s.broken(ctx, fmt.Errorf("at %s: %w", w.start, err), true)
 		}
 		switch {
 		case d.begin:
@@ -410,15 +414,29 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 	}
 }
 
-// broken returns why NextBatch stops: its context ended, or the stream failed with err (it
-// is stopped, and the next NextBatch starts it again from the last finished batch).
-func (s *Source) broken(ctx context.Context, err error) error {
+// broken is NextBatch's end when its context ended or the stream failed with err (a message
+// the source could not read when decodeErr). The stream is stopped; the next NextBatch starts
+// it again from the last finished batch. The whole transactions the batch being filled holds
+// are good: they are cut into a batch and returned, and the failure, if it recurs, comes
+// after them. Otherwise the error is returned, a SlotStuckError once it recurred StuckAfter
+// times at one position (failed).
+func (s *Source) broken(ctx context.Context, err error, decodeErr bool) (change.Batch, error) {
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return change.Batch{}, ctx.Err()
 	}
 	s.stopStream(ctx)
+	err = fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
+	if s.fillTxs > 0 && (!s.inTx || s.txEvents == 0) {
+		s.cfg.Log.Warn("logical stream failed; the transactions received before make a batch", "slot", s.cfg.Slot,
+			"transactions", s.fillTxs, "end", s.fillEnd.String(), "error", err)
+		s.inTx = false
+		return s.cut(), nil
+	}
 	s.resetFill()
-	return fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
+	if stuck := s.failed(err, decodeErr); stuck != nil {
+		return change.Batch{}, stuck
+	}
+	return change.Batch{}, err
 }
 
 // emit adds a decoded event to the batch being filled.
@@ -475,6 +493,7 @@ func (s *Source) cut() change.Batch {
 	s.pending = &b
 	s.held, s.fill, s.spare = s.fill, s.spare, nil
 	s.resetFill()
+	s.fails = failRun{} // the stream got past where it failed
 	return b
 }
 

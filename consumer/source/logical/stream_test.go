@@ -2,12 +2,14 @@ package logical
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
@@ -391,4 +393,79 @@ func TestSourceConfirmed(t *testing.T) {
 		stop()
 		require.ErrorIs(t, <-got, context.Canceled)
 	})
+}
+
+// TestSlotStuck: a slot whose stream fails again and again at the same point with the same
+// server error (here pgoutput cannot find its publication: it was dropped before the change
+// was written) makes NextBatch fail with a plain error StuckAfter-1 times (the worker
+// retries those), then with a SlotStuckError that names the slot, the position and the
+// server's message, and is a change.ErrPositionLost (the worker stops). From 18, pgoutput
+// skips a publication it cannot find with a warning instead of failing.
+func TestSlotStuck(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"10", "15"} {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := newProvider(t, v, PGOutput)
+			tbl := change.Table{Schema: "public", Name: "t"}
+			p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+			p.publish(t, tbl)
+			p.createSlot(t)
+			s := p.source(t, nil)
+			require.NoError(t, s.Resume(ctx, change.Position{}))
+			p.writeTx(t, `INSERT INTO t VALUES (1)`)
+			b, _ := next(t, s)
+			finish(t, s, b)
+			p.exec(t, `DROP PUBLICATION `+change.QuoteIdent(p.pub))
+			p.writeTx(t, `INSERT INTO t VALUES (2)`)
+			for i := 1; i <= StuckAfter; i++ {
+				cctx, cancel := context.WithTimeout(ctx, time.Minute)
+				_, err := s.NextBatch(cctx)
+				cancel()
+				require.Error(t, err, "try %d", i)
+				require.Contains(t, err.Error(), "does not exist", "try %d: the server's message", i)
+				var stuck *SlotStuckError
+				if i < StuckAfter {
+					require.False(t, errors.As(err, &stuck), "try %d: %v", i, err)
+					require.NotErrorIs(t, err, change.ErrPositionLost, "try %d", i)
+					continue
+				}
+				require.ErrorAs(t, err, &stuck)
+				require.ErrorIs(t, err, change.ErrPositionLost)
+				require.Equal(t, p.slot, stuck.Slot)
+				require.Equal(t, LSN(b.End.LSN), stuck.At, "the end of the last batch finished")
+				msg := err.Error()
+				t.Log(msg)
+				for _, want := range []string{"replication slot " + p.slot, b.End.String(), "42704", "skiff unsubscribe", "skiff subscribe"} {
+					require.Contains(t, msg, want)
+				}
+			}
+		})
+	}
+}
+
+// TestTransientServerErrors: the server errors that may pass by themselves never make a slot
+// stuck, however often they come.
+func TestTransientServerErrors(t *testing.T) {
+	s := &Source{cfg: Config{Slot: "s"}}
+	for _, code := range []string{"57P01", "08006", "53200", "55006", "58P01", "40001"} {
+		for range 2 * StuckAfter {
+			require.NoError(t, s.failed(&pgconn.PgError{Code: code, Message: "m"}, false), code)
+		}
+	}
+	for range 2 * StuckAfter {
+		require.NoError(t, s.failed(errors.New("connection reset"), false))
+	}
+	var err error
+	for range StuckAfter {
+		err = s.failed(&pgconn.PgError{Code: "XX000", Message: `could not map filenode "base/1/2" to relation OID`}, false)
+	}
+	require.ErrorIs(t, err, change.ErrPositionLost, "an internal error, StuckAfter times at one position")
+	s.fails = failRun{}
+	for i := range StuckAfter {
+		// The same error at a new position each time (the stream got further): not stuck.
+		s.pos.LSN = uint64(i + 1)
+		require.NoError(t, s.failed(&pgconn.PgError{Code: "XX000", Message: "m"}, false))
+	}
 }
