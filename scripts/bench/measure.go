@@ -69,20 +69,10 @@ type captureVariant struct {
 func (b *bench) captureVariants(ctx context.Context) []captureVariant {
 	vs := []captureVariant{{name: "none", install: func(context.Context, *pgtest.Server, string, string) error { return nil }}}
 	if b.cfg.Systems["skiff"] {
-		vs = append(vs, captureVariant{name: "skiff", install: func(ctx context.Context, s *pgtest.Server, db, dir string) error {
-			if err := skiffCaptureAvailable(ctx, b); err != nil {
-				return err
-			}
-			if _, err := runCmd(ctx, dir, nil, b.cfg.SkiffBin, "--log-format", "json", "init", "provider", "--db", s.URL(db)); err != nil {
-				return err
-			}
-			args := []string{"--log-format", "json", "table", "add", "--db", s.URL(db), "--queue", "bench"}
-			for _, t := range captureTables {
-				args = append(args, "public."+t)
-			}
-			_, err := runCmd(ctx, dir, nil, b.cfg.SkiffBin, args...)
-			return err
-		}})
+		vs = append(vs, b.skiffCapture("skiff"))
+		// The statement-level INSERT trigger (10+), beside the default row trigger: what a
+		// bulk-loaded table's capture costs with it, and what it costs pgbench's one-row INSERTs.
+		vs = append(vs, b.skiffCapture("skiff-stmt", "--insert-trigger", "statement"))
 	}
 	vs = append(vs, captureVariant{name: "pgq", install: func(ctx context.Context, s *pgtest.Server, db, _ string) error {
 		if err := extensionInstalled(b, "pgq"); err != nil {
@@ -101,6 +91,24 @@ func (b *bench) captureVariants(ctx context.Context) []captureVariant {
 
 // plpgsqlVariant is the reference: a bare PL/pgSQL trigger that writes newRow (oldRow for a
 // delete) into a table.
+// skiffCapture captures the capture tables with skiff table add and extra flags.
+func (b *bench) skiffCapture(name string, extra ...string) captureVariant {
+	return captureVariant{name: name, install: func(ctx context.Context, s *pgtest.Server, db, dir string) error {
+		if err := skiffCaptureAvailable(ctx, b); err != nil {
+			return err
+		}
+		if _, err := runCmd(ctx, dir, nil, b.cfg.SkiffBin, "--log-format", "json", "init", "provider", "--db", s.URL(db)); err != nil {
+			return err
+		}
+		args := append([]string{"--log-format", "json", "table", "add", "--db", s.URL(db), "--queue", "bench"}, extra...)
+		for _, t := range captureTables {
+			args = append(args, "public."+t)
+		}
+		_, err := runCmd(ctx, dir, nil, b.cfg.SkiffBin, args...)
+		return err
+	}}
+}
+
 func plpgsqlVariant(newRow, oldRow string) captureVariant {
 	return captureVariant{name: "plpgsql", install: func(ctx context.Context, s *pgtest.Server, db, _ string) error {
 		data := "json"

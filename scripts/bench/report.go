@@ -128,6 +128,7 @@ var sectionTitles = map[string]string{
 var systemLabels = map[string]string{
 	"skiff":          "skiff",
 	"skiff-logical":  "skiff, logical-decoding source (pgoutput)",
+	"skiff-stmt":     "skiff, table add --insert-trigger statement (INSERTs captured per statement, 10+)",
 	"skiff-old":      "skiff, provider on the older server (-old), target on the main one",
 	"skiff-handlers": "skiff, schema map + filter (--where) + partition routing",
 	"londiste":       "Londiste3 + PgQ",
