@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -446,7 +447,8 @@ func TestSlotStuck(t *testing.T) {
 }
 
 // TestTransientServerErrors: the server errors that may pass by themselves never make a slot
-// stuck, however often they come.
+// stuck, however often they come, nor interrupt a run of the same error; different errors,
+// or the same at different positions, are not "in a row".
 func TestTransientServerErrors(t *testing.T) {
 	s := &Source{cfg: Config{Slot: "s"}}
 	for _, code := range []string{"57P01", "08006", "53200", "55006", "58P01", "40001"} {
@@ -460,8 +462,16 @@ func TestTransientServerErrors(t *testing.T) {
 	var err error
 	for range StuckAfter {
 		err = s.failed(&pgconn.PgError{Code: "XX000", Message: `could not map filenode "base/1/2" to relation OID`}, false)
+		// The walsender that failed may hold the slot a moment longer: the next start
+		// fails with "replication slot … is active" (55006), which neither counts nor resets.
+		require.NoError(t, s.failed(&pgconn.PgError{Code: "55006", Message: "replication slot is active"}, false))
 	}
 	require.ErrorIs(t, err, change.ErrPositionLost, "an internal error, StuckAfter times at one position")
+	s.fails = failRun{}
+	for i := range 2 * StuckAfter {
+		// Two errors taking turns at one position: neither comes StuckAfter times in a row.
+		require.NoError(t, s.failed(&pgconn.PgError{Code: "XX000", Message: "m" + strconv.Itoa(i%2)}, false))
+	}
 	s.fails = failRun{}
 	for i := range StuckAfter {
 		// The same error at a new position each time (the stream got further): not stuck.

@@ -68,7 +68,9 @@ func transient(code string) bool {
 // failed notes that the stream failed with err, starting at s.pos; it returns a
 // SlotStuckError once the same failure came StuckAfter times in a row there. Only what is
 // the slot's to decode counts: an error the server sent (other than a transient one) or a
-// message the source could not read (decodeErr); a lost connection resets the count.
+// message the source could not read (decodeErr). A transient failure in between (the
+// walsender that failed still holding the slot for a moment, a lost connection) neither counts
+// nor resets the count; a batch cut (progress) does.
 func (s *Source) failed(err error, decodeErr bool) error {
 	var what string
 	var pe *pgconn.PgError
@@ -78,7 +80,6 @@ func (s *Source) failed(err error, decodeErr bool) error {
 	case errors.As(err, &pe) && !transient(pe.Code):
 		what = pe.Code + ": " + pe.Message
 	default:
-		s.fails = failRun{}
 		return nil
 	}
 	at := LSN(s.pos.LSN)
