@@ -326,10 +326,16 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 	}
 	if s.st != nil {
 		select {
-		case <-s.st.done: // broke while a batch was pending: start again at once
-			// Not counted by failed: a failure that recurs comes again from the new stream.
-			s.cfg.Log.Warn("logical stream ended; starting it again", "slot", s.cfg.Slot, "error", s.st.err)
-			s.stopStream(ctx)
+		case <-s.st.done: // broke while a batch was pending
+			// What the reader received before the failure is good: whole transactions make
+			// a batch. Otherwise the stream starts again at once (not counted by failed: a
+			// failure that recurs comes again from the new stream).
+			err := s.st.err
+			s.st.drain(func(w wal) { s.rest = append(s.rest, w) })
+			if b, ok := s.salvage(ctx, err); ok {
+				return b, nil
+			}
+			s.cfg.Log.Warn("logical stream ended; starting it again", "slot", s.cfg.Slot, "error", err)
 		default:
 		}
 	}
@@ -380,38 +386,78 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 		w := s.rest[0]
 		s.rest[0] = wal{}
 		s.rest = s.rest[1:]
-		s.consumed++
-		d, err := s.dec.decode(ctx, w, s.emit)
+		first, full, err := s.handle(ctx, w)
 		if err != nil {
 			// The stream cannot go on past a message it cannot read: start it again.
-			return s.broken(ctx, fmt.Errorf("at %s: %w", w.start, err), true)
+			return s.broken(ctx, err, true)
 		}
-		switch {
-		case d.begin:
-			s.inTx, s.txEvents = true, 0
-			s.txID = extend(d.xid, s.ref)
-		case d.commit:
-			s.inTx = false
-			if s.txEvents == 0 {
-				if s.fillTxs == 0 {
-					// An empty transaction (other tables) with nothing pending: settled.
-					s.fb.settle(s.consumed)
-				} else {
-					s.fillEnd = d.end
-				}
-				continue
-			}
-			s.fillTxs++
-			s.fillEnd, s.fillTime = d.end, d.time
-			if s.fillTxs == 1 {
-				s.fillFirst = time.Now()
-				arm()
-			}
-			if s.fill.Len() >= s.cfg.MaxEvents || s.due {
-				return s.cut(), nil
-			}
+		if first {
+			arm()
+		}
+		if full {
+			return s.cut(), nil
 		}
 	}
+}
+
+// handle decodes one message into the batch being filled. first: it ended the batch's first
+// transaction (MaxWait runs from now); full: it ended a transaction and the batch is to be
+// cut (MaxEvents reached, or MaxWait passed while the transaction was open).
+func (s *Source) handle(ctx context.Context, w wal) (first, full bool, err error) {
+	s.consumed++
+	d, err := s.dec.decode(ctx, w, s.emit)
+	if err != nil {
+		return false, false, fmt.Errorf("at %s: %w", w.start, err)
+	}
+	switch {
+	case d.begin:
+		s.inTx, s.txEvents = true, 0
+		s.txID = extend(d.xid, s.ref)
+	case d.commit:
+		s.inTx = false
+		if s.txEvents == 0 {
+			if s.fillTxs == 0 {
+				// An empty transaction (other tables) with nothing pending: settled.
+				s.fb.settle(s.consumed)
+			} else {
+				s.fillEnd = d.end
+			}
+			return false, false, nil
+		}
+		s.fillTxs++
+		s.fillEnd, s.fillTime = d.end, d.time
+		if s.fillTxs == 1 {
+			s.fillFirst = time.Now()
+			first = true
+		}
+		full = s.fill.Len() >= s.cfg.MaxEvents || s.due
+	}
+	return first, full, nil
+}
+
+// salvage is for a stream that failed with err: it decodes the messages received before the
+// failure (s.rest) and, when the batch being filled then holds whole transactions and nothing
+// of a later one, stops the stream and cuts them into a batch (true). They are good, and the
+// failure, if it recurs, comes after them. Otherwise it decodes nothing more and returns false
+// (the caller stops the stream; the fill is reset when it starts again).
+func (s *Source) salvage(ctx context.Context, err error) (change.Batch, bool) {
+	for len(s.rest) > 0 {
+		w := s.rest[0]
+		s.rest[0] = wal{}
+		s.rest = s.rest[1:]
+		_, full, derr := s.handle(ctx, w)
+		if derr != nil || full {
+			break
+		}
+	}
+	s.stopStream(ctx)
+	if s.fillTxs == 0 || s.inTx && s.txEvents > 0 {
+		return change.Batch{}, false
+	}
+	s.cfg.Log.Warn("logical stream failed; the transactions received before make a batch", "slot", s.cfg.Slot,
+		"transactions", s.fillTxs, "end", s.fillEnd.String(), "error", err)
+	s.inTx = false
+	return s.cut(), true
 }
 
 // broken is NextBatch's end when its context ended or the stream failed with err (a message
@@ -424,13 +470,12 @@ func (s *Source) broken(ctx context.Context, err error, decodeErr bool) (change.
 	if ctx.Err() != nil {
 		return change.Batch{}, ctx.Err()
 	}
-	s.stopStream(ctx)
 	err = fmt.Errorf("logical stream of slot %s: %w", s.cfg.Slot, err)
-	if s.fillTxs > 0 && (!s.inTx || s.txEvents == 0) {
-		s.cfg.Log.Warn("logical stream failed; the transactions received before make a batch", "slot", s.cfg.Slot,
-			"transactions", s.fillTxs, "end", s.fillEnd.String(), "error", err)
-		s.inTx = false
-		return s.cut(), nil
+	if decodeErr {
+		s.rest = nil // what follows a message the source cannot read is read again
+	}
+	if b, ok := s.salvage(ctx, err); ok {
+		return b, nil
 	}
 	s.resetFill()
 	if stuck := s.failed(err, decodeErr); stuck != nil {

@@ -168,6 +168,8 @@ func (st *stream) take(ctx context.Context, keep func(wal)) error {
 		case w := <-st.msgs:
 			keep(w)
 		case <-st.done:
+			// What the reader received before it failed comes first.
+			st.drain(keep)
 			return st.err
 		case <-ctx.Done():
 			// want stays set: the reader gives the connection up all the same, and the
@@ -181,6 +183,18 @@ func (st *stream) take(ctx context.Context, keep func(wal)) error {
 			keep(w)
 		default:
 			return nil
+		}
+	}
+}
+
+// drain hands keep the messages the reader queued and the Source has not taken.
+func (st *stream) drain(keep func(wal)) {
+	for {
+		select {
+		case w := <-st.msgs:
+			keep(w)
+		default:
+			return
 		}
 	}
 }

@@ -479,3 +479,69 @@ func TestTransientServerErrors(t *testing.T) {
 		require.NoError(t, s.failed(&pgconn.PgError{Code: "XX000", Message: "m"}, false))
 	}
 }
+
+// TestStreamFailureKeepsReceived: what the stream received before the server's error is
+// decoded, not dropped with the stream: whole transactions come as a batch, and the failure
+// after them. Twice: the error already in the WAL when the stream starts (the reader goroutine
+// receives the transaction and the error before NextBatch takes the stream from it), and the
+// error arriving while the worker applies a batch. (A stuck slot thus stops at the last change
+// it can decode, not at an earlier batch's end.)
+func TestStreamFailureKeepsReceived(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"10", "15"} {
+		t.Run("pg"+v, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := newProvider(t, v, PGOutput)
+			tbl := change.Table{Schema: "public", Name: "t"}
+			p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+			p.publish(t, tbl)
+			p.createSlot(t)
+			// A transaction the stream can decode, then one it cannot (the publication is
+			// gone when it is written), before the stream starts.
+			p.writeTx(t, `INSERT INTO t VALUES (1)`)
+			p.exec(t, `DROP PUBLICATION `+change.QuoteIdent(p.pub))
+			p.writeTx(t, `INSERT INTO t VALUES (2)`)
+			s := p.source(t, nil)
+			require.NoError(t, s.Resume(ctx, change.Position{}))
+			b, evs := next(t, s)
+			require.Len(t, evs, 1)
+			require.Equal(t, change.Text("1"), evs[0].Values[0])
+			finish(t, s, b)
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			_, err := s.NextBatch(cctx)
+			require.ErrorContains(t, err, "does not exist")
+
+			// The same while the worker applies: the reader goroutine holds the stream.
+			p = newProvider(t, v, PGOutput)
+			p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+			p.publish(t, tbl)
+			p.createSlot(t)
+			q := p.source(t, nil)
+			require.NoError(t, q.Resume(ctx, change.Position{}))
+			p.writeTx(t, `INSERT INTO t VALUES (11)`)
+			b, _ = next(t, q)
+			finish(t, q, b)
+			p.writeTx(t, `INSERT INTO t VALUES (12)`)
+			p.exec(t, `DROP PUBLICATION `+change.QuoteIdent(p.pub))
+			p.writeTx(t, `INSERT INTO t VALUES (13)`)
+			st := q.st
+			pgtest.Eventually(t, time.Minute, "the reader got the server's error", func() bool {
+				select {
+				case <-st.done:
+					return true
+				default:
+					return false
+				}
+			})
+			require.ErrorContains(t, st.err, "does not exist")
+			b, evs = next(t, q)
+			require.Len(t, evs, 1)
+			require.Equal(t, change.Text("12"), evs[0].Values[0])
+			finish(t, q, b)
+			_, err = q.NextBatch(cctx)
+			require.ErrorContains(t, err, "does not exist")
+		})
+	}
+}
