@@ -177,14 +177,8 @@ func (st *stream) take(ctx context.Context, keep func(wal)) error {
 			return ctx.Err()
 		}
 	}
-	for {
-		select {
-		case w := <-st.msgs:
-			keep(w)
-		default:
-			return nil
-		}
-	}
+	st.drain(keep)
+	return nil
 }
 
 // drain hands keep the messages the reader queued and the Source has not taken.

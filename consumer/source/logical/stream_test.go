@@ -396,6 +396,16 @@ func TestSourceConfirmed(t *testing.T) {
 	})
 }
 
+// newTableT is a pgoutput provider with table t (id int PRIMARY KEY) published and a slot.
+func newTableT(t *testing.T, v string) *provider {
+	t.Helper()
+	p := newProvider(t, v, PGOutput)
+	p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+	p.publish(t, change.Table{Schema: "public", Name: "t"})
+	p.createSlot(t)
+	return p
+}
+
 // TestSlotStuck: a slot whose stream fails again and again at the same point with the same
 // server error (here pgoutput cannot find its publication: it was dropped before the change
 // was written) makes NextBatch fail with a plain error StuckAfter-1 times (the worker
@@ -408,11 +418,7 @@ func TestSlotStuck(t *testing.T) {
 		t.Run("pg"+v, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			p := newProvider(t, v, PGOutput)
-			tbl := change.Table{Schema: "public", Name: "t"}
-			p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
-			p.publish(t, tbl)
-			p.createSlot(t)
+			p := newTableT(t, v)
 			s := p.source(t, nil)
 			require.NoError(t, s.Resume(ctx, change.Position{}))
 			p.writeTx(t, `INSERT INTO t VALUES (1)`)
@@ -492,11 +498,7 @@ func TestStreamFailureKeepsReceived(t *testing.T) {
 		t.Run("pg"+v, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			p := newProvider(t, v, PGOutput)
-			tbl := change.Table{Schema: "public", Name: "t"}
-			p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
-			p.publish(t, tbl)
-			p.createSlot(t)
+			p := newTableT(t, v)
 			// A transaction the stream can decode, then one it cannot (the publication is
 			// gone when it is written), before the stream starts.
 			p.writeTx(t, `INSERT INTO t VALUES (1)`)
@@ -514,10 +516,7 @@ func TestStreamFailureKeepsReceived(t *testing.T) {
 			require.ErrorContains(t, err, "does not exist")
 
 			// The same while the worker applies: the reader goroutine holds the stream.
-			p = newProvider(t, v, PGOutput)
-			p.exec(t, `CREATE TABLE t (id int PRIMARY KEY)`)
-			p.publish(t, tbl)
-			p.createSlot(t)
+			p = newTableT(t, v)
 			q := p.source(t, nil)
 			require.NoError(t, q.Resume(ctx, change.Position{}))
 			p.writeTx(t, `INSERT INTO t VALUES (11)`)
