@@ -74,6 +74,7 @@ type stream struct {
 	toReader chan struct{} // the Source gives it back (capacity 1)
 	next     time.Time     // the next periodic status update
 	nextIdle time.Time     // the next idle confirmation
+	co       coalescer     // busy or idle: how long a wait on the socket may be (coalesce.go)
 }
 
 // poll bounds how long the reader waits on the socket before it looks at wake requests.
@@ -93,6 +94,7 @@ func newStream(conn *pgconn.PgConn, fb *feedback, interval time.Duration, buffer
 		done:     make(chan struct{}),
 		toSource: make(chan struct{}),
 		toReader: make(chan struct{}, 1),
+		co:       coalescer{lowat: lowWaterMark(conn.Conn())},
 	}
 }
 
@@ -267,7 +269,8 @@ func (st *stream) step(ctx context.Context, reader bool, until time.Time) (wal, 
 	if err := ctx.Err(); err != nil {
 		return wal{}, false, err
 	}
-	deadline := time.Now().Add(poll)
+	now := time.Now()
+	deadline := st.co.bound(now, now.Add(poll))
 	for _, t := range []time.Time{st.next, st.nextIdle, until} {
 		if !t.IsZero() && t.Before(deadline) {
 			deadline = t
@@ -291,6 +294,7 @@ func (st *stream) step(ctx context.Context, reader bool, until time.Time) (wal, 
 			return wal{}, false, ctx.Err()
 		}
 		if pgconn.Timeout(err) {
+			st.co.waited()
 			return wal{}, false, nil
 		}
 		return wal{}, false, fmt.Errorf("receive: %w", err)
@@ -329,6 +333,7 @@ func (st *stream) step(ctx context.Context, reader bool, until time.Time) (wal, 
 			st.fb.mu.Lock()
 			st.fb.sent++
 			st.fb.mu.Unlock()
+			st.co.got(time.Now())
 			return wal{start: x.WALStart, data: append([]byte(nil), x.WALData...)}, true, nil
 		}
 	case *pgproto3.ErrorResponse:
