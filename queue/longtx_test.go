@@ -210,8 +210,9 @@ func explain(t *testing.T, db pg.DB, sql string) string {
 // itself; a commit between two ticks ends the merge. Before provider migration 11 every one of
 // those ticks was a batch of its own (L's ids exceed MaxEvents). The ticks are cut by
 // force_tick, and by skiff.ticker() as the daemon cuts them (L writes a row before each, so
-// that one is due): its queue-row lock takes a subtransaction, a second transaction id per
-// tick, which ended the merge at once before provider migration 13 (9.5+: SKIP LOCKED).
+// that one is due): its queue-row lock took a subtransaction, a second transaction id per
+// tick, which ended the merge at once before provider migration 13 (9.5+: SKIP LOCKED, no
+// subtransaction) and migration 14 (before 9.5: the tick records that id).
 func TestTicksWithoutCommitsMerge(t *testing.T) {
 	t.Parallel()
 	for _, v := range pgtest.Majors() {
@@ -240,9 +241,6 @@ func ticksWithoutCommitsMerge(t *testing.T, v string, daemon bool) {
 		return id
 	}
 	if daemon {
-		if pg.ServerVersion(c) < 90500 {
-			t.Skip("before 9.5 the ticker's row lock takes a subtransaction: its ticks do not merge (provider migration 13)")
-		}
 		require.NoError(t, SetQueueConfig(ctx, c, "q", SettingTickerMaxLag, "0"))
 	}
 	start := force()

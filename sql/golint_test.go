@@ -401,6 +401,7 @@ func TestMigrationsHaveNothingNewer(t *testing.T) {
 	branched := map[string]string{
 		// skiff.ticker(): FOR UPDATE SKIP LOCKED from 9.5, NOWAIT in an exception block before.
 		"provider/00013_ticker_skip_locked.sql": "SKIP LOCKED (9.5)",
+		"provider/00014_ticker_lock_txid.sql":   "SKIP LOCKED (9.5)",
 	}
 	for _, m := range []struct {
 		fsys embed.FS
