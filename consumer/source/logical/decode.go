@@ -160,9 +160,12 @@ func (r *relation) rowEvent(op change.Op, old, new []field) change.Event {
 // decoded is what one message of the stream is.
 type decoded struct {
 	begin, commit bool
-	xid           uint32    // begin (and commit for test_decoding)
-	end           LSN       // commit: end of the commit record
-	time          time.Time // commit
+	xid           uint32 // begin (and commit for test_decoding)
+	end           LSN    // commit: end of the commit record
+	// final is the start of the commit record (pgoutput: begin and commit; 0 for
+	// test_decoding, whose begin does not tell it).
+	final LSN
+	time  time.Time // commit; pgoutput's begin too
 }
 
 // decoder turns a plugin's messages into events.
@@ -235,9 +238,9 @@ func (d *pgoutputDecoder) decode(ctx context.Context, w wal, emit func(change.Ev
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		return decoded{begin: true, xid: m.Xid}, nil
+		return decoded{begin: true, xid: m.Xid, final: m.FinalLSN, time: m.CommitTime}, nil
 	case *pglogrepl.CommitMessage:
-		return decoded{commit: true, end: m.TransactionEndLSN, time: m.CommitTime}, nil
+		return decoded{commit: true, end: m.TransactionEndLSN, final: m.CommitLSN, time: m.CommitTime}, nil
 	case *pglogrepl.RelationMessage:
 		r := &relation{table: change.Table{Schema: m.Namespace, Name: m.RelationName}, ident: m.ReplicaIdentity}
 		for _, c := range m.Columns {

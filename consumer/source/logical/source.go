@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -44,7 +45,11 @@ type Config struct {
 	// Queue is the queue name the batches carry.
 	Queue string
 	// MaxEvents cuts a batch at the first commit that brings it to this many events (a
-	// transaction is never split: one larger transaction makes a larger batch). Default 10000.
+	// transaction is never split: one larger transaction makes a larger batch). With pgoutput
+	// a transaction that reaches MaxEvents is handed out before its commit is received: its
+	// batch is open (its End and EndTime come from the transaction's begin), and Events reads
+	// the rest of it from the stream as it hands the events on, so that a large transaction
+	// is applied while the server still sends it. Default 10000.
 	MaxEvents int
 	// MaxWait cuts a batch once this long has passed since its first transaction arrived.
 	// Default 100ms.
@@ -126,7 +131,9 @@ type Source struct {
 	rest      []wal // messages received, not decoded yet
 	consumed  int64 // messages decoded (see feedback)
 	inTx      bool
-	txID      int64 // the transaction's txid (64 bits)
+	txID      int64     // the transaction's txid (64 bits)
+	txFinal   LSN       // the start of its commit record (pgoutput's begin tells it; else 0)
+	txTime    time.Time // its commit time (pgoutput)
 	txEvents  int
 	fillTxs   int // transactions with events in fill
 	fillFirst time.Time
@@ -136,6 +143,11 @@ type Source struct {
 	due       bool
 	ref       int64   // a recent txid: the epoch of decoded 32-bit xids (extend)
 	fails     failRun // the stream's failures in a row that look alike (failed)
+
+	// open: the pending batch's last transaction is still being received; its events go to
+	// held, and Events reads on until its commit (receiveOpen), handing them over in tail.
+	open bool
+	tail []change.Event
 }
 
 // New returns a Source for cfg; it connects in Resume.
@@ -287,6 +299,7 @@ func (s *Source) stopStream(ctx context.Context) {
 // resetFill forgets the batch being filled (the stream restarts from s.pos).
 func (s *Source) resetFill() {
 	_ = s.fill.Reset()
+	s.open = false
 	s.inTx, s.txEvents, s.fillTxs, s.nextEvID, s.due = false, 0, 0, 0, false
 	s.fillEnd, s.fillTime, s.fillFirst = 0, time.Time{}, time.Time{}
 }
@@ -397,6 +410,9 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 		if full {
 			return s.cut(), nil
 		}
+		if s.inTx && s.txFinal != 0 && s.txEvents >= s.cfg.MaxEvents {
+			return s.cutOpen(), nil
+		}
 	}
 }
 
@@ -413,6 +429,13 @@ func (s *Source) handle(ctx context.Context, w wal) (first, full bool, err error
 	case d.begin:
 		s.inTx, s.txEvents = true, 0
 		s.txID = extend(d.xid, s.ref)
+		s.txFinal, s.txTime = d.final, d.time
+	case d.commit && s.open:
+		// The open batch's transaction is whole: the batch is as it was handed out.
+		if d.final != s.txFinal {
+			return false, false, fmt.Errorf("commit at %s, but the open batch's transaction was to commit at %s", d.final, s.txFinal)
+		}
+		s.open, s.inTx, s.txEvents, s.nextEvID = false, false, 0, 0
 	case d.commit:
 		s.inTx = false
 		if s.txEvents == 0 {
@@ -505,6 +528,16 @@ func (s *Source) emit(ev change.Event) error {
 	ev.ID = s.nextEvID
 	ev.TxID = s.txID
 	s.txEvents++
+	if s.open {
+		// The spool keeps ev's slices; the receiver of tail may modify its copies.
+		if err := s.held.Append(ev); err != nil {
+			return fmt.Errorf("keep event: %w", err)
+		}
+		ev.Values = slices.Clone(ev.Values)
+		ev.OldKey = slices.Clone(ev.OldKey)
+		s.tail = append(s.tail, ev)
+		return nil
+	}
 	if err := s.fill.Append(ev); err != nil {
 		return fmt.Errorf("keep event: %w", err)
 	}
@@ -542,6 +575,110 @@ func (s *Source) cut() change.Batch {
 	return b
 }
 
+// cutOpen makes the filled transactions and the one being received an open batch: its End is
+// just past the start of that transaction's commit record (pgoutput's begin tells where it
+// is), a position every later commit is beyond and the server skips this transaction from
+// (it skips a transaction whose commit record starts before the position it is asked to
+// start at), and its EndTime the transaction's commit time. Its events go on to held as they
+// are received (emit), inside Events.
+func (s *Source) cutOpen() change.Batch {
+	end := s.txFinal + 1
+	b := change.Batch{
+		ID:      int64(end),
+		Queue:   s.cfg.Queue,
+		Prev:    s.pos,
+		End:     change.Position{LSN: uint64(end)},
+		EndTime: s.txTime,
+	}
+	s.pending = &b
+	s.held, s.fill, s.spare = s.fill, s.spare, nil
+	s.open = true
+	// The transaction goes on (inTx, txID, txEvents, nextEvID); the next fill starts empty.
+	s.fillTxs, s.due = 0, false
+	s.fillEnd, s.fillTime, s.fillFirst = 0, time.Time{}, time.Time{}
+	s.fails = failRun{}
+	s.cfg.Log.Debug("a large transaction is applied while it is received", "slot", s.cfg.Slot,
+		"xid", s.txID, "commit", s.txFinal.String(), "events_so_far", s.txEvents)
+	return b
+}
+
+// receiveOpen reads the rest of the open batch's last transaction from the stream, up to its
+// commit, handing its events to fn ChunkSize at a time (they are kept in held too, for a
+// replay). The connection is taken for each chunk and given back to the reader while fn
+// runs, so that a slow apply never leaves the server without status updates.
+func (s *Source) receiveOpen(ctx context.Context, fn func([]change.Event) error) error {
+	for s.open {
+		s.tail = s.tail[:0]
+		if err := s.receiveChunk(ctx); err != nil {
+			return err
+		}
+		if len(s.tail) > 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(s.tail); err != nil {
+				return err
+			}
+		}
+	}
+	clear(s.tail)
+	s.tail = s.tail[:0]
+	return nil
+}
+
+// receiveChunk decodes the stream's messages into the open batch until tail holds ChunkSize
+// events or the transaction's commit came.
+func (s *Source) receiveChunk(ctx context.Context) error {
+	st := s.st
+	if st == nil {
+		return fmt.Errorf("logical stream of slot %s ended before the end of the batch's last transaction", s.cfg.Slot)
+	}
+	if err := st.take(ctx, func(w wal) { s.rest = append(s.rest, w) }); err != nil {
+		return s.openBroken(ctx, err, false)
+	}
+	defer func() {
+		if s.st == st {
+			st.give()
+		}
+	}()
+	for s.open && len(s.tail) < s.cfg.ChunkSize {
+		if len(s.rest) == 0 {
+			w, ok, err := st.step(ctx, false, time.Time{})
+			if err != nil {
+				return s.openBroken(ctx, err, false)
+			}
+			if ok {
+				s.rest = append(s.rest, w)
+			}
+			continue
+		}
+		w := s.rest[0]
+		s.rest[0] = wal{}
+		s.rest = s.rest[1:]
+		if _, _, err := s.handle(ctx, w); err != nil {
+			return s.openBroken(ctx, err, true)
+		}
+	}
+	return nil
+}
+
+// openBroken is receiveChunk's end when the stream failed with err (a message the source
+// could not read when decodeErr): the stream is stopped and the open batch cannot be
+// completed; the worker rolls it back and resumes from the batch's start (Resume), where the
+// server sends the transaction again. A failure that recurs there makes the slot stuck, as in
+// NextBatch (failed).
+func (s *Source) openBroken(ctx context.Context, err error, decodeErr bool) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	err = fmt.Errorf("logical stream of slot %s, inside the transaction committed at %s: %w", s.cfg.Slot, s.txFinal, err)
+	s.stopStream(ctx)
+	if stuck := s.failed(err, decodeErr); stuck != nil {
+		return stuck
+	}
+	return err
+}
+
 func (s *Source) check(op string, b change.Batch) error {
 	if s.pending == nil || s.pending.ID != b.ID || s.pending.End != b.End || s.pending.Prev != b.Prev {
 		return fmt.Errorf("%s batch %d: not the batch the logical source has open", op, b.ID)
@@ -560,6 +697,11 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 	if err := s.held.Read(ctx, s.cfg.ChunkSize, fn); err != nil {
 		return fmt.Errorf("batch %d: %w", b.ID, err)
 	}
+	if s.open {
+		if err := s.receiveOpen(ctx, fn); err != nil {
+			return fmt.Errorf("batch %d: %w", b.ID, err)
+		}
+	}
 	return nil
 }
 
@@ -569,6 +711,9 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 func (s *Source) Finish(ctx context.Context, b change.Batch) error {
 	if err := s.check("finish", b); err != nil {
 		return err
+	}
+	if s.open {
+		return fmt.Errorf("finish batch %d: its last transaction was not received whole (Events did not end)", b.ID)
 	}
 	s.pos = b.End
 	s.pending = nil
