@@ -86,6 +86,10 @@ func TestOpenBatch(t *testing.T) {
 			again, err := s.NextBatch(ctx)
 			require.NoError(t, err)
 			require.Equal(t, b, again)
+			// The receiver fails again, further on; the next Events replays and goes on.
+			_, err = read(12)
+			require.ErrorContains(t, err, "the target failed")
+			require.True(t, s.open)
 			first, err := read(0)
 			require.NoError(t, err)
 			require.False(t, s.open)
