@@ -119,3 +119,30 @@ func TestSpoolStopsOnError(t *testing.T) {
 	require.ErrorIs(t, err, boom)
 	require.Equal(t, 1, calls)
 }
+
+// TestSpoolKeepsCopy: an event modified after Append reads back as it was appended, from
+// memory as from the file; an emptied spool keeps little memory for its next events.
+func TestSpoolKeepsCopy(t *testing.T) {
+	t.Parallel()
+	for _, limit := range []int{0, 1 << 30} {
+		s := New(t.TempDir(), limit)
+		cols, key := []string{"id", "v"}, []string{"id"}
+		ev := sampleEvent(1, cols, key)
+		want := sampleEvent(1, cols, key)
+		require.NoError(t, s.Append(ev))
+		ev.Values[0] = change.Text("changed")
+		require.Equal(t, []change.Event{want}, readAll(t, s, 10))
+		require.NoError(t, s.Close())
+	}
+	s := New(t.TempDir(), 64<<20)
+	big := change.Event{ID: 1, Op: change.Insert, Table: change.Table{Schema: "s", Name: "t"},
+		Columns: []string{"v"}, Values: []change.Value{change.Text(strings.Repeat("x", 1<<20))}}
+	for range 8 {
+		require.NoError(t, s.Append(big))
+	}
+	require.False(t, s.Spilled())
+	require.LessOrEqual(t, cap(s.mem), 64<<20)
+	require.NoError(t, s.Reset())
+	require.LessOrEqual(t, cap(s.mem), keepCap)
+	require.Error(t, s.Append(change.Event{Op: change.Execute, Exec: &change.Exec{SQL: "select"}}))
+}

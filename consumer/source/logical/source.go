@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"time"
 
@@ -529,12 +528,10 @@ func (s *Source) emit(ev change.Event) error {
 	ev.TxID = s.txID
 	s.txEvents++
 	if s.open {
-		// The spool keeps ev's slices; the receiver of tail may modify its copies.
+		// The spool keeps a copy: the receiver of tail may modify the event.
 		if err := s.held.Append(ev); err != nil {
 			return fmt.Errorf("keep event: %w", err)
 		}
-		ev.Values = slices.Clone(ev.Values)
-		ev.OldKey = slices.Clone(ev.OldKey)
 		s.tail = append(s.tail, ev)
 		return nil
 	}
