@@ -378,26 +378,20 @@ func (s *Source) NextBatch(ctx context.Context) (change.Batch, error) {
 		arm()
 	}
 	for {
-		if len(s.rest) == 0 {
-			if !due.IsZero() && !time.Now().Before(due) {
-				due = time.Time{}
-				s.due = true
-				if !s.inTx {
-					return s.cut(), nil
-				}
+		if len(s.rest) == 0 && !due.IsZero() && !time.Now().Before(due) {
+			due = time.Time{}
+			s.due = true
+			if !s.inTx {
+				return s.cut(), nil
 			}
-			w, ok, err := st.step(ctx, false, due)
-			if err != nil {
-				return s.broken(ctx, err, false)
-			}
-			if ok {
-				s.rest = append(s.rest, w)
-			}
+		}
+		w, ok, err := s.pop(ctx, st, due)
+		if err != nil {
+			return s.broken(ctx, err, false)
+		}
+		if !ok {
 			continue
 		}
-		w := s.rest[0]
-		s.rest[0] = wal{}
-		s.rest = s.rest[1:]
 		first, full, err := s.handle(ctx, w)
 		if err != nil {
 			// The stream cannot go on past a message it cannot read: start it again.
@@ -639,24 +633,31 @@ func (s *Source) receiveChunk(ctx context.Context) error {
 		}
 	}()
 	for s.open && len(s.tail) < s.cfg.ChunkSize {
-		if len(s.rest) == 0 {
-			w, ok, err := st.step(ctx, false, time.Time{})
-			if err != nil {
-				return s.openBroken(ctx, err, false)
-			}
-			if ok {
-				s.rest = append(s.rest, w)
-			}
+		w, ok, err := s.pop(ctx, st, time.Time{})
+		if err != nil {
+			return s.openBroken(ctx, err, false)
+		}
+		if !ok {
 			continue
 		}
-		w := s.rest[0]
-		s.rest[0] = wal{}
-		s.rest = s.rest[1:]
 		if _, _, err := s.handle(ctx, w); err != nil {
 			return s.openBroken(ctx, err, true)
 		}
 	}
 	return nil
+}
+
+// pop returns the next message to decode: the first of those received and not yet decoded
+// (rest), else one read from the stream st the Source holds, waiting at most until until
+// (zero: the stream's own bounds); false when the wait ended without one.
+func (s *Source) pop(ctx context.Context, st *stream, until time.Time) (wal, bool, error) {
+	if len(s.rest) == 0 {
+		return st.step(ctx, false, until)
+	}
+	w := s.rest[0]
+	s.rest[0] = wal{}
+	s.rest = s.rest[1:]
+	return w, true, nil
 }
 
 // openBroken is receiveChunk's end when the stream failed with err (a message the source
