@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/migrate/migratetest"
 	"github.com/skiffdb/skiff/internal/pgtest"
@@ -113,6 +114,14 @@ func (r familyRun) run(t *testing.T, provVersion, tgtVersion string) {
 	cancel()
 	wg.Wait()
 	t.Logf("%d writer transactions", txs.Load())
+	// A child made by grow gets its capture triggers (and the rows it got before are queued)
+	// at the ticker's next maintenance run: the last tick must come after it. The writers may
+	// finish within a run's period on a quiet machine.
+	parent, err := change.ParseTableName(r.table)
+	require.NoError(t, err)
+	pgtest.Eventually(t, time.Minute, "every child of "+r.table+" has its capture triggers", func() bool {
+		return queue.CheckChildren(context.Background(), prov, r.queue, parent) == nil
+	})
 	p.inSync(t, 2*time.Minute, r.queue)
 	p.caughtUp(t, 2*time.Minute, r.queue)
 	p.sequencesSynced(t, time.Minute, r.queue)

@@ -187,6 +187,7 @@ func testSwitchover(t *testing.T, provVersion, tgtVersion string) {
 	stopApp()
 	awg.Wait()
 	p.caughtUp(t, time.Minute, "q")
+	p.sequencesSynced(t, time.Minute, "q")
 	exec1(t, nw, `UPDATE ex SET v = 'by hand' WHERE id = 3; DELETE FROM ex WHERE id = 4; INSERT INTO ex (id, v) VALUES (-1, 'stray')`)
 	out, err = skiff(t, "repair", "--provider", p.prov, "--target", p.tgt, "--queue", "q")
 	require.Error(t, err, out)
