@@ -38,6 +38,9 @@ type Spool struct {
 
 	layouts  [][]string
 	layoutOf map[string]int
+	// layoutAt finds a layout by the slice itself: events of one layout share it, so the
+	// text key (a string built per call) is made once per slice, not per event.
+	layoutAt map[layoutRef]int
 	tables   []change.Table
 	tableOf  map[change.Table]int
 }
@@ -45,7 +48,8 @@ type Spool struct {
 // New returns an empty spool that keeps about memBytes of events in memory and writes the
 // rest to a temporary file in dir ("" = os.TempDir()), made on first need.
 func New(dir string, memBytes int) *Spool {
-	return &Spool{dir: dir, memLimit: memBytes, layoutOf: map[string]int{}, tableOf: map[change.Table]int{}}
+	return &Spool{dir: dir, memLimit: memBytes, layoutOf: map[string]int{}, layoutAt: map[layoutRef]int{},
+		tableOf: map[change.Table]int{}}
 }
 
 // Len is the number of events appended since the last Reset.
@@ -60,7 +64,9 @@ func (s *Spool) MemBytes() int { return len(s.mem) }
 // keepCap is the most memory an emptied spool keeps for its next events.
 const keepCap = 4 << 20
 
-// Append adds an event at the end; the spool keeps a copy (ev may be modified afterwards).
+// Append adds an event at the end; the spool keeps a copy (ev's Values and OldKey may be
+// modified afterwards). Columns and Key are change.Event's shared layout slices: they must not
+// be modified, as the spool knows a layout again by its slice.
 func (s *Spool) Append(ev change.Event) error {
 	if ev.Exec != nil {
 		return fmt.Errorf("spool: event %d: an Execute event cannot be kept", ev.ID)
@@ -95,17 +101,35 @@ func (s *Spool) Append(ev change.Event) error {
 	return nil
 }
 
+// layoutRef is a layout slice's identity: its first element and its length.
+type layoutRef struct {
+	first *string
+	n     int
+}
+
+// layout returns the number a layout is written as (0: nil), numbering new ones.
 func (s *Spool) layout(cols []string) int {
 	if cols == nil {
 		return 0
 	}
-	k := strings.Join(cols, "\x00") + fmt.Sprint(len(cols))
-	if i, ok := s.layoutOf[k]; ok {
-		return i + 1
+	var ref layoutRef
+	if len(cols) > 0 {
+		ref = layoutRef{&cols[0], len(cols)}
+		if i, ok := s.layoutAt[ref]; ok {
+			return i
+		}
 	}
-	s.layouts = append(s.layouts, cols)
-	s.layoutOf[k] = len(s.layouts) - 1
-	return len(s.layouts)
+	k := strings.Join(cols, "\x00") + fmt.Sprint(len(cols))
+	i, ok := s.layoutOf[k]
+	if !ok {
+		s.layouts = append(s.layouts, cols)
+		i = len(s.layouts) - 1
+		s.layoutOf[k] = i
+	}
+	if ref.first != nil {
+		s.layoutAt[ref] = i + 1
+	}
+	return i + 1
 }
 
 func (s *Spool) table(t change.Table) int {
@@ -338,6 +362,7 @@ func (s *Spool) Reset() error {
 	s.fileN = 0
 	s.layouts = nil
 	clear(s.layoutOf)
+	clear(s.layoutAt)
 	s.tables = nil
 	clear(s.tableOf)
 	return s.closeFile()

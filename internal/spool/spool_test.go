@@ -146,3 +146,50 @@ func TestSpoolKeepsCopy(t *testing.T) {
 	require.LessOrEqual(t, cap(s.mem), keepCap)
 	require.Error(t, s.Append(change.Event{Op: change.Execute, Exec: &change.Exec{SQL: "select"}}))
 }
+
+// BenchmarkAppendRead appends and reads back events of one layout, as a source's batch.
+func BenchmarkAppendRead(b *testing.B) {
+	s := New(b.TempDir(), 64<<20)
+	defer s.Close()
+	cols, key := []string{"id", "v", "pad"}, []string{"id"}
+	ev := change.Event{Op: change.Insert, Table: change.Table{Schema: "public", Name: "t"}, Columns: cols, Key: key,
+		Values: []change.Value{change.Text("12345"), change.Text("17"), change.Text(strings.Repeat("x", 150))}}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ev.ID = int64(i)
+		if err := s.Append(ev); err != nil {
+			b.Fatal(err)
+		}
+		if s.Len() == 10000 {
+			if err := s.Read(context.Background(), 1000, func([]change.Event) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+			_ = s.Reset()
+		}
+	}
+}
+
+// TestSpoolLayouts: layouts read back equal to those appended, whether events share a slice,
+// repeat its content in another, or have another content of the same length; events of equal
+// layouts share one slice when read back.
+func TestSpoolLayouts(t *testing.T) {
+	t.Parallel()
+	s := New(t.TempDir(), 1<<20)
+	defer s.Close()
+	a, b, again := []string{"id", "v"}, []string{"id", "w"}, []string{"id", "v"}
+	var want []change.Event
+	for i, cols := range [][]string{a, b, again, a, b, {}} {
+		ev := change.Event{ID: int64(i), Op: change.Insert, Table: change.Table{Schema: "s", Name: "t"},
+			Columns: cols, Key: cols[:min(1, len(cols))]}
+		if len(cols) > 0 { // (readAll makes an empty Values nil)
+			ev.Values = make([]change.Value, len(cols))
+		}
+		want = append(want, ev)
+		require.NoError(t, s.Append(ev))
+	}
+	got := readAll(t, s, 10)
+	require.Equal(t, want, got)
+	require.Same(t, &got[0].Columns[0], &got[2].Columns[0])
+	require.Same(t, &got[1].Columns[0], &got[4].Columns[0])
+	require.NotSame(t, &got[0].Columns[0], &got[1].Columns[0])
+}
