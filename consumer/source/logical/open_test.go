@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
@@ -120,4 +121,45 @@ func TestOpenBatch(t *testing.T) {
 			require.Equal(t, p.providerRows(t, tbl, []string{"id", "v"}), m.dump([]string{"id", "v"}))
 		})
 	}
+}
+
+// commitDecoder decodes every message as the commit of the transaction committing at final.
+type commitDecoder struct{ final LSN }
+
+func (d commitDecoder) decode(context.Context, wal, func(change.Event) error) (decoded, error) {
+	return decoded{commit: true, final: d.final, end: d.final + 10}, nil
+}
+func (commitDecoder) reset() {}
+
+// TestOpenBatchFailRun: a slot whose stream fails again and again inside a large transaction
+// becomes stuck: cutting the open batch again does not end the run of failures (only the
+// transaction's commit, received whole, does).
+func TestOpenBatchFailRun(t *testing.T) {
+	s, err := New(Config{Slot: "s", Plugin: TestDecoding, Queue: "q"})
+	require.NoError(t, err)
+	defer s.Close(context.Background())
+	s.dec = commitDecoder{final: 100}
+	fail := &pgconn.PgError{Code: "XX000", Message: "could not decode"}
+	for i := 1; i <= StuckAfter; i++ {
+		s.inTx, s.txFinal, s.txEvents = true, 100, s.cfg.MaxEvents
+		s.cutOpen()
+		err := s.failed(fail, false) // the stream fails inside the transaction (openBroken)
+		if i < StuckAfter {
+			require.NoError(t, err, "try %d", i)
+		} else {
+			var stuck *SlotStuckError
+			require.ErrorAs(t, err, &stuck)
+		}
+		// The worker rolls back and resumes at the batch's start (Resume, without the stream).
+		s.pending = nil
+		require.NoError(t, s.held.Reset())
+		s.spare, s.held = s.held, nil
+		s.resetFill()
+	}
+	s.inTx, s.txFinal = true, 100
+	s.cutOpen()
+	_, _, err = s.handle(context.Background(), wal{})
+	require.NoError(t, err)
+	require.False(t, s.open)
+	require.Zero(t, s.fails.n, "the transaction came whole: the run of failures ended")
 }

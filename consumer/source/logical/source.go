@@ -429,6 +429,7 @@ func (s *Source) handle(ctx context.Context, w wal) (first, full bool, err error
 			return false, false, fmt.Errorf("commit at %s, but the open batch's transaction was to commit at %s", d.final, s.txFinal)
 		}
 		s.open, s.inTx, s.txEvents, s.nextEvID = false, false, 0, 0
+		s.fails = failRun{} // the stream got past where it failed
 	case d.commit:
 		s.inTx = false
 		if s.txEvents == 0 {
@@ -587,7 +588,8 @@ func (s *Source) cutOpen() change.Batch {
 	// The transaction goes on (inTx, txID, txEvents, nextEvID); the next fill starts empty.
 	s.fillTxs, s.due = 0, false
 	s.fillEnd, s.fillTime, s.fillFirst = 0, time.Time{}, time.Time{}
-	s.fails = failRun{}
+	// s.fails is kept: the stream got past a failure only when the transaction is whole
+	// (handle), else a slot that fails inside it again and again would never be stuck.
 	s.cfg.Log.Debug("a large transaction is applied while it is received", "slot", s.cfg.Slot,
 		"xid", s.txID, "commit", s.txFinal.String(), "events_so_far", s.txEvents)
 	return b
