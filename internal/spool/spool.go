@@ -5,6 +5,7 @@ package spool
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -284,7 +285,6 @@ func (s *Spool) Read(ctx context.Context, chunk int, fn func([]change.Event) err
 		chunk = 1000
 	}
 	buf := make([]change.Event, 0, min(chunk, s.Len()))
-	var ev change.Event
 	flush := func() error {
 		if len(buf) == 0 {
 			return nil
@@ -296,25 +296,15 @@ func (s *Spool) Read(ctx context.Context, chunk int, fn func([]change.Event) err
 		buf = buf[:0]
 		return err
 	}
-	for i, off := 0, 0; i < s.memN; i++ {
-		if off+4 > len(s.mem) {
-			return fmt.Errorf("spool: event %d: %w", i, errCorrupt)
-		}
-		n := int(binary.BigEndian.Uint32(s.mem[off:]))
-		if off+4+n > len(s.mem) {
-			return fmt.Errorf("spool: event %d: %w", i, errCorrupt)
-		}
-		var err error
-		if ev, err = s.decode(s.mem[off+4 : off+4+n]); err != nil {
-			return fmt.Errorf("spool: event %d: %w", i, err)
-		}
-		off += 4 + n
+	add := func(ev change.Event) error {
 		buf = append(buf, ev)
 		if len(buf) == chunk {
-			if err := flush(); err != nil {
-				return err
-			}
+			return flush()
 		}
+		return nil
+	}
+	if err := s.records(bytes.NewReader(s.mem), s.memN, 0, add); err != nil {
+		return err
 	}
 	if s.fileN > 0 {
 		if err := s.w.Flush(); err != nil {
@@ -325,32 +315,39 @@ func (s *Spool) Read(ctx context.Context, chunk int, fn func([]change.Event) err
 			return fmt.Errorf("spool: temporary file: %w", err)
 		}
 		r := bufio.NewReaderSize(io.NewSectionReader(s.file, 0, end), 256<<10)
-		var hdr [4]byte
-		var rec []byte
-		for i := 0; i < s.fileN; i++ {
-			if _, err := io.ReadFull(r, hdr[:]); err != nil {
-				return fmt.Errorf("spool: read temporary file: %w", err)
-			}
-			n := binary.BigEndian.Uint32(hdr[:])
-			if cap(rec) < int(n) {
-				rec = make([]byte, n)
-			}
-			rec = rec[:n]
-			if _, err := io.ReadFull(r, rec); err != nil {
-				return fmt.Errorf("spool: read temporary file: %w", err)
-			}
-			if ev, err = s.decode(rec); err != nil {
-				return fmt.Errorf("spool: event %d: %w", i+s.memN, err)
-			}
-			buf = append(buf, ev)
-			if len(buf) == chunk {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
+		if err := s.records(r, s.fileN, s.memN, add); err != nil {
+			return err
 		}
 	}
 	return flush()
+}
+
+// records reads n records (encode) from r and hands their events to add; first is the first
+// one's number in the spool, for errors.
+func (s *Spool) records(r io.Reader, n, first int, add func(change.Event) error) error {
+	var hdr [4]byte
+	var rec []byte
+	for i := range n {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return fmt.Errorf("spool: event %d: %w (%w)", first+i, errCorrupt, err)
+		}
+		size := binary.BigEndian.Uint32(hdr[:])
+		if cap(rec) < int(size) {
+			rec = make([]byte, size)
+		}
+		rec = rec[:size]
+		if _, err := io.ReadFull(r, rec); err != nil {
+			return fmt.Errorf("spool: event %d: %w (%w)", first+i, errCorrupt, err)
+		}
+		ev, err := s.decode(rec)
+		if err != nil {
+			return fmt.Errorf("spool: event %d: %w", first+i, err)
+		}
+		if err := add(ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Reset empties the spool (its temporary file is closed and gone).

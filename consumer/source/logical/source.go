@@ -687,7 +687,8 @@ func (s *Source) check(op string, b change.Batch) error {
 }
 
 // Events hands the batch's events to fn in order, ChunkSize at a time; it may be called any
-// number of times until Finish. Event.ID is a running number in the batch; Event.TxID the
+// number of times until Finish. Of an open batch (cutOpen) it hands over what the spool
+// holds, then reads the rest of the last transaction from the stream (receiveOpen). Event.ID is a running number in the batch; Event.TxID the
 // transaction's xid extended to 64 bits (txid_current()'s form, so that a txid snapshot
 // tells whether a copy holds it).
 func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Event) error) error {
