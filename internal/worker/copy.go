@@ -195,7 +195,9 @@ func (t *tickSnapshots) sequences(ctx context.Context, sources []change.Table) (
 	return out, nil
 }
 
-// ensure opens the provider connection when there is none (closed when ctx ends).
+// ensure opens the provider connection when there is none (closed when ctx ends). The
+// caller holds t.mu. The close waits for t.mu too: a pgx connection serves one goroutine, and
+// closing it under a query still running (its context ended with ctx) panics in pgx.
 func (t *tickSnapshots) ensure(ctx context.Context) error {
 	if t.conn != nil && !t.conn.IsClosed() {
 		return nil
@@ -206,6 +208,11 @@ func (t *tickSnapshots) ensure(ctx context.Context) error {
 	}
 	t.conn = c
 	context.AfterFunc(ctx, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.conn == c {
+			t.conn = nil
+		}
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = c.Close(cctx)

@@ -53,3 +53,41 @@ func TestTableManagerSequencesOfSubscription(t *testing.T) {
 	require.Equal(t, []string{`"public"."alone"`, `"public"."b_id_seq"`}, names(change.Table{Schema: "public", Name: "b"}))
 	require.Equal(t, []string{`"public"."alone"`}, names())
 }
+
+// TestTickSnapshotsCloseUnderQuery: the provider connection is closed when the context it was
+// opened under ends, possibly while the table manager's query on it is still running. The
+// close waits for the query (pgx panics, "slow write timer already active", when a
+// connection is closed from another goroutine in the middle of a write: CI saw it).
+func TestTickSnapshotsCloseUnderQuery(t *testing.T) {
+	t.Parallel()
+	p := migratetest.NewDB(t, "", migrate.Provider)
+	conn, err := pg.Connect(context.Background(), p, "worker test")
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), `CREATE TABLE a (id serial PRIMARY KEY)`)
+	require.NoError(t, err)
+	_, err = queue.AddTable(context.Background(), conn, "q", queue.TableSpec{Name: "a"})
+	require.NoError(t, err)
+	cfg, err := pg.ParseConfig(p, "worker test")
+	require.NoError(t, err)
+	for i := range 200 {
+		snaps := &tickSnapshots{cfg: cfg, queue: "q"}
+		ctx, cancel := context.WithCancel(context.Background())
+		// Open the connection, then keep it busy while the context ends.
+		_, err := snaps.sequences(ctx, nil)
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for ctx.Err() == nil {
+				_, _ = snaps.sequences(ctx, nil)
+				_, _ = snaps.passed(ctx, "1:1:", change.Position{})
+			}
+		}()
+		for range i % 7 {
+			_, _ = conn.Exec(context.Background(), `SELECT 1`)
+		}
+		cancel()
+		<-done
+	}
+}
