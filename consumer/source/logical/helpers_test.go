@@ -110,6 +110,22 @@ func (p *provider) publish(t *testing.T, tables ...change.Table) {
 	require.NoError(t, err, sql)
 }
 
+// killWalsender terminates the walsender that streams the slot and waits until the slot is
+// released: the stream breaks as a lost connection would break it. (Closing the source's
+// connection from the test instead would race with the reader goroutine using it.)
+func (p *provider) killWalsender(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	var pid int
+	require.NoError(t, p.conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&pid))
+	p.exec(t, `SELECT pg_terminate_backend($1)`, pid)
+	pgtest.Eventually(t, 30*time.Second, "the walsender is gone", func() bool {
+		var active bool
+		require.NoError(t, p.conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&active))
+		return !active
+	})
+}
+
 // createSlot creates the slot, closes its snapshot and returns its consistent point.
 func (p *provider) createSlot(t *testing.T) LSN {
 	t.Helper()

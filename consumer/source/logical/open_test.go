@@ -76,7 +76,7 @@ func TestOpenBatch(t *testing.T) {
 			require.ErrorContains(t, err, "the target failed")
 			require.True(t, s.open)
 			// The stream breaks while the rest of the transaction is still to come.
-			require.NoError(t, s.st.conn.Close(ctx))
+			p.killWalsender(t)
 			_, err = read(0)
 			require.Error(t, err)
 			require.True(t, s.open)

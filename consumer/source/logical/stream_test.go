@@ -287,16 +287,7 @@ func TestStreamRestarts(t *testing.T) {
 		p.createSlot(t)
 		s := p.source(t, func(c *Config) { c.MaxEvents = 1 })
 		require.NoError(t, s.Resume(ctx, change.Position{}))
-		kill := func() {
-			var pid int
-			require.NoError(t, p.conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&pid))
-			p.exec(t, `SELECT pg_terminate_backend($1)`, pid)
-			pgtest.Eventually(t, 30*time.Second, "the walsender is gone", func() bool {
-				var active bool
-				require.NoError(t, p.conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&active))
-				return !active
-			})
-		}
+		kill := func() { p.killWalsender(t) }
 		p.writeTx(t, `INSERT INTO t VALUES (1)`)
 		b, all := next(t, s)
 		kill() // with a batch pending: it is kept
