@@ -11,7 +11,7 @@ TEST_FLAGS ?= -timeout 20m
 
 export SKIFF_PG_CACHE := $(PG_CACHE)
 
-.PHONY: help build test test-short test-matrix fuzz pg pg-matrix pg-matrix-ci demo bench lint fmt clean
+.PHONY: help build test test-short test-race test-matrix fuzz pg pg-matrix pg-matrix-ci demo bench lint fmt clean
 
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: pg ## Run every test against the default PostgreSQL (Debian's 15) and the 
 
 test-short: pg ## Run the fast tests only.
 	$(GO) test -short $(TEST_FLAGS) ./...
+
+test-race: pg ## Run the tests of every package but tests/ (the binary's end-to-end runs) under the race detector.
+	$(GO) test -race $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/tests$$')
 
 FUZZ_TIME ?= 10s
 fuzz: ## Run each fuzz test for FUZZ_TIME (quoting of names, --where rewriter, event decoder, password redaction).
