@@ -287,10 +287,9 @@ func TestStreamRestarts(t *testing.T) {
 		p.createSlot(t)
 		s := p.source(t, func(c *Config) { c.MaxEvents = 1 })
 		require.NoError(t, s.Resume(ctx, change.Position{}))
-		kill := func() { p.killWalsender(t) }
 		p.writeTx(t, `INSERT INTO t VALUES (1)`)
 		b, all := next(t, s)
-		kill() // with a batch pending: it is kept
+		p.killWalsender(t) // with a batch pending: it is kept
 		again, err := s.NextBatch(ctx)
 		require.NoError(t, err)
 		require.Equal(t, b, again)
@@ -300,7 +299,7 @@ func TestStreamRestarts(t *testing.T) {
 		require.Equal(t, change.Text("2"), evs[0].Values[0])
 		all = append(all, evs...)
 		finish(t, s, b)
-		kill() // between batches
+		p.killWalsender(t) // between batches
 		var last int64
 		for i := 3; i <= 5; i++ {
 			last = p.writeTx(t, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
