@@ -40,6 +40,15 @@ type SourceConfig struct {
 	// Log receives debug messages, which carry no queue or consumer attribute: the caller
 	// scopes it (Log.With("queue", …)). Nil discards them.
 	Log *slog.Logger
+	// ReadAhead opens a second connection to the provider (as the Source's own was opened).
+	// With it, a Source behind its queue reads the next batch's events on that connection
+	// while the batch it just read is applied (skiff.peek_batch, provider schema 15; see
+	// prefetch.go); Close ends that read and closes the connection. Nil: batches are read
+	// one after the other.
+	ReadAhead func(ctx context.Context) (*pgx.Conn, error)
+	// ReadAheadBytes bounds the memory of the rows read ahead (about their size). Default
+	// 64 MiB; the read waits for Events beyond it.
+	ReadAheadBytes int64
 }
 
 // Source reads batches of a consumer's subscription to a trigger queue. It implements the
@@ -61,6 +70,13 @@ type Source struct {
 	noLongTx, longTxKnown bool
 	// ahead is what NextBatch read ahead for Events, nil when nothing is.
 	ahead *readAhead
+	// pre is the next batch being read ahead on raConn (prefetch.go), nil when none is;
+	// noPeek: the provider has no skiff.peek_batch; prefetched counts the batches whose
+	// events came from a read ahead.
+	pre        *prefetch
+	raConn     *pgx.Conn
+	noPeek     bool
+	prefetched int
 }
 
 // readAhead is what Events needs before it reads a batch's events, read by NextBatch in the
@@ -518,6 +534,20 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 		return fmt.Errorf("batch %d: %w", b.ID, err)
 	}
 	out := &chunker{s: s, b: b, fn: fn, chunk: make([]change.Event, 0, s.cfg.ChunkSize)}
+	if long != nil {
+		s.stopPrefetch()
+	} else if p, err := s.takePrefetch(ctx, b.Prev.Tick, b.End.Tick); err != nil {
+		return err
+	} else if p != nil {
+		if err := s.eventsAhead(ctx, p, out); err != nil {
+			return err
+		}
+		s.log.Debug("batch read ahead", "batch_id", b.ID, "events", out.n)
+		if s.prefetchWanted(out.n) {
+			s.startPrefetch(ctx, b.End.Tick)
+		}
+		return out.flush()
+	}
 	if long == nil {
 		// The query text is new for every batch (it holds the ticks' snapshots): run it as an
 		// unnamed statement rather than filling pgx's statement cache, in one round trip
@@ -531,9 +561,18 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 		if err := out.read(rows, nil); err != nil {
 			return err
 		}
+		if s.prefetchWanted(out.n) {
+			s.startPrefetch(ctx, b.End.Tick)
+		}
 		return out.flush()
 	}
-	return s.eventsWithLong(ctx, b, query, long, out)
+	if err := s.eventsWithLong(ctx, b, query, long, out); err != nil {
+		return err
+	}
+	if s.prefetchWanted(out.n) {
+		s.startPrefetch(ctx, b.End.Tick)
+	}
+	return nil
 }
 
 // longTxs returns the batch's long transactions to be read by themselves, ordered by their

@@ -33,6 +33,7 @@ type session struct {
 	log       *slog.Logger
 	prov, tgt *pgx.Conn
 	src       consumer.Source // with the optional abilities the session forwards
+	trig      *trigger.Source // src of a trigger queue (closed with the session: its read-ahead connection)
 	app       *apply.Applier
 
 	mu       sync.Mutex // guards what Backends, targetDesc and confirmed read from other goroutines
@@ -131,11 +132,14 @@ func (s *session) connect(ctx context.Context) error {
 			return err
 		}
 	} else {
-		src, err := trigger.New(ctx, s.prov, trigger.Config{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cfg.MaxEvents, Log: s.log})
+		provider := s.cfg.Provider
+		readAhead := func(ctx context.Context) (*pgx.Conn, error) { return pg.Connect(ctx, provider, app+" read-ahead") }
+		src, err := trigger.New(ctx, s.prov, trigger.Config{Queue: s.queue, Consumer: s.consumer, MaxEvents: s.cfg.MaxEvents, Log: s.log,
+			ReadAhead: readAhead})
 		if err != nil {
 			return fmt.Errorf("provider: %w", err)
 		}
-		s.src = src
+		s.src, s.trig = src, src
 	}
 	s.mu.Lock()
 	s.pids = [2]uint32{s.prov.PgConn().PID(), s.tgt.PgConn().PID()}
@@ -188,12 +192,15 @@ func (s *session) close() {
 	if src != nil {
 		_ = src.Close(ctx)
 	}
+	if s.trig != nil {
+		_ = s.trig.Close(ctx)
+	}
 	for _, c := range []*pgx.Conn{s.prov, s.tgt} {
 		if c != nil {
 			_ = c.Close(ctx)
 		}
 	}
-	s.prov, s.tgt, s.src, s.app = nil, nil, nil, nil
+	s.prov, s.tgt, s.src, s.trig, s.app = nil, nil, nil, nil, nil
 	s.mu.Lock()
 	s.pids = [2]uint32{}
 	s.mu.Unlock()
