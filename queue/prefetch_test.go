@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -14,15 +15,10 @@ import (
 	"github.com/skiffdb/skiff/internal/pgtest"
 )
 
-// readAheadDial opens read-ahead connections to p, closed when the test ends.
-func (p *provider) readAheadDial(t *testing.T) func(ctx context.Context) (*pgx.Conn, error) {
-	return func(ctx context.Context) (*pgx.Conn, error) {
-		c, err := pg.Connect(ctx, p.url, "skiff-test read-ahead")
-		if err == nil {
-			t.Cleanup(func() { _ = c.Close(context.Background()) })
-		}
-		return c, err
-	}
+// readAheadDial opens read-ahead connections to p (the Source closes them: its Close ends the
+// read that uses one).
+func (p *provider) readAheadDial() func(ctx context.Context) (*pgx.Conn, error) {
+	return func(ctx context.Context) (*pgx.Conn, error) { return pg.Connect(ctx, p.url, "skiff-test read-ahead") }
 }
 
 // TestReadAhead: a source behind its queue reads each next batch ahead on its second
@@ -73,7 +69,7 @@ func TestReadAhead(t *testing.T) {
 			require.Nil(t, tx)
 
 			ahead, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "ahead", MaxEvents: -1, ChunkSize: 7,
-				LongTxEvents: 100, ReadAhead: p.readAheadDial(t)})
+				LongTxEvents: 100, ReadAhead: p.readAheadDial()})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = ahead.Close(context.Background()) })
 			plain, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "plain", MaxEvents: -1, ChunkSize: 7, LongTxEvents: 100})
@@ -114,7 +110,7 @@ func TestReadAheadNotUsedForAnotherRange(t *testing.T) {
 		require.NoError(t, err)
 	}
 	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "ahead", MaxEvents: -1, ChunkSize: 5,
-		ReadAhead: p.readAheadDial(t)})
+		ReadAhead: p.readAheadDial()})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = src.Close(context.Background()) })
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -141,4 +137,31 @@ func TestReadAheadNotUsedForAnotherRange(t *testing.T) {
 	_, second := readBatch(t, src)
 	require.Len(t, second, 20)
 	require.Equal(t, 1, src.prefetched)
+}
+
+// TestReadAheadTooLarge: a batch larger than ReadAheadBytes is not read ahead (the read stops
+// and the batch is read when it comes), and nothing of it is lost or repeated.
+func TestReadAheadTooLarge(t *testing.T) {
+	t.Parallel()
+	v := pgtest.Majors()[0]
+	ctx := context.Background()
+	p := setupQueue(t, v, "ahead")
+	c := p.conn(t)
+	for r := range 4 {
+		exec(t, c, fmt.Sprintf(`INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(%d, %d) g`, 100*r, 100*r+19))
+		_, err := ForceTick(ctx, c, "q")
+		require.NoError(t, err)
+	}
+	// 20 events estimated at 96 bytes each fit in 2,500 bytes; with their 100-byte rows they
+	// do not: the read itself stops.
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "ahead", MaxEvents: -1, ChunkSize: 5,
+		ReadAhead: p.readAheadDial(), ReadAheadBytes: 2500})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = src.Close(context.Background()) })
+	for r := range 4 {
+		_, evs := readBatch(t, src)
+		require.Len(t, evs, 20)
+		require.Equal(t, strconv.Itoa(100*r), evs[0].Values[0].Text)
+	}
+	require.Zero(t, src.prefetched)
 }

@@ -536,10 +536,10 @@ func (s *Source) Events(ctx context.Context, b change.Batch, fn func([]change.Ev
 	out := &chunker{s: s, b: b, fn: fn, chunk: make([]change.Event, 0, s.cfg.ChunkSize)}
 	if long != nil {
 		s.stopPrefetch()
-	} else if p, err := s.takePrefetch(ctx, b.Prev.Tick, b.End.Tick); err != nil {
+	} else if rows, err := s.takePrefetch(ctx, b.Prev.Tick, b.End.Tick); err != nil {
 		return err
-	} else if p != nil {
-		if err := s.eventsAhead(ctx, p, out); err != nil {
+	} else if rows != nil {
+		if err := s.eventsAhead(rows, out); err != nil {
 			return err
 		}
 		s.log.Debug("batch read ahead", "batch_id", b.ID, "events", out.n)

@@ -158,9 +158,10 @@ $$;
 
 -- +goose StatementBegin
 -- tick_range_event_sql is batch_event_sql(batch, except) for the batch of subscription
--- i_sub_id from the tick of snapshot i_snap1 to the tick of i_snap2.
+-- i_sub_id from the tick of snapshot i_snap1 to the tick of i_snap2; without its ORDER BY
+-- ev_id unless i_sorted (the reader sorts the rows itself).
 CREATE FUNCTION skiff.tick_range_event_sql(i_queue_id integer, i_sub_id integer, i_snap1 txid_snapshot, i_snap2 txid_snapshot,
-    i_except bigint[]) RETURNS text
+    i_except bigint[], i_sorted boolean) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cond   text;
@@ -216,12 +217,16 @@ BEGIN
         q_sql := q_sql || 'SELECT ev_id, ev_time, ev_txid, ev_op, ev_layout, ev_data, ev_extra, ev_retry FROM '
             || skiff.event_table_name(i_queue_id, n) || cond;
     END LOOP;
-    RETURN 'SELECT ev_id, ev_time, ev_txid, ev_op::text AS ev_op, ev_layout, ev_data, ev_extra, ev_retry FROM ('
-        || q_sql || ') ev ORDER BY ev_id';
+    q_sql := 'SELECT ev_id, ev_time, ev_txid, ev_op::text AS ev_op, ev_layout, ev_data, ev_extra, ev_retry FROM ('
+        || q_sql || ') ev';
+    IF i_sorted THEN
+        q_sql := q_sql || ' ORDER BY ev_id';
+    END IF;
+    RETURN q_sql;
 END;
 $$;
 -- +goose StatementEnd
-REVOKE ALL ON FUNCTION skiff.tick_range_event_sql(integer, integer, txid_snapshot, txid_snapshot, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION skiff.tick_range_event_sql(integer, integer, txid_snapshot, txid_snapshot, bigint[], boolean) FROM PUBLIC;
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION skiff.batch_event_sql(i_batch_id bigint, i_except bigint[]) RETURNS text
@@ -237,21 +242,23 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'skiff: batch % is not open', i_batch_id USING ERRCODE = 'P0002';
     END IF;
-    RETURN skiff.tick_range_event_sql(s.queue_id, s.sub_id, s.snap1, s.snap2, i_except);
+    RETURN skiff.tick_range_event_sql(s.queue_id, s.sub_id, s.snap1, s.snap2, i_except, true);
 END;
 $$;
 -- +goose StatementEnd
 
 -- +goose StatementBegin
 -- peek_batch(queue, consumer, after tick, max_events) describes the batch next_batch opens
--- after tick i_after_tick (the end of the consumer's batch being applied): its end tick, the
--- query reading its events (batch_event_sql's, nothing excepted) and the largest span of ids
--- of a transaction running at its start tick (see batch_long_txids; 0 when none). No row when
+-- after tick i_after_tick (the end of the consumer's batch being applied): its end tick, about
+-- how many events it holds (event_count), the largest span of ids of a transaction running at
+-- its start tick (see batch_long_txids; 0 when none) and the query reading its events
+-- (batch_event_sql's, nothing excepted, without its ORDER BY: the reader holds the whole batch
+-- and sorts it, which costs it far less than the provider's sort). No row when
 -- that range could still change: no tick follows its end tick yet, so a tick cut meanwhile
 -- could still be merged into it (or i_after_tick is gone). It changes nothing, takes no lock
 -- and does not depend on the consumer's position.
 CREATE FUNCTION skiff.peek_batch(i_queue text, i_consumer text, i_after_tick bigint, i_max_events bigint,
-    OUT o_tick bigint, OUT o_long_span bigint, OUT o_sql text)
+    OUT o_tick bigint, OUT o_events bigint, OUT o_long_span bigint, OUT o_sql text)
 RETURNS SETOF record
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -274,16 +281,19 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    SELECT tick_snapshot INTO snap1 FROM skiff.tick WHERE queue_id = s.queue_id AND tick_id = i_after_tick;
-    SELECT tick_snapshot INTO snap2 FROM skiff.tick WHERE queue_id = s.queue_id AND tick_id = o_tick;
-    IF snap1 IS NULL OR snap2 IS NULL THEN
+    SELECT t1.tick_snapshot, t2.tick_snapshot, skiff.event_count(t1.tick_event_seq, t2.tick_event_seq)
+      INTO snap1, snap2, o_events
+      FROM skiff.tick t1, skiff.tick t2
+     WHERE t1.queue_id = s.queue_id AND t1.tick_id = i_after_tick
+       AND t2.queue_id = s.queue_id AND t2.tick_id = o_tick;
+    IF NOT FOUND THEN
         RETURN; -- cleaned up meanwhile
     END IF;
     SELECT coalesce(max(span), 0) INTO o_long_span
       FROM (SELECT sum(l.o_last - l.o_first + 1) AS span
               FROM skiff.tick_range_long_txids(s.queue_id, s.sub_id, snap1, snap2) l
              GROUP BY l.o_txid) x;
-    o_sql := skiff.tick_range_event_sql(s.queue_id, s.sub_id, snap1, snap2, '{}'::bigint[]);
+    o_sql := skiff.tick_range_event_sql(s.queue_id, s.sub_id, snap1, snap2, '{}'::bigint[], false);
     RETURN NEXT;
 END;
 $$;
@@ -364,7 +374,7 @@ BEGIN
 END;
 $$;
 -- +goose StatementEnd
-DROP FUNCTION skiff.tick_range_event_sql(integer, integer, txid_snapshot, txid_snapshot, bigint[]);
+DROP FUNCTION skiff.tick_range_event_sql(integer, integer, txid_snapshot, txid_snapshot, bigint[], boolean);
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION skiff.batch_long_txids(i_batch_id bigint,
