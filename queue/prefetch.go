@@ -31,7 +31,7 @@ import (
 // the Source's state, which belongs to the caller's goroutine).
 
 // defaultPrefetchBytes bounds what one read ahead holds in memory.
-const defaultPrefetchBytes = 64 << 20
+const defaultPrefetchBytes = 32 << 20
 
 // connCloseTimeout bounds the close of a read-ahead connection left in an unknown state.
 const connCloseTimeout = 5 * time.Second
@@ -70,15 +70,15 @@ type prefetch struct {
 }
 
 // prefetchWanted reports whether a batch of n events read is worth reading the next one
-// ahead: the worker is behind (batches as large as MaxEvents lets them be, or at least a chunk
-// when every tick is a batch), and the provider may have peek_batch.
+// ahead: the worker is behind (batches at least half as large as MaxEvents lets them be, or
+// at least a chunk when every tick is a batch), and the provider may have peek_batch.
 func (s *Source) prefetchWanted(n int64) bool {
 	if s.cfg.ReadAhead == nil || s.noPeek {
 		return false
 	}
 	least := int64(s.cfg.ChunkSize)
 	if s.cfg.MaxEvents > 0 {
-		least = max(least, s.cfg.MaxEvents/2)
+		least = max(s.cfg.MaxEvents/2, 1)
 	}
 	return n >= least
 }

@@ -46,8 +46,8 @@ type SourceConfig struct {
 	// prefetch.go); Close ends that read and closes the connection. Nil: batches are read
 	// one after the other.
 	ReadAhead func(ctx context.Context) (*pgx.Conn, error)
-	// ReadAheadBytes bounds the memory of the rows read ahead (about their size). Default
-	// 64 MiB; the read waits for Events beyond it.
+	// ReadAheadBytes bounds the memory of the rows read ahead (about their size): a larger
+	// batch is not read ahead. Default 32 MiB.
 	ReadAheadBytes int64
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/internal/pg"
@@ -31,6 +32,7 @@ func (p *pair) startWorkerProc(t *testing.T, queues ...string) *workerProc {
 	for _, q := range queues {
 		args = append(args, "--queue", q)
 	}
+	args = append(args, p.workerArgs...)
 	w := &workerProc{cmd: exec.Command(skiffBinary(t), args...), out: &bytes.Buffer{}}
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	require.NoError(t, w.cmd.Start())
@@ -123,10 +125,17 @@ func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
 	require.Greater(t, kills, 3)
 	p.compare(t, allTables()...)
 
-	// Every batch once, and each starts where the previous one ended: ticks for the trigger
-	// queue; for a logical queue the batch id is the End LSN and each batch's Prev is the
-	// previous batch's End (the LSN the slot resumes after).
-	ctx = context.Background()
+	n := requireEveryBatchOnce(t, tgt)
+	t.Logf("%d batches applied, each once", n)
+}
+
+// requireEveryBatchOnce checks the target's batch log: every batch once, and each starts
+// where the previous one ended (ticks for the trigger queue; for a logical queue the batch id
+// is the End LSN and each batch's Prev is the previous batch's End, the LSN the slot resumes
+// after); and the subscriptions count as many. It returns how many batches there are.
+func requireEveryBatchOnce(t *testing.T, tgt *pgx.Conn) int {
+	t.Helper()
+	ctx := context.Background()
 	rows, err := tgt.Query(ctx, `SELECT s.queue, b.batch_id, coalesce(b.prev_tick, b.prev_lsn), coalesce(b.end_tick, b.end_lsn)
 		FROM skiff.batch_log b JOIN skiff.subscription s USING (sub_id) ORDER BY s.queue, coalesce(b.end_tick, b.end_lsn)`)
 	require.NoError(t, err)
@@ -151,10 +160,10 @@ func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
 		n++
 	}
 	require.NoError(t, rows.Err())
-	t.Logf("%d batches applied, each once", n)
 	var applied int64
 	require.NoError(t, tgt.QueryRow(ctx, `SELECT sum(batches_applied) FROM skiff.subscription`).Scan(&applied))
 	require.Equal(t, int64(n), applied)
+	return n
 }
 
 // TestWorkerSurvivesServerRestarts: the provider and then the target restart under a running

@@ -76,6 +76,8 @@ type pair struct {
 	// src is how the pair's queues capture: the trigger source (zero) or a logical one
 	// (queues created by capture stream from slots; see forEachSource).
 	src source
+	// workerArgs are added to the flags of `skiff worker` processes (startWorkerProc).
+	workerArgs []string
 }
 
 func connect(t testing.TB, url string) *pgx.Conn {

@@ -19,7 +19,7 @@ type WorkerCmd struct {
 	Target      string        `help:"Target database: libpq connection string or URI." required:""`
 	Queue       []string      `help:"Queue to replay; repeat for several (each runs in its own goroutine with its own connections). All start or none: a queue that cannot start (no subscription, another worker holding it, a database refusing) stops the worker before any queue replays a batch, naming the queue and the cause." required:"" sep:"none"`
 	Consumer    string        `help:"Consumer name on the provider (default: the one of the queue's subscription on the target)."`
-	MaxEvents   int64         `help:"Merge ticks into batches of about this many events when behind." default:"20000"`
+	MaxEvents   int64         `help:"Merge ticks into batches of about this many events when behind. While its batches are at least half this size (a trigger queue, provider schema 15+), a queue's worker reads the next batch ahead on a second provider connection (up to 32 MiB of rows), during the target's apply of the current one." default:"20000"`
 	MinBackoff  time.Duration `help:"First wait before a failed batch is retried; doubles at each failure. A logical queue whose slot fails the same way 5 times in a row at one position (the server cannot decode past it) is not retried: the worker stops, and skiff status shows the slot, the error and the remedy." default:"1s"`
 	MaxBackoff  time.Duration `help:"Longest wait between retries of a failed batch." default:"1m"`
 	MetricsAddr string        `help:"Serve Prometheus metrics on this address (e.g. :9188); empty disables."`
