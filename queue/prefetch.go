@@ -117,8 +117,9 @@ func (s *Source) reap(p *prefetch) {
 	if p.err != nil && !errors.Is(p.err, context.Canceled) {
 		s.log.Debug("the next batch was not read ahead: it is read when it comes", "reason", p.err)
 	}
-	if p.err != nil && s.raConn != nil {
+	if p.err != nil && !errors.Is(p.err, errPrefetchTooLarge) && s.raConn != nil {
 		// The connection may be in the middle of a cancelled query: start afresh next time.
+		// (A batch found too large left it idle, or closed it: read redials a closed one.)
 		ctx, cancel := context.WithTimeout(context.Background(), connCloseTimeout)
 		_ = s.raConn.Close(ctx)
 		cancel()
