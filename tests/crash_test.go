@@ -39,6 +39,17 @@ func (p *pair) startWorkerProc(t *testing.T, queues ...string) *workerProc {
 	return w
 }
 
+// stop sends the worker SIGTERM and requires it to exit 0 (its output is logged when not).
+func (w *workerProc) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
+	err := w.cmd.Wait()
+	if err != nil {
+		t.Logf("worker output:\n%s", w.out.String())
+	}
+	require.NoError(t, err, "the worker exits 0 on SIGTERM")
+}
+
 // TestExactlyOnceUnderSIGKILL runs `skiff worker` as a process over two queues while writers
 // and ticks go on, SIGKILLs it at random moments and restarts it. At the end both sides hold
 // the same rows and the target's batch log shows every batch once, each starting where the
@@ -112,12 +123,7 @@ func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
 	w := p.startWorkerProc(t, "qa", "qb")
 	pgtest.Eventually(t, time.Minute, "the last worker holds both subscriptions", func() bool { return holders() == 2 })
 	p.caughtUp(t, 3*time.Minute, "qa", "qb")
-	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
-	err := w.cmd.Wait()
-	if err != nil {
-		t.Logf("worker output:\n%s", w.out.String())
-	}
-	require.NoError(t, err, "the worker exits 0 on SIGTERM")
+	w.stop(t)
 	cancel()
 	wg.Wait()
 

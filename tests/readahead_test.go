@@ -52,12 +52,7 @@ func TestReadAheadKilledAndRestarted(t *testing.T) {
 
 	w = p.startWorkerProc(t, "qa", "qb")
 	p.caughtUp(t, 3*time.Minute, "qa", "qb")
-	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
-	err := w.cmd.Wait()
-	if err != nil {
-		t.Logf("worker output:\n%s", w.out.String())
-	}
-	require.NoError(t, err, "the worker exits 0 on SIGTERM")
+	w.stop(t)
 	cancel()
 	wg.Wait()
 
