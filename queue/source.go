@@ -486,7 +486,7 @@ func schemaError(err error) error {
 // Events streams the batch's events to fn, ChunkSize at a time: in ev_id order, except that a
 // long transaction (see SourceConfig.LongTxEvents) comes whole at the place of its last event.
 // Rows are read from the socket as they are decoded: memory stays bounded whatever the batch
-// size. The chunk slice is reused after fn returns; the events' Values are not. An event whose
+// size. A batch read ahead (SourceConfig.ReadAhead, at most ReadAheadBytes) comes from memory. The chunk slice is reused after fn returns; the events' Values are not. An event whose
 // row cannot be decoded comes with Err set (a *DecodeError) and no columns: the consumer
 // decides whether it needs it.
 //
