@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/catalog"
@@ -150,6 +151,9 @@ type Slot struct {
 	Queue, Consumer string
 	QueueID, SubID  int32
 	Name            string // "" until skiff subscribe created it
+	// Unsettled is set by EnsureSlot when it created the slot but could not make the catalog
+	// change that settles it (see settleSlot): why, for a warning.
+	Unsettled error
 }
 
 // ConsumerSlot reads the slot recorded for a consumer of a logical queue, and the ids its
@@ -661,13 +665,26 @@ func EnsureSlot(ctx context.Context, db pg.DB, queue, consumer string) (slot Slo
 		return slot, false, fmt.Errorf("database oid: %w", err)
 	}
 	name := SlotName(dbOID, slot.QueueID, slot.SubID)
-	if version >= 90400 {
-		_, err = db.Exec(ctx, `SELECT pg_catalog.pg_create_logical_replication_slot($1, $2)`, name, k.Plugin)
-	} else {
-		err = errors.New("no logical decoding before PostgreSQL 9.4")
+	if version < 90400 {
+		return slot, false, fmt.Errorf("create replication slot %s for consumer %s: no logical decoding before PostgreSQL 9.4", name, consumer)
 	}
-	if err != nil {
-		return slot, false, fmt.Errorf("create replication slot %s (plugin %s) for consumer %s: %w", name, k.Plugin, consumer, err)
+	for attempt := 1; ; attempt++ {
+		if _, err = db.Exec(ctx, `SELECT pg_catalog.pg_create_logical_replication_slot($1, $2)`, name, k.Plugin); err != nil {
+			return slot, false, fmt.Errorf("create replication slot %s (plugin %s) for consumer %s: %w", name, k.Plugin, consumer, err)
+		}
+		slot.Unsettled, err = settleSlot(ctx, db, name, k, version)
+		if err == nil {
+			break
+		}
+		// Dropped: nothing was copied against it yet. A slot that could not decode its
+		// first transactions is made again (9.4–10 only, see settleSlot).
+		err = fmt.Errorf("replication slot %s (plugin %s) for consumer %s: %w", name, k.Plugin, consumer, err)
+		if derr := DropSlot(context.WithoutCancel(ctx), db, name); derr != nil {
+			return slot, false, errors.Join(err, derr)
+		}
+		if !errors.Is(err, errSlotUndecodable) || attempt == 3 {
+			return slot, false, err
+		}
 	}
 	if err := SetConsumerSlot(ctx, db, queue, consumer, name); err != nil {
 		// The slot would hold WAL for nobody.
@@ -675,6 +692,111 @@ func EnsureSlot(ctx context.Context, db pg.DB, queue, consumer string) (slot Slo
 	}
 	slot.Name = name
 	return slot, true, nil
+}
+
+// errSlotUndecodable marks a new slot whose first transactions its server could not decode.
+var errSlotUndecodable = errors.New("its first transactions could not be decoded")
+
+// settleSlot works around a flaw of PostgreSQL's logical decoding (seen on 10, 15 and 18),
+// for a slot just created. A slot's snapshot builder tracks no transaction that commits
+// before its snapshot is full; the first catalog snapshot it builds once full (at the first
+// change it decodes) has for xmin the oldest transaction running then, and is kept until a
+// transaction that changes the catalog commits. So a catalog change committed while the
+// slot was being created, by a transaction younger than one still running when the snapshot
+// turned full, is missing from the snapshot the slot decodes with: a row later written to a
+// table that was truncated then cannot be decoded ("could not map filenode … to relation
+// OID"), at every restart of the stream (the subscription is stuck), and a column added then
+// would be missing from the rows decoded. tests.TestSlotCreatedAcrossATruncate orders
+// transactions around a slot's creation this way.
+//
+// The settling: a catalog change of skiff's own, committed now that the slot is consistent
+// (the builder makes a new snapshot from its current xmin, past every transaction that
+// committed while the slot was created); then a wait for the transactions running at that
+// point to end (they may have written with the old snapshot); then the slot's confirmed
+// position is moved past them: every transaction the slot will send committed later and
+// started after the catalog change. Copies are taken after this, so what the slot skips
+// is in them. On 11+ the slot moves without decoding (pg_replication_slot_advance). On
+// 9.4–10 its changes up to that point are read and dropped, which decodes them: a failure
+// there is errSlotUndecodable, and EnsureSlot makes the slot again.
+//
+// The catalog change is a temporary table created and dropped in one statement. A role
+// without the TEMPORARY privilege cannot: the slot is kept unsettled, and that is returned
+// as unsettled (not an error).
+func settleSlot(ctx context.Context, db pg.DB, name string, k Kind, version int) (unsettled error, err error) {
+	if _, err := db.Exec(ctx, `CREATE TEMPORARY TABLE skiff_settle_slot (x integer) ON COMMIT DROP`); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			return fmt.Errorf("no catalog change settled replication slot %s (a temporary table: %w): "+
+				"a catalog change committed while it was created may be missing from what it decodes", name, err), nil
+		}
+		return nil, fmt.Errorf("settle the new slot (a temporary table): %w", err)
+	}
+	var snap string
+	if err := db.QueryRow(ctx, `SELECT pg_catalog.txid_current_snapshot()::text`).Scan(&snap); err != nil {
+		return nil, fmt.Errorf("settle the new slot: %w", err)
+	}
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		var running int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.txid_snapshot_xip($1::pg_catalog.txid_snapshot) x
+			WHERE NOT pg_catalog.txid_visible_in_snapshot(x, pg_catalog.txid_current_snapshot())`, snap).Scan(&running); err != nil {
+			return nil, fmt.Errorf("settle the new slot: transactions running: %w", err)
+		}
+		if running == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("settle the new slot: waiting for %d transactions running on the provider to end: %w", running, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+	current := `pg_catalog.pg_current_wal_lsn()`
+	if version < 100000 {
+		current = `pg_catalog.pg_current_xlog_location()`
+	}
+	var target string
+	if err := db.QueryRow(ctx, `SELECT `+current+`::text`).Scan(&target); err != nil {
+		return nil, fmt.Errorf("settle the new slot: WAL position: %w", err)
+	}
+	// A slot moves only up to the WAL flushed: an asynchronous commit may not be yet.
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		var reached bool
+		var err error
+		if version >= 110000 {
+			err = db.QueryRow(ctx, `SELECT end_lsn >= $2::pg_catalog.pg_lsn FROM pg_catalog.pg_replication_slot_advance($1, $2::pg_catalog.pg_lsn)`,
+				name, target).Scan(&reached)
+		} else {
+			opts := []string{}
+			if k.Plugin == PluginPgoutput {
+				opts = []string{"proto_version", "1", "publication_names", change.QuoteIdent(k.Publication)}
+			}
+			_, err = db.Exec(ctx, `SELECT count(*) FROM pg_catalog.pg_logical_slot_get_binary_changes($1, $2::pg_catalog.pg_lsn, NULL, VARIADIC $3::text[])`,
+				name, target, opts)
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "XX000" { // internal_error: "could not map filenode …"
+				return nil, fmt.Errorf("settle the new slot: decode up to %s: %w (%w)", target, err, errSlotUndecodable)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("settle the new slot: decode up to %s: %w", target, err)
+			}
+			reached = true
+			if version >= 90600 { // confirmed_flush_lsn
+				err = db.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $2::pg_catalog.pg_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`,
+					name, target).Scan(&reached)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("settle the new slot: move it to %s: %w", target, err)
+		}
+		if reached {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("settle the new slot: waiting for the provider to flush its WAL to %s: %w", target, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 }
 
 // SlotState is a replication slot as the provider reports it.

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -394,4 +395,51 @@ func TestLogicalQueuePartitioned(t *testing.T) {
 	_, err = AddTable(ctx, c, "ltd", spec("pz", PluginTestDecoding))
 	require.ErrorContains(t, err, "partitioned")
 	require.ErrorContains(t, err, "add its partitions instead")
+}
+
+// TestSettleSlot: settling a new slot (settleSlot) moves its confirmed position past the WAL
+// written before; a role that may create replication slots but not temporary tables cannot
+// make the settling catalog change: the slot is kept and the reason returned for a warning.
+func TestSettleSlot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := pgtest.Shared(t, "")
+	c := logicalQueue(t)
+	version := pg.ServerVersion(c)
+	var db string
+	var dbOID uint32
+	require.NoError(t, c.QueryRow(ctx, `SELECT current_database(), oid FROM pg_database WHERE datname = current_database()`).Scan(&db, &dbOID))
+	role := srv.CreateRole(t, "settle", "")
+	exec(t, c, `ALTER ROLE `+change.QuoteIdent(role)+` REPLICATION`)
+	exec(t, c, `REVOKE TEMPORARY ON DATABASE `+change.QuoteIdent(db)+` FROM PUBLIC`)
+	rc, err := pg.Connect(ctx, srv.URLAs(role, "", db), "skiff-test")
+	require.NoError(t, err)
+	defer rc.Close(ctx)
+
+	name := fmt.Sprintf("skiff_settle_test_%d", dbOID)
+	exec(t, c, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, name)
+	defer func() { require.NoError(t, DropSlot(ctx, c, name)) }()
+	k := Kind{Source: SourceLogical, Plugin: PluginTestDecoding}
+	unsettled, err := settleSlot(ctx, rc, name, k, version)
+	require.NoError(t, err)
+	require.ErrorContains(t, unsettled, "no catalog change settled replication slot "+name)
+	require.ErrorContains(t, unsettled, "permission denied")
+
+	exec(t, c, `GRANT TEMPORARY ON DATABASE `+change.QuoteIdent(db)+` TO `+change.QuoteIdent(role))
+	exec(t, c, `INSERT INTO t VALUES (1)`)
+	current := `pg_current_wal_lsn()`
+	if version < 100000 {
+		current = `pg_current_xlog_location()`
+	}
+	var before string
+	require.NoError(t, c.QueryRow(ctx, `SELECT `+current+`::text`).Scan(&before))
+	unsettled, err = settleSlot(ctx, rc, name, k, version)
+	require.NoError(t, err)
+	require.NoError(t, unsettled)
+	if version >= 90600 {
+		var passed bool
+		require.NoError(t, c.QueryRow(ctx, `SELECT confirmed_flush_lsn > $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`,
+			name, before).Scan(&passed))
+		require.True(t, passed, "the slot's confirmed position passed the WAL written before it was settled")
+	}
 }

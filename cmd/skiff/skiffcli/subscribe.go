@@ -257,7 +257,8 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		return fmt.Errorf("provider: %w", err)
 	}
 	if kind.Logical() {
-		// The slot first: every transaction that commits after its consistent point is
+		// The slot first: every transaction that commits after its confirmed position
+		// (settled past the transactions running while it was created, see EnsureSlot) is
 		// decoded, and the copies below take their snapshots after it (those they see are
 		// skipped by the worker, the others applied).
 		slot, created, err := queue.EnsureSlot(ctx, prov, c.Queue, name)
@@ -271,6 +272,10 @@ func (c *SubscribeCmd) Run(rt *Runtime) error {
 		}
 		if created {
 			fmt.Fprintf(rt.Out, "replication slot %s created (plugin %s)\n", slot.Name, kind.Plugin)
+		}
+		if slot.Unsettled != nil {
+			rt.Log.Warn("grant TEMPORARY on the provider's database to this role, or check that no DDL ran while the slot was created",
+				"queue", c.Queue, "consumer", name, "err", slot.Unsettled)
 		}
 		tick = 0 // a logical subscription's position is an LSN, recorded by its first batch
 	}
