@@ -86,25 +86,54 @@ func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
 		require.NoError(t, err)
 		duration = time.Duration(n) * time.Second
 	}
+	tgt := connect(t, p.tgt)
+	batches := func() int64 {
+		var n int64
+		require.NoError(t, tgt.QueryRow(ctx, `SELECT count(*) FROM skiff.batch_log`).Scan(&n))
+		return n
+	}
 	rng := rand.New(rand.NewPCG(42, 1))
-	kills := 0
+	kills, killsApplying := 0, 0
 	var logs bytes.Buffer
+	first := batches()
 	deadline := time.Now().Add(duration)
 	for time.Now().Before(deadline) {
+		before := batches()
 		w := p.startWorkerProc(t, "qa", "qb")
-		// A random moment: the worker may be connecting, reading, applying or committing.
-		life := time.Duration(100+rng.IntN(1500)) * time.Millisecond
 		exited := make(chan error, 1)
 		go func() { exited <- w.cmd.Wait() }()
+		// The moment of the kill: one time in four a random one from the start (the worker
+		// may be connecting, locking, reading its first batch); else a random one after it
+		// applied its first batch (reading, applying or committing the next ones). Under a
+		// loaded machine a worker can take longer to start than the first kind's moments.
+		life := time.Duration(100+rng.IntN(1500)) * time.Millisecond
+		applying := rng.IntN(4) != 0
+		if applying {
+			life = time.Duration(rng.IntN(500)) * time.Millisecond
+		}
+		ran := false
+		for start := time.Now(); applying && !ran && time.Since(start) < time.Minute; {
+			select {
+			case err := <-exited:
+				exited <- err
+				ran = true
+			case <-time.After(20 * time.Millisecond): // polling the target's batch log
+				ran = batches() > before
+			}
+		}
 		select {
 		case <-exited: // e.g. the previous worker's lock was still held: start again
 		case <-time.After(life):
 			require.NoError(t, w.cmd.Process.Signal(syscall.SIGKILL))
 			<-exited
 			kills++
+			if applying {
+				killsApplying++
+			}
 		}
 		logs.Write(w.out.Bytes())
 	}
+	appliedUnderKills := batches() - first
 	// Kills between a batch's commit on the target and its finish on the provider show up as
 	// batches the next worker finds already applied.
 	alreadyApplied := bytes.Count(logs.Bytes(), []byte("batch already applied on the target"))
@@ -112,7 +141,6 @@ func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
 	wwg.Wait()
 
 	// A last worker catches up and stops cleanly on SIGTERM.
-	tgt := connect(t, p.tgt)
 	holders := func() int {
 		var n int
 		_ = tgt.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936419174 AND granted
@@ -127,8 +155,11 @@ func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
 	cancel()
 	wg.Wait()
 
-	t.Logf("%v writer transactions, %d kills, %d batches found already applied after a kill", txs, kills, alreadyApplied)
+	t.Logf("%v writer transactions, %d kills (%d after the worker applied a batch), %d batches applied while killed, %d found already applied after a kill",
+		txs, kills, killsApplying, appliedUnderKills, alreadyApplied)
 	require.Greater(t, kills, 3)
+	require.Greater(t, killsApplying, 1, "kills landed while the worker applied batches")
+	require.GreaterOrEqual(t, appliedUnderKills, int64(killsApplying), "every worker killed while applying had applied a batch")
 	p.compare(t, allTables()...)
 
 	n := requireEveryBatchOnce(t, tgt)
