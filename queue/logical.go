@@ -697,7 +697,7 @@ func EnsureSlot(ctx context.Context, db pg.DB, queue, consumer string) (slot Slo
 // errSlotUndecodable marks a new slot whose first transactions its server could not decode.
 var errSlotUndecodable = errors.New("its first transactions could not be decoded")
 
-// settleSlot works around a flaw of PostgreSQL's logical decoding (seen on 10, 15 and 18),
+// settleSlot works around a flaw of PostgreSQL's logical decoding (9.4 to 18 at least),
 // for a slot just created. A slot's snapshot builder tracks no transaction that commits
 // before its snapshot is full; the first catalog snapshot it builds once full (at the first
 // change it decodes) has for xmin the oldest transaction running then, and is kept until a
