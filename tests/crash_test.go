@@ -63,12 +63,7 @@ func TestExactlyOnceUnderSIGKILL(t *testing.T) {
 }
 
 func testExactlyOnce(t *testing.T, provVersion, tgtVersion string, src source) {
-	p := newPair(t, provVersion, tgtVersion, workloadDDL)
-	p.src = src
-	for q, tables := range workloadTables {
-		p.capture(t, q, tables...)
-		p.subscribe(t, q)
-	}
+	p := newWorkloadPair(t, provVersion, tgtVersion, src)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup

@@ -354,6 +354,19 @@ CREATE TABLE b2 (id integer PRIMARY KEY, arr integer[], note varchar(40), b byte
 
 var workloadTables = map[string][]string{"qa": {"public.a1", "public.a2"}, "qb": {"public.b1", "public.b2"}}
 
+// newWorkloadPair is a pair holding workloadDDL's tables, captured by queues qa and qb (with
+// src: the zero value for trigger queues) and subscribed by consumer c1 without a copy.
+func newWorkloadPair(t testing.TB, provVersion, tgtVersion string, src source) *pair {
+	t.Helper()
+	p := newPair(t, provVersion, tgtVersion, workloadDDL)
+	p.src = src
+	for q, tables := range workloadTables {
+		p.capture(t, q, tables...)
+		p.subscribe(t, q)
+	}
+	return p
+}
+
 func allTables() []string {
 	return append(append([]string{}, workloadTables["qa"]...), workloadTables["qb"]...)
 }

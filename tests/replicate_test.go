@@ -54,12 +54,7 @@ func forEachPair(t *testing.T, test func(t *testing.T, provVersion, tgtVersion s
 func TestReplicateConcurrentWriters(t *testing.T) {
 	t.Parallel()
 	forEachSource(t, func(t *testing.T, provVersion, tgtVersion string, src source) {
-		p := newPair(t, provVersion, tgtVersion, workloadDDL)
-		p.src = src
-		for q, tables := range workloadTables {
-			p.capture(t, q, tables...)
-			p.subscribe(t, q)
-		}
+		p := newWorkloadPair(t, provVersion, tgtVersion, src)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		ticker(t, ctx, &wg, p.prov, 100*time.Millisecond, "qa", "qb")
