@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/internal/startstop"
 )
 
@@ -142,7 +143,7 @@ func (w *Worker) run(ctx, hard context.Context) error {
 			return nil
 		}
 		if isPositionLost(err) {
-			w.log.Error("replication stopped", "worker", w.cfg.Name, "batch_id", b.ID, "error", err.Error())
+			w.log.Error("replication stopped", pg.WithHint(err, "worker", w.cfg.Name, "batch_id", b.ID, "error", err.Error())...)
 			w.record(hard, err)
 			return err
 		}
@@ -153,7 +154,7 @@ func (w *Worker) run(ctx, hard context.Context) error {
 			backoff = w.cfg.MinBackoff
 		} else {
 			w.cfg.Metrics.errorInc()
-			w.log.Error("batch failed, retrying", "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff, "error", err.Error())
+			w.log.Error("batch failed, retrying", pg.WithHint(err, "worker", w.cfg.Name, "batch_id", b.ID, "retry_in", backoff, "error", err.Error())...)
 			w.record(hard, err)
 		}
 		if !w.wait(ctx, hard, backoff) {

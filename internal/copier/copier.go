@@ -680,7 +680,7 @@ func (c *tableCopy) report(ctx context.Context, res Result) {
 	if errors.Is(res.Err, context.Canceled) || errors.Is(res.Err, ErrBusy) || errors.Is(res.Err, ErrNotCopying) || ctx.Err() != nil {
 		return
 	}
-	c.log.Error("copy failed", "err", res.Err.Error())
+	c.log.Error("copy failed", pg.WithHint(res.Err, "err", res.Err.Error())...)
 	if c.cfg.Hooks.Failed == nil {
 		return
 	}

@@ -199,7 +199,7 @@ func (m *Manager) step(ctx context.Context, conn *pgx.Conn, r *managerRun) error
 				next.at = time.Now().Add(next.wait)
 				next.since = failedSince
 				r.retry[t.Source] = next
-				m.Log.Warn("table copy failed, will copy again", "table", t.String(), "retry_in", next.wait, "error", err.Error())
+				m.Log.Warn("table copy failed, will copy again", pg.WithHint(err, "table", t.String(), "retry_in", next.wait, "error", err.Error())...)
 			}
 		}()
 	}

@@ -87,12 +87,23 @@ func ConnectConfig(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) 
 // large run may) paid hundreds of milliseconds of LLVM compilation before its first row. A
 // batch's first rows of a large transaction waited 0.45 s on that at the read's DECLARE
 // alone (15, measured with log_min_duration_statement).
+//
+// And it turns row-level security off (9.5+), as pg_dump does: skiff reads and writes every
+// row of a table, never the subset a policy would show its role. With row_security = off a
+// query that a policy would filter fails instead ("query would be affected by row-level
+// security policy for table ..."; see Hint), where it would otherwise copy, compare or update
+// fewer rows than the table holds without a word, and run the policy's expressions, which the
+// table's owner wrote, with skiff's rights. Roles that bypass row-level security (superusers,
+// BYPASSRLS, a table's owner unless FORCE ROW LEVEL SECURITY) see no difference.
 func SessionSQL(version int, appName string) string {
 	digits := "3"
 	if version > 0 && version < 90000 {
 		digits = "2"
 	}
 	sql := "SET IntervalStyle = 'postgres'; SET extra_float_digits = " + digits
+	if version >= 90500 {
+		sql += "; SET row_security = off"
+	}
 	if version >= 110000 {
 		sql += "; SET jit = off"
 	}
@@ -271,4 +282,60 @@ func ParseServerVersion(s string) int {
 func Exec(ctx context.Context, c *pgconn.PgConn, sql string) (pgconn.CommandTag, error) {
 	res := c.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
 	return res.CommandTag, res.Err
+}
+
+// rlsMessage is how PostgreSQL (9.5+) words the error of a query that row-level security
+// would filter while row_security is off.
+const rlsMessage = "would be affected by row-level security policy"
+
+// Hint returns advice for an error from the server, for messages: what to do when a table's
+// row-level security stopped skiff (SessionSQL turns row_security off), else the server's own
+// HINT, else "". It looks at every server error the error wraps (a copy's error holds the
+// provider's and the target's).
+func Hint(err error) string {
+	var hint string
+	walkPgErrors(err, func(pgErr *pgconn.PgError) bool {
+		if pgErr.Code == "42501" && strings.Contains(pgErr.Message, rlsMessage) {
+			hint = "skiff copies, compares and applies every row, never the rows a policy shows its role: " +
+				"let the role skiff connects as bypass row-level security (a superuser runs ALTER ROLE <role> BYPASSRLS), " +
+				"or make it the table's owner (without FORCE ROW LEVEL SECURITY); see docs/roles.md"
+			return false
+		}
+		if hint == "" {
+			hint = pgErr.Hint
+		}
+		return true
+	})
+	return hint
+}
+
+// walkPgErrors calls fn with each server error in err's tree, depth first, until fn returns
+// false.
+func walkPgErrors(err error, fn func(*pgconn.PgError) bool) bool {
+	if err == nil {
+		return true
+	}
+	if pgErr, ok := err.(*pgconn.PgError); ok && !fn(pgErr) {
+		return false
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return walkPgErrors(u.Unwrap(), fn)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if !walkPgErrors(e, fn) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// WithHint returns the logging arguments args followed by "hint" and Hint(err) when there
+// is a hint.
+func WithHint(err error, args ...any) []any {
+	if h := Hint(err); h != "" {
+		return append(args, "hint", h)
+	}
+	return args
 }

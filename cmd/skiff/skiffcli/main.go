@@ -22,6 +22,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/lmittmann/tint"
 	"github.com/skiffdb/skiff/handlers"
+	"github.com/skiffdb/skiff/internal/pg"
 	"golang.org/x/term"
 )
 
@@ -168,7 +169,7 @@ func Run(args []string, stdout, stderr io.Writer, options ...Option) (code int) 
 		if errors.Is(err, context.Canceled) && soft.Err() != nil {
 			return 0
 		}
-		log.Error(err.Error())
+		log.Error(err.Error(), pg.WithHint(err)...)
 		return 1
 	}
 	return 0
