@@ -74,6 +74,8 @@ func testRowLevelSecurity(t *testing.T, provVersion, tgtVersion string) {
 	require.Contains(t, out, `"appdata"."accounts" -> "appdata"."accounts" (copying: FAILED`)
 	require.Contains(t, out, rlsError)
 	require.Contains(t, out, rlsHint, "the error says how to let the copy see every row")
+	require.Contains(t, out, `provider: COPY "appdata"."accounts"`)
+	require.NotContains(t, out, "COPY from stdin failed", "the provider's error alone, not the target's echo of it")
 
 	w := startProc(t, "worker", "--provider", prov, "--target", tgt, "--queue", "rls", "--consumer", "c1",
 		"--min-backoff", "100ms", "--max-backoff", "1s")

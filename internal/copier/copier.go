@@ -791,7 +791,9 @@ func pipe(ctx context.Context, prov *pgx.Conn, ttx pgx.Tx, p *plan, into change.
 		cancel()
 	}
 	rerr := <-readErr
-	if rerr != nil && err == nil {
+	if rerr != nil && (err == nil || strings.Contains(err.Error(), rerr.Error())) {
+		// The target's COPY failed because the provider's did (the pipe handed it the
+		// provider's error, which the target quotes): the provider's error says why.
 		return rerr
 	}
 	if err != nil && rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) && !errors.Is(rerr, context.Canceled) &&
