@@ -70,6 +70,14 @@ func skiff(t testing.TB, args ...string) (string, error) {
 	return string(out), err
 }
 
+// mustSkiff runs the binary to completion, requires success and returns its output.
+func mustSkiff(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := skiff(t, args...)
+	require.NoError(t, err, out)
+	return out
+}
+
 // pair is a provider and a target database with skiff's schemas and the same user tables.
 type pair struct {
 	prov, tgt string // URLs

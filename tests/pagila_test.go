@@ -159,8 +159,7 @@ func testPagila(t *testing.T, dir, provVersion, tgtVersion string, createTables 
 		loadDump(t, p.tgt, schema)
 	}
 	for _, args := range [][]string{{"init", "provider", "--db", p.prov}, {"init", "target", "--db", p.tgt}} {
-		out, err := skiff(t, args...)
-		require.NoError(t, err, out)
+		mustSkiff(t, args...)
 	}
 	prov, tgt := connect(t, p.prov), connect(t, p.tgt)
 	if !createTables {

@@ -195,22 +195,28 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 }
 
+// lpSetup makes the two sides of a least-privilege pair, each with the application's schema
+// and grants (grantApp), and the application's first rows on the provider; it returns the
+// sides and the application role's connections to them.
+func lpSetup(t *testing.T, provVersion, tgtVersion string, managed bool) (ps, ts *lpSide, provApp, tgtApp *pgx.Conn) {
+	t.Helper()
+	ps = newLPSide(t, provVersion, false, managed)
+	ts = newLPSide(t, tgtVersion, true, managed)
+	provApp = ps.grantApp(t, false)
+	tgtApp = ts.grantApp(t, true)
+	exec1(t, provApp, `INSERT INTO appdata.accounts SELECT g, CASE g % 3 WHEN 0 THEN 'eu' WHEN 1 THEN 'us' ELSE 'internal' END, 'acct ' || g, g FROM generate_series(1, 300) g`)
+	exec1(t, provApp, `INSERT INTO appdata.orders SELECT nextval('appdata.order_ids'), g % 300, g / 7.0, 'order ' || g, '2024-01-01'::timestamptz + g * interval '1 hour' FROM generate_series(1, 1000) g`)
+	return ps, ts, provApp, tgtApp
+}
+
 func testLeastPrivilege(t *testing.T, provVersion, tgtVersion string, managed bool) {
 	ctx := context.Background()
-	ps := newLPSide(t, provVersion, false, managed)
-	ts := newLPSide(t, tgtVersion, true, managed)
-	provApp := ps.grantApp(t, false)
-	tgtApp := ts.grantApp(t, true)
+	ps, ts, provApp, tgtApp := lpSetup(t, provVersion, tgtVersion, managed)
 	prov, tgt := ps.url(ps.skiff), ts.url(ts.skiff)
 	run := func(args ...string) string {
 		t.Helper()
-		out, err := skiff(t, args...)
-		require.NoError(t, err, out)
-		return out
+		return mustSkiff(t, args...)
 	}
-
-	exec1(t, provApp, `INSERT INTO appdata.accounts SELECT g, CASE g % 3 WHEN 0 THEN 'eu' WHEN 1 THEN 'us' ELSE 'internal' END, 'acct ' || g, g FROM generate_series(1, 300) g`)
-	exec1(t, provApp, `INSERT INTO appdata.orders SELECT nextval('appdata.order_ids'), g % 300, g / 7.0, 'order ' || g, '2024-01-01'::timestamptz + g * interval '1 hour' FROM generate_series(1, 1000) g`)
 
 	run("init", "provider", "--db", prov)
 	run("init", "target", "--db", tgt)
@@ -260,13 +266,7 @@ func testLeastPrivilege(t *testing.T, provVersion, tgtVersion string, managed bo
 	p.caughtUp(t, 2*time.Minute, "lp")
 
 	// The sequence reaches the target (the worker's table manager moves it forward).
-	var provSeq int64
-	require.NoError(t, provApp.QueryRow(ctx, `SELECT last_value FROM appdata.order_ids`).Scan(&provSeq))
-	pgtest.Eventually(t, time.Minute, "the target's sequence reaches the provider's", func() bool {
-		var v int64
-		require.NoError(t, tgtConn.QueryRow(ctx, `SELECT last_value FROM appdata.order_ids`).Scan(&v))
-		return v >= provSeq
-	})
+	p.sequencesSynced(t, time.Minute, "lp")
 
 	run("compare", "--provider", prov, "--target", tgt, "--queue", "lp")
 	provConn := connect(t, prov)

@@ -36,24 +36,17 @@ func TestRowLevelSecurity(t *testing.T) {
 
 func testRowLevelSecurity(t *testing.T, provVersion, tgtVersion string) {
 	ctx := context.Background()
-	ps := newLPSide(t, provVersion, false, false)
-	ts := newLPSide(t, tgtVersion, true, false)
-	if ps.num < 90500 || ts.num < 90500 {
-		t.Skipf("row-level security is 9.5+ (provider %d, target %d)", ps.num, ts.num)
+	if pgtest.Shared(t, provVersion).Install.Num < 90500 || pgtest.Shared(t, tgtVersion).Install.Num < 90500 {
+		t.Skip("row-level security is 9.5+")
 	}
-	provApp := ps.grantApp(t, false)
-	tgtApp := ts.grantApp(t, true)
+	ps, ts, provApp, tgtApp := lpSetup(t, provVersion, tgtVersion, false)
 	prov, tgt := ps.url(ps.skiff), ts.url(ts.skiff)
 	run := func(args ...string) string {
 		t.Helper()
-		out, err := skiff(t, args...)
-		require.NoError(t, err, out)
-		return out
+		return mustSkiff(t, args...)
 	}
 	provSu, tgtSu := connect(t, ps.url("postgres")), connect(t, ts.url("postgres"))
 
-	exec1(t, provApp, `INSERT INTO appdata.accounts SELECT g, CASE g % 3 WHEN 0 THEN 'eu' WHEN 1 THEN 'us' ELSE 'internal' END, 'acct ' || g, g FROM generate_series(1, 300) g`)
-	exec1(t, provApp, `INSERT INTO appdata.orders SELECT nextval('appdata.order_ids'), g % 300, g / 7.0, 'order ' || g, '2024-01-01'::timestamptz + g * interval '1 hour' FROM generate_series(1, 1000) g`)
 	// The column lpWriter's updates set (TestLeastPrivilege adds it by DDL).
 	exec1(t, provApp, `ALTER TABLE appdata.orders ADD COLUMN status text`)
 	exec1(t, tgtApp, `ALTER TABLE appdata.orders ADD COLUMN status text`)
@@ -121,13 +114,7 @@ func testRowLevelSecurity(t *testing.T, provVersion, tgtVersion string) {
 	exec1(t, tgtSu, `ALTER ROLE `+ts.skiff+` BYPASSRLS`)
 	p.caughtUp(t, 2*time.Minute, "rls")
 	awkCompare(t, provConn, tgtConn, "appdata.orders", "")
-	var provSeq int64
-	require.NoError(t, provConn.QueryRow(ctx, `SELECT last_value FROM appdata.order_ids`).Scan(&provSeq))
-	pgtest.Eventually(t, time.Minute, "the target's sequence reaches the provider's", func() bool {
-		var v int64
-		require.NoError(t, tgtConn.QueryRow(ctx, `SELECT last_value FROM appdata.order_ids`).Scan(&v))
-		return v >= provSeq
-	})
+	p.sequencesSynced(t, time.Minute, "rls")
 	run("compare", "--provider", prov, "--target", tgt, "--queue", "rls")
 	require.NoError(t, tgtSu.QueryRow(ctx, `SELECT count(*) FROM appdata.orders WHERE note = 'after the policy'`).Scan(&updated))
 	require.Positive(t, updated)
