@@ -69,6 +69,9 @@ type Applier struct {
 	subID   int32
 	version int
 	replica bool // SET LOCAL session_replication_role = replica is allowed
+	// superuser: the target role is a superuser's, so each batch checks the tables it writes
+	// for code another role controls (writer.guard).
+	superuser bool
 	// byteaEscape: the target reads bytea only in escape format (before 9.0).
 	byteaEscape bool
 	// schema is the target schema's version (what its tables have).
@@ -243,6 +246,9 @@ func lockHolder(ctx context.Context, conn *pgx.Conn, subID int32) string {
 func (a *Applier) checkReplicaRole(ctx context.Context) error {
 	var err error
 	if a.replica, err = catalog.MayReplica(ctx, a.conn); err != nil {
+		return fmt.Errorf("check privileges on the target: %w", err)
+	}
+	if a.superuser, err = catalog.IsSuperuser(ctx, a.conn); err != nil {
 		return fmt.Errorf("check privileges on the target: %w", err)
 	}
 	if !a.replica {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/skiffdb/skiff/consumer/change"
+	"github.com/skiffdb/skiff/internal/catalog"
 	"github.com/skiffdb/skiff/internal/pg"
 )
 
@@ -81,6 +82,9 @@ type writer struct {
 	// joinsOff: hash and merge joins are disabled in the transaction (SET LOCAL), which makes
 	// large set-based UPDATEs and DELETEs look their rows up by index.
 	joinsOff bool
+	// guarded: tables locked and checked for code another role controls in this batch
+	// (guard).
+	guarded map[*table]bool
 }
 
 // lookupThreshold is the run size from which the planner might prefer a hash join over a
@@ -115,6 +119,28 @@ func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
 		limit: min(firstRunRows, a.cfg.MaxPendingRows)}
 }
 
+// guard refuses, when the worker is a superuser, to write into a table whose writes would run
+// code that a role other than a superuser controls (catalog.ForeignCode: a trigger that
+// fires, a rule, an index expression, a constraint, a default): that role would run it with
+// the superuser's rights. Once per table and batch, after taking the lock the table's writes
+// take anyway (ROW EXCLUSIVE), which keeps such code from being added before they run.
+func (w *writer) guard(ctx context.Context, t *table) error {
+	if !w.a.superuser || w.guarded[t] {
+		return nil
+	}
+	if _, err := pg.Exec(ctx, w.tx.Conn().PgConn(), "LOCK TABLE "+t.sql+" IN ROW EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("lock %s: %w", t.sql, err)
+	}
+	if err := catalog.ForeignCode(ctx, w.tx, t.sql, w.a.replica); err != nil {
+		return err
+	}
+	if w.guarded == nil {
+		w.guarded = map[*table]bool{}
+	}
+	w.guarded[t] = true
+	return nil
+}
+
 func (w *writer) add(ctx context.Context, evs []change.Event) error {
 	for i := range evs {
 		if err := w.addOne(ctx, &evs[i]); err != nil {
@@ -133,6 +159,9 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		return w.execute(ctx, ev)
 	}
 	t, err := w.a.table(ctx, w.tx, ev.Table)
+	if err == nil {
+		err = w.guard(ctx, t)
+	}
 	if err != nil {
 		if ev.Op != change.Truncate {
 			err = fmt.Errorf("row %s: %w", keyText(ev), err)

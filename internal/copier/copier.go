@@ -333,6 +333,9 @@ func (c *tableCopy) run(ctx context.Context) error {
 		if err := c.shareBarrier(ctx); err != nil {
 			return err
 		}
+		if err := guardDest(ctx, c.ttx, c.plan.dest.String(), c.plan.replica, true); err != nil {
+			return err
+		}
 	} else if err := c.empty(ctx); err != nil {
 		return err
 	}
@@ -1099,11 +1102,39 @@ func (c *tableCopy) empty(ctx context.Context) error {
 		}
 		return fmt.Errorf("target: %s: %w", lock, err)
 	}
+	// Locked: before anything is written (the TRUNCATE or DELETE fires triggers too).
+	if err := guardDest(ctx, ttx, dest.String(), c.plan.replica, false); err != nil {
+		return err
+	}
 	for _, sql := range []string{"SET LOCAL " + setting + " TO DEFAULT", stmt} {
 		if _, err := pg.Exec(ctx, ttx.Conn().PgConn(), sql); err != nil {
 			return fmt.Errorf("target: %s: %w", sql, err)
 		}
 	}
 	c.truncated = len(c.refs) == 0
+	return nil
+}
+
+// guardDest refuses to write into the destination dest in the target transaction tx when
+// that would run code a role other than a superuser controls with a superuser's rights
+// (catalog.ForeignCode: a trigger that fires, a rule, an index expression, a constraint, a
+// default). lock takes ROW EXCLUSIVE on dest first (the lock COPY takes anyway) for a caller
+// that holds no lock on it yet: from then on no such code can be added until tx ends.
+func guardDest(ctx context.Context, tx pgx.Tx, dest string, replica, lock bool) error {
+	super, err := catalog.IsSuperuser(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if !super {
+		return nil
+	}
+	if lock {
+		if _, err := pg.Exec(ctx, tx.Conn().PgConn(), "LOCK TABLE "+dest+" IN ROW EXCLUSIVE MODE"); err != nil {
+			return fmt.Errorf("target: lock %s: %w", dest, err)
+		}
+	}
+	if err := catalog.ForeignCode(ctx, tx, dest, replica); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
 	return nil
 }

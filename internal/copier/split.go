@@ -364,6 +364,9 @@ func (c *tableCopy) copyRange(ctx context.Context, prov, tgt *pgx.Conn, i int) e
 			return fmt.Errorf("target: %w", err)
 		}
 	}
+	if err := guardDest(ctx, tx, rp.dest.String(), rp.replica, true); err != nil {
+		return err
+	}
 	var got tableProgress
 	if err := pipe(ctx, prov, tx, &rp, rp.dest, c.st, &got); err != nil {
 		return fmt.Errorf("%s %d of %d %s: %w", s.kind(), i+1, len(s.ranges), r, err)
