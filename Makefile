@@ -7,7 +7,7 @@ PG_CACHE ?= $(CURDIR)/.cache/pg
 PG_MATRIX ?= 10.23.0-beta.6 12.22.0-beta.15 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17
 # A quick subset: the oldest and newest of the matrix (Debian's 15 is the default); CI runs all.
 PG_MATRIX_CI ?= 10.23.0-beta.6 18.4.0-beta.17
-TEST_FLAGS ?= -timeout 20m
+TEST_FLAGS ?= -timeout 30m
 
 export SKIFF_PG_CACHE := $(PG_CACHE)
 

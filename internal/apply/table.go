@@ -26,7 +26,10 @@ type table struct {
 	leading  []string             // columns some valid index of the table starts with
 	unique   [][]string           // key columns of each valid, non-partial, immediate unique index without expressions
 	triggers bool                 // the table has triggers (foreign keys' too) or rules
-	last     struct {             // the last layout seen, the common case
+	// ownersKnown, superuserOwned: catalog.SuperuserOwned, read once; ownersChecked: such a
+	// table passed catalog.ForeignCode (writer.guard).
+	ownersKnown, superuserOwned, ownersChecked bool
+	last                                       struct { // the last layout seen, the common case
 		cols, key []string
 		shape     *shape
 	}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"iter"
 	"slices"
@@ -122,17 +123,37 @@ func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
 // guard refuses, when the worker is a superuser, to write into a table whose writes would run
 // code that a role other than a superuser controls (catalog.ForeignCode: a trigger that
 // fires, a rule, an index expression, a constraint, a default): that role would run it with
-// the superuser's rights. Once per table and batch, after taking the lock the table's writes
-// take anyway (ROW EXCLUSIVE), which keeps such code from being added before they run.
+// the superuser's rights. A table that superusers own with all it routes rows to and the
+// domains of its columns (catalog.SuperuserOwned) is checked once, when the table cache loads
+// it: nobody else can attach code to it since. Any other table is checked once per batch,
+// after taking the lock its writes take anyway (ROW EXCLUSIVE), which keeps such code from
+// being added before they run.
 func (w *writer) guard(ctx context.Context, t *table) error {
-	if !w.a.superuser || w.guarded[t] {
+	if !w.a.superuser || w.guarded[t] || t.ownersChecked {
 		return nil
 	}
-	if _, err := pg.Exec(ctx, w.tx.Conn().PgConn(), "LOCK TABLE "+t.sql+" IN ROW EXCLUSIVE MODE"); err != nil {
-		return fmt.Errorf("lock %s: %w", t.sql, err)
+	if !t.ownersKnown {
+		owned, err := catalog.SuperuserOwned(ctx, w.tx, t.sql)
+		if err != nil {
+			return err
+		}
+		t.superuserOwned, t.ownersKnown = owned, true
+	}
+	if !t.superuserOwned {
+		if _, err := pg.Exec(ctx, w.tx.Conn().PgConn(), "LOCK TABLE "+t.sql+" IN ROW EXCLUSIVE MODE"); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+				return fmt.Errorf("table %s does not exist on the target", t.name)
+			}
+			return fmt.Errorf("lock %s: %w", t.sql, err)
+		}
 	}
 	if err := catalog.ForeignCode(ctx, w.tx, t.sql, w.a.replica); err != nil {
 		return err
+	}
+	if t.superuserOwned {
+		t.ownersChecked = true
+		return nil
 	}
 	if w.guarded == nil {
 		w.guarded = map[*table]bool{}

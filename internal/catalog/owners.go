@@ -119,3 +119,30 @@ func IsSuperuser(ctx context.Context, db pg.DB) (bool, error) {
 	err := db.QueryRow(ctx, `SELECT pg_catalog.current_setting('is_superuser') OPERATOR(pg_catalog.=) 'on'`).Scan(&super)
 	return super, err
 }
+
+// SuperuserOwned reports whether the table rel (an SQL name), every partition or child its
+// rows may go to, and every domain its columns' types are (domains of domains included) belong
+// to superusers: then only a superuser can attach code to them, and a check by ForeignCode
+// holds until a superuser changes them.
+func SuperuserOwned(ctx context.Context, db pg.DB, rel string) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `WITH RECURSIVE rels(oid) AS (
+    SELECT $1::pg_catalog.text::pg_catalog.regclass::pg_catalog.oid
+  UNION
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN rels r ON i.inhparent OPERATOR(pg_catalog.=) r.oid
+), types(oid) AS (
+    SELECT a.atttypid FROM pg_catalog.pg_attribute a JOIN rels r ON a.attrelid OPERATOR(pg_catalog.=) r.oid
+     WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+  UNION
+    SELECT t.typbasetype FROM pg_catalog.pg_type t JOIN types ON t.oid OPERATOR(pg_catalog.=) types.oid
+     WHERE t.typtype OPERATOR(pg_catalog.=) 'd'
+)
+SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles u ON u.oid OPERATOR(pg_catalog.=) c.relowner
+                    WHERE c.oid IN (SELECT oid FROM rels) AND NOT u.rolsuper)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_roles u ON u.oid OPERATOR(pg_catalog.=) t.typowner
+                    WHERE t.oid IN (SELECT oid FROM types) AND t.typtype OPERATOR(pg_catalog.=) 'd' AND NOT u.rolsuper)`, rel).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("check owners of %s: %w", rel, err)
+	}
+	return ok, nil
+}
