@@ -14,18 +14,10 @@ import (
 // that a write into it would run with the writer's rights (see ForeignCode).
 var ErrForeignCode = errors.New("would run code another role controls with superuser rights")
 
-// foreignCodeSQL finds what a write into relation $1 (and its partitions or inheritance
-// children, where rows may be routed) runs that a role other than a superuser controls:
-// a function such a role owns that a trigger firing under the session ($2: the tgenabled
-// values that fire), a trigger's WHEN, a rule, an index expression or predicate, a CHECK or
-// exclusion constraint, a column default or generated column, or a partition key depends on,
-// directly or through an operator, or a constraint of a domain over a column's type (domains
-// of domains included); and any rule other than SELECT on a table such a role owns (its
-// actions may write other tables). SECURITY DEFINER does not make such a function safe: its
-// owner may turn it into SECURITY INVOKER at any time, without a lock on the table. It
-// returns the first one found, described, or no row. Every object is read from the catalogs
-// by oid and every name is schema-qualified (8.4+).
-const foreignCodeSQL = `WITH RECURSIVE base(oid) AS (
+// relsAndTypes starts a query about the table $1 (an SQL name): base is its oid, rels the
+// table and every partition or inheritance child its rows may go to, types the types of their
+// columns and, for domains, their base types (domains of domains included).
+const relsAndTypes = `WITH RECURSIVE base(oid) AS (
     SELECT $1::pg_catalog.text::pg_catalog.regclass::pg_catalog.oid
 ), rels(oid) AS (
     SELECT oid FROM base
@@ -37,7 +29,20 @@ const foreignCodeSQL = `WITH RECURSIVE base(oid) AS (
   UNION
     SELECT t.typbasetype FROM pg_catalog.pg_type t JOIN types ON t.oid OPERATOR(pg_catalog.=) types.oid
      WHERE t.typtype OPERATOR(pg_catalog.=) 'd'
-), objs(classid, objid, rel, what) AS (
+)`
+
+// foreignCodeSQL finds what a write into relation $1 (and its partitions or inheritance
+// children, where rows may be routed) runs that a role other than a superuser controls:
+// a function such a role owns that a trigger firing under the session ($2: the tgenabled
+// values that fire), a trigger's WHEN, a rule, an index expression or predicate, a CHECK or
+// exclusion constraint, a column default or generated column, or a partition key depends on,
+// directly or through an operator, or a constraint of a domain over a column's type (domains
+// of domains included); and any rule other than SELECT on a table such a role owns (its
+// actions may write other tables). SECURITY DEFINER does not make such a function safe: its
+// owner may turn it into SECURITY INVOKER at any time, without a lock on the table. It
+// returns the first one found, described, or no row. Every object is read from the catalogs
+// by oid and every name is schema-qualified (8.4+).
+const foreignCodeSQL = relsAndTypes + `, objs(classid, objid, rel, what) AS (
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, x.indexrelid, x.indrelid,
            'index ' OPERATOR(pg_catalog.||) x.indexrelid::pg_catalog.regclass::pg_catalog.text
       FROM pg_catalog.pg_index x WHERE x.indrelid IN (SELECT oid FROM rels)
@@ -126,17 +131,7 @@ func IsSuperuser(ctx context.Context, db pg.DB) (bool, error) {
 // holds until a superuser changes them.
 func SuperuserOwned(ctx context.Context, db pg.DB, rel string) (bool, error) {
 	var ok bool
-	err := db.QueryRow(ctx, `WITH RECURSIVE rels(oid) AS (
-    SELECT $1::pg_catalog.text::pg_catalog.regclass::pg_catalog.oid
-  UNION
-    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN rels r ON i.inhparent OPERATOR(pg_catalog.=) r.oid
-), types(oid) AS (
-    SELECT a.atttypid FROM pg_catalog.pg_attribute a JOIN rels r ON a.attrelid OPERATOR(pg_catalog.=) r.oid
-     WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-  UNION
-    SELECT t.typbasetype FROM pg_catalog.pg_type t JOIN types ON t.oid OPERATOR(pg_catalog.=) types.oid
-     WHERE t.typtype OPERATOR(pg_catalog.=) 'd'
-)
+	err := db.QueryRow(ctx, relsAndTypes+`
 SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles u ON u.oid OPERATOR(pg_catalog.=) c.relowner
                     WHERE c.oid IN (SELECT oid FROM rels) AND NOT u.rolsuper)
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_roles u ON u.oid OPERATOR(pg_catalog.=) t.typowner
