@@ -288,15 +288,16 @@ func (s *Server) initdb(ctx context.Context) error {
 	return nil
 }
 
-// allowReplication lets replication connections in over TCP as initdb lets the others (the
-// logical source's stream): initdb writes those lines from 10 on, commented out before.
+// allowReplication lets replication connections in over TCP and the Unix socket as initdb lets
+// the others (the logical source's stream): initdb writes those lines from 10 on, commented
+// out before.
 func (s *Server) allowReplication() error {
 	p := filepath.Join(s.DataDir(), "pg_hba.conf")
 	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}
-	if _, err := f.WriteString("host replication all 127.0.0.1/32 trust\n"); err != nil {
+	if _, err := f.WriteString("local replication all trust\nhost replication all 127.0.0.1/32 trust\n"); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("write %s: %w", p, err)
 	}
@@ -304,10 +305,12 @@ func (s *Server) allowReplication() error {
 }
 
 // passwordAuth replaces initdb's all-trust pg_hba.conf: postgres (the harness's own role) and
-// local sockets stay trusted, every other role gives its password over TCP (md5: every version
+// local sockets stay trusted (replication too: a test may stream over the socket, whose
+// small, fixed buffer bounds what the server sends ahead), every other role gives its password over TCP (md5: every version
 // has it, and from 10 on it also accepts a SCRAM-stored password).
 func (s *Server) passwordAuth() error {
 	hba := "local all all trust\n" +
+		"local replication all trust\n" +
 		"host all postgres 127.0.0.1/32 trust\n" +
 		"host all all 127.0.0.1/32 md5\n" +
 		"host replication postgres 127.0.0.1/32 trust\n" +

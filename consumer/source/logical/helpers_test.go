@@ -111,19 +111,41 @@ func (p *provider) publish(t *testing.T, tables ...change.Table) {
 }
 
 // killWalsender terminates the walsender that streams the slot and waits until the slot is
-// released: the stream breaks as a lost connection would break it. (Closing the source's
-// connection from the test instead would race with the reader goroutine using it.)
+// released.
 func (p *provider) killWalsender(t *testing.T) {
+	t.Helper()
+	p.terminateWalsender(t)()
+}
+
+// terminateWalsender signals the walsender that streams the slot to terminate and returns a
+// function that waits until the slot is released. A walsender whose client has stopped reading
+// a full socket cannot send its last message and exit until the client reads again: such a
+// test reads first, then waits.
+func (p *provider) terminateWalsender(t *testing.T) (waitGone func()) {
 	t.Helper()
 	ctx := context.Background()
 	var pid int
 	require.NoError(t, p.conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&pid))
 	p.exec(t, `SELECT pg_terminate_backend($1)`, pid)
-	pgtest.Eventually(t, 30*time.Second, "the walsender is gone", func() bool {
-		var active bool
-		require.NoError(t, p.conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&active))
-		return !active
-	})
+	return func() {
+		t.Helper()
+		pgtest.Eventually(t, 30*time.Second, "the walsender is gone", func() bool {
+			var active bool
+			require.NoError(t, p.conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, p.slot).Scan(&active))
+			return !active
+		})
+	}
+}
+
+// socketConn is the provider's database over its Unix socket. A stream read over it has at
+// most the socket's fixed buffer (about 200 kB) sent ahead of what the source has read, where
+// TCP's buffers grow to megabytes: a test that needs the server to still hold part of a
+// transaction when the walsender dies reads the stream over the socket.
+func (p *provider) socketConn(t *testing.T) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(p.url)
+	require.NoError(t, err)
+	return fmt.Sprintf("host='%s' port=%d user=postgres dbname='%s' sslmode=disable", p.srv.Dir, p.srv.Port, cfg.Database)
 }
 
 // createSlot creates the slot, closes its snapshot and returns its consistent point.

@@ -37,14 +37,20 @@ func TestOpenBatch(t *testing.T) {
 			small := p.writeTx(t, `INSERT INTO t VALUES (-1, 'a'), (-2, 'b'), (-3, 'c')`)
 			var before, after LSN
 			require.NoError(t, p.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&before))
-			bigTx := p.writeTx(t, fmt.Sprintf(`INSERT INTO t SELECT g, 'x' || g FROM generate_series(1, %d) g`, big),
+			// Rows of about 250 bytes: what follows the events read before the walsender is
+			// killed (over 1.5 MB) is far more than the socket's buffer and the stream's queue
+			// (1,024 messages) hold, so the source cannot have received it all.
+			bigTx := p.writeTx(t, fmt.Sprintf(`INSERT INTO t SELECT g, 'x' || g || repeat('y', 240) FROM generate_series(1, %d) g`, big),
 				`UPDATE t SET v = v || '!' WHERE id % 2 = 0`)
 			require.NoError(t, p.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&after))
 			last := p.writeTx(t, `DELETE FROM t WHERE id = -2`, `UPDATE t SET v = 'last' WHERE id = 7`)
 			wantEvents := 3 + big + big/2 + 1 // the UPDATE takes -2 too
 
 			// MaxWait is long: the small transaction waits in the batch for the large one.
-			s := p.source(t, func(c *Config) { c.MaxEvents = 1000; c.ChunkSize = 250; c.MaxWait = time.Minute })
+			s := p.source(t, func(c *Config) {
+				c.Conn = p.socketConn(t) // see socketConn: the kill below must cut the transaction
+				c.MaxEvents, c.ChunkSize, c.MaxWait = 1000, 250, time.Minute
+			})
 			require.NoError(t, s.Resume(ctx, change.Position{}))
 			b, err := s.NextBatch(ctx)
 			require.NoError(t, err)
@@ -76,9 +82,10 @@ func TestOpenBatch(t *testing.T) {
 			require.ErrorContains(t, err, "the target failed")
 			require.True(t, s.open)
 			// The stream breaks while the rest of the transaction is still to come.
-			p.killWalsender(t)
+			gone := p.terminateWalsender(t)
 			_, err = read(0)
 			require.Error(t, err)
+			gone()
 			require.True(t, s.open)
 			require.ErrorContains(t, s.Finish(ctx, b), "not received whole")
 
