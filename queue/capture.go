@@ -685,8 +685,10 @@ func checkKeyUnique(ctx context.Context, tx pgx.Tx, rel relation, key []string) 
 // captures of plain tables take their INSERTs with a statement trigger, older ones keep
 // their row trigger (the regenerated function serves both). 5: an UPDATE's key compared by
 // pg_catalog's equality operators when every key column allows it (keyByOperator), instead
-// of as the text of two ROW()s.
-const captureVersion = 5
+// of as the text of two ROW()s. 6: with the statement-level INSERT trigger, an UPDATE or
+// DELETE made from a trigger is refused while the table has a trigger of the user's
+// (foreignTriggerCheck).
+const captureVersion = 6
 
 // installTrigger (re)creates the capture function and triggers of a table for a layout: the
 // settings its column types need pinned, the --where compiled and checked, every statement
@@ -1774,6 +1776,9 @@ func (t trigger) function() string {
 		fmt.Fprintf(&b, "            IF TG_OP <> 'INSERT' THEN\n                orow := %s;\n            END IF;\n", recordText(t.rowOf("OLD")))
 		b.WriteString("        END IF;\n    END IF;\n")
 	}
+	if t.stmtInsert && t.version >= 100000 {
+		foreignTriggerCheck(&b)
+	}
 
 	newKey := make([]string, len(t.key))
 	oldKey := make([]string, len(t.key))
@@ -1957,6 +1962,40 @@ func (t trigger) statementInsert(b *strings.Builder, q, seq, lay string) {
 		}
 		b.WriteString("            END IF;\n            RETURN NULL;\n        END IF;\n")
 	}
+}
+
+// foreignTriggerCheck writes the first step of a capture function with the statement-level
+// INSERT trigger (stmtInsert): an UPDATE or DELETE of the table made from inside a trigger
+// (pg_trigger_depth() above 1) is refused while the table has an enabled trigger that is
+// neither the server's own nor skiff's.
+//
+// Why. statementInsert allows the statement trigger only on a table without such a trigger,
+// but one can be created later, and the refresh (which goes back to the row trigger) may not
+// follow. The user's trigger could then change rows of an INSERT before the capture's AFTER
+// STATEMENT trigger writes their events — an AFTER ROW trigger updating the row it fired for,
+// a BEFORE ROW trigger updating a row inserted earlier in the statement — and the events of
+// those changes would come first in the queue: the replica would keep the rows as inserted, a
+// silent divergence. Such a change is always made inside a trigger that the INSERT fired on
+// this table, which is why only the nested changes are checked: the check costs the common
+// path one pg_trigger_depth() call per updated or deleted row, the INSERT path nothing, and
+// only a nested change (a trigger of another table updating this one, say) an index probe of
+// pg_trigger. Refused, the statement writes nothing; the error names the table, the
+// triggers and the fix. The names are compared with substr, not LIKE, whose pattern's
+// backslash would depend on the session's standard_conforming_strings.
+func foreignTriggerCheck(b *strings.Builder) {
+	b.WriteString("    IF pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.>) 1 AND TG_LEVEL OPERATOR(pg_catalog.=) 'ROW' THEN\n" +
+		"        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(tgname::pg_catalog.text), ', ') INTO okey\n" +
+		"            FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) TG_RELID AND NOT tgisinternal\n" +
+		"            AND tgenabled OPERATOR(pg_catalog.<>) 'D' AND pg_catalog.substr(tgname::pg_catalog.text, 1, 6) OPERATOR(pg_catalog.<>) 'skiff_';\n" +
+		"        IF okey IS NOT NULL THEN\n" +
+		"            RAISE EXCEPTION 'skiff: % of %.% from a trigger refused: the table is captured with a statement-level INSERT trigger and has trigger(s) of its own since (%), whose changes to rows an INSERT is inserting would reach the replica before the rows',\n" +
+		"                TG_OP, pg_catalog.quote_ident(TG_TABLE_SCHEMA), pg_catalog.quote_ident(TG_TABLE_NAME), okey\n" +
+		"                USING ERRCODE = 'object_not_in_prerequisite_state',\n" +
+		"                HINT = pg_catalog.format('Run skiff table add --refresh %s on the provider (it captures the table''s INSERTs row by row again), or drop or disable the trigger.',\n" +
+		"                    pg_catalog.quote_ident(TG_TABLE_SCHEMA) OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(TG_TABLE_NAME));\n" +
+		"        END IF;\n" +
+		"        okey := NULL;\n" +
+		"    END IF;\n")
 }
 
 // pinsSearchPath reports whether the function needs search_path pinned by a SET clause: its
