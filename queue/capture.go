@@ -1984,15 +1984,17 @@ func (t trigger) statementInsert(b *strings.Builder, q, seq, lay string) {
 // backslash would depend on the session's standard_conforming_strings.
 func foreignTriggerCheck(b *strings.Builder) {
 	b.WriteString("    IF pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.>) 1 AND TG_LEVEL OPERATOR(pg_catalog.=) 'ROW' THEN\n" +
-		"        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(tgname::pg_catalog.text), ', ') INTO okey\n" +
+		"        okey := pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_ident(tgname::pg_catalog.text)\n" +
 		"            FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) TG_RELID AND NOT tgisinternal\n" +
-		"            AND tgenabled OPERATOR(pg_catalog.<>) 'D' AND pg_catalog.substr(tgname::pg_catalog.text, 1, 6) OPERATOR(pg_catalog.<>) 'skiff_';\n" +
-		"        IF okey IS NOT NULL THEN\n" +
+		"            AND tgenabled OPERATOR(pg_catalog.<>) 'D' AND pg_catalog.substr(tgname::pg_catalog.text, 1, 6) OPERATOR(pg_catalog.<>) 'skiff_'\n" +
+		"            ORDER BY 1), ', ');\n" +
+		"        IF okey OPERATOR(pg_catalog.<>) '' THEN\n" +
 		"            RAISE EXCEPTION 'skiff: % of %.% from a trigger refused: the table is captured with a statement-level INSERT trigger and has trigger(s) of its own since (%), whose changes to rows an INSERT is inserting would reach the replica before the rows',\n" +
 		"                TG_OP, pg_catalog.quote_ident(TG_TABLE_SCHEMA), pg_catalog.quote_ident(TG_TABLE_NAME), okey\n" +
 		"                USING ERRCODE = 'object_not_in_prerequisite_state',\n" +
-		"                HINT = pg_catalog.format('Run skiff table add --refresh %s on the provider (it captures the table''s INSERTs row by row again), or drop or disable the trigger.',\n" +
-		"                    pg_catalog.quote_ident(TG_TABLE_SCHEMA) OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(TG_TABLE_NAME));\n" +
+		"                HINT = 'Run skiff table add --refresh ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(TG_TABLE_SCHEMA) OPERATOR(pg_catalog.||) '.'\n" +
+		"                    OPERATOR(pg_catalog.||) pg_catalog.quote_ident(TG_TABLE_NAME) OPERATOR(pg_catalog.||)\n" +
+		"                    ' on the provider (it captures the table''s INSERTs row by row again), or drop or disable the trigger.';\n" +
 		"        END IF;\n" +
 		"        okey := NULL;\n" +
 		"    END IF;\n")
