@@ -226,6 +226,7 @@ type priorCapture struct {
 	withChildren bool
 	keyAssumed   bool
 	table        change.Table
+	names        triggerNames // the trigger names recorded
 }
 
 func addTable(ctx context.Context, tx pgx.Tx, queue string, spec TableSpec) (*AddResult, error) {
@@ -308,9 +309,10 @@ func (a *adding) lock(ctx context.Context) error {
 // readPrior reads the queue's capture of the table, if any.
 func (a *adding) readPrior(ctx context.Context) error {
 	prev := &a.prev
-	err := a.tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given, with_children, key_assumed, table_schema, table_name
+	err := a.tx.QueryRow(ctx, `SELECT where_sql, key_columns, key_given, with_children, key_assumed, table_schema, table_name,
+			row_trigger, trunc_trigger
 		FROM skiff.captured_table WHERE queue_id = $1 AND table_oid = $2`, a.qid, a.rel.oid).Scan(&prev.where, &prev.key, &prev.keyGiven,
-		&prev.withChildren, &prev.keyAssumed, &prev.table.Schema, &prev.table.Name)
+		&prev.withChildren, &prev.keyAssumed, &prev.table.Schema, &prev.table.Name, &prev.names.row, &prev.names.trunc)
 	switch {
 	case err == nil:
 		prev.found = true
@@ -526,7 +528,7 @@ func (a *adding) install(ctx context.Context) error {
 	a.res.Layout = layout
 	var tg trigger
 	if !a.kind.Logical() {
-		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren, a.spec.InsertTrigger); err != nil {
+		if tg, err = installTrigger(ctx, tx, a.qid, layout, rel, a.cols, a.key, a.where, a.withChildren, a.spec.InsertTrigger, a.prev.names); err != nil {
 			return err
 		}
 	} else if tg.truncTrig, err = a.truncateTrigger(ctx); err != nil {
@@ -697,13 +699,22 @@ const captureVersion = 6
 // triggers are the caller's (adoptAll).
 //
 // insertTrigger is TableSpec.InsertTrigger: empty keeps the INSERT trigger the capture has.
-func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []catalog.Column, key []string, where string, withChildren bool, insertTrigger string) (trigger, error) {
+// recorded holds the names of the capture's row and truncate triggers as captured_table
+// records them (empty for a new capture, which gets rowTriggerName and truncTriggerName): a
+// capture keeps the names it was made with (see rowTriggerName).
+func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relation, cols []catalog.Column, key []string, where string, withChildren bool, insertTrigger string, recorded triggerNames) (trigger, error) {
 	version := pg.ServerVersionOf(tx.Conn().PgConn())
 	pins, err := settingPins(ctx, tx, cols, version)
 	if err != nil {
 		return trigger{}, fmt.Errorf("column types of %s: %w", rel.table(), err)
 	}
 	tg := newTrigger(qid, layout, rel, withChildren, version)
+	if recorded.row != "" {
+		tg.rowTrig = recorded.row
+	}
+	if recorded.trunc != "" {
+		tg.truncTrig = recorded.trunc
+	}
 	tg.key, tg.pins = key, pins
 	tg.keyByOperator = keyByOperator(cols, key)
 	if withChildren {
@@ -762,6 +773,17 @@ func installTrigger(ctx context.Context, tx pgx.Tx, qid, layout int32, rel relat
 		}
 		if err := mayDropTriggers(ctx, tx, rel.oid, rel.table(), names, "run this command again"); err != nil {
 			return trigger{}, err
+		}
+		if !withChildren {
+			// Made again: under today's names (rowTriggerName), the recorded ones dropped. A
+			// capture with children keeps its names: its children's triggers bear them.
+			row, trunc := rowTriggerName(qid), truncTriggerName(qid)
+			for _, n := range []string{tg.rowTrig, tg.truncTrig} {
+				if n != row && n != trunc {
+					tg.legacy = append(tg.legacy, n)
+				}
+			}
+			tg.rowTrig, tg.truncTrig = row, trunc
 		}
 	}
 	for _, stmt := range tg.ddl() {
@@ -909,7 +931,7 @@ func statementInsert(ctx context.Context, db pg.DB, version int, rel relation, w
 	}
 	var other bool
 	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1 OR inhparent = $1)
-		OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'skiff\_%')`, rel.oid).Scan(&other)
+		OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'skiff\_%' AND tgname NOT LIKE '!skiff\_%')`, rel.oid).Scan(&other)
 	return !other, err
 }
 
@@ -924,6 +946,27 @@ func insertTriggerName(qid int32) string { return fmt.Sprintf("skiff_insert_q%d"
 // table ... from becoming a partition"). Derived, not recorded, like insertTriggerName.
 func aloneTriggerName(qid int32) string { return fmt.Sprintf("skiff_captured_q%d", qid) }
 
+// triggerNames are the names of a capture's row and truncate triggers.
+type triggerNames struct{ row, trunc string }
+
+// rowTriggerName is the row trigger of queue qid's captures made from capture version 6 on,
+// and truncTriggerName their TRUNCATE trigger. The server fires the AFTER triggers of one row
+// (and of one TRUNCATE) in the order of their names, and a capture trigger must fire before
+// the user's: a trigger of the user's that updates or deletes the row it fired for (or inserts
+// rows after a TRUNCATE) writes events of its own, and they must come after the event of the
+// change that fired it — the other way round the replica keeps the row as first inserted (or
+// truncates the rows inserted after the TRUNCATE). "!" sorts before digits, letters and "_",
+// the first characters of every name but quoted oddities (a space, or "!" itself followed by
+// a lower byte); the names skiff_capture_q<N> and skiff_truncate_q<N> of captures made before
+// sorted after most lowercase names (audit_fix). A capture keeps the names it was made with
+// (recorded in captured_table: dropping a trigger to rename it needs the table's ownership,
+// which skiff's role need not have); a capture whose triggers are made again (a set that is
+// no longer the one in place) gets the new names.
+func rowTriggerName(qid int32) string { return fmt.Sprintf("!skiff_capture_q%d", qid) }
+
+// truncTriggerName: see rowTriggerName.
+func truncTriggerName(qid int32) string { return fmt.Sprintf("!skiff_truncate_q%d", qid) }
+
 // newTrigger names the function and triggers of a capture and says where its triggers go.
 func newTrigger(qid, layout int32, rel relation, withChildren bool, version int) trigger {
 	return trigger{
@@ -931,8 +974,8 @@ func newTrigger(qid, layout int32, rel relation, withChildren bool, version int)
 		layout:       layout,
 		table:        rel.table(),
 		funcName:     fmt.Sprintf("capture_q%d_t%d", qid, rel.oid),
-		rowTrig:      fmt.Sprintf("skiff_capture_q%d", qid),
-		truncTrig:    fmt.Sprintf("skiff_truncate_q%d", qid),
+		rowTrig:      rowTriggerName(qid),
+		truncTrig:    truncTriggerName(qid),
 		insTrig:      insertTriggerName(qid),
 		aloneTrig:    aloneTriggerName(qid),
 		guardTrig:    fmt.Sprintf("skiff_guard_q%d", qid),
@@ -964,7 +1007,7 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 	// The table's name now (it may have been renamed since it was added); a dropped table
 	// has no trigger to regenerate.
 	rows, err := conn.Query(ctx, `SELECT q.queue_name, c.queue_id, c.table_oid, n.nspname, r.relname, r.relkind::text,
-			coalesce(c.where_sql, ''), c.key_columns, c.layout_id, c.with_children
+			coalesce(c.where_sql, ''), c.key_columns, c.layout_id, c.with_children, c.row_trigger, c.trunc_trigger
 		FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
 		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
 		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
@@ -981,10 +1024,11 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 		key          []string
 		layout       int32
 		withChildren bool
+		names        triggerNames
 	}
 	todo, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (capture, error) {
 		var c capture
-		err := r.Scan(&c.queue, &c.qid, &c.rel.oid, &c.rel.schema, &c.rel.name, &c.rel.kind, &c.where, &c.key, &c.layout, &c.withChildren)
+		err := r.Scan(&c.queue, &c.qid, &c.rel.oid, &c.rel.schema, &c.rel.name, &c.rel.kind, &c.where, &c.key, &c.layout, &c.withChildren, &c.names.row, &c.names.trunc)
 		return c, err
 	})
 	if err != nil {
@@ -1000,7 +1044,7 @@ func UpgradeCaptures(ctx context.Context, conn Conn) ([]Upgraded, error) {
 			if err != nil {
 				return fmt.Errorf("columns of %s: %w", c.rel.table(), err)
 			}
-			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where, c.withChildren, ""); err != nil {
+			if _, err := installTrigger(ctx, tx, c.qid, c.layout, c.rel, cols, c.key, c.where, c.withChildren, "", c.names); err != nil {
 				return err
 			}
 			_, err = tx.Exec(ctx, `UPDATE skiff.captured_table SET capture_version = $3 WHERE queue_id = $1 AND table_oid = $2`,
@@ -1563,8 +1607,9 @@ type trigger struct {
 	table              change.Table
 	funcName           string
 	rowTrig, truncTrig string
-	insTrig            string // the statement-level INSERT trigger (stmtInsert)
-	aloneTrig          string // its companion that keeps the table alone (stmtInsert)
+	legacy             []string // earlier names of the row and truncate triggers, dropped by ddl
+	insTrig            string   // the statement-level INSERT trigger (stmtInsert)
+	aloneTrig          string   // its companion that keeps the table alone (stmtInsert)
 	key                []string
 	whereNew, whereOld string
 	pins               []pin
@@ -1624,6 +1669,9 @@ func (t trigger) ddl() []string {
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.rowTrig)+` ON `+t.table.String(),
 		`DROP TRIGGER IF EXISTS `+change.QuoteIdent(t.truncTrig)+` ON `+t.table.String(),
 	)
+	for _, n := range t.legacy {
+		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+change.QuoteIdent(n)+` ON `+t.table.String())
+	}
 	if t.version >= 100000 {
 		// A statement-level INSERT trigger and its companion (capture version 4) go whatever
 		// set comes now.
@@ -1987,6 +2035,7 @@ func foreignTriggerCheck(b *strings.Builder) {
 		"        okey := pg_catalog.array_to_string(ARRAY(SELECT pg_catalog.quote_ident(tgname::pg_catalog.text)\n" +
 		"            FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) TG_RELID AND NOT tgisinternal\n" +
 		"            AND tgenabled OPERATOR(pg_catalog.<>) 'D' AND pg_catalog.substr(tgname::pg_catalog.text, 1, 6) OPERATOR(pg_catalog.<>) 'skiff_'\n" +
+		"            AND pg_catalog.substr(tgname::pg_catalog.text, 1, 7) OPERATOR(pg_catalog.<>) '!skiff_'\n" +
 		"            ORDER BY 1), ', ');\n" +
 		"        IF okey OPERATOR(pg_catalog.<>) '' THEN\n" +
 		"            RAISE EXCEPTION 'skiff: % of %.% from a trigger refused: the table is captured with a statement-level INSERT trigger and has trigger(s) of its own since (%), whose changes to rows an INSERT is inserting would reach the replica before the rows',\n" +

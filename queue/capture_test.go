@@ -55,7 +55,7 @@ func TestAddTableErrors(t *testing.T) {
 	require.ErrorIs(t, err, ErrAlreadyAdded)
 	// The failed attempts left nothing behind: one trigger pair, one captured table.
 	var triggers int
-	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'`).Scan(&triggers))
 	require.Equal(t, 2, triggers)
 	tables, err := Tables(ctx, c, "q")
 	require.NoError(t, err)
@@ -168,7 +168,7 @@ func TestQuotedNamesAndKey(t *testing.T) {
 	require.NoError(t, err)
 	exec(t, c, `INSERT INTO "My Schema"."Odd ""Table""" VALUES (3, 'z', 'k')`) // not captured
 	var triggers int
-	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'`).Scan(&triggers))
 	require.Zero(t, triggers)
 
 	// A captured table dropped by the user can still be removed by its name.

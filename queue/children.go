@@ -109,32 +109,33 @@ func readFamily(ctx context.Context, db pg.DB, qid int32, oid uint32) (family, e
 
 // capture is one capture with children, as adoption needs it.
 type capture struct {
-	queue    string
-	qid      int32
-	parent   relation
-	layout   int32
-	where    string
-	funcName string
-	rowTrig  string
-	key      []string
+	queue     string
+	qid       int32
+	parent    relation
+	layout    int32
+	where     string
+	funcName  string
+	rowTrig   string
+	truncTrig string
+	key       []string
 }
 
 // trigger returns the generator of the capture's triggers (enough of it for childDDL).
 func (c capture) trigger(version int) trigger {
 	tg := newTrigger(c.qid, c.layout, c.parent, true, version)
-	tg.funcName, tg.rowTrig = c.funcName, c.rowTrig
+	tg.funcName, tg.rowTrig, tg.truncTrig = c.funcName, c.rowTrig, c.truncTrig
 	return tg
 }
 
 const captureColumns = `q.queue_name, c.queue_id, c.table_oid, n.nspname, r.relname, r.relkind::text,
-	c.layout_id, coalesce(c.where_sql, ''), c.func_name, c.row_trigger, c.key_columns
+	c.layout_id, coalesce(c.where_sql, ''), c.func_name, c.row_trigger, c.trunc_trigger, c.key_columns
 	FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
 	JOIN pg_catalog.pg_class r ON r.oid = c.table_oid JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace`
 
 func scanCapture(row pgx.CollectableRow) (capture, error) {
 	var c capture
 	err := row.Scan(&c.queue, &c.qid, &c.parent.oid, &c.parent.schema, &c.parent.name, &c.parent.kind,
-		&c.layout, &c.where, &c.funcName, &c.rowTrig, &c.key)
+		&c.layout, &c.where, &c.funcName, &c.rowTrig, &c.truncTrig, &c.key)
 	return c, err
 }
 
@@ -553,7 +554,7 @@ func relistChildren(ctx context.Context, tx pgx.Tx, c capture) error {
 	if !slices.Equal(names, layoutCols) {
 		return fmt.Errorf("layout columns %v, %s now has %v: run `skiff table add --refresh %s`", layoutCols, c.parent.table(), names, c.parent.table())
 	}
-	_, err = installTrigger(ctx, tx, c.qid, c.layout, c.parent, cols, c.key, c.where, true, "")
+	_, err = installTrigger(ctx, tx, c.qid, c.layout, c.parent, cols, c.key, c.where, true, "", triggerNames{c.rowTrig, c.truncTrig})
 	return err
 }
 

@@ -49,7 +49,7 @@ func TestLogicalQueue(t *testing.T) {
 		require.Equal(t, PluginTestDecoding, kind.Plugin)
 	}
 	var triggers int
-	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%' AND tgname NOT LIKE 'skiff\_truncate\_q%'`).Scan(&triggers))
+	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%' AND tgname NOT LIKE 'skiff\_truncate\_q%'`).Scan(&triggers))
 	require.Zero(t, triggers, "a logical queue installs no capture trigger (before 11 only a TRUNCATE marker: TestLogicalTruncateMarker)")
 
 	// Later adds follow the queue's source; asking for the other one is refused.

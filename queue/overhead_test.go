@@ -277,8 +277,8 @@ func useRowTrigger(t testing.TB, c *pgx.Conn, table string, qid int, fn string) 
 	q := strconv.Itoa(qid)
 	exec(t, c, `DROP TRIGGER IF EXISTS skiff_insert_q`+q+` ON `+table)
 	exec(t, c, `DROP TRIGGER IF EXISTS skiff_captured_q`+q+` ON `+table)
-	exec(t, c, `DROP TRIGGER skiff_capture_q`+q+` ON `+table)
-	exec(t, c, `CREATE TRIGGER skiff_capture_q`+q+` AFTER INSERT OR UPDATE OR DELETE ON `+table+` FOR EACH ROW EXECUTE PROCEDURE `+fn)
+	exec(t, c, `DROP TRIGGER "!skiff_capture_q`+q+`" ON `+table)
+	exec(t, c, `CREATE TRIGGER "!skiff_capture_q`+q+`" AFTER INSERT OR UPDATE OR DELETE ON `+table+` FOR EACH ROW EXECUTE PROCEDURE `+fn)
 }
 
 // TestInsertCaptureCost measures what capture costs an INSERT, as server CPU time (schedstat,

@@ -164,7 +164,7 @@ func TestCapturePartitionedTable(t *testing.T) {
 			_, err = RemoveTable(ctx, c, "q", "m")
 			require.NoError(t, err)
 			var n int
-			require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&n))
+			require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'`).Scan(&n))
 			require.Zero(t, n)
 		})
 	}
@@ -248,7 +248,7 @@ func TestCaptureInheritanceParent(t *testing.T) {
 			_, err = RemoveTable(ctx, c, "q", "h")
 			require.NoError(t, err)
 			var n int
-			require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&n))
+			require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'`).Scan(&n))
 			require.Zero(t, n)
 		})
 	}

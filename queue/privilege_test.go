@@ -129,7 +129,7 @@ func TestRefreshWithoutTableOwnership(t *testing.T) {
 			}
 			countTriggers := func(table string) int {
 				var n int
-				require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::text::regclass AND tgname LIKE 'skiff%'`, table).Scan(&n))
+				require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::text::regclass AND tgname LIKE '%skiff%'`, table).Scan(&n))
 				return n
 			}
 			if pg.ServerVersion(admin) >= 100000 {

@@ -307,7 +307,7 @@ func TestSecurityWhere(t *testing.T) {
 			}
 			var queues, triggers, pwned int
 			require.NoError(t, h.admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM skiff.queue),
-				(SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'),
+				(SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'),
 				(SELECT count(*) FROM pg_class WHERE relname = 'pwned')`).Scan(&queues, &triggers, &pwned))
 			require.Equal(t, []int{0, 0, 0}, []int{queues, triggers, pwned}, "a refused table add leaves nothing behind")
 			h.requireHarmless(t)

@@ -360,7 +360,7 @@ func TestSwitchoverRefuses(t *testing.T) {
 	writable(-4)
 	require.NoError(t, nw.QueryRow(bg, `SELECT count(*) FROM skiff.queue`).Scan(&n))
 	require.Zero(t, n, "no queue on NEW: the reverse replication was undone (its schema, installed before the freeze, stays)")
-	require.NoError(t, nw.QueryRow(bg, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&n))
+	require.NoError(t, nw.QueryRow(bg, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'`).Scan(&n))
 	require.Zero(t, n, "no trigger on NEW")
 	exec1(t, nw, `UPDATE ex SET v = 'v5' WHERE id = 5`)
 	p.caughtUp(t, time.Minute, "q")

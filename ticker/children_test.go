@@ -39,7 +39,7 @@ func TestTickerAdoptsNewChildren(t *testing.T) {
 
 	triggers := func(table string) int {
 		var n int
-		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname LIKE 'skiff%'`, table).Scan(&n))
+		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname LIKE '%skiff%'`, table).Scan(&n))
 		return n
 	}
 	_, err = conn.Exec(ctx, `CREATE TABLE h_b (CHECK (id >= 100)) INHERITS (h)`)

@@ -234,7 +234,7 @@ func TestUninstall(t *testing.T) {
 func noSkiffLeft(t *testing.T, c *pgx.Conn) {
 	t.Helper()
 	require.Zero(t, count(t, c, `SELECT count(*) FROM pg_namespace WHERE nspname = 'skiff'`), "schema skiff")
-	require.Zero(t, count(t, c, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`), "skiff's triggers")
+	require.Zero(t, count(t, c, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'`), "skiff's triggers")
 	require.Zero(t, count(t, c, `SELECT count(*) FROM pg_proc WHERE proname LIKE 'capture\_q%' OR proname IN ('create_queue', 'ticker', 'next_batch')`), "skiff's functions")
 	require.Zero(t, count(t, c, `SELECT count(*) FROM pg_class WHERE relname LIKE 'event\_%' OR relname IN ('queue', 'tick', 'subscription', 'table_state', 'provider_migrations', 'target_migrations')`), "skiff's tables")
 }

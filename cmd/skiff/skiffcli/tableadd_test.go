@@ -155,7 +155,7 @@ func TestTableAddAllOrNothing(t *testing.T) {
 			oneLineError(t, code, stderr, `table \"public\".\"nokey\": table has no primary key`)
 			require.Contains(t, stderr, "nothing was captured")
 			var triggers int
-			require.NoError(t, conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'skiff%'`).Scan(&triggers))
+			require.NoError(t, conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%skiff%'`).Scan(&triggers))
 			require.Zero(t, triggers)
 			_, err := queue.Tables(context.Background(), conn, "q")
 			require.ErrorIs(t, err, queue.ErrNoQueue, "the queue made for the tables is rolled back too")
