@@ -409,7 +409,7 @@ func TestPartitionTriggerSQL(t *testing.T) {
 	require.Contains(t, fn, `pg_catalog.record_out(ROW(r."id", r."Odd ""Col"))`)
 	require.Contains(t, fn, `l.relation = '4242'`)
 	require.Equal(t, []string{
-		`CREATE TRIGGER "skiff_capture_q7" AFTER INSERT OR UPDATE OR DELETE ON "s"."c" FOR EACH ROW EXECUTE PROCEDURE skiff."capture_q7_t4242"()`,
+		`CREATE TRIGGER "!skiff_capture_q7" AFTER INSERT OR UPDATE OR DELETE ON "s"."c" FOR EACH ROW EXECUTE PROCEDURE skiff."capture_q7_t4242"()`,
 		`CREATE TRIGGER "skiff_guard_q7" BEFORE TRUNCATE ON "s"."c" FOR EACH STATEMENT EXECUTE PROCEDURE skiff."capture_q7_t4242"()`,
 	}, tg.childDDL(change.Table{Schema: "s", Name: "c"}, true, true))
 	// A partitioned table has no row trigger of its own before 11, and no guard (no rows).
