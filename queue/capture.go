@@ -997,6 +997,52 @@ type Upgraded struct {
 	Err   error // why it could not be regenerated; its old function stays
 }
 
+// FiredBefore is a capture whose triggers, under names a skiff before capture version 6
+// gave them (rowTriggerName), fire after triggers of the user's on the same table: their
+// changes to the row that fired them (or rows inserted after a TRUNCATE) would be queued
+// before the change itself.
+type FiredBefore struct {
+	Queue    string
+	Table    change.Table
+	Triggers []string // the user's triggers that fire before the capture's, in firing order
+	Drop     string   // the capture's trigger the table's owner drops before a refresh
+}
+
+// CapturesFiredBefore lists the trigger queues' captures still under the old trigger names
+// whose table has an enabled trigger (not the server's, not skiff's) whose name sorts before
+// the capture's row or truncate trigger: those whose events can come out of order. A capture
+// moves to the new names when its triggers are made again: the table's owner drops the
+// truncate trigger (Drop) and skiff table add --refresh makes both again.
+func CapturesFiredBefore(ctx context.Context, db pg.DB) ([]FiredBefore, error) {
+	rows, err := db.Query(ctx, `SELECT q.queue_name, n.nspname, r.relname, c.trunc_trigger,
+			ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.table_oid AND NOT t.tgisinternal
+				AND t.tgenabled <> 'D' AND t.tgname::text NOT LIKE E'skiff\\_%' AND t.tgname::text NOT LIKE E'!skiff\\_%'
+				AND (t.tgname < c.row_trigger::name OR t.tgname < c.trunc_trigger::name) ORDER BY t.tgname)
+		FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
+		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
+		JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+		WHERE c.func_name <> '' AND c.row_trigger NOT LIKE '!%'
+		ORDER BY 1, 2, 3`)
+	if err != nil {
+		return nil, fmt.Errorf("captures whose triggers fire after the user's: %w", err)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (FiredBefore, error) {
+		var f FiredBefore
+		err := r.Scan(&f.Queue, &f.Table.Schema, &f.Table.Name, &f.Drop, &f.Triggers)
+		return f, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("captures whose triggers fire after the user's: %w", err)
+	}
+	var out []FiredBefore
+	for _, f := range all {
+		if len(f.Triggers) > 0 {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
 // UpgradeCaptures regenerates, each in a transaction of its own, the capture functions made
 // by an older version of skiff (capture_version below the current one), keeping each table's
 // layout, key and --where: `skiff init provider` runs it after the migrations. A capture whose

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/skiffdb/skiff/consumer/change"
 )
 
 // TestCaptureTriggerFiresFirst: the server fires a row's AFTER triggers (and a TRUNCATE's) in
@@ -15,8 +17,9 @@ import (
 // row's I, the reseeded row's I before the T), and the replica kept the row as inserted and
 // lost the reseeded row. Captures made now name their triggers !skiff_… (rowTriggerName),
 // which fire first. A capture made under the old names keeps them through a refresh and an
-// upgrade (renaming needs the table's ownership); when its triggers are made again, it gets
-// the new names and the old ones are dropped (one event per change, not two).
+// upgrade (renaming needs the table's ownership), and CapturesFiredBefore names it with the
+// user's triggers that fire first; when its triggers are made again, it gets the new names and
+// the old ones are dropped (one event per change, not two).
 func TestCaptureTriggerFiresFirst(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -72,6 +75,10 @@ func TestCaptureTriggerFiresFirst(t *testing.T) {
 	exec(t, c, `INSERT INTO t VALUES (2, 'b')`)
 	require.Equal(t, []string{"D [100 fixed]", "U [2 fixed]", "I [2 b]"}, events(),
 		"under the old name the user's trigger fires first (the flaw the new names fix)")
+	late, err := CapturesFiredBefore(ctx, c)
+	require.NoError(t, err)
+	require.Equal(t, []FiredBefore{{Queue: "q", Table: change.Table{Schema: "public", Name: "t"},
+		Triggers: []string{"a_reseed", "audit_fix"}, Drop: fmt.Sprintf("skiff_truncate_q%d", qid)}}, late)
 
 	// Made again (a trigger missing): under the new names, the old ones dropped.
 	exec(t, c, fmt.Sprintf(`DROP TRIGGER skiff_truncate_q%d ON t`, qid))
@@ -83,6 +90,9 @@ func TestCaptureTriggerFiresFirst(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("!skiff_capture_q%d !skiff_truncate_q%d", qid, qid), recorded)
 	exec(t, c, `INSERT INTO t VALUES (3, 'c')`)
 	require.Equal(t, []string{"I [3 c]", "U [3 fixed]"}, events(), "one event per change")
+	late, err = CapturesFiredBefore(ctx, c)
+	require.NoError(t, err)
+	require.Empty(t, late)
 
 	_, err = RemoveTable(ctx, c, "q", "t")
 	require.NoError(t, err)

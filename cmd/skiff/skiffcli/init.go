@@ -8,6 +8,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/skiffdb/skiff/consumer/change"
 	"github.com/skiffdb/skiff/internal/migrate"
 	"github.com/skiffdb/skiff/internal/pg"
 	"github.com/skiffdb/skiff/queue"
@@ -81,6 +82,17 @@ func upgradeCaptures(rt *Runtime, cfg *pgx.ConnConfig) error {
 	if len(failed) > 0 {
 		return fmt.Errorf("capture triggers of %s were not regenerated (see above): fix each with skiff table add --refresh [--where ...]",
 			strings.Join(failed, ", "))
+	}
+	late, err := queue.CapturesFiredBefore(rt.Ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, f := range late {
+		rt.Log.Warn("capture triggers fire after triggers of the table's own, whose changes to the row that fired them "+
+			"(or rows inserted after a TRUNCATE) reach the queue before that change: move the capture to the new trigger names",
+			"queue", f.Queue, "table", f.Table.String(), "triggers", strings.Join(f.Triggers, ", "),
+			"fix", fmt.Sprintf("as the table's owner: DROP TRIGGER %s ON %s; then at once skiff table add --db PROVIDER --queue %s --refresh %s",
+				change.QuoteIdent(f.Drop), f.Table, f.Queue, f.Table))
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package skiffcli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -105,4 +106,43 @@ func TestTableAddRemove(t *testing.T) {
 	srv.Stop()
 	code, _, stderr = skiff(t, "table", "add", "--db", down, "--queue", "q1", "plain")
 	oneLineError(t, code, stderr, "connect to postgres@")
+}
+
+// TestInitWarnsOfTriggersFiringFirst: init provider names the captures still under the
+// trigger names of an older skiff whose table has a trigger of the user's that fires before
+// them (queue.CapturesFiredBefore), with the statements that move them; a capture made now
+// is not named.
+func TestInitWarnsOfTriggersFiringFirst(t *testing.T) {
+	t.Parallel()
+	url, conn := initProvider(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		`CREATE TABLE "Old t" (id int PRIMARY KEY, v text)`,
+		`CREATE TABLE fresh (id int PRIMARY KEY, v text)`,
+		`CREATE FUNCTION fix() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`,
+		`CREATE TRIGGER audit_fix AFTER INSERT ON "Old t" FOR EACH ROW EXECUTE PROCEDURE fix()`,
+		`CREATE TRIGGER audit_fix AFTER INSERT ON fresh FOR EACH ROW EXECUTE PROCEDURE fix()`,
+	} {
+		_, err := conn.Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	code, _, stderr := skiff(t, "table", "add", "--db", url, "--queue", "q1", `"Old t"`, "fresh")
+	require.Zero(t, code, stderr)
+	var qid int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT skiff.queue_id('q1')`).Scan(&qid))
+	for _, sql := range []string{ // "Old t" as an older skiff captured it
+		fmt.Sprintf(`ALTER TRIGGER "!skiff_capture_q%d" ON "Old t" RENAME TO skiff_capture_q%d`, qid, qid),
+		fmt.Sprintf(`ALTER TRIGGER "!skiff_truncate_q%d" ON "Old t" RENAME TO skiff_truncate_q%d`, qid, qid),
+		`UPDATE skiff.captured_table SET row_trigger = 'skiff_capture_q' || queue_id, trunc_trigger = 'skiff_truncate_q' || queue_id WHERE table_name = 'Old t'`,
+	} {
+		_, err := conn.Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	code, stdout, stderr := skiff(t, "init", "provider", "--db", url)
+	require.Zero(t, code, stderr)
+	out := stdout + stderr
+	require.Contains(t, out, "capture triggers fire after triggers of the table's own")
+	require.Contains(t, out, "audit_fix")
+	require.Contains(t, out, fmt.Sprintf(`DROP TRIGGER \"skiff_truncate_q%d\" ON \"public\".\"Old t\"; then at once skiff table add --db PROVIDER --queue q1 --refresh \"public\".\"Old t\"`, qid))
+	require.NotContains(t, out, `\"fresh\"`, "a capture made now")
 }
