@@ -1012,11 +1012,14 @@ type FiredBefore struct {
 // whose table has an enabled trigger (not the server's, not skiff's) whose name sorts before
 // the capture's row or truncate trigger: those whose events can come out of order. A capture
 // moves to the new names when its triggers are made again: the table's owner drops the
-// truncate trigger (Drop) and skiff table add --refresh makes both again.
+// truncate trigger (Drop) and skiff table add --refresh makes both again. The server's own
+// triggers (foreign keys) are told by their functions, in pg_catalog (pg_trigger.tgisinternal
+// is 9.0+), skiff's by theirs, in skiff.
 func CapturesFiredBefore(ctx context.Context, db pg.DB) ([]FiredBefore, error) {
 	rows, err := db.Query(ctx, `SELECT q.queue_name, n.nspname, r.relname, c.trunc_trigger,
-			ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.table_oid AND NOT t.tgisinternal
-				AND t.tgenabled <> 'D' AND t.tgname::text NOT LIKE E'skiff\\_%' AND t.tgname::text NOT LIKE E'!skiff\\_%'
+			ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t
+				JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
+				WHERE t.tgrelid = c.table_oid AND fn.nspname NOT IN ('pg_catalog', 'skiff') AND t.tgenabled <> 'D'
 				AND (t.tgname < c.row_trigger::name OR t.tgname < c.trunc_trigger::name) ORDER BY t.tgname)
 		FROM skiff.captured_table c JOIN skiff.queue q ON q.queue_id = c.queue_id
 		JOIN pg_catalog.pg_class r ON r.oid = c.table_oid
