@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/skiffdb/skiff/consumer/change"
@@ -36,17 +37,7 @@ func TestCaptureTriggerFiresFirst(t *testing.T) {
 	require.NoError(t, err)
 	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
 	require.NoError(t, err)
-	events := func() []string {
-		t.Helper()
-		_, err := ForceTick(ctx, c, "q")
-		require.NoError(t, err)
-		_, evs := readBatch(t, src)
-		var out []string
-		for _, e := range evs {
-			out = append(out, describeEvent(e))
-		}
-		return out
-	}
+	events := func() []string { t.Helper(); return tickedEvents(t, c, src, "q") }
 
 	exec(t, c, `CREATE FUNCTION fix() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN UPDATE t SET v = 'fixed' WHERE id = NEW.id AND v <> 'fixed'; RETURN NULL; END $$`)
@@ -97,4 +88,18 @@ func TestCaptureTriggerFiresFirst(t *testing.T) {
 	_, err = RemoveTable(ctx, c, "q", "t")
 	require.NoError(t, err)
 	require.Empty(t, captureTriggers(t, c, "t"))
+}
+
+// tickedEvents ticks queue q and reads the consumer's next batch through src, each event
+// described as describeEvent does.
+func tickedEvents(t testing.TB, c *pgx.Conn, src *Source, q string) []string {
+	t.Helper()
+	_, err := ForceTick(context.Background(), c, q)
+	require.NoError(t, err)
+	_, evs := readBatch(t, src)
+	var out []string
+	for _, e := range evs {
+		out = append(out, describeEvent(e))
+	}
+	return out
 }
