@@ -2,9 +2,12 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // TestUserTriggersChangingTheirRows: the provider's table has triggers of the application's
@@ -53,4 +56,57 @@ func TestUserTriggersChangingTheirRows(t *testing.T) {
 		wg.Wait()
 		p.compare(t, "t")
 	})
+}
+
+// TestMisorderedCaptureStopsWorker: a capture still under the names of before capture version
+// 6 (skiff_capture_q<N>) on a table with audit_fix, an AFTER INSERT trigger rewriting its row
+// and sorting first, queues each row's UPDATE before its INSERT. The worker used to apply that
+// with a warning (the UPDATE found no row) and leave the rows as first inserted; it now stops
+// on the batch (apply.ErrMisordered), naming the table, the row and the way out, and applies
+// nothing of it. The way out as the error and skiff init provider say it: the capture moved
+// to the new names (the owner drops its truncate trigger, then table add --refresh), and the
+// table copied again (table resync); the tables then compare equal, row by row, under new
+// writes.
+func TestMisorderedCaptureStopsWorker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDDLCase(t, "", "")
+	var qid int
+	require.NoError(t, d.prov.QueryRow(ctx, `SELECT queue_id FROM skiff.captured_table`).Scan(&qid))
+	// A capture made before version 6 (simulated: renamed, and recorded so).
+	exec1(t, d.prov, fmt.Sprintf(`ALTER TRIGGER "!skiff_capture_q%d" ON t RENAME TO skiff_capture_q%d`, qid, qid))
+	exec1(t, d.prov, fmt.Sprintf(`ALTER TRIGGER "!skiff_truncate_q%d" ON t RENAME TO skiff_truncate_q%d`, qid, qid))
+	exec1(t, d.prov, `UPDATE skiff.captured_table SET row_trigger = 'skiff_capture_q' || queue_id, trunc_trigger = 'skiff_truncate_q' || queue_id`)
+	exec1(t, d.prov, `CREATE FUNCTION fix() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN UPDATE t SET a = 'fixed ' || a WHERE id = NEW.id; RETURN NULL; END $$`)
+	exec1(t, d.prov, `CREATE TRIGGER audit_fix AFTER INSERT ON t FOR EACH ROW EXECUTE PROCEDURE fix()`)
+
+	d.workerProc(t)
+	exec1(t, d.prov, `INSERT INTO t SELECT g, 'a' || g, g, 'c' || g FROM generate_series(1, 3) g`)
+	d.tick(t)
+	s := d.stuck(t, "out of order")
+	for _, want := range []string{`on "public"."t"`, "row (id=1) was changed by the UPDATE of event", "skiff init provider", "skiff table resync"} {
+		require.Contains(t, s.lastError, want)
+	}
+	var n int
+	require.NoError(t, d.tgt.QueryRow(ctx, `SELECT count(*) FROM t`).Scan(&n))
+	require.Zero(t, n, "nothing of the batch is applied")
+
+	out, err := skiff(t, "init", "provider", "--db", d.pair.prov)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "DROP TRIGGER") // the log's JSON escapes the quotes
+	require.Contains(t, out, fmt.Sprintf(`skiff_truncate_q%d`, qid))
+	exec1(t, d.prov, fmt.Sprintf(`DROP TRIGGER skiff_truncate_q%d ON t`, qid))
+	d.refresh(t, "public.t")
+	exec1(t, d.prov, `INSERT INTO t VALUES (4, 'a4', 4, 'c4')`)
+	out, err = skiff(t, "table", "resync", "--provider", d.pair.prov, "--target", d.pair.tgt, "--queue", "q", "--consumer", "c1", "public.t")
+	require.NoError(t, err, out)
+	exec1(t, d.prov, `INSERT INTO t VALUES (5, 'a5', 5, 'c5'), (6, 'a6', 6, 'c6')`)
+	d.inSync(t, time.Minute, "q")
+	d.caughtUp(t, 30*time.Second)
+	require.Zero(t, d.sub(t).deadLetters)
+	d.compare(t, "public.t")
+	var fixed int
+	require.NoError(t, d.tgt.QueryRow(ctx, `SELECT count(*) FROM t WHERE a LIKE 'fixed %'`).Scan(&fixed))
+	require.Equal(t, 6, fixed)
 }

@@ -36,5 +36,6 @@ func (w *writer) execute(ctx context.Context, ev *change.Event) error {
 	// Every table is loaded again at its next event; the runs (all flushed) go with them.
 	clear(w.a.tables)
 	clear(w.runs)
+	clear(w.missed)
 	return nil
 }

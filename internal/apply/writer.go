@@ -86,6 +86,9 @@ type writer struct {
 	// guarded: tables locked and checked for code another role controls in this batch
 	// (guard).
 	guarded map[*table]bool
+	// missed: per table, the keys of UPDATEs of this batch that may have found no row on the
+	// target, each with its event (checkInsertAfterUpdate); nil on the usual path.
+	missed map[*table]map[string]int64
 }
 
 // lookupThreshold is the run size from which the planner might prefer a hash join over a
@@ -200,6 +203,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 			w.truncEv = ev.ID
 		}
 		w.truncs = append(w.truncs, t)
+		delete(w.missed, t)
 		return nil
 	}
 	if err := w.flushTruncates(ctx); err != nil {
@@ -234,6 +238,12 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 			if i < 0 && (ev.OldKey == nil || ev.Op == change.Update || ev.Op == change.Upsert) {
 				return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf("event lacks key column %s", change.QuoteIdent(s.key[j]))}
 			}
+		}
+	}
+	if len(w.missed[t]) > 0 {
+		w.forgetMissed(t, s, ev)
+		if err := w.checkInsertAfterUpdate(ctx, t, s, ev, 0); err != nil {
+			return err
 		}
 	}
 	if !w.setBased {
@@ -276,9 +286,16 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	}
 	if !r.merge(w, s, ev) {
 		// A change the merge cannot express (e.g. an insert of a key the run already holds):
-		// write what came before, then start again; the target decides.
+		// write what came before, then start again; the target decides. An insert of a key
+		// the run updates is checked first (checkInsertAfterUpdate).
+		updated := w.updatedInRun(r, s, ev)
 		if err := w.flush(ctx, r); err != nil {
 			return err
+		}
+		if updated != 0 {
+			if err := w.checkInsertAfterUpdate(ctx, t, s, ev, updated); err != nil {
+				return err
+			}
 		}
 		w.enqueue(r, s, ev.ID)
 		if !r.merge(w, s, ev) {
@@ -602,6 +619,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			return fail(change.Update, s.updSQL, errMergeMismatch)
 		} else if n < int64(mustUpd) {
 			w.a.log.Warn("rows to update were missing on the target", "table", r.t.name.String(), "missing", int64(mustUpd)-n, "updated", n)
+			w.noteMissed(r)
 		}
 	}
 	if nups > 0 {
@@ -877,6 +895,13 @@ func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error
 		}
 	case (ev.Op == change.Update || ev.Op == change.Delete) && tag.RowsAffected() == 0:
 		w.a.log.Warn("row to "+strings.ToLower(ev.Op.String())+" was missing on the target", "table", ev.Table.String(), "event_id", ev.ID)
+		if ev.Op == change.Update && ev.OldKey == nil && w.a.merge == "" {
+			k := make([]change.Value, len(s.keyIdx))
+			for j, i := range s.keyIdx {
+				k[j] = ev.Values[i]
+			}
+			w.missedKey(s.t, k, ev.ID)
+		}
 	}
 	return nil
 }

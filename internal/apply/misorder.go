@@ -1,0 +1,162 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/skiffdb/skiff/consumer/change"
+)
+
+// ErrMisordered: the batch holds an INSERT of a row that an earlier UPDATE of the batch
+// changed, with no DELETE of it between, and that UPDATE found no row on the target. No
+// source emits that for a table whose key is unique: the provider's capture queued the
+// row's changes out of order (a trigger of the user's changed the row before skiff's capture
+// trigger queued its INSERT). Applied as it comes, the UPDATE would be lost and the target
+// would keep the row as first inserted, silently; the worker stops instead.
+var ErrMisordered = errors.New("the provider queued this row's changes out of order")
+
+// misorderHelp says what ErrMisordered comes from and how to get past it.
+const misorderHelp = "a trigger on the provider's table changed the row before skiff's capture trigger queued its INSERT: " +
+	"one firing before a capture trigger still named skiff_capture_q<N> (skiff init provider names such captures and how to move them), " +
+	"or one changing another row of the same multi-row INSERT (README, \"Your own AFTER triggers\"). " +
+	"Nothing of this batch is applied. Once the provider is fixed, copy the table again (skiff table resync), " +
+	"or set the events aside (skiff event skip) and fix the row (skiff repair)"
+
+// maxMissedKeys bounds writer.missed for one table: the guard is best effort beyond it.
+const maxMissedKeys = 100_000
+
+// insertedKey returns the key an event inserts (an Insert's, or the new key of a
+// key-changing Update), in a buffer reused from event to event; nil for other events, and
+// when the row lacks a key column.
+func (w *writer) insertedKey(s *shape, ev *change.Event) []change.Value {
+	if len(s.key) == 0 || !(ev.Op == change.Insert || ev.Op == change.Update && ev.OldKey != nil) {
+		return nil
+	}
+	k := w.kbuf[:0]
+	for _, i := range s.keyIdx {
+		if i < 0 {
+			return nil
+		}
+		k = append(k, ev.Values[i])
+	}
+	w.kbuf = k
+	return k
+}
+
+// updatedInRun returns the event of the run's pending UPDATE of the key ev inserts (0 when
+// there is none): called when the run could not take the event in (run.merge), before the
+// run is written.
+func (w *writer) updatedInRun(r *run, s *shape, ev *change.Event) int64 {
+	k := w.insertedKey(s, ev)
+	if k == nil || w.a.merge != "" {
+		return 0
+	}
+	if i, ok := r.idx[w.keyString(k)]; ok && r.entries[i].op == opUpdate {
+		return r.entries[i].ev
+	}
+	return 0
+}
+
+// checkInsertAfterUpdate refuses an INSERT of a key (an Insert, or the new key of a
+// key-changing Update) that an UPDATE of this batch changed with no DELETE between, when that
+// UPDATE found no row on the target (ErrMisordered). updated is that UPDATE's event when the
+// caller knows it (it was pending in the key's run, which has just been written); else the
+// keys of UPDATEs that missed rows earlier in the batch (writer.missed) tell. It queries the
+// target only then: never on the usual path.
+func (w *writer) checkInsertAfterUpdate(ctx context.Context, t *table, s *shape, ev *change.Event, updated int64) error {
+	if w.a.merge != "" {
+		return nil
+	}
+	k := w.insertedKey(s, ev)
+	if k == nil {
+		return nil
+	}
+	if updated == 0 {
+		id, ok := w.missed[t][w.keyString(k)]
+		if !ok {
+			return nil
+		}
+		updated = id
+	}
+	args := make([]any, len(k))
+	for j, v := range k {
+		args[j] = textArg(v)
+	}
+	rows, err := w.tx.Query(ctx, s.hasRowSQL, args...)
+	if err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, SQL: s.hasRowSQL, Err: err}
+	}
+	found := rows.Next()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, SQL: s.hasRowSQL, Err: err}
+	}
+	if found {
+		return nil // the UPDATE found it: the INSERT fails on the key, or the target decides
+	}
+	row := make([]string, len(k))
+	for j, v := range k {
+		row[j] = s.key[j] + "=NULL"
+		if v.Valid {
+			row[j] = s.key[j] + "=" + v.Text
+		}
+	}
+	return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf(
+		"row (%s) was changed by the UPDATE of event %d earlier in this batch, with no DELETE between, and that UPDATE found no row on the target: %w; %s",
+		strings.Join(row, ", "), updated, ErrMisordered, misorderHelp)}
+}
+
+// noteMissed records the keys of a run's UPDATEs after its set-based UPDATE found fewer rows
+// than it had keys (which ones is not known): an INSERT of one of them later in the batch is
+// checked (checkInsertAfterUpdate).
+func (w *writer) noteMissed(r *run) {
+	if w.a.merge != "" {
+		return
+	}
+	n := len(r.shape.key)
+	for i := range r.entries {
+		if e := &r.entries[i]; e.op == opUpdate {
+			w.missedKey(r.t, r.arena[e.key:int(e.key)+n], e.ev)
+		}
+	}
+}
+
+// missedKey records one key an UPDATE may have found missing.
+func (w *writer) missedKey(t *table, k []change.Value, ev int64) {
+	m := w.missed[t]
+	if m == nil {
+		if w.missed == nil {
+			w.missed = map[*table]map[string]int64{}
+		}
+		m = map[string]int64{}
+		w.missed[t] = m
+	}
+	if len(m) < maxMissedKeys {
+		m[w.keyString(k)] = ev
+	}
+}
+
+// forgetMissed drops a deleted key (a Delete, a Remove, the old key of a key change) from
+// writer.missed: an INSERT of it after the DELETE is in order.
+func (w *writer) forgetMissed(t *table, s *shape, ev *change.Event) {
+	m := w.missed[t]
+	if len(m) == 0 {
+		return
+	}
+	k := ev.OldKey
+	if k == nil {
+		if ev.Op != change.Delete && ev.Op != change.Remove {
+			return
+		}
+		k = make([]change.Value, len(s.keyIdx))
+		for j, i := range s.keyIdx {
+			if i < 0 {
+				return
+			}
+			k[j] = ev.Values[i]
+		}
+	}
+	delete(m, w.keyString(k))
+}
