@@ -926,13 +926,13 @@ func hasStatementInsert(ctx context.Context, db pg.DB, tg trigger, tableOID uint
 // added later is DDL on the captured table: skiff table add --refresh, due after DDL anyway,
 // switches the capture back to the row trigger.
 func statementInsert(ctx context.Context, db pg.DB, version int, rel relation, withChildren bool, where string) (bool, error) {
-	if version < 100000 || rel.kind != "r" || withChildren || where != "" {
-		return false, nil
+	if version >= 100000 && rel.kind == "r" && !withChildren && where == "" {
+		var other bool
+		err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1 OR inhparent = $1)
+			OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'skiff\_%' AND tgname NOT LIKE '!skiff\_%')`, rel.oid).Scan(&other)
+		return !other, err
 	}
-	var other bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1 OR inhparent = $1)
-		OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal AND tgname NOT LIKE 'skiff\_%' AND tgname NOT LIKE '!skiff\_%')`, rel.oid).Scan(&other)
-	return !other, err
+	return false, nil
 }
 
 // insertTriggerName is the statement-level INSERT trigger of queue qid's captures
