@@ -218,7 +218,7 @@ func (p *prefetch) read(ctx context.Context, s *Source, prev int64) (*aheadBatch
 	if events.Int64*(&rawEvent{}).size() > limit {
 		return nil, errPrefetchTooLarge
 	}
-	rows, err := conn.Query(ctx, query.String, pgx.QueryExecModeExec)
+	rows, err := conn.Query(ctx, withoutEvTime(query.String), pgx.QueryExecModeExec)
 	if err != nil {
 		return nil, fmt.Errorf("read ahead ticks %d to %d: %w", prev, tick, err)
 	}
