@@ -336,6 +336,7 @@ func (d *database) jobs() jobs {
 	add("retry", cfg.RetrySchedule, d.retry)
 	add("rotate", cfg.MaintSchedule, d.rotateAndVacuum)
 	add("children", cfg.MaintSchedule, d.adoptChildren)
+	add("captures", cfg.MaintSchedule, d.checkCaptures)
 	add("cleanup", cfg.CleanupSchedule, d.cleanup)
 	return js
 }
@@ -476,6 +477,30 @@ func (d *database) adoptChildren() error {
 	}
 	d.ok("children")
 	d.t.m.maintenance.WithLabelValues(d.name, "children").Inc()
+	return nil
+}
+
+// checkCaptures fails, with the tables and the fix, while a captured table has a capture
+// trigger disabled or dropped (queue.CaptureGaps): its writes reach no queue, and nothing else
+// would say so. Logged once a minute while it lasts (fail), counted in the step's errors.
+func (d *database) checkCaptures() error {
+	sctx, cancel := d.t.stepCtx(d.t.cfg.QueryTimeout)
+	gaps, err := d.p.CaptureGaps(sctx)
+	cancel()
+	if err == nil && len(gaps) > 0 {
+		msgs := make([]string, len(gaps))
+		for i, g := range gaps {
+			msgs[i] = g.Problem()
+		}
+		err = fmt.Errorf("writes not captured: %s", strings.Join(msgs, " | "))
+	}
+	if err != nil {
+		err = fmt.Errorf("check capture triggers: %w", err)
+		d.fail("captures", err)
+		return err
+	}
+	d.ok("captures")
+	d.t.m.maintenance.WithLabelValues(d.name, "captures").Inc()
 	return nil
 }
 

@@ -1,6 +1,10 @@
 package ticker
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,4 +54,63 @@ func TestMaintenanceAtStart(t *testing.T) {
 	for _, s := range steps {
 		require.Equal(t, 1.0, metricValue(tk.m.maintenance, db, s), s)
 	}
+}
+
+// TestTickerWarnsOfCaptureGaps: while a captured table's capture trigger is disabled, its
+// writes reach no queue; the ticker's maintenance says so in its log (the table, the
+// operations and the fix) and counts the failing step in its errors metric, until the trigger
+// fires again.
+func TestTickerWarnsOfCaptureGaps(t *testing.T) {
+	t.Parallel()
+	url := providerDB(t, pgtest.Shared(t, ""))
+	conn := pgtest.Connect(t, url)
+	createQueue(t, conn, "gq", nil)
+	var log syncBuffer
+	cfg := testConfig(url)
+	every, err := cron.ParseStandard("@every 1s")
+	require.NoError(t, err)
+	cfg.MaintSchedule = every
+	tk, err := New(cfg, slog.New(slog.NewTextHandler(&log, nil)), prometheus.NewRegistry())
+	require.NoError(t, err)
+	require.NoError(t, tk.Start(t.Context()))
+	t.Cleanup(tk.Stop)
+	db := dbName(t, url)
+	pgtest.Eventually(t, 10*time.Second, "the captures step ran", func() bool {
+		return metricValue(tk.m.maintenance, db, "captures") >= 1
+	})
+	require.Zero(t, metricValue(tk.m.errors, db, "captures"))
+
+	_, err = conn.Exec(t.Context(), `ALTER TABLE gq DISABLE TRIGGER USER`)
+	require.NoError(t, err)
+	pgtest.Eventually(t, 10*time.Second, "the ticker reports the disabled capture", func() bool {
+		return metricValue(tk.m.errors, db, "captures") >= 1 && strings.Contains(log.String(), "writes not captured")
+	})
+	for _, want := range []string{`table \"public\".\"gq\": its INSERTs, UPDATEs, DELETEs, TRUNCATEs are not captured`, "ENABLE TRIGGER", "skiff table resync"} {
+		require.Contains(t, log.String(), want)
+	}
+	ran := metricValue(tk.m.maintenance, db, "captures")
+	_, err = conn.Exec(t.Context(), `ALTER TABLE gq ENABLE TRIGGER USER`)
+	require.NoError(t, err)
+	pgtest.Eventually(t, 10*time.Second, "the step recovers", func() bool {
+		return metricValue(tk.m.maintenance, db, "captures") > ran
+	})
+	require.Contains(t, log.String(), `msg="step recovered"`)
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's and a test's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -32,6 +32,9 @@ type provider interface {
 	// their children the capture triggers they lack, and takes them back from tables that left
 	// (queue.AdoptChildren): one entry per table it acted on.
 	AdoptChildren(ctx context.Context) ([]queue.Adopted, error)
+	// CaptureGaps lists captured tables whose capture triggers no longer record every
+	// operation (queue.CaptureGaps).
+	CaptureGaps(ctx context.Context) ([]queue.CaptureGap, error)
 }
 
 // queueInfo is one queue as the ticker sees it.

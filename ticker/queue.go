@@ -85,6 +85,10 @@ func (p queueProvider) Vacuum(ctx context.Context, table string) error {
 	return nil
 }
 
+func (p queueProvider) CaptureGaps(ctx context.Context) ([]queue.CaptureGap, error) {
+	return queue.CaptureGaps(ctx, p.conn)
+}
+
 func (p queueProvider) AdoptChildren(ctx context.Context) ([]queue.Adopted, error) {
 	return queue.AdoptChildren(ctx, p.conn)
 }

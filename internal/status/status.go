@@ -249,6 +249,10 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
+	gaps, err := queue.CaptureGaps(ctx, prov)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
 	for _, q := range qs {
 		out := Queue{Name: q.Name, Source: queue.SourceTrigger, LastTick: q.LastTick, LastTickTime: q.LastTickTime, TickAgeSeconds: q.TickerLag.Seconds(),
 			PendingEvents: q.PendingEvents, TickerPaused: q.TickerPaused, Consumers: []Consumer{}}
@@ -259,6 +263,11 @@ func Collect(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		if out.Stall != "" {
 			r.Problems = append(r.Problems, fmt.Sprintf("queue %s: %s", q.Name, out.Stall))
+		}
+		for _, g := range gaps {
+			if g.Queue == q.Name {
+				r.Problems = append(r.Problems, fmt.Sprintf("queue %s: %s", q.Name, g.Problem()))
+			}
 		}
 		for _, c := range cs {
 			if c.Queue != q.Name {

@@ -221,6 +221,25 @@ func TestCopyErrorIsAProblem(t *testing.T) {
 	require.Contains(t, text.String(), "invalid input syntax for type integer")
 }
 
+// TestCaptureGapIsAProblem: a captured table whose capture trigger was disabled is named,
+// with the operations its queue misses and the fix.
+func TestCaptureGapIsAProblem(t *testing.T) {
+	t.Parallel()
+	pcfg, tcfg, prov := setup(t, "")
+	ctx := context.Background()
+	_, err := queue.ForceTick(ctx, prov, "main")
+	require.NoError(t, err)
+	_, err = prov.Exec(ctx, `ALTER TABLE "Odd Table" DISABLE TRIGGER USER`)
+	require.NoError(t, err)
+	r, err := status.Collect(ctx, status.Config{Provider: pcfg, Target: tcfg, StallAfter: time.Hour, LongTransaction: time.Hour})
+	require.NoError(t, err)
+	require.Len(t, r.Problems, 1)
+	require.Contains(t, r.Problems[0], `queue main: table "public"."Odd Table": its INSERTs, UPDATEs, DELETEs, TRUNCATEs are not captured`)
+	var text bytes.Buffer
+	require.NoError(t, status.Text(&text, r))
+	require.Contains(t, text.String(), `ENABLE TRIGGER "!skiff_capture_q`)
+}
+
 // TestAbandonedConsumer: a consumer not seen for a long time is named as holding back event
 // table rotation (once it does), with the command that unregisters it.
 func TestAbandonedConsumer(t *testing.T) {
