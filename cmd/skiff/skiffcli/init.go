@@ -94,5 +94,12 @@ func upgradeCaptures(rt *Runtime, cfg *pgx.ConnConfig) error {
 			"fix", fmt.Sprintf("as the table's owner: DROP TRIGGER %s ON %s; then at once skiff table add --db PROVIDER --queue %s --refresh %s",
 				change.QuoteIdent(f.Drop), f.Table, f.Queue, f.Table))
 	}
+	gaps, err := queue.CaptureGaps(rt.Ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, g := range gaps {
+		rt.Log.Warn("writes not captured", "queue", g.Queue, "table", g.Table.String(), "problem", g.Problem())
+	}
 	return nil
 }

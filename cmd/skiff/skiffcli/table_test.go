@@ -145,4 +145,14 @@ func TestInitWarnsOfTriggersFiringFirst(t *testing.T) {
 	require.Contains(t, out, "audit_fix")
 	require.Contains(t, out, fmt.Sprintf(`DROP TRIGGER \"skiff_truncate_q%d\" ON \"public\".\"Old t\"; then at once skiff table add --db PROVIDER --queue q1 --refresh \"public\".\"Old t\"`, qid))
 	require.NotContains(t, out, `\"fresh\"`, "a capture made now")
+	require.NotContains(t, out, "writes not captured")
+
+	// A capture trigger disabled: init provider says so too (as status and the ticker do).
+	_, err := conn.Exec(ctx, `ALTER TABLE fresh DISABLE TRIGGER USER`)
+	require.NoError(t, err)
+	code, stdout, stderr = skiff(t, "init", "provider", "--db", url)
+	require.Zero(t, code, stderr)
+	out = stdout + stderr
+	require.Contains(t, out, "writes not captured")
+	require.Contains(t, out, `its INSERTs, UPDATEs, DELETEs, TRUNCATEs are not captured`)
 }
