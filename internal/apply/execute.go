@@ -37,6 +37,5 @@ func (w *writer) execute(ctx context.Context, ev *change.Event) error {
 	clear(w.a.tables)
 	clear(w.runs)
 	clear(w.missed)
-	clear(w.deleted)
 	return nil
 }
