@@ -16,15 +16,7 @@ import (
 func TestBatchQueryLeavesOutEvTime(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	p := newProvider(t, "")
-	c := p.conn(t)
-	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
-	_, err := AddTable(ctx, c, "q", TableSpec{Name: "t"})
-	require.NoError(t, err)
-	_, err = RegisterConsumer(ctx, c, "q", "c")
-	require.NoError(t, err)
-	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
-	require.NoError(t, err)
+	c, src := capturedT(t)
 
 	check := func(q string) {
 		t.Helper()
@@ -54,7 +46,7 @@ func TestBatchQueryLeavesOutEvTime(t *testing.T) {
 	}
 
 	exec(t, c, `INSERT INTO t VALUES (1, 'a'), (2, 'b')`)
-	_, err = ForceTick(ctx, c, "q")
+	_, err := ForceTick(ctx, c, "q")
 	require.NoError(t, err)
 	b, err := src.NextBatch(ctx)
 	require.NoError(t, err)

@@ -44,6 +44,23 @@ func exec(t testing.TB, c *pgx.Conn, sql string, args ...any) {
 	require.NoError(t, err, sql)
 }
 
+// capturedT is a fresh provider (the default version) whose table t (id int PRIMARY KEY,
+// v text) queue q captures, with consumer c registered and a Source reading for it.
+func capturedT(t testing.TB) (*pgx.Conn, *Source) {
+	t.Helper()
+	ctx := context.Background()
+	p := newProvider(t, "")
+	c := p.conn(t)
+	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	_, err := AddTable(ctx, c, "q", TableSpec{Name: "t"})
+	require.NoError(t, err)
+	_, err = RegisterConsumer(ctx, c, "q", "c")
+	require.NoError(t, err)
+	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
+	require.NoError(t, err)
+	return c, src
+}
+
 // readBatch reads one whole batch through the source and finishes it.
 func readBatch(t testing.TB, src *Source) (change.Batch, []change.Event) {
 	t.Helper()

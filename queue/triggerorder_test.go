@@ -24,19 +24,11 @@ import (
 func TestCaptureTriggerFiresFirst(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	p := newProvider(t, "")
-	c := p.conn(t)
-	exec(t, c, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
-	_, err := AddTable(ctx, c, "q", TableSpec{Name: "t"})
-	require.NoError(t, err)
+	c, src := capturedT(t)
 	var qid int
 	require.NoError(t, c.QueryRow(ctx, `SELECT skiff.queue_id('q')`).Scan(&qid))
 	newSet := []string{fmt.Sprintf("!skiff_capture_q%d:29", qid), fmt.Sprintf("!skiff_truncate_q%d:32", qid)}
 	require.Equal(t, newSet, captureTriggers(t, c, "t"))
-	_, err = RegisterConsumer(ctx, c, "q", "c")
-	require.NoError(t, err)
-	src, err := NewSource(ctx, p.conn(t), SourceConfig{Queue: "q", Consumer: "c"})
-	require.NoError(t, err)
 	events := func() []string { t.Helper(); return tickedEvents(t, c, src, "q") }
 
 	exec(t, c, `CREATE FUNCTION fix() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -55,7 +47,7 @@ func TestCaptureTriggerFiresFirst(t *testing.T) {
 	exec(t, c, fmt.Sprintf(`ALTER TRIGGER "!skiff_truncate_q%d" ON t RENAME TO skiff_truncate_q%d`, qid, qid))
 	exec(t, c, `UPDATE skiff.captured_table SET row_trigger = 'skiff_capture_q' || queue_id, trunc_trigger = 'skiff_truncate_q' || queue_id`)
 	oldSet := []string{fmt.Sprintf("skiff_capture_q%d:29", qid), fmt.Sprintf("skiff_truncate_q%d:32", qid)}
-	_, err = AddTable(ctx, c, "q", TableSpec{Name: "t", Refresh: true})
+	_, err := AddTable(ctx, c, "q", TableSpec{Name: "t", Refresh: true})
 	require.NoError(t, err)
 	require.Equal(t, oldSet, captureTriggers(t, c, "t"), "a refresh keeps the triggers in place")
 	exec(t, c, `UPDATE skiff.captured_table SET capture_version = 5`)

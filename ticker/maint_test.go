@@ -1,10 +1,8 @@
 package ticker
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,7 +63,7 @@ func TestTickerWarnsOfCaptureGaps(t *testing.T) {
 	url := providerDB(t, pgtest.Shared(t, ""))
 	conn := pgtest.Connect(t, url)
 	createQueue(t, conn, "gq", nil)
-	var log syncBuffer
+	var log lockedBuffer
 	cfg := testConfig(url)
 	every, err := cron.ParseStandard("@every 1s")
 	require.NoError(t, err)
@@ -95,22 +93,4 @@ func TestTickerWarnsOfCaptureGaps(t *testing.T) {
 		return metricValue(tk.m.maintenance, db, "captures") > ran
 	})
 	require.Contains(t, log.String(), `msg="step recovered"`)
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's and a test's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
