@@ -2,9 +2,13 @@ package queue
 
 import (
 	"context"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -64,4 +68,54 @@ func TestBatchQueryLeavesOutEvTime(t *testing.T) {
 	require.NoError(t, c.QueryRow(ctx, `SELECT o_sql FROM skiff.peek_batch('q', 'c', $1, 1)`, b.End.Tick).Scan(&peek))
 	require.NotNil(t, peek)
 	check(*peek)
+}
+
+// TestBatchReadCost measures what reading a batch costs the provider's backend (CPU time from
+// schedstat) with ev_time's text and without it (withoutEvTime), alternating, the median of
+// each:
+//
+//	SKIFF_BENCH=1 go test ./queue/ -run TestBatchReadCost -v -count=1
+func TestBatchReadCost(t *testing.T) {
+	if os.Getenv("SKIFF_BENCH") == "" {
+		t.Skip("a measurement, not a test: set SKIFF_BENCH=1")
+	}
+	ctx := context.Background()
+	c, src := capturedT(t)
+	const events = 500_000
+	for i := 0; i < events; i += 100_000 {
+		exec(t, c, `INSERT INTO t SELECT g, md5(g::text) || repeat('y', 150) FROM generate_series($1::int + 1, $1::int + 100000) g`, i)
+	}
+	_, err := ForceTick(ctx, c, "q")
+	require.NoError(t, err)
+	b, err := src.NextBatch(ctx)
+	require.NoError(t, err)
+	full, err := BatchEventSQL(ctx, c, b.ID)
+	require.NoError(t, err)
+	slim := withoutEvTime(full)
+	require.NotEqual(t, full, slim)
+	cpu := backendNanos(t, c)
+	read := func(q string) time.Duration {
+		start := cpu()
+		rows, err := c.Query(ctx, q, pgx.QueryExecModeExec)
+		require.NoError(t, err)
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		require.NoError(t, rows.Err())
+		require.Equal(t, events, n)
+		return time.Duration(cpu() - start)
+	}
+	read(full) // hint bits, cache
+	var withTime, without []time.Duration
+	for range 7 {
+		withTime = append(withTime, read(full))
+		without = append(without, read(slim), read(slim))
+		withTime = append(withTime, read(full))
+	}
+	slices.Sort(withTime)
+	slices.Sort(without)
+	a, z := withTime[len(withTime)/2], without[len(without)/2]
+	t.Logf("provider backend CPU reading %d events: with ev_time %v (%.2f µs/event), without %v (%.2f µs/event): %.1f %% less",
+		events, a, float64(a.Microseconds())/events, z, float64(z.Microseconds())/events, 100*(1-float64(z)/float64(a)))
 }
