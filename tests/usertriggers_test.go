@@ -110,3 +110,33 @@ func TestMisorderedCaptureStopsWorker(t *testing.T) {
 	require.NoError(t, d.tgt.QueryRow(ctx, `SELECT count(*) FROM t WHERE a LIKE 'fixed %'`).Scan(&fixed))
 	require.Equal(t, 6, fixed)
 }
+
+// TestCrossRowDeleteStopsWorker: a trigger that deletes *another* row of the same multi-row
+// INSERT (here: keep the lowest id of a group) gets that row's DELETE queued before its
+// INSERT, whatever the capture's trigger names — row-level AFTER triggers fire row by row at
+// the statement's end. The target would keep the deleted row; the worker stops on the batch
+// instead, naming the row, and a resync of the table brings the target level with the
+// provider, compared row by row.
+func TestCrossRowDeleteStopsWorker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDDLCase(t, "", "")
+	exec1(t, d.prov, `CREATE FUNCTION dedupe() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN DELETE FROM t WHERE b = NEW.b AND id > NEW.id; RETURN NULL; END $$`)
+	exec1(t, d.prov, `CREATE TRIGGER dedupe AFTER INSERT ON t FOR EACH ROW EXECUTE PROCEDURE dedupe()`)
+	d.workerProc(t)
+	exec1(t, d.prov, `INSERT INTO t VALUES (1, 'a1', 1, 'c1'), (2, 'a2', 1, 'c2'), (3, 'a3', 3, 'c3')`)
+	d.tick(t)
+	s := d.stuck(t, "out of order")
+	require.Contains(t, s.lastError, "row (id=2) was deleted by the DELETE of event")
+	var n int
+	require.NoError(t, d.tgt.QueryRow(ctx, `SELECT count(*) FROM t`).Scan(&n))
+	require.Zero(t, n, "nothing of the batch is applied")
+
+	out, err := skiff(t, "table", "resync", "--provider", d.pair.prov, "--target", d.pair.tgt, "--queue", "q", "--consumer", "c1", "public.t")
+	require.NoError(t, err, out)
+	exec1(t, d.prov, `INSERT INTO t VALUES (4, 'a4', 4, 'c4')`)
+	d.inSync(t, time.Minute, "q")
+	d.caughtUp(t, 30*time.Second)
+	d.compare(t, "public.t")
+}

@@ -37,5 +37,6 @@ func (w *writer) execute(ctx context.Context, ev *change.Event) error {
 	clear(w.a.tables)
 	clear(w.runs)
 	clear(w.missed)
+	clear(w.deleted)
 	return nil
 }

@@ -10,19 +10,27 @@ import (
 )
 
 // ErrMisordered: the batch holds an INSERT of a row that an earlier UPDATE of the batch
-// changed, with no DELETE of it between, and that UPDATE found no row on the target. No
-// source emits that for a table whose key is unique: the provider's capture queued the
-// row's changes out of order (a trigger of the user's changed the row before skiff's capture
-// trigger queued its INSERT). Applied as it comes, the UPDATE would be lost and the target
-// would keep the row as first inserted, silently; the worker stops instead.
+// changed, with no DELETE of it between, and that UPDATE found no row on the target; or an
+// INSERT of a row whose DELETE earlier in the batch found no row. No source emits the first
+// for a table whose key is unique: the provider's capture queued the row's changes out of
+// order (a trigger of the user's changed the row before skiff's capture trigger queued its
+// INSERT). The second is that, a trigger deleting the row, or a target that lacked the row.
+// Applied as they come, the target would keep the row as first inserted (the UPDATE lost),
+// or keep a row the provider deleted, silently; the worker stops instead.
 var ErrMisordered = errors.New("the provider queued this row's changes out of order")
 
 // misorderHelp says what ErrMisordered comes from and how to get past it.
-const misorderHelp = "a trigger on the provider's table changed the row before skiff's capture trigger queued its INSERT: " +
+const misorderHelp = "a trigger on the provider's table changed or deleted the row before skiff's capture trigger queued its INSERT: " +
 	"one firing before a capture trigger still named skiff_capture_q<N> (skiff init provider names such captures and how to move them), " +
 	"or one changing another row of the same multi-row INSERT (README, \"Your own AFTER triggers\"). " +
 	"Nothing of this batch is applied. Once the provider is fixed, copy the table again (skiff table resync), " +
 	"or set the events aside (skiff event skip) and fix the row (skiff repair)"
+
+// errReplacedMissing: a set-based DELETE of rows the batch deletes and inserts again found
+// fewer than it must, or an INSERT of a key whose DELETE earlier in the batch may have found
+// none (writer.deleted): the batch is replayed row by row, where a DELETE that finds no row
+// followed by an INSERT of it stops the worker (ErrMisordered), naming them.
+var errReplacedMissing = errors.New("rows deleted and inserted again in this batch were missing on the target: replaying row by row to tell which")
 
 // maxMissedKeys bounds writer.missed for one table: the guard is best effort beyond it.
 const maxMissedKeys = 100_000
@@ -96,16 +104,9 @@ func (w *writer) checkInsertAfterUpdate(ctx context.Context, t *table, s *shape,
 	if found {
 		return nil // the UPDATE found it: the INSERT fails on the key, or the target decides
 	}
-	row := make([]string, len(k))
-	for j, v := range k {
-		row[j] = s.key[j] + "=NULL"
-		if v.Valid {
-			row[j] = s.key[j] + "=" + v.Text
-		}
-	}
 	return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf(
-		"row (%s) was changed by the UPDATE of event %d earlier in this batch, with no DELETE between, and that UPDATE found no row on the target: %w; %s",
-		strings.Join(row, ", "), updated, ErrMisordered, misorderHelp)}
+		"row (%s) was changed by the UPDATE of event %d earlier in this batch, with no DELETE between, and that UPDATE found no row on the target: %w: %s",
+		keyList(s, k), updated, ErrMisordered, misorderHelp)}
 }
 
 // noteMissed records the keys of a run's UPDATEs after its set-based UPDATE found fewer rows
@@ -159,4 +160,71 @@ func (w *writer) forgetMissed(t *table, s *shape, ev *change.Event) {
 		}
 	}
 	delete(m, w.keyString(k))
+}
+
+// noteDeleteMissed records the keys of a run's DELETEs (of rows the target must hold) after
+// its set-based DELETE found fewer rows than it had keys: an INSERT of one of them later in the
+// batch makes the batch go row by row (checkDeleteBeforeInsert), which tells.
+func (w *writer) noteDeleteMissed(r *run) {
+	if w.a.merge != "" {
+		return
+	}
+	n := len(r.shape.key)
+	for i := range r.entries {
+		if e := &r.entries[i]; e.op == opDelete && !e.quiet {
+			w.deletedKey(r.t, r.arena[e.key:int(e.key)+n], e.ev)
+		}
+	}
+}
+
+// deletedKey records one key a DELETE may have found missing.
+func (w *writer) deletedKey(t *table, k []change.Value, ev int64) {
+	m := w.deleted[t]
+	if m == nil {
+		if w.deleted == nil {
+			w.deleted = map[*table]map[string]int64{}
+		}
+		m = map[string]int64{}
+		w.deleted[t] = m
+	}
+	if len(m) < maxMissedKeys {
+		m[w.keyString(k)] = ev
+	}
+}
+
+// checkDeleteBeforeInsert refuses an INSERT of a key (an Insert, or the new key of a
+// key-changing Update) whose DELETE earlier in the batch found no row on the target: applied,
+// the target would keep a row the provider deleted, if the capture queued the DELETE before
+// the INSERT (a user's trigger deleting a row of the INSERT before skiff's capture trigger
+// queued it); or the target lacked the row. Row by row, writer.deleted holds exactly those
+// keys and the worker stops (ErrMisordered); set-based, the keys of DELETEs of a run that
+// missed rows, and the batch is replayed row by row to tell.
+func (w *writer) checkDeleteBeforeInsert(t *table, s *shape, ev *change.Event) error {
+	k := w.insertedKey(s, ev)
+	if k == nil {
+		return nil
+	}
+	id, ok := w.deleted[t][w.keyString(k)]
+	if !ok {
+		return nil
+	}
+	if w.setBased {
+		return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: errReplacedMissing, setBased: true}
+	}
+	return &Error{Table: ev.Table, EventID: ev.ID, Op: ev.Op, Err: fmt.Errorf(
+		"row (%s) was deleted by the DELETE of event %d earlier in this batch, which found no row on the target, and is inserted again: "+
+			"either the target lacked the row (deleted there, or its INSERT set aside: then set the DELETE aside too, skiff event skip --event %d), or %w: %s",
+		keyList(s, k), id, id, ErrMisordered, misorderHelp)}
+}
+
+// keyList names a key's values for messages: col=value, ….
+func keyList(s *shape, k []change.Value) string {
+	row := make([]string, len(k))
+	for j, v := range k {
+		row[j] = s.key[j] + "=NULL"
+		if v.Valid {
+			row[j] = s.key[j] + "=" + v.Text
+		}
+	}
+	return strings.Join(row, ", ")
 }

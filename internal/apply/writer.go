@@ -89,6 +89,9 @@ type writer struct {
 	// missed: per table, the keys of UPDATEs of this batch that may have found no row on the
 	// target, each with its event (checkInsertAfterUpdate); nil on the usual path.
 	missed map[*table]map[string]int64
+	// deleted: per table, the keys of DELETEs of this batch that may have found no row on the
+	// target (checkDeleteBeforeInsert); nil on the usual path.
+	deleted map[*table]map[string]int64
 }
 
 // lookupThreshold is the run size from which the planner might prefer a hash join over a
@@ -204,6 +207,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		}
 		w.truncs = append(w.truncs, t)
 		delete(w.missed, t)
+		delete(w.deleted, t)
 		return nil
 	}
 	if err := w.flushTruncates(ctx); err != nil {
@@ -243,6 +247,11 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 	if len(w.missed[t]) > 0 {
 		w.forgetMissed(t, s, ev)
 		if err := w.checkInsertAfterUpdate(ctx, t, s, ev, 0); err != nil {
+			return err
+		}
+	}
+	if len(w.deleted[t]) > 0 && w.a.merge == "" {
+		if err := w.checkDeleteBeforeInsert(t, s, ev); err != nil {
 			return err
 		}
 	}
@@ -544,7 +553,8 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 	}
 	// ndel and nupd count every row deleted and updated; mustDel and mustUpd those the target
 	// must hold (not quiet deletes, not upserts): fewer found is worth a warning.
-	var ndel, mustDel, nupd, mustUpd, nups, nins int
+	// mustRep counts the rows deleted and inserted again (opReplace) the target must hold.
+	var ndel, nrep, mustDel, mustRep, nupd, mustUpd, nups, nins int
 	for i := range r.entries {
 		e := &r.entries[i]
 		if (e.op == opDelete || e.op == opReplace) && !e.quiet {
@@ -555,7 +565,11 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			ndel++
 		case opReplace:
 			ndel++
+			nrep++
 			nins++
+			if !e.quiet {
+				mustRep++
+			}
 		case opUpdate:
 			nupd++
 			mustUpd++
@@ -566,29 +580,40 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			nins++
 		}
 	}
-	if ndel > 0 {
-		if err := w.planJoins(ctx, s, ndel); err != nil {
+	if mustRep > 0 && w.a.merge == "" {
+		// Rows deleted and inserted again: written by a DELETE of their own, which must find
+		// them all. A DELETE that finds none of a row cannot be told from a capture that
+		// queued the row's DELETE before its INSERT (checkDeleteBeforeInsert): replayed row
+		// by row, the batch stops on the row, or applies.
+		n, err := w.deleteRun(ctx, r, opReplace, opReplace)
+		if err != nil {
 			return err
 		}
-		sel := w.selected(r, opDelete, opReplace)
-		args := w.setArgs(len(s.key), func(j int) ([]byte, int16) {
-			tc := r.t.cols[s.key[j]]
-			return appendArray(w.a.argBufs[j][:0], tc, func(yield func(change.Value) bool) {
-				for _, i := range sel {
-					if !yield(r.arena[int(r.entries[i].key)+j]) {
-						return
-					}
-				}
-			})
-		})
-		tag, err := w.execSet(ctx, s.delSQL, args)
-		if err != nil {
-			return fail(change.Delete, s.delSQL, err)
+		if n < int64(mustRep) {
+			return fail(change.Delete, s.delSQL, errReplacedMissing)
 		}
-		if n := tag.RowsAffected(); n < int64(mustDel) && w.a.merge != "" {
+		ndel -= nrep
+		mustDel -= mustRep
+		if ndel > 0 {
+			n, err := w.deleteRun(ctx, r, opDelete, opDelete)
+			if err != nil {
+				return err
+			}
+			if n < int64(mustDel) {
+				w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
+				w.noteDeleteMissed(r)
+			}
+		}
+	} else if ndel > 0 {
+		n, err := w.deleteRun(ctx, r, opDelete, opReplace)
+		if err != nil {
+			return err
+		}
+		if n < int64(mustDel) && w.a.merge != "" {
 			return fail(change.Delete, s.delSQL, errMergeMismatch)
 		} else if n < int64(mustDel) {
 			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
+			w.noteDeleteMissed(r)
 		}
 	}
 	// rowArgs returns the rows of the entries whose op is op1 or op2, one array parameter per
@@ -670,6 +695,31 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 		}
 	}
 	return nil
+}
+
+// deleteRun deletes the keys of the run's entries whose op is op1 or op2, set-based, and
+// returns how many rows it found.
+func (w *writer) deleteRun(ctx context.Context, r *run, op1, op2 uint8) (int64, error) {
+	s := r.shape
+	sel := w.selected(r, op1, op2)
+	if err := w.planJoins(ctx, s, len(sel)); err != nil {
+		return 0, err
+	}
+	args := w.setArgs(len(s.key), func(j int) ([]byte, int16) {
+		tc := r.t.cols[s.key[j]]
+		return appendArray(w.a.argBufs[j][:0], tc, func(yield func(change.Value) bool) {
+			for _, i := range sel {
+				if !yield(r.arena[int(r.entries[i].key)+j]) {
+					return
+				}
+			}
+		})
+	})
+	tag, err := w.execSet(ctx, s.delSQL, args)
+	if err != nil {
+		return 0, &Error{Table: r.t.name, EventID: r.firstEv, Op: change.Delete, SQL: s.delSQL, Err: err, setBased: true}
+	}
+	return tag.RowsAffected(), nil
 }
 
 // keyOrder is an entry of a run and the value of its first key column, for sorting.
@@ -901,6 +951,16 @@ func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error
 				k[j] = ev.Values[i]
 			}
 			w.missedKey(s.t, k, ev.ID)
+		}
+		if ev.Op == change.Delete && w.a.merge == "" {
+			k := ev.OldKey
+			if k == nil {
+				k = make([]change.Value, len(s.keyIdx))
+				for j, i := range s.keyIdx {
+					k[j] = ev.Values[i]
+				}
+			}
+			w.deletedKey(s.t, k, ev.ID)
 		}
 	}
 	return nil
