@@ -272,8 +272,9 @@ func adopt(ctx context.Context, tx pgx.Tx, c capture, child relation, row, guard
 }
 
 // queueChildRows queues each row of the child (ONLY) that passes the capture's --where as a
-// delete and then an insert, under the parent's layout, with the settings the capture
-// function pins: the target ends up with the row whether a copy already brought it or not.
+// removal (a delete that may find nothing: change.Remove) and then an insert, under the
+// parent's layout, with the settings the capture function pins: the target ends up with the
+// row whether a copy already brought it or not.
 func queueChildRows(ctx context.Context, tx pgx.Tx, c capture, child relation) (int64, error) {
 	var cols []string
 	if err := tx.QueryRow(ctx, `SELECT columns FROM skiff.table_layout WHERE layout_id = $1`, c.layout).Scan(&cols); err != nil {
@@ -321,7 +322,9 @@ func queueChildRows(ctx context.Context, tx pgx.Tx, c capture, child relation) (
 		cond = " WHERE coalesce((\n" + w + "\n), false)"
 	}
 	var n int64
-	for _, op := range []string{"D", "I"} {
+	// The delete is a Remove ('R'): the target may not hold the row, and the worker must not
+	// take its missing for a capture's misorder (apply.ErrMisordered).
+	for _, op := range []string{"R", "I"} {
 		q := `SELECT count(skiff.insert_event($1, $2, $3, ` + recordText("ROW("+strings.Join(fields, ", ")+")") + `))
 			FROM ONLY ` + child.table().String() + ` c` + cond
 		if err := tx.QueryRow(ctx, q, c.qid, op, c.layout).Scan(&n); err != nil {

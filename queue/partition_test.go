@@ -132,7 +132,7 @@ func TestCapturePartitionedTable(t *testing.T) {
 			} else {
 				// Before 11 the partition had no trigger until adopted: its row is queued
 				// then, as a delete and an insert (a copy running meanwhile may hold it).
-				require.Equal(t, []string{"DELETE public.m 4|2024-03-03|d", "INSERT public.m 4|2024-03-03|d"}, drain(t, c, src))
+				require.Equal(t, []string{"REMOVE public.m 4|2024-03-03|d", "INSERT public.m 4|2024-03-03|d"}, drain(t, c, src))
 				require.EqualValues(t, 1, adopted[0].Rows)
 			}
 			again, err := AdoptChildren(ctx, c)
@@ -227,7 +227,7 @@ func TestCaptureInheritanceParent(t *testing.T) {
 			require.Equal(t, change.Table{Schema: "public", Name: "h_c"}, adopted[0].Child)
 			require.EqualValues(t, 1, adopted[0].Rows)
 			exec(t, w, `INSERT INTO h_c VALUES (201, 'c2')`)
-			require.Equal(t, []string{"DELETE public.h 200|c", "INSERT public.h 200|c", "INSERT public.h 201|c2"}, drain(t, c, src))
+			require.Equal(t, []string{"REMOVE public.h 200|c", "INSERT public.h 200|c", "INSERT public.h 201|c2"}, drain(t, c, src))
 
 			exec(t, w, `TRUNCATE ONLY h`)
 			exec(t, w, `TRUNCATE h_b`)
@@ -321,7 +321,7 @@ func TestChildOfPlainCapture(t *testing.T) {
 	require.Len(t, res.Children, 1)
 	require.EqualValues(t, 1, res.Children[0].Rows)
 	exec(t, c, `INSERT INTO h_a VALUES (2, 'captured')`)
-	require.Equal(t, []string{"DELETE public.h 1|lost?", "INSERT public.h 1|lost?", "INSERT public.h 2|captured"}, drain(t, c, src))
+	require.Equal(t, []string{"REMOVE public.h 1|lost?", "INSERT public.h 1|lost?", "INSERT public.h 2|captured"}, drain(t, c, src))
 	adopted, err = AdoptChildren(ctx, c)
 	require.NoError(t, err)
 	require.Empty(t, adopted)

@@ -812,7 +812,9 @@ func (s *Source) decode(id, txid int64, op string, layoutID int32, data, extra p
 	switch ev.Op {
 	case change.Truncate:
 		return ev, nil
-	case change.Insert, change.Update, change.Delete:
+	case change.Insert, change.Update, change.Delete, change.Remove:
+		// Remove: a delete that may find no row, which the ticker queues for each row of a
+		// child it adopts (queueChildRows).
 	default:
 		return fail(fmt.Errorf("bad operation %q", op))
 	}
