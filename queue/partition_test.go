@@ -131,7 +131,7 @@ func TestCapturePartitionedTable(t *testing.T) {
 				require.Zero(t, adopted[0].Rows, "the partition's rows were captured by the parent's trigger")
 			} else {
 				// Before 11 the partition had no trigger until adopted: its row is queued
-				// then, as a delete and an insert (a copy running meanwhile may hold it).
+				// then, as a removal and an insert (a copy running meanwhile may hold it, or not).
 				require.Equal(t, []string{"REMOVE public.m 4|2024-03-03|d", "INSERT public.m 4|2024-03-03|d"}, drain(t, c, src))
 				require.EqualValues(t, 1, adopted[0].Rows)
 			}

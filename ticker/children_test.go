@@ -78,5 +78,5 @@ func TestTickerAdoptsNewChildren(t *testing.T) {
 		require.NoError(t, src.Finish(ctx, b))
 		return len(got) >= 3
 	})
-	require.Equal(t, []string{"DELETE h 100", "INSERT h 100", "INSERT h 101"}, got)
+	require.Equal(t, []string{"REMOVE h 100", "INSERT h 100", "INSERT h 101"}, got)
 }

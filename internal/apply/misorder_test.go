@@ -28,18 +28,9 @@ func TestInsertAfterMissedUpdateStops(t *testing.T) {
 			t.Parallel()
 			tg := newTarget(t, ver, ddl)
 			ctx := context.Background()
-			row := func(id int, val string) []change.Value {
-				return []change.Value{v(strconv.Itoa(id)), v(val), v("0")}
-			}
 			misordered := func(err error, ins, upd int64, id int) {
 				t.Helper()
-				require.ErrorIs(t, err, ErrMisordered)
-				var ae *Error
-				require.ErrorAs(t, err, &ae)
-				require.Equal(t, ins, ae.EventID)
-				require.Contains(t, err.Error(), fmt.Sprintf("row (id=%d) was changed by the UPDATE of event %d earlier in this batch", id, upd))
-				require.Contains(t, err.Error(), "skiff table resync")
-				require.Empty(t, dump(t, tg.conn, "t"), "nothing of the batch is applied")
+				tg.misordered(t, err, ins, fmt.Sprintf("row (id=%d) was changed by the UPDATE of event %d earlier in this batch", id, upd), "skiff table resync")
 			}
 
 			// The UPDATE pending in the run: what a multi-row INSERT gives when row 1's
@@ -113,18 +104,10 @@ func TestInsertAfterMissedDeleteStops(t *testing.T) {
 			t.Parallel()
 			tg := newTarget(t, ver, ddl)
 			ctx := context.Background()
-			row := func(id int, val string) []change.Value {
-				return []change.Value{v(strconv.Itoa(id)), v(val), v("0")}
-			}
 			misordered := func(err error, ins, del int64, id int) {
 				t.Helper()
-				require.ErrorIs(t, err, ErrMisordered)
-				var ae *Error
-				require.ErrorAs(t, err, &ae)
-				require.Equal(t, ins, ae.EventID)
-				require.Contains(t, err.Error(), fmt.Sprintf("row (id=%d) was deleted by the DELETE of event %d earlier in this batch, which found no row on the target", id, del))
-				require.Contains(t, err.Error(), fmt.Sprintf("skiff event skip --event %d", del))
-				require.Empty(t, dump(t, tg.conn, "t"), "nothing of the batch is applied")
+				tg.misordered(t, err, ins, fmt.Sprintf("row (id=%d) was deleted by the DELETE of event %d earlier in this batch, which found no row on the target", id, del),
+					fmt.Sprintf("skiff event skip --event %d", del))
 			}
 
 			// Row 1's trigger deleted row 2 of the same INSERT: I 1, D 2, I 2.
@@ -161,4 +144,23 @@ func TestInsertAfterMissedDeleteStops(t *testing.T) {
 
 func rem(id int64, vals ...change.Value) change.Event {
 	return change.Event{ID: id, Op: change.Remove, Table: tbl, Columns: cols, Key: key, Values: vals}
+}
+
+// row is a row of table t (id, v, n = 0).
+func row(id int, val string) []change.Value {
+	return []change.Value{v(strconv.Itoa(id)), v(val), v("0")}
+}
+
+// misordered checks that err is ErrMisordered on event ins, with the texts wants, and that
+// nothing of the batch reached the target.
+func (tg *testTarget) misordered(t *testing.T, err error, ins int64, wants ...string) {
+	t.Helper()
+	require.ErrorIs(t, err, ErrMisordered)
+	var ae *Error
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, ins, ae.EventID)
+	for _, want := range wants {
+		require.Contains(t, err.Error(), want)
+	}
+	require.Empty(t, dump(t, tg.conn, "t"), "nothing of the batch is applied")
 }
