@@ -42,15 +42,23 @@ func (w *writer) insertedKey(s *shape, ev *change.Event) []change.Value {
 	if len(s.key) == 0 || !(ev.Op == change.Insert || ev.Op == change.Update && ev.OldKey != nil) {
 		return nil
 	}
-	k := w.kbuf[:0]
+	k := s.rowKey(ev, w.kbuf[:0])
+	if k != nil {
+		w.kbuf = k
+	}
+	return k
+}
+
+// rowKey appends the values of the key columns of ev's row to into; nil when the row lacks
+// one of them.
+func (s *shape) rowKey(ev *change.Event, into []change.Value) []change.Value {
 	for _, i := range s.keyIdx {
 		if i < 0 {
 			return nil
 		}
-		k = append(k, ev.Values[i])
+		into = append(into, ev.Values[i])
 	}
-	w.kbuf = k
-	return k
+	return into
 }
 
 // updatedInRun returns the event of the run's pending UPDATE of the key ev inserts (0 when
@@ -109,30 +117,32 @@ func (w *writer) checkInsertAfterUpdate(ctx context.Context, t *table, s *shape,
 		keyList(s, k), updated, ErrMisordered, misorderHelp)}
 }
 
-// noteMissed records the keys of a run's UPDATEs after its set-based UPDATE found fewer rows
-// than it had keys (which ones is not known): an INSERT of one of them later in the batch is
-// checked (checkInsertAfterUpdate).
-func (w *writer) noteMissed(r *run) {
+// noteRunKeys records in *into the keys of a run's entries of op (but quiet ones), after its
+// set-based statement found fewer rows than it had keys (which ones is not known): an INSERT
+// of one of them later in the batch is checked (checkInsertAfterUpdate for UPDATEs in
+// writer.missed, checkDeleteBeforeInsert for DELETEs in writer.deleted).
+func (w *writer) noteRunKeys(into *map[*table]map[string]int64, r *run, op uint8) {
 	if w.a.merge != "" {
 		return
 	}
 	n := len(r.shape.key)
 	for i := range r.entries {
-		if e := &r.entries[i]; e.op == opUpdate {
-			w.missedKey(r.t, r.arena[e.key:int(e.key)+n], e.ev)
+		if e := &r.entries[i]; e.op == op && !e.quiet {
+			w.noteKey(into, r.t, r.arena[e.key:int(e.key)+n], e.ev)
 		}
 	}
 }
 
-// missedKey records one key an UPDATE may have found missing.
-func (w *writer) missedKey(t *table, k []change.Value, ev int64) {
-	m := w.missed[t]
+// noteKey records in *into one key of table t that a statement of event ev may have found
+// missing, up to maxMissedKeys per table.
+func (w *writer) noteKey(into *map[*table]map[string]int64, t *table, k []change.Value, ev int64) {
+	m := (*into)[t]
 	if m == nil {
-		if w.missed == nil {
-			w.missed = map[*table]map[string]int64{}
+		if *into == nil {
+			*into = map[*table]map[string]int64{}
 		}
 		m = map[string]int64{}
-		w.missed[t] = m
+		(*into)[t] = m
 	}
 	if len(m) < maxMissedKeys {
 		m[w.keyString(k)] = ev
@@ -151,45 +161,11 @@ func (w *writer) forgetMissed(t *table, s *shape, ev *change.Event) {
 		if ev.Op != change.Delete && ev.Op != change.Remove {
 			return
 		}
-		k = make([]change.Value, len(s.keyIdx))
-		for j, i := range s.keyIdx {
-			if i < 0 {
-				return
-			}
-			k[j] = ev.Values[i]
+		if k = s.rowKey(ev, nil); k == nil {
+			return
 		}
 	}
 	delete(m, w.keyString(k))
-}
-
-// noteDeleteMissed records the keys of a run's DELETEs (of rows the target must hold) after
-// its set-based DELETE found fewer rows than it had keys: an INSERT of one of them later in the
-// batch makes the batch go row by row (checkDeleteBeforeInsert), which tells.
-func (w *writer) noteDeleteMissed(r *run) {
-	if w.a.merge != "" {
-		return
-	}
-	n := len(r.shape.key)
-	for i := range r.entries {
-		if e := &r.entries[i]; e.op == opDelete && !e.quiet {
-			w.deletedKey(r.t, r.arena[e.key:int(e.key)+n], e.ev)
-		}
-	}
-}
-
-// deletedKey records one key a DELETE may have found missing.
-func (w *writer) deletedKey(t *table, k []change.Value, ev int64) {
-	m := w.deleted[t]
-	if m == nil {
-		if w.deleted == nil {
-			w.deleted = map[*table]map[string]int64{}
-		}
-		m = map[string]int64{}
-		w.deleted[t] = m
-	}
-	if len(m) < maxMissedKeys {
-		m[w.keyString(k)] = ev
-	}
 }
 
 // checkDeleteBeforeInsert refuses an INSERT of a key (an Insert, or the new key of a

@@ -250,7 +250,7 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 			return err
 		}
 	}
-	if len(w.deleted[t]) > 0 && w.a.merge == "" {
+	if len(w.deleted[t]) > 0 {
 		if err := w.checkDeleteBeforeInsert(t, s, ev); err != nil {
 			return err
 		}
@@ -601,7 +601,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			}
 			if n < int64(mustDel) {
 				w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
-				w.noteDeleteMissed(r)
+				w.noteRunKeys(&w.deleted, r, opDelete)
 			}
 		}
 	} else if ndel > 0 {
@@ -613,7 +613,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			return fail(change.Delete, s.delSQL, errMergeMismatch)
 		} else if n < int64(mustDel) {
 			w.a.log.Warn("rows to delete were missing on the target", "table", r.t.name.String(), "missing", int64(mustDel)-n, "deleted", n)
-			w.noteDeleteMissed(r)
+			w.noteRunKeys(&w.deleted, r, opDelete)
 		}
 	}
 	// rowArgs returns the rows of the entries whose op is op1 or op2, one array parameter per
@@ -644,7 +644,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			return fail(change.Update, s.updSQL, errMergeMismatch)
 		} else if n < int64(mustUpd) {
 			w.a.log.Warn("rows to update were missing on the target", "table", r.t.name.String(), "missing", int64(mustUpd)-n, "updated", n)
-			w.noteMissed(r)
+			w.noteRunKeys(&w.missed, r, opUpdate)
 		}
 	}
 	if nups > 0 {
@@ -945,22 +945,17 @@ func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error
 		}
 	case (ev.Op == change.Update || ev.Op == change.Delete) && tag.RowsAffected() == 0:
 		w.a.log.Warn("row to "+strings.ToLower(ev.Op.String())+" was missing on the target", "table", ev.Table.String(), "event_id", ev.ID)
+		// What an INSERT of the key later in the batch is checked against (misorder.go); an
+		// UPDATE changing the key has an old key, not the one it missed.
 		if ev.Op == change.Update && ev.OldKey == nil && w.a.merge == "" {
-			k := make([]change.Value, len(s.keyIdx))
-			for j, i := range s.keyIdx {
-				k[j] = ev.Values[i]
-			}
-			w.missedKey(s.t, k, ev.ID)
+			w.noteKey(&w.missed, s.t, s.rowKey(ev, nil), ev.ID)
 		}
 		if ev.Op == change.Delete && w.a.merge == "" {
 			k := ev.OldKey
 			if k == nil {
-				k = make([]change.Value, len(s.keyIdx))
-				for j, i := range s.keyIdx {
-					k[j] = ev.Values[i]
-				}
+				k = s.rowKey(ev, nil) // a Delete lacking a key column fails before it runs
 			}
-			w.deletedKey(s.t, k, ev.ID)
+			w.noteKey(&w.deleted, s.t, k, ev.ID)
 		}
 	}
 	return nil
