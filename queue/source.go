@@ -25,7 +25,7 @@ type SourceConfig struct {
 	Queue    string
 	Consumer string
 	// MaxEvents merges consecutive ticks into one batch up to about this many events when the
-	// consumer is behind. 0 means the default, 20000; a negative value, one tick a batch.
+	// consumer is behind. 0 means the default, 50000; a negative value, one tick a batch.
 	MaxEvents int64
 	// ChunkSize is how many events Events hands to fn at a time. Default 5000.
 	ChunkSize int
@@ -112,7 +112,7 @@ type layout struct {
 // internal/pg. The consumer must already be registered on the queue.
 func NewSource(ctx context.Context, conn *pgx.Conn, cfg SourceConfig) (*Source, error) {
 	if cfg.MaxEvents == 0 {
-		cfg.MaxEvents = 20000
+		cfg.MaxEvents = 50000
 	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 5000

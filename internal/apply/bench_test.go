@@ -17,8 +17,8 @@ import (
 	"github.com/skiffdb/skiff/consumer/change"
 )
 
-// BenchmarkApplier measures the target side alone: batches of 20k synthetic events (the
-// queue's default batch size) applied to a table like the bench's (id bigint PRIMARY KEY,
+// BenchmarkApplier measures the target side alone: batches of 20k synthetic events (a
+// backlog's batches are up to 50k: worker --max-events) applied to a table like the bench's (id bigint PRIMARY KEY,
 // v int, pad text), as rows/s and as the CPU spent per row by the target's backend and by
 // this process (the applier), which a loaded machine does not blur as it does the rate:
 // inserts, updates in key order, and updates in a random order.

@@ -53,7 +53,7 @@ type Config struct {
 	// built-in ones.
 	Registry *handlers.Registry
 	// MaxEvents merges ticks into batches of about this many events when behind
-	// (queue.SourceConfig.MaxEvents; 0: its default, 20000).
+	// (queue.SourceConfig.MaxEvents; 0: its default, 50000).
 	MaxEvents int64
 	// MaxPendingRows bounds the rows the applier holds per table before it writes them
 	// (apply.Config.MaxPendingRows; 0: its default).
