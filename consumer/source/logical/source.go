@@ -119,6 +119,9 @@ type Source struct {
 	fb      *feedback
 	st      *stream // nil until Resume, and after the stream broke
 	resumed bool
+	// stoppedPID is the server process (walsender) of the stream this Source stopped last,
+	// until the next stream starts (awaitStopped).
+	stoppedPID uint32
 
 	pos     change.Position // after the last finished batch (or Resume's)
 	pending *change.Batch   // handed out, not finished
@@ -258,6 +261,12 @@ func (s *Source) start(ctx context.Context) error {
 	if state.Plugin != s.cfg.Plugin {
 		return fmt.Errorf("logical source: replication slot %s uses plugin %s, not %s", s.cfg.Slot, state.Plugin, s.cfg.Plugin)
 	}
+	if state.Active && s.stoppedPID != 0 {
+		if err := s.awaitStopped(ctx, s.stoppedPID); err != nil {
+			return err
+		}
+	}
+	s.stoppedPID = 0
 	// Never report less than the slot has confirmed: some servers move confirmed_flush back.
 	s.fb.mu.Lock()
 	s.fb.flushed = max(LSN(s.pos.LSN), state.ConfirmedFlush)
@@ -289,10 +298,39 @@ func (s *Source) start(ctx context.Context) error {
 
 func (s *Source) stopStream(ctx context.Context) {
 	if s.st != nil {
+		s.stoppedPID = s.st.conn.PID()
 		s.st.stop(ctx)
 		s.st = nil
 	}
 	s.rest = nil
+}
+
+// stoppedWait bounds awaitStopped: a walsender that has not ended by then is left to
+// START_REPLICATION's error.
+const stoppedWait = 10 * time.Second
+
+// awaitStopped waits for the walsender pid of the stream this Source stopped to end. The
+// server ends it once it reads the closed connection, which may be after stream.stop has
+// returned (on a loaded server, after the next stream's connection is open): until then the
+// slot is active for it and START_REPLICATION fails ("replication slot … is active for PID",
+// 55006). It waits only for its own stream's process, never for another holder of the slot.
+func (s *Source) awaitStopped(ctx context.Context, pid uint32) error {
+	s.cfg.Log.Debug("waiting for the previous stream's server process to end", "slot", s.cfg.Slot, "pid", pid)
+	deadline := time.Now().Add(stoppedWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		var live bool
+		if err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_replication WHERE pid = $1)`, int32(pid)).Scan(&live); err != nil {
+			return fmt.Errorf("logical source %s: wait for the previous stream (pid %d) to end: %w", s.cfg.Slot, pid, err)
+		}
+		if !live || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // resetFill forgets the batch being filled (the stream restarts from s.pos).
