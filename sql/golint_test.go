@@ -120,6 +120,9 @@ var goSQLAllowed = map[string]map[string]string{
 		"exported snapshots (9.2)":    "the logical source runs only on 9.4+: queue.AddTable refuses a logical queue before 9.4",
 		"replication views (9.1/9.4)": "the logical source runs only on 9.4+: queue.AddTable refuses a logical queue before 9.4",
 	},
+	"../consumer/source/logical/source.go:awaitStopped": {
+		"replication views (9.1/9.4)": "the logical source runs only on 9.4+: queue.AddTable refuses a logical queue before 9.4",
+	},
 	"../queue/capture.go:foreignTriggerCheck": {
 		"pg_trigger.tgisinternal (9.0)": "the check of statement-level INSERT captures, which exist from 10 only: its one caller is under t.version >= 100000",
 	},
