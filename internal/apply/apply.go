@@ -359,7 +359,12 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	// the type names format_type gives it (tables are loaded in this transaction) resolve as if
 	// nothing but pg_catalog were on the path, so that an operator another role created in
 	// public is never chosen by the worker (docs/security.md).
-	pre := []string{`SET LOCAL search_path = pg_catalog, pg_temp`}
+	//
+	// The batch's COMMIT waits for its WAL to be flushed even where the target role or database
+	// defaults to synchronous_commit = off: the worker finishes the batch on the provider once
+	// Apply returns, and a target crash must not then lose it (a stricter setting is kept).
+	pre := []string{`SET LOCAL search_path = pg_catalog, pg_temp`,
+		`SELECT pg_catalog.set_config('synchronous_commit', 'on', true) WHERE pg_catalog.current_setting('synchronous_commit') = 'off'`}
 	if a.replica {
 		pre = append([]string{`SET LOCAL session_replication_role = replica`}, pre...)
 	}

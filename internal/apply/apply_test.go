@@ -628,3 +628,45 @@ func TestSetBasedRunsGoInKeyOrder(t *testing.T) {
 	sort.Strings(table)
 	require.Equal(t, table, dump(t, tg.conn, "t"))
 }
+
+// TestCommitWaitsForFlushWhateverTheDefault: a target whose role or database defaults to
+// synchronous_commit = off would let a batch's COMMIT return before its WAL is flushed; the
+// worker then finishes the batch on the provider, and a crash of the target loses it while
+// the provider has let it go (the worker stops: position lost). The batch's transaction sets
+// synchronous_commit back on when it is off (a stricter setting — remote_apply — is kept).
+// A trigger the target enables ALWAYS records the setting the batch's writes run under.
+func TestCommitWaitsForFlushWhateverTheDefault(t *testing.T) {
+	t.Parallel()
+	tg := newTarget(t, "", ddl+`;
+		CREATE TABLE seen (setting text)`)
+	tg.plpgsql(t)
+	ctx := context.Background()
+	_, err := tg.conn.Exec(ctx, `
+		CREATE FUNCTION log_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			INSERT INTO public.seen VALUES (current_setting('synchronous_commit'));
+			RETURN NULL;
+		END $$;
+		CREATE TRIGGER log_setting AFTER INSERT ON t FOR EACH ROW EXECUTE PROCEDURE log_setting();
+		ALTER TABLE t ENABLE ALWAYS TRIGGER log_setting;`)
+	require.NoError(t, err)
+	for _, def := range []string{"off", "local", "remote_write"} {
+		_, err = tg.conn.Exec(ctx, `TRUNCATE seen`)
+		require.NoError(t, err)
+		_, err = tg.conn.Exec(ctx, `SELECT set_config('synchronous_commit', $1, false)`, def)
+		require.NoError(t, err)
+		id := int64(tg.tick + 1)
+		s := strconv.FormatInt(id, 10)
+		require.NoError(t, tg.apply(t, []change.Event{ins(id, v(s), v("a"), v("1"))}))
+		var got string
+		require.NoError(t, tg.conn.QueryRow(ctx, `SELECT setting FROM seen`).Scan(&got))
+		want := def
+		if def == "off" {
+			want = "on"
+		}
+		require.Equal(t, want, got, "session default synchronous_commit = %s", def)
+		// The session's own setting is left as it was once the batch is over.
+		require.NoError(t, tg.conn.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&got))
+		require.Equal(t, def, got)
+	}
+}
