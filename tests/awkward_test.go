@@ -238,7 +238,7 @@ func awkWriter(t *testing.T, ctx context.Context, wg *sync.WaitGroup, url string
 		rng := rand.New(rand.NewPCG(seed, 9))
 		next := int64(seed) * 1_000_000
 		for ctx.Err() == nil {
-			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				for range 1 + rng.IntN(5) {
 					next++
 					if err := awkWriteOne(ctx, awkDB(tx, minVersion), rng, next); err != nil {

@@ -53,7 +53,7 @@ func rowWriter(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url string
 		rng := rand.New(rand.NewPCG(seed, 3))
 		next := n + 1 + int(seed)*10_000_000
 		for ctx.Err() == nil {
-			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				for range 1 + rng.IntN(4) {
 					var err error
 					switch r := rng.IntN(10); {

@@ -41,9 +41,7 @@ func exWriter(t *testing.T, ctx context.Context, wg *sync.WaitGroup, url string,
 	go func() {
 		defer wg.Done()
 		for id := int64(1000); ctx.Err() == nil; id++ {
-			// A commit is never cut off by ctx: one the server makes after the client gave up
-			// would land after the test's last tick and miss the compare.
-			err := pgx.BeginFunc(context.WithoutCancel(ctx), c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				if extra.Load() {
 					if _, err := tx.Exec(ctx, `INSERT INTO ex (id, v, extra) VALUES ($1, $2, $3)`, id, fmt.Sprint("w", id), id%100); err != nil {
 						return err

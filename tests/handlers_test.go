@@ -41,7 +41,7 @@ func stmtWriter(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url strin
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(seed, 11))
 		for ctx.Err() == nil {
-			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				for range 1 + rng.IntN(3) {
 					sql, args := next(rng)
 					if _, err := tx.Exec(ctx, sql, args...); err != nil {

@@ -389,6 +389,14 @@ func randText(rng *rand.Rand) string {
 	return b.String()
 }
 
+// writeTx runs fn in a transaction of c for a test's concurrent writer. The statements use
+// the writer's ctx (a stop cuts them off, and the transaction rolls back), but BEGIN, COMMIT
+// and ROLLBACK do not: a COMMIT the client gave up on may still be made by the server, after
+// the test's last tick (caughtUp), and the row would be missing from the compare.
+func writeTx(ctx context.Context, c *pgx.Conn, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(context.WithoutCancel(ctx), c, fn)
+}
+
 // writer runs random transactions on the provider until ctx ends: inserts, updates that
 // change the key, deletes, rows inserted and deleted in one transaction, large rows, and now
 // and then a TRUNCATE.
@@ -405,9 +413,7 @@ func writerTruncating(t testing.TB, ctx context.Context, wg *sync.WaitGroup, url
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(seed, 7))
 		for ctx.Err() == nil {
-			// A commit is never cut off by ctx: one the server makes after the client gave up
-			// would land after the test's last tick (caughtUp) and miss the compare.
-			err := pgx.BeginFunc(context.WithoutCancel(ctx), c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				for range 1 + rng.IntN(8) {
 					if err := writeOne(ctx, tx, rng, group, truncate); err != nil {
 						return err

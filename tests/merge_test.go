@@ -197,7 +197,7 @@ func mergeWriter(t *testing.T, ctx context.Context, wg *sync.WaitGroup, url stri
 		r := rand.New(rand.NewPCG(seed, 11))
 		key := func() int { return keys[0] + r.IntN(keys[1]-keys[0]) }
 		for ctx.Err() == nil {
-			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				for range 1 + r.IntN(6) {
 					var err error
 					switch x := r.IntN(100); {

@@ -263,7 +263,7 @@ func pagilaWriter(t *testing.T, ctx context.Context, wg *sync.WaitGroup, url str
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(seed, 11))
 		for n := 0; ctx.Err() == nil; n++ {
-			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				return pagilaWrite(ctx, tx, rng, int(seed)*1_000_000+n)
 			})
 			if err != nil {

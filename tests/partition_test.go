@@ -82,7 +82,7 @@ func (r familyRun) run(t *testing.T, provVersion, tgtVersion string) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 5))
 			for ctx.Err() == nil {
-				err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { return r.write(ctx, tx, rng, grown.Load()) })
+				err := writeTx(ctx, c, func(tx pgx.Tx) error { return r.write(ctx, tx, rng, grown.Load()) })
 				if err != nil {
 					var pgErr *pgconn.PgError
 					if ctx.Err() != nil {
@@ -357,7 +357,7 @@ func testPagilaPayment(t *testing.T, schema, data, provVersion, tgtVersion strin
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 13))
 			for ctx.Err() == nil {
-				err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+				err := writeTx(ctx, c, func(tx pgx.Tx) error {
 					month := 1 + rng.IntN(7)
 					if august.Load() && rng.IntN(2) == 0 {
 						month = 8

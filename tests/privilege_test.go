@@ -296,7 +296,7 @@ func lpWriter(t *testing.T, ctx context.Context, wg *sync.WaitGroup, url string,
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(seed, 11))
 		for ctx.Err() == nil {
-			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			err := writeTx(ctx, c, func(tx pgx.Tx) error {
 				for range 1 + rng.IntN(4) {
 					var err error
 					switch r := rng.IntN(100); {

@@ -79,7 +79,7 @@ func (a *app) run(t *testing.T, ctx context.Context, wg *sync.WaitGroup, n int) 
 			onNew := false
 			for ctx.Err() == nil {
 				id := a.nextID.Add(1)
-				err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+				err := writeTx(ctx, c, func(tx pgx.Tx) error {
 					var err error
 					if a.extra.Load() {
 						_, err = tx.Exec(ctx, `INSERT INTO ex (id, v, extra) VALUES ($1, $2, $3)`, id, fmt.Sprint("w", id), id%100)
