@@ -362,9 +362,14 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	//
 	// The batch's COMMIT waits for its WAL to be flushed even where the target role or database
 	// defaults to synchronous_commit = off: the worker finishes the batch on the provider once
-	// Apply returns, and a target crash must not then lose it (a stricter setting is kept).
+	// Apply returns, and a target crash must not then lose it. local from 9.1 (a synchronous
+	// standby that is down does not stop the worker), on before; any other setting is kept.
+	syncCommit := "on"
+	if a.version >= 90100 {
+		syncCommit = "local"
+	}
 	pre := []string{`SET LOCAL search_path = pg_catalog, pg_temp`,
-		`SELECT pg_catalog.set_config('synchronous_commit', 'on', true) WHERE pg_catalog.current_setting('synchronous_commit') = 'off'`}
+		`SELECT pg_catalog.set_config('synchronous_commit', '` + syncCommit + `', true) WHERE pg_catalog.current_setting('synchronous_commit') = 'off'`}
 	if a.replica {
 		pre = append([]string{`SET LOCAL session_replication_role = replica`}, pre...)
 	}
