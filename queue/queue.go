@@ -118,11 +118,23 @@ func UnregisterConsumer(ctx context.Context, db pg.DB, queue, consumer string) (
 	return n == 1, err
 }
 
+// durableTick, in the FROM list of a statement that makes ticks, makes its transaction's
+// COMMIT wait for the local WAL flush even where the provider defaults to synchronous_commit =
+// off (local from 9.1, on before; any other setting is kept). A consumer sees a tick only
+// once its commit is flushed, and every transaction the tick closes committed earlier in the
+// WAL: the events of a batch are durable on the provider before any worker can read them, as
+// a walsender sends only flushed WAL. Without it a provider crash could lose transactions the
+// target already holds (and the tick the target's position names: the worker would stop,
+// position lost). local, not on: a synchronous standby that is down does not stop the ticks.
+const durableTick = `(SELECT pg_catalog.set_config('synchronous_commit', CASE pg_catalog.current_setting('synchronous_commit')
+	WHEN 'off' THEN CASE WHEN pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 90100 THEN 'local' ELSE 'on' END
+	ELSE pg_catalog.current_setting('synchronous_commit') END, true)) AS durable`
+
 // Tick ticks a queue if a tick is due (event count, lag or idle thresholds) and returns the
 // new tick's id; ok is false when no tick was due.
 func Tick(ctx context.Context, db pg.DB, queue string) (id int64, ok bool, err error) {
 	var v pgtype.Int8
-	if err := db.QueryRow(ctx, `SELECT skiff.ticker($1)`, queue).Scan(&v); err != nil {
+	if err := db.QueryRow(ctx, `SELECT skiff.ticker($1) FROM `+durableTick, queue).Scan(&v); err != nil {
 		return 0, false, wrap(err, "tick queue "+queue, ErrNoQueue)
 	}
 	return v.Int64, v.Valid, nil
@@ -131,7 +143,7 @@ func Tick(ctx context.Context, db pg.DB, queue string) (id int64, ok bool, err e
 // ForceTick ticks a queue now and returns the tick id.
 func ForceTick(ctx context.Context, db pg.DB, queue string) (int64, error) {
 	var id int64
-	if err := db.QueryRow(ctx, `SELECT skiff.force_tick($1)`, queue).Scan(&id); err != nil {
+	if err := db.QueryRow(ctx, `SELECT skiff.force_tick($1) FROM `+durableTick, queue).Scan(&id); err != nil {
 		return 0, wrap(err, "force tick of queue "+queue, ErrNoQueue)
 	}
 	return id, nil

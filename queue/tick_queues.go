@@ -23,12 +23,14 @@ type Ticked struct {
 // and one round trip, and returns the queues that ticked. It is the ticker's poll: with many
 // queues, one transaction per poll instead of one per queue. A queue that does not exist
 // fails the whole statement (ErrNoQueue, wrapped); no queue ticks then. (OFFSET 0 keeps the
-// planner from evaluating skiff.ticker twice, in the select list and in the filter.)
+// planner from evaluating skiff.ticker twice, in the select list and in the filter.) Its
+// commit waits for the WAL flush (durableTick).
 func TickQueues(ctx context.Context, db pg.DB, queues []string) ([]Ticked, error) {
 	if len(queues) == 0 {
 		return nil, nil
 	}
-	rows, err := db.Query(ctx, `SELECT q, t, now() FROM (SELECT q, skiff.ticker(q) AS t FROM unnest($1::text[]) AS q OFFSET 0) s
+	rows, err := db.Query(ctx, `SELECT q, t, now() FROM `+durableTick+`,
+		(SELECT q, skiff.ticker(q) AS t FROM unnest($1::text[]) AS q OFFSET 0) s
 		WHERE t IS NOT NULL`, queues)
 	if err != nil {
 		return nil, wrap(err, "tick queues", ErrNoQueue)
