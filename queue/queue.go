@@ -118,17 +118,21 @@ func UnregisterConsumer(ctx context.Context, db pg.DB, queue, consumer string) (
 	return n == 1, err
 }
 
+// localFlush is the synchronous_commit that makes a COMMIT wait for the server's own WAL
+// flush and for nothing else: local from 9.1 (a synchronous standby that is down does not
+// stop skiff), on before (8.4 and 9.0 know only on and off).
+const localFlush = `CASE WHEN pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 90100 THEN 'local' ELSE 'on' END`
+
 // durableTick, in the FROM list of a statement that makes ticks, makes its transaction's
-// COMMIT wait for the local WAL flush even where the provider defaults to synchronous_commit =
-// off (local from 9.1, on before; any other setting is kept). A consumer sees a tick only
-// once its commit is flushed, and every transaction the tick closes committed earlier in the
-// WAL: the events of a batch are durable on the provider before any worker can read them, as
-// a walsender sends only flushed WAL. Without it a provider crash could lose transactions the
+// COMMIT wait for the WAL flush (localFlush) even where the provider defaults to
+// synchronous_commit = off; any other setting is kept. A consumer sees a tick only once its
+// commit is flushed, and every transaction the tick closes committed earlier in the WAL: the
+// events of a batch are durable on the provider before any worker can read them, as a
+// walsender sends only flushed WAL. Without it a provider crash could lose transactions the
 // target already holds (and the tick the target's position names: the worker would stop,
-// position lost). local, not on: a synchronous standby that is down does not stop the ticks.
+// position lost).
 const durableTick = `(SELECT pg_catalog.set_config('synchronous_commit', CASE pg_catalog.current_setting('synchronous_commit')
-	WHEN 'off' THEN CASE WHEN pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 90100 THEN 'local' ELSE 'on' END
-	ELSE pg_catalog.current_setting('synchronous_commit') END, true)) AS durable`
+	WHEN 'off' THEN ` + localFlush + ` ELSE pg_catalog.current_setting('synchronous_commit') END, true)) AS durable`
 
 // Tick ticks a queue if a tick is due (event count, lag or idle thresholds) and returns the
 // new tick's id; ok is false when no tick was due.
@@ -154,7 +158,17 @@ func ForceTick(ctx context.Context, db pg.DB, queue string) (int64, error) {
 // maxEvents merges ticks into one batch up to about that many events (0: one tick a batch).
 func NextBatch(ctx context.Context, db pg.DB, queue, consumer string, maxEvents int64) (id int64, ok bool, err error) {
 	var v pgtype.Int8
-	if err := db.QueryRow(ctx, `SELECT skiff.next_batch($1, $2, $3)`, queue, consumer, maxEvents).Scan(&v); err != nil {
+	var setting string
+	// A batch handed out commits durably (localFlush) even where the provider defaults to
+	// synchronous_commit = off: after a provider crash next_batch must hand out the batch the
+	// worker may have applied again, with the same ticks (the worker then finishes it), not a
+	// new one spanning other ticks (position lost). A poll that finds no batch does not wait.
+	// (The setting is in the select list, evaluated after next_batch: no LATERAL before 9.3.)
+	if err := db.QueryRow(ctx, `SELECT s.b, pg_catalog.set_config('synchronous_commit',
+		CASE WHEN s.b IS NOT NULL AND pg_catalog.current_setting('synchronous_commit') = 'off'
+		THEN `+localFlush+` ELSE pg_catalog.current_setting('synchronous_commit') END, true)
+		FROM (SELECT skiff.next_batch($1, $2, $3) AS b OFFSET 0) s`,
+		queue, consumer, maxEvents).Scan(&v, &setting); err != nil {
 		return 0, false, wrap(err, "next batch of consumer "+consumer+" on queue "+queue, ErrNotRegistered)
 	}
 	return v.Int64, v.Valid, nil

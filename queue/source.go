@@ -266,7 +266,8 @@ func (s *Source) wait(ctx context.Context) error {
 // lost in a provider crash costs nothing but the batch handed out again, which the worker
 // finishes without applying it (the target's position, committed durably, says it is
 // applied). Whatever depends on the finish on the provider is durable after it: the next
-// batch (next_batch commits synchronously, flushing the WAL before it), rotation and tick
+// batch (next_batch commits synchronously, flushing the WAL before it, whatever the provider's
+// default: NextBatch), rotation and tick
 // cleanup (their synchronous commits come later in the WAL).
 func (s *Source) Finish(ctx context.Context, b change.Batch) error {
 	s.ahead = nil
