@@ -108,14 +108,16 @@ func typedColumns(ctx context.Context, conn *pgx.Conn, t change.Table) (map[stri
 
 // copyOptions returns the options of a COPY on a server of server_version_num v: the binary
 // format, and FREEZE (a COPY FROM into a table the transaction truncated, 9.3+). The option
-// list arrives in 9.0; 8.4 knows only the old syntax.
+// list arrives in 9.0; 8.4 knows only the old syntax. The format is a string literal: 9.0's
+// grammar takes no keyword there ((FORMAT binary) is a syntax error on 9.0), every later one
+// takes both.
 func copyOptions(binary, freeze bool, v int) string {
 	var opts []string
 	if binary {
 		if v < 90000 {
 			return " WITH BINARY"
 		}
-		opts = append(opts, "FORMAT binary")
+		opts = append(opts, "FORMAT 'binary'")
 	}
 	if freeze && v >= 90300 {
 		opts = append(opts, "FREEZE")
