@@ -24,8 +24,8 @@ import (
 // binary form names the element type's OID, which differs between databases) or a domain is
 // copied in text. Provider and target are compared row by row; on the default version, from
 // the oldest installed version to the newest, and from the oldest to the default (8.4 or 9.0
-// with SKIFF_PG_BINDIRS: 9.0 takes the option list, but not a keyword as the format). The copy, in one stream into tables it truncated, freezes the rows (COPY
-// FREEZE).
+// with SKIFF_PG_BINDIRS: 9.0 takes the option list, but not a keyword as the format). The
+// copy, in one stream into tables it truncated, freezes the rows (COPY FREEZE).
 func TestCopyFormat(t *testing.T) {
 	t.Parallel()
 	pairs := [][2]string{{"", ""}}
