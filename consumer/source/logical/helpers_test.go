@@ -340,3 +340,13 @@ func show(v change.Value) string {
 	}
 	return strconv.Quote(v.Text)
 }
+
+// walEnd returns the server's current WAL insert position.
+func (p *provider) walEnd(t *testing.T) LSN {
+	t.Helper()
+	var s string
+	require.NoError(t, p.conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&s))
+	lsn, err := ParseLSN(s)
+	require.NoError(t, err)
+	return lsn
+}

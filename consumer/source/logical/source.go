@@ -474,10 +474,13 @@ func (s *Source) handle(ctx context.Context, w wal) (first, full bool, err error
 			if s.fillTxs == 0 {
 				// An empty transaction (other tables) with nothing pending: settled.
 				s.fb.settle(s.consumed)
-			} else {
-				s.fillEnd = d.end
+				return false, false, nil
 			}
-			return false, false, nil
+			// The batch ends past it. MaxWait may have passed while it was received: the
+			// batch is cut now, not at the next transaction with changes, which may be long
+			// in coming (only other tables written).
+			s.fillEnd = d.end
+			return false, s.due, nil
 		}
 		s.fillTxs++
 		s.fillEnd, s.fillTime = d.end, d.time
