@@ -220,10 +220,7 @@ func TestIdleSlotAdvances(t *testing.T) {
 			_, err := other.Exec(ctx, `INSERT INTO busy (pad) SELECT repeat('x', 200) FROM generate_series(1, 100)`)
 			require.NoError(t, err)
 		}
-		var end string
-		require.NoError(t, p.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&end))
-		endLSN, err := ParseLSN(end)
-		require.NoError(t, err)
+		endLSN := p.walEnd(t)
 		require.Greater(t, endLSN-start, LSN(1<<20), "the other tables wrote WAL")
 		p.exec(t, `CHECKPOINT`) // logs the running transactions: the slot's restart point can move
 		var st SlotState
