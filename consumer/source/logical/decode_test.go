@@ -16,7 +16,7 @@ import (
 // then replays them and compares with the provider's rows.
 func TestDecode(t *testing.T) {
 	t.Parallel()
-	matrix(t, versions, func(t *testing.T, v, plugin string) {
+	matrix(t, versions(), func(t *testing.T, v, plugin string) {
 		ctx := context.Background()
 		p := newProvider(t, v, plugin)
 		tbl := change.Table{Schema: `we.ird"s`, Name: `Tab "x".y`}

@@ -25,7 +25,7 @@ import (
 // MaxWait, then B's COMMIT. Nothing is written afterwards.
 func TestBatchCutAfterEmptyTransaction(t *testing.T) {
 	t.Parallel()
-	matrix(t, versions, func(t *testing.T, v, plugin string) {
+	matrix(t, versions(), func(t *testing.T, v, plugin string) {
 		ctx := context.Background()
 		p := newProvider(t, v, plugin)
 		tbl := change.Table{Schema: "public", Name: "a"}

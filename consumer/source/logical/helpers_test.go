@@ -29,8 +29,9 @@ var _ consumer.Source = (*Source)(nil)
 // slotCounter makes slot names unique on the shared servers (slots belong to the cluster).
 var slotCounter atomic.Int64
 
-// versions are the majors the tests run on (those installed): 10, 15 and 18.
-var versions = []string{"10", "15", "18"}
+// versions are the majors the tests run on: 10, 15 and 18, and the servers before 10 that
+// are installed (9.4–9.6, given with SKIFF_PG_BINDIRS; test_decoding only).
+func versions() []string { return oldVersions([]string{"10", "15", "18"}) }
 
 // plugins are the output plugins a version has.
 func plugins(v string) []string {
@@ -341,11 +342,15 @@ func show(v change.Value) string {
 	return strconv.Quote(v.Text)
 }
 
-// walEnd returns the server's current WAL insert position.
+// walEnd returns the server's current WAL write position (pg_current_xlog_location before 10).
 func (p *provider) walEnd(t *testing.T) LSN {
 	t.Helper()
+	q := `SELECT pg_catalog.pg_current_wal_lsn()::text`
+	if p.ver < 100000 {
+		q = `SELECT pg_catalog.pg_current_xlog_location()::text`
+	}
 	var s string
-	require.NoError(t, p.conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&s))
+	require.NoError(t, p.conn.QueryRow(context.Background(), q).Scan(&s))
 	lsn, err := ParseLSN(s)
 	require.NoError(t, err)
 	return lsn

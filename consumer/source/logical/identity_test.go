@@ -14,7 +14,7 @@ import (
 // column added by DDL between writes is picked up; each table's replay equals the provider's.
 func TestReplicaIdentity(t *testing.T) {
 	t.Parallel()
-	matrix(t, versions, func(t *testing.T, v, plugin string) {
+	matrix(t, versions(), func(t *testing.T, v, plugin string) {
 		ctx := context.Background()
 		p := newProvider(t, v, plugin)
 		full := change.Table{Schema: "public", Name: "full_pk"}
