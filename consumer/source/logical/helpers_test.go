@@ -31,7 +31,15 @@ var slotCounter atomic.Int64
 
 // versions are the majors the tests run on: 10, 15 and 18, and the servers before 10 that
 // are installed (9.4–9.6, given with SKIFF_PG_BINDIRS; test_decoding only).
-func versions() []string { return oldVersions([]string{"10", "15", "18"}) }
+func versions() []string {
+	out := []string{"10", "15", "18"}
+	for _, v := range pgtest.Majors() {
+		if v == "9.4" || v == "9.5" || v == "9.6" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
 
 // plugins are the output plugins a version has.
 func plugins(v string) []string {
