@@ -72,3 +72,47 @@ func TestRestartWaitsForItsOldStream(t *testing.T) {
 	require.Equal(t, change.Text("2"), evs[0].Values[0])
 	finish(t, s, b)
 }
+
+// TestCloseWaitsForItsStream: Close waits for its stream's server process to end, so that the
+// next Source of the slot (a worker's new session after an error) can start at once instead of
+// failing with "replication slot … is active for PID" (55006). The old process is held with
+// SIGSTOP until Close says it waits for it; without the wait, the new Source's Resume runs
+// while the process still holds the slot.
+func TestCloseWaitsForItsStream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := newTableT(t, "15")
+	waiting := make(chan struct{})
+	s := p.source(t, func(c *Config) {
+		c.Log = slog.New(signalOn{msg: "waiting for the previous stream's server process to end", ch: waiting, once: new(sync.Once)})
+	})
+	require.NoError(t, s.Resume(ctx, change.Position{}))
+	p.writeTx(t, `INSERT INTO t VALUES (1)`)
+	b, evs := next(t, s)
+	require.Len(t, evs, 1)
+	finish(t, s, b)
+
+	walsender, err := os.FindProcess(int(s.st.conn.PID()))
+	require.NoError(t, err)
+	require.NoError(t, walsender.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = walsender.Signal(syscall.SIGCONT) })
+
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close(ctx) }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+		// Close did not wait: the process still holds the slot.
+	case <-waiting:
+		require.NoError(t, walsender.Signal(syscall.SIGCONT))
+		require.NoError(t, <-closed)
+	}
+	s2 := p.source(t, nil)
+	require.NoError(t, s2.Resume(ctx, b.End), "the next Source starts on the slot right after Close")
+	p.writeTx(t, `INSERT INTO t VALUES (2)`)
+	b2, evs := next(t, s2)
+	require.Len(t, evs, 1)
+	require.Equal(t, change.Text("2"), evs[0].Values[0])
+	finish(t, s2, b2)
+}

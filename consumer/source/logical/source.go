@@ -794,10 +794,17 @@ func (s *Source) Confirmed() change.Position {
 	return change.Position{LSN: uint64(s.fb.flushed)}
 }
 
-// Close stops the stream and closes the connections; the slot stays, confirmed up to the
-// last finished batch.
+// Close stops the stream, waits (up to stoppedWait or ctx) for its server process to release
+// the slot, and closes the connections; the slot stays, confirmed up to the last finished
+// batch.
 func (s *Source) Close(ctx context.Context) error {
 	s.stopStream(ctx)
+	if pid := s.stoppedPID; pid != 0 && s.db != nil {
+		// The next Source of the slot (a worker's new session after an error) would find
+		// the slot active for this stream's process until it ends, and fail to start.
+		_ = s.awaitStopped(ctx, pid)
+		s.stoppedPID = 0
+	}
 	var err error
 	if s.db != nil {
 		err = s.db.Close(ctx)
