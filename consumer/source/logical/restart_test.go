@@ -40,21 +40,7 @@ func TestRestartWaitsForItsOldStream(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	p := newTableT(t, "15")
-	waiting := make(chan struct{})
-	s := p.source(t, func(c *Config) {
-		c.Log = slog.New(signalOn{msg: "waiting for the previous stream's server process to end", ch: waiting, once: new(sync.Once)})
-	})
-	require.NoError(t, s.Resume(ctx, change.Position{}))
-	p.writeTx(t, `INSERT INTO t VALUES (1)`)
-	b, evs := next(t, s)
-	require.Len(t, evs, 1)
-	finish(t, s, b)
-
-	walsender, err := os.FindProcess(int(s.st.conn.PID()))
-	require.NoError(t, err)
-	require.NoError(t, walsender.Signal(syscall.SIGSTOP))
-	t.Cleanup(func() { _ = walsender.Signal(syscall.SIGCONT) })
+	p, s, b, walsender, waiting := stoppedStream(ctx, t)
 
 	resumed := make(chan error, 1)
 	go func() { resumed <- s.Resume(ctx, b.End) }()
@@ -67,10 +53,10 @@ func TestRestartWaitsForItsOldStream(t *testing.T) {
 	require.NoError(t, <-resumed)
 
 	p.writeTx(t, `INSERT INTO t VALUES (2)`)
-	b, evs = next(t, s)
+	b2, evs := next(t, s)
 	require.Len(t, evs, 1)
 	require.Equal(t, change.Text("2"), evs[0].Values[0])
-	finish(t, s, b)
+	finish(t, s, b2)
 }
 
 // TestCloseWaitsForItsStream: Close waits for its stream's server process to end, so that the
@@ -82,21 +68,7 @@ func TestCloseWaitsForItsStream(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	p := newTableT(t, "15")
-	waiting := make(chan struct{})
-	s := p.source(t, func(c *Config) {
-		c.Log = slog.New(signalOn{msg: "waiting for the previous stream's server process to end", ch: waiting, once: new(sync.Once)})
-	})
-	require.NoError(t, s.Resume(ctx, change.Position{}))
-	p.writeTx(t, `INSERT INTO t VALUES (1)`)
-	b, evs := next(t, s)
-	require.Len(t, evs, 1)
-	finish(t, s, b)
-
-	walsender, err := os.FindProcess(int(s.st.conn.PID()))
-	require.NoError(t, err)
-	require.NoError(t, walsender.Signal(syscall.SIGSTOP))
-	t.Cleanup(func() { _ = walsender.Signal(syscall.SIGCONT) })
+	p, s, b, walsender, waiting := stoppedStream(ctx, t)
 
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close(ctx) }()
@@ -115,4 +87,27 @@ func TestCloseWaitsForItsStream(t *testing.T) {
 	require.Len(t, evs, 1)
 	require.Equal(t, change.Text("2"), evs[0].Values[0])
 	finish(t, s2, b2)
+}
+
+// stoppedStream starts a Source on a fresh table's slot, has it finish one batch, and stops its
+// stream's server process with SIGSTOP (continued at cleanup). waiting is closed when the
+// Source logs that it waits for that process to end.
+func stoppedStream(ctx context.Context, t *testing.T) (p *provider, s *Source, b change.Batch, walsender *os.Process, waiting chan struct{}) {
+	t.Helper()
+	p = newTableT(t, "15")
+	waiting = make(chan struct{})
+	s = p.source(t, func(c *Config) {
+		c.Log = slog.New(signalOn{msg: "waiting for the previous stream's server process to end", ch: waiting, once: new(sync.Once)})
+	})
+	require.NoError(t, s.Resume(ctx, change.Position{}))
+	p.writeTx(t, `INSERT INTO t VALUES (1)`)
+	b, evs := next(t, s)
+	require.Len(t, evs, 1)
+	finish(t, s, b)
+
+	walsender, err := os.FindProcess(int(s.st.conn.PID()))
+	require.NoError(t, err)
+	require.NoError(t, walsender.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = walsender.Signal(syscall.SIGCONT) })
+	return p, s, b, walsender, waiting
 }
