@@ -42,15 +42,9 @@ func TestRestartWaitsForItsOldStream(t *testing.T) {
 	defer cancel()
 	p, s, b, walsender, waiting := stoppedStream(ctx, t)
 
-	resumed := make(chan error, 1)
-	go func() { resumed <- s.Resume(ctx, b.End) }()
-	select {
-	case err := <-resumed:
-		t.Fatalf("Resume returned while the old stream's process still held the slot: %v", err)
-	case <-waiting:
-	}
-	require.NoError(t, walsender.Signal(syscall.SIGCONT))
-	require.NoError(t, <-resumed)
+	waited, err := heldWhile(t, walsender, waiting, func() error { return s.Resume(ctx, b.End) })
+	require.True(t, waited, "Resume returned while the old stream's process still held the slot: %v", err)
+	require.NoError(t, err)
 
 	p.writeTx(t, `INSERT INTO t VALUES (2)`)
 	b2, evs := next(t, s)
@@ -70,16 +64,9 @@ func TestCloseWaitsForItsStream(t *testing.T) {
 	defer cancel()
 	p, s, b, walsender, waiting := stoppedStream(ctx, t)
 
-	closed := make(chan error, 1)
-	go func() { closed <- s.Close(ctx) }()
-	select {
-	case err := <-closed:
-		require.NoError(t, err)
-		// Close did not wait: the process still holds the slot.
-	case <-waiting:
-		require.NoError(t, walsender.Signal(syscall.SIGCONT))
-		require.NoError(t, <-closed)
-	}
+	// Had Close not waited, the process would still hold the slot for the Resume below.
+	_, err := heldWhile(t, walsender, waiting, func() error { return s.Close(ctx) })
+	require.NoError(t, err)
 	s2 := p.source(t, nil)
 	require.NoError(t, s2.Resume(ctx, b.End), "the next Source starts on the slot right after Close")
 	p.writeTx(t, `INSERT INTO t VALUES (2)`)
@@ -87,6 +74,21 @@ func TestCloseWaitsForItsStream(t *testing.T) {
 	require.Len(t, evs, 1)
 	require.Equal(t, change.Text("2"), evs[0].Values[0])
 	finish(t, s2, b2)
+}
+
+// heldWhile runs op while the stream's server process is stopped, and continues the process
+// once the Source says it waits for it (waited), or lets it be when op returns first.
+func heldWhile(t *testing.T, walsender *os.Process, waiting chan struct{}, op func() error) (waited bool, err error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	select {
+	case err := <-done:
+		return false, err
+	case <-waiting:
+		require.NoError(t, walsender.Signal(syscall.SIGCONT))
+		return true, <-done
+	}
 }
 
 // stoppedStream starts a Source on a fresh table's slot, has it finish one batch, and stops its
