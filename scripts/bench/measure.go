@@ -723,6 +723,7 @@ func (b *bench) initialCopy(ctx context.Context) {
 			splitSys = &sp
 		}
 	}
+	b.warmCopy(ctx, systems)
 	for rep := 1; rep <= b.cfg.Size.Reps && ctx.Err() == nil; rep++ {
 		for _, s := range rotate(systems, rep-1) {
 			if s.name != "pipe" && !b.usable(ctx, s) {
@@ -749,6 +750,23 @@ func (b *bench) initialCopy(ctx context.Context) {
 	}
 }
 
+// warmCopy runs one unmeasured copy per system before the measured ones. A cluster's first
+// copy of the table creates the target's WAL segment files (its pg_wal went from 1 file to 128
+// during one, measured by hand), which every later copy recycles: that first copy ran 77–91
+// MB/s against 102–151 for the next ones, so whichever system's clusters had written the least
+// WAL before the section paid for it in its first repetition.
+func (b *bench) warmCopy(ctx context.Context, systems []system) {
+	for _, s := range systems {
+		if ctx.Err() != nil || (s.name != "pipe" && !b.usable(ctx, s)) {
+			continue
+		}
+		b.log.Info("warm-up copy, not measured", "system", s.name)
+		if _, _, err := b.copyOnce(ctx, s); err != nil && ctx.Err() == nil {
+			b.log.Warn("warm-up copy failed", "system", s.name, "err", err)
+		}
+	}
+}
+
 // splitCopy measures skiff's copy split into ranges (subscribe --copy-split-rows), right
 // after skiff's copy in one stream.
 func (b *bench) splitCopy(ctx context.Context, s system, sec, name string, rep int) {
@@ -767,8 +785,9 @@ func (b *bench) splitCopy(ctx context.Context, s system, sec, name string, rep i
 // its rate under name; a failure is recorded as the reason the measurement is not available.
 func (b *bench) copyMeasured(ctx context.Context, s system, sec, name string, rep int) (float64, bool) {
 	var rate float64
+	var use cpuUse
 	err := b.twice(ctx, s.name, func() (err error) {
-		rate, err = b.copyOnce(ctx, s)
+		rate, use, err = b.copyOnce(ctx, s)
 		return err
 	})
 	if err != nil {
@@ -779,55 +798,68 @@ func (b *bench) copyMeasured(ctx context.Context, s system, sec, name string, re
 		return 0, false
 	}
 	b.record(sec, name, s.name, "MB/s", false, rate)
+	if len(use.clusters) == 2 {
+		b.recordDetail(sec, name+": cores busy (machine)", s.name, "cores", false, use.busy)
+		b.recordDetail(sec, name+": cores used by the provider cluster", s.name, "cores", false, use.clusters[0])
+		b.recordDetail(sec, name+": cores used by the target cluster", s.name, "cores", false, use.clusters[1])
+		b.recordDetail(sec, name+": cores used by kernel threads (writeback)", s.name, "cores", false, use.kernel)
+		b.recordDetail(sec, name+": cores used by the rest (the replicator, the bench)", s.name, "cores", false, use.rest())
+	}
 	return rate, true
 }
 
-func (b *bench) copyOnce(ctx context.Context, s system) (float64, error) {
+// copyOnce copies the table once with system s and returns the rate in MB/s and the CPU the
+// machine and both clusters used meanwhile.
+func (b *bench) copyOnce(ctx context.Context, s system) (float64, cpuUse, error) {
 	p, err := b.pair(ctx, s.name, s.settings)
 	if err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
 	rows, bytes, err := b.copySource(ctx, p.prov)
 	if err != nil {
-		return 0, fmt.Errorf("copy source: %w", err)
+		return 0, cpuUse{}, fmt.Errorf("copy source: %w", err)
 	}
 	tag := b.name(s.name)
 	dir, err := b.dir(tag)
 	if err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
 	e := &runEnv{b: b, pair: p, pdb: "p_" + tag, tdb: "t_" + tag, dir: dir, tag: tag, copy: true, groups: [][]string{{"bench_t0"}}}
 	if err := createDB(ctx, p.prov, e.pdb, copyTemplate); err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
 	if err := createDB(ctx, p.tgt, e.tdb, ""); err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
 	defer b.dropRun(ctx, s, e)
 	if err := execSQL(ctx, p.tgt, e.tdb, fmt.Sprintf(benchTable, "bench_t0")); err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
 	r := s.newRun()
 	defer r.close(ctx, e)
 	if err := r.setup(ctx, e); err != nil {
-		return 0, fmt.Errorf("setup: %w", err)
+		return 0, cpuUse{}, fmt.Errorf("setup: %w", err)
 	}
 	// Both clusters start clean: the target's too, or the previous run's WAL and dirty pages
 	// (its copy, the hint bits its compare set) would be written during this one; skiff's
 	// target cluster runs two copies in a row (one stream, then split).
 	if err := execSQL(ctx, p.prov, e.pdb, "CHECKPOINT"); err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
 	if err := execSQL(ctx, p.tgt, e.tdb, "CHECKPOINT"); err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
+	}
+	before, err := sampleCPU(p.prov, p.tgt)
+	if err != nil {
+		return 0, cpuUse{}, err
 	}
 	t0 := time.Now()
 	if err := r.start(ctx, e); err != nil {
-		return 0, fmt.Errorf("start: %w", err)
+		return 0, cpuUse{}, fmt.Errorf("start: %w", err)
 	}
 	c, err := connect(ctx, p.tgt, e.tdb)
 	if err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
 	defer c.Close(context.WithoutCancel(ctx))
 	limit := time.Duration(b.cfg.Size.CopyMB/2)*time.Second + 2*time.Minute
@@ -837,12 +869,16 @@ func (b *bench) copyOnce(ctx context.Context, s system) (float64, error) {
 		return n == 2, err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("wait for the copied rows: %w", err)
+		return 0, cpuUse{}, fmt.Errorf("wait for the copied rows: %w", err)
+	}
+	after, err := sampleCPU(p.prov, p.tgt)
+	if err != nil {
+		return 0, cpuUse{}, err
 	}
 	if err := b.compare(ctx, e); err != nil {
-		return 0, err
+		return 0, cpuUse{}, err
 	}
-	return float64(bytes) / 1e6 / t1.Sub(t0).Seconds(), nil
+	return float64(bytes) / 1e6 / t1.Sub(t0).Seconds(), before.until(after), nil
 }
 
 // pipeRun is the reference for the initial copy: psql's COPY TO STDOUT piped into psql's

@@ -305,7 +305,10 @@ var sectionNotes = map[string]string{
 	"copy": "A keyed table of about the stated size on the provider (copied per repetition from a template database); " +
 		"the clock runs from the start of the copy to the moment the copied rows are visible on the target. MB = " +
 		"the provider table's pg_table_size (heap and TOAST) in 10⁶ bytes. The target table has its primary key " +
-		"during the copy for every system.",
+		"during the copy for every system. Each system's clusters first run one copy that is not measured: a " +
+		"cluster's first copy creates the target's WAL segment files, which later copies recycle. Cores = CPU " +
+		"seconds per second of the copy (/proc): the machine's busy time, each cluster's (its postmaster and " +
+		"server processes), the kernel's threads', and the rest (the replicator's processes and the bench's).",
 	"bigtx": "With the consumer stopped (as for the apply rate), one provider transaction inserts N rows of about " +
 		"200 bytes into a keyed table and then updates every one of them (2 N changes), then a marker row commits. " +
 		"Clock: consumer start → marker row visible on the target. First row written = the target table's heap grows " +
