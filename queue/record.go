@@ -25,7 +25,7 @@ func parseRecord(s string, dst []change.Value) ([]change.Value, error) {
 			j := seg
 			var b *strings.Builder
 			for {
-				k := strings.IndexAny(s[j:end], `"\`)
+				k := indexQuoteOrBackslash(s[j:end])
 				if k < 0 {
 					return dst, errMalformed
 				}
@@ -57,7 +57,7 @@ func parseRecord(s string, dst []change.Value) ([]change.Value, error) {
 				break
 			}
 		} else {
-			k := strings.IndexAny(s[i:end], `,"\`)
+			k := indexFieldEnd(s[i:end])
 			if k < 0 {
 				k = end - i
 			} else if s[i+k] != ',' {
@@ -78,6 +78,27 @@ func parseRecord(s string, dst []change.Value) ([]change.Value, error) {
 		}
 		i++
 	}
+}
+
+// indexQuoteOrBackslash is strings.IndexAny(s, `"\`) without the set it builds at every
+// call, which costs more than the scan of a short field.
+func indexQuoteOrBackslash(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return -1
+}
+
+// indexFieldEnd is strings.IndexAny(s, `,"\`), as indexQuoteOrBackslash.
+func indexFieldEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ',' || c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return -1
 }
 
 func grow(b *strings.Builder, n int) *strings.Builder {
