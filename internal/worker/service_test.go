@@ -315,10 +315,18 @@ func TestStopSoftAndHard(t *testing.T) {
 	require.NoError(t, svc.Start(context.Background()))
 	release = f.blocked(t, svc)
 	before = f.applied(t)
+	_, old := svc.Backends("q")
 	svc.StopAndCancel() // returns while the test still holds the lock: the batch was cancelled
 	require.NoError(t, svc.Err())
 	require.Equal(t, before, f.applied(t), "the batch in hand was rolled back")
 	release()
+	// The cancelled worker's connection is closed, but its backend may not have exited yet, and
+	// it holds the subscription's advisory lock until it has.
+	pgtest.Eventually(t, time.Minute, "the cancelled worker's target backend exits", func() bool {
+		var alive bool
+		require.NoError(t, f.tcon.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1)`, int32(old)).Scan(&alive))
+		return !alive
+	})
 
 	start(t, f.config(t))
 	f.caughtUp(t)
