@@ -95,6 +95,11 @@ type Applier struct {
 	// (writer.selected), reused flush after flush.
 	sel   []int32
 	order []keyOrder
+	// ahead: the two buffer sets of the flushes sent ahead (ahead.go), used in turn from
+	// aheadNext; w the writer of the batch in hand (nil between batches).
+	ahead     [2]aheadBufs
+	aheadNext int
+	w         *writer
 }
 
 // readAhead is what target.StartBatch read at the start of a batch's transaction: each of
@@ -286,6 +291,9 @@ func (a *Applier) Position(ctx context.Context) (change.Position, error) {
 func (a *Applier) Routes(ctx context.Context) ([]change.Route, error) {
 	var db pg.DB = a.conn
 	if a.tx != nil {
+		if err := a.settle(); err != nil {
+			return nil, err
+		}
 		db = a.tx
 		if a.read.routes {
 			a.read.routes = false
@@ -325,25 +333,38 @@ func (a *Applier) RecordError(ctx context.Context, err error) error {
 // row in strict order (stream is called again): the replay either succeeds (e.g. a unique
 // constraint that only a different order of the rows violates) or names the failing event.
 func (a *Applier) Apply(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error) error {
-	err := a.applyOnce(ctx, b, stream, true)
+	err := a.applyOnce(ctx, b, stream, true, true)
+	if errors.Is(err, errResync) && ctx.Err() == nil && !a.conn.IsClosed() {
+		a.log.Info("rows missing on the target: applying the batch again, statement by statement", "batch_id", b.ID, "cause", err.Error())
+		err = a.applyOnce(ctx, b, stream, true, false)
+	}
 	var ae *Error
 	if err == nil || !errors.As(err, &ae) || !ae.setBased || ctx.Err() != nil || a.conn.IsClosed() {
 		return err
 	}
 	a.log.Warn("set-based apply failed, replaying the batch row by row", "batch_id", b.ID, "error", err.Error())
-	if err := a.applyOnce(ctx, b, stream, false); err != nil {
+	if err := a.applyOnce(ctx, b, stream, false, false); err != nil {
 		return err
 	}
 	a.log.Info("batch applied row by row", "batch_id", b.ID)
 	return nil
 }
 
-func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error, setBased bool) (err error) {
+func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emit func([]change.Event) error) error, setBased, ahead bool) (err error) {
 	tx, err := a.conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("apply batch %d: begin: %w", b.ID, err)
 	}
 	defer func() {
+		if a.w != nil {
+			// A flush sent ahead is the transaction's until it ends; its error, the first
+			// of the attempt, is the one that tells (a set-based statement failed: replayed
+			// row by row; rows missing: applied again statement by statement).
+			if aerr := a.w.settle(); aerr != nil {
+				err = fmt.Errorf("apply batch %d: %w", b.ID, aerr)
+			}
+			a.w = nil
+		}
 		a.tx = nil
 		a.read = readAhead{}
 		if err != nil {
@@ -387,7 +408,8 @@ func (a *Applier) applyOnce(ctx context.Context, b change.Batch, stream func(emi
 	}
 	a.read = readAhead{routes: true, backlogged: a.schema.HasBacklog(), setAside: a.schema.HasDeadLetter(), batch: b.ID, BatchStart: start}
 	a.tx = tx
-	w := newWriter(a, tx, setBased)
+	w := newWriter(a, tx, setBased, ahead)
+	a.w = w
 	if err := stream(func(evs []change.Event) error { return w.add(ctx, evs) }); err != nil {
 		return fmt.Errorf("apply batch %d: %w", b.ID, err)
 	}

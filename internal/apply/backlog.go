@@ -23,6 +23,9 @@ func (a *Applier) AppendBacklog(ctx context.Context, src change.Table, evs []cha
 	if a.tx == nil {
 		return errNoBatch
 	}
+	if err := a.settle(); err != nil {
+		return err
+	}
 	if len(evs) == 0 {
 		return nil
 	}
@@ -37,6 +40,9 @@ func (a *Applier) AppendBacklog(ctx context.Context, src change.Table, evs []cha
 func (a *Applier) Backlogged(ctx context.Context) ([]change.Table, error) {
 	if a.tx == nil {
 		return nil, errNoBatch
+	}
+	if err := a.settle(); err != nil {
+		return nil, err
 	}
 	if a.read.backlogged {
 		a.read.backlogged = false
@@ -57,6 +63,9 @@ func (a *Applier) DrainBacklog(ctx context.Context, src change.Table, fn func([]
 	if a.tx == nil {
 		return 0, errNoBatch
 	}
+	if err := a.settle(); err != nil {
+		return 0, err
+	}
 	// Events of one layout share their Columns and Key slices, as a source's do.
 	layouts := map[string][]string{}
 	intern := func(s []string) []string {
@@ -73,6 +82,9 @@ func (a *Applier) DrainBacklog(ctx context.Context, src change.Table, fn func([]
 	var n int
 	last := int64(-1)
 	for {
+		if err := a.settle(); err != nil { // fn may have flushed ahead
+			return n, err
+		}
 		page, err := target.ReadBacklog(ctx, a.tx, a.subID, src, last, backlogPage)
 		var bad *target.BadOpError
 		if errors.As(err, &bad) {
@@ -98,6 +110,9 @@ func (a *Applier) DrainBacklog(ctx context.Context, src change.Table, fn func([]
 		if len(evs) < backlogPage {
 			break
 		}
+	}
+	if err := a.settle(); err != nil {
+		return n, err
 	}
 	if err := target.DeleteBacklog(ctx, a.tx, a.subID, src); err != nil {
 		return n, fmt.Errorf("delete copy backlog of %s: %w", src, err)

@@ -54,7 +54,9 @@ func TestLargeBatchStreams(t *testing.T) {
 			}
 			maxPending = max(maxPending, pending)
 			if i+1000 == 3000 {
-				// The batch's transaction has written rows already (the relation grew).
+				// The batch's transaction has written rows already (the relation grew), once
+				// the flush sent ahead is done with the connection.
+				require.NoError(t, tg.a.settle())
 				var size int64
 				require.NoError(t, tg.a.tx.QueryRow(ctx, `SELECT count(*) FROM public.t`).Scan(&size))
 				sawRows = size > 0

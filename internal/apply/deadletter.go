@@ -19,6 +19,9 @@ func (a *Applier) SetAside(ctx context.Context, b change.Batch) ([]int64, error)
 	if a.tx == nil {
 		return nil, errNoBatch
 	}
+	if err := a.settle(); err != nil {
+		return nil, err
+	}
 	if !a.schema.HasDeadLetter() {
 		return nil, nil
 	}
@@ -38,6 +41,9 @@ func (a *Applier) SetAside(ctx context.Context, b change.Batch) ([]int64, error)
 func (a *Applier) MarkSetAside(ctx context.Context, b change.Batch, ids []int64) error {
 	if a.tx == nil {
 		return errNoBatch
+	}
+	if err := a.settle(); err != nil {
+		return err
 	}
 	if !a.schema.HasDeadLetter() || len(ids) == 0 {
 		return nil

@@ -91,7 +91,7 @@ func TestFilteredUpdatesAgainstModel(t *testing.T) {
 					} else {
 						tg.id++
 						b := change.Batch{ID: tg.id, Prev: change.Position{Tick: tg.tick}, End: change.Position{Tick: tg.tick + 1}}
-						require.NoError(t, tg.a.applyOnce(context.Background(), b, func(emit func([]change.Event) error) error { return emit(evs) }, false))
+						require.NoError(t, tg.a.applyOnce(context.Background(), b, func(emit func([]change.Event) error) error { return emit(evs) }, false, false))
 						tg.tick++
 					}
 				}

@@ -96,6 +96,9 @@ func (w *writer) checkInsertAfterUpdate(ctx context.Context, t *table, s *shape,
 		}
 		updated = id
 	}
+	if err := w.settle(); err != nil {
+		return err
+	}
 	args := make([]any, len(k))
 	for j, v := range k {
 		args[j] = textArg(v)

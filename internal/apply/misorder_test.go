@@ -45,7 +45,7 @@ func TestInsertAfterMissedUpdateStops(t *testing.T) {
 			// Row by row (the path that names a failing event).
 			tg.id++
 			b := change.Batch{ID: tg.id, Prev: change.Position{Tick: tg.tick}, End: change.Position{Tick: tg.tick + 1}}
-			err := tg.a.applyOnce(ctx, b, func(emit func([]change.Event) error) error { return emit(bad) }, false)
+			err := tg.a.applyOnce(ctx, b, func(emit func([]change.Event) error) error { return emit(bad) }, false, false)
 			misordered(err, 3, 2, 2)
 
 			// The UPDATE written in an earlier run of the batch (more events between than a
@@ -115,7 +115,7 @@ func TestInsertAfterMissedDeleteStops(t *testing.T) {
 			misordered(tg.apply(t, bad), 3, 2, 2)
 			tg.id++
 			b := change.Batch{ID: tg.id, Prev: change.Position{Tick: tg.tick}, End: change.Position{Tick: tg.tick + 1}}
-			misordered(tg.a.applyOnce(ctx, b, func(emit func([]change.Event) error) error { return emit(bad) }, false), 3, 2, 2)
+			misordered(tg.a.applyOnce(ctx, b, func(emit func([]change.Event) error) error { return emit(bad) }, false, false), 3, 2, 2)
 
 			// The DELETE written in an earlier run of the batch.
 			long := []change.Event{del(1, row(5, "e")...)}

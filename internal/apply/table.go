@@ -105,6 +105,9 @@ func (a *Applier) table(ctx context.Context, q pg.DB, name change.Table) (*table
 	if t, ok := a.tables[name]; ok {
 		return t, nil
 	}
+	if err := a.settle(); err != nil {
+		return nil, err
+	}
 	schema := name.Schema
 	if schema == "" {
 		schema = "public"

@@ -92,6 +92,12 @@ type writer struct {
 	// deleted: per table, the keys of DELETEs of this batch that may have found no row on the
 	// target (checkDeleteBeforeInsert); nil on the usual path.
 	deleted map[*table]map[string]int64
+
+	// ahead: full runs may be flushed ahead (ahead.go); inflight is the flush running on the
+	// target meanwhile (nil when none), aheadErr the first such flush's error.
+	ahead    bool
+	inflight chan error
+	aheadErr error
 }
 
 // lookupThreshold is the run size from which the planner might prefer a hash join over a
@@ -116,13 +122,13 @@ func (w *writer) planJoins(ctx context.Context, s *shape, rows int) error {
 	return nil
 }
 
-func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
+func newWriter(a *Applier, tx pgx.Tx, setBased, ahead bool) *writer {
 	// The runs (their maps and arenas) live as long as the table cache: reused batch after
 	// batch instead of grown again.
 	if a.runs == nil {
 		a.runs = map[*table]*run{}
 	}
-	return &writer{a: a, tx: tx, setBased: setBased, strict: !a.replica, runs: a.runs,
+	return &writer{a: a, tx: tx, setBased: setBased, ahead: ahead && setBased, strict: !a.replica, runs: a.runs,
 		limit: min(firstRunRows, a.cfg.MaxPendingRows)}
 }
 
@@ -137,6 +143,9 @@ func newWriter(a *Applier, tx pgx.Tx, setBased bool) *writer {
 func (w *writer) guard(ctx context.Context, t *table) error {
 	if !w.a.superuser || w.guarded[t] || t.ownersChecked {
 		return nil
+	}
+	if err := w.settle(); err != nil {
+		return err
 	}
 	if !t.ownersKnown {
 		owned, err := catalog.SuperuserOwned(ctx, w.tx, t.sql)
@@ -320,6 +329,9 @@ func (w *writer) addOne(ctx context.Context, ev *change.Event) error {
 		// relation size, and the target works while the source reads on), then in runs
 		// growing to MaxPendingRows.
 		w.limit = min(2*w.limit, w.a.cfg.MaxPendingRows)
+		if w.ahead {
+			return w.flushAhead(ctx)
+		}
 		return w.flushAll(ctx)
 	}
 	return nil
@@ -495,6 +507,9 @@ func (r *run) reset() {
 }
 
 func (w *writer) flushAll(ctx context.Context) error {
+	if err := w.settle(); err != nil {
+		return err
+	}
 	for _, r := range w.order {
 		if err := w.flushRun(ctx, r); err != nil {
 			return err
@@ -527,6 +542,9 @@ func (w *writer) flushTruncates(ctx context.Context) error {
 	if len(w.truncs) == 0 {
 		return nil
 	}
+	if err := w.settle(); err != nil {
+		return err
+	}
 	names := make([]string, len(w.truncs))
 	for i, t := range w.truncs {
 		names[i] = t.sql
@@ -544,6 +562,9 @@ func (w *writer) flushTruncates(ctx context.Context) error {
 // appears once in a run, so the three statements touch disjoint rows.
 func (w *writer) flushRun(ctx context.Context, r *run) error {
 	defer r.reset()
+	if err := w.settle(); err != nil {
+		return err
+	}
 	s := r.shape
 	if s == nil {
 		return nil
@@ -871,10 +892,15 @@ func appendCopyText(buf []byte, v change.Value) []byte {
 		return append(buf, '\\', 'N')
 	}
 	s := v.Text
-	if strings.IndexAny(s, "\\\n\r\t") < 0 {
-		return append(buf, s...)
+	plain := 0 // strings.IndexAny without the set it builds at every call
+	for plain < len(s) {
+		if c := s[plain]; c == '\\' || c == '\n' || c == '\r' || c == '\t' {
+			break
+		}
+		plain++
 	}
-	for i := 0; i < len(s); i++ {
+	buf = append(buf, s[:plain]...)
+	for i := plain; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '\\':
 			buf = append(buf, '\\', '\\')
@@ -900,6 +926,9 @@ func textArg(v change.Value) any {
 
 // applyRow writes one event with one statement: the slow path that names the failing event.
 func (w *writer) applyRow(ctx context.Context, s *shape, ev *change.Event) error {
+	if err := w.settle(); err != nil {
+		return err
+	}
 	var sql string
 	var args []any
 	keyArgs := func() []any {
