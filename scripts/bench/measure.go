@@ -526,6 +526,7 @@ func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int
 	if err := r.settle(ctx, e); err != nil {
 		return 0, 0, 0, fmt.Errorf("settle: %w", err)
 	}
+	cpu0, cpuErr := sampleCPU(e.pair.prov, e.pair.tgt)
 	t0 := time.Now()
 	if err := r.start(ctx, e); err != nil {
 		return 0, 0, 0, fmt.Errorf("start: %w", err)
@@ -534,8 +535,20 @@ func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("wait for the backlog's last row: %w", err)
 	}
-	b.log.Info("applied", "system", e.tag, "changes", n, "seconds", round(t1.Sub(t0).Seconds()),
-		"first_row_after", round(first.Sub(t0).Seconds()), "wal_bytes_per_change", round(wal))
+	var use cpuUse
+	if cpuErr == nil {
+		var cpu1 cpuSample
+		if cpu1, cpuErr = sampleCPU(e.pair.prov, e.pair.tgt); cpuErr == nil {
+			use = cpu0.until(cpu1)
+		}
+	}
+	cores := []any{"cores_not_measured", cpuErr}
+	if cpuErr == nil {
+		cores = []any{"cores_busy", round(use.busy), "cores_provider", round(use.clusters[0]),
+			"cores_target", round(use.clusters[1]), "cores_rest", round(use.rest())}
+	}
+	b.log.Info("applied", append([]any{"system", e.tag, "changes", n, "seconds", round(t1.Sub(t0).Seconds()),
+		"first_row_after", round(first.Sub(t0).Seconds()), "wal_bytes_per_change", round(wal)}, cores...)...)
 	if err := b.compare(ctx, e); err != nil {
 		return 0, 0, 0, err
 	}
