@@ -183,20 +183,7 @@ func (w *writer) buildAhead(r *run, bufs *aheadBufs) {
 		}
 	}
 	if nins > 0 {
-		buf := bufs.buf()
-		for k := range r.entries {
-			e := &r.entries[k]
-			if e.op != opInsert {
-				continue
-			}
-			for n, i := range s.write {
-				if n > 0 {
-					buf = append(buf, '\t')
-				}
-				buf = appendCopyText(buf, r.arena[int(e.row)+i])
-			}
-			buf = append(buf, '\n')
-		}
+		buf := appendCopyRows(bufs.buf(), r, opInsert, opInsert)
 		stmt(s.copySQL, change.Insert, -1, nins).copy = bufs.keep(buf)
 	}
 }

@@ -693,20 +693,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 			}
 		}
 	} else if nins > 0 {
-		buf := w.a.copyBuf[:0]
-		for k := range r.entries {
-			e := &r.entries[k]
-			if e.op != opInsert && e.op != opReplace {
-				continue
-			}
-			for n, i := range s.write {
-				if n > 0 {
-					buf = append(buf, '\t')
-				}
-				buf = appendCopyText(buf, r.arena[int(e.row)+i])
-			}
-			buf = append(buf, '\n')
-		}
+		buf := appendCopyRows(w.a.copyBuf[:0], r, opInsert, opReplace)
 		_, err := w.tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(buf), s.copySQL)
 		if cap(buf) <= 64<<20 {
 			w.a.copyBuf = buf[:0]
@@ -883,6 +870,26 @@ func appendArray(b []byte, tc targetCol, vals iter.Seq[change.Value]) ([]byte, i
 	}
 	binary.BigEndian.PutUint32(b[12:], n)
 	return b, 1
+}
+
+// appendCopyRows appends, in COPY's text format, the rows of the run's entries whose op is
+// op1 or op2, in the order of the entries.
+func appendCopyRows(buf []byte, r *run, op1, op2 uint8) []byte {
+	s := r.shape
+	for k := range r.entries {
+		e := &r.entries[k]
+		if e.op != op1 && e.op != op2 {
+			continue
+		}
+		for n, i := range s.write {
+			if n > 0 {
+				buf = append(buf, '\t')
+			}
+			buf = appendCopyText(buf, r.arena[int(e.row)+i])
+		}
+		buf = append(buf, '\n')
+	}
+	return buf
 }
 
 // appendCopyText appends a value in COPY's text format: \N for NULL; backslash, newline,
