@@ -51,6 +51,8 @@ type bench struct {
 	results  []*metric
 	notes    []string
 	disabled map[string]string // system → why it is skipped
+	// applyWarm: the apply section's unmeasured runs are done (warmApply).
+	applyWarm bool
 }
 
 func newBench(ctx context.Context, cfg config, log *slog.Logger) (*bench, error) {

@@ -297,7 +297,8 @@ var sectionNotes = map[string]string{
 		"of the provider's and the target's tables. WAL per change = the provider's WAL insert position after the " +
 		"backlog minus before it (pg_current_wal_insert_lsn), divided by the changes: the table's own WAL (the same " +
 		"for every system: wal_level=logical everywhere) plus what the capture writes — skiff's and PgQ's event rows " +
-		"and ticks; a logical-decoding slot writes nothing while it is not read.",
+		"and ticks; a logical-decoding slot writes nothing while it is not read. Before the first measurement " +
+		"each system applies one backlog unmeasured: a fresh cluster's first run creates its WAL segment files.",
 	"parallel": "Four tables, each its own group: four skiff queues and workers, four Londiste queues and leaf " +
 		"workers, four publications/subscriptions, four pglogical replication sets/subscriptions. The backlog " +
 		"(mixed inserts and updates) is spread evenly, each transaction touching one table. Logical decoding reads " +
