@@ -530,6 +530,16 @@ func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int
 	if err := r.settle(ctx, e); err != nil {
 		return 0, 0, 0, fmt.Errorf("settle: %w", err)
 	}
+	// Every run starts from a checkpoint on both sides, as the copy's do: else one requested by
+	// the WAL of earlier runs (max_wal_size) lands in whichever run reaches it.
+	for _, c := range []struct {
+		srv *pgtest.Server
+		db  string
+	}{{e.pair.prov, e.pdb}, {e.pair.tgt, e.tdb}} {
+		if err := execSQL(ctx, c.srv, c.db, "CHECKPOINT"); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	cpu0, cpuErr := sampleCPU(e.pair.prov, e.pair.tgt)
 	t0 := time.Now()
 	if err := r.start(ctx, e); err != nil {
