@@ -157,14 +157,7 @@ func (w *writer) buildAhead(r *run, bufs *aheadBufs) {
 		}
 		st := stmt(s.delSQL, change.Delete, int64(mustDel), len(sel))
 		for j := range s.key {
-			tc := r.t.cols[s.key[j]]
-			b, format := appendArray(bufs.buf(), tc, func(yield func(change.Value) bool) {
-				for _, i := range sel {
-					if !yield(r.arena[int(r.entries[i].key)+j]) {
-						return
-					}
-				}
-			})
+			b, format := r.appendKeys(bufs.buf(), sel, j)
 			st.vals, st.formats = append(st.vals, bufs.keep(b)), append(st.formats, format)
 		}
 	}
@@ -172,13 +165,7 @@ func (w *writer) buildAhead(r *run, bufs *aheadBufs) {
 		sel := w.selected(r, opUpdate, opUpdate)
 		st := stmt(s.updSQL, change.Update, int64(len(sel)), len(sel))
 		for _, i := range s.write {
-			b, format := appendArray(bufs.buf(), r.t.cols[s.cols[i]], func(yield func(change.Value) bool) {
-				for _, k := range sel {
-					if !yield(r.arena[int(r.entries[k].row)+i]) {
-						return
-					}
-				}
-			})
+			b, format := r.appendRows(bufs.buf(), sel, i)
 			st.vals, st.formats = append(st.vals, bufs.keep(b)), append(st.formats, format)
 		}
 	}

@@ -642,14 +642,7 @@ func (w *writer) flushRun(ctx context.Context, r *run) error {
 	rowArgs := func(op1, op2 uint8) *setArgs {
 		sel := w.selected(r, op1, op2)
 		return w.setArgs(len(s.write), func(m int) ([]byte, int16) {
-			i := s.write[m]
-			return appendArray(w.a.argBufs[m][:0], r.t.cols[s.cols[i]], func(yield func(change.Value) bool) {
-				for _, k := range sel {
-					if !yield(r.arena[int(r.entries[k].row)+i]) {
-						return
-					}
-				}
-			})
+			return r.appendRows(w.a.argBufs[m][:0], sel, s.write[m])
 		})
 	}
 	if nupd > 0 && s.updSQL != "" {
@@ -714,14 +707,7 @@ func (w *writer) deleteRun(ctx context.Context, r *run, op1, op2 uint8) (int64, 
 		return 0, err
 	}
 	args := w.setArgs(len(s.key), func(j int) ([]byte, int16) {
-		tc := r.t.cols[s.key[j]]
-		return appendArray(w.a.argBufs[j][:0], tc, func(yield func(change.Value) bool) {
-			for _, i := range sel {
-				if !yield(r.arena[int(r.entries[i].key)+j]) {
-					return
-				}
-			}
-		})
+		return r.appendKeys(w.a.argBufs[j][:0], sel, j)
 	})
 	tag, err := w.execSet(ctx, s.delSQL, args)
 	if err != nil {
@@ -776,6 +762,29 @@ func (w *writer) selected(r *run, op1, op2 uint8) []int32 {
 		sel[j] = order[j].i
 	}
 	return sel
+}
+
+// appendRows appends the array parameter of event column i of the rows of entries sel
+// (appendArray).
+func (r *run) appendRows(b []byte, sel []int32, i int) ([]byte, int16) {
+	return appendArray(b, r.t.cols[r.shape.cols[i]], func(yield func(change.Value) bool) {
+		for _, k := range sel {
+			if !yield(r.arena[int(r.entries[k].row)+i]) {
+				return
+			}
+		}
+	})
+}
+
+// appendKeys appends the array parameter of key column j of the keys of entries sel.
+func (r *run) appendKeys(b []byte, sel []int32, j int) ([]byte, int16) {
+	return appendArray(b, r.t.cols[r.shape.key[j]], func(yield func(change.Value) bool) {
+		for _, k := range sel {
+			if !yield(r.arena[int(r.entries[k].key)+j]) {
+				return
+			}
+		}
+	})
 }
 
 // setArgs are the parameters of a set-based statement in their wire form: one array per
