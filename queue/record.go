@@ -25,7 +25,7 @@ func parseRecord(s string, dst []change.Value) ([]change.Value, error) {
 			j := seg
 			var b *strings.Builder
 			for {
-				k := indexQuoteOrBackslash(s[j:end])
+				k := indexAnyOf(s[j:end], '"', '\\', '\\')
 				if k < 0 {
 					return dst, errMalformed
 				}
@@ -57,7 +57,7 @@ func parseRecord(s string, dst []change.Value) ([]change.Value, error) {
 				break
 			}
 		} else {
-			k := indexFieldEnd(s[i:end])
+			k := indexAnyOf(s[i:end], ',', '"', '\\')
 			if k < 0 {
 				k = end - i
 			} else if s[i+k] != ',' {
@@ -80,21 +80,11 @@ func parseRecord(s string, dst []change.Value) ([]change.Value, error) {
 	}
 }
 
-// indexQuoteOrBackslash is strings.IndexAny(s, `"\`) without the set it builds at every
-// call, which costs more than the scan of a short field.
-func indexQuoteOrBackslash(s string) int {
+// indexAnyOf is strings.IndexAny(s, string([]byte{a, b, c})) without the set IndexAny builds
+// at every call, which costs more than the scan of a short field.
+func indexAnyOf(s string, a, b, c byte) int {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '"' || c == '\\' {
-			return i
-		}
-	}
-	return -1
-}
-
-// indexFieldEnd is strings.IndexAny(s, `,"\`), as indexQuoteOrBackslash.
-func indexFieldEnd(s string) int {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == ',' || c == '"' || c == '\\' {
+		if x := s[i]; x == a || x == b || x == c {
 			return i
 		}
 	}

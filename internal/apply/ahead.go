@@ -93,11 +93,10 @@ func (w *writer) aheadable(r *run) bool {
 	return nins != 1
 }
 
-// flushAhead writes every pending run: sent ahead when they all can be, else as flushAll.
+// flushAhead writes every pending run (the writer's ahead is set; no TRUNCATE is pending at
+// the size limit, addOne writes them before it merges a row): sent ahead when they all can
+// be, else as flushAll.
 func (w *writer) flushAhead(ctx context.Context) error {
-	if !w.setBased || w.a.merge != "" || len(w.truncs) > 0 {
-		return w.flushAll(ctx)
-	}
 	for _, r := range w.order {
 		if !w.aheadable(r) {
 			return w.flushAll(ctx)

@@ -93,7 +93,7 @@ type writer struct {
 	// target (checkDeleteBeforeInsert); nil on the usual path.
 	deleted map[*table]map[string]int64
 
-	// ahead: full runs may be flushed ahead (ahead.go); inflight is the flush running on the
+	// ahead: full runs may be flushed ahead (ahead.go: set-based, not merged); inflight is the flush running on the
 	// target meanwhile (nil when none), aheadErr the first such flush's error.
 	ahead    bool
 	inflight chan error
@@ -128,7 +128,7 @@ func newWriter(a *Applier, tx pgx.Tx, setBased, ahead bool) *writer {
 	if a.runs == nil {
 		a.runs = map[*table]*run{}
 	}
-	return &writer{a: a, tx: tx, setBased: setBased, ahead: ahead && setBased, strict: !a.replica, runs: a.runs,
+	return &writer{a: a, tx: tx, setBased: setBased, ahead: ahead && setBased && a.merge == "", strict: !a.replica, runs: a.runs,
 		limit: min(firstRunRows, a.cfg.MaxPendingRows)}
 }
 
