@@ -157,6 +157,18 @@ func (u cpuUse) rest() float64 {
 	return r
 }
 
+// useSince is what was used since before, which sampleCPU(servers...) returned with beforeErr.
+func useSince(before cpuSample, beforeErr error, servers ...*pgtest.Server) (cpuUse, error) {
+	if beforeErr != nil {
+		return cpuUse{}, beforeErr
+	}
+	after, err := sampleCPU(servers...)
+	if err != nil {
+		return cpuUse{}, err
+	}
+	return before.until(after), nil
+}
+
 func (a cpuSample) until(b cpuSample) cpuUse {
 	total := (b.busy - a.busy) + (b.idle - a.idle)
 	var u cpuUse

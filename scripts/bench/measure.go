@@ -532,13 +532,8 @@ func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int
 	}
 	// Every run starts from a checkpoint on both sides, as the copy's do: else one requested by
 	// the WAL of earlier runs (max_wal_size) lands in whichever run reaches it.
-	for _, c := range []struct {
-		srv *pgtest.Server
-		db  string
-	}{{e.pair.prov, e.pdb}, {e.pair.tgt, e.tdb}} {
-		if err := execSQL(ctx, c.srv, c.db, "CHECKPOINT"); err != nil {
-			return 0, 0, 0, err
-		}
+	if err := e.checkpoint(ctx); err != nil {
+		return 0, 0, 0, err
 	}
 	cpu0, cpuErr := sampleCPU(e.pair.prov, e.pair.tgt)
 	t0 := time.Now()
@@ -549,13 +544,7 @@ func (b *bench) applyOnce(ctx context.Context, s system, kind string, groups int
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("wait for the backlog's last row: %w", err)
 	}
-	var use cpuUse
-	if cpuErr == nil {
-		var cpu1 cpuSample
-		if cpu1, cpuErr = sampleCPU(e.pair.prov, e.pair.tgt); cpuErr == nil {
-			use = cpu0.until(cpu1)
-		}
-	}
+	use, cpuErr := useSince(cpu0, cpuErr, e.pair.prov, e.pair.tgt)
 	cores := []any{"cores_not_measured", cpuErr}
 	if cpuErr == nil {
 		cores = []any{"cores_busy", round(use.busy), "cores_provider", round(use.clusters[0]),
@@ -885,10 +874,7 @@ func (b *bench) copyOnce(ctx context.Context, s system) (float64, cpuUse, error)
 	// Both clusters start clean: the target's too, or the previous run's WAL and dirty pages
 	// (its copy, the hint bits its compare set) would be written during this one; skiff's
 	// target cluster runs two copies in a row (one stream, then split).
-	if err := execSQL(ctx, p.prov, e.pdb, "CHECKPOINT"); err != nil {
-		return 0, cpuUse{}, err
-	}
-	if err := execSQL(ctx, p.tgt, e.tdb, "CHECKPOINT"); err != nil {
+	if err := e.checkpoint(ctx); err != nil {
 		return 0, cpuUse{}, err
 	}
 	// The cores used explain the rate; a failure to read them (another user's data directory)
@@ -912,13 +898,7 @@ func (b *bench) copyOnce(ctx context.Context, s system) (float64, cpuUse, error)
 	if err != nil {
 		return 0, cpuUse{}, fmt.Errorf("wait for the copied rows: %w", err)
 	}
-	var use cpuUse
-	if cpuErr == nil {
-		var after cpuSample
-		if after, cpuErr = sampleCPU(p.prov, p.tgt); cpuErr == nil {
-			use = before.until(after)
-		}
-	}
+	use, cpuErr := useSince(before, cpuErr, p.prov, p.tgt)
 	if cpuErr != nil {
 		b.log.Warn("cores used by the copy not measured", "system", s.name, "err", cpuErr)
 	}

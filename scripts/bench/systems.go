@@ -28,6 +28,15 @@ type runEnv struct {
 	tag    string // unique within the run; names slots and subscriptions
 }
 
+// checkpoint runs CHECKPOINT on the run's provider and target databases: a measured run
+// starts with both clusters clean.
+func (e *runEnv) checkpoint(ctx context.Context) error {
+	if err := execSQL(ctx, e.pair.prov, e.pdb, "CHECKPOINT"); err != nil {
+		return err
+	}
+	return execSQL(ctx, e.pair.tgt, e.tdb, "CHECKPOINT")
+}
+
 func (e *runEnv) tables() []string {
 	var out []string
 	for _, g := range e.groups {
