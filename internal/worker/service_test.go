@@ -322,10 +322,10 @@ func TestStopSoftAndHard(t *testing.T) {
 	release()
 	// The cancelled worker's connection is closed, but its backend may not have exited yet, and
 	// it holds the subscription's advisory lock until it has.
-	pgtest.Eventually(t, time.Minute, "the cancelled worker's target backend exits", func() bool {
-		var alive bool
-		require.NoError(t, f.tcon.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1)`, int32(old)).Scan(&alive))
-		return !alive
+	pgtest.Eventually(t, time.Minute, "the cancelled worker's target backend releases its advisory lock", func() bool {
+		var held bool
+		require.NoError(t, f.tcon.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE pid = $1 AND locktype = 'advisory')`, int32(old)).Scan(&held))
+		return !held
 	})
 
 	start(t, f.config(t))
