@@ -1,6 +1,7 @@
 // Command bench measures skiff against the replicators a user would pick instead — Londiste3
 // with PgQ, built-in logical replication and pglogical — side by side in one run, and writes a
-// table of ratios (skiff / peer) to docs/benchmarks.md.
+// table of ratios (skiff / peer): printed, and written to the file -out names (`make bench`
+// writes docs/benchmarks.md).
 //
 // Run it with `make bench` (full size) or `make bench BENCH_SIZE=quick`, or directly:
 //
@@ -75,7 +76,9 @@ func main() {
 	sizeName := flag.String("size", "full", "benchmark size: quick (a few minutes) or full")
 	reps := flag.Int("reps", 0, "repetitions of every measurement (0: the size's default)")
 	skiffBin := flag.String("skiff", "bin/skiff", "the skiff binary to drive")
-	out := flag.String("out", "docs/benchmarks.md", "markdown report to write (empty: print only)")
+	// No default file: a partial run (-only, -systems, -reps 1) must not overwrite the record
+	// that `make bench` writes (it passes -out docs/benchmarks.md).
+	out := flag.String("out", "", "markdown report (and its .svg plot) to write, e.g. docs/benchmarks.md; empty: print only")
 	sections := flag.String("only", strings.Join(allSections, ","), "sections to run: "+strings.Join(allSections, ","))
 	systems := flag.String("systems", "skiff,skiff-logical,londiste,builtin,pglogical", "systems to measure (capture overhead always has its own variants)")
 	note := flag.String("note", "", "a note printed at the top of the report (e.g. the machine was shared)")
