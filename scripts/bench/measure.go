@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -237,6 +238,7 @@ func (b *bench) captureOn(ctx context.Context, srv *pgtest.Server, suffix string
 			if ok && v.name != "none" {
 				b.record(sec, ratioTPS+suffix, v.name, "ratio", false, r[0]/base[0])
 				b.record(sec, ratioBulk+suffix, v.name, "ratio", false, r[1]/base[1])
+				b.record(sec, ratioPaired+suffix, v.name, "ratio", false, r[2])
 			}
 		}
 	}
@@ -266,9 +268,11 @@ func (b *bench) oldCaptureVariants(ctx context.Context, srv *pgtest.Server) []ca
 // captureRep runs one repetition of every variant: a database per variant (a copy of the
 // template with the capture installed), then pgbench slices in the order A B C D D C B A (each
 // variant twice, half the run time each; the mirrored order cancels a drift of the machine's
-// speed), then the bulk insert the same way, half the rows each time. A variant whose install
-// fails is marked broken and left out from then on. It returns TPS and bulk rows/s per variant.
-func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, script string, variants []captureVariant, broken map[string]string) (map[string][2]float64, error) {
+// speed), then each variant's pgbench beside the no-capture database's at the same time
+// (pairedRatio, for the whole run time), then the bulk insert the same way as pgbench, half
+// the rows each time. A variant whose install fails is marked broken and left out from then
+// on. It returns per variant the TPS, the bulk rows/s and the paired ratio (0 for "none").
+func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, script string, variants []captureVariant, broken map[string]string) (map[string][3]float64, error) {
 	dbs := map[string]string{}
 	defer func() {
 		for _, db := range dbs {
@@ -301,7 +305,7 @@ func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, sc
 	}
 	sz := b.cfg.Size
 	slice := max(1, int(sz.PgbenchTime.Seconds())/2)
-	got := map[string][2]float64{}
+	got := map[string][3]float64{}
 	add := func(name string, i int, v float64) {
 		r := got[name]
 		r[i] += v / 2
@@ -312,19 +316,23 @@ func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, sc
 		if err := execSQL(ctx, srv, db, "CHECKPOINT"); err != nil {
 			return nil, err
 		}
-		out, err := runCmd(ctx, dir, nil, filepath.Join(b.bin, "pgbench"), "-n", "-M", "prepared",
-			"-c", strconv.Itoa(sz.PgbenchClients), "-j", "2", "-T", strconv.Itoa(slice),
-			"-D", "scale="+strconv.Itoa(sz.PgbenchScale), "-f", script,
-			"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", db)
+		tps, err := b.pgbenchTPS(ctx, srv, dir, script, db, sz.PgbenchClients, slice)
 		if err != nil {
-			return nil, fmt.Errorf("pgbench on %s: %w", v.name, err)
+			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
-		m := tpsRE.FindStringSubmatch(out)
-		if m == nil {
-			return nil, fmt.Errorf("pgbench printed no tps: %s", tail(out, 5))
-		}
-		tps, _ := strconv.ParseFloat(m[1], 64)
 		add(v.name, 0, tps)
+	}
+	for _, v := range order {
+		if v.name == "none" || dbs["none"] == "" {
+			continue
+		}
+		r, err := b.pairedRatio(ctx, srv, dir, script, dbs[v.name], dbs["none"], 2*slice)
+		if err != nil {
+			return nil, fmt.Errorf("paired pgbench of %s: %w", v.name, err)
+		}
+		rs := got[v.name]
+		rs[2] = r
+		got[v.name] = rs
 	}
 	half := sz.BulkRows / 2
 	done := map[string]int{}
@@ -347,9 +355,58 @@ func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, sc
 	return got, nil
 }
 
+// pgbenchTPS runs the TPC-B-like script on db for secs seconds with clients clients and
+// returns pgbench's TPS.
+func (b *bench) pgbenchTPS(ctx context.Context, srv *pgtest.Server, dir, script, db string, clients, secs int) (float64, error) {
+	out, err := runCmd(ctx, dir, nil, filepath.Join(b.bin, "pgbench"), "-n", "-M", "prepared",
+		"-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(2, clients)), "-T", strconv.Itoa(secs),
+		"-D", "scale="+strconv.Itoa(b.cfg.Size.PgbenchScale), "-f", script,
+		"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port), "-U", "postgres", db)
+	if err != nil {
+		return 0, fmt.Errorf("pgbench on %s: %w", db, err)
+	}
+	m := tpsRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("pgbench printed no tps: %s", tail(out, 5))
+	}
+	return strconv.ParseFloat(m[1], 64)
+}
+
+// pairedRatio runs pgbench on a captured database and on the uncaptured one at the same time,
+// half the clients each, after a CHECKPOINT, and returns the captured one's TPS ÷ the other's.
+// Both share the machine's cores at every moment, so a change in the machine's speed (other
+// load on its host) hits both alike and cancels in the ratio, which a comparison of runs made
+// one after the other cannot promise. Each database's clients hold rows of their own
+// database only, so the two do not wait for each other's locks.
+func (b *bench) pairedRatio(ctx context.Context, srv *pgtest.Server, dir, script, captured, plain string, secs int) (float64, error) {
+	if err := execSQL(ctx, srv, plain, "CHECKPOINT"); err != nil {
+		return 0, err
+	}
+	clients := max(1, b.cfg.Size.PgbenchClients/2)
+	var tps [2]float64
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, db := range []string{captured, plain} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tps[i], errs[i] = b.pgbenchTPS(ctx, srv, dir, script, db, clients, secs)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		return 0, err
+	}
+	if tps[1] <= 0 {
+		return 0, fmt.Errorf("pgbench on %s ran no transaction", plain)
+	}
+	return tps[0] / tps[1], nil
+}
+
 const (
-	ratioTPS  = "pgbench TPS with capture ÷ without"
-	ratioBulk = "bulk insert rate with capture ÷ without"
+	ratioPaired = "pgbench TPS, capture beside no capture at the same time"
+	ratioTPS    = "pgbench TPS with capture ÷ without"
+	ratioBulk   = "bulk insert rate with capture ÷ without"
 )
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
