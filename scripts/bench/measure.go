@@ -323,10 +323,11 @@ func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, sc
 		add(v.name, 0, tps)
 	}
 	for _, v := range order {
-		if v.name == "none" || dbs["none"] == "" {
+		plain := dbs["none"]
+		if v.name == "none" || plain == "" {
 			continue
 		}
-		r, err := b.pairedRatio(ctx, srv, dir, script, dbs[v.name], dbs["none"], 2*slice)
+		r, err := b.pairedRatio(ctx, srv, dir, script, dbs[v.name], plain, 2*slice)
 		if err != nil {
 			return nil, fmt.Errorf("paired pgbench of %s: %w", v.name, err)
 		}

@@ -383,7 +383,7 @@ func (b *bench) summary(w *strings.Builder) {
 	fmt.Fprintf(w, "## Summary: skiff ÷ peer\n\n")
 	fmt.Fprintf(w, "Ratio of medians; in brackets the min–max of the per-repetition ratios (each repetition pairs "+
 		"runs made back to back). Above 1 means skiff is faster, except for lag, WAL per change and the large transaction's seconds and MB, where below 1 means skiff lags less, writes less, is faster or uses less. "+
-		"For capture overhead the ratio compares the with÷without ratios.\n\n")
+		"For capture overhead the ratio compares the variants' ratios to no capture (with÷without, and beside it at the same time).\n\n")
 	var cols []string
 	for _, p := range summaryPeers {
 		for _, m := range b.results {
