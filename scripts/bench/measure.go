@@ -322,18 +322,19 @@ func (b *bench) captureRep(ctx context.Context, srv *pgtest.Server, tpl, dir, sc
 		}
 		add(v.name, 0, tps)
 	}
-	for _, v := range order {
-		plain := dbs["none"]
-		if v.name == "none" || plain == "" {
-			continue
+	if plain := dbs["none"]; plain != "" {
+		for _, v := range order {
+			if v.name == "none" {
+				continue
+			}
+			r, err := b.pairedRatio(ctx, srv, dir, script, dbs[v.name], plain, 2*slice)
+			if err != nil {
+				return nil, fmt.Errorf("paired pgbench of %s: %w", v.name, err)
+			}
+			rs := got[v.name]
+			rs[2] = r
+			got[v.name] = rs
 		}
-		r, err := b.pairedRatio(ctx, srv, dir, script, dbs[v.name], plain, 2*slice)
-		if err != nil {
-			return nil, fmt.Errorf("paired pgbench of %s: %w", v.name, err)
-		}
-		rs := got[v.name]
-		rs[2] = r
-		got[v.name] = rs
 	}
 	half := sz.BulkRows / 2
 	done := map[string]int{}
